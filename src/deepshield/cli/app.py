@@ -1,0 +1,38 @@
+"""The typer application every command module adds itself to."""
+
+from __future__ import annotations
+
+import typer
+
+from deepshield.progress import set_quiet
+
+app = typer.Typer(
+    name="deepshield",
+    help="Train, measure, attack, defend and explain deepfake detectors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    set_quiet(quiet)
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """'0,2/255,0.03' -> [0.0, 0.00784..., 0.03]; fractions allowed."""
+    from fractions import Fraction
+
+    from deepshield.errors import ConfigError
+
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append(float(Fraction(part)))
+        except (ValueError, ZeroDivisionError) as e:
+            raise ConfigError(f"{what}: cannot read {part!r} as a number (e.g. 0.03 or 8/255)") from e
+    return out

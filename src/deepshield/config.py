@@ -1,0 +1,70 @@
+"""Experiment configs are data: YAML files validated by pydantic models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deepshield.errors import ConfigError
+
+C = TypeVar("C", bound=BaseModel)
+
+_OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on; saved as the run's config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    dataset: str = "synthetic-faces:easy"
+    data_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model: str = "simplenet"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1)
+    optimizer: Literal["Adam", "AdamW", "SGD"] = "Adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    class_weights: Literal["none", "balanced"] = "none"
+    seed: int = 0
+    device: str = "auto"
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.lower() in _OPTIMIZERS:
+            return _OPTIMIZERS[v.lower()]
+        return v
+
+
+def load_config(path: str | Path, cls: type[C] = TrainConfig) -> C:  # type: ignore[assignment]
+    """Read a YAML file into config class `cls`; ConfigError naming the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return parse_config(data, cls, source=str(path))
+
+
+def parse_config(data: dict[str, Any], cls: type[C], source: str = "config") -> C:
+    """Validate a dict against `cls`; the first problem becomes a one-line ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from e
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """YAML text of a config (round-trips through load_config)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

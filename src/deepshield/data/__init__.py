@@ -1,0 +1,5 @@
+"""Datasets: image folders, CIFAR-10 batches, ASVspoof protocols and the built-in synthetic sets."""
+
+from deepshield.data.splits import Splits, TensorSet, as_batch
+
+__all__ = ["Splits", "TensorSet", "as_batch"]

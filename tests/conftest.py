@@ -1,0 +1,26 @@
+"""Shared test fixtures: the real data in ../shared (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared, or skip the test saying what is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data {p} is absent (set DEEPSHIELD_SHARED to the shared folder)")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Keep dataset caches of tests out of the user's home (one cache per test session)."""
+    if "DEEPSHIELD_CACHE" not in os.environ:
+        monkeypatch.setenv("DEEPSHIELD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
