@@ -11,14 +11,22 @@ from torch.utils.data import Dataset
 
 class TensorSet(Dataset):
     """Samples held in memory. Images: uint8 [N,C,H,W] (served as float in [0,1]) or float;
-    speech: float32 [N,T] in [-1,1]. Labels: int64 [N]. `names`: one id per sample (file name)."""
+    speech: float32 [N,T] in [-1,1]. Labels: int64 [N]. `names`: one id per sample (file name).
+    `meta`: optional per-sample tensors [N,...] (e.g. `boxes` [N,4] of a known artefact region)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        names: Sequence[str] | None = None,
+        meta: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         self.x = x
         self.y = y.long()
         self.names = list(names) if names is not None else [str(i) for i in range(len(x))]
+        self.meta = dict(meta or {})
 
     def __len__(self) -> int:
         return len(self.y)
@@ -40,7 +48,8 @@ class TensorSet(Dataset):
 
     def subset(self, idx: Sequence[int] | torch.Tensor) -> TensorSet:
         t = torch.as_tensor(idx, dtype=torch.long)
-        return TensorSet(self.x[t], self.y[t], [self.names[i] for i in t.tolist()])
+        meta = {k: v[t] for k, v in self.meta.items()}
+        return TensorSet(self.x[t], self.y[t], [self.names[i] for i in t.tolist()], meta)
 
 
 def as_batch(batch: object) -> object:

@@ -35,9 +35,10 @@ class Normalized(nn.Module):
         self.net = net
 
     @property
-    def cam_layer(self) -> str:
-        """Dotted path (from this module) of the layer Grad-CAM uses by default."""
-        return "net." + self.net.cam_layer
+    def cam_layer(self) -> str | None:
+        """Dotted path (from this module) of the layer Grad-CAM uses by default (None: no conv)."""
+        inner = getattr(self.net, "cam_layer", None)
+        return None if inner is None else "net." + inner
 
     @property
     def num_features(self) -> int:

@@ -1,0 +1,85 @@
+"""Dataset sources by name: `load("synthetic-faces:easy")`, `load("cifar10:PATH")`, `load(PATH)`.
+
+A source registers a loader `fn(arg, *, seed, **kw) -> Splits` under a prefix; the part of the
+spec after the first colon is `arg` (None when absent). A spec that names no registered prefix
+but is an existing path is loaded as an image or audio folder (source "folder").
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepshield.data.splits import Splits
+from deepshield.errors import ConfigError
+
+Loader = Callable[..., Splits]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered dataset source."""
+
+    prefix: str
+    loader: Loader
+    description: str
+    modality: str = "image"
+    builtin: bool = False  # needs no path (synthetic sets)
+    variants: tuple[str, ...] = ()  # e.g. ("easy", "hard")
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register_source(
+    prefix: str,
+    *,
+    description: str,
+    modality: str = "image",
+    builtin: bool = False,
+    variants: tuple[str, ...] = (),
+) -> Callable[[Loader], Loader]:
+    """Decorator registering a loader `fn(arg: str | None, *, seed: int, **kw) -> Splits`."""
+
+    def add(fn: Loader) -> Loader:
+        if prefix in _SOURCES:
+            raise ValueError(f"dataset source {prefix!r} registered twice")
+        _SOURCES[prefix] = Source(prefix, fn, description, modality, builtin, tuple(variants))
+        return fn
+
+    return add
+
+
+def _ensure_loaded() -> None:
+    import deepshield.data.sources  # noqa: F401  (registers every source module)
+
+
+def sources() -> list[Source]:
+    """All registered sources, sorted by prefix."""
+    _ensure_loaded()
+    return [_SOURCES[k] for k in sorted(_SOURCES)]
+
+
+def resolve(spec: str) -> tuple[Source, str | None]:
+    """Split a dataset spec into its source and argument; ConfigError when unknown."""
+    _ensure_loaded()
+    prefix, _, arg = spec.partition(":")
+    if prefix in _SOURCES:
+        return _SOURCES[prefix], (arg or None)
+    if Path(spec).exists() and "folder" in _SOURCES:
+        return _SOURCES["folder"], spec
+    close = difflib.get_close_matches(prefix, list(_SOURCES), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(
+        f"unknown dataset {spec!r}{hint}: give a folder path or one of "
+        f"{', '.join(sorted(_SOURCES))} (`deepshield datasets` lists them)"
+    )
+
+
+def load(spec: str, *, seed: int = 0, **kw: Any) -> Splits:
+    """Load dataset `spec` split into train/val/test by `seed` (where it has no split of its own)."""
+    source, arg = resolve(spec)
+    return source.loader(arg, seed=seed, **kw)
