@@ -11,7 +11,7 @@ from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
 
 # Command modules (import order = order in --help).
-from deepshield.cli import info  # noqa: E402,F401  isort: skip
+from deepshield.cli import demo, info, train  # noqa: F401  isort: skip
 
 
 def main() -> None:
@@ -22,8 +22,10 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: results written so far are kept; re-run the command to resume",
-              file=sys.stderr)
+        print(
+            "interrupted: results written so far are kept; re-run the command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except SystemExit:
         raise

@@ -34,5 +34,22 @@ def parse_floats(text: str, what: str) -> list[float]:
         try:
             out.append(float(Fraction(part)))
         except (ValueError, ZeroDivisionError) as e:
-            raise ConfigError(f"{what}: cannot read {part!r} as a number (e.g. 0.03 or 8/255)") from e
+            raise ConfigError(
+                f"{what}: cannot read {part!r} as a number (e.g. 0.03 or 8/255)"
+            ) from e
+    return out
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, object]:
+    """['n=600', 'size=32'] -> {'n': 600, 'size': 32} (values read as YAML scalars)."""
+    import yaml
+
+    from deepshield.errors import ConfigError
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what}: {item!r} is not KEY=VALUE (e.g. {what} n=600)")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
     return out

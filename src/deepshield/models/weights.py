@@ -23,7 +23,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors or .pth/.pt/.ckpt/.bin (weights_only)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: weights file not found; pass the path of a .safetensors or .pth file")
+        raise ModelError(
+            f"{path}: weights file not found; pass the path of a .safetensors or .pth file"
+        )
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path), device="cpu")

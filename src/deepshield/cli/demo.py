@@ -1,0 +1,23 @@
+"""`deepshield demo`: no arguments, no downloads; writes runs/demo/report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from deepshield.cli.app import app
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder to write."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train, evaluate, attack and explain a detector on built-in synthetic data; write a report."""
+    from deepshield.demo import run_demo
+
+    ctx = run_demo(out, seed, log=typer.echo)
+    total = sum(ctx.timings.values())
+    typer.echo(f"[demo] finished in {total:.0f} s")
+    typer.echo(f"report: {ctx.out / 'report.html'}")

@@ -1,0 +1,107 @@
+"""`deepshield train` and `deepshield evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from deepshield.cli.app import app, parse_kv
+
+
+@app.command("train")
+def train_cmd(
+    dataset: str = typer.Option(
+        None,
+        "-d",
+        "--dataset",
+        help="Dataset spec, e.g. synthetic-faces:easy, cifar10:PATH, a folder.",
+    ),
+    model: str = typer.Option(None, "-m", "--model", help="Model name (`deepshield models`)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate [0.001]."),
+    batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [32]."),
+    epochs: int = typer.Option(None, "-e", "--epochs", help="Epochs [5]."),
+    optimizer: str = typer.Option(None, "-o", "--optimizer", help="Adam, AdamW or SGD [Adam]."),
+    seed: int = typer.Option(None, "--seed", help="Seed [0]."),
+    out: Path = typer.Option(None, "--out", help="Run folder [runs/<model>-<dataset>-s<seed>]."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
+    data_arg: list[str] = typer.Option(
+        None, "--data-arg", help="Dataset option KEY=VALUE (repeatable)."
+    ),
+    model_arg: list[str] = typer.Option(
+        None, "--model-arg", help="Model option KEY=VALUE (repeatable)."
+    ),
+    class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
+) -> None:
+    """Train a detector; writes runs/NAME with history, metrics, plots and report.html."""
+    from deepshield.config import TrainConfig, load_config, parse_config
+    from deepshield.train.training_run import run_training
+
+    base = load_config(config).model_dump() if config else {}
+    flags = {
+        "dataset": dataset,
+        "model": model,
+        "lr": lr,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "optimizer": optimizer,
+        "seed": seed,
+        "class_weights": class_weights,
+        "device": device,
+    }
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if data_arg:
+        base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
+    if model_arg:
+        base["model_kwargs"] = {
+            **base.get("model_kwargs", {}),
+            **parse_kv(model_arg, "--model-arg"),
+        }
+    cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
+    run = run_training(cfg, out, force=force)
+    _print_summary(run.path)
+
+
+def _print_summary(path: Path) -> None:
+    import json
+
+    m = json.loads((path / "metrics.json").read_text())
+    t = m["test"]
+    parts = [f"best epoch {m['best_epoch']}", f"test acc {m['test_acc_at_best_val']:.4f}"]
+    parts += [f"{k} {t[k]:.4f}" for k in ("auc", "eer") if k in t]
+    typer.echo(f"{path}: " + ", ".join(parts))
+    typer.echo(f"report: {path / 'report.html'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    dataset: str = typer.Option(None, "-d", "--dataset", help="Evaluate on another dataset."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
+) -> None:
+    """Evaluate a trained run on its test split or on another dataset; updates report.html."""
+    import re
+
+    from deepshield import data
+    from deepshield.config import TrainConfig, parse_config
+    from deepshield.files import write_json
+    from deepshield.run import RunDir
+    from deepshield.train.evaluation import write_evaluation
+
+    run = RunDir.open(run_dir)
+    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    spec = dataset or cfg.dataset
+    kwargs = parse_kv(data_arg, "--data-arg") if data_arg else ({} if dataset else cfg.data_kwargs)
+    splits = data.load(spec, seed=cfg.seed, **kwargs)
+    model = run.load_model("best")
+    tag = "" if spec == cfg.dataset and not data_arg else re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
+    tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
+    metrics = write_evaluation(run, model, splits, split, tag=tag)
+    out = run.file(f"eval{'_' + tag if tag else ''}.json")
+    write_json(out, {"dataset": spec, "split": split, **metrics})
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    typer.echo(f"{spec} [{split}]: {shown}")
+    typer.echo(f"wrote {out} and {run.file('report.html')}")

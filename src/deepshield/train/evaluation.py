@@ -1,0 +1,59 @@
+"""Evaluate a trained model on a split: metrics.json-ready numbers, plots, report section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepshield.data.splits import Splits, TensorSet
+from deepshield.predict import fake_scores, predict_logits
+from deepshield.report.html import figure, table
+from deepshield.run import RunDir
+
+
+def evaluate_model(
+    model: nn.Module, ds: TensorSet, num_classes: int, batch_size: int = 128
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Metrics of `model` on `ds` and its logits [N,K]. Detectors (K=2) get the full detector
+    metrics (accuracy, AUC, EER, fakes passed as real); classifiers get accuracy per class."""
+    from deepshield.metrics import accuracy, detector_metrics
+
+    logits = predict_logits(model, ds, batch_size)
+    y = ds.y
+    pred = logits.argmax(1)
+    if num_classes == 2 and len(torch.unique(y)) == 2:
+        out = detector_metrics(y.numpy(), fake_scores(logits).numpy(), threshold=0.5)
+    else:
+        out = {"accuracy": accuracy(y.numpy(), pred.numpy()), "n": len(y)}
+    out["per_class_accuracy"] = {
+        int(c): float((pred[y == c] == c).float().mean()) for c in torch.unique(y).tolist()
+    }
+    return out, logits
+
+
+def write_evaluation(
+    run: RunDir, model: nn.Module, splits: Splits, split: str = "test", tag: str = ""
+) -> dict[str, Any]:
+    """Evaluate on `splits.<split>`, write eval plots and a report section; return the metrics."""
+    from deepshield.report.plots import plot_det, plot_roc, plot_score_hist
+
+    ds = splits.split(split)
+    metrics, logits = evaluate_model(model, ds, splits.num_classes)
+    suffix = f"_{tag}" if tag else ""
+    plots = []
+    if "auc" in metrics:
+        y, s = ds.y.numpy(), fake_scores(logits).numpy()
+        for name, fig in (
+            ("roc", plot_roc(y, s, tuple(splits.classes))),
+            ("det", plot_det(y, s)),
+            ("scores", plot_score_hist(y, s)),
+        ):
+            run.save_plot(fig, f"{name}{suffix}")
+            plots.append(f"plots/{name}{suffix}.png")
+    rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
+    title = f"Evaluation on {splits.name} ({split})" + (f" [{tag}]" if tag else "")
+    html = table(rows) + "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
+    run.add_section(f"eval{suffix}", title, html, order=20)
+    return metrics

@@ -1,0 +1,119 @@
+"""A training run from a config: data, model, Trainer, metrics.json, plots and report section."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from deepshield import data, models
+from deepshield.config import TrainConfig, parse_config
+from deepshield.errors import RunError
+from deepshield.report.html import figure, table
+from deepshield.run import RunDir
+from deepshield.runtime import resolve_device, seed_all
+from deepshield.train.evaluation import write_evaluation
+from deepshield.train.objectives import CrossEntropy, balanced_class_weights
+from deepshield.train.trainer import Trainer
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<name> or runs/<model>-<dataset>-s<seed>."""
+    name = cfg.name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def _check_existing(run: RunDir, cfg: TrainConfig, force: bool) -> bool:
+    """True when the run is already complete with this config. Resumes when incomplete."""
+    if not run.exists("config.yaml"):
+        return False
+    if force:
+        for child in run.path.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return False
+    old = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    if old != cfg:
+        diff = [k for k in cfg.model_fields if getattr(old, k) != getattr(cfg, k)]
+        raise RunError(
+            f"{run.path}: holds a run with a different config ({', '.join(diff)}); "
+            "use another --out, or --force to overwrite it"
+        )
+    return run.exists("metrics.json")
+
+
+def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool = False) -> RunDir:
+    """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
+
+    An interrupted run with the same config resumes from its last checkpoint.
+    """
+    run = RunDir.create(out or default_run_dir(cfg))
+    if _check_existing(run, cfg, force):
+        return run
+    seed_all(cfg.seed)
+    splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    device = resolve_device(cfg.device)
+    model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs).to(device)
+    run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
+    run.write_json(
+        "dataset.json",
+        {
+            "name": splits.name,
+            "classes": splits.classes,
+            "counts": splits.counts(),
+            "notes": splits.notes,
+        },
+    )
+    weight = (
+        balanced_class_weights(splits.train.y, splits.num_classes)
+        if cfg.class_weights == "balanced"
+        else None
+    )
+    trainer = Trainer(model, cfg, run, objective=CrossEntropy(weight), device=device)
+    history = trainer.fit(splits)
+    finish_run(run, cfg, splits, history)
+    return run
+
+
+def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:
+    """After training: metrics.json (test at the best-val epoch), plots, report sections."""
+    from deepshield.report.grids import class_samples
+    from deepshield.report.plots import plot_history
+
+    best = history["best_epoch"]
+    row = next(r for r in history["epochs"] if r["epoch"] == best)
+    model = run.load_model("best")
+    test = write_evaluation(run, model, splits, "test")
+    metrics = {
+        "best_epoch": best,
+        "val_acc_at_best": row["val"]["acc"],
+        "test_acc_at_best_val": row["test"]["acc"],
+        "test": test,
+        "param_count": models.param_count(model),
+    }
+    run.write_json("metrics.json", metrics)
+    run.save_plot(plot_history(history), "history")
+    counts = [{"split": s, **c} for s, c in splits.counts().items()]
+    summary = [
+        {"item": "model", "value": f"{cfg.model} ({metrics['param_count']:,} parameters)"},
+        {"item": "dataset", "value": splits.name},
+        {"item": "optimizer", "value": f"{cfg.optimizer} lr={cfg.lr:g} batch={cfg.batch_size}"},
+        {"item": "epochs (best val)", "value": f"{cfg.epochs} ({best})"},
+        {"item": "test accuracy at best val epoch", "value": f"{row['test']['acc']:.4f}"},
+    ]
+    figs = [figure("plots/history.png")]
+    if splits.modality == "image":
+        fig = class_samples(splits.train, splits.classes, n_per_class=8, seed=cfg.seed)
+        run.save_plot(fig, "samples")
+        figs.append(figure("plots/samples.png"))
+    html = (
+        table(summary)
+        + "<h3>Data</h3>"
+        + table(counts)
+        + (f"<p class='muted'>{splits.notes}</p>" if splits.notes else "")
+        + "<div class='figs'>"
+        + "".join(figs)
+        + "</div>"
+        + f"<p>Reproduce: <code>deepshield train --config {run.file('config.yaml')}</code></p>"
+    )
+    run.add_section("training", "Training", html, order=10)
