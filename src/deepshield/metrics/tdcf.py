@@ -69,8 +69,8 @@ class _Priors:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if not getattr(self, f.name) >= 0:
-                v = getattr(self, f.name)
+            v = getattr(self, f.name)
+            if not v >= 0:
                 raise ConfigError(f"t-DCF cost model {f.name}={v}; priors and costs must be >= 0")
         total = self.Pspoof + self.Ptar + self.Pnon
         if not abs(total - 1.0) <= 1e-10:
