@@ -100,7 +100,7 @@ class VGG(nn.Module):
 
 @register("vgg11_bn", mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 64, 64))
 def vgg11_bn(num_classes: int = 2, **kw) -> VGG:
-    """VGG-11 with BN, torchvision layout; 128,774,722 params at 2 classes."""
+    """VGG-11 with BN, torchvision layout; 128,780,034 params at 2 classes."""
     return VGG(num_classes=num_classes, **kw)
 
 
