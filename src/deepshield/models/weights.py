@@ -7,6 +7,7 @@ differs (documented in its module). Mismatches raise ModelError listing what did
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +18,14 @@ from deepshield.errors import ModelError
 from deepshield.files import atomic_write_bytes
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "G", "generator")
+
+
+def _reason(e: Exception) -> str:
+    """The informative line of a load error (torch's weights-only refusal names the global)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+    lines = [ln for ln in lines if ln]
+    line = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else "")
+    return line.split(". Please")[0][:200]
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -32,8 +41,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with forbidden globals, ...
         raise ModelError(
-            f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-            "deepshield reads only safetensors or weights-only torch files"
+            f"{path}: cannot read weights ({type(e).__name__}: {_reason(e)}); deepshield reads "
+            "only safetensors or weights-only torch files: save torch.save(model.state_dict())"
         ) from e
     for key in _WRAPPER_KEYS:  # unwrap {"state_dict": {...}} style checkpoints
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
@@ -45,15 +54,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _fit_keys(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a file's keys onto `model`: bare architecture keys get the `net.` prefix; remaps."""
-    target = model.net if hasattr(model, "net") and hasattr(model, "normalize") else model
+    """Map a file's keys onto `model`, bare or `Normalized` (keys under `net.`), either way.
+
+    The architecture's `remap_state_dict` (if any) sees bare architecture keys.
+    """
+    wrapped = hasattr(model, "net") and hasattr(model, "normalize")
+    target = model.net if wrapped else model
+    bare = target.state_dict()
+    if not any(k in bare for k in sd) and all(k.startswith("net.") for k in sd):
+        sd = {k[len("net.") :]: v for k, v in sd.items()}  # saved from a Normalized model
     remap = getattr(target, "remap_state_dict", None)
     if callable(remap):
         sd = remap(sd)
-    own = model.state_dict()
-    if target is not model and not any(k in own for k in sd):
-        sd = {"net." + k: v for k, v in sd.items()}
-    return sd
+    return {"net." + k: v for k, v in sd.items()} if wrapped else sd
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
@@ -61,7 +74,11 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
 
     Floating tensors are cast to the model's dtype (fixtures store float16).
     """
-    sd = _fit_keys(model, read_state_dict(path))
+    sd = read_state_dict(path)
+    try:
+        sd = _fit_keys(model, sd)
+    except ModelError as e:  # an architecture's remap refusing the file: name the file
+        raise ModelError(f"{path}: {e}") from None
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
