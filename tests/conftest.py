@@ -6,9 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", ROOT.parent / "shared"))
+
+# On a machine shared with other jobs, torch's default of one thread per core oversubscribes
+# the CPU and runs several times slower: DEEPSHIELD_TEST_THREADS=1 pins the intra-op threads.
+if os.environ.get("DEEPSHIELD_TEST_THREADS"):
+    torch.set_num_threads(int(os.environ["DEEPSHIELD_TEST_THREADS"]))
 
 
 def shared_path(*parts: str) -> Path:

@@ -12,15 +12,6 @@ from deepshield.models import create, load_weights, save_weights
 from deepshield.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _resnet18_fixture() -> tuple[str, dict[str, torch.Tensor]]:
     weights = shared_path("reference", "models", "resnet18.safetensors")
     io = load_file(str(shared_path("reference", "models", "resnet18.io.safetensors")))

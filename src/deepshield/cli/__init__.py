@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import sys
 
+# Command modules (import order = order in --help).
+from deepshield.cli import demo, info, train  # noqa: F401
 from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
-
-# Command modules (import order = order in --help).
-from deepshield.cli import demo, info, train  # noqa: F401  isort: skip
 
 
 def main() -> None:
