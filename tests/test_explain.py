@@ -26,15 +26,6 @@ from deepshield.explain import (
 from deepshield.models.normalize import Normalized
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These nets are tiny: on shared cores, intra-op threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class SmallCNN(nn.Module):
     """A detector following the model contract: cam_layer, num_features, forward_features."""
 
@@ -242,7 +233,7 @@ def test_eval_mode_is_used_during_explanation():
         (images(), 2, "out of range for a model with 2 outputs"),
         (images(), torch.tensor([0, 1]), "one index per sample"),
         (images(), 0.5, "class indices"),
-        (torch.rand(2, 5, 16, 16), 1, "cannot take x of shape"),
+        (torch.rand(2, 5, 16, 16), 1, "model expects images \\[B,3,H,W\\]"),
     ],
 )
 def test_bad_input_raises_input_error(x, target, match):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deepshield.errors import InputError
+
 
 class Normalize(nn.Module):
     """x: [B,C,H,W] in [0,1] -> (x - mean) / std, per channel."""
@@ -19,6 +21,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
+            raise InputError(
+                f"model expects images [B,{self.mean.shape[1]},H,W] in [0,1], got shape "
+                f"{tuple(x.shape)}; convert grayscale/RGBA inputs to RGB first"
+            )
         return (x - self.mean) / self.std
 
 
