@@ -33,6 +33,7 @@ from deepshield.service.uploads import (
     read_upload,
 )
 
+ENDPOINTS = ": the service answers POST /v1/scan, GET /healthz and GET /"
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
@@ -134,8 +135,12 @@ def create_app(
         return JSONResponse({"error": str(e)}, status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
+    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+        where = f"{request.method} {request.url.path}"
+        hint = ENDPOINTS if e.status_code in (404, 405) else ""
+        return JSONResponse(
+            {"error": f"{where}: {e.detail}{hint}"}, status_code=e.status_code, headers=e.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_query(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -45,6 +45,7 @@ _EXTENSIONS = {
     "wav": (".wav", ".wave"),
     "flac": (".flac",),
 }
+_BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
@@ -206,7 +207,7 @@ def sniff(data: bytes) -> str | None:
         return "webp"
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return "wav"
-    if data.startswith(b"BM") and len(data) >= 26:
+    if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
         return "bmp"
     if data.startswith(b"fLaC"):
         return "flac"
