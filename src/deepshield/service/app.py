@@ -80,7 +80,7 @@ def create_app(
             wave, rate = decode_audio(
                 up,
                 kind,
-                frames_at_16k=scanner.input_size[0],
+                clip_samples=scanner.input_size[0],
                 sample_rate=scanner.sample_rate,
                 min_seconds=MIN_AUDIO_SECONDS,
             )

@@ -76,10 +76,21 @@ class Scanner:
         self.sample_rate = int(
             dataset.get("sample_rate") or data_kwargs.get("sample_rate") or DEFAULT_SAMPLE_RATE
         )
+        self.input_source, self.input_size = self._input_size(input_size, dataset, data_kwargs)
+        self.explainable = getattr(self.model, "cam_layer", None) is not None
+        self._lock = threading.Lock()
+
+    def _input_size(
+        self, given: int | tuple[int, int] | None, dataset: dict, data_kwargs: dict
+    ) -> tuple[str, tuple[int, ...]]:
+        """(where it was found, (H, W) for image models or (T,) for speech models): the first
+        of the caller's, dataset.json's, config.yaml data_kwargs' and the registry's."""
+        from deepshield.models import spec
+
         registry = ("model registry input_size", spec(self.name).input_size)
         if self.kind == "image":
             found = [
-                ("caller", input_size),
+                ("caller", given),
                 ("dataset.json image_size", dataset.get("image_size")),
                 ("dataset.json sample_shape", dataset.get("sample_shape")),
                 ("config.yaml data_kwargs.size", data_kwargs.get("size")),
@@ -87,15 +98,13 @@ class Scanner:
             ]
         else:
             found = [
-                ("caller", input_size),
+                ("caller", given),
                 ("dataset.json sample_shape", dataset.get("sample_shape")),
                 ("config.yaml data_kwargs.length", data_kwargs.get("length")),
                 registry,
             ]
-        self.input_source, size = next((s, v) for s, v in found if v is not None)
-        self.input_size = _size(size, 2 if self.kind == "image" else 1, self.input_source)
-        self.explainable = getattr(self.model, "cam_layer", None) is not None
-        self._lock = threading.Lock()
+        source, size = next((s, v) for s, v in found if v is not None)
+        return source, _size(size, 2 if self.kind == "image" else 1, source)
 
     def _threshold(self, threshold: float | str | None) -> tuple[float, str]:
         """(threshold, where it came from): 0.5, the caller's number, or the run's EER one."""

@@ -384,10 +384,11 @@ def _why(e: Exception) -> str:
 
 # -- audio ------------------------------------------------------------------------------------
 def decode_audio(
-    up: Upload, kind: str, *, frames_at_16k: int, sample_rate: int, min_seconds: float
+    up: Upload, kind: str, *, clip_samples: int, sample_rate: int, min_seconds: float
 ) -> tuple[np.ndarray, int]:
-    """Decode at most the frames needed for `frames_at_16k` samples at `sample_rate` from a
-    wav/flac upload -> (mono float32 [T] in [-1, 1] at the file's rate, that rate).
+    """Decode at most the frames that make one clip of `clip_samples` samples at the model's
+    `sample_rate` from a wav/flac upload -> (mono float32 [T] in [-1, 1] at the file's rate,
+    that rate).
 
     Only the header is read before the frame budget is fixed, so a file claiming hours of
     audio costs no more to decode than one clip.
@@ -406,7 +407,7 @@ def decode_audio(
             raise UploadError(
                 422, f"{_name(up)} declares a {sr} Hz sample rate: use 4 kHz to 384 kHz audio"
             )
-        budget = ceil(frames_at_16k * sr / sample_rate)
+        budget = ceil(clip_samples * sr / sample_rate)
         try:
             x = f.read(frames=budget, dtype="float32", always_2d=True)  # [T, C]
         except Exception as e:
