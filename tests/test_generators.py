@@ -39,7 +39,7 @@ def _official_stargan_keys(n_res: int = 6) -> list[str]:
     up = 9 + n_res
     keys += [f"main.{up}.weight"] + [f"main.{up + 1}.{k}" for k in norm]
     keys += [f"main.{up + 3}.weight"] + [f"main.{up + 4}.{k}" for k in norm]
-    return keys + [f"main.{up + 6}.weight"]
+    return [*keys, f"main.{up + 6}.weight"]
 
 
 def test_stargan_official_config_layout_and_param_count() -> None:
@@ -184,7 +184,9 @@ def test_ganimation_official_defaults_and_head_names(tmp_path) -> None:
     }
     assert "attetion_reg.0.weight" in official
     torch.save(official, tmp_path / "net_epoch_30_id_G.pth")
-    dst = load_weights(create("ganimation", **SMALL["ganimation"]), tmp_path / "net_epoch_30_id_G.pth")
+    dst = load_weights(
+        create("ganimation", **SMALL["ganimation"]), tmp_path / "net_epoch_30_id_G.pth"
+    )
     x, c = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 5)
     assert torch.equal(src.eval()(x, c), dst.eval()(x, c))
 

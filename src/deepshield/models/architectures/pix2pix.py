@@ -34,7 +34,7 @@ from deepshield.models.registry import HALF, register
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
-    """"batch": BatchNorm2d; "instance": InstanceNorm2d without affine or running statistics."""
+    """ "batch": BatchNorm2d; "instance": InstanceNorm2d without affine or running statistics."""
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "instance":
