@@ -17,15 +17,6 @@ from deepshield.train.gan import GANTrainer
 TINY = {"conv_dim": 8, "c_dim": 5, "n_res": 1, "track_running_stats": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def photo_crops(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """n random size x size crops of scikit-image's bundled photos, shrunk 3x: [n, 3, s, s]."""
     g = torch.Generator().manual_seed(seed)
