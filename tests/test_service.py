@@ -230,6 +230,24 @@ def test_bad_thresholds_and_runs_are_refused_in_one_line(tmp_path, run_dir):
     run.save_model(models.create("simplenet", num_classes=10))
     with pytest.raises(RunError, match="10 classes"):
         create_app(run.path)
+    generator = RunDir.create(tmp_path / "generator")
+    generator.write_json("model.json", {"name": "stargan", "num_classes": 2, "kwargs": {}})
+    with pytest.raises(RunError, match="generator model"):
+        create_app(generator.path)
+
+
+def test_a_model_without_conv_layers_scans_but_refuses_explain(tmp_path):
+    torch.manual_seed(0)
+    run = RunDir.create(tmp_path / "mlp3")
+    run.save_model(models.create("mlp3"))
+    c = TestClient(create_app(run.path))
+    data = encode(photo(), "PNG")
+    assert c.get("/healthz").json()["input_size"] == [32, 32]
+    assert scan(c, data).json()["p_fake"] == pytest.approx(
+        library_p_fake(run.path, data, 32), abs=1e-6
+    )
+    r = scan(c, data, explain=True)
+    assert r.status_code == 422 and "no conv layer for Grad-CAM" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

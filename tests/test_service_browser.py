@@ -73,9 +73,12 @@ class Browser:
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": str(CHROMIUM), "args": args},
         }
-        self.session = self.call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})[
-            "sessionId"
-        ]
+        try:
+            opened = self.call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})
+        except Exception:
+            self.driver.kill()
+            raise
+        self.session = opened["sessionId"]
 
     def call(self, method: str, path: str, body: dict | None = None):
         r = self.http.request(method, path, json=body)
