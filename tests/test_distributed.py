@@ -19,7 +19,7 @@ from torch import nn
 
 from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.errors import ConfigError, DataError
+from deepshield.errors import ConfigError, DataError, TrainingError
 from deepshield.predict import loader
 from deepshield.train import Trainer, distributed
 from deepshield.train.evaluation import evaluate_model
@@ -228,8 +228,25 @@ def _run_twice(root: Path) -> dict:
     return {"writes": writes, "epochs_before_resume": epochs_before}
 
 
+def _nan_on_rank_1(splits: Splits) -> str:
+    """Train on data whose only NaN sits in rank 1's part of the first global batch."""
+    x = splits.train.x.clone()
+    x[distributed.shuffled_order(len(x), 1)[1]] = float("nan")  # epoch 1, seed 0: rank 1's first
+    bad = Splits("bad", TensorSet(x, splits.train.y), splits.val, splits.test)
+    try:
+        Trainer(mlp(0), cfg()).fit(bad)
+    except TrainingError as e:
+        return str(e)
+    return "no error"
+
+
 def _scenarios(root: Path, eval_set: TensorSet, splits: Splits) -> dict:
-    return {"eval": _sharded_eval(eval_set), "fit": _fit(splits), "runs": _run_twice(root)}
+    return {
+        "eval": _sharded_eval(eval_set),
+        "fit": _fit(splits),
+        "nan": _nan_on_rank_1(splits),
+        "runs": _run_twice(root),
+    }
 
 
 EVAL_SET = blobs(101, seed=5)  # 101 = 51 + 50: a DistributedSampler would pad (count one twice)
@@ -288,6 +305,12 @@ def test_ddp_training_equals_single_process_on_the_same_global_batch(ddp):
                 assert got[part]["loss"] == pytest.approx(want[part]["loss"], rel=1e-5)
     moved = (ddp[0][0]["fit"]["state"]["0.weight"] - mlp(3).state_dict()["0.weight"]).abs().max()
     assert moved > 1e-3  # the comparison is between trained models, not two initialisations
+
+
+@pytest.mark.timeout(300)
+def test_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(ddp):
+    for r in ddp[0]:  # both ranks raise, so neither waits for the other in a collective
+        assert r["nan"].startswith("epoch 1, batch 1: loss is nan; lower --lr")
 
 
 def _model_of(path: Path) -> dict[str, torch.Tensor]:
@@ -356,6 +379,7 @@ TRAIN = ["train", "-d", "toy-blobs", "-m", "toy-mlp", "-e", "2", "-b", "16", "--
 TOY_RUN = {"dataset": "toy-blobs", "model": "toy-mlp", "epochs": 2, "batch_size": 16, "lr": 0.01}
 
 
+@pytest.mark.slow  # three more processes importing torch (~10 s on an idle 2-core machine)
 @pytest.mark.timeout(300)
 def test_torchrun_train_matches_one_process(tmp_path, toys):
     from deepshield.train.training_run import run_training
