@@ -132,7 +132,7 @@ def test_single_process_helpers_are_identities():
         distributed.shard_indices(7, 2, 2)
 
 
-@pytest.mark.parametrize(("n", "world"), [(96, 2), (100, 2), (90, 3)])
+@pytest.mark.parametrize(("n", "world"), [(96, 2), (100, 2), (90, 3), (2, 3)])
 def test_sharded_shuffle_splits_the_single_process_batches(n, world):
     per_rank = 8
     ds = TensorSet(torch.arange(n), torch.zeros(n))

@@ -239,7 +239,8 @@ class ShardedShuffle(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = shuffled_order(self.n, self.seed + self.epoch)
-        order += order[: len(self) * self.world - self.n]  # padding: n < world cannot train
+        total = len(self) * self.world
+        order = (order * (total // max(self.n, 1) + 1))[:total]  # padded from its start
         return iter(order[self.rank :: self.world])
 
 
