@@ -74,8 +74,14 @@ CONSONANTS: dict[str, tuple[Phone, ...]] = {  # a plosive is closure + release
     "z": (Phone(None, 0.08, voicing=0.3, frication=0.035, band=(3800, 7500)),),
     "v": (Phone(None, 0.07, voicing=0.35, frication=0.015, band=(1200, 7500)),),
     "p": (Phone(None, 0.06), Phone(None, 0.03, aspiration=0.25, frication=0.075, band=(400, 2500))),
-    "t": (Phone(None, 0.05), Phone(None, 0.03, aspiration=0.25, frication=0.075, band=(3000, 7000))),
-    "k": (Phone(None, 0.06), Phone(None, 0.035, aspiration=0.25, frication=0.075, band=(1500, 4000))),
+    "t": (
+        Phone(None, 0.05),
+        Phone(None, 0.03, aspiration=0.25, frication=0.075, band=(3000, 7000)),
+    ),
+    "k": (
+        Phone(None, 0.06),
+        Phone(None, 0.035, aspiration=0.25, frication=0.075, band=(1500, 4000)),
+    ),
     "b": (Phone(None, 0.05, voicing=0.12), Phone(None, 0.015, frication=0.06, band=(400, 2500))),
     "d": (Phone(None, 0.045, voicing=0.12), Phone(None, 0.015, frication=0.06, band=(3000, 7000))),
     "g": (Phone(None, 0.05, voicing=0.12), Phone(None, 0.02, frication=0.06, band=(1500, 4000))),
@@ -234,7 +240,8 @@ def synthesize(speaker: Speaker, length: int, rng: np.random.Generator) -> np.nd
     f0 = speaker.f0 * np.linspace(rng.uniform(1.0, 1.15), rng.uniform(0.75, 0.9), n_frames)
     for centre in accents:
         f0 *= 1.0 + rng.uniform(0.08, 0.25) * np.exp(-0.5 * ((frames - centre) / 16.0) ** 2)
-    f0 *= 1.0 + 0.02 * _smooth(rng.standard_normal(n_frames), 41) * np.sqrt(41)
+    drift = _smooth(rng.standard_normal(n_frames), 41)  # ~200 ms correlation
+    f0 *= 1.0 + 0.02 * drift / (drift.std() + 1e-12)  # 2 % (std) slow wander
     t = (np.arange(n_frames * FRAME) + 0.5) / FRAME - 0.5  # sample time in frames
     f0_s = np.interp(t, frames, f0)  # [T']
     period = np.floor(np.cumsum(f0_s / SR)).astype(int)
@@ -339,7 +346,9 @@ def _lpc(frames: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     return a, err
 
 
-def _pitch(frames: np.ndarray, fmin: float = 60.0, fmax: float = 400.0) -> tuple[np.ndarray, np.ndarray]:
+def _pitch(
+    frames: np.ndarray, fmin: float = 60.0, fmax: float = 400.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Autocorrelation pitch of frames [n, win]: f0 [n] (Hz) and its normalised correlation [n]."""
     win = frames.shape[1]
     centred = frames - frames.mean(1, keepdims=True)
@@ -347,7 +356,9 @@ def _pitch(frames: np.ndarray, fmin: float = 60.0, fmax: float = 400.0) -> tuple
     acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :win]  # [n, win]
     acf /= np.fft.irfft(np.abs(np.fft.rfft(np.hanning(win), 2 * win)) ** 2)[:win]  # window bias
     lo, hi = int(SR / fmax), int(SR / fmin)
-    lag = lo + np.argmax(acf[:, lo:hi], axis=1)  # [n]
+    search = acf[:, lo:hi]  # [n, lags]
+    # the shortest lag within 10 % of the best one: multiples of the period score as high
+    lag = lo + np.argmax(search >= 0.9 * search.max(1, keepdims=True), axis=1)  # [n]
     nccf = acf[np.arange(len(acf)), lag] / np.maximum(acf[:, 0], 1e-12)
     return SR / lag, nccf
 

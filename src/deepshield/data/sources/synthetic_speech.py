@@ -130,7 +130,9 @@ def load_synthetic_speech(
         data = build(n, length, seed)
         _write_cache(path, data)
     x = torch.from_numpy(data["x"].astype(np.float32) / 32768.0)  # [n, length]
-    names = [f"u{u:05d}-{SYSTEMS[s]}" for u, s in zip(data["utterance"], data["system"], strict=True)]
+    names = [
+        f"u{u:05d}-{SYSTEMS[s]}" for u, s in zip(data["utterance"], data["system"], strict=True)
+    ]
     full = TensorSet(
         x,
         torch.from_numpy(data["y"]),

@@ -6,6 +6,8 @@ Input: float32 waveform [B, T] in [-1, 1] at 16 kHz, any T >= n_fft; output: log
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -18,10 +20,10 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        nn.ReLU(),
         nn.MaxPool2d(2),
     )
 
@@ -43,7 +45,7 @@ class MelCNN(nn.Module):
         self.frontend = LogMel(sample_rate=sample_rate, n_mels=n_mels)  # 25 ms / 10 ms frames
         self.input_bn = nn.BatchNorm2d(1)  # learns the log-mel level and spread
         chans = (1, *widths)
-        self.blocks = nn.Sequential(*(_conv_block(a, b) for a, b in zip(chans, chans[1:])))
+        self.blocks = nn.Sequential(*(_conv_block(a, b) for a, b in pairwise(chans)))
         self.num_features = widths[-1]
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, num_classes)
