@@ -20,8 +20,8 @@ Input: float32 waveform [B, T] at 16 kHz in [-1, 1] (trained on T = 64,600). Out
 with deepshield's order, index 1 = spoof.
 
 Official checkpoints (clovaai/aasist `models/weights/AASIST*.pth`) load strictly through
-`deepshield.models.load_weights`: `remap_state_dict` renames their keys (table `_OFFICIAL_PREFIXES`)
-and swaps the two rows of the output layer, because the official model puts bona fide at index 1.
+`deepshield.models.load_weights`: `remap_state_dict` renames their keys (`encoder.i.0.*` ->
+`encoder.i.*`, the rest by the table `_OFFICIAL_PREFIXES`) and swaps the two rows of the output layer, because the official model puts bona fide at index 1.
 In the official residual block the first convolution reads the block input, so that block's
 `bn1` never takes part in the forward pass: its affine weights stay at their initial 1 and 0 in
 both checkpoints. This implementation omits that unused BatchNorm; the remap drops its tensors

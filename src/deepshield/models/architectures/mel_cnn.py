@@ -43,7 +43,7 @@ class MelCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.frontend = LogMel(sample_rate=sample_rate, n_mels=n_mels)  # 25 ms / 10 ms frames
-        self.input_bn = nn.BatchNorm2d(1)  # learns the log-mel level and spread
+        self.input_bn = nn.BatchNorm2d(1)  # learns the spread of the log-mel map
         chans = (1, *widths)
         self.blocks = nn.Sequential(*(_conv_block(a, b) for a, b in pairwise(chans)))
         self.num_features = widths[-1]
@@ -52,7 +52,8 @@ class MelCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, T] waveform -> pooled embedding [B, num_features]."""
-        m = self.input_bn(self.frontend(x).unsqueeze(1))  # [B, 1, n_mels, frames]
+        m = self.frontend(x).unsqueeze(1)  # [B, 1, n_mels, frames]
+        m = self.input_bn(m - m.mean(dim=(2, 3), keepdim=True))  # level-invariant
         return self.blocks(m).mean(dim=(2, 3))  # [B, C]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
