@@ -399,7 +399,7 @@ def test_parse_mask_strings():
     for bad in ("centre:4", "patch", "patch:x", "center:-1", "full:3"):
         with pytest.raises(ConfigError, match="center:SIZE"):
             parse_mask(bad, 2, 8, 8)
-    with pytest.raises(InputError, match="1..8"):
+    with pytest.raises(InputError, match=r"1\.\.8"):
         parse_mask("center:9", 2, 8, 8)
 
 

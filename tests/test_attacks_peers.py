@@ -26,10 +26,13 @@ EPOCHS = 12
 class _ArrayUnpickler(pickle.Unpickler):
     """Loads a CIFAR-10 batch: dicts, lists, strings and uint8 numpy arrays, nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
-
     def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+        if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
         if module == "numpy.core.multiarray" and hasattr(np, "_core"):
             module = "numpy._core.multiarray"  # numpy >= 2 moved it

@@ -40,7 +40,9 @@ def model_bounds(model: nn.Module) -> tuple[float, float]:
     """The input range a model works in: its `bounds` attribute, else (0, 1)."""
     lo, hi = getattr(model, "bounds", (0.0, 1.0))
     if not lo < hi:
-        raise InputError(f"model.bounds={(lo, hi)} is empty: set bounds = (low, high) with low < high")
+        raise InputError(
+            f"model.bounds={(lo, hi)} is empty: set bounds = (low, high) with low < high"
+        )
     return float(lo), float(hi)
 
 

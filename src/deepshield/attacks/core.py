@@ -98,7 +98,7 @@ def attack_loop(
                 x_adv = x_adv.detach().requires_grad_(True)
                 out, loss = evaluate(x_adv)
                 (grad,) = torch.autograd.grad(loss.sum(), x_adv)  # [B, ...]
-                x_adv, loss = x_adv.detach(), loss.detach()
+                x_adv, out, loss = x_adv.detach(), out.detach(), loss.detach()
                 if strongest is not None:
                     strongest.update(x_adv, loss, None if success is None else success(out, y))
                 if mask is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.checks import check_count, check_number
+from deepshield.attacks.checks import check_batch, check_count, check_number
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import as_logits
 
@@ -39,6 +39,7 @@ def robust_accuracy(
     """
     eps_list = [check_number("eps", e) for e in eps_list]
     batch_size = check_count("batch_size", batch_size)
+    check_batch(y, x)
     device = next(model.parameters(), x).device
     accuracy, scores = [], []
     for eps in eps_list:

@@ -114,4 +114,6 @@ def fgsm(
     loss_fn: Objective | None = None,
 ) -> Tensor:
     """FGSM: x + eps * sign(grad), clipped to [0,1] (or model.bounds). x: [B,...] -> x_adv."""
-    return ifgsm(model, x, y, eps, alpha=eps, steps=1, targeted=targeted, mask=mask, loss_fn=loss_fn)
+    return ifgsm(
+        model, x, y, eps, alpha=eps, steps=1, targeted=targeted, mask=mask, loss_fn=loss_fn
+    )

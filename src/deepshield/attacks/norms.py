@@ -35,7 +35,9 @@ class Budget:
         factor = (self.eps / (_l2(delta) + _TINY)).clamp(max=1.0)  # [B]
         return delta * _per_sample(factor, delta)
 
-    def sample(self, like: Tensor, mask: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    def sample(
+        self, like: Tensor, mask: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         """A point drawn uniformly from the ball (restricted to `mask`), shaped like `like`."""
         device = generator.device if generator is not None else like.device
         if self.norm == "linf":
