@@ -26,15 +26,6 @@ CLASSES = 5
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a busy 2-core machine, 2 threads spin ~100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_net(seed: int = 0, classes: int = CLASSES) -> nn.Module:
     """A conv net with BatchNorm and Dropout (so eval vs train mode matters): [B,3,8,8] -> [B,C]."""
     torch.manual_seed(seed)

@@ -55,16 +55,6 @@ def peer(name: str):
         pytest.skip(f"peer {name} cannot be imported here: {type(e).__name__}: {e}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: results do not depend on the machine's core count, and a busy
-    2-core machine does not slow down by thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_cifar(root: Path) -> dict[str, torch.Tensor]:
     """The lossless CIFAR-10 subset: 4,660 training and 932 test images."""
     train = [read_cifar(root / f"data_batch_{i}") for i in range(1, 6)]
