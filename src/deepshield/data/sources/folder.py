@@ -59,16 +59,19 @@ def load_folder(
     if (root / "labels.csv").is_file():
         files = {"all": _read_labels_csv(root / "labels.csv")}
     elif any((root / s).is_dir() for s in SPLIT_NAMES):
-        files = {
-            s: _class_folders(root / s) for s in SPLIT_NAMES if s != "val" or (root / s).is_dir()
-        }
         for s in ("train", "test"):
-            if s not in files:
+            if not (root / s).is_dir():
                 raise DataError(
                     f"{root / s}: folder missing: a split layout needs train/ and test/"
                 )
-    else:
+        files = {s: _class_folders(root / s) for s in SPLIT_NAMES if (root / s).is_dir()}
+    elif any((root / c).is_dir() for c in CLASSES):
         files = {"all": _class_folders(root)}
+    else:
+        raise DataError(
+            f"{root}: no real/ and fake/ subfolders, no train/val/test/ and no labels.csv: "
+            f"put the images in {root / 'real'} and {root / 'fake'}"
+        )
     return _from_parts(root, files, seed, size, convert_modes)
 
 

@@ -121,8 +121,8 @@ def _jitter(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _region_mask(rng: np.random.Generator, size: int, extent: tuple[float, float]) -> np.ndarray:
     """Hard 0/1 mask [S,S] of an ellipse or box with half-extents in `extent` x size."""
     rx, ry = rng.uniform(*extent, size=2) * size
-    cx = rng.uniform(rx + 2, size - rx - 2)
-    cy = rng.uniform(ry + 2, size - ry - 2)
+    cx = rng.uniform(rx, size - rx)
+    cy = rng.uniform(ry, size - ry)
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     if rng.random() < 0.6:
         inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
