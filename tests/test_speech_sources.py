@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from conftest import shared_path
-from deepshield.data import load, sources
+from deepshield.data import all_sources, load
 from deepshield.data.audio import load_clip
 from deepshield.data.sources.asvspoof import read_protocol
 from deepshield.errors import ConfigError, DataError
@@ -25,7 +25,7 @@ def _write_folder(root, n_per_class=5, names=("bonafide", "spoof"), rates=(8000,
 
 
 def test_audio_sources_are_registered_as_audio():
-    by_prefix = {s.prefix: s for s in sources()}
+    by_prefix = {s.prefix: s for s in all_sources()}
     for prefix in ("speech-folder", "asvspoof", "synthetic-speech"):
         assert by_prefix[prefix].modality == "audio"
     assert by_prefix["synthetic-speech"].builtin

@@ -57,7 +57,7 @@ def _ensure_loaded() -> None:
     import deepshield.data.sources  # noqa: F401  (registers every source module)
 
 
-def sources() -> list[Source]:
+def all_sources() -> list[Source]:
     """All registered sources, sorted by prefix."""
     _ensure_loaded()
     return [_SOURCES[k] for k in sorted(_SOURCES)]
