@@ -110,14 +110,14 @@ def test_sanity_trained_grad_cam_differs_from_randomised_weights(gradcam):
     """Adebayo et al.'s parameter-randomisation test on a real trained detector."""
     s = gradcam["sanity"]
     assert s["samples"] == 24 and len(s["spearman_per_repeat"]) == 4
-    assert s["passed"] and s["spearman_mean"] < 0.5  # measured 0.19
+    assert s["passed"] and s["spearman_mean"] < 0.5  # measured 0.18 (0.47, 0.42, -0.18, -0.05)
     assert s["undefined_pairs"] < 24  # most maps are defined (not all-zero)
 
 
 def test_localisation_grad_cam_energy_concentrates_in_the_artefact_box(gradcam):
     loc = gradcam["localization"]
     assert loc["samples"] == gradcam["outcomes"]["fake-correct"] >= 30
-    # measured: energy in box 0.40 vs box area 0.16, ratio mean 2.5, 90 % of fakes above 1
+    # measured: energy in box 0.37 vs box area 0.16, ratio mean 2.34, 98 % of fakes above 1
     assert loc["energy_in_box_mean"] > 1.8 * loc["box_area_share_mean"]
     assert loc["ratio_mean"] > 1.8 and loc["share_above_1"] > 0.75
     assert min(loc["ratios"]) == pytest.approx(loc["ratio_min"], abs=1e-4)
@@ -227,7 +227,7 @@ def test_sanity_and_localisation_on_a_minute_trained_detector(tmp_path):
     """simplenet trained ~1 min on 1400 localized 64-px images: the numbers in docs/explain.md."""
     run = train_run(tmp_path / "run", {"n": 2000, "size": 64, "localized": True}, epochs=4)
     g = explain_run(run, "grad_cam", n=4, sanity_samples=32, sanity_repeats=5)
-    assert g["accuracy"] > 0.85
+    assert g["accuracy"] > 0.8  # measured 0.863
     assert g["sanity"]["passed"] and g["sanity"]["spearman_mean"] < 0.4
     assert g["localization"]["ratio_mean"] > 2.0
     s = explain_run(run, "saliency", n=4, sanity_samples=32, sanity_repeats=5)

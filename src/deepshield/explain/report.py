@@ -112,40 +112,12 @@ def explain_run(
     pred = logits.argmax(dim=1)  # [N]
     tag = output_tag(method, dataset, split)
 
-    groups = _outcome_groups(y, pred, splits.classes, n)
-    grids: dict[str, str] = {}
-    for group, idx in groups.items():
-        if not idx:
-            continue
-        pick = torch.tensor(idx)
-        maps = _maps(fn, model, x[pick], pred[pick], batch_size, device)  # [k, H, W] / [k, F, T']
-        pictures = _pictures(model, x[pick], splits.modality, device)  # [k, C, H, W]
-        if splits.modality == "audio":  # low frequencies at the bottom
-            maps, pictures = maps.flip(-2), pictures.flip(-2)
-        titles = [_title(ds.names[i], logits[i], splits.num_classes) for i in idx]
-        fig = explanation_grid(pictures, maps, titles, ncols=min(len(idx), 4))
-        label = f"{TITLES[method]}: {_outcome_label(group, splits.classes)}"
-        fig.suptitle(label, fontsize=10, y=1.0, va="bottom")  # above the panel titles
-        _audio_axes(fig, splits.modality)
-        name = f"explain_{tag}_{group}"
-        run.save_plot(fig, name)
-        grids[group] = f"plots/{name}.png"
+    grids = _outcome_grids(run, tag, method, fn, model, ds, logits, splits, n, batch_size, device)
 
     means = class_mean_maps(model, (x.to(device), y), fn, batch_size, target="predicted")
     means_png = f"plots/explain_{tag}_class_means.png"
     run.save_plot(_class_means_figure(means, splits, method), Path(means_png).stem)
 
-    pick = torch.from_numpy(stratified_take(y.numpy(), sanity_samples, seed=seed))
-    sanity = sanity_randomization(
-        model,
-        x[pick].to(device),
-        pred[pick].to(device),
-        fn,
-        seed=seed,
-        mode="full",
-        repeats=sanity_repeats,
-        bound=sanity_bound,
-    )
     summary: dict[str, Any] = {
         "method": method,
         "layer": _layer_of(model, method, layer),
@@ -161,23 +133,15 @@ def explain_run(
             splits.classes[c]: {"mean": float(m.mean()), "max": float(m.max())}
             for c, m in means.items()
         },
-        "sanity": {
-            "mode": sanity["mode"],
-            "samples": len(pick),
-            "repeats": sanity["repeats"],
-            "seed": seed,
-            "spearman_mean": sanity["mean"],
-            "spearman_per_repeat": sanity["mean_per_repeat"],
-            "spearman_per_sample": sanity["spearman"],
-            "undefined_pairs": sanity["undefined"],
-            "bound": sanity["bound"],
-            "passed": sanity["passed"],
-        },
-        "localization": _localization(fn, model, ds, x, y, pred, batch_size, device),
+        "sanity": _sanity(
+            fn, model, x, pred, sanity_samples, sanity_repeats, sanity_bound, seed, device
+        ),
+        "localization": _localization(fn, model, ds, pred, splits.num_classes, batch_size, device),
     }
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     run.write_json(f"explain_{tag}.json", summary)
-    run.add_section(f"explain_{tag}", _section_title(method, spec, split), _section(summary))
+    title = _section_title(method, spec, split)
+    run.add_section(f"explain_{tag}", title, _section(summary), order=40)
     return summary
 
 
@@ -275,10 +239,47 @@ def _outcome_label(group: str, classes: list[str]) -> str:
 
 
 def _title(name: str, logits: torch.Tensor, num_classes: int) -> str:
-    short = name if len(name) <= 18 else name[:17] + "~"
+    """One line (two would run into the row above): a short sample name and the score."""
+    short = name if len(name) <= 16 else name[:15] + "~"
     if num_classes == 2:
-        return f"{short}\nP(fake) {fake_scores(logits.unsqueeze(0)).item():.2f}"
-    return f"{short}\npred {int(logits.argmax())}"
+        return f"{short} P(fake) {fake_scores(logits.unsqueeze(0)).item():.2f}"
+    return f"{short} pred {int(logits.argmax())}"
+
+
+def _outcome_grids(
+    run: RunDir,
+    tag: str,
+    method: str,
+    fn: Method,
+    model: nn.Module,
+    ds: TensorSet,
+    logits: torch.Tensor,
+    splits: Splits,
+    n: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, str]:
+    """One figure of up to `n` sample / map pairs per outcome, each map explaining the predicted
+    class; {outcome: plots/<file>.png} for the outcomes that have samples."""
+    pred = logits.argmax(dim=1)  # [N]
+    grids: dict[str, str] = {}
+    for group, idx in _outcome_groups(ds.y, pred, splits.classes, n).items():
+        if not idx:
+            continue
+        x = ds.subset(idx).tensors()[0]  # [k, C, H, W] or [k, T]
+        maps = _maps(fn, model, x, pred[idx], batch_size, device)  # [k, H, W] / [k, F, T']
+        pictures = _pictures(model, x, splits.modality, device)  # [k, C, H, W]
+        if splits.modality == "audio":  # low frequencies at the bottom
+            maps, pictures = maps.flip(-2), pictures.flip(-2)
+        titles = [_title(ds.names[i], logits[i], splits.num_classes) for i in idx]
+        fig = explanation_grid(pictures, maps, titles, ncols=min(len(idx), 4))
+        label = f"{TITLES[method]}: {_outcome_label(group, splits.classes)}"
+        fig.suptitle(label, fontsize=10, y=1 + 0.1 / fig.get_figheight(), va="bottom")
+        _audio_axes(fig, splits.modality)
+        name = f"explain_{tag}_{group}"
+        run.save_plot(fig, name)
+        grids[group] = f"plots/{name}.png"
+    return grids
 
 
 def _maps(
@@ -354,28 +355,68 @@ def _origin(audio: bool) -> str:
     return "lower" if audio else "upper"
 
 
-# -- localisation -----------------------------------------------------------------------------
+# -- the checks -------------------------------------------------------------------------------
+
+
+def _sanity(
+    fn: Method,
+    model: nn.Module,
+    x: torch.Tensor,
+    pred: torch.Tensor,
+    samples: int,
+    repeats: int,
+    bound: float,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Adebayo et al.'s randomisation test on `samples` samples (stratified by predicted class,
+    chosen by `seed`):
+    Spearman correlation of the trained model's maps (of its predicted class) with the maps of
+    `repeats` fully re-initialised copies."""
+    pick = torch.from_numpy(stratified_take(pred.numpy(), samples, seed=seed))
+    r = sanity_randomization(
+        model,
+        x[pick].to(device),
+        pred[pick].to(device),
+        fn,
+        seed=seed,
+        mode="full",
+        repeats=repeats,
+        bound=bound,
+    )
+    return {
+        "mode": r["mode"],
+        "samples": len(pick),
+        "repeats": r["repeats"],
+        "seed": seed,
+        "spearman_mean": r["mean"],
+        "spearman_per_repeat": r["mean_per_repeat"],
+        "spearman_per_sample": r["spearman"],
+        "undefined_pairs": r["undefined"],
+        "bound": r["bound"],
+        "passed": r["passed"],
+    }
 
 
 def _localization(
     fn: Method,
     model: nn.Module,
     ds: TensorSet,
-    x: torch.Tensor,
-    y: torch.Tensor,
     pred: torch.Tensor,
+    num_classes: int,
     batch_size: int,
     device: torch.device,
 ) -> dict[str, Any] | None:
     """Share of each correctly detected fake's map energy inside its artefact box, over the
     box's share of the image (1 = no better than a uniform map); None without boxes."""
     boxes = ds.meta.get("boxes")
-    if boxes is None or x.ndim != 4:
+    if boxes is None or num_classes != 2:
         return None
-    hit = ((y == 1) & (pred == 1) & (boxes[:, 0] >= 0)).nonzero().flatten()  # [k]
+    hit = ((ds.y == 1) & (pred == 1) & (boxes[:, 0] >= 0)).nonzero().flatten()  # [k]
     if len(hit) == 0:
         return {"samples": 0}
-    maps = _maps(fn, model, x[hit], torch.ones(len(hit), dtype=torch.long), batch_size, device)
+    x = ds.subset(hit).tensors()[0]  # [k, C, H, W]
+    maps = _maps(fn, model, x, torch.ones(len(hit), dtype=torch.long), batch_size, device)
     b = boxes[hit]
     ratio = localization_ratio(maps, b)  # [k]
     return {
@@ -433,12 +474,12 @@ def _section(s: dict[str, Any]) -> str:
             "the box its artefact was placed in, divided by the box's share of the image "
             "(1 = no better than a uniform map).</p>"
         )
-    figs = "".join(figure(p, alt=html.escape(g)) for g, p in s["grids"].items())
+    figs = "".join(f"<p>{figure(p, alt=g)}</p>" for g, p in s["grids"].items())
     return (
         table(rows)
         + note
         + f"<p>{figure(s['class_means'], 'mean map per class')}</p>"
-        + f"<div class='figs'>{figs}</div>"
+        + figs
         + f"<p class='muted'>Each map explains the predicted class. Numbers: "
         f"<code>{html.escape(Path(s['run']).name)}/explain_*.json</code></p>"
     )
