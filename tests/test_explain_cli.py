@@ -156,17 +156,21 @@ def test_saliency_and_smoothgrad_runs_are_reproducible_and_tagged(trained):
     assert "Explanations: SmoothGrad" in (trained.path / "report.html").read_text()
 
 
-def test_another_dataset_gets_its_own_tagged_files(trained, monkeypatch, capsys):
+def test_another_dataset_or_its_options_get_their_own_tagged_files(trained, monkeypatch, capsys):
     args = ["explain", str(trained.path), "-d", "synthetic-faces:easy", "--data-arg", "n=40"]
-    code, out, err = cli(
-        [*args, "--data-arg", "size=48", "--method", "saliency", "--n", "1"], monkeypatch, capsys
-    )
+    args += ["--data-arg", "size=48", "--method", "saliency", "--n", "1"]
+    code, out, err = cli(args, monkeypatch, capsys)
     assert code == 0, err
-    tag = output_tag("saliency", "synthetic-faces:easy", "test")
-    assert tag == "saliency_synthetic-faces_easy"
+    tag = "saliency_synthetic-faces_easy_n-40_size-48"
     s = json.loads((trained.path / f"explain_{tag}.json").read_text())
-    assert s["dataset"] == "synthetic-faces:easy" and s["samples"] == 6  # 15 % of 40
+    assert s["tag"] == tag and s["dataset"] == "synthetic-faces:easy"
+    assert s["data_kwargs"] == {"n": 40, "size": 48} and s["samples"] == 6  # 15 % of 40
     assert f"explain_{tag}.json" in out
+    # without -d, options update the run's own: the same 96 test images, in the val split
+    own = explain_run(trained, "saliency", data_kwargs={"localized": True}, split="val", n=1)
+    assert own["tag"] == "saliency_localized-True_val" and own["data_kwargs"] == FACES
+    assert own["samples"] == 96 and own["dataset"] == "synthetic-faces:easy"
+    assert output_tag("grad_cam") == "gradcam"
 
 
 # -- speech runs, models without convolutions, bad input --------------------------------------

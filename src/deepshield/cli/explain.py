@@ -33,7 +33,7 @@ def explain_cmd(
     """Explain a trained detector: grids of real/fake, correct/wrong samples with their maps,
     mean map per class, the weight-randomisation sanity check and (synthetic-faces) the
     localisation check; writes explain_<method>.json, plots/explain_*.png and report.html."""
-    from deepshield.explain.report import explain_run, output_tag
+    from deepshield.explain.report import explain_run
     from deepshield.runtime import resolve_device
 
     s = explain_run(
@@ -63,6 +63,6 @@ def explain_cmd(
             f"{loc['energy_in_box_mean']:.3f} vs box area {loc['box_area_share_mean']:.3f} "
             f"(ratio mean {loc['ratio_mean']:.2f}, median {loc['ratio_median']:.2f})"
         )
-    tag = output_tag(s["method"], dataset, split)
-    typer.echo(f"wrote {Path(run_dir) / f'explain_{tag}.json'}, {len(s['grids']) + 1} plots")
+    json_path = Path(run_dir) / f"explain_{s['tag']}.json"
+    typer.echo(f"wrote {json_path} and {len(s['grids']) + 1} plots")
     typer.echo(f"report: {Path(run_dir) / 'report.html'}")

@@ -53,14 +53,18 @@ def method_name(text: str) -> str:
     return key
 
 
-def output_tag(method: str, dataset: str | None, split: str) -> str:
-    """File tag of an explanation: 'gradcam', or 'gradcam_<dataset>_<split>' off the defaults."""
-    parts = [FILE_TAGS[method]]
-    if dataset:
-        parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_"))
-    if split != "test":
-        parts.append(split)
-    return "_".join(parts)
+def output_tag(
+    method: str,
+    dataset: str | None = None,
+    data_kwargs: dict[str, Any] | None = None,
+    split: str = "test",
+) -> str:
+    """File tag: 'gradcam' for the run's own test split; another dataset, dataset options or
+    split are appended, e.g. 'gradcam_synthetic-faces_hard_localized-True_val'."""
+    parts = [FILE_TAGS[method], dataset or ""]
+    parts += [f"{k}-{v}" for k, v in sorted((data_kwargs or {}).items())]
+    parts.append("" if split == "test" else split)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(p for p in parts if p)).strip("_")
 
 
 def explain_run(
@@ -98,7 +102,7 @@ def explain_run(
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     method = method_name(method)
     _check_options(split, n, max_samples, sanity_samples, sanity_repeats, batch_size)
-    splits, spec = _load_splits(run, dataset, data_kwargs)
+    splits, spec, options = _load_splits(run, dataset, data_kwargs)
     device = torch.device(device)
     model = run.load_model("best").to(device)
     fn = _method(model, method, layer, splits.modality)
@@ -110,7 +114,7 @@ def explain_run(
     x, y = ds.tensors()  # x: [N,C,H,W] in [0,1] or [N,T]; y: [N]
     logits = predict_logits(model, x, batch_size, device)  # [N, K]
     pred = logits.argmax(dim=1)  # [N]
-    tag = output_tag(method, dataset, split)
+    tag = output_tag(method, dataset, data_kwargs, split)
 
     grids = _outcome_grids(run, tag, method, fn, model, ds, logits, splits, n, batch_size, device)
 
@@ -123,7 +127,9 @@ def explain_run(
         "layer": _layer_of(model, method, layer),
         "run": str(run.path),
         "dataset": spec,
+        "data_kwargs": options,
         "split": split,
+        "tag": tag,
         "samples": len(y),
         "accuracy": float((pred == y).float().mean()),
         "outcomes": {g: int(c) for g, c in _outcome_counts(y, pred, splits.classes).items()},
@@ -167,16 +173,16 @@ def _check_options(
 
 def _load_splits(
     run: RunDir, dataset: str | None, data_kwargs: dict[str, Any] | None
-) -> tuple[Splits, str]:
-    """The run's dataset (its config's spec, options and seed) or `dataset` with `data_kwargs`."""
+) -> tuple[Splits, str, dict[str, Any]]:
+    """(splits, spec, options): the run's dataset with its config's options updated by
+    `data_kwargs`, or `dataset` with `data_kwargs` only; split by the run's seed."""
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
 
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     spec = dataset or cfg.dataset
-    if data_kwargs is None:
-        data_kwargs = cfg.data_kwargs if dataset is None else {}
-    return data.load(spec, seed=cfg.seed, **data_kwargs), spec
+    options = {**({} if dataset else cfg.data_kwargs), **(data_kwargs or {})}
+    return data.load(spec, seed=cfg.seed, **options), spec, options
 
 
 def _method(model: nn.Module, method: str, layer: str | None, modality: str) -> Method:
