@@ -13,22 +13,26 @@ from deepshield.cli.app import app, parse_kv
 def explain_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
     method: str = typer.Option(
-        "gradcam", "--method", "-M", help="saliency, gradcam or smoothgrad [gradcam]."
+        "gradcam", "--method", "-M", help="saliency, gradcam or smoothgrad."
     ),
     dataset: str = typer.Option(None, "-d", "--dataset", help="Explain on another dataset."),
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE, e.g. localized=true (repeatable)."
     ),
-    split: str = typer.Option("test", "--split", help="train, val or test [test]."),
-    n: int = typer.Option(16, "--n", help="Image / map pairs per outcome grid [16]."),
-    layer: str = typer.Option(None, "--layer", help="Grad-CAM layer [the model's cam_layer]."),
-    max_samples: int = typer.Option(
-        None, "--max-samples", help="Samples for the per-class mean maps [all of the split]."
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    n: int = typer.Option(16, "--n", help="Image / map pairs per outcome grid."),
+    layer: str = typer.Option(
+        None, "--layer", help="Grad-CAM layer (default: the model's cam_layer)."
     ),
-    sanity_samples: int = typer.Option(16, "--sanity-samples", help="Samples [16]."),
-    sanity_repeats: int = typer.Option(3, "--sanity-repeats", help="Random re-inits [3]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sample choice and re-inits [0]."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    max_samples: int = typer.Option(
+        None,
+        "--max-samples",
+        help="Samples for the per-class mean maps (default: the whole split).",
+    ),
+    sanity_samples: int = typer.Option(16, "--sanity-samples", help="Samples of the sanity check."),
+    sanity_repeats: int = typer.Option(3, "--sanity-repeats", help="Random re-initialisations."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample choice and re-initialisations."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Explain a trained detector: grids of real/fake, correct/wrong samples with their maps,
     mean map per class, the weight-randomisation sanity check and (synthetic-faces) the
