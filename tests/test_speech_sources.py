@@ -146,3 +146,13 @@ def test_protocol_excerpts_parse_and_the_2021_trial_list_is_rejected():
         DataError, match=r"ASVspoof2021\.LA\.cm\.eval\.trl\.head200\.txt:1: malformed"
     ):
         read_protocol(folder / "ASVspoof2021.LA.cm.eval.trl.head200.txt")
+
+
+def test_a_bare_audio_folder_path_goes_to_the_speech_source(tmp_path):
+    from deepshield.data import resolve
+
+    root = _write_folder(tmp_path / "d", n_per_class=3)
+    source, arg = resolve(str(root))
+    assert source.prefix == "speech-folder" and arg == str(root)
+    (tmp_path / "img" / "real").mkdir(parents=True)
+    assert resolve(str(tmp_path / "img"))[0].prefix == "folder"

@@ -1,15 +1,15 @@
 """Built-in real/fake image set made from scikit-image's bundled photographs and LFW faces.
 
-Real images are random crops (scale, position, flip, mild colour jitter) of the sample photographs
-that ship inside scikit-image (no download) and of its 200 LFW faces (upsampled). Fakes start from
-crops drawn the same way:
+Real images are random crops (scale, position, flip, mild blur half of the time, mild colour
+jitter) of the sample photographs that ship inside scikit-image (no download) and of its 200 LFW
+faces (upsampled). Fakes start from crops drawn the same way:
 
 - easy: face-swap-style splices. An ellipse or box from another crop is pasted with a colour
   mismatch and a visible blending seam.
 - hard: resynthesis by a small encoder/decoder with transposed-convolution upsampling, trained
-  for a fixed number of steps (seeded) to reconstruct real crops. The fake is its output, or
-  (localized=True) its output blended into a soft region, so the traces are subtle
-  (upsampling pattern, slight blur).
+  for a fixed number of steps (seeded) to reconstruct real crops. Its output (colour-matched to
+  the input) is blended into a large soft ellipse or box (a smaller one with localized=True), so
+  the traces are subtle: the upsampling pattern and slight blur.
 
 meta["boxes"]: [N,4] int64 (x0, y0, x1, y1), x1/y1 exclusive, bounding every pixel a fake changed;
 (-1, -1, -1, -1) for real images. With localized=True each fake's box is a sub-region of at most
