@@ -163,7 +163,7 @@ def _command(
     name: str,
 ) -> str:
     """The `deepshield attack` command that reproduces a sweep."""
-    eps = ",".join(f"{e:.6g}" for e in spec.eps)
+    eps = ",".join(_eps_text(e) for e in spec.eps)
     parts = [
         f"deepshield attack {run} --attack {spec.attack} --eps {eps} --steps {spec.steps}",
         f"--norm {spec.norm} --restarts {spec.restarts} --mask {spec.mask} --seed {spec.seed}",
@@ -176,6 +176,14 @@ def _command(
     if surrogate is not None:
         parts.append(f"--surrogate {surrogate}")
     return " ".join(parts)
+
+
+def _eps_text(eps: float) -> str:
+    """eps as the CLI reads it back exactly: "k/255" for multiples of 1/255, else repr."""
+    k = round(eps * 255)
+    if k / 255 == eps:
+        return f"{k}/255" if k else "0"
+    return repr(eps)
 
 
 def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> dict[str, Any]:
@@ -325,7 +333,7 @@ def grid_figure(result: SweepResult, classes: Sequence[str]) -> Any:
         titles = [f"{classes[int(c)]}->{classes[int(p)]}" for c, p in zip(y, pred, strict=True)]
     return image_grid(
         [clean, adv, shown],
-        ["clean", f"adversarial eps={result.eps[k]:.4g}", "perturbation (amplified)"],
+        ["clean", f"adversarial eps={_eps_text(result.eps[k])}", "perturbation (amplified)"],
         titles,
         cell_inches=1.6,
     )
