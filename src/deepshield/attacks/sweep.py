@@ -1,0 +1,305 @@
+"""Attack sweeps: a model's accuracy under one attack at several budgets (eps), and for detectors
+(two classes, 1 = fake) AUC, EER and the share of fakes passed as real, per budget.
+
+White-box: the attacked model crafts the examples. Transfer (black-box): a surrogate crafts them
+and other models are evaluated on them. Under torchrun the batches are sharded over the ranks
+(`deepshield.train.distributed`): every batch is attacked exactly as in one process (same
+composition, same seed), so N processes give the numbers of one.
+
+Evasion, the usual threat model for a detector, is read off the same sweep: an untargeted attack
+on a fake (label 1) of a two-class detector pushes it towards "real", so the evasion view keeps
+real images clean and takes the attacked fakes (`SweepResult.rows(...)["evasion"]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deepshield.attacks.checks import check_batch, check_count, check_norm, check_number
+from deepshield.attacks.masks import parse_mask
+from deepshield.attacks.mode import attack_mode
+from deepshield.attacks.objectives import as_logits
+from deepshield.attacks.registry import get_attack
+from deepshield.errors import InputError
+from deepshield.train import distributed
+
+GRID_SIZE = 6  # images kept for the clean / adversarial / perturbation grid
+# Registry attacks that ignore eps and search the smallest perturbation (CW-L2): a sweep runs them
+# once per batch and, at budget eps, keeps an example only where its L2 norm is <= eps.
+MINIMAL_L2 = frozenset({"cw_l2"})
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack configuration: a registry name (`attacks.registry.ATTACKS`), budgets, options.
+
+    eps 0 means the clean inputs (no attack call). `mask`: "full", "center:SIZE" or "patch:SIZE"
+    (a random SIZE x SIZE square per image, placed by `seed` and the batch index). For CW-L2
+    (MINIMAL_L2) eps is an L2 budget: accuracy at eps counts an example as broken only when the
+    smallest perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
+    """
+
+    attack: str = "pgd"
+    eps: tuple[float, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255)
+    steps: int = 10
+    norm: str = "linf"
+    restarts: int = 1
+    mask: str = "full"
+    seed: int = 0
+
+    def checked(self) -> AttackSpec:
+        """This spec with eps as floats; InputError / ConfigError on any bad value (no work done)."""
+        get_attack(self.attack)
+        attack = self.attack.lower().replace("-", "_")  # the registry's spelling of the name
+        if len(self.eps) == 0:
+            raise InputError("no eps given: pass at least one budget, e.g. --eps 0,4/255,8/255")
+        eps = tuple(check_number("eps", e) for e in self.eps)
+        check_count("steps", self.steps)
+        check_count("restarts", self.restarts)
+        check_norm(self.norm)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"seed={self.seed!r} must be an integer: pass e.g. seed=0")
+        _, _, size = self.mask.partition(":")
+        side = int(size) if size.isdigit() and int(size) > 0 else 1
+        parse_mask(self.mask, 1, side, side)  # syntax (ConfigError) and size >= 1 (InputError)
+        return replace(self, attack=attack, eps=eps)
+
+    def check_fits(self, shape: Sequence[int]) -> None:
+        """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""
+        if self.mask.strip() == "full":
+            return
+        if len(shape) != 3:
+            raise InputError(
+                f"mask {self.mask!r} needs images [C,H,W], the data has samples {tuple(shape)}: "
+                "use --mask full"
+            )
+        parse_mask(self.mask, 1, shape[1], shape[2])
+
+    def batch_mask(self, batch: int, index: int, shape: Sequence[int]) -> Tensor | None:
+        """The mask of global batch `index` (`batch` images of `shape` [C,H,W]), or None."""
+        gen = torch.Generator().manual_seed(self.seed + index)
+        return parse_mask(self.mask, batch, shape[1], shape[2], gen) if len(shape) == 3 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters."""
+        return {
+            "attack": self.attack,
+            "eps": list(self.eps),
+            "steps": self.steps,
+            "norm": self.norm,
+            "restarts": self.restarts,
+            "mask": self.mask,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class SweepResult:
+    """Per-sample outputs of one sweep on one evaluated model (CPU tensors, dataset order).
+
+    y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] (row k under eps[k]; eps 0 = clean);
+    l2, linf: [E, N] norms of x_adv - x; surrogate_logits: [E, N, C] of the crafting model when
+    it is another model (transfer), else None; grid: a few images of the first batch (rank 0
+    only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in [0,1], "mask" [k,1,H,W]
+    (absent for full-image attacks).
+    """
+
+    eps: list[float]
+    y: Tensor
+    clean_logits: Tensor
+    adv_logits: Tensor
+    l2: Tensor
+    linf: Tensor
+    surrogate_logits: Tensor | None = None
+    grid: dict[str, Tensor] | None = None
+
+    @property
+    def detector(self) -> bool:
+        """True for two-class outputs (label 1 = fake): detector metrics are reported."""
+        return self.clean_logits.shape[1] == 2
+
+    def clean(self) -> dict[str, Any]:
+        """Metrics on the clean inputs."""
+        return _metrics(self.y, self.clean_logits, self.detector)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per eps: accuracy, norms, (detectors) auc/eer/fake_passed_as_real/... and
+        "evasion" (clean reals + attacked fakes), (transfer) surrogate_accuracy."""
+        out = []
+        fake = (self.y == 1)[:, None]  # [N, 1]
+        for k, eps in enumerate(self.eps):
+            row: dict[str, Any] = {"eps": eps}
+            row.update(_metrics(self.y, self.adv_logits[k], self.detector))
+            row["l2_median"] = float(self.l2[k].median()) if len(self.y) else 0.0
+            row["linf_max"] = float(self.linf[k].max()) if len(self.y) else 0.0
+            if self.detector:
+                evasion = torch.where(fake, self.adv_logits[k], self.clean_logits)  # [N, 2]
+                row["evasion"] = _metrics(self.y, evasion, True)
+            if self.surrogate_logits is not None:
+                row["surrogate_accuracy"] = _metrics(self.y, self.surrogate_logits[k], False)[
+                    "accuracy"
+                ]
+            out.append(row)
+        return out
+
+
+def _metrics(y: Tensor, logits: Tensor, detector: bool) -> dict[str, Any]:
+    """accuracy of argmax(logits [N,C]) against y [N]; detectors add detector_metrics' rates."""
+    from deepshield.metrics import detector_metrics
+
+    correct = int((logits.argmax(1) == y).sum())
+    out: dict[str, Any] = {"accuracy": correct / len(y) if len(y) else 0.0}
+    if detector:
+        m = detector_metrics(y.numpy(), logits.softmax(1)[:, 1].numpy(), threshold=0.5)
+        for key in ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake"):
+            out[key] = m[key]
+    return out
+
+
+def attack_sweep(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: AttackSpec,
+    *,
+    surrogate: nn.Module | None = None,
+    batch_size: int = 128,
+) -> SweepResult:
+    """x: [N,...] in [0,1], y: [N] -> SweepResult of `model` under `spec`.
+
+    White-box when surrogate is None; otherwise transfer: the examples are crafted on
+    `surrogate` and `model` is evaluated on them (the surrogate's own accuracy is kept too).
+    """
+    crafter = surrogate if surrogate is not None else model
+    return transfer_sweep(crafter, {"model": model}, x, y, spec, batch_size=batch_size)["model"]
+
+
+def transfer_sweep(
+    crafter: nn.Module,
+    targets: Mapping[str, nn.Module],
+    x: Tensor,
+    y: Tensor,
+    spec: AttackSpec,
+    *,
+    batch_size: int = 128,
+) -> dict[str, SweepResult]:
+    """Craft on `crafter` once per batch and eps, evaluate every target -> {name: SweepResult}.
+
+    A target that is `crafter` itself gets the white-box result. x: [N,...] in [0,1], y: [N];
+    batches go to the crafter's device. Under torchrun each rank attacks its share of the
+    batches and every rank gets all N results.
+    """
+    spec = spec.checked()
+    batch_size = check_count("batch_size", batch_size)
+    check_batch(y, x)
+    if len(x) == 0:
+        raise InputError("no samples to attack: pass --n >= 1 and a non-empty split")
+    spec.check_fits(x.shape[1:])
+    attack = get_attack(spec.attack)
+    device = next(crafter.parameters(), x).device
+    crafter_key = next((k for k, m in targets.items() if m is crafter), "_crafter")
+    evaluated = {**targets, crafter_key: crafter}  # every model once; the crafter included
+    n_batches = -(-len(x) // batch_size)
+    clean: dict[str, list[Tensor]] = {k: [] for k in evaluated}
+    adv_out: dict[str, list[Tensor]] = {k: [] for k in evaluated}
+    norms: list[Tensor] = []
+    grid: dict[str, Tensor] | None = None
+    for b in distributed.shard_indices(n_batches):  # contiguous global batches of this rank
+        xb = x[b * batch_size : (b + 1) * batch_size].to(device)  # [b, ...]
+        yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
+        mask = spec.batch_mask(len(xb), b, xb.shape[1:])
+        adv = _craft(attack, crafter, xb, yb, spec, mask)  # E x [b, ...]
+        delta = (torch.stack(adv) - xb).flatten(2)  # [E, b, D]
+        norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
+        for key, m in evaluated.items():
+            clean[key].append(_logits(m, xb))  # [b, C]
+            adv_out[key].append(torch.stack([_logits(m, a) for a in adv], 1))  # [b, E, C]
+        if b == 0:
+            grid = _grid(xb, yb, adv, mask, clean[crafter_key][0].shape[1] == 2)
+    eps_count = len(spec.eps)
+    norm_all = distributed.gather_tensors(_cat(norms, (eps_count, 2)))  # [N, E, 2]
+    logits = {}
+    for key, m in evaluated.items():
+        width = _width(m, x[:1].to(device))
+        logits[key] = (
+            distributed.gather_tensors(_cat(clean[key], (width,))),  # [N, C]
+            distributed.gather_tensors(_cat(adv_out[key], (eps_count, width))).transpose(0, 1),
+        )  # [E, N, C]
+    crafted = logits[crafter_key][1]
+    return {
+        name: SweepResult(
+            eps=list(spec.eps),
+            y=y.cpu(),
+            clean_logits=logits[name][0],
+            adv_logits=logits[name][1].contiguous(),
+            l2=norm_all[..., 0].T.contiguous(),
+            linf=norm_all[..., 1].T.contiguous(),
+            surrogate_logits=None if m is crafter else crafted.contiguous(),
+            grid=grid,
+        )
+        for name, m in targets.items()
+    }
+
+
+def _craft(
+    attack: Callable[..., Tensor],
+    crafter: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: AttackSpec,
+    mask: Tensor | None,
+) -> list[Tensor]:
+    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself)."""
+
+    def run(eps: float) -> Tensor:
+        options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
+        return attack(crafter, x, y, eps, **options, mask=mask, restarts=spec.restarts).detach()
+
+    if max(spec.eps) == 0:
+        return [x for _ in spec.eps]
+    if spec.attack not in MINIMAL_L2:
+        return [run(eps) if eps > 0 else x for eps in spec.eps]
+    smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
+    l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
+    return [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
+
+
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Two-or-more-class logits [B, C] of `model` (eval mode, no grad) on x, on CPU."""
+    with attack_mode(model), torch.no_grad():
+        return as_logits(model(x)).float().cpu()
+
+
+def _width(model: nn.Module, x1: Tensor) -> int:
+    """Number of classes of `model`, from its output on one sample."""
+    return _logits(model, x1).shape[1]
+
+
+def _cat(parts: list[Tensor], trailing: tuple[int, ...]) -> Tensor:
+    """Concatenate per-batch results; an empty shard gives [0, *trailing]."""
+    return torch.cat(parts) if parts else torch.zeros((0, *trailing))
+
+
+def _grid(
+    x: Tensor, y: Tensor, adv: list[Tensor], mask: Tensor | None, detector: bool
+) -> dict[str, Tensor]:
+    """A few images of a batch for the report grid: both classes for a detector, else the first."""
+    if detector:
+        half = GRID_SIZE // 2
+        idx = torch.cat([torch.nonzero(y == c).flatten()[:half] for c in (0, 1)])
+        idx = idx.sort().values
+    else:
+        idx = torch.arange(min(GRID_SIZE, len(x)))
+    grid = {
+        "index": idx.cpu(),
+        "clean": x[idx].cpu(),  # [k, C, H, W]
+        "adversarial": torch.stack([a[idx] for a in adv]).cpu(),  # [E, k, C, H, W]
+    }
+    if mask is not None:
+        grid["mask"] = mask.expand(len(x), *mask.shape[1:])[idx].cpu()  # [k, 1, H, W]
+    return grid

@@ -1,0 +1,339 @@
+"""An attack sweep on a trained run: its model and dataset (config.yaml), results written into the
+run folder as attack_<name>.json, plots/attack_<name>.png (accuracy / AUC / fakes passed as real
+vs eps), plots/attack_<name>_grid.png (clean / adversarial / amplified perturbation),
+attack_<name>_grid.safetensors (the grid's tensors) and a report.html section.
+
+Under torchrun every rank attacks its share of the batches and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepshield import data
+from deepshield.attacks.checks import check_count
+from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
+from deepshield.config import TrainConfig, parse_config
+from deepshield.errors import ConfigError, RunError
+from deepshield.report.html import figure, table
+from deepshield.run import RunDir
+from deepshield.train import distributed
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class AttackData:
+    """The samples a sweep attacks: x [N,...] in [0,1], y [N], their classes and provenance."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    dataset: str
+    split: str
+
+
+def run_config(run: RunDir) -> TrainConfig:
+    """The TrainConfig a run was trained with (its config.yaml)."""
+    return parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+
+
+def check_options(split: str, n: int | None, batch_size: int) -> None:
+    """ConfigError / InputError for a bad split, n < 1 or batch_size < 1 (before any work)."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if n is not None:
+        check_count("n", n)
+    check_count("batch_size", batch_size)
+
+
+def load_attack_data(
+    cfg: TrainConfig,
+    *,
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    split: str = "test",
+    n: int | None = None,
+) -> AttackData:
+    """The first `n` samples of `split` of the run's dataset (or of `dataset`, with its kwargs)."""
+    spec = dataset or cfg.dataset
+    kwargs = dict(data_kwargs) if data_kwargs is not None else ({} if dataset else cfg.data_kwargs)
+    with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
+        splits = data.load(spec, seed=cfg.seed, **kwargs)
+    ds = splits.split(split)
+    if n is not None:
+        ds = ds.subset(range(min(n, len(ds))))
+    x, y = ds.tensors()
+    return AttackData(x, y, list(splits.classes), spec, split)
+
+
+def sweep_name(
+    spec: AttackSpec, *, surrogate: str | Path | None = None, split: str = "test", tag: str = ""
+) -> str:
+    """Default result name: attack[_mask][_from_<surrogate folder>][_split][_tag]."""
+    parts = [spec.attack]
+    if spec.mask.strip() != "full":
+        parts.append(spec.mask.replace(":", ""))
+    if surrogate is not None:
+        parts.append(f"from_{Path(surrogate).name}")
+    if split != "test":
+        parts.append(split)
+    if tag:
+        parts.append(tag)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)).strip("_")
+
+
+def attack_run(
+    run_dir: str | Path,
+    spec: AttackSpec,
+    *,
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    split: str = "test",
+    n: int | None = None,
+    batch_size: int = 128,
+    surrogate: str | Path | None = None,
+    name: str | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Sweep `spec` on a run's best model (crafted on `surrogate`'s model when given, i.e. a
+    transfer attack), write the results into the run folder; return the JSON written.
+
+    Every bad argument raises before the data is loaded or a model is attacked.
+    """
+    spec = spec.checked()
+    check_options(split, n, batch_size)
+    run = RunDir.open(run_dir)
+    cfg = run_config(run)
+    sur = RunDir.open(surrogate) if surrogate is not None else None
+    if sur is not None:
+        run_config(sur)
+    t0 = time.perf_counter()
+    batch = load_attack_data(cfg, dataset=dataset, data_kwargs=data_kwargs, split=split, n=n)
+    spec.check_fits(batch.x.shape[1:])
+    model = run.load_model("best").to(device)
+    crafter = sur.load_model("best").to(device) if sur is not None else model
+    _check_classes(model, crafter, batch, sur)
+    result = transfer_sweep(
+        crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size
+    )
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset) if dataset else ""
+    name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)
+    info = {
+        "run": str(run.path),
+        "model": run.read_json("model.json")["name"],
+        "surrogate": None
+        if sur is None
+        else {"run": str(sur.path), "model": sur.read_json("model.json")["name"]},
+        "batch_size": batch_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "command": _command(run.path, spec, dataset, split, n, batch_size, surrogate, name),
+    }
+    return write_sweep(run, name, result["model"], spec, batch, info)
+
+
+def _check_classes(model: nn.Module, crafter: nn.Module, batch: AttackData, sur: Any) -> None:
+    """RunError when the model (or surrogate) has another number of classes than the data."""
+    for who, m in (("model", model), ("surrogate", crafter)):
+        classes = m.deepshield_spec["num_classes"]
+        if classes != len(batch.classes):
+            where = sur.path if who == "surrogate" and sur is not None else "the run"
+            raise RunError(
+                f"{where}: the {who} has {classes} classes but {batch.dataset} has "
+                f"{len(batch.classes)}: attack with a model trained on this dataset"
+            )
+
+
+def _command(
+    run: Path,
+    spec: AttackSpec,
+    dataset: str | None,
+    split: str,
+    n: int | None,
+    batch_size: int,
+    surrogate: str | Path | None,
+    name: str,
+) -> str:
+    """The `deepshield attack` command that reproduces a sweep."""
+    eps = ",".join(_eps_text(e) for e in spec.eps)
+    parts = [
+        f"deepshield attack {run} --attack {spec.attack} --eps {eps} --steps {spec.steps}",
+        f"--norm {spec.norm} --restarts {spec.restarts} --mask {spec.mask} --seed {spec.seed}",
+        f"--split {split} --batch-size {batch_size} --out {name}",
+    ]
+    if n is not None:
+        parts.append(f"--n {n}")
+    if dataset:
+        parts.append(f"-d {dataset}")
+    if surrogate is not None:
+        parts.append(f"--surrogate {surrogate}")
+    return " ".join(parts)
+
+
+def _eps_text(eps: float) -> str:
+    """eps as the CLI reads it back exactly: "k/255" for multiples of 1/255, else repr."""
+    k = round(eps * 255)
+    if k / 255 == eps:
+        return f"{k}/255" if k else "0"
+    return repr(eps)
+
+
+def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> dict[str, Any]:
+    """The JSON of a sweep: parameters, data, clean metrics and one row per eps."""
+    return {
+        **spec.to_dict(),
+        "dataset": batch.dataset,
+        "split": batch.split,
+        "n": len(batch.y),
+        "classes": batch.classes,
+        "detector": result.detector,
+        "grid": batch.x.dim() == 4,  # image grid (rank 0 holds its tensors)
+        "world_size": distributed.world_size(),
+        "clean": result.clean(),
+        "rows": result.rows(),
+    }
+
+
+def write_sweep(
+    run: RunDir,
+    name: str,
+    result: SweepResult,
+    spec: AttackSpec,
+    batch: AttackData,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write attack_<name>.json, its plot, grid (png and safetensors) and report section (rank 0
+    only); return the JSON record (on every rank)."""
+    from safetensors.torch import save
+
+    from deepshield.files import atomic_write_bytes
+
+    record = {"name": name, **info, **sweep_record(result, spec, batch)}
+    if not distributed.is_main():
+        return record
+    run.write_json(f"attack_{name}.json", record)
+    run.save_plot(plot_sweep(record), f"attack_{name}")
+    if record["grid"] and result.grid is not None:
+        run.save_plot(grid_figure(result, batch.classes), f"attack_{name}_grid")
+        tensors = {k: v.contiguous() for k, v in result.grid.items()}
+        atomic_write_bytes(run.file(f"attack_{name}_grid.safetensors"), save(tensors))
+    run.add_section(f"attack_{name}", _title(record), section_html(record), order=40)
+    return record
+
+
+def _title(record: Mapping[str, Any]) -> str:
+    sur = record.get("surrogate")
+    how = f"transfer from {sur['model']} ({sur['run']})" if sur else "white-box"
+    mask = "" if record["mask"] == "full" else f", mask {record['mask']}"
+    return f"Attack {record['name']}: {record['attack']} {record['norm']}{mask}, {how}"
+
+
+def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows of a sweep record (one per eps) for tables."""
+    out = []
+    for r in record["rows"]:
+        row = {"eps": r["eps"], "eps x 255": round(r["eps"] * 255, 2), "accuracy": r["accuracy"]}
+        if record["detector"]:
+            row["AUC"] = r["auc"]
+            row["EER"] = r["eer"]
+            row["fakes passed as real"] = r["fake_passed_as_real"]
+            row["evasion: accuracy"] = r["evasion"]["accuracy"]
+            row["evasion: AUC"] = r["evasion"]["auc"]
+        if "surrogate_accuracy" in r:
+            row["surrogate accuracy"] = r["surrogate_accuracy"]
+        row["median L2"] = r["l2_median"]
+        out.append(row)
+    return out
+
+
+def section_html(record: Mapping[str, Any]) -> str:
+    """The report section of a sweep: settings, table, plot, grid, reproducing command."""
+    name = record["name"]
+    settings = (
+        f"{record['n']} images of {record['dataset']} ({record['split']}); steps {record['steps']},"
+        f" restarts {record['restarts']}, seed {record['seed']}, {record['world_size']} process(es)"
+    )
+    evasion = (
+        "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
+        " a fake pushes it towards real, so its fakes passed as real equal the column above).</p>"
+        if record["detector"]
+        else ""
+    )
+    figs = [figure(f"plots/attack_{name}.png")]
+    if record["grid"]:
+        figs.append(figure(f"plots/attack_{name}_grid.png"))
+    return (
+        f"<p>{settings}</p>"
+        + table(table_rows(record))
+        + evasion
+        + "<div class='figs'>"
+        + "".join(figs)
+        + "</div>"
+        + f"<p>Reproduce: <code>{record['command']}</code></p>"
+    )
+
+
+def plot_sweep(record: Mapping[str, Any]) -> Any:
+    """Accuracy (and for detectors AUC and fakes passed as real, all and evasion) vs eps."""
+    from deepshield.report.plots import plot_curve
+
+    rows = record["rows"]
+    series = {"accuracy": [r["accuracy"] for r in rows]}
+    if record["detector"] and all(r["auc"] is not None for r in rows):
+        series["AUC"] = [r["auc"] for r in rows]
+    if record["detector"] and all(r["fake_passed_as_real"] is not None for r in rows):
+        series["fakes passed as real"] = [r["fake_passed_as_real"] for r in rows]
+    if record["detector"] and all(r["evasion"]["auc"] is not None for r in rows):
+        series["evasion: AUC (reals clean)"] = [r["evasion"]["auc"] for r in rows]
+    if rows and "surrogate_accuracy" in rows[0]:
+        series["surrogate accuracy (white-box)"] = [r["surrogate_accuracy"] for r in rows]
+    unit = "L-inf" if record["norm"] == "linf" else "L2"
+    fig = plot_curve(
+        [r["eps"] for r in rows],
+        series,
+        xlabel=f"eps ({unit}, pixels in [0, 1])",
+        ylabel="rate",
+        title=f"{record['attack']} on {record['model']}",
+    )
+    fig.axes[0].set_ylim(-0.02, 1.02)  # every series is a rate
+    return fig
+
+
+def grid_figure(result: SweepResult, classes: Sequence[str]) -> Any:
+    """Clean images, their adversarial version at the largest eps, the perturbation amplified
+    to the full range (grey = unchanged); column titles: class and prediction."""
+    from deepshield.report.grids import image_grid
+
+    grid = result.grid
+    assert grid is not None
+    k = int(torch.tensor(result.eps).argmax())
+    clean, adv = grid["clean"], grid["adversarial"][k]  # [g, C, H, W]
+    delta = adv - clean
+    scale = delta.flatten(1).abs().amax(1).clamp(min=1e-12)  # [g]
+    shown = (0.5 + delta / (2 * scale[:, None, None, None])).clamp(0, 1)
+    idx = grid["index"]
+    y = result.y[idx]
+    if result.detector:
+        p_clean = result.clean_logits[idx].softmax(1)[:, 1]
+        p_adv = result.adv_logits[k][idx].softmax(1)[:, 1]
+        titles = [
+            f"{classes[int(c)]}: P(fake) {a:.2f}->{b:.2f}"
+            for c, a, b in zip(y, p_clean, p_adv, strict=True)
+        ]
+    else:
+        pred = result.adv_logits[k][idx].argmax(1)
+        titles = [f"{classes[int(c)]}->{classes[int(p)]}" for c, p in zip(y, pred, strict=True)]
+    return image_grid(
+        [clean, adv, shown],
+        ["clean", f"adversarial eps={_eps_text(result.eps[k])}", "perturbation (amplified)"],
+        titles,
+        cell_inches=1.6,
+    )

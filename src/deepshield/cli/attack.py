@@ -1,0 +1,79 @@
+"""`deepshield attack`: an attack sweep (accuracy, AUC, EER, fakes passed as real vs eps) on a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from deepshield.cli.app import app, parse_floats, parse_kv
+
+
+@app.command("attack")
+def attack_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    attack: str = typer.Option("pgd", "--attack", "-a", help="fgsm, ifgsm, pgd, cw_l2, ..."),
+    eps: str = typer.Option(
+        "0,2/255,4/255,8/255", "--eps", help="Budgets, comma-separated; fractions allowed."
+    ),
+    steps: int = typer.Option(10, "--steps", help="Attack iterations (PGD, I-FGSM, CW)."),
+    norm: str = typer.Option("linf", "--norm", help="linf or l2 (PGD)."),
+    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts."),
+    mask: str = typer.Option("full", "--mask", help="full, center:SIZE or patch:SIZE."),
+    dataset: str = typer.Option(None, "-d", "--dataset", help="Attack another dataset's split."),
+    data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    n: int = typer.Option(None, "--n", help="Attack only the first N samples of the split."),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random starts and patch positions."),
+    surrogate: Path = typer.Option(
+        None, "--surrogate", help="Transfer attack: craft on this run's model instead."
+    ),
+    out: str = typer.Option(None, "--out", help="Result name: attack_<NAME>.json [from flags]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+) -> None:
+    """Attack a trained model at several budgets; writes attack_<name>.json, plots, report section.
+
+    Detectors also get the evasion view (only fakes attacked). Sharded over N processes with
+    `torchrun --nproc_per_node=N -m deepshield attack ...` (same numbers as one process)."""
+    from deepshield.attacks.sweep import AttackSpec
+    from deepshield.attacks.sweep_run import attack_run, check_options
+    from deepshield.train import distributed
+
+    spec = AttackSpec(
+        attack=attack,
+        eps=tuple(parse_floats(eps, "--eps")),
+        steps=steps,
+        norm=norm,
+        restarts=restarts,
+        mask=mask,
+        seed=seed,
+    ).checked()
+    check_options(split, n, batch_size)
+    kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
+    with distributed.session(device) as dev:
+        record = attack_run(
+            run_dir,
+            spec,
+            dataset=dataset,
+            data_kwargs=kwargs,
+            split=split,
+            n=n,
+            batch_size=batch_size,
+            surrogate=surrogate,
+            name=out,
+            device=dev,
+        )
+        if distributed.is_main():  # inside the session: rank() is still known
+            _print_rows(record)
+
+
+def _print_rows(record: dict) -> None:
+    for row in record["rows"]:
+        shown = [f"eps {row['eps']:.4g}", f"accuracy {row['accuracy']:.4f}"]
+        if record["detector"] and row["fake_passed_as_real"] is not None:
+            shown.append(f"fakes passed as real {row['fake_passed_as_real']:.4f}")
+            if row["evasion"]["auc"] is not None:
+                shown.append(f"evasion AUC {row['evasion']['auc']:.4f}")
+        typer.echo(", ".join(shown))
+    typer.echo(f"wrote {Path(record['run']) / ('attack_' + record['name'] + '.json')}")
