@@ -175,7 +175,7 @@ def main() -> None:
 
     base = results.get("reference standard (pyautoattack)")
     print(
-        "\n| run | stages: robust accuracy | robust acc. | forward | backward | passes vs ref | time (s) |"
+        "\n| run | stages: robust accuracy | robust acc. | forward | backward | passes vs ref | CPU s |"
     )
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():

@@ -159,7 +159,9 @@ def test_dlr_losses_equal_the_reference_and_ignore_shift_and_scale():
     assert torch.allclose(dlr_loss(z, y), attack.dlr_loss(z, y), atol=1e-6)
     assert torch.allclose(targeted_dlr_loss(z, y, t), attack.dlr_loss_targeted(z, y), atol=1e-6)
     assert torch.allclose(dlr_loss(7 * z - 2, y), dlr_loss(z, y), atol=1e-5)
-    assert torch.allclose(targeted_dlr_loss(0.5 * z + 3, y, t), targeted_dlr_loss(z, y, t), atol=1e-5)
+    assert torch.allclose(
+        targeted_dlr_loss(0.5 * z + 3, y, t), targeted_dlr_loss(z, y, t), atol=1e-5
+    )
 
 
 def test_dlr_losses_refuse_too_few_classes():

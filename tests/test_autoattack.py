@@ -236,6 +236,7 @@ def test_fast_cascade_matches_the_reference_cascade_on_a_small_batch(model):
     )
     aa.verbose = False
     theirs, _ = aa.run_standard_evaluation(x, y, batch_size=500)
+    assert within(x_adv, x, EPS, "linf")
     assert abs(report.accuracy[-1] - accuracy(model, theirs, y)) <= 0.02
 
 
@@ -273,7 +274,7 @@ def test_counting_model_counts_samples_and_changes_nothing(model):
     assert counter.forwards == counter.backwards == 0
 
 
-def test_registry_runs_every_attack_with_one_signature():
+def test_registry_runs_every_attack_with_one_signature_and_inputs_are_checked():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -287,6 +288,12 @@ def test_registry_runs_every_attack_with_one_signature():
             x_adv = fn(net, x, y, eps, norm=norm, seed=0)  # default steps / queries
             assert within(x_adv, x, eps, norm), name
             assert accuracy(net, x_adv, y) < 1.0, name  # a large budget on a linear model
+    wave_model = nn.Linear(16, 3)
+    wave = torch.rand(5, 16, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(InputError, match="version='fast'"):
+        autoattack(wave_model, wave, wave_model(wave).argmax(1), 0.1)
+    x_wave, _ = autoattack(wave_model, wave, wave_model(wave).argmax(1), 0.1, version="fast")
+    assert x_wave.shape == wave.shape
     assert get_attack("apgd") is ATTACKS["apgd"]
     with pytest.raises(ConfigError, match="did you mean autoattack"):
         get_attack("autoatack")
@@ -302,7 +309,7 @@ def test_full_cascades_match_the_reference_within_half_a_point_on_932_images(mod
     ref_acc, ref_passes = accuracy(model, theirs, y), counted.forwards + counted.backwards
     for version in ("standard", "fast"):
         counted.reset()
-        x_adv, report = autoattack(counted, x, y, EPS, version=version, seed=0)
+        _, report = autoattack(counted, x, y, EPS, version=version, seed=0)
         assert abs(report.accuracy[-1] - ref_acc) <= 0.005, (version, report.accuracy, ref_acc)
         if version == "fast":
             assert 5 * (counted.forwards + counted.backwards) <= ref_passes

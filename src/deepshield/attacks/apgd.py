@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
 from deepshield.attacks.core import Objective, Projection, attack_loop
 from deepshield.attacks.dlr import dlr_loss, targeted_dlr_loss, targeted_margin_loss
+from deepshield.attacks.gradient import _generator
 from deepshield.attacks.mode import attack_mode
-from deepshield.attacks.norms import Budget
+from deepshield.attacks.norms import _TINY, Budget, _l2, _per_sample
 from deepshield.attacks.objectives import as_logits, classification_loss, margin, misclassified
 from deepshield.errors import InputError
 
@@ -37,7 +38,6 @@ LOSSES: dict[str, Objective] = {
     "dlr": dlr_loss,
     "margin": lambda output, y: -margin(output, y),
 }
-_TINY = 1e-12  # keeps the L2 direction finite for a zero gradient
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -54,11 +54,6 @@ def checkpoints(steps: int) -> list[int]:
             points.append(w)
         p_prev, p = p, p + max(p - p_prev - 3, 6)
     return points
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    """v: [B] -> [B,1,...,1] against like [B,...]."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 class APGDStep:
@@ -84,7 +79,7 @@ class APGDStep:
         """The steepest ascent direction of unit norm: sign(g) for linf, g/||g||_2 for l2."""
         if self.norm == "linf":
             return grad.sign()
-        return grad / _view(grad.flatten(1).norm(dim=1) + _TINY, grad)
+        return grad / _per_sample(_l2(grad) + _TINY, grad)
 
     def _remember(self, x_adv: Tensor, grad: Tensor, loss: Tensor) -> None:
         """Count loss increases and keep the best point (with its gradient) since the start."""
@@ -97,8 +92,8 @@ class APGDStep:
             return
         self.increases = self.increases + (loss > self.previous_loss).to(loss.dtype)
         better = loss > self.best_loss  # [B]
-        self.best_x = torch.where(_view(better, x_adv), x_adv, self.best_x)
-        self.best_grad = torch.where(_view(better, grad), grad, self.best_grad)
+        self.best_x = torch.where(_per_sample(better, x_adv), x_adv, self.best_x)
+        self.best_grad = torch.where(_per_sample(better, grad), grad, self.best_grad)
         self.best_loss = torch.where(better, loss, self.best_loss)
         self.previous_loss = loss
 
@@ -109,8 +104,8 @@ class APGDStep:
         stalled = ~self.halved & (self.best_loss <= self.checkpoint_loss)  # condition 2 [B]
         halve = few_increases | stalled
         self.eta = torch.where(halve, self.eta / 2, self.eta)
-        x_adv = torch.where(_view(halve, x_adv), self.best_x, x_adv)
-        grad = torch.where(_view(halve, grad), self.best_grad, grad)
+        x_adv = torch.where(_per_sample(halve, x_adv), self.best_x, x_adv)
+        grad = torch.where(_per_sample(halve, grad), self.best_grad, grad)
         self.previous_loss = torch.where(halve, self.best_loss, self.previous_loss)
         self.halved, self.checkpoint_loss = halve, self.best_loss
         self.increases = torch.zeros_like(self.increases)
@@ -122,7 +117,7 @@ class APGDStep:
         self._remember(x_adv, grad, loss)
         if self.k > 0 and self.k in self.checkpoints:
             x_adv, grad = self._checkpoint(x_adv, grad)
-        z = self.project(x_adv + _view(self.eta, x_adv) * self._direction(grad))
+        z = self.project(x_adv + _per_sample(self.eta, x_adv) * self._direction(grad))
         if self.k > 0:
             a = self.momentum
             z = self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - self.x_previous))
@@ -142,12 +137,6 @@ def _check_common(
     if rho > 1:
         raise InputError(f"rho={rho} must be in (0, 1]: the paper uses rho=0.75")
     return eps, norm, steps, restarts, rho, check_count("eot_samples", eot_samples)
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
-    if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(seed)
-    return generator
 
 
 def _predictions(model: nn.Module, x: Tensor) -> Tensor:

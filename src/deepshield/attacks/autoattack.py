@@ -139,6 +139,8 @@ def autoattack(
 ) -> tuple[Tensor, AutoAttackReport]:
     """AutoAttack. x: [N,C,H,W] in [0,1] (or model.bounds), y: labels [N] -> (x_adv, report).
 
+    "fast" and "rand" also take other inputs [N,...] (e.g. waveforms [N,T]).
+
     version: "standard" | "fast" | "rand" (module docstring). eot_samples: forward passes
     averaged per APGD gradient (default 20 for "rand", else 1). x may live on any device; the
     attack runs on the model's device and x_adv comes back on x's device.
@@ -155,6 +157,11 @@ def autoattack(
     home = x.device
     x, y = x.detach().to(device), y.to(device) if isinstance(y, Tensor) else y
     _, y, _ = check_attack(model, x, y)
+    if version == "standard" and x.dim() != 4:
+        raise InputError(
+            f"x {tuple(x.shape)} is not an image batch [B,C,H,W], which Square (in the standard "
+            "version) needs: use version='fast' for other inputs"
+        )
     with attack_mode(model), torch.no_grad():
         classes = as_logits(model(x[:1])).shape[1]
     stages = autoattack_stages(version, norm, eps, classes, seed, eot_samples)

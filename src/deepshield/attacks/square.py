@@ -26,12 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
+from deepshield.attacks.gradient import _generator
 from deepshield.attacks.mode import attack_mode
+from deepshield.attacks.norms import _TINY, _l2, _per_sample
 from deepshield.attacks.objectives import margin, predicts
 from deepshield.errors import InputError
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of 10,000 queries
-_TINY = 1e-12  # keeps norms of empty windows finite
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def p_schedule(i: int, p_init: float, queries: int, rescale: bool) -> float:
 
 def _per_sample_norm(v: Tensor) -> Tensor:
     """v: [B, ...] -> L2 norm per sample [B, 1, 1, 1]."""
-    return v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return _per_sample(_l2(v), v)
 
 
 def _window_norm(v: Tensor) -> Tensor:
@@ -170,9 +171,7 @@ def square_search(
     (lo, hi), y, _ = check_attack(model, x, y)
     if x.dim() != 4:
         raise InputError(f"x {tuple(x.shape)} is not an image batch [B,C,H,W]: Square needs images")
-    if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(seed)
-    draws = _Draws(generator)
+    draws = _Draws(_generator(seed, generator))
     start, propose = (_stripes, _linf_proposal) if norm == "linf" else (_grid, _l2_proposal)
     x = x.detach()
     spent = torch.zeros(len(x), dtype=torch.long, device=x.device)
