@@ -151,7 +151,9 @@ def autoattack(
         raise InputError(
             f"unknown AutoAttack version {version!r}: use one of {', '.join(VERSIONS)}"
         )
-    eot_samples = check_count("eot_samples", eot_samples or (20 if version == "rand" else 1))
+    if eot_samples is None:
+        eot_samples = 20 if version == "rand" else 1
+    eot_samples = check_count("eot_samples", eot_samples)
     batch_size = check_count("batch_size", batch_size)
     device = next(model.parameters(), x).device
     home = x.device
