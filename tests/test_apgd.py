@@ -246,3 +246,24 @@ def test_apgd_is_reproducible_and_seed_dependent():
     b = apgd(model, x, y, 0.1, norm="l2", steps=10, seed=3)
     c = apgd(model, x, y, 0.1, norm="l2", steps=10, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+class _NoEmptyBatches(nn.Module):
+    """A model that fails on an empty batch, as some real models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = linear_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(x) > 0, "empty batch"
+        return self.inner(x)
+
+
+def test_points_misclassified_at_x_are_not_attacked():
+    model, x = _NoEmptyBatches(), images(4, 3)
+    wrong = (model(x).argmax(1) + 1) % 5
+    result = square_search(model, x, wrong, 0.1, queries=20)
+    assert torch.equal(result.x_adv, x) and result.queries.tolist() == [0, 0, 0, 0]
+    assert torch.equal(apgd(model, x, wrong, 0.1, steps=5), x)
+    assert torch.equal(apgd_targeted(model, x, wrong, 0.1, steps=5), x)

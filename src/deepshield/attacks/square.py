@@ -178,10 +178,11 @@ def square_search(
     with attack_mode(model), torch.no_grad():
         best = x.clone()
         todo = predicts(model(x), y).nonzero().squeeze(1)  # [b]: correctly classified
-        best[todo] = start(x[todo], eps, draws).clamp(lo, hi)
         best_margin = torch.full((len(x),), -math.inf, device=x.device)
-        best_margin[todo] = margin(model(best[todo]), y[todo])
-        spent[todo] = 1
+        if len(todo):
+            best[todo] = start(x[todo], eps, draws).clamp(lo, hi)
+            best_margin[todo] = margin(model(best[todo]), y[todo])
+            spent[todo] = 1
         for i in range(queries - 1):
             todo = todo[best_margin[todo] >= 0]
             if len(todo) == 0:
