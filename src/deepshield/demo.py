@@ -65,6 +65,8 @@ def explain_detector(ctx: DemoContext) -> None:
             f"({loc['box_area_share_mean']:.2f} of the image)"
         )
     ctx.lines.append(line)
+
+
 def attack_detector(ctx: DemoContext) -> None:
     """PGD sweep on 100 test images of the detector: fakes passed as real vs eps, and a grid."""
     from deepshield.attacks.sweep import AttackSpec

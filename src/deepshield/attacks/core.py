@@ -67,6 +67,7 @@ def attack_loop(
     keep_best: bool = False,
     bounds: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """x: [B,...] in bounds -> x_adv, same shape, in bounds, with x_adv - x in budget and mask.
 
@@ -75,6 +76,8 @@ def attack_loop(
     algorithm); otherwise, per sample, the strongest point evaluated over all iterations and
     runs (a successful one first, then the highest objective). Arguments are trusted: the
     public attacks validate them. Gradients reach x only; the model is in attack_mode.
+    eot_samples > 1 (expectation over transformation, for randomised models): losses and
+    gradients are means over that many forward passes; success is read from the last one.
     """
     lo, hi = bounds
     sense = 1.0 if maximize else -1.0
@@ -89,6 +92,17 @@ def attack_loop(
         out = model(x_adv)
         return out, sense * objective(out, y)  # loss in ascent sense [B]
 
+    def expected(x_adv: Tensor, grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """-> (last output, mean loss [B], mean gradient [B, ...] or None) over eot_samples."""
+        total_loss, total_grad = 0.0, 0.0
+        for _ in range(eot_samples):
+            out, loss = evaluate(x_adv)
+            if grad:
+                total_grad = total_grad + torch.autograd.grad(loss.sum(), x_adv)[0]
+            total_loss = total_loss + loss.detach()
+        mean_grad = total_grad / eot_samples if grad else None
+        return out.detach(), total_loss / eot_samples, mean_grad
+
     strongest = _Strongest(x) if keep_best or restarts > 1 else None
     with attack_mode(model), torch.enable_grad():
         for _ in range(restarts):
@@ -96,9 +110,8 @@ def attack_loop(
             step.reset(x_adv, project)
             for _ in range(steps):
                 x_adv = x_adv.detach().requires_grad_(True)
-                out, loss = evaluate(x_adv)
-                (grad,) = torch.autograd.grad(loss.sum(), x_adv)  # [B, ...]
-                x_adv, out, loss = x_adv.detach(), out.detach(), loss.detach()
+                out, loss, grad = expected(x_adv, grad=True)  # grad: [B, ...]
+                x_adv = x_adv.detach()
                 if strongest is not None:
                     strongest.update(x_adv, loss, None if success is None else success(out, y))
                 if mask is not None:
@@ -106,6 +119,6 @@ def attack_loop(
                 x_adv = project(step(x_adv, grad, loss))
             if strongest is not None:
                 with torch.no_grad():
-                    out, loss = evaluate(x_adv)
+                    out, loss, _ = expected(x_adv, grad=False)
                 strongest.update(x_adv, loss, None if success is None else success(out, y))
     return x_adv if strongest is None else strongest.x

@@ -1,62 +1,106 @@
 """Attacks by name, with one calling convention for the CLI, sweeps and the audit.
 
-`ATTACKS[name](model, x, y, eps, *, steps, norm, seed, mask) -> x_adv` (x: [B,...] in [0,1]).
-Each entry adapts a public attack to that signature; options an attack does not use are ignored
-(documented per entry). CW-L2 is unbounded: eps is ignored and it searches the smallest L2.
+    fn(model, x, y, eps, *, norm="linf", steps=None, seed=0, mask=None, restarts=1) -> x_adv
+
+x: [B,...] in [0,1] (or model.bounds), y: labels [B]. steps=None takes the attack's default:
+iterations for gradient attacks (ifgsm/pgd 10, APGD 100, CW 100), queries for Square (5000);
+FGSM and AutoAttack ignore it (their schedules are fixed). `mask` ([B|1,1,H,W] in {0,1}) is
+supported by fgsm/ifgsm/pgd only; `restarts` by pgd and the APGD variants. An option an attack
+cannot honour raises InputError rather than being silently dropped. CW-L2 is unbounded: eps is
+ignored and it searches the smallest L2 perturbation (sweeps keep it where its norm fits eps).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from deepshield.attacks.apgd import apgd, apgd_targeted
+from deepshield.attacks.autoattack import autoattack
 from deepshield.attacks.cw import cw_l2
 from deepshield.attacks.gradient import fgsm, ifgsm, pgd
-from deepshield.errors import ConfigError
+from deepshield.attacks.square import square
+from deepshield.errors import ConfigError, InputError
 
 AttackFn = Callable[..., Tensor]
 
 
-def _fgsm(
-    model: nn.Module, x: Tensor, y: Tensor, eps: float, *, mask: Tensor | None = None, **_: object
-) -> Tensor:
+def _refuse(name: str, norm: str, allowed: str, mask: Tensor | None, restarts: int) -> None:
+    """InputError for options the attack `name` cannot honour."""
+    if norm not in allowed.split(","):
+        kind = "an L-inf" if allowed == "linf" else f"a {allowed}"
+        raise InputError(f"{name} is {kind} attack, not {norm!r}: use pgd or apgd for L2")
+    if mask is not None:
+        raise InputError(f"{name} does not take a mask: use fgsm, ifgsm or pgd for masked attacks")
+    if restarts != 1:
+        raise InputError(f"{name} has no restarts: use pgd or apgd for restarts > 1")
+
+
+def _fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+          steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+          restarts: int = 1) -> Tensor:  # fmt: skip
+    _refuse("fgsm", norm, "linf", None, restarts)
     return fgsm(model, x, y, eps, mask=mask)
 
 
-def _ifgsm(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    *,
-    steps: int = 10,
-    mask: Tensor | None = None,
-    **_: object,
-) -> Tensor:
-    return ifgsm(model, x, y, eps, steps=steps, mask=mask)
+def _ifgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+           steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+           restarts: int = 1) -> Tensor:  # fmt: skip
+    _refuse("ifgsm", norm, "linf", None, restarts)
+    return ifgsm(model, x, y, eps, steps=steps or 10, mask=mask)
 
 
-def _pgd(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    *,
-    steps: int = 10,
-    norm: str = "linf",
-    seed: int = 0,
-    mask: Tensor | None = None,
-    restarts: int = 1,
-    **_: object,
-) -> Tensor:
-    return pgd(model, x, y, eps, steps=steps, norm=norm, seed=seed, mask=mask, restarts=restarts)
+def _pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+         steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+         restarts: int = 1) -> Tensor:  # fmt: skip
+    return pgd(model, x, y, eps, norm=norm, steps=steps or 10, seed=seed, mask=mask,
+               restarts=restarts)  # fmt: skip
 
 
-def _cw_l2(
-    model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 100, **_: object
-) -> Tensor:
-    return cw_l2(model, x, y, steps=steps)
+def _cw_l2(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "l2",
+           steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+           restarts: int = 1) -> Tensor:  # fmt: skip
+    _refuse("cw_l2", "l2", "l2", mask, restarts)  # always L2: norm is ignored
+    return cw_l2(model, x, y, steps=steps or 100)
+
+
+def _apgd(loss: str) -> AttackFn:
+    def attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+               steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+               restarts: int = 1) -> Tensor:  # fmt: skip
+        _refuse(f"apgd ({loss})", norm, "linf,l2", mask, 1)
+        return apgd(model, x, y, eps, norm=norm, loss=loss, steps=steps or 100,
+                    restarts=restarts, seed=seed)  # fmt: skip
+
+    attack.__doc__ = f"APGD on the {loss} loss (apgd with loss={loss!r})."
+    return attack
+
+
+def _apgd_t(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+            steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+            restarts: int = 1) -> Tensor:  # fmt: skip
+    _refuse("apgd-t", norm, "linf,l2", mask, restarts)
+    return apgd_targeted(model, x, y, eps, norm=norm, steps=steps or 100, seed=seed)
+
+
+def _square(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+            steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+            restarts: int = 1) -> Tensor:  # fmt: skip
+    _refuse("square", norm, "linf,l2", mask, restarts)
+    return square(model, x, y, eps, norm=norm, queries=steps or 5000, seed=seed)
+
+
+def _autoattack(version: str) -> AttackFn:
+    def attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
+               steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
+               restarts: int = 1) -> Tensor:  # fmt: skip
+        _refuse("autoattack", norm, "linf,l2", mask, restarts)
+        return autoattack(model, x, y, eps, norm=norm, version=version, seed=seed)[0]
+
+    attack.__doc__ = f"AutoAttack, {version} version (x_adv only; autoattack() gives the report)."
+    return attack
 
 
 ATTACKS: dict[str, AttackFn] = {
@@ -64,12 +108,21 @@ ATTACKS: dict[str, AttackFn] = {
     "ifgsm": _ifgsm,
     "pgd": _pgd,
     "cw_l2": _cw_l2,
+    "apgd": _apgd("ce"),
+    "apgd-dlr": _apgd("dlr"),
+    "apgd-t": _apgd_t,
+    "square": _square,
+    "autoattack": _autoattack("standard"),
+    "autoattack-fast": _autoattack("fast"),
 }
 
 
 def get_attack(name: str) -> AttackFn:
-    """The attack registered as `name`; ConfigError listing the names when unknown."""
-    key = name.lower().replace("-", "_")
-    if key not in ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}: use one of {', '.join(sorted(ATTACKS))}")
-    return ATTACKS[key]
+    """The attack registered under `name`; ConfigError naming the choices otherwise."""
+    key = name.lower()
+    key = "cw_l2" if key == "cw-l2" else key
+    if key in ATTACKS:
+        return ATTACKS[key]
+    close = difflib.get_close_matches(key, list(ATTACKS), n=2)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown attack {name!r}{hint}: use one of {', '.join(ATTACKS)}")
