@@ -90,6 +90,14 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse)
 
 
+def check_mode(mode: str, chunk: int) -> None:
+    """ConfigError unless mode is one of MODES and chunk a positive integer."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown DIP mode {mode!r}: use one of {', '.join(MODES)}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"DIP chunk={chunk!r}: give a positive number of images per model")
+
+
 def _check(x: Tensor, cfg: DipConfig) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4 or len(x) == 0 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -156,10 +164,7 @@ def dip_reconstruct(
     Image i is seeded with seed + i. mode: "grouped" (chunk images per grouped model),
     "per-image" or "shared" (chunk images per shared network); see the module docstring.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown DIP mode {mode!r}: use one of {', '.join(MODES)}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"DIP chunk={chunk!r}: give a positive number of images per model")
+    check_mode(mode, chunk)
     _check(x, cfg)
     x = x.detach()
     size = 1 if mode == "per-image" else chunk

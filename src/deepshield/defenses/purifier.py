@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deepshield.defenses.dip import DipConfig, Reconstruction, dip_reconstruct
+from deepshield.defenses.dip import DipConfig, Reconstruction, check_mode, dip_reconstruct
 from deepshield.predict import fake_scores, predict_logits
 
 PAPER_THRESHOLD = 0.25
@@ -33,6 +33,7 @@ class DipPurifier:
     def __init__(
         self, cfg: DipConfig = DipConfig(), *, mode: str = "grouped", chunk: int = 16, seed: int = 0
     ) -> None:
+        check_mode(mode, chunk)
         self.cfg, self.mode, self.chunk, self.seed = cfg, mode, chunk, seed
         self.last: Reconstruction | None = None
 
@@ -143,6 +144,7 @@ def purify_run(
         raise ConfigError(f"--split {split!r}: use train, val or test")
     if n < 1:
         raise ConfigError(f"--n {n}: give a positive number of images per class")
+    purifier = DipPurifier(cfg, mode=mode, chunk=chunk, seed=seed)
     run = RunDir.open(run_dir)
     tcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     splits = data.load(tcfg.dataset, seed=tcfg.seed, **tcfg.data_kwargs)
@@ -157,7 +159,6 @@ def purify_run(
     fakes, reals = x[y == 1][:n], x[y == 0][:n]
     detector = run.load_model("best")
     fakes_adv = craft(detector, fakes, torch.ones(len(fakes), dtype=torch.long), attack, eps)
-    purifier = DipPurifier(cfg, mode=mode, chunk=chunk, seed=seed)
     result = purification_table(detector, purifier, fakes, fakes_adv, reals, thresholds)
     images = result.pop("images")
     rec = purifier.last
