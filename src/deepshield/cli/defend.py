@@ -89,13 +89,13 @@ def purify_cmd(
     """Deep Image Prior purification: recall on perturbed and unperturbed fakes, reals retained."""
     from dataclasses import replace
 
-    from deepshield.defenses.dip import PAPER, DipConfig
+    from deepshield.defenses.dip import FAST, PAPER
     from deepshield.defenses.purifier import purify_run
     from deepshield.errors import ConfigError
 
     if method != "dip":
         raise ConfigError(f"--method {method!r}: the purification method available is dip")
-    presets = {"fast": DipConfig(), "paper": PAPER}
+    presets = {"fast": FAST, "paper": PAPER}
     if preset not in presets:
         raise ConfigError(f"--preset {preset!r}: use fast or paper")
     cfg = presets[preset]
@@ -127,7 +127,7 @@ def purify_cmd(
 @defend_app.command("compare")
 def compare_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run folders, same dataset."),
-    eps: str = typer.Option("8/255", "--eps", help="L-inf budget of the attack."),
+    eps: str = typer.Option("8/255", "--eps", help="L-inf budget(s), comma-separated."),
     attack: str = typer.Option("pgd", "--attack", help="Attack (fgsm, ifgsm, pgd)."),
     steps: int = typer.Option(10, "--steps", help="Attack steps."),
     limit: int = typer.Option(None, "--limit", help="At most N test samples."),
@@ -137,7 +137,7 @@ def compare_cmd(
     from deepshield.defenses.robustness import compare_runs
 
     rows = compare_runs(
-        run_dirs, parse_floats(eps, "--eps")[0], attack=attack, steps=steps, limit=limit
+        run_dirs, parse_floats(eps, "--eps"), attack=attack, steps=steps, limit=limit
     )
     for r in rows:
         typer.echo(

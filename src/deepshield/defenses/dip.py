@@ -18,9 +18,8 @@ Batch modes (same stopping rule):
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -59,6 +58,8 @@ class DipConfig:
             )
 
 
+FAST = DipConfig()  # the defaults: grouped batches with early stopping
+
 # Gandhi & Jain's setting (their dip_template.py, after Ulyanov's JPEG-artefact notebook): five
 # scales of 8..128 channels, skips of 4 on the two deepest, a running average of 0.99 and a fixed
 # number of iterations. Their 10,000 iterations were for 512x512 inputs; 64x64 images fit in
@@ -81,7 +82,6 @@ class Reconstruction:
     psnr: Tensor
     seconds: float = 0.0
     cpu_seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
@@ -182,8 +182,3 @@ def dip_reconstruct(
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - c0,
     )
-
-
-def psnr_target_for_eps(eps: float, margin_db: float = 3.0) -> float:
-    """A stopping PSNR `margin_db` below that of an L-inf perturbation of size eps (20 log10(1/eps))."""
-    return 20.0 * math.log10(1.0 / eps) - margin_db

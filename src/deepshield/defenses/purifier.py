@@ -13,7 +13,7 @@ reconstruction loses part of the evidence of a fake.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,35 +116,38 @@ def purification_table(
     }
 
 
-def purify_run(
+@dataclass
+class PurificationInputs:
+    """A detector run's images for the purification table (all [n,C,H,W] in [0,1])."""
+
+    detector: nn.Module
+    fakes: Tensor
+    fakes_adv: Tensor  # white-box `attack` on the detector, label "fake"
+    reals: Tensor
+    dataset: str
+
+
+def purification_inputs(
     run_dir: str | Path,
     *,
-    cfg: DipConfig = DipConfig(),
-    mode: str = "grouped",
-    chunk: int = 16,
     attack: str = "fgsm",
     eps: float = 0.02,
     n: int = 32,
-    thresholds: Sequence[float] = (PAPER_THRESHOLD, 0.5),
     split: str = "test",
     seed: int = 0,
-) -> dict[str, Any]:
-    """DIP defence of a trained detector run: n fakes (and their `attack` versions crafted on the
-    detector, white-box) and n reals of its `split`; writes purify_dip.json, a plot and a report
-    section into the run; returns the result."""
+) -> PurificationInputs:
+    """n fakes (and their adversarial versions against the run's detector) and n reals drawn
+    (by seed) from the `split` of a real/fake image detector run."""
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
     from deepshield.defenses.robustness import craft
     from deepshield.errors import ConfigError
-    from deepshield.report.grids import image_grid
-    from deepshield.report.html import figure, table
     from deepshield.run import RunDir
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split {split!r}: use train, val or test")
     if n < 1:
         raise ConfigError(f"--n {n}: give a positive number of images per class")
-    purifier = DipPurifier(cfg, mode=mode, chunk=chunk, seed=seed)
     run = RunDir.open(run_dir)
     tcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     splits = data.load(tcfg.dataset, seed=tcfg.seed, **tcfg.data_kwargs)
@@ -159,41 +162,81 @@ def purify_run(
     fakes, reals = x[y == 1][:n], x[y == 0][:n]
     detector = run.load_model("best")
     fakes_adv = craft(detector, fakes, torch.ones(len(fakes), dtype=torch.long), attack, eps)
-    result = purification_table(detector, purifier, fakes, fakes_adv, reals, thresholds)
+    return PurificationInputs(detector, fakes, fakes_adv, reals, splits.name)
+
+
+def purify_run(
+    run_dir: str | Path,
+    *,
+    cfg: DipConfig = DipConfig(),
+    mode: str = "grouped",
+    chunk: int = 16,
+    attack: str = "fgsm",
+    eps: float = 0.02,
+    n: int = 32,
+    thresholds: Sequence[float] = (PAPER_THRESHOLD, 0.5),
+    split: str = "test",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """DIP defence of a trained detector run (`purification_inputs`, `purification_table`);
+    writes purify_dip.json, a plot and a report section into the run; returns the result."""
+    from deepshield.report.grids import image_grid
+    from deepshield.report.html import figure, table
+    from deepshield.run import RunDir
+
+    purifier = DipPurifier(cfg, mode=mode, chunk=chunk, seed=seed)
+    inputs = purification_inputs(run_dir, attack=attack, eps=eps, n=n, split=split, seed=seed)
+    result = purification_table(
+        inputs.detector, purifier, inputs.fakes, inputs.fakes_adv, inputs.reals, thresholds
+    )
     images = result.pop("images")
-    rec = purifier.last
-    done = len(images["input"])
     result.update(
         {
             "method": "dip",
             "dip": asdict(cfg),
             "mode": mode,
             "attack": {"name": attack, "eps": eps, "white_box": True},
+            "dataset": inputs.dataset,
             "split": split,
-            "seconds_per_image": rec.seconds / done if rec and done else None,
-            "cpu_seconds_per_image": rec.cpu_seconds / done if rec and done else None,
-            "mean_iters": float(rec.iters.float().mean()) if rec and done else None,
-            "mean_psnr_to_input": float(rec.psnr.mean()) if rec and done else None,
-            "threads": torch.get_num_threads(),
+            **timing(purifier.last, len(images["input"])),
         }
     )
+    run = RunDir.open(run_dir)
     run.write_json("purify_dip.json", result)
-    shown = min(8, done)
+    shown = min(8, len(images["input"]))
     if shown:
         fig = image_grid(
             [images["input"][:shown], images["purified"][:shown]], ["input", "DIP purified"]
         )
         run.save_plot(fig, "purify_dip")
     counts = result["counts"]
+    speed = (
+        f" {result['seconds_per_image']:.1f} s ({result['cpu_seconds_per_image']:.1f} CPU-s) per "
+        f"image, {result['threads']} threads."
+        if shown
+        else ""
+    )
     html = (
         f"<p>Deep Image Prior purification ({mode}, at most {cfg.iters} iterations, stop at PSNR "
-        f"{cfg.stop_psnr} dB) of {split} images: {counts['perturbed']} perturbed fakes "
-        f"({attack}, eps={eps:g}, white-box on this detector, fooling it), "
-        f"{counts['unperturbed']} unperturbed fakes and {counts['reals']} reals the detector "
-        f"gets right. {result['seconds_per_image']:.1f} s per image "
-        f"({result['threads']} threads).</p>"
+        f"{cfg.stop_psnr} dB) of {split} images of {inputs.dataset}: {counts['perturbed']} "
+        f"perturbed fakes ({attack}, eps={eps:g}, white-box on this detector, fooling it), "
+        f"{counts['unperturbed']} unperturbed fakes and {counts['reals']} reals the detector gets "
+        f"right.{speed} 'none': the detector on the unpurified images.</p>"
         + table(result["rows"])
         + (figure("plots/purify_dip.png") if shown else "")
     )
     run.add_section("purify_dip", "Defence: Deep Image Prior purification", html, order=40)
     return result
+
+
+def timing(rec: Reconstruction | None, n: int) -> dict[str, Any]:
+    """Per-image wall and CPU seconds, mean iterations and PSNR of a purifier's last run."""
+    if rec is None or n == 0:
+        return {}
+    return {
+        "seconds_per_image": rec.seconds / n,
+        "cpu_seconds_per_image": rec.cpu_seconds / n,
+        "mean_iters": float(rec.iters.float().mean()),
+        "mean_psnr_to_input": float(rec.psnr.mean()),
+        "threads": torch.get_num_threads(),
+    }

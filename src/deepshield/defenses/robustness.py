@@ -104,15 +104,15 @@ def write_training_robustness(
 
 def compare_runs(
     run_dirs: Sequence[str | Path],
-    eps: float,
+    eps: float | Sequence[float],
     *,
     attack: str = "pgd",
     steps: int = 10,
     limit: int | None = None,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """robustness_table of the best models of several runs on the first run's test split (all
-    runs must share dataset, options and seed); written into the first run (JSON + section)."""
+    """robustness_table (at each eps) of the best models of several runs on the first run's test
+    split (all runs must share dataset, options and seed); written into the first run."""
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
     from deepshield.data.split import stratified_take
@@ -139,15 +139,20 @@ def compare_runs(
     if len(set(names)) != len(names):
         names = [str(r.path) for r in runs]
     models = {name: r.load_model("best") for name, r in zip(names, runs, strict=True)}
-    rows = robustness_table(models, x, y, eps, attack=attack, steps=steps, seed=seed)
+    budgets = [eps] if isinstance(eps, (int, float)) else list(eps)
+    rows = [
+        row
+        for e in budgets
+        for row in robustness_table(models, x, y, e, attack=attack, steps=steps, seed=seed)
+    ]
     defence = {name: _defence_of(c) for name, c in zip(names, cfgs, strict=True)}
     for row in rows:
         row["defence"] = defence[row["model"]]
-    result = {"attack": attack, "eps": eps, "steps": steps, "n": len(y), "rows": rows}
+    result = {"attack": attack, "eps": budgets, "steps": steps, "n": len(y), "rows": rows}
     runs[0].write_json("robustness_compare.json", result)
     html = table(rows) + (
         f"<p class='muted'>{len(y)} test samples of {key[0]}; white-box: {attack.upper()} "
-        f"(L-inf, eps={eps:g}, {steps} steps) on the model itself; 'from X': the same attack "
+        f"(L-inf, {steps} steps) on the model itself; 'from X': the same attack "
         "crafted on model X (transfer).</p>"
     )
     runs[0].add_section("robustness_compare", "Robustness: defended vs plain", html, order=31)
