@@ -33,6 +33,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["none", "cosine"] = "none"  # cosine: lr * (1 + cos(pi * (e-1) / E)) / 2
     class_weights: Literal["none", "balanced"] = "none"
+    lipschitz: float = Field(0.0, ge=0)  # weight of the input-gradient penalty (0: off)
+    adv_train: Literal["none", "pgd", "fgsm-rs"] = "none"  # adversarial training
+    adv_eps: float = Field(8 / 255, gt=0, le=1)  # L-inf budget of adv_train and robustness check
+    adv_steps: int = Field(7, ge=1)  # PGD steps of adv_train=pgd
+    adv_alpha: float | None = Field(None, gt=0)  # step size [pgd: 2.5*eps/steps, fgsm-rs: 1.25*eps]
     seed: int = 0
     device: str = "auto"
 

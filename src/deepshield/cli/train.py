@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deepshield.cli.app import app, parse_kv
+from deepshield.cli.app import app, parse_floats, parse_kv
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,22 @@ def train_cmd(
     class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
     scheduler: str = typer.Option(None, "--scheduler", help="none or cosine (per epoch)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
+    lipschitz: float = typer.Option(
+        None, "--lipschitz", help="Input-gradient (Lipschitz) penalty weight LAMBDA [0: off]."
+    ),
+    adv_train: str = typer.Option(
+        None, "--adv-train", help="Adversarial training: pgd or fgsm-rs."
+    ),
+    adv_eps: str = typer.Option(
+        None,
+        "--adv-eps",
+        "--eps",
+        help="L-inf budget of --adv-train and of the robustness check [8/255].",
+    ),
+    adv_steps: int = typer.Option(None, "--adv-steps", help="PGD steps of --adv-train pgd [7]."),
+    adv_alpha: str = typer.Option(
+        None, "--adv-alpha", help="Step size [pgd 2.5*eps/steps, fgsm-rs 1.25*eps]."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
     """Train a detector; writes runs/NAME with history, metrics, plots and report.html.
@@ -60,6 +76,11 @@ def train_cmd(
         "class_weights": class_weights,
         "scheduler": scheduler,
         "device": device,
+        "lipschitz": lipschitz,
+        "adv_train": adv_train,
+        "adv_eps": parse_floats(adv_eps, "--adv-eps")[0] if adv_eps else None,
+        "adv_steps": adv_steps,
+        "adv_alpha": parse_floats(adv_alpha, "--adv-alpha")[0] if adv_alpha else None,
     }
     base.update({k: v for k, v in flags.items() if v is not None})
     if data_arg:

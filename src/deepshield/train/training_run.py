@@ -9,6 +9,8 @@ from typing import Any
 
 from deepshield import data, models
 from deepshield.config import TrainConfig, parse_config
+from deepshield.defenses.robustness import write_training_robustness
+from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import RunError
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
@@ -77,9 +79,12 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
         if cfg.class_weights == "balanced"
         else None
     )
-    trainer = Trainer(model, cfg, run, objective=CrossEntropy(weight), device=device)
+    hooks = training_hooks(cfg)  # Lipschitz penalty, adversarial training
+    trainer = Trainer(model, cfg, run, objective=CrossEntropy(weight), device=device, **hooks)
     history = trainer.fit(splits)
     finish_run(run, cfg, splits, history)
+    if is_defended(cfg) and distributed.is_main():
+        write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)
     return run
 
 

@@ -1,0 +1,308 @@
+"""Adversarial-example detector: a binary classifier that tells clean inputs (label 0) from
+adversarial ones (label 1) crafted against a protected model, and how it generalises to attacks
+it never saw.
+
+Data: every sample of the protected run's dataset appears twice, clean and attacked against the
+protected model with its own label; the protected run's train/val/test splits stay the splits
+(no image is in two splits). Adversarial images are rounded to 8 bits like the clean ones, so
+the detector cannot use off-grid pixel values.
+
+`Guarded(protected, detector)` joins both into one (K+1)-class model for detector-aware attacks:
+P(class k) = P_protected(k) * (1 - P_adv), P(class K) = P_adv ("rejected as adversarial").
+
+@inproceedings{metzen2017detecting,
+  title     = {On Detecting Adversarial Perturbations},
+  author    = {Metzen, Jan Hendrik and Genewein, Tim and Fischer, Volker and Bischoff, Bastian},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2017}
+}
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+from deepshield import data, models
+from deepshield.attacks.registry import get_attack
+from deepshield.config import TrainConfig, parse_config
+from deepshield.data.split import stratified_take
+from deepshield.data.splits import Splits, TensorSet
+from deepshield.errors import ConfigError, RunError
+from deepshield.predict import fake_scores, predict_logits
+from deepshield.report.html import figure, table
+from deepshield.run import RunDir
+from deepshield.runtime import resolve_device, seed_all
+
+CLASSES = ["clean", "adversarial"]
+DEFAULT_EVALUATE = ["fgsm:0.07", "fgsm:0.03", "fgsm:0.1", "pgd:0.07", "cw_l2"]
+
+
+class DetectorConfig(BaseModel):
+    """An adversarial-example detector study; saved as the run's config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protect: str  # run folder of the protected model
+    attack: str = "fgsm"  # attack the detector is trained on
+    eps: float = Field(0.07, ge=0, le=1)
+    steps: int = Field(10, ge=1)  # iterative attacks (pgd, ifgsm; cw_l2: Adam steps)
+    limit: int | None = Field(None, ge=2)  # at most this many samples per split (stratified)
+    evaluate: list[str] = Field(default_factory=lambda: list(DEFAULT_EVALUATE))  # ATTACK[:EPS]
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(model="resnet18_cifar", epochs=5, batch_size=64)
+    )
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, v: str) -> str:
+        get_attack(v)
+        return v
+
+    @field_validator("evaluate")
+    @classmethod
+    def _known_attacks(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_attack(spec)
+        return v
+
+
+def parse_attack(spec: str, default_eps: float = 0.0) -> tuple[str, float]:
+    """'pgd:0.03' -> ('pgd', 0.03); 'cw_l2' -> ('cw_l2', default_eps); ConfigError when bad."""
+    name, _, eps = spec.partition(":")
+    get_attack(name)
+    if not eps:
+        return name, default_eps
+    try:
+        value = float(eps)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ConfigError(f"attack {spec!r}: eps must be a number in [0, 1], e.g. pgd:0.03")
+    return name, value
+
+
+def adversarial_pairs(
+    protected: nn.Module,
+    ds: TensorSet,
+    attack: str,
+    eps: float,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> TensorSet:
+    """Each sample of `ds` clean (label 0) and attacked against `protected` (label 1): 2N samples,
+    x uint8 [2N,C,H,W]. meta["fooled"]: [2N] bool, the protected model is wrong on the sample."""
+    fn = get_attack(attack)
+    device = next(protected.parameters()).device
+    x, y = ds.tensors()
+    adv, wrong_clean, wrong_adv = [], [], []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        xa = fn(protected, xb, yb, eps, steps=steps, seed=seed + i)
+        xa = (xa * 255).round().to(torch.uint8).cpu()  # [b, C, H, W], 8-bit like the clean set
+        adv.append(xa)
+        wrong_clean.append(predict_logits(protected, xb).argmax(1) != yb.cpu())
+        wrong_adv.append(predict_logits(protected, xa.float() / 255).argmax(1) != yb.cpu())
+    clean = (x * 255).round().to(torch.uint8)
+    names = list(ds.names) + [f"{n}:{attack}" for n in ds.names]
+    fooled = torch.cat([*wrong_clean, *wrong_adv])  # [2N]
+    labels = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).long()
+    return TensorSet(torch.cat([clean, *adv]), labels, names, {"fooled": fooled})
+
+
+def adversarial_splits(
+    protected: nn.Module, splits: Splits, attack: str, eps: float, *, steps: int, seed: int
+) -> Splits:
+    """adversarial_pairs of every split of `splits` (classes: clean, adversarial)."""
+    parts = {
+        s: adversarial_pairs(protected, splits.split(s), attack, eps, steps=steps, seed=seed)
+        for s in ("train", "val", "test")
+    }
+    return Splits(
+        name=f"{attack}:{eps:g} vs {splits.name}",
+        classes=list(CLASSES),
+        notes=f"clean and {attack} (eps={eps:g}) images of {splits.name}, one of each per sample",
+        **parts,
+    )
+
+
+def detection_row(
+    detector: nn.Module, pairs: TensorSet, attack: str, eps: float, threshold: float = 0.5
+) -> tuple[dict[str, Any], Tensor]:
+    """Detection accuracy, AUC and EER of `detector` on a clean/adversarial set, and the share
+    of adversarial samples that fool the protected model; and the scores P(adversarial) [2N]."""
+    from deepshield.metrics import detector_metrics
+
+    scores = fake_scores(predict_logits(detector, pairs))  # P(adversarial) [2N]
+    m = detector_metrics(pairs.y.numpy(), scores.numpy(), threshold=threshold)
+    adv = pairs.y == 1
+    row = {
+        "attack": attack,
+        "eps": None if attack == "cw_l2" else eps,
+        "n": m["n"],
+        "accuracy": m["accuracy"],
+        "auc": m["auc"],
+        "eer": m["eer"],
+        "missed_adversarial": m["fake_passed_as_real"],
+        "clean_flagged": m["real_flagged_as_fake"],
+        "attack_success": float(pairs.meta["fooled"][adv].float().mean()),
+    }
+    return row, scores
+
+
+def plot_detection_rocs(curves: dict[str, tuple[Tensor, Tensor]]) -> Any:
+    """One ROC curve per attack: curves[name] = (labels [N] in {0,1}, scores [N])."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from deepshield.metrics import auc, roc
+
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, (y, s) in curves.items():
+        fpr, tpr, _ = roc(y.numpy(), s.numpy())
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(y.numpy(), s.numpy()):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="clean flagged (FPR)", ylabel="adversarial detected (TPR)", title="Detection ROC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+class Guarded(nn.Module):
+    """Protected classifier + adversarial-example detector as one (K+1)-class model.
+
+    x: [B,C,H,W] in [0,1] -> logits [B, K+1]: log P_protected(k) + log(1 - P_adv) for k < K and
+    log P_adv for class K (the detector's verdict "adversarial"); their softmax is that joint
+    distribution. A detector-aware attack must move x away from y and keep class K unlikely.
+    """
+
+    def __init__(self, protected: nn.Module, detector: nn.Module) -> None:
+        super().__init__()
+        self.protected = protected
+        self.detector = detector
+
+    def forward(self, x: Tensor) -> Tensor:
+        log_p = F.log_softmax(self.protected(x), dim=1)  # [B, K]
+        d = self.detector(x)  # [B, 2]
+        log_odds = d[:, 1] - d[:, 0]  # [B]: log P_adv / (1 - P_adv)
+        kept = log_p + F.logsigmoid(-log_odds)[:, None]  # [B, K]
+        return torch.cat([kept, F.logsigmoid(log_odds)[:, None]], dim=1)  # [B, K+1]
+
+
+def _protected(cfg: DetectorConfig) -> tuple[RunDir, TrainConfig]:
+    run = RunDir.open(cfg.protect)
+    pcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    return run, pcfg
+
+
+def _limited(splits: Splits, limit: int | None, seed: int) -> Splits:
+    if limit is None:
+        return splits
+    parts = {
+        s: splits.split(s).subset(stratified_take(splits.split(s).y.numpy(), limit, seed=seed))
+        for s in ("train", "val", "test")
+    }
+    return Splits(name=splits.name, classes=splits.classes, notes=splits.notes, **parts)
+
+
+def _prepare(run: RunDir, cfg: DetectorConfig, force: bool) -> bool:
+    """Create the run folder; True when it already holds this finished study."""
+    RunDir.create(run.path)
+    if not run.exists("config.yaml"):
+        return False
+    if force:
+        for child in run.path.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        RunDir.create(run.path)
+        return False
+    old = parse_config(run.read_yaml("config.yaml"), DetectorConfig, str(run.file("config.yaml")))
+    if old != cfg:
+        raise RunError(
+            f"{run.path}: holds a detector study with another config; use another --out, "
+            "or --force to overwrite it"
+        )
+    return run.exists("detector.json")
+
+
+def train_adversarial_detector(
+    cfg: DetectorConfig, out: str | Path, *, force: bool = False
+) -> RunDir:
+    """Train the detector of cfg (resuming an interrupted run), evaluate it on held-out pairs of
+    every attack in cfg.evaluate; write detector.json, plots and report sections into `out`."""
+    from deepshield.train.evaluation import write_evaluation
+    from deepshield.train.trainer import Trainer
+
+    protected_run, pcfg = _protected(cfg)
+    run = RunDir(out)
+    if _prepare(run, cfg, force):
+        return run
+    seed_all(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    protected = protected_run.load_model("best").to(device)
+    source = _limited(
+        data.load(pcfg.dataset, seed=pcfg.seed, **pcfg.data_kwargs), cfg.limit, cfg.train.seed
+    )
+    splits = adversarial_splits(
+        protected, source, cfg.attack, cfg.eps, steps=cfg.steps, seed=cfg.train.seed
+    )
+    run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
+    detector = models.create(cfg.train.model, num_classes=2, **cfg.train.model_kwargs).to(device)
+    history = Trainer(detector, cfg.train, run, device=device).fit(splits)
+    detector = run.load_model("best").to(device)
+    write_evaluation(run, detector, splits, "test")
+    rows, curves = [], {}
+    for spec in cfg.evaluate:
+        name, eps = parse_attack(spec, cfg.eps)
+        seen = name == cfg.attack and eps == cfg.eps
+        pairs = splits.test if seen else adversarial_pairs(
+            protected, source.test, name, eps, steps=cfg.steps, seed=cfg.train.seed
+        )  # fmt: skip
+        row, scores = detection_row(detector, pairs, name, eps)
+        rows.append({**row, "seen in training": seen})
+        curves[spec] = (pairs.y, scores)
+    run.save_plot(plot_detection_rocs(curves), "detector_roc")
+    result = {
+        "protected": str(protected_run.path),
+        "protected_model": pcfg.model,
+        "dataset": source.name,
+        "trained_on": {"attack": cfg.attack, "eps": cfg.eps},
+        "detector": cfg.train.model,
+        "best_epoch": history["best_epoch"],
+        "counts": splits.counts(),
+        "rows": rows,
+    }
+    run.write_json("detector.json", result)
+    _report(run, cfg, result)
+    return run
+
+
+def _report(run: RunDir, cfg: DetectorConfig, result: dict[str, Any]) -> None:
+    from deepshield.report.plots import plot_history
+
+    run.save_plot(plot_history(run.read_json("history.json")), "history")
+    shown = ["attack", "eps", "seen in training", "accuracy", "auc", "eer", "attack_success"]
+    html = (
+        f"<p>{cfg.train.model} trained to tell clean images of {result['dataset']} from "
+        f"{cfg.attack} (eps={cfg.eps:g}) adversarial examples against {result['protected_model']} "
+        f"({result['protected']}). Held-out test pairs (clean + attacked), threshold 0.5; "
+        "attack_success = share of the adversarial test images the protected model gets wrong."
+        "</p>"
+        + table(result["rows"], shown)
+        + "<div class='figs'>"
+        + figure("plots/detector_roc.png")
+        + figure("plots/history.png")
+        + "</div>"
+        + f"<p>Reproduce: <code>deepshield defend detector --config {run.file('config.yaml')}"
+        "</code></p>"
+    )
+    run.add_section("adversarial_detector", "Adversarial-example detector", html, order=15)

@@ -1,0 +1,184 @@
+"""Deep Image Prior reconstruction (Ulyanov et al.) with early stopping, one image or many at once.
+
+Each image x_i gets its own network f_i (`dip_net.DipSkip`), noise z_i ~ U(0, 0.1) and generator
+(seeded seed + i); f_i(z_i + reg_noise * N(0, 1)) is fitted to x_i with Adam on the mean squared
+error. A DIP fits image structure long before it fits noise, so stopping early removes most of an
+adversarial perturbation. Stopping rule, per image: the first iteration at which
+PSNR(output, x_i) >= stop_psnr, else after `iters` iterations. The output kept is the network
+output of that iteration (or its exponential average, `smoothing` > 0, as in the reference code).
+
+Batch modes (same stopping rule):
+- "per-image": one network at a time (the reference setting; slow).
+- "grouped": `chunk` images at once as one grouped model (groups = images); image i follows
+  exactly the trajectory it follows alone (same parameters, noise and updates), so results do not
+  depend on the other images of the batch.
+- "shared": one network for the whole chunk, images told apart by their noise; its weights and
+  batch norm statistics are shared, so images do interact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from deepshield.defenses.dip_net import DipSkip, init_dip
+from deepshield.errors import ConfigError, InputError
+
+MODES = ("grouped", "per-image", "shared")
+NOISE_SCALE = 0.1  # z ~ U(0, 0.1), the reference implementation's input noise
+
+
+@dataclass(frozen=True)
+class DipConfig:
+    """How each image is reconstructed (defaults: the fast configuration for 64x64 images)."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    skip: tuple[int, ...] = (0, 0, 4, 4)
+    depth: int = 32
+    lr: float = 0.01
+    iters: int = 500
+    stop_psnr: float | None = 27.0  # dB against the input; None: always run `iters`
+    reg_noise: float = 1.0 / 30.0
+    smoothing: float = 0.0  # weight of the running average of outputs (0.99 in the reference)
+
+    def __post_init__(self) -> None:
+        if self.iters < 1 or self.lr <= 0 or not 0 <= self.smoothing < 1 or self.reg_noise < 0:
+            raise ConfigError(
+                f"DIP config iters={self.iters}, lr={self.lr}, smoothing={self.smoothing}, "
+                f"reg_noise={self.reg_noise}: need iters >= 1, lr > 0, 0 <= smoothing < 1, "
+                "reg_noise >= 0"
+            )
+        if len(self.channels) != len(self.skip) or not self.channels:
+            raise ConfigError(
+                f"DIP config channels={self.channels}, skip={self.skip}: give one skip width "
+                "per scale"
+            )
+
+
+FAST = DipConfig()  # the defaults: grouped batches with early stopping
+
+# Gandhi & Jain's setting (their dip_template.py, after Ulyanov's JPEG-artefact notebook): five
+# scales of 8..128 channels, skips of 4 on the two deepest, a running average of 0.99 and a fixed
+# number of iterations. Their 10,000 iterations were for 512x512 inputs; 64x64 images fit in
+# fewer (docs/defenses.md states the count used).
+PAPER = DipConfig(
+    channels=(8, 16, 32, 64, 128),
+    skip=(0, 0, 0, 4, 4),
+    iters=2000,
+    stop_psnr=None,
+    smoothing=0.99,
+)
+
+
+@dataclass
+class Reconstruction:
+    """images: [B,C,H,W] in [0,1]; iters: [B] iterations run per image; psnr: [B] dB vs input."""
+
+    images: Tensor
+    iters: Tensor
+    psnr: Tensor
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0,1]: a, b [B,...] -> [B]."""
+    mse = (a - b).square().flatten(1).mean(1).clamp_min(1e-12)  # [B]
+    return -10.0 * torch.log10(mse)
+
+
+def check_mode(mode: str, chunk: int) -> None:
+    """ConfigError unless mode is one of MODES and chunk a positive integer."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown DIP mode {mode!r}: use one of {', '.join(MODES)}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"DIP chunk={chunk!r}: give a positive number of images per model")
+
+
+def _check(x: Tensor, cfg: DipConfig) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or len(x) == 0 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise InputError(f"DIP input {shape} must be float images [B,C,H,W]: pass a batch")
+    side = 2 ** len(cfg.channels)
+    if x.shape[-1] % side or x.shape[-2] % side:
+        raise InputError(
+            f"DIP input is {x.shape[-2]}x{x.shape[-1]} but a {len(cfg.channels)}-scale network "
+            f"needs sides divisible by {side}: resize (e.g. to 64x64) or use fewer scales"
+        )
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise InputError("DIP input must be finite and in [0, 1]: pass un-normalised images")
+
+
+def _fit(x: Tensor, gens: list[torch.Generator], cfg: DipConfig, shared: bool) -> Reconstruction:
+    """Reconstruct x [G,C,H,W] with one grouped model (or one shared network); gens: one per image."""
+    g, c, h, w = x.shape
+    net = DipSkip(cfg.depth, cfg.channels, cfg.skip, out_ch=c, groups=1 if shared else g)
+    init_dip(net, gens[:1] if shared else gens)
+    net = net.to(x.device, x.dtype)
+    z = torch.cat([torch.rand(cfg.depth, h, w, generator=gen) for gen in gens]) * NOISE_SCALE
+    z = z.view(g, cfg.depth, h, w) if shared else z.view(1, g * cfg.depth, h, w)
+    z = z.to(x)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    result, avg = x.clone(), None
+    iters = torch.full((g,), cfg.iters, dtype=torch.long)
+    done = torch.zeros(g, dtype=torch.bool)
+    for step in range(1, cfg.iters + 1):
+        noise = torch.cat([torch.randn(cfg.depth, h, w, generator=gen) for gen in gens])
+        noise = (noise * cfg.reg_noise).view_as(z).to(x)
+        out = net(z + noise).view(g, c, h, w)  # [G, C, H, W]
+        mse = (out - x).square().flatten(1).mean(1)  # [G]
+        optimizer.zero_grad(set_to_none=True)
+        mse.sum().backward()  # each network gets the gradient of its own image's error
+        optimizer.step()
+        with torch.no_grad():
+            out = out.detach()
+            avg = (
+                out
+                if avg is None or not cfg.smoothing
+                else avg * cfg.smoothing + out * (1 - cfg.smoothing)
+            )
+            reached = psnr(avg, x).cpu() >= cfg.stop_psnr if cfg.stop_psnr is not None else done
+            stop = ~done & (reached | (step == cfg.iters))  # [G]
+            if stop.any():
+                result[stop.to(x.device)] = avg[stop.to(x.device)]
+                iters[stop] = step
+                done |= stop
+        if done.all():
+            break
+    return Reconstruction(images=result, iters=iters, psnr=psnr(result, x).cpu())
+
+
+def dip_reconstruct(
+    x: Tensor,
+    cfg: DipConfig = DipConfig(),
+    *,
+    mode: str = "grouped",
+    chunk: int = 16,
+    seed: int = 0,
+) -> Reconstruction:
+    """x: [B,C,H,W] in [0,1] -> Reconstruction (images [B,C,H,W] in [0,1], iterations, PSNR).
+
+    Image i is seeded with seed + i. mode: "grouped" (chunk images per grouped model),
+    "per-image" or "shared" (chunk images per shared network); see the module docstring.
+    """
+    check_mode(mode, chunk)
+    _check(x, cfg)
+    x = x.detach()
+    size = 1 if mode == "per-image" else chunk
+    t0, c0 = time.perf_counter(), time.process_time()
+    parts = []
+    for start in range(0, len(x), size):
+        xb = x[start : start + size]
+        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(xb))]
+        with torch.enable_grad():
+            parts.append(_fit(xb, gens, cfg, shared=mode == "shared"))
+    return Reconstruction(
+        images=torch.cat([p.images for p in parts]),
+        iters=torch.cat([p.iters for p in parts]),
+        psnr=torch.cat([p.psnr for p in parts]),
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
+    )
