@@ -7,15 +7,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from deepshield import data, models
 from deepshield.config import TrainConfig, parse_config
-from deepshield.errors import RunError
+from deepshield.errors import ConfigError, RunError
+from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
 from deepshield.train.evaluation import write_evaluation
-from deepshield.train.objectives import CrossEntropy, balanced_class_weights
+from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
+from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
 
 
@@ -77,10 +82,25 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
         if cfg.class_weights == "balanced"
         else None
     )
-    trainer = Trainer(model, cfg, run, objective=CrossEntropy(weight), device=device)
+    objective, sampler = _objective(model, splits, cfg, weight)
+    trainer = Trainer(model, cfg, run, objective=objective, device=device, train_sampler=sampler)
     history = trainer.fit(splits)
     finish_run(run, cfg, splits, history)
     return run
+
+
+def _objective(
+    model: nn.Module, splits: data.Splits, cfg: TrainConfig, weight: torch.Tensor | None
+) -> tuple[Objective, BalancedPairSampler | None]:
+    """Cross-entropy, or for a Siamese model its pair objective over balanced pairs."""
+    if not isinstance(model, Siamese):
+        return CrossEntropy(weight), None
+    if (cfg.batch_size // distributed.world_size()) % 2:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size}: a Siamese model trains on pairs; use an even batch "
+            "size (per process under torchrun)"
+        )
+    return SiameseObjective(weight), BalancedPairSampler(splits.train.y, seed=cfg.seed * 1000)
 
 
 def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:

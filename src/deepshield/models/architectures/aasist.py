@@ -244,6 +244,7 @@ class AASIST(nn.Module):
     """AASIST: waveform [B, T] in [-1, 1] at 16 kHz -> logits [B, num_classes] (index 1 = spoof)."""
 
     cam_layer = "encoder.5"  # last residual block: a (sub-band x time) map
+    frontend_layer = "first_bn"  # the pooled |sinc| (sub-band x time) map Grad-CAM is sized to
 
     def __init__(
         self,
