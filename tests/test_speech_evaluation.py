@@ -20,6 +20,7 @@ from deepshield.errors import ConfigError, DataError
 from deepshield.explain import grad_cam
 from deepshield.metrics import LegacyCostModel, eer, min_tdcf, read_scores
 from deepshield.predict import fake_scores, predict_logits
+from deepshield.run import RunDir
 from deepshield.train.training_run import run_training
 
 TOY_SYSTEMS = ["bonafide", "buzz", "hiss", "clip"]  # clip: an attack only the test split has
@@ -144,7 +145,6 @@ def test_evaluate_cli_scores_another_speech_set_into_its_own_files(speech_run, t
 
 
 def test_image_evaluation_has_no_speech_extras(tmp_path):
-    from deepshield.run import RunDir
     from deepshield.train.evaluation import write_evaluation
 
     g = torch.Generator().manual_seed(0)
@@ -212,3 +212,16 @@ def test_speech_folder_reads_the_wavefake_labels_csv():
     s = data.load(f"speech-folder:{root}", labels="labels.csv", split="test", length=16000)
     assert s.counts()["test"] == {"bonafide": 6, "spoof": 5, "total": 11}
     assert "LJ007-0169" in s.test.names  # special/ is listed in labels.csv
+
+
+@pytest.mark.slow
+def test_demo_speech_step_writes_its_report_section(tmp_path):
+    from deepshield.demo import DemoContext, speech_detector
+
+    ctx = DemoContext(out=tmp_path / "demo")
+    speech_detector(ctx)
+    section = (tmp_path / "demo" / "sections" / "speech.html").read_text()
+    m = RunDir.open(tmp_path / "demo" / "speech").read_json("metrics.json")["test"]
+    assert f"{m['min_tdcf']:.4f}" in section and "sinusoidal" in section
+    assert (tmp_path / "demo" / "plots" / "speech_det.png").is_file()
+    assert "EER" in ctx.lines[-1]

@@ -31,6 +31,8 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class MelCNN(nn.Module):
     """Waveform [B, T] -> log-mel [B, 1, n_mels, frames] -> 4 conv blocks -> logits [B, classes]."""
 
+    bounds = (-1.0, 1.0)  # input range (waveform samples), read by the attacks
+
     def __init__(
         self,
         num_classes: int = 2,

@@ -57,6 +57,11 @@ class Siamese(nn.Module):
         return None if inner is None else "backbone." + inner
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """The backbone's input range: (-1, 1) for waveforms, (0, 1) for images."""
+        return getattr(self.backbone, "bounds", (0.0, 1.0))
+
+    @property
     def frontend_layer(self) -> str | None:
         """Dotted path of an audio backbone's time-frequency front end (None for images)."""
         inner = getattr(self.backbone, "frontend_layer", None)
