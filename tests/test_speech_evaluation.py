@@ -225,3 +225,24 @@ def test_demo_speech_step_writes_its_report_section(tmp_path):
     assert f"{m['min_tdcf']:.4f}" in section and "sinusoidal" in section
     assert (tmp_path / "demo" / "plots" / "speech_det.png").is_file()
     assert "EER" in ctx.lines[-1]
+
+
+def test_train_a_siamese_speech_detector_from_its_name_alone(tmp_path):
+    args = ["train", "-d", "test-toy-speech", "-m", "siamese:mel_cnn", "-e", "1", "-b", "8"]
+    args += [
+        "--model-arg",
+        "embed_dim=8",
+        "--model-arg",
+        "n_mels=32",
+        "--model-arg",
+        "widths=[4,8]",
+    ]
+    args += ["--device", "cpu"]
+    args += ["--out", str(tmp_path / "sia")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir.open(tmp_path / "sia")
+    assert "contrastive (margin 1)" in (run.path / "sections" / "training.html").read_text()
+    model = run.load_model("best")
+    assert type(model).__name__ == "Siamese" and model.num_features == 8
+    assert run.read_json("metrics.json")["test"]["min_tdcf"] is not None

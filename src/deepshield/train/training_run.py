@@ -103,6 +103,15 @@ def _objective(
     return SiameseObjective(weight), BalancedPairSampler(splits.train.y, seed=cfg.seed * 1000)
 
 
+def _objective_text(model: nn.Module) -> str:
+    if not isinstance(model, Siamese):
+        return "cross-entropy"
+    return (
+        f"Siamese, balanced pairs: {model.contrastive_weight:g} x contrastive (margin "
+        f"{model.margin:g}) + cross-entropy of each sample"
+    )
+
+
 def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:
     """After training: metrics.json (test at the best-val epoch), plots, report sections."""
     from deepshield.report.plots import plot_history
@@ -127,6 +136,7 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
         {"item": "model", "value": f"{cfg.model} ({metrics['param_count']:,} parameters)"},
         {"item": "dataset", "value": splits.name},
         {"item": "optimizer", "value": f"{cfg.optimizer} lr={cfg.lr:g} batch={cfg.batch_size}"},
+        {"item": "objective", "value": _objective_text(model)},
         {"item": "epochs (best val)", "value": f"{cfg.epochs} ({best})"},
         {"item": "test accuracy at best val epoch", "value": f"{row['test']['acc']:.4f}"},
     ]
