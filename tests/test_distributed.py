@@ -369,7 +369,7 @@ def toys(monkeypatch: pytest.MonkeyPatch) -> None:
     from deepshield.data import registry as data_registry
     from deepshield.models import registry as model_registry
 
-    model_registry.names(), data_registry.sources()  # fill the registries before copying them
+    model_registry.names(), data_registry.all_sources()  # fill the registries before copying them
     monkeypatch.setattr(model_registry, "_REGISTRY", dict(model_registry._REGISTRY))
     monkeypatch.setattr(data_registry, "_SOURCES", dict(data_registry._SOURCES))
     register_toys()

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from conftest import shared_path
-from deepshield.data import load, sources
+from deepshield.data import all_sources, load
 from deepshield.data.audio import load_clip
 from deepshield.data.sources.asvspoof import read_protocol
 from deepshield.errors import ConfigError, DataError
@@ -25,7 +25,7 @@ def _write_folder(root, n_per_class=5, names=("bonafide", "spoof"), rates=(8000,
 
 
 def test_audio_sources_are_registered_as_audio():
-    by_prefix = {s.prefix: s for s in sources()}
+    by_prefix = {s.prefix: s for s in all_sources()}
     for prefix in ("speech-folder", "asvspoof", "synthetic-speech"):
         assert by_prefix[prefix].modality == "audio"
     assert by_prefix["synthetic-speech"].builtin
@@ -146,3 +146,13 @@ def test_protocol_excerpts_parse_and_the_2021_trial_list_is_rejected():
         DataError, match=r"ASVspoof2021\.LA\.cm\.eval\.trl\.head200\.txt:1: malformed"
     ):
         read_protocol(folder / "ASVspoof2021.LA.cm.eval.trl.head200.txt")
+
+
+def test_a_bare_audio_folder_path_goes_to_the_speech_source(tmp_path):
+    from deepshield.data import resolve
+
+    root = _write_folder(tmp_path / "d", n_per_class=3)
+    source, arg = resolve(str(root))
+    assert source.prefix == "speech-folder" and arg == str(root)
+    (tmp_path / "img" / "real").mkdir(parents=True)
+    assert resolve(str(tmp_path / "img"))[0].prefix == "folder"

@@ -37,7 +37,7 @@ def datasets_cmd(
 
     if not specs:
         table = Table("name", "modality", "needs", "description")
-        for s in data.sources():
+        for s in data.all_sources():
             names = [f"{s.prefix}:{v}" for v in s.variants] or [s.prefix]
             needs = "built in" if s.builtin else "PATH"
             for n in names:

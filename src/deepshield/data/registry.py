@@ -2,7 +2,8 @@
 
 A source registers a loader `fn(arg, *, seed, **kw) -> Splits` under a prefix; the part of the
 spec after the first colon is `arg` (None when absent). A spec that names no registered prefix
-but is an existing path is loaded as an image or audio folder (source "folder").
+but is an existing path goes to the source whose `accepts(path)` claims it (e.g. an audio
+folder), else to the image "folder" source.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Source:
     modality: str = "image"
     builtin: bool = False  # needs no path (synthetic sets)
     variants: tuple[str, ...] = ()  # e.g. ("easy", "hard")
+    accepts: Callable[[Path], bool] | None = None  # claims a bare path given as the spec
 
 
 _SOURCES: dict[str, Source] = {}
@@ -41,13 +43,20 @@ def register_source(
     modality: str = "image",
     builtin: bool = False,
     variants: tuple[str, ...] = (),
+    accepts: Callable[[Path], bool] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator registering a loader `fn(arg: str | None, *, seed: int, **kw) -> Splits`."""
+    """Decorator registering a loader `fn(arg: str | None, *, seed: int, **kw) -> Splits`.
+
+    `accepts(path)` lets a source claim a bare folder path (e.g. an audio folder); the
+    generic image "folder" source takes any other existing path.
+    """
 
     def add(fn: Loader) -> Loader:
         if prefix in _SOURCES:
             raise ValueError(f"dataset source {prefix!r} registered twice")
-        _SOURCES[prefix] = Source(prefix, fn, description, modality, builtin, tuple(variants))
+        _SOURCES[prefix] = Source(
+            prefix, fn, description, modality, builtin, tuple(variants), accepts
+        )
         return fn
 
     return add
@@ -57,7 +66,7 @@ def _ensure_loaded() -> None:
     import deepshield.data.sources  # noqa: F401  (registers every source module)
 
 
-def sources() -> list[Source]:
+def all_sources() -> list[Source]:
     """All registered sources, sorted by prefix."""
     _ensure_loaded()
     return [_SOURCES[k] for k in sorted(_SOURCES)]
@@ -69,8 +78,12 @@ def resolve(spec: str) -> tuple[Source, str | None]:
     prefix, _, arg = spec.partition(":")
     if prefix in _SOURCES:
         return _SOURCES[prefix], (arg or None)
-    if Path(spec).exists() and "folder" in _SOURCES:
-        return _SOURCES["folder"], spec
+    if Path(spec).exists():
+        claims = [s for s in _SOURCES.values() if s.accepts is not None and s.accepts(Path(spec))]
+        if claims:
+            return claims[0], spec
+        if "folder" in _SOURCES:
+            return _SOURCES["folder"], spec
     close = difflib.get_close_matches(prefix, list(_SOURCES), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ConfigError(

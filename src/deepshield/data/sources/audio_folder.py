@@ -102,6 +102,7 @@ def _tensor_set(files: list[Path], y: np.ndarray, sample_rate: int, length: int)
     "speech-folder",
     description="audio folder ROOT/{bonafide,spoof}/ (or {real,fake}/), 16 kHz, fixed length",
     modality="audio",
+    accepts=is_audio_folder,
 )
 def load_speech_folder(
     arg: str | None,
