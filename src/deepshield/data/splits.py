@@ -69,6 +69,7 @@ class Splits:
     modality: str = "image"  # image | audio
     sample_rate: int | None = None  # audio only
     notes: str = ""
+    systems: list[str] = field(default_factory=list)  # name of each meta["system"] code
 
     @property
     def num_classes(self) -> int:

@@ -57,8 +57,17 @@ def write_evaluation(
         ):
             run.save_plot(fig, f"{name}{suffix}")
             plots.append(f"plots/{name}{suffix}.png")
+    extra = ""
+    if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
+        from deepshield.train import countermeasure as cm
+
+        s = fake_scores(logits).numpy()
+        metrics.update(cm.countermeasure_metrics(ds, s, splits))
+        score_file = cm.write_score_file(run, f"scores{suffix or '_' + split}.txt", ds, s, splits)
+        extra = cm.countermeasure_html(metrics, score_file.name)
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
     title = f"Evaluation on {splits.name} ({split})" + (f" [{tag}]" if tag else "")
-    html = table(rows) + "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
+    html = table(rows) + extra
+    html += "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
     run.add_section(f"eval{suffix}", title, html, order=20)
     return metrics

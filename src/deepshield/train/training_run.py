@@ -7,17 +7,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from deepshield import data, models
 from deepshield.config import TrainConfig, parse_config
 from deepshield.defenses.robustness import write_training_robustness
 from deepshield.defenses.training import is_defended, training_hooks
-from deepshield.errors import RunError
+from deepshield.errors import ConfigError, RunError
+from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
 from deepshield.train.evaluation import write_evaluation
-from deepshield.train.objectives import CrossEntropy, balanced_class_weights
+from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
+from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
 
 
@@ -80,12 +85,38 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
         else None
     )
     hooks = training_hooks(cfg)  # Lipschitz penalty, adversarial training
-    trainer = Trainer(model, cfg, run, objective=CrossEntropy(weight), device=device, **hooks)
+    objective, sampler = _objective(model, splits, cfg, weight)
+    trainer = Trainer(
+        model, cfg, run, objective=objective, device=device, train_sampler=sampler, **hooks
+    )
     history = trainer.fit(splits)
     finish_run(run, cfg, splits, history)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)
     return run
+
+
+def _objective(
+    model: nn.Module, splits: data.Splits, cfg: TrainConfig, weight: torch.Tensor | None
+) -> tuple[Objective, BalancedPairSampler | None]:
+    """Cross-entropy, or for a Siamese model its pair objective over balanced pairs."""
+    if not isinstance(model, Siamese):
+        return CrossEntropy(weight), None
+    if (cfg.batch_size // distributed.world_size()) % 2:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size}: a Siamese model trains on pairs; use an even batch "
+            "size (per process under torchrun)"
+        )
+    return SiameseObjective(weight), BalancedPairSampler(splits.train.y, seed=cfg.seed * 1000)
+
+
+def _objective_text(model: nn.Module) -> str:
+    if not isinstance(model, Siamese):
+        return "cross-entropy"
+    return (
+        f"Siamese, balanced pairs: {model.contrastive_weight:g} x contrastive (margin "
+        f"{model.margin:g}) + cross-entropy of each sample"
+    )
 
 
 def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:
@@ -112,6 +143,7 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
         {"item": "model", "value": f"{cfg.model} ({metrics['param_count']:,} parameters)"},
         {"item": "dataset", "value": splits.name},
         {"item": "optimizer", "value": f"{cfg.optimizer} lr={cfg.lr:g} batch={cfg.batch_size}"},
+        {"item": "objective", "value": _objective_text(model)},
         {"item": "epochs (best val)", "value": f"{cfg.epochs} ({best})"},
         {"item": "test accuracy at best val epoch", "value": f"{row['test']['acc']:.4f}"},
     ]

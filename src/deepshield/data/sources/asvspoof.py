@@ -129,5 +129,6 @@ def load_asvspoof(
         classes=["bonafide", "spoof"],
         modality="audio",
         sample_rate=SAMPLE_RATE,
+        systems=ids,
         notes=f"meta['system'] codes: {mapping} (- is bona fide)",
     )

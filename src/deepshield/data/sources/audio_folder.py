@@ -3,10 +3,13 @@
 Layout `ROOT/{bonafide,spoof}/**/*.{wav,flac,ogg}` (or `{real,fake}`); files are read as 16 kHz
 mono, cut or repeat-padded to `length` samples and split stratified by `seed`. A root that holds
 `train/` and `test/` (each with class folders, `val/` optional) keeps that split instead.
+`labels="labels.csv"` lists the files instead: a CSV under ROOT with columns `path` (relative to
+ROOT) and `label` (0 bona fide, 1 spoof). `split="test"` (or train / val) puts every file there.
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,25 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray]:
     return files, y
 
 
+def _read_labels(root: Path, name: str) -> tuple[list[Path], np.ndarray]:
+    """Files and labels listed in the CSV `root/name` (columns path, label)."""
+    path = root / name
+    if not path.is_file():
+        raise DataError(f"{path}: labels file not found; give labels= a CSV under {root}")
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: expected a header with columns path,label and one row per file")
+    files: list[Path] = []
+    labels: list[int] = []
+    for n, row in enumerate(rows, start=2):
+        if row["label"].strip() not in ("0", "1"):
+            raise DataError(f"{path}:{n}: label {row['label']!r}; use 0 (bona fide) or 1 (spoof)")
+        files.append(root / row["path"].strip())
+        labels.append(int(row["label"]))
+    return files, np.asarray(labels, dtype=np.int64)
+
+
 def split_indices(
     y: np.ndarray, val_frac: float, test_frac: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,14 +112,28 @@ def load_speech_folder(
     sample_rate: int = SAMPLE_RATE,
     val_frac: float = 0.2,
     test_frac: float = 0.2,
+    labels: str | None = None,
+    split: str | None = None,
 ) -> Splits:
-    """Audio in class folders -> Splits of float32 [N, length] waveforms in [-1, 1]."""
+    """Audio in class folders (or listed in a labels CSV) -> Splits of float32 [N, length]
+    waveforms in [-1, 1]."""
     if arg is None:
         raise ConfigError("speech-folder needs a path: speech-folder:ROOT")
+    if split not in (None, "train", "val", "test"):
+        raise ConfigError(f"split={split!r}: use train, val, test or leave it unset")
     root = Path(arg)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found; give ROOT holding bonafide/ and spoof/")
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if labels is not None or split is not None:
+        files, y = _read_labels(root, labels) if labels is not None else _scan(root)
+        everything, nothing = np.arange(len(y)), np.zeros(0, dtype=np.int64)
+        parts = (
+            split_indices(y, val_frac, test_frac, seed)
+            if split is None
+            else tuple(everything if s == split else nothing for s in ("train", "val", "test"))
+        )
+        groups = tuple(([files[i] for i in part], y[part]) for part in parts)
+    elif (root / "train").is_dir() and (root / "test").is_dir():
         train_files, train_y = _scan(root / "train")
         test_files, test_y = _scan(root / "test")
         if (root / "val").is_dir():

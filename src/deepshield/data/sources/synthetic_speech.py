@@ -149,6 +149,7 @@ def load_synthetic_speech(
         classes=["bonafide", "spoof"],
         modality="audio",
         sample_rate=SAMPLE_RATE,
+        systems=list(SYSTEMS),
         notes=(
             f"meta['system'] codes: {systems}; sinusoidal is the unseen attack (test only); "
             "meta['utterance'] pairs each spoof with its bona fide source; speakers are "

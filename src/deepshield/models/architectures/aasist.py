@@ -243,6 +243,7 @@ class Branch(nn.Module):
 class AASIST(nn.Module):
     """AASIST: waveform [B, T] in [-1, 1] at 16 kHz -> logits [B, num_classes] (index 1 = spoof)."""
 
+    bounds = (-1.0, 1.0)  # input range (waveform samples), read by the attacks
     cam_layer = "encoder.5"  # last residual block: a (sub-band x time) map
     frontend_layer = "first_bn"  # the pooled |sinc| (sub-band x time) map Grad-CAM is sized to
 

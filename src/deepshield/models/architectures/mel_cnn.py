@@ -31,7 +31,7 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class MelCNN(nn.Module):
     """Waveform [B, T] -> log-mel [B, 1, n_mels, frames] -> 4 conv blocks -> logits [B, classes]."""
 
-    cam_layer = "blocks.3"  # last conv block, over the (mel x time) map
+    bounds = (-1.0, 1.0)  # input range (waveform samples), read by the attacks
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class MelCNN(nn.Module):
         self.input_bn = nn.BatchNorm2d(1)  # learns the spread of the log-mel map
         chans = (1, *widths)
         self.blocks = nn.Sequential(*(_conv_block(a, b) for a, b in pairwise(chans)))
+        self.cam_layer = f"blocks.{len(widths) - 1}"  # last conv block, over the (mel x time) map
         self.num_features = widths[-1]
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, num_classes)
