@@ -128,7 +128,9 @@ def test_disruption_moves_the_output_further_than_random_noise_of_the_same_size(
         clean = g(x, c)
         noise = EPS * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).sign()
         random = mse(g((x + noise).clamp(-1, 1), c), clean)
-        results = {m: mse(g(disrupt(g, x, c, method=m), c), clean) for m in ("fgsm", "ifgsm", "pgd")}
+        results = {
+            m: mse(g(disrupt(g, x, c, method=m), c), clean) for m in ("fgsm", "ifgsm", "pgd")
+        }
     for m in ("ifgsm", "pgd"):
         assert (results[m] > 3 * random).all(), m
         assert results[m].mean() > results["fgsm"].mean(), m  # iterating beats one step

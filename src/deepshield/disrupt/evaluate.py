@@ -102,8 +102,9 @@ def write_disruption(
     summary: dict[str, Any],
     tensors: dict[str, Tensor],
     grid_images: int = 6,
+    metrics_file: str = "metrics.json",
 ) -> Path:
-    """metrics.json, plots/disrupt_grid.png and a report section; -> metrics.json's path."""
+    """`metrics_file`, plots/disrupt_grid.png and a report section; -> the metrics' path."""
     k = summary["classes"]
     n = min(grid_images, summary["images"])
     pick = torch.arange(n) * k + torch.arange(n) % k  # image i under class i mod K
@@ -112,7 +113,7 @@ def write_disruption(
     ]
     fig = image_grid(rows, ["input", "disrupted input", "clean output", "disrupted output"])
     run.save_plot(fig, "disrupt_grid")
-    path = run.write_json("metrics.json", summary)
+    path = run.write_json(metrics_file, summary)
     if summary["target"] is None:
         result = [{"method": summary["method"], **summary["distortion"]}]
         result[0]["% disrupted"] = 100 * result[0].pop("disrupted")
