@@ -78,8 +78,8 @@ def _grid(
     x_adv: torch.Tensor,
     count: int,
     batch_size: int,
-) -> str:
-    """Plot input / disrupted input / clean output / disrupted output for `count` pairs."""
+) -> None:
+    """plots/disrupt_<name>.png: input / disrupted input / clean / disrupted output, `count` pairs."""
     x_all, c_all = pairs(x, classes_of(generator))
     k = 1 if c_all is None else len(classes_of(generator))
     pick = torch.arange(count) * k + torch.arange(count) % k  # image i under class i mod K
@@ -97,7 +97,6 @@ def _grid(
         ["input", "disrupted input", "clean output", "disrupted output"],
     )
     run.save_plot(fig, f"disrupt_{name}")
-    return f'<p><img src="plots/disrupt_{name}.png"></p>'
 
 
 def _robust_rows(
@@ -106,9 +105,12 @@ def _robust_rows(
     generators_dir: Path,
     x01: torch.Tensor,
     setting: Setting,
+    measured: list[dict] | None,
     log: Callable[[str], None],
 ) -> list[dict]:
-    """Fine-tune the base generator without and with adversarial training; measure each."""
+    """Fine-tune the base generator without and with adversarial training; measure each.
+
+    measured: the base generator's rows of the methods table, reused when given."""
     spec = cfg.robust
     base_cfg: GeneratorConfig = cfg.generators[spec.generator]
     variants: dict[str, Path] = {"before (base run)": base_dir}
@@ -132,8 +134,11 @@ def _robust_rows(
     for label, path in variants.items():
         generator = load_generator(path)
         quality = RunDir(path).read_json("metrics.json")["test"]["l1"]
-        x = from_pixels(x01, generator.bounds)
-        methods, _ = method_table(generator, x, list(cfg.methods), setting)
+        if path == base_dir and measured is not None:
+            methods = [{k: v for k, v in r.items() if k != "generator"} for r in measured]
+        else:
+            x = from_pixels(x01, generator.bounds)
+            methods, _ = method_table(generator, x, list(cfg.methods), setting)
         for r in methods:
             rows.append({"training": label, "edit L1 (test)": quality, **r})
     return rows
@@ -161,7 +166,6 @@ def run_experiment(
         run.write_json("metrics.json", metrics)
         log(f"{key}: done")
 
-    grids = []
     for name, path in dirs.items():
         generator = load_generator(path)
         x = from_pixels(x01, generator.bounds)
@@ -170,9 +174,7 @@ def run_experiment(
             rows, adversarial = method_table(generator, x, list(cfg.methods), setting)
             save(f"methods/{name}", [{"generator": name, **r} for r in rows])
             method = cfg.transfer_method if cfg.transfer_method in adversarial else cfg.methods[0]
-            grids.append(
-                _grid(run, name, generator, x, adversarial[method], cfg.grid_images, cfg.batch_size)
-            )
+            _grid(run, name, generator, x, adversarial[method], cfg.grid_images, cfg.batch_size)
         if (
             "transfer" in cfg.tables
             and is_conditional(generator)
@@ -185,13 +187,16 @@ def run_experiment(
             rows = minimal_change_table(generator, x, cfg.transfer_method, setting)
             save(f"minimal_change/{name}", [{"generator": name, **r} for r in rows])
     if "robust" in cfg.tables and "robust" not in metrics:
-        rows = _robust_rows(cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, log)
+        measured = metrics.get(f"methods/{cfg.robust.generator}")
+        rows = _robust_rows(
+            cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, measured, log
+        )
         save("robust", rows)
-    _write_tables(run, cfg, metrics, grids)
+    _write_tables(run, cfg, metrics)
     return metrics
 
 
-def _write_tables(run: RunDir, cfg: DisruptConfig, metrics: dict, grids: list[str]) -> None:
+def _write_tables(run: RunDir, cfg: DisruptConfig, metrics: dict) -> None:
     """tables.md and one report section per table (+ the grids)."""
     md, order = [], 60
     for key, title in _TITLES.items():
@@ -207,6 +212,11 @@ def _write_tables(run: RunDir, cfg: DisruptConfig, metrics: dict, grids: list[st
         f"{cfg.threshold}; {cfg.n_images} real test images of {cfg.dataset}."
     )
     atomic_write_text(run.file("tables.md"), f"Setting: {setup}\n\n" + "\n".join(md))
+    grids = [
+        f'<p>{name}<br><img src="plots/disrupt_{name}.png"></p>'
+        for name in cfg.generators
+        if (run.path / "plots" / f"disrupt_{name}.png").is_file()
+    ]
     if grids:
         html = f"<p>{setup}</p>" + "".join(grids)
         run.add_section("disrupt_grids", "Disrupted images", html, order=order)
