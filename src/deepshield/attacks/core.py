@@ -3,7 +3,9 @@
 A configuration picks a budget (norm ball and eps), a step rule (steepest ascent, or a stateful
 rule such as APGD's momentum), an objective (model output, y) -> per-sample loss, its sense
 (maximise, or minimise for targeted attacks and "towards target" disruption), a mask, a random
-start, restarts, and the input bounds ((0, 1) for images, model.bounds for e.g. [-1, 1] generators).
+start (in the whole ball or a smaller one), restarts, the input bounds ((0, 1) for images,
+model.bounds for e.g. [-1, 1] generators) and an optional per-step hook (e.g. to cycle the class
+a conditional generator is attacked under).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def attack_loop(
     bounds: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator | None = None,
     eot_samples: int = 1,
+    start_radius: float | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
     """x: [B,...] in bounds -> x_adv, same shape, in bounds, with x_adv - x in budget and mask.
 
@@ -78,6 +82,10 @@ def attack_loop(
     public attacks validate them. Gradients reach x only; the model is in attack_mode.
     eot_samples > 1 (expectation over transformation, for randomised models): losses and
     gradients are means over that many forward passes; success is read from the last one.
+    start_radius: draw the random start from the ball of this radius (budget's norm) instead of
+    the whole budget, e.g. a 1e-3 jitter that moves I-FGSM off x where the objective is
+    stationary (the distance to the clean output). on_step(i) is called before the gradient of
+    step i (0 .. steps - 1, in every run), e.g. to switch the condition of a generator.
     """
     lo, hi = bounds
     sense = 1.0 if maximize else -1.0
@@ -103,12 +111,15 @@ def attack_loop(
         mean_grad = total_grad / eot_samples if grad else None
         return out.detach(), total_loss / eot_samples, mean_grad
 
+    start = budget if start_radius is None else Budget(budget.norm, start_radius)
     strongest = _Strongest(x) if keep_best or restarts > 1 else None
     with attack_mode(model), torch.enable_grad():
         for _ in range(restarts):
-            x_adv = project(x + budget.sample(x, mask, generator)) if random_start else x
+            x_adv = project(x + start.sample(x, mask, generator)) if random_start else x
             step.reset(x_adv, project)
-            for _ in range(steps):
+            for i in range(steps):
+                if on_step is not None:
+                    on_step(i)
                 x_adv = x_adv.detach().requires_grad_(True)
                 out, loss, grad = expected(x_adv, grad=True)  # grad: [B, ...]
                 x_adv = x_adv.detach()
