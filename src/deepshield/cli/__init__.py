@@ -9,6 +9,7 @@ import sys
 
 # Command modules (import order = order in --help).
 from deepshield.cli import demo, info, train  # noqa: F401
+from deepshield.cli import protect  # noqa: F401
 from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
 
