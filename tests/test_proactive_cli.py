@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_proactive_train import crops
 from typer.testing import CliRunner
 
 from deepshield.cli import main
@@ -20,6 +19,7 @@ from deepshield.data.splits import Splits, TensorSet
 from deepshield.proactive.detector import load_detector
 from deepshield.proactive.image_files import read_image
 from deepshield.proactive.templates import TemplateSet
+from test_proactive_train import crops
 
 
 @register_source("proactive-test-crops", description="photo crops for the proactive CLI tests")
@@ -67,7 +67,14 @@ def test_train_writes_the_run(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["groups"] == {"seen": ["sg", "blur"], "unseen": ["warm"]}
     assert metrics["n_images"] == 6  # 8 test images, 2 of them fake
-    assert set(metrics["proactive"]) == {"none", "jpeg90", "jpeg75", "jpeg50", "resize0.75", "resize0.5"}
+    assert set(metrics["proactive"]) == {
+        "none",
+        "jpeg90",
+        "jpeg75",
+        "jpeg50",
+        "resize0.75",
+        "resize0.5",
+    }
     assert "| proactive | none |" in (trained / "metrics.md").read_text()
 
 
@@ -101,13 +108,22 @@ def test_apply_then_detect(trained: Path, tmp_path: Path, capsys: pytest.Capture
         assert 0 <= info["template"] < templates.n
     out_json = tmp_path / "scores.json"
     result = runner.invoke(
-        app, ["protect", "detect", str(tmp_path / "out"), "--run", str(trained), "--json", str(out_json)]
+        app,
+        [
+            "protect",
+            "detect",
+            str(tmp_path / "out"),
+            "--run",
+            str(trained),
+            "--json",
+            str(out_json),
+        ],
     )
     assert result.exit_code == 0, result.output
     scores = json.loads(out_json.read_text())
     detector = load_detector(trained / "detector")
     for path, p in scores.items():
-        expected = float(detector.p_manipulated(read_image(Path(path))[None])[0])
+        expected = float(detector.p_manipulated(read_image(Path(path))[None], templates())[0])
         assert p == pytest.approx(expected, abs=1e-6) and 0 <= p <= 1
     assert len(result.output.strip().splitlines()) == 3
 

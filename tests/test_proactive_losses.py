@@ -63,9 +63,7 @@ def test_low_frequency_energy_hand_cases() -> None:
 def test_separation_is_max_cosine_of_minmaxed_templates() -> None:
     templates = torch.cat([vec(0, 1, 2), vec(2, 0, 1)])  # MinMax: (0, .5, 1), (1, 0, .5)
     recovered = vec(1, 1, 0)  # MinMax (1, 1, 0): cos = .5 / sqrt(2 * 1.25), 1 / sqrt(2 * 1.25)
-    assert losses.separation_loss(templates, recovered).item() == pytest.approx(
-        1 / math.sqrt(2.5)
-    )
+    assert losses.separation_loss(templates, recovered).item() == pytest.approx(1 / math.sqrt(2.5))
     same = 7 * vec(2, 0, 1) - 3  # MinMax equals template 2's -> cos 1
     both = torch.cat([recovered, same])
     assert losses.separation_loss(templates, both).item() == pytest.approx(

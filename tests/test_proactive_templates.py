@@ -94,7 +94,17 @@ def test_detector_outputs_and_save_load(tmp_path) -> None:
     assert s.shape == (2,) and r.shape == (2, 3, 24, 40)
     net.eval()
     p = net.p_manipulated(x, batch_size=1)
-    assert torch.allclose(p, torch.sigmoid(-net(x)[0]), atol=1e-6)  # P(manipulated) = 1 - P(untouched)
+    assert torch.allclose(p, torch.sigmoid(-net(x)[0]), atol=1e-6)  # 1 - P(untouched)
+    # With a template set the classifier also reads max_k cos(r, eta_k), eta_k tiled to 24 x 40.
+    eta = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.weight[0, -1] = 1.0  # s = best match + bias
+        s, r = net(x, eta)
+    tiled = eta.repeat(1, 1, 3, 5).flatten(1)  # [4, 3 * 24 * 40]
+    cos = torch.nn.functional.cosine_similarity(r.flatten(1)[:, None], tiled[None], dim=2)
+    assert torch.allclose(s, cos.amax(dim=1) + net.fc.bias, atol=1e-5)
+    assert torch.allclose(net.p_manipulated(x, eta), torch.sigmoid(-s), atol=1e-6)
     save_detector(net, tmp_path / "det")
     back = load_detector(tmp_path / "det.json")
     assert back.config == {"channels": 3, "width": 8, "depth": 3}

@@ -104,10 +104,14 @@ def test_generators_are_cached_by_spec(tmp_path: Path) -> None:
         arch="stargan", kwargs={"conv_dim": 4, "n_res": 1}, edits=["blur"], steps=1, batch_size=2
     )
     x, msgs = crops(4, 16), []
-    first = manip.load_or_train_generators({"sg": spec}, ["sg", "blur"], x, tmp_path, 0, msgs.append)
+    first = manip.load_or_train_generators(
+        {"sg": spec}, ["sg", "blur"], x, tmp_path, 0, msgs.append
+    )
     again = manip.load_or_train_generators({"sg": spec}, ["sg"], x, tmp_path, 0, msgs.append)
     assert list(first) == ["sg"] and "training" in msgs[0] and "loaded" in msgs[1]
-    for a, b in zip(first["sg"].state_dict().values(), again["sg"].state_dict().values(), strict=True):
+    for a, b in zip(
+        first["sg"].state_dict().values(), again["sg"].state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     more = spec.model_copy(update={"steps": 2})
     manip.load_or_train_generators({"sg": more}, ["sg"], x, tmp_path, 0, msgs.append)
@@ -150,7 +154,7 @@ def test_trainer_is_seeded_and_trains_templates_only_when_proactive() -> None:
 class MeanScore:
     """A stand-in detector: P(manipulated) = mean pixel value."""
 
-    def p_manipulated(self, x: torch.Tensor) -> torch.Tensor:
+    def p_manipulated(self, x: torch.Tensor, templates: torch.Tensor | None) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3))
 
 
@@ -158,7 +162,7 @@ def test_image_quality_closed_form() -> None:
     x = torch.full((2, 3, 16, 16), 0.5)
     q = image_quality(x, x + 0.01)  # MSE 1e-4 -> 40 dB
     assert q["psnr"] == pytest.approx(40.0) and q["psnr_min"] == pytest.approx(40.0)
-    noisy = (x + 0.1 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    noisy = x + 0.1 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert 0.99 < q["ssim"] < 1  # a constant offset barely changes structure
     assert image_quality(x, noisy.clamp(0, 1))["ssim"] < 0.5
 

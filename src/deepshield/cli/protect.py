@@ -21,7 +21,9 @@ def train_cmd(
         None, "--config", "-c", help="YAML config (configs/proactive.yaml); flags override it."
     ),
     out: Path = typer.Option(None, "--out", help="Run folder [runs/proactive-s<seed>]."),
-    dataset: str = typer.Option(None, "-d", "--dataset", help="Clean images, e.g. synthetic-faces:easy."),
+    dataset: str = typer.Option(
+        None, "-d", "--dataset", help="Clean images, e.g. synthetic-faces:easy."
+    ),
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE (repeatable), e.g. n=1200."
     ),
@@ -77,7 +79,9 @@ def apply_cmd(
     stems = [f.stem for f in files]
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
-        raise ConfigError(f"several inputs are named {clash[0]}.*; protect them into different --out")
+        raise ConfigError(
+            f"several inputs are named {clash[0]}.*; protect them into different --out"
+        )
     g = torch.Generator().manual_seed(seed)
     index = {}
     for f in files:
@@ -100,12 +104,14 @@ def detect_cmd(
     from deepshield.files import write_json
     from deepshield.proactive.detector import load_detector
     from deepshield.proactive.image_files import expand, read_image
+    from deepshield.proactive.templates import TemplateSet
 
     _check_run(run)
     detector = load_detector(run / "detector")
+    templates = TemplateSet.load(run / "templates")().detach()
     scores = {}
     for f in expand(images):
-        p = float(detector.p_manipulated(read_image(f)[None])[0])
+        p = float(detector.p_manipulated(read_image(f)[None], templates)[0])
         scores[str(f)] = p
         typer.echo(f"{p:.4f}\t{'manipulated' if p >= 0.5 else 'untouched'}\t{f}")
     if json_out:

@@ -1,12 +1,15 @@
 """The proactive detector: an encoder that recovers the template and a classifier on it.
 
-net(x) = (s, r): x [B, 3, H, W] in [0, 1] is mapped to [-1, 1] inside; the encoder (`depth`
-3x3 convs at full resolution, `width` channels, BN + ReLU between them, as the paper's
-template-recovery encoder) returns r [B, C, H, W], its estimate of the template in x; the
-classifier (three stride-2 3x3 conv-BN-ReLU blocks 16-32-64, global mean, Linear) reads r only
-and returns s [B], the logit of P(untouched). Both parts are fully convolutional, so any image
-size works. The passive baseline is the same network trained with L_b alone on images that
-carry no template; its r is then just a learned residual.
+net(x, templates) = (s, r): x [B, 3, H, W] in [0, 1] is mapped to [-1, 1] inside; the encoder
+(`depth` 3x3 convs at full resolution, `width` channels, BN + ReLU between them, as the paper's
+template-recovery encoder) returns r [B, C, H, W], its estimate of the template in x. The
+classifier reads r only: three stride-2 3x3 conv-BN-ReLU blocks (16-32-64) and a global mean
+give 64 features; with a template set [n, C, h, w] a 65th feature is the best match
+max_k cos(r, eta_k) (eta_k tiled to r's size; the paper scores images by this similarity), 0
+without one; a Linear layer turns the 65 features into s [B], the logit of P(untouched).
+Everything is fully convolutional or global, so any image size works. The passive baseline is
+the same network trained with L_b alone, on images without templates and with no template set
+(its 65th feature stays 0, its r is just a learned residual).
 
 deepshield's label convention is 1 = manipulated: `p_manipulated(x) = sigmoid(-s)`.
 """
@@ -17,11 +20,13 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deepshield.errors import ModelError
 from deepshield.files import atomic_write_text
 from deepshield.models import load_weights, save_weights
+from deepshield.proactive.templates import tile_to
 
 FORMAT = "deepshield.proactive.detector/1"
 
@@ -47,22 +52,33 @@ class ProactiveDetector(nn.Module):
         self.classifier = nn.Sequential(
             *_conv_bn_relu(channels, 16, 2), *_conv_bn_relu(16, 32, 2), *_conv_bn_relu(32, 64, 2)
         )
-        self.fc = nn.Linear(64, 1)
+        self.fc = nn.Linear(64 + 1, 1)
         self.config = {"channels": channels, "width": width, "depth": depth}
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, 3, H, W] in [0, 1] -> (s [B], r [B, C, H, W])."""
+    def forward(
+        self, x: torch.Tensor, templates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, H, W] in [0, 1], templates: [n, C, h, w] or None -> (s [B], r [B, C, H, W])."""
         r = self.encoder(x * 2 - 1)  # [B, C, H, W]
         feats = self.classifier(r).mean(dim=(2, 3))  # [B, 64]
-        return self.fc(feats).squeeze(1), r
+        if templates is None:
+            match = feats.new_zeros(len(x), 1)
+        else:
+            eta = F.normalize(tile_to(templates, *r.shape[2:]).flatten(1), dim=1)  # [n, D]
+            match = (F.normalize(r.flatten(1), dim=1) @ eta.T).amax(dim=1, keepdim=True)  # [B, 1]
+        return self.fc(torch.cat([feats, match], dim=1)).squeeze(1), r
 
     @torch.no_grad()
-    def p_manipulated(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def p_manipulated(
+        self, x: torch.Tensor, templates: torch.Tensor | None = None, batch_size: int = 64
+    ) -> torch.Tensor:
         """x: [N, 3, H, W] in [0, 1] -> P(manipulated) [N] in [0, 1], in eval mode."""
         was_training = self.training
         self.eval()
         try:
-            s = torch.cat([self(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+            s = torch.cat(
+                [self(x[i : i + batch_size], templates)[0] for i in range(0, len(x), batch_size)]
+            )
         finally:
             self.train(was_training)
         return torch.sigmoid(-s)
@@ -90,6 +106,8 @@ def load_detector(path: str | Path) -> ProactiveDetector:
             "`deepshield protect train`"
         ) from e
     if info.pop("format", None) != FORMAT:
-        raise ModelError(f"{meta}: not a {FORMAT} file; pass one written by `deepshield protect train`")
+        raise ModelError(
+            f"{meta}: not a {FORMAT} file; pass one written by `deepshield protect train`"
+        )
     net = ProactiveDetector(**info)
     return load_weights(net, path.with_suffix(".safetensors")).eval()

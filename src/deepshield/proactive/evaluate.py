@@ -87,10 +87,16 @@ def detection_metrics(
     manipulated: Mapping[str, torch.Tensor],
     groups: Mapping[str, Sequence[str]],
     benign: Callable[[torch.Tensor], torch.Tensor] = BENIGN["none"],
+    templates: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Per-manipulation and per-group AUC / accuracy, and untouched_kept, after `benign`."""
-    s_u = detector.p_manipulated(benign(untouched)).numpy()
-    s_m = {name: detector.p_manipulated(benign(x)).numpy() for name, x in manipulated.items()}
+    """Per-manipulation and per-group AUC / accuracy, and untouched_kept, after `benign`.
+
+    templates: the set [n, C, h, w] the detector matches against (None: passive)."""
+    s_u = detector.p_manipulated(benign(untouched), templates).numpy()
+    s_m = {
+        name: detector.p_manipulated(benign(x), templates).numpy()
+        for name, x in manipulated.items()
+    }
     return {
         "untouched_kept": float(np.mean(s_u < 0.5)),
         "manipulations": {name: _rates(s_u, s) for name, s in s_m.items()},
@@ -122,8 +128,9 @@ def evaluate(
         untouched, manipulated = detection_sets(images, manipulations, tpl, seed)
         if tpl is not None:
             out["quality"] = image_quality(images, untouched)
+        eta = None if tpl is None else tpl().detach()
         out[name] = {
-            op: detection_metrics(detector, untouched, manipulated, groups, BENIGN[op])
+            op: detection_metrics(detector, untouched, manipulated, groups, BENIGN[op], eta)
             for op in benign
         }
     return out

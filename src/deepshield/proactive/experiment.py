@@ -84,8 +84,9 @@ def run_experiment(
     history = run.read_json("history.json") if run.exists("history.json") else {}
     seen = [manipulations[n] for n in cfg.seen]
     if run.exists("templates.json") and run.exists("detector.json"):
-        templates, proactive = TemplateSet.load(run.file("templates")), load_detector(
-            run.file("detector")
+        templates, proactive = (
+            TemplateSet.load(run.file("templates")),
+            load_detector(run.file("detector")),
         )
         log(f"proactive: loaded {run.file('templates.safetensors')} and detector")
     else:

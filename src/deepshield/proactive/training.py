@@ -22,13 +22,13 @@ from collections.abc import Sequence
 import torch
 
 from deepshield.errors import InputError, TrainingError
-from deepshield.progress import track
 from deepshield.proactive import losses
 from deepshield.proactive.benign import jpeg_like, resize_roundtrip
 from deepshield.proactive.config import BenignSpec, ProactiveConfig
 from deepshield.proactive.detector import ProactiveDetector
 from deepshield.proactive.manipulations import Manipulation, apply_mixed
 from deepshield.proactive.templates import TemplateSet, add_template
+from deepshield.progress import track
 
 
 def _uniform(bounds: tuple[float, float], generator: torch.Generator) -> float:
@@ -87,19 +87,19 @@ class DetectorTrainer:
         """One batch's weighted loss terms ("total" is their sum)."""
         cfg, b = self.cfg, self.cfg.batch_size
         x = self.images[torch.randint(self.images.shape[0], (b,), generator=self.rng)]
-        if self.templates is not None:
-            eta_all = self.templates()  # [n, C, H, W]
+        eta_all = None if self.templates is None else self.templates()  # [n, C, H, W]
+        if eta_all is not None:
             eta = eta_all[self.templates.random_indices(b, self.rng)]  # [B, C, H, W]
             x_u = add_template(x, eta)
         else:
             x_u = x
         x_m = apply_mixed(x_u.detach(), self.manipulations, self.rng)
         both = apply_benign(torch.cat([x_u, x_m]), cfg.benign, self.rng)  # [2B, 3, H, W]
-        s, r = self.detector(both)  # [2B], [2B, C, H, W]
+        s, r = self.detector(both, eta_all)  # [2B], [2B, C, H, W]
         target = torch.cat([torch.ones(b), torch.zeros(b)])  # 1 = untouched
         lam = cfg.lambdas
         terms = {"b": lam.b * losses.bce_loss(s, target)}
-        if self.templates is not None:
+        if eta_all is not None:
             terms["m"] = lam.m * losses.magnitude_loss(eta)
             terms["c"] = lam.c * losses.low_frequency_loss(eta, cfg.k)
             terms["s"] = lam.s * losses.separation_loss(eta_all, r[b:])
