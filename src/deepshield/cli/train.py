@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deepshield.cli.app import app, parse_kv
+
+if TYPE_CHECKING:
+    import torch
 
 
 @app.command("train")
@@ -35,8 +39,12 @@ def train_cmd(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
-    """Train a detector; writes runs/NAME with history, metrics, plots and report.html."""
+    """Train a detector; writes runs/NAME with history, metrics, plots and report.html.
+
+    Data-parallel on N processes: `torchrun --nproc_per_node=N -m deepshield train ...`
+    (--batch-size stays the global batch; docs/scaling.md)."""
     from deepshield.config import TrainConfig, load_config, parse_config
+    from deepshield.train import distributed
     from deepshield.train.training_run import run_training
 
     base = load_config(config).model_dump() if config else {}
@@ -60,8 +68,10 @@ def train_cmd(
             **parse_kv(model_arg, "--model-arg"),
         }
     cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
-    run = run_training(cfg, out, force=force)
-    _print_summary(run.path)
+    with distributed.session(cfg.device):
+        run = run_training(cfg, out, force=force)
+        if distributed.is_main():
+            _print_summary(run.path)
 
 
 def _print_summary(path: Path) -> None:
@@ -81,25 +91,41 @@ def evaluate_cmd(
     dataset: str = typer.Option(None, "-d", "--dataset", help="Evaluate on another dataset."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
 ) -> None:
-    """Evaluate a trained run on its test split or on another dataset; updates report.html."""
+    """Evaluate a trained run on its test split or on another dataset; updates report.html.
+
+    Sharded over N processes with `torchrun --nproc_per_node=N -m deepshield evaluate ...`."""
+    from deepshield.train import distributed
+
+    with distributed.session(device) as dev:
+        _evaluate(run_dir, dataset, split, data_arg, dev)
+
+
+def _evaluate(
+    run_dir: Path, dataset: str | None, split: str, data_arg: list[str] | None, device: torch.device
+) -> None:
     import re
 
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
     from deepshield.files import write_json
     from deepshield.run import RunDir
+    from deepshield.train import distributed
     from deepshield.train.evaluation import write_evaluation
 
     run = RunDir.open(run_dir)
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     spec = dataset or cfg.dataset
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else ({} if dataset else cfg.data_kwargs)
-    splits = data.load(spec, seed=cfg.seed, **kwargs)
-    model = run.load_model("best")
+    with distributed.main_first("loading the dataset"):
+        splits = data.load(spec, seed=cfg.seed, **kwargs)
+    model = run.load_model("best").to(device)
     tag = "" if spec == cfg.dataset and not data_arg else re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
     metrics = write_evaluation(run, model, splits, split, tag=tag)
+    if not distributed.is_main():
+        return
     out = run.file(f"eval{'_' + tag if tag else ''}.json")
     write_json(out, {"dataset": spec, "split": split, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}

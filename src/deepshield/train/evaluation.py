@@ -8,19 +8,21 @@ import torch
 from torch import nn
 
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.predict import fake_scores, predict_logits
+from deepshield.predict import fake_scores
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
+from deepshield.train import distributed
 
 
 def evaluate_model(
     model: nn.Module, ds: TensorSet, num_classes: int, batch_size: int = 128
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Metrics of `model` on `ds` and its logits [N,K]. Detectors (K=2) get the full detector
-    metrics (accuracy, AUC, EER, fakes passed as real); classifiers get accuracy per class."""
+    metrics (accuracy, AUC, EER, fakes passed as real); classifiers get accuracy per class.
+    Under torchrun each rank predicts its shard and every rank gets all N logits, in order."""
     from deepshield.metrics import accuracy, detector_metrics
 
-    logits = predict_logits(model, ds, batch_size)
+    logits = distributed.sharded_logits(model, ds, batch_size)
     y = ds.y
     pred = logits.argmax(1)
     if num_classes == 2 and len(torch.unique(y)) == 2:
@@ -36,11 +38,14 @@ def evaluate_model(
 def write_evaluation(
     run: RunDir, model: nn.Module, splits: Splits, split: str = "test", tag: str = ""
 ) -> dict[str, Any]:
-    """Evaluate on `splits.<split>`, write eval plots and a report section; return the metrics."""
+    """Evaluate on `splits.<split>`, write eval plots and a report section; return the metrics.
+    Under torchrun every rank takes part in the (sharded) evaluation and only rank 0 writes."""
     from deepshield.report.plots import plot_det, plot_roc, plot_score_hist
 
     ds = splits.split(split)
     metrics, logits = evaluate_model(model, ds, splits.num_classes)
+    if not distributed.is_main():
+        return metrics
     suffix = f"_{tag}" if tag else ""
     plots = []
     if "auc" in metrics:

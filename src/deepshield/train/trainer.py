@@ -1,5 +1,10 @@
 """The Trainer owns the training loop: epochs, val/test evaluation, history, best-val checkpoint,
 resume after interruption. Extra losses plug in as an Objective, Penalties or a BatchTransform.
+
+Under torchrun (see `deepshield.train.distributed.session`) the same Trainer runs data-parallel:
+the model is wrapped in DistributedDataParallel, `cfg.batch_size` stays the global batch (each of
+W ranks takes batch_size / W samples of it, so lr means what it means on one process), metrics
+are summed over ranks, and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from torch import nn
 
 from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.errors import RunError, TrainingError
+from deepshield.errors import ConfigError, RunError, TrainingError
 from deepshield.files import atomic_write_bytes
 from deepshield.predict import loader
 from deepshield.progress import track
 from deepshield.run import RunDir
+from deepshield.train import distributed
 from deepshield.train.objectives import BatchTransform, CrossEntropy, Objective, Penalty
 from deepshield.train.optim import make_optimizer
 
@@ -28,10 +34,9 @@ CHECKPOINT = "last.pt"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module under a DistributedDataParallel wrapper."""
-    return (
-        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-    )
+    """The bare module under a DistributedDataParallel (or DataParallel) wrapper."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 class Trainer:
@@ -48,17 +53,26 @@ class Trainer:
         batch_transform: BatchTransform | None = None,
         device: torch.device | None = None,
         train_sampler: Any = None,
-        is_main: bool = True,
+        is_main: bool | None = None,
     ) -> None:
+        self.device = device or next(model.parameters()).device
+        self.world = distributed.world_size()
+        if self.world > 1:
+            if cfg.batch_size % self.world:
+                raise ConfigError(
+                    f"batch_size {cfg.batch_size} is the global batch and must split evenly over "
+                    f"{self.world} processes: use a multiple of {self.world}"
+                )
+            if not isinstance(model, nn.parallel.DistributedDataParallel):
+                model = distributed.wrap_model(model, self.device)
         self.model = model
         self.cfg = cfg
         self.run = run
         self.objective = objective or CrossEntropy()
         self.penalties = list(penalties)
         self.batch_transform = batch_transform
-        self.device = device or next(model.parameters()).device
-        self.train_sampler = train_sampler
-        self.is_main = is_main  # only the main process writes (distributed training)
+        self.train_sampler = train_sampler  # default under torchrun: distributed.train_sampler
+        self.is_main = distributed.is_main() if is_main is None else is_main  # only it writes
         self.optimizer = make_optimizer(model, cfg)
         self.history: dict[str, Any] = {"epochs": [], "best_epoch": None}
         self.best_val: tuple[float, float] = (-math.inf, -math.inf)  # (val acc, -val loss)
@@ -68,30 +82,35 @@ class Trainer:
     def train_epoch(self, ds: TensorSet, epoch: int) -> dict[str, float]:
         """One pass over `ds` in train mode: mean loss, accuracy and penalty values."""
         self.model.train()
-        if self.train_sampler is not None and hasattr(self.train_sampler, "set_epoch"):
-            self.train_sampler.set_epoch(epoch)
+        sampler = self.train_sampler
+        if sampler is None and self.world > 1:
+            sampler = distributed.train_sampler(ds, seed=self.cfg.seed * 1000)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # order of epoch e: randperm seeded seed * 1000 + e
         batches = loader(
             ds,
-            self.cfg.batch_size,
+            self.cfg.batch_size // self.world,  # this rank's part of the global batch
             shuffle=True,
             seed=self.cfg.seed * 1000 + epoch,
-            sampler=self.train_sampler,
+            sampler=sampler,
         )
+        bare = unwrap(self.model)  # hooks run their own forwards outside DDP's bookkeeping
         sums: dict[str, float] = {"loss": 0.0, "correct": 0.0}
         n = 0
         for step, (x, y) in enumerate(track(batches, f"epoch {epoch} train", total=len(batches))):
             x, y = x.to(self.device), y.to(self.device)
             if self.batch_transform is not None:
-                x, y = self.batch_transform(self.model, x, y)
+                x, y = self.batch_transform(bare, x, y)
                 self.model.train()
             loss, logits = self.objective(self.model, x, y)
             for pen in self.penalties:
-                value = pen(self.model, x, y, logits)
+                value = pen(bare, x, y, logits)
                 sums[pen.name] = sums.get(pen.name, 0.0) + float(value.detach()) * len(y)
                 loss = loss + value
-            if not torch.isfinite(loss):
+            seen = distributed.all_reduce_sum(loss) if self.world > 1 else loss.detach()
+            if not torch.isfinite(seen):
                 raise TrainingError(
-                    f"epoch {epoch}, batch {step + 1}: loss is {float(loss.detach())}; lower --lr "
+                    f"epoch {epoch}, batch {step + 1}: loss is {float(seen)}; lower --lr "
                     f"(now {self.cfg.lr:g}) or check the data for NaN/inf (checkpoints so far are kept)"
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -100,22 +119,35 @@ class Trainer:
             sums["loss"] += float(loss.detach()) * len(y)
             sums["correct"] += float((logits.detach().argmax(1) == y).sum())
             n += len(y)
+        sums, n = self._sum_over_ranks(sums, n)
         out = {"loss": sums.pop("loss") / max(n, 1), "acc": sums.pop("correct") / max(n, 1)}
         out.update({k: v / max(n, 1) for k, v in sums.items()})
         return out
 
+    def _sum_over_ranks(self, sums: dict[str, float], n: int) -> tuple[dict[str, float], int]:
+        """Per-rank sums and count -> totals over all ranks (unchanged on one process)."""
+        if self.world == 1:
+            return sums, n
+        total = distributed.all_reduce_sum(torch.tensor([*sums.values(), n]))
+        return dict(zip(sums, total[:-1].tolist(), strict=True)), int(total[-1])
+
     @torch.no_grad()
     def evaluate(self, ds: TensorSet) -> dict[str, float]:
-        """Cross-entropy loss and accuracy of the model on `ds` in eval mode."""
+        """Cross-entropy loss and accuracy of the model on `ds` in eval mode. Distributed: each
+        rank takes its contiguous shard (no padding) and the sums are added over ranks."""
         self.model.eval()
-        loss, correct, n = 0.0, 0.0, 0
-        for x, y in loader(ds, max(self.cfg.batch_size, 128)):
+        bare = unwrap(self.model)
+        distributed.sync_buffers(bare)  # every rank evaluates rank 0's BatchNorm statistics
+        sums, n = {"loss": 0.0, "correct": 0.0}, 0
+        shard = distributed.shard_indices(len(ds))
+        for x, y in loader(ds, max(self.cfg.batch_size, 128), sampler=shard):
             x, y = x.to(self.device), y.to(self.device)
-            logits = self.model(x)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += float((logits.argmax(1) == y).sum())
+            logits = bare(x)
+            sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
+            sums["correct"] += float((logits.argmax(1) == y).sum())
             n += len(y)
-        return {"loss": loss / max(n, 1), "acc": correct / max(n, 1)}
+        sums, n = self._sum_over_ranks(sums, n)
+        return {"loss": sums["loss"] / max(n, 1), "acc": sums["correct"] / max(n, 1)}
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, splits: Splits) -> dict[str, Any]:
@@ -135,6 +167,7 @@ class Trainer:
                 self.best_val = key
                 self.history["best_epoch"] = epoch
             self._save(epoch, improved)
+        distributed.barrier()  # rank 0's checkpoints are on disk before any rank reads them
         return self.history
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from deepshield.config import TrainConfig, parse_config
 from deepshield.errors import RunError
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
-from deepshield.runtime import resolve_device, seed_all
+from deepshield.runtime import seed_all
+from deepshield.train import distributed
 from deepshield.train.evaluation import write_evaluation
 from deepshield.train.objectives import CrossEntropy, balanced_class_weights
 from deepshield.train.trainer import Trainer
@@ -45,25 +46,32 @@ def _check_existing(run: RunDir, cfg: TrainConfig, force: bool) -> bool:
 def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool = False) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
 
-    An interrupted run with the same config resumes from its last checkpoint.
+    An interrupted run with the same config resumes from its last checkpoint. Under torchrun
+    every rank trains (DistributedDataParallel) and only rank 0 writes the folder.
     """
-    run = RunDir.create(out or default_run_dir(cfg))
-    if _check_existing(run, cfg, force):
+    run = RunDir(out or default_run_dir(cfg))
+    complete = None
+    with distributed.main_first("preparing the run folder"):
+        if distributed.is_main():
+            complete = _check_existing(RunDir.create(run.path), cfg, force)
+    if distributed.broadcast_object(complete):
         return run
     seed_all(cfg.seed)
-    splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
-    device = resolve_device(cfg.device)
+    with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
+        splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs).to(device)
-    run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
-    run.write_json(
-        "dataset.json",
-        {
-            "name": splits.name,
-            "classes": splits.classes,
-            "counts": splits.counts(),
-            "notes": splits.notes,
-        },
-    )
+    if distributed.is_main():
+        run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
+        run.write_json(
+            "dataset.json",
+            {
+                "name": splits.name,
+                "classes": splits.classes,
+                "counts": splits.counts(),
+                "notes": splits.notes,
+            },
+        )
     weight = (
         balanced_class_weights(splits.train.y, splits.num_classes)
         if cfg.class_weights == "balanced"
@@ -77,13 +85,14 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
 
 def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:
     """After training: metrics.json (test at the best-val epoch), plots, report sections."""
-    from deepshield.report.grids import class_samples
     from deepshield.report.plots import plot_history
 
     best = history["best_epoch"]
     row = next(r for r in history["epochs"] if r["epoch"] == best)
     model = run.load_model("best")
-    test = write_evaluation(run, model, splits, "test")
+    test = write_evaluation(run, model, splits, "test")  # sharded under torchrun
+    if not distributed.is_main():
+        return
     metrics = {
         "best_epoch": best,
         "val_acc_at_best": row["val"]["acc"],
@@ -103,6 +112,8 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
     ]
     figs = [figure("plots/history.png")]
     if splits.modality == "image":
+        from deepshield.report.grids import class_samples
+
         fig = class_samples(splits.train, splits.classes, n_per_class=8, seed=cfg.seed)
         run.save_plot(fig, "samples")
         figs.append(figure("plots/samples.png"))

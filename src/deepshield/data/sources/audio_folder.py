@@ -1,0 +1,124 @@
+"""`speech-folder:ROOT`: bona fide and spoofed audio in class folders.
+
+Layout `ROOT/{bonafide,spoof}/**/*.{wav,flac,ogg}` (or `{real,fake}`); files are read as 16 kHz
+mono, cut or repeat-padded to `length` samples and split stratified by `seed`. A root that holds
+`train/` and `test/` (each with class folders, `val/` optional) keeps that split instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepshield.data.audio import AUDIO_EXTENSIONS, CLIP_LENGTH, SAMPLE_RATE, load_clips
+from deepshield.data.registry import register_source
+from deepshield.data.splits import Splits, TensorSet
+from deepshield.errors import ConfigError, DataError
+
+CLASS_FOLDERS = {"bonafide": 0, "real": 0, "spoof": 1, "fake": 1}
+
+
+def is_audio_folder(root: str | Path) -> bool:
+    """True when `root` (or its train/ split) has a class folder holding audio files."""
+    root = Path(root)
+    base = root / "train" if (root / "train").is_dir() else root
+    return any(_audio_files(base / c) for c in CLASS_FOLDERS if (base / c).is_dir())
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _scan(root: Path) -> tuple[list[Path], np.ndarray]:
+    """Files and labels (0 bona fide, 1 spoof) of one folder with class subfolders."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for name, label in CLASS_FOLDERS.items():
+        if (root / name).is_dir():
+            found = _audio_files(root / name)
+            files += found
+            labels += [label] * len(found)
+    y = np.asarray(labels, dtype=np.int64)
+    for label, names in ((0, "bonafide/ or real/"), (1, "spoof/ or fake/")):
+        if not (y == label).any():
+            raise DataError(
+                f"{root}: no audio files (.wav/.flac/.ogg) in {names}; expected the layout "
+                "ROOT/{bonafide,spoof}/*.flac (or ROOT/{real,fake}/)"
+            )
+    return files, y
+
+
+def split_indices(
+    y: np.ndarray, val_frac: float, test_frac: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified random split of indices 0..N-1 by labels `y` [N]; each part sorted."""
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise ConfigError(
+            f"val_frac={val_frac} and test_frac={test_frac} must be in [0, 1) with a sum below 1"
+        )
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = round(test_frac * len(idx))
+        n_val = round(val_frac * len(idx))
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[0].append(idx[n_test + n_val :])
+    train, val, test = (np.sort(np.concatenate(p)) for p in parts)
+    return train, val, test
+
+
+def _tensor_set(files: list[Path], y: np.ndarray, sample_rate: int, length: int) -> TensorSet:
+    x = load_clips(files, sample_rate, length)  # [N, length]
+    return TensorSet(x, torch.from_numpy(y), [f.stem for f in files])
+
+
+@register_source(
+    "speech-folder",
+    description="audio folder ROOT/{bonafide,spoof}/ (or {real,fake}/), 16 kHz, fixed length",
+    modality="audio",
+)
+def load_speech_folder(
+    arg: str | None,
+    *,
+    seed: int = 0,
+    length: int = CLIP_LENGTH,
+    sample_rate: int = SAMPLE_RATE,
+    val_frac: float = 0.2,
+    test_frac: float = 0.2,
+) -> Splits:
+    """Audio in class folders -> Splits of float32 [N, length] waveforms in [-1, 1]."""
+    if arg is None:
+        raise ConfigError("speech-folder needs a path: speech-folder:ROOT")
+    root = Path(arg)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found; give ROOT holding bonafide/ and spoof/")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_files, train_y = _scan(root / "train")
+        test_files, test_y = _scan(root / "test")
+        if (root / "val").is_dir():
+            val_files, val_y = _scan(root / "val")
+        else:
+            tr, va, _ = split_indices(train_y, val_frac, 0.0, seed)
+            val_files, val_y = [train_files[i] for i in va], train_y[va]
+            train_files, train_y = [train_files[i] for i in tr], train_y[tr]
+        groups = ((train_files, train_y), (val_files, val_y), (test_files, test_y))
+    else:
+        files, y = _scan(root)
+        groups = tuple(
+            ([files[i] for i in part], y[part])
+            for part in split_indices(y, val_frac, test_frac, seed)
+        )
+    train, val, test = (_tensor_set(f, y, sample_rate, length) for f, y in groups)
+    return Splits(
+        name=f"speech-folder:{root}",
+        train=train,
+        val=val,
+        test=test,
+        classes=["bonafide", "spoof"],
+        modality="audio",
+        sample_rate=sample_rate,
+    )

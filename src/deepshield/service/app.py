@@ -1,0 +1,151 @@
+"""The scan service: a FastAPI app over one run's detector.
+
+  POST /v1/scan   multipart field `file` (image: PNG/JPEG/WebP/BMP; speech: WAV/FLAC),
+                  query explain=true adds the Grad-CAM overlay as a base64 PNG
+  GET  /healthz   {"status": "ok", "model", "run", ...}
+  GET  /          a self-contained page: drop a file, see the verdict and the heat map
+
+Every refusal is answered 4xx with JSON {"error": "..."}; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from deepshield.errors import DeepshieldError
+from deepshield.service.scanner import Scanner
+from deepshield.service.uploads import (
+    AUDIO_TYPES,
+    IMAGE_TYPES,
+    Upload,
+    UploadError,
+    check_type,
+    decode_audio,
+    decode_image,
+    read_upload,
+)
+
+ENDPOINTS = ": the service answers POST /v1/scan, GET /healthz and GET /"
+MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+MIN_SIDE = 16
+MIN_AUDIO_SECONDS = 0.1
+
+# The page loads nothing from elsewhere: its own inline script and style, images from data:/blob:.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+def create_app(
+    run_dir: str | Path,
+    *,
+    max_bytes: int = MAX_BYTES,
+    threshold: float | str | None = None,
+    device: str | torch.device = "cpu",
+    input_size: int | tuple[int, int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> FastAPI:
+    """The scan service for the detector of `run_dir`, loaded once (eval mode).
+
+    threshold: None (0.5), a number in [0, 1], or "eer" (the run's test EER threshold); a scan
+    is called fake when P(fake) >= threshold. input_size: the image size (N or (H, W)) or clip
+    length to feed the model, when the run's own (see `deepshield.service.scanner`) is not wanted.
+    max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
+    """
+    scanner = Scanner(str(run_dir), threshold=threshold, device=device, input_size=input_size)
+    page = resources.files("deepshield.service").joinpath("page.html").read_text("utf-8")
+    app = FastAPI(
+        title="deepshield scan",
+        summary="P(fake) and Grad-CAM of one detector run",
+        docs_url=None,  # the interactive docs load JS from a CDN; the service stays offline
+        redoc_url=None,
+    )
+    app.state.scanner = scanner
+    accepted = IMAGE_TYPES if scanner.kind == "image" else AUDIO_TYPES
+
+    def scan_upload(up: Upload, explain: bool) -> dict:
+        kind = check_type(up, accepted)
+        if scanner.kind == "audio":
+            wave, rate = decode_audio(
+                up,
+                kind,
+                clip_samples=scanner.input_size[0],
+                sample_rate=scanner.sample_rate,
+                min_seconds=MIN_AUDIO_SECONDS,
+            )
+            return scanner.scan_audio(wave, rate, explain)
+        im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
+        return scanner.scan_image(im, explain)
+
+    @app.post(
+        "/v1/scan",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def scan(request: Request, explain: bool = False) -> dict:
+        """Scan one uploaded file: P(fake), the label at the threshold, optionally Grad-CAM."""
+        up = await read_upload(
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            request.stream(),
+            field="file",
+            max_bytes=max_bytes,
+        )
+        return await run_in_threadpool(scan_upload, up, explain)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness and what is being served."""
+        return {"status": "ok", **scanner.describe(), "max_bytes": max_bytes}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        """The drop-a-file page (no external scripts, styles or fonts)."""
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_: Request, e: UploadError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, status_code=e.status)
+
+    @app.exception_handler(DeepshieldError)
+    async def _input_error(_: Request, e: DeepshieldError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+        where = f"{request.method} {request.url.path}"
+        hint = ENDPOINTS if e.status_code in (404, 405) else ""
+        return JSONResponse(
+            {"error": f"{where}: {e.detail}{hint}"}, status_code=e.status_code, headers=e.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_query(_: Request, e: RequestValidationError) -> JSONResponse:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return JSONResponse({"error": f"{where}: {err['msg']}"}, status_code=422)
+
+    return app

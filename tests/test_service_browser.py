@@ -1,0 +1,181 @@
+"""The scan page in a real browser: headless Chromium, driven over the W3C WebDriver protocol
+(plain HTTP to chromedriver), uploads a file through the page's file input and shows the verdict
+and the heat map. Needs Debian's `chromium` and `chromium-driver` packages."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepshield import models
+from deepshield.run import RunDir
+from deepshield.service import create_app, running
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file() or CHROMEDRIVER is None,
+    reason="headless browser test needs /usr/bin/chromium and chromedriver "
+    "(apt-get install -y chromium chromium-driver)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Browser:
+    """One headless Chromium session through chromedriver's W3C WebDriver HTTP API."""
+
+    def __init__(self, profile: Path) -> None:
+        port = free_port()
+        self.driver = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.http.get("/status").json()["value"]["ready"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.driver.kill()
+                raise RuntimeError("chromedriver did not become ready in 30 s")
+            time.sleep(0.1)
+        args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+        ]
+        caps = {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": str(CHROMIUM), "args": args},
+        }
+        try:
+            opened = self.call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})
+        except Exception:
+            self.driver.kill()
+            raise
+        self.session = opened["sessionId"]
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        r = self.http.request(method, path, json=body)
+        value = r.json()["value"]
+        if r.status_code != 200:
+            raise RuntimeError(f"WebDriver {method} {path}: {value.get('message', value)}")
+        return value
+
+    def go(self, url: str) -> None:
+        self.call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def element(self, css: str) -> str:
+        found = self.call(
+            "POST", f"/session/{self.session}/element", {"using": "css selector", "value": css}
+        )
+        return found[ELEMENT]
+
+    def send_file(self, css: str, path: Path) -> None:
+        """Choose `path` in the file input `css` (fires its change event)."""
+        self.call(
+            "POST",
+            f"/session/{self.session}/element/{self.element(css)}/value",
+            {"text": str(path)},
+        )
+
+    def run(self, script: str):
+        return self.call(
+            "POST", f"/session/{self.session}/execute/sync", {"script": script, "args": []}
+        )
+
+    def wait_for(self, script: str, timeout: float = 30.0):
+        """Poll `script` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.run(script)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for: {script}")
+            time.sleep(0.1)
+        return value
+
+    def close(self) -> None:
+        try:
+            self.call("DELETE", f"/session/{self.session}")
+        finally:
+            self.http.close()
+            self.driver.terminate()
+            self.driver.wait(10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    b = Browser(tmp_path / "profile")
+    yield b
+    b.close()
+
+
+STATE = """
+const v = document.getElementById('verdict'), h = document.getElementById('heatmap');
+const s = {text: v.textContent, label: v.dataset.label || null, p: v.dataset.pFake || null,
+        heatmap: document.getElementById('heatmap-box').hidden ? 0 : h.naturalWidth,
+        heatmapHeight: h.naturalHeight, status: document.getElementById('status').textContent};
+"""
+
+
+def once(condition: str) -> str:
+    """A script returning the page's state `s` once the JS `condition` on it holds, else null."""
+    return STATE + f"return ({condition}) ? s : null;"
+
+
+def test_page_uploads_a_file_and_shows_the_verdict_and_heat_map(browser, tmp_path):
+    torch.manual_seed(0)
+    run = RunDir.create(tmp_path / "run")
+    run.save_model(models.create("simplenet"))
+    g = np.random.default_rng(0)
+    image = tmp_path / "face.png"
+    small = Image.fromarray((g.random((12, 16, 3)) * 255).astype(np.uint8))
+    small.resize((160, 120), Image.BILINEAR).save(image)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+
+    with running(create_app(run.path)) as url:
+        expected = httpx.post(
+            f"{url}/v1/scan", files={"file": ("face.png", image.read_bytes(), "image/png")}
+        ).json()
+        browser.go(url + "/")
+        browser.wait_for(
+            "return document.getElementById('model').textContent.includes('simplenet')"
+        )
+        browser.send_file("#file", image)
+        state = browser.wait_for(once("s.heatmap > 0"))
+        assert state["label"] == expected["label"]
+        assert float(state["p"]) == pytest.approx(expected["p_fake"], abs=1e-9)
+        assert state["text"] == f"{expected['label'].upper()}: P(fake) = {expected['p_fake']:.4f}"
+        assert (state["heatmap"], state["heatmapHeight"]) == (160, 120)  # the overlay decoded
+
+        browser.send_file("#file", text)  # a refusal is shown, and the page keeps working
+        state = browser.wait_for(once("s.status.startsWith('refused')"))
+        assert "refused (415)" in state["status"] and state["text"] == "" and state["heatmap"] == 0
+        browser.send_file("#file", image)
+        state = browser.wait_for(once("s.heatmap > 0"))
+        assert float(state["p"]) == pytest.approx(expected["p_fake"], abs=1e-9)
