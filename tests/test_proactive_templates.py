@@ -99,11 +99,11 @@ def test_detector_outputs_and_save_load(tmp_path) -> None:
     eta = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         net.fc.weight.zero_()
-        net.fc.weight[0, -1] = 1.0  # s = best match + bias
+        net.fc.weight[0, -1] = 1.0  # s = sqrt(D) * best match + bias
         s, r = net(x, eta)
     tiled = eta.repeat(1, 1, 3, 5).flatten(1)  # [4, 3 * 24 * 40]
     cos = torch.nn.functional.cosine_similarity(r.flatten(1)[:, None], tiled[None], dim=2)
-    assert torch.allclose(s, cos.amax(dim=1) + net.fc.bias, atol=1e-5)
+    assert torch.allclose(s, cos.amax(dim=1) * (3 * 24 * 40) ** 0.5 + net.fc.bias, atol=1e-4)
     assert torch.allclose(net.p_manipulated(x, eta), torch.sigmoid(-s), atol=1e-6)
     save_detector(net, tmp_path / "det")
     back = load_detector(tmp_path / "det.json")

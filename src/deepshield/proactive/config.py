@@ -44,17 +44,17 @@ class Lambdas(_Strict):
 
     b: float = Field(1.0, ge=0)  # lambda_1, detector BCE
     m: float = Field(0.05, ge=0)  # lambda_2, template magnitude
-    c: float = Field(0.05, ge=0)  # lambda_3, low-frequency energy
+    c: float = Field(10.0, ge=0)  # lambda_3, low-frequency energy
     s: float = Field(1.0, ge=0)  # lambda_4, separation
-    p: float = Field(0.05, ge=0)  # lambda_5, pair-wise set diversity
+    p: float = Field(0.01, ge=0)  # lambda_5, pair-wise set diversity
     r: float = Field(1.0, ge=0)  # recovery of the added template (paper's cosine loss)
 
 
 class BenignSpec(_Strict):
     """Processing of untouched images in training that must stay 'untouched'."""
 
-    p: float = Field(0.5, ge=0, le=1)  # share of untouched images processed
-    jpeg_quality: tuple[float, float] = (60.0, 95.0)  # drawn uniformly (jpeg_like)
+    p: float = Field(0.3, ge=0, le=1)  # share of images (untouched and manipulated) processed
+    jpeg_quality: tuple[float, float] = (75.0, 95.0)  # drawn uniformly (jpeg_like)
     resize_scale: tuple[float, float] = (0.75, 1.0)  # drawn uniformly (resize_roundtrip)
 
 
@@ -65,18 +65,18 @@ class ProactiveConfig(_Strict):
     data_kwargs: dict[str, Any] = Field(default_factory=lambda: {"n": 1200, "size": 32})
     n: int = Field(8, ge=1)  # templates in the set
     channels: Literal[1, 3] = 1
-    eps_max: float = Field(0.03, gt=0, le=1)
+    eps_max: float = Field(0.016, gt=0, le=1)
     k: int = Field(5, ge=1)  # low-frequency window of L_c
     lambdas: Lambdas = Field(default_factory=Lambdas)
     benign: BenignSpec = Field(default_factory=BenignSpec)
-    width: int = Field(32, ge=1)  # detector encoder channels
-    depth: int = Field(5, ge=2)  # detector encoder convs
+    width: int = Field(16, ge=1)  # detector encoder channels
+    depth: int = Field(4, ge=2)  # detector encoder convs
     steps: int = Field(600, ge=1)
     batch_size: int = Field(16, ge=2)
     lr: float = Field(1e-3, gt=0)  # detector
     template_lr: float = Field(1e-2, gt=0)
-    seen: list[str] = Field(default_factory=lambda: ["stargan", "blur", "bright"])
-    unseen: list[str] = Field(default_factory=lambda: ["pix2pix", "cyclegan", "warm", "contrast"])
+    seen: list[str] = Field(default_factory=lambda: ["blur", "bright"])  # edits or generators
+    unseen: list[str] = Field(default_factory=lambda: ["warm", "contrast", "hair"])
     generators: dict[str, GeneratorSpec] = Field(default_factory=dict)
     seed: int = 0
 
