@@ -101,3 +101,15 @@ def test_optimizer_names_are_case_insensitive_and_validated():
     assert TrainConfig(optimizer="adamw").optimizer == "AdamW"
     with pytest.raises(Exception, match="optimizer"):
         TrainConfig(optimizer="rmsprop")
+
+
+def test_cosine_schedule_sets_each_epochs_rate_and_resumes(tmp_path):
+    t = Trainer(toy_model(), cfg(epochs=4, scheduler="cosine", lr=0.1))
+    assert [round(t.lr_at(e), 6) for e in (1, 2, 3, 4)] == [0.1, 0.085355, 0.05, 0.014645]
+    full = Trainer(toy_model(), cfg(epochs=3, scheduler="cosine"), RunDir.create(tmp_path / "a"))
+    full.fit(toy_splits())
+    run = RunDir.create(tmp_path / "b")
+    Trainer(toy_model(), cfg(epochs=1, scheduler="cosine"), run).fit(toy_splits())
+    resumed = Trainer(toy_model(), cfg(epochs=3, scheduler="cosine"), run)
+    resumed.fit(toy_splits())
+    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]

@@ -31,6 +31,7 @@ class TrainConfig(BaseModel):
     optimizer: Literal["Adam", "AdamW", "SGD"] = "Adam"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "cosine"] = "none"  # cosine: lr * (1 + cos(pi * (e-1) / E)) / 2
     class_weights: Literal["none", "balanced"] = "none"
     seed: int = 0
     device: str = "auto"

@@ -18,8 +18,15 @@ app = typer.Typer(
 @app.callback()
 def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: torch's choice, one per core)."
+    ),
 ) -> None:
     set_quiet(quiet)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
 
 
 def parse_floats(text: str, what: str) -> list[float]:

@@ -36,6 +36,7 @@ def train_cmd(
         None, "--model-arg", help="Model option KEY=VALUE (repeatable)."
     ),
     class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
+    scheduler: str = typer.Option(None, "--scheduler", help="none or cosine (per epoch)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
@@ -57,6 +58,7 @@ def train_cmd(
         "optimizer": optimizer,
         "seed": seed,
         "class_weights": class_weights,
+        "scheduler": scheduler,
         "device": device,
     }
     base.update({k: v for k, v in flags.items() if v is not None})

@@ -155,6 +155,7 @@ class Trainer:
         if self.run is not None:
             self._resume()
         for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+            self._set_lr(epoch)
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch, "train": self.train_epoch(splits.train, epoch)}
             row["val"] = self.evaluate(splits.val)
@@ -169,6 +170,17 @@ class Trainer:
             self._save(epoch, improved)
         distributed.barrier()  # rank 0's checkpoints are on disk before any rank reads them
         return self.history
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of `epoch` (1-based): constant, or a cosine decay over cfg.epochs."""
+        if self.cfg.scheduler == "cosine":
+            return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.cfg.epochs))
+        return self.cfg.lr
+
+    def _set_lr(self, epoch: int) -> None:
+        # A pure function of the epoch: resuming needs no scheduler state.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(epoch)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _save(self, epoch: int, improved: bool) -> None:

@@ -1,0 +1,119 @@
+"""FGSM, I-FGSM (BIM) and PGD: configurations of the projected-gradient core.
+
+FGSM (Goodfellow et al., 2015): one L-inf step of size eps from x.
+I-FGSM / BIM (Kurakin et al., 2017): `steps` L-inf steps of alpha = eps / steps from x.
+PGD (Madry et al., 2018): random start in the ball, steps of alpha = 2.5 * eps / steps,
+projection onto the L-inf or L2 ball; restarts keep, per sample, the strongest point.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
+from deepshield.attacks.core import Objective, Success, attack_loop
+from deepshield.attacks.norms import Budget, SteepestStep
+from deepshield.attacks.objectives import classification_loss, misclassified, predicts
+
+
+def _goal(loss_fn: Objective | None, targeted: bool) -> tuple[Objective, Success | None]:
+    """The objective to ascend/descend and the success test (None for a custom loss_fn)."""
+    if loss_fn is not None:
+        return loss_fn, None
+    return classification_loss, predicts if targeted else misclassified
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    return generator
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    alpha: float | None = None,
+    steps: int = 10,
+    norm: str = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    mask: Tensor | None = None,
+    loss_fn: Objective | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient descent. x: [B,...] in [0,1] (or model.bounds) -> x_adv, same shape.
+
+    y: labels [B] (target labels when targeted) or whatever loss_fn takes. alpha defaults to
+    2.5 * eps / steps. restarts > 1 keeps, per sample, the strongest point seen (misclassified
+    / target reached first, then highest loss; loss only with a custom loss_fn).
+    mask: [B or 1, 1, H, W] in {0,1}; pixels outside it never change.
+    loss_fn(output, y) -> per-sample loss [B] replaces cross-entropy (e.g. for Siamese models).
+    Randomness: `generator`, else `seed`, else torch's global generator.
+    """
+    eps = check_number("eps", eps)
+    steps = check_count("steps", steps)
+    restarts = check_count("restarts", restarts)
+    norm = check_norm(norm)
+    alpha = 2.5 * eps / steps if alpha is None else check_number("alpha", alpha)
+    bounds, y, mask = check_attack(model, x, y, mask=mask, labels=loss_fn is None)
+    objective, success = _goal(loss_fn, targeted)
+    return attack_loop(
+        model,
+        x.detach(),
+        y,
+        budget=Budget(norm, eps),
+        step=SteepestStep(norm, alpha),
+        steps=steps,
+        objective=objective,
+        maximize=not targeted,
+        success=success,
+        mask=mask,
+        random_start=random_start,
+        restarts=restarts,
+        bounds=bounds,
+        generator=_generator(seed, generator),
+    )
+
+
+def ifgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    alpha: float | None = None,
+    steps: int = 10,
+    targeted: bool = False,
+    mask: Tensor | None = None,
+    loss_fn: Objective | None = None,
+) -> Tensor:
+    """I-FGSM / BIM: L-inf PGD from x (no random start), alpha defaults to eps / steps."""
+    eps = check_number("eps", eps)
+    steps = check_count("steps", steps)
+    alpha = eps / steps if alpha is None else alpha
+    return pgd(
+        model, x, y, eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
+        targeted=targeted, mask=mask, loss_fn=loss_fn,
+    )  # fmt: skip
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    targeted: bool = False,
+    mask: Tensor | None = None,
+    loss_fn: Objective | None = None,
+) -> Tensor:
+    """FGSM: x + eps * sign(grad), clipped to [0,1] (or model.bounds). x: [B,...] -> x_adv."""
+    return ifgsm(
+        model, x, y, eps, alpha=eps, steps=1, targeted=targeted, mask=mask, loss_fn=loss_fn
+    )

@@ -1,0 +1,45 @@
+"""Attack objectives: per-sample losses of a model output, and the success of an attack.
+
+An objective maps (model output, y) to a loss per sample [B]; the attack core ascends it
+(or descends it for targeted attacks). Classifier outputs are logits [B,C] or one logit [B].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def as_logits(output: Tensor) -> Tensor:
+    """Logits [B,C] as they are; one logit [B] or [B,1] -> two-class logits [B,2] = (0, z)."""
+    if output.dim() == 2 and output.shape[1] >= 2:
+        return output
+    z = output.reshape(-1)  # [B]
+    return torch.stack([torch.zeros_like(z), z], dim=1)  # [B, 2]
+
+
+def classification_loss(output: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy per sample [B]: softmax CE for logits [B,C], BCE for one logit [B]/[B,1]."""
+    if output.dim() == 2 and output.shape[1] >= 2:
+        return F.cross_entropy(output, y, reduction="none")
+    z = output.reshape(-1)  # [B]
+    return F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
+
+
+def margin(output: Tensor, y: Tensor) -> Tensor:
+    """Z_y - max_{i != y} Z_i per sample [B]: > 0 when the model predicts y (C&W's f6 core)."""
+    logits = as_logits(output)  # [B, C]
+    own = logits.gather(1, y[:, None]).squeeze(1)  # [B]
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)  # [B]
+    return own - others
+
+
+def predicts(output: Tensor, y: Tensor) -> Tensor:
+    """Whether the model's class is y, per sample [B] bool."""
+    return as_logits(output).argmax(1) == y
+
+
+def misclassified(output: Tensor, y: Tensor) -> Tensor:
+    """Success of an untargeted attack on a classifier: class != y, [B] bool."""
+    return ~predicts(output, y)

@@ -1,0 +1,227 @@
+"""Attacks against the peer libraries (ART, torchattacks) on one small CNN trained on real CIFAR-10.
+
+The CNN (three stride-2 convs, ~30 k parameters) trains for 12 epochs on the 4,660 lossless
+CIFAR-10 training images of ../shared (about 20 s on one busy core; ~48 % test accuracy).
+Every comparison runs both libraries on the same model and the same lossless test images.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import shared_path
+from deepshield.attacks import cw_l2, fgsm, pgd
+
+EPOCHS = 12
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Loads a CIFAR-10 batch: dicts, lists, strings and uint8 numpy arrays, nothing else."""
+
+    def find_class(self, module: str, name: str):
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
+        if module == "numpy.core.multiarray" and hasattr(np, "_core"):
+            module = "numpy._core.multiarray"  # numpy >= 2 moved it
+        return getattr(importlib.import_module(module), name)
+
+
+def read_cifar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-10 python batch -> x [N,3,32,32] float in [0,1], y [N] long."""
+    with path.open("rb") as f:
+        d = _ArrayUnpickler(f, encoding="bytes").load()
+    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return torch.from_numpy(x).float() / 255, torch.tensor(d[b"labels"])
+
+
+def peer(name: str):
+    """Import a peer library or skip saying why (torchattacks may need torchvision)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # ImportError, or torchvision's own import errors
+        pytest.skip(f"peer {name} cannot be imported here: {type(e).__name__}: {e}")
+
+
+def load_cifar(root: Path) -> dict[str, torch.Tensor]:
+    """The lossless CIFAR-10 subset: 4,660 training and 932 test images."""
+    train = [read_cifar(root / f"data_batch_{i}") for i in range(1, 6)]
+    x_test, y_test = read_cifar(root / "test_batch")
+    return {
+        "x_train": torch.cat([x for x, _ in train]),
+        "y_train": torch.cat([y for _, y in train]),
+        "x_test": x_test,
+        "y_test": y_test,
+    }
+
+
+def train_cnn(cifar: dict[str, torch.Tensor]) -> nn.Module:
+    """An undefended CNN trained on the real CIFAR-10 subset (seeded: same weights every run)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),  # [B, 16, 16, 16]
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),  # [B, 32, 8, 8]
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),  # [B, 64, 4, 4]
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 16, 10),
+    )
+    x, y = cifar["x_train"], cifar["y_train"]
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = order[i : i + 64]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def cifar() -> dict[str, torch.Tensor]:
+    return load_cifar(shared_path("data", "cifar10", "cifar-10-batches-py"))
+
+
+@pytest.fixture(scope="module")
+def model(cifar) -> nn.Module:
+    return train_cnn(cifar)
+
+
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (net(x).argmax(1) == y).float().mean().item()
+
+
+def art_classifier(net: nn.Module):
+    estimators = peer("art.estimators.classification")
+    return estimators.PyTorchClassifier(
+        model=net,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(3, 32, 32),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+
+
+def test_model_is_a_real_cifar_classifier(model, cifar):
+    """Guard for the comparisons below: far above chance (10 %) on the real test images."""
+    assert accuracy(model, cifar["x_test"], cifar["y_test"]) > 0.40
+
+
+def test_pgd_takes_an_undefended_cifar_classifier_to_at_most_2_percent(model, cifar):
+    """Madry et al.'s setting: L-inf eps = 8/255, 50 steps, random start (alpha 2.5 eps / steps)."""
+    x, y = cifar["x_test"][:200], cifar["y_test"][:200]
+    x_adv = pgd(model, x, y, 8 / 255, steps=50, seed=0)
+    assert accuracy(model, x_adv, y) <= 0.02
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_equals_art_and_torchattacks(model, cifar, targeted):
+    x, y = cifar["x_test"][:256], cifar["y_test"][:256]
+    if targeted:
+        y = (y + 1) % 10
+    eps = 4 / 255
+    ours = fgsm(model, x, y, eps, targeted=targeted)
+    evasion = peer("art.attacks.evasion")
+    art = evasion.FastGradientMethod(
+        art_classifier(model), norm=np.inf, eps=eps, targeted=targeted, batch_size=256
+    ).generate(x=x.numpy(), y=y.numpy())
+    assert np.abs(ours.numpy() - art).max() <= 1e-6
+    ta = peer("torchattacks").FGSM(model, eps=eps)
+    if targeted:
+        ta.set_mode_targeted_by_function(lambda images, labels: labels)
+    assert (ours - ta(x, y)).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "norm,eps,alpha", [("linf", 1 / 255, 0.25 / 255), ("l2", 0.25, 0.0625)], ids=["linf", "l2"]
+)
+def test_pgd_is_as_strong_as_art_and_torchattacks(model, cifar, norm, eps, alpha):
+    """Same eps / alpha / 10 steps, no random start: our robust accuracy <= peer's + 1 point."""
+    x, y = cifar["x_test"][:500], cifar["y_test"][:500]
+    ours = accuracy(model, pgd(model, x, y, eps, alpha=alpha, norm=norm, random_start=False), y)
+    evasion = peer("art.attacks.evasion")
+    art_pgd = evasion.ProjectedGradientDescent(
+        art_classifier(model), norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=alpha,
+        max_iter=10, num_random_init=0, batch_size=len(x), verbose=False,
+    )  # fmt: skip
+    art = accuracy(model, torch.from_numpy(art_pgd.generate(x=x.numpy(), y=y.numpy())), y)
+    ta = peer("torchattacks")
+    attack = (ta.PGD if norm == "linf" else ta.PGDL2)(
+        model, eps=eps, alpha=alpha, steps=10, random_start=False
+    )
+    torchattacks_acc = accuracy(model, attack(x, y), y)
+    clean = accuracy(model, x, y)
+    assert ours < clean - 0.1  # the budget matters: the comparison is not at 0 % or at clean
+    assert ours <= art + 0.01, (ours, art)
+    assert ours <= torchattacks_acc + 0.01, (ours, torchattacks_acc)
+
+
+def cw_outcome(net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor):
+    """(success [N] bool, L2 distance [N]) of adversarial examples against true labels y."""
+    with torch.no_grad():
+        success = net(x_adv).argmax(1) != y
+    return success, (x_adv - x).flatten(1).norm(dim=1)
+
+
+def assert_cw_at_least_as_good(ours, theirs) -> None:
+    """Success rate >= the peer's; median L2 over samples both broke <= 1.05x the peer's."""
+    (ok, dist), (ok_peer, dist_peer) = ours, theirs
+    both = ok & ok_peer
+    assert ok.float().mean() >= ok_peer.float().mean()
+    assert both.sum() >= 10
+    assert dist[both].median() <= 1.05 * dist_peer[both].median()
+
+
+def correct_subset(net: nn.Module, cifar, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The correctly classified images among the first n test images (what CW is run on)."""
+    x, y = cifar["x_test"][:n], cifar["y_test"][:n]
+    with torch.no_grad():
+        right = net(x).argmax(1) == y
+    return x[right], y[right]
+
+
+@pytest.mark.parametrize(
+    "n,steps,searches",
+    [(64, 30, 3), pytest.param(96, 100, 5, marks=pytest.mark.slow)],
+    ids=["short", "defaults"],
+)
+def test_cw_l2_beats_art(model, cifar, n, steps, searches):
+    """Same c / kappa / steps / lr / binary search as ART's CarliniL2Method. ART computes one
+    backward pass per class and step, so the default run is short; `-m slow` runs our defaults."""
+    x, y = correct_subset(model, cifar, n)
+    settings = {"c": 1.0, "kappa": 0.0, "steps": steps, "lr": 0.01, "binary_search_steps": searches}
+    ours = cw_l2(model, x, y, **settings)
+    art_cw = peer("art.attacks.evasion").CarliniL2Method(
+        art_classifier(model), confidence=settings["kappa"], learning_rate=settings["lr"],
+        binary_search_steps=settings["binary_search_steps"], max_iter=settings["steps"],
+        initial_const=settings["c"], batch_size=len(x), verbose=False,
+    )  # fmt: skip
+    art = torch.from_numpy(art_cw.generate(x=x.numpy(), y=y.numpy()))
+    assert_cw_at_least_as_good(cw_outcome(model, x, ours, y), cw_outcome(model, x, art, y))
+
+
+def test_cw_l2_beats_torchattacks(model, cifar):
+    """torchattacks' CW has no binary search: compare with binary_search_steps=1."""
+    x, y = correct_subset(model, cifar, 96)
+    ours = cw_l2(model, x, y, c=1.0, kappa=0.0, steps=100, lr=0.01, binary_search_steps=1)
+    theirs = peer("torchattacks").CW(model, c=1.0, kappa=0.0, steps=100, lr=0.01)(x, y)
+    assert_cw_at_least_as_good(cw_outcome(model, x, ours, y), cw_outcome(model, x, theirs, y))
