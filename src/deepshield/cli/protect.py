@@ -45,7 +45,11 @@ def train_cmd(
     out = out or Path("runs") / f"proactive-s{cfg.seed}"
     metrics = run_experiment(cfg, out, force=force, log=typer.echo)
     typer.echo((out / "metrics.md").read_text())
-    typer.echo(f"{out}: {metrics['timings']['total_s']:.0f} s; report: {out / 'report.html'}")
+    t = metrics["timings"]
+    typer.echo(
+        f"{out}: {t['total_s']:.0f} s wall, {t['total_cpu_s']:.0f} s CPU; "
+        f"report: {out / 'report.html'}"
+    )
 
 
 def _check_run(run: Path) -> None:

@@ -53,8 +53,8 @@ class Lambdas(_Strict):
 class BenignSpec(_Strict):
     """Processing of untouched images in training that must stay 'untouched'."""
 
-    p: float = Field(0.3, ge=0, le=1)  # share of images (untouched and manipulated) processed
-    jpeg_quality: tuple[float, float] = (75.0, 95.0)  # drawn uniformly (jpeg_like)
+    p: float = Field(0.5, ge=0, le=1)  # share of images (untouched and manipulated) processed
+    jpeg_quality: tuple[float, float] = (50.0, 95.0)  # drawn uniformly (jpeg_like)
     resize_scale: tuple[float, float] = (0.75, 1.0)  # drawn uniformly (resize_roundtrip)
 
 
@@ -62,7 +62,7 @@ class ProactiveConfig(_Strict):
     """Everything `deepshield protect train` depends on; saved as the run's config.yaml."""
 
     dataset: str = "synthetic-faces:easy"
-    data_kwargs: dict[str, Any] = Field(default_factory=lambda: {"n": 1200, "size": 32})
+    data_kwargs: dict[str, Any] = Field(default_factory=lambda: {"n": 2000, "size": 32})
     n: int = Field(8, ge=1)  # templates in the set
     channels: Literal[1, 3] = 1
     eps_max: float = Field(0.016, gt=0, le=1)

@@ -167,4 +167,8 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
             a = metrics["passive"]["none"]["manipulations"][name]
             cells = [f"{d[v]:.3f}" for d in (p, a) for v in ("auc", "accuracy")]
             lines.append(f"| {group} | {name} | {' | '.join(cells)} |")
+    if metrics.get("generators"):
+        lines += ["", "| generator | L1 to its edit | L1 of the unchanged input |", "|---|---|---|"]
+        for name, q in metrics["generators"].items():
+            lines.append(f"| {name} | {q['l1']:.4f} | {q['l1_identity']:.4f} |")
     return "\n".join(lines) + "\n"

@@ -71,7 +71,7 @@ def run_experiment(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train generators, the proactive and the passive detector; evaluate; -> metrics."""
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     run = _open_run(cfg, Path(out), force)
     images = clean_images(cfg)
     log(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in images.items())} clean images")
@@ -117,6 +117,10 @@ def run_experiment(
         )
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
+    timings["total_cpu_s"] = time.process_time() - start_cpu
+    metrics["generators"] = {
+        name: manip.read_quality(run.file("generators"), name) for name in nets
+    }
     metrics["timings"] = timings
     run.write_json("metrics.json", metrics)
     tables = markdown_tables(metrics)

@@ -45,13 +45,13 @@ def plot_examples(
     manipulations: Mapping[str, Manipulation],
     seed: int = 0,
 ) -> Figure:
-    """Rows: images [N, 3, H, W]; columns: original, protected, 10x difference, manipulations."""
+    """Rows: images [N, 3, H, W]; columns: original, protected, 25x difference, manipulations."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         protected = templates.protect(images, templates.random_indices(len(images), g))
         outs = {name: m(protected, g) for name, m in manipulations.items()}
     cols = {"original": images, "protected": protected}
-    cols["10x |difference|"] = ((protected - images).abs() * 10).clamp(0, 1)
+    cols["25x |difference|"] = ((protected - images).abs() * 25).clamp(0, 1)
     cols.update(outs)
     fig, axes = _figure(len(images), len(cols))
     for j, (title, batch) in enumerate(cols.items()):

@@ -69,8 +69,11 @@ def generator_net(spec: GeneratorSpec) -> nn.Module:
     return create(spec.arch, **kwargs)
 
 
-def train_generator(spec: GeneratorSpec, images: torch.Tensor, seed: int) -> nn.Module:
-    """Fit `spec` on images [N, 3, H, W] in [0, 1] (targets: the edits); -> the net, in eval."""
+def train_generator(
+    spec: GeneratorSpec, images: torch.Tensor, seed: int
+) -> tuple[nn.Module, dict[str, float]]:
+    """Fit `spec` on images [N, 3, H, W] in [0, 1] (targets: the edits) -> (net in eval, its
+    GANTrainer.evaluate L1 to the edit and the L1 of returning the input unchanged)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = generator_net(spec)
@@ -85,7 +88,7 @@ def train_generator(spec: GeneratorSpec, images: torch.Tensor, seed: int) -> nn.
         seed=seed,
     )
     trainer.fit(spec.steps)
-    return net.eval()
+    return net.eval(), trainer.evaluate()
 
 
 def load_or_train_generators(
@@ -96,23 +99,38 @@ def load_or_train_generators(
     seed: int,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, nn.Module]:
-    """The generators among `names`, loaded from `folder` when cached with the same spec."""
+    """The generators among `names`, loaded from `folder` when cached with the same spec.
+
+    `<name>.json` holds the cache key (spec, image shape and count, seed) and the quality
+    (`read_quality`)."""
     folder = Path(folder)
     nets = {}
     for k, name in enumerate(n for n in names if n in specs):
         spec = specs[name]
-        key = {"spec": spec.model_dump(mode="json"), "size": list(images.shape[1:]), "seed": seed}
-        key["n_images"] = images.shape[0]
+        key = {
+            "spec": spec.model_dump(mode="json"),
+            "size": list(images.shape[1:]),
+            "n_images": images.shape[0],
+            "seed": seed + 1000 * (k + 1),
+        }
         meta, weights = folder / f"{name}.json", folder / f"{name}.safetensors"
-        if meta.is_file() and weights.is_file() and json.loads(meta.read_text()) == key:
+        if meta.is_file() and weights.is_file() and json.loads(meta.read_text())["key"] == key:
             nets[name] = load_weights(generator_net(spec), weights).eval()
             log(f"generator {name}: loaded {weights}")
             continue
         log(f"generator {name}: training {spec.arch} for {spec.steps} steps")
-        nets[name] = train_generator(spec, images, seed + 1000 * (k + 1))
+        nets[name], quality = train_generator(spec, images, key["seed"])
         save_weights(nets[name], weights)
-        atomic_write_text(meta, json.dumps(key, indent=2) + "\n")
+        atomic_write_text(meta, json.dumps({"key": key, "quality": quality}, indent=2) + "\n")
+        log(
+            f"generator {name}: L1 to its edit {quality['l1']:.4f} (input: {quality['l1_identity']:.4f})"
+        )
     return nets
+
+
+def read_quality(folder: str | Path, name: str) -> dict[str, float]:
+    """The L1 of a cached generator to its edit and of the unchanged input (train images)."""
+    return json.loads((Path(folder) / f"{name}.json").read_text())["quality"]
 
 
 def build(
