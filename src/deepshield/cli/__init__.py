@@ -8,8 +8,13 @@ from __future__ import annotations
 import sys
 
 # Command modules (import order = order in --help).
-from deepshield.cli import demo, info, serve, train  # noqa: F401
-from deepshield.cli import protect  # noqa: F401
+from deepshield.cli import (  # noqa: F401
+    demo,
+    info,
+    protect,
+    serve,
+    train,
+)
 from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
 

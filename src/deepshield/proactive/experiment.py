@@ -22,7 +22,7 @@ from deepshield.errors import DataError, RunError
 from deepshield.files import atomic_write_text
 from deepshield.proactive import manipulations as manip
 from deepshield.proactive.config import ProactiveConfig
-from deepshield.proactive.detector import load_detector, save_detector
+from deepshield.proactive.detector import ProactiveDetector, load_detector, save_detector
 from deepshield.proactive.evaluate import evaluate, markdown_tables
 from deepshield.proactive.figures import plot_examples, plot_history, plot_templates
 from deepshield.proactive.templates import TemplateSet
@@ -83,31 +83,9 @@ def run_experiment(
     timings = {"generators_s": time.perf_counter() - start}
     history = run.read_json("history.json") if run.exists("history.json") else {}
     seen = [manipulations[n] for n in cfg.seen]
-    if run.exists("templates.json") and run.exists("detector.json"):
-        templates, proactive = (
-            TemplateSet.load(run.file("templates")),
-            load_detector(run.file("detector")),
-        )
-        log(f"proactive: loaded {run.file('templates.safetensors')} and detector")
-    else:
-        t = time.perf_counter()
-        trainer = DetectorTrainer(cfg, images["train"], seen, proactive=True)
-        history["proactive"] = trainer.fit(cfg.steps)
-        templates, proactive = trainer.templates, trainer.detector.eval()
-        templates.save(run.file("templates"))
-        save_detector(proactive, run.file("detector"))
-        timings["proactive_s"] = time.perf_counter() - t
-        log(f"proactive: trained {cfg.steps} steps in {timings['proactive_s']:.0f} s")
-    if run.exists("passive.json"):
-        passive = load_detector(run.file("passive"))
-    else:
-        t = time.perf_counter()
-        trainer = DetectorTrainer(cfg, images["train"], seen, proactive=False)
-        history["passive"] = trainer.fit(cfg.steps)
-        passive = trainer.detector.eval()
-        save_detector(passive, run.file("passive"))
-        timings["passive_s"] = time.perf_counter() - t
-        log(f"passive: trained {cfg.steps} steps in {timings['passive_s']:.0f} s")
+    train = images["train"]
+    templates, proactive = _trained(run, cfg, train, seen, True, history, timings, log)
+    _, passive = _trained(run, cfg, train, seen, False, history, timings, log)
     run.write_json("history.json", history)
     t = time.perf_counter()
     groups = {"seen": cfg.seen, "unseen": cfg.unseen}
@@ -127,6 +105,35 @@ def run_experiment(
     atomic_write_text(run.file("metrics.md"), tables)
     _report(run, metrics, history, templates, images["test"], manipulations, cfg)
     return metrics
+
+
+def _trained(
+    run: RunDir,
+    cfg: ProactiveConfig,
+    train: torch.Tensor,
+    seen: list[manip.Manipulation],
+    proactive: bool,
+    history: dict[str, Any],
+    timings: dict[str, float],
+    log: Callable[[str], None],
+) -> tuple[TemplateSet | None, ProactiveDetector]:
+    """The run's (templates, detector), or (None, detector) for the passive one; trains and
+    saves them unless the run folder already holds them."""
+    name, stem = ("proactive", "detector") if proactive else ("passive", "passive")
+    files = [f"{stem}.json", "templates.json"] if proactive else [f"{stem}.json"]
+    if all(run.exists(f) for f in files):
+        log(f"{name}: loaded from {run.path}")
+        templates = TemplateSet.load(run.file("templates")) if proactive else None
+        return templates, load_detector(run.file(stem))
+    t = time.perf_counter()
+    trainer = DetectorTrainer(cfg, train, seen, proactive=proactive)
+    history[name] = trainer.fit(cfg.steps)
+    save_detector(trainer.detector.eval(), run.file(stem))
+    if trainer.templates is not None:
+        trainer.templates.save(run.file("templates"))
+    timings[f"{name}_s"] = time.perf_counter() - t
+    log(f"{name}: trained {cfg.steps} steps in {timings[f'{name}_s']:.0f} s")
+    return trainer.templates, trainer.detector
 
 
 def _report(

@@ -114,7 +114,7 @@ def load_or_train_generators(
             "seed": seed + 1000 * (k + 1),
         }
         meta, weights = folder / f"{name}.json", folder / f"{name}.safetensors"
-        if meta.is_file() and weights.is_file() and json.loads(meta.read_text())["key"] == key:
+        if weights.is_file() and _cached_key(meta) == key:
             nets[name] = load_weights(generator_net(spec), weights).eval()
             log(f"generator {name}: loaded {weights}")
             continue
@@ -126,6 +126,14 @@ def load_or_train_generators(
             f"generator {name}: L1 to its edit {quality['l1']:.4f} (input: {quality['l1_identity']:.4f})"
         )
     return nets
+
+
+def _cached_key(meta: Path) -> dict | None:
+    """The cache key in a generator's JSON; None when missing or unreadable (retrain)."""
+    try:
+        return json.loads(meta.read_text()).get("key")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def read_quality(folder: str | Path, name: str) -> dict[str, float]:
