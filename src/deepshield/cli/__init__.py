@@ -8,7 +8,18 @@ from __future__ import annotations
 import sys
 
 # Command modules (import order = order in --help).
-from deepshield.cli import attack, defend, demo, disrupt, explain, info, serve, study, train  # noqa: F401
+from deepshield.cli import (  # noqa: F401
+    attack,
+    defend,
+    demo,
+    disrupt,
+    explain,
+    info,
+    protect,
+    serve,
+    study,
+    train,
+)
 from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
 
