@@ -8,43 +8,16 @@ Every comparison runs both libraries on the same model and the same lossless tes
 from __future__ import annotations
 
 import importlib
-import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from conftest import shared_path
+import cifar_cnn
 from deepshield.attacks import cw_l2, fgsm, pgd
 
 EPOCHS = 12
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Loads a CIFAR-10 batch: dicts, lists, strings and uint8 numpy arrays, nothing else."""
-
-    def find_class(self, module: str, name: str):
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-        }
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
-        if module == "numpy.core.multiarray" and hasattr(np, "_core"):
-            module = "numpy._core.multiarray"  # numpy >= 2 moved it
-        return getattr(importlib.import_module(module), name)
-
-
-def read_cifar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A CIFAR-10 python batch -> x [N,3,32,32] float in [0,1], y [N] long."""
-    with path.open("rb") as f:
-        d = _ArrayUnpickler(f, encoding="bytes").load()
-    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return torch.from_numpy(x).float() / 255, torch.tensor(d[b"labels"])
 
 
 def peer(name: str):
@@ -55,53 +28,14 @@ def peer(name: str):
         pytest.skip(f"peer {name} cannot be imported here: {type(e).__name__}: {e}")
 
 
-def load_cifar(root: Path) -> dict[str, torch.Tensor]:
-    """The lossless CIFAR-10 subset: 4,660 training and 932 test images."""
-    train = [read_cifar(root / f"data_batch_{i}") for i in range(1, 6)]
-    x_test, y_test = read_cifar(root / "test_batch")
-    return {
-        "x_train": torch.cat([x for x, _ in train]),
-        "y_train": torch.cat([y for _, y in train]),
-        "x_test": x_test,
-        "y_test": y_test,
-    }
-
-
-def train_cnn(cifar: dict[str, torch.Tensor]) -> nn.Module:
-    """An undefended CNN trained on the real CIFAR-10 subset (seeded: same weights every run)."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1),  # [B, 16, 16, 16]
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1),  # [B, 32, 8, 8]
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1),  # [B, 64, 4, 4]
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(64 * 16, 10),
-    )
-    x, y = cifar["x_train"], cifar["y_train"]
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(EPOCHS):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = order[i : i + 64]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def cifar() -> dict[str, torch.Tensor]:
-    return load_cifar(shared_path("data", "cifar10", "cifar-10-batches-py"))
+    return cifar_cnn.cifar()
 
 
 @pytest.fixture(scope="module")
-def model(cifar) -> nn.Module:
-    return train_cnn(cifar)
+def model() -> nn.Module:
+    return cifar_cnn.train_cnn(epochs=EPOCHS)
 
 
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -81,7 +81,7 @@ def encode(im: Image.Image, fmt: str) -> bytes:
 def library_p_fake(run_dir, data: bytes, size: int = SIZE) -> float:
     """P(fake) the library gives for the file's pixels resized to the run's input size."""
     im = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(im)).permute(2, 0, 1)[None].float() / 255  # [1, 3, S, S]
+    x = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float() / 255  # [1, 3, S, S]
     model = RunDir.open(run_dir).load_model()
     return float(fake_scores(predict_logits(model, x))[0])
 
