@@ -234,3 +234,31 @@ def test_training_run_picks_the_siamese_objective_and_refuses_odd_batches():
     assert type(objective).__name__ == "CrossEntropy" and sampler is None
     with pytest.raises(ConfigError, match="even batch"):
         _objective(siamese, splits, TrainConfig(batch_size=7), None)
+
+
+def test_train_cli_builds_a_siamese_resnet18_image_detector(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from deepshield.run import RunDir
+
+    rng = np.random.default_rng(0)
+    for label, shift in (("real", 0), ("fake", 80)):
+        (tmp_path / "faces" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 170, (16, 16, 3)) + shift  # fakes brighter
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "faces" / label / f"{i}.png")
+    args = ["train", "-d", str(tmp_path / "faces"), "-m", "siamese:resnet18", "-e", "1"]
+    args += ["-b", "6", "--model-arg", "embed_dim=16", "--data-arg", "size=16"]
+    args += ["--device", "cpu", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir.open(tmp_path / "run")
+    assert "contrastive (margin 1)" in (run.path / "sections" / "training.html").read_text()
+    model = run.load_model("best")
+    assert isinstance(model, Siamese) and model.num_features == 16
+    assert model.cam_layer == "backbone." + models.create("resnet18").cam_layer
+    assert 0.0 <= run.read_json("metrics.json")["test"]["auc"] <= 1.0
+    odd = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "odd"), "-b", "5"])
+    assert isinstance(odd.exception, ConfigError) and "even batch" in str(odd.exception)
