@@ -53,6 +53,11 @@ if QUANTIZED not in names():
         return QuantizedSimpleNet(num_classes=num_classes, **kw)
 
 
+# The checks read FGSM, PGD, noise and transfer only: the rest of quick, made smaller.
+QUICK_LITE = replace(BUDGETS["quick"], name="quick-lite", cw_n=4, cw_steps=5, sanity_samples=4,
+                     explain_samples=16, grid_fakes=2)  # fmt: skip
+
+
 def quiet(_: str) -> None:
     """An audit log that prints nothing."""
 
@@ -67,12 +72,14 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, dict]:
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, dict]:
-    """The same detector trained behind the quantisation layer, and its quick audit."""
+    """The same detector trained behind the quantisation layer, and its audit (the quick budget
+    with less CW-L2 and explanation work) with the plain detector as transfer surrogate."""
     from deepshield.train.training_run import run_training
 
     out = tmp_path_factory.mktemp("audit") / "quantized"
     run = run_training(TINY.model_copy(update={"model": QUANTIZED}), out)
-    return run, audit_run(run.path, budget="quick", log=quiet)
+    surrogate = trained_tiny_run(tmp_path_factory).path  # the plain detector
+    return run, audit_run(run.path, budget=QUICK_LITE, surrogate=surrogate, log=quiet)
 
 
 def test_quick_audit_items_equal_the_library_and_the_sweep_files(plain):
@@ -213,23 +220,31 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     source, first = plain
     run = RunDir(tmp_path / "copy")
     shutil.copytree(source.path, run.path)
-    small = replace(BUDGETS["quick"], name="test", n=12, cw_n=4, cw_steps=5, noise_draws=2,
-                    sanity_samples=4, explain_samples=16, grid_fakes=2)  # fmt: skip
-    surrogate = first["items"]["transfer"]["surrogate"]["run"]
+    saved = run.read_json("audit.json")
+    for key in ("transfer", "explanations"):  # as if the audit had stopped before them
+        del saved["items"][key]
+    run.write_json("audit.json", saved)
 
     def broken(self):
         raise InputError("explain failed on purpose: nothing to fix")
 
     monkeypatch.setattr(Audit, "explanations", broken)
-    audit = audit_run(run.path, budget=small, surrogate=surrogate, log=quiet)
-    assert audit["items"]["explanations"] == {
-        "error": "explain failed on purpose: nothing to fix",
-        "seconds": audit["items"]["explanations"]["seconds"],
-    }
+    lines: list[str] = []
+    audit = audit_run(run.path, budget="quick", log=lines.append)
+    assert sum("kept from" in line for line in lines) == 6
+    assert audit["items"]["explanations"]["error"] == "explain failed on purpose: nothing to fix"
     on_disk = run.read_json("audit.json")
-    assert on_disk["items"]["pgd_linf"]["rows"] == audit["items"]["pgd_linf"]["rows"]
-    assert on_disk["items"]["transfer"]["surrogate"]["trained_here"] is False
+    assert on_disk["items"]["transfer"]["rows"] == first["items"]["transfer"]["rows"]  # seeded
+    assert on_disk["items"]["pgd_linf"] == first["items"]["pgd_linf"]
     assert {r["item"]: r["status"] for r in on_disk["card"]}["explanations"] == "error"
+
+    def crash(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Audit, "explanations", crash)
+    with pytest.raises(RuntimeError, match="a bug"):
+        audit_run(run.path, budget="quick", log=quiet)
+    assert run.read_json("audit.json")["items"]["transfer"] == on_disk["items"]["transfer"]
 
     monkeypatch.undo()
     import deepshield.audit.run as audit_module
@@ -238,11 +253,13 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
         raise AssertionError("a finished sweep was recomputed")
 
     monkeypatch.setattr(audit_module, "attack_run", no_sweeps)
-    lines: list[str] = []
-    resumed = audit_run(run.path, budget=small, surrogate=surrogate, log=lines.append)
-    assert "error" not in resumed["items"]["explanations"]
-    assert resumed["items"]["pgd_linf"] == audit["items"]["pgd_linf"]
-    assert sum("kept from" in line for line in lines) == 8
+    lines.clear()
+    resumed = audit_run(run.path, budget="quick", log=lines.append)
+    assert sum("kept from" in line for line in lines) == 7  # all but the failed step
+    assert resumed["items"]["explanations"]["sanity"] == first["items"]["explanations"]["sanity"]
+    assert [(r["item"], r["score"], r["status"]) for r in resumed["card"]] == [
+        (r["item"], r["score"], r["status"]) for r in first["card"]
+    ]
 
 
 def cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

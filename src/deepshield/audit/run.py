@@ -299,23 +299,22 @@ class Audit:
             ("explanations", self.explanations),
         ]
 
-    def record(self) -> dict[str, Any]:
-        """audit.json: settings, the items so far, the masking checks and the card."""
-        sweeps = {k: self.items[k].get("rows") for k in (*SWEEP_KEYS, "noise", "transfer")
-                  if k in self.items}  # fmt: skip
-        self.items["masking"] = {
-            "checks": [
-                c.to_dict() for c in masking_checks(sweeps, min(self.budget.n, len(self.data.y)))
-            ]
-        }
-        figures = list(self.items.get("clean", {}).get("plots", []))
+    def curves(self) -> dict[str, Any]:
+        """{plots/audit_<norm>.png: figure} of fakes passed as real vs eps, per norm with sweeps."""
+        out = {}
         for norm, keys in (("linf", (*LINF_ATTACKS, "noise", "transfer")), ("l2", L2_ATTACKS)):
             fig = curves_figure(self.items, keys, norm)
             if fig is not None:
-                self.run.save_plot(fig, f"audit_{norm}")
-                figures.append(f"plots/audit_{norm}.png")
+                out[f"plots/audit_{norm}.png"] = fig
+        return out
+
+    def record(self, curves: list[str]) -> dict[str, Any]:
+        """audit.json: settings, the items so far, the masking checks and the card."""
+        sweeps = {k: self.items[k].get("rows") for k in (*SWEEP_KEYS, "noise", "transfer")
+                  if k in self.items}  # fmt: skip
+        n = min(self.budget.n, len(self.data.y))
+        self.items["masking"] = {"checks": [c.to_dict() for c in masking_checks(sweeps, n)]}
         grid = self.items.get("explanations", {}).get("grid")
-        figures += [grid] if grid else []
         return {
             "run": str(self.run.path),
             "model": self.run.read_json("model.json")["name"],
@@ -327,34 +326,48 @@ class Audit:
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),
             "card": score_card(self.items),
             "items": self.items,
-            "figures": figures,
+            "figures": [*self.items.get("clean", {}).get("plots", []), *curves]
+            + ([grid] if grid else []),
         }
 
     def save(self) -> dict[str, Any]:
-        """Write audit.json and the report section; return the record."""
-        audit = self.record()
+        """Write audit.json (the items so far); return it."""
+        audit = self.record([])
+        self.run.write_json(AUDIT_FILE, audit)
+        return audit
+
+    def write_card(self) -> dict[str, Any]:
+        """Write the curves, audit.json and the report section; return audit.json's content."""
+        curves = self.curves()
+        for path, fig in curves.items():
+            self.run.save_plot(fig, Path(path).stem)
+        audit = self.record(list(curves))
         self.run.write_json(AUDIT_FILE, audit)
         title = f"Robustness audit ({self.budget.name} budget): report card"
         self.run.add_section("audit", title, card_html(audit), order=5)
         return audit
 
     def execute(self, log: Log = print, force: bool = False) -> dict[str, Any]:
-        """Run the missing steps in order, saving after each; return audit.json's content."""
+        """Run the missing steps in order, writing audit.json after each; then the card (also
+        when a step raises); return audit.json's content."""
         self.resume(force)
-        for key, step in self.steps(log):
-            if key in self.items:
-                log(f"[audit] {key}: kept from {self.run.file(AUDIT_FILE)}")
-                continue
-            log(f"[audit] {key} ...")
-            t0 = time.perf_counter()
-            try:
-                self.items[key] = step()
-            except DeepshieldError as e:
-                self.items[key] = {"error": str(e)}
-                log(f"[audit]   {key} failed: {e}")
-            self.items[key]["seconds"] = round(time.perf_counter() - t0, 1)
-            self.save()
-        return self.save()
+        try:
+            for key, step in self.steps(log):
+                if key in self.items:
+                    log(f"[audit] {key}: kept from {self.run.file(AUDIT_FILE)}")
+                    continue
+                log(f"[audit] {key} ...")
+                t0 = time.perf_counter()
+                try:
+                    self.items[key] = step()
+                except DeepshieldError as e:
+                    self.items[key] = {"error": str(e)}
+                    log(f"[audit]   {key} failed: {e}")
+                self.items[key]["seconds"] = round(time.perf_counter() - t0, 1)
+                self.save()
+        finally:
+            audit = self.write_card()
+        return audit
 
 
 def audit_run(
