@@ -57,7 +57,7 @@ class AuditBudget:
 BUDGETS: dict[str, AuditBudget] = {
     "quick": AuditBudget(
         name="quick",
-        n=128,
+        n=100,
         steps=10,
         restarts=1,
         cw_n=16,

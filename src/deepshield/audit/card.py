@@ -32,7 +32,7 @@ TITLES = {
     "transfer": "transfer (PGD L-inf from the surrogate)",
 }
 CLEAN_PASS, CLEAN_WARN = 0.9, 0.75  # clean AUC at or above: pass / warn
-ROBUST_PASS = 0.5  # share of fakes still detected at the reference budget: pass
+ROBUST_PASS, ROBUST_WARN = 0.9, 0.5  # share of fakes still detected at the reference budget
 
 
 def row_at(rows: Sequence[Mapping[str, Any]], eps: float) -> Mapping[str, Any] | None:
@@ -72,14 +72,17 @@ def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dic
     worst = max(passed.values()) if passed else None
     score = None if worst is None else 1.0 - worst
     largest = max(r["eps"] for k in present for r in items[k]["rows"])
+    several = len(keys) > 1  # name the attacks behind the numbers
     summary = (
-        f"half of the fakes pass as real from eps {_eps_text(first, norm)} ({who})"
+        f"half of the fakes pass as real from eps {_eps_text(first, norm)}"
+        + (f" ({who})" if several else "")
         if first is not None
         else f"fewer than half of the fakes pass up to eps {_eps_text(largest, norm)}"
     )
     if worst is not None:
         attacks = ", ".join(TITLES[k] for k in passed)
-        summary += f"; at {_eps_text(ref, norm)} {100 * worst:.0f}% pass (worst of {attacks})"
+        summary += f"; at {_eps_text(ref, norm)} {100 * worst:.0f}% pass"
+        summary += f" (worst of {attacks})" if several else ""
     return {
         "score": score,
         "status": _robust_status(score),
@@ -93,7 +96,7 @@ def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dic
 def _robust_status(score: float | None) -> str:
     if score is None:
         return "skipped"
-    return "pass" if score >= ROBUST_PASS else "fail"
+    return "pass" if score >= ROBUST_PASS else "warn" if score >= ROBUST_WARN else "fail"
 
 
 def _missing(items: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
@@ -126,8 +129,9 @@ def _transfer(items: Mapping[str, Any]) -> dict[str, Any]:
         return _missing(items, ["transfer"])
     t = items["transfer"]
     out = _robustness(items, ["transfer"], "linf")
-    found = out["summary"].replace(f" ({TITLES['transfer']})", "")
-    out["summary"] = f"surrogate {t['surrogate']['model']} ({t['surrogate']['run']}): {found}"
+    out["summary"] = (
+        f"surrogate {t['surrogate']['model']} ({t['surrogate']['run']}): " + out["summary"]
+    )
     commands = [t["surrogate"]["command"]] if t["surrogate"].get("command") else []
     out["commands"] = commands + out["commands"]
     return out
