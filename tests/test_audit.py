@@ -16,6 +16,7 @@ import torch
 
 from deepshield.attacks.norms import Budget
 from deepshield.attacks.objectives import margin
+from deepshield.attacks.sweep import AttackSpec
 from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.audit import BUDGETS, Audit, audit_run, eps_half, masking_checks, random_noise
 from deepshield.audit.checks import (
@@ -196,6 +197,13 @@ def test_checks_on_constructed_sweeps():
     assert blackbox_beats_whitebox(rows({0: 0.9, 0.1: 0.4}), pgd, n).status == "warn"
     rising = masking_checks({"pgd_linf": rows({0: 0.9, 0.1: 0.2, 0.2: 0.3})}, n)
     assert [c.status for c in rising] == ["skipped", "warn", "warn", "skipped", "skipped"]
+
+
+@pytest.mark.parametrize(("given", "name"), [("autoattack-fast", "autoattack-fast"),
+                                             ("AutoAttack", "autoattack"), ("CW-L2", "cw_l2")])  # fmt: skip
+def test_budget_attack_names_survive_the_sweeps_double_check(given, name):
+    spec = AttackSpec(given, (0.0, 4 / 255)).checked()  # attack_run, then transfer_sweep
+    assert spec.checked().attack == name
 
 
 def test_random_noise_is_the_lowest_margin_of_seeded_uniform_draws():

@@ -283,7 +283,8 @@ def _sweep_table(items: Mapping[str, Any]) -> str:
 def _settings(audit: Mapping[str, Any]) -> str:
     b = audit["budget"]
     return (
-        f"budget {b['name']}: {b['n']} test images of {audit['dataset']}, PGD {b['steps']} steps "
+        f"budget {b['name']}: {audit['n_attacked']} test images of {audit['dataset']} attacked, "
+        f"PGD {b['steps']} steps "
         f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} images, AutoAttack "
         f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s."
     )

@@ -17,6 +17,7 @@ audit goes on.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +46,11 @@ from deepshield.run import RunDir
 AUDIT_FILE = "audit.json"
 SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
 Log = Callable[[str], None]
+
+
+def weights_digest(run: RunDir) -> str:
+    """SHA-256 of a run's best.safetensors: an audit of other weights is not resumed."""
+    return hashlib.sha256(run.file("best.safetensors").read_bytes()).hexdigest()
 
 
 class Audit:
@@ -96,6 +102,8 @@ class Audit:
         """What the items depend on: an audit.json with other settings is not resumed."""
         return {
             "budget": self.budget.to_dict(),
+            "weights_sha256": weights_digest(self.run),
+            "surrogate_sha256": weights_digest(self.surrogate) if self.surrogate else None,
             "dataset": self.data.dataset,
             "data_kwargs": self.data_kwargs,
             "seed": self.seed,
@@ -171,16 +179,16 @@ class Audit:
         }
 
     def white_box(self, key: str) -> dict[str, Any]:
+        """The white-box sweep `key` of SWEEP_KEYS with the budget's settings."""
         b = self.budget
-        specs = {
-            "fgsm": (AttackSpec("fgsm", b.eps_linf, seed=self.seed), b.n),
-            "pgd_linf": (self._pgd("linf"), b.n),
-            "pgd_l2": (self._pgd("l2"), b.n),
-            "cw_l2": (AttackSpec("cw_l2", b.eps_l2, steps=b.cw_steps, norm="l2"), b.cw_n),
-            "autoattack": (AttackSpec(str(b.autoattack), b.autoattack_eps, seed=self.seed), b.n),
-        }
-        spec, n = specs[key]
-        return self.sweep(key, spec, n)
+        if key == "fgsm":
+            return self.sweep(key, AttackSpec("fgsm", b.eps_linf, seed=self.seed), b.n)
+        if key == "cw_l2":
+            spec = AttackSpec("cw_l2", b.eps_l2, steps=b.cw_steps, norm="l2", seed=self.seed)
+            return self.sweep(key, spec, b.cw_n)
+        if key == "autoattack" and b.autoattack is not None:
+            return self.sweep(key, AttackSpec(b.autoattack, b.autoattack_eps, seed=self.seed), b.n)
+        return self.sweep(key, self._pgd(key.removeprefix("pgd_")), b.n)
 
     def _pgd(self, norm: str) -> AttackSpec:
         b = self.budget
@@ -312,7 +320,7 @@ class Audit:
         """audit.json: settings, the items so far, the masking checks and the card."""
         sweeps = {k: self.items[k].get("rows") for k in (*SWEEP_KEYS, "noise", "transfer")
                   if k in self.items}  # fmt: skip
-        n = min(self.budget.n, len(self.data.y))
+        n = min(self.budget.n, len(self.data.y))  # images attacked
         self.items["masking"] = {"checks": [c.to_dict() for c in masking_checks(sweeps, n)]}
         grid = self.items.get("explanations", {}).get("grid")
         return {
@@ -321,6 +329,7 @@ class Audit:
             "dataset": self.data.dataset,
             "budget": self.budget.to_dict(),
             "seed": self.seed,
+            "n_attacked": min(self.budget.n, len(self.data.y)),
             "settings": self.settings(),
             "command": self.command(),
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),

@@ -18,10 +18,12 @@ def audit_cmd(
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     budget: str = typer.Option("quick", "--budget", help="quick, standard or thorough."),
     surrogate: Path = typer.Option(
-        None, "--surrogate", help="Run folder of the transfer surrogate [trained quickly here]."
+        None,
+        "--surrogate",
+        help="Run folder of the transfer surrogate (default: one trained here, quickly).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the attacks and checks."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     force: bool = typer.Option(False, "--force", help="Recompute items kept in audit.json."),
 ) -> None:
     """Clean metrics, white-box and transfer attacks, gradient-masking checks and explanation
