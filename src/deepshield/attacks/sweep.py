@@ -55,7 +55,7 @@ class AttackSpec:
     def checked(self) -> AttackSpec:
         """This spec with eps as floats; InputError / ConfigError on any bad value (no work done)."""
         get_attack(self.attack)
-        attack = self.attack.lower().replace("-", "_")  # the registry's spelling of the name
+        attack = self.attack.lower().replace("cw-l2", "cw_l2")  # the registry's spelling
         if len(self.eps) == 0:
             raise InputError("no eps given: pass at least one budget, e.g. --eps 0,4/255,8/255")
         eps = tuple(check_number("eps", e) for e in self.eps)

@@ -10,6 +10,7 @@ import sys
 # Command modules (import order = order in --help).
 from deepshield.cli import (  # noqa: F401
     attack,
+    audit,
     defend,
     demo,
     disrupt,

@@ -1,0 +1,407 @@
+"""`deepshield audit`: grade a run's detector end to end, from the library's own functions.
+
+Steps (each an item of audit.json, written as soon as it is done):
+  clean        accuracy, AUC, EER, ROC and DET on the test split;
+  fgsm, pgd_linf, pgd_l2, cw_l2, autoattack
+               white-box sweeps (`attacks.sweep_run.attack_run`, files attack_audit_<item>.*);
+  noise        the random-noise baseline (`audit.noise`);
+  transfer     PGD L-inf crafted on a surrogate run (given, or trained here: a simplenet of
+               other widths on the run's data and config, in <run>/audit_surrogate_<budget>);
+  explanations the Grad-CAM sanity check (`explain.report.explain_run`) and the Grad-CAM grid of
+               fakes that pass under attack;
+then the gradient-masking checks (`audit.checks`) and the card (`audit.card`): audit.json and the
+report.html section "audit". Re-running the same command resumes: finished items are kept
+(`force=True` recomputes them); an item whose step fails records its one-line error and the
+audit goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepshield.attacks.sweep import AttackSpec
+from deepshield.attacks.sweep_run import AttackData, attack_run, load_attack_data, run_config
+from deepshield.audit.budgets import AuditBudget, get_budget
+from deepshield.audit.card import (
+    L2_ATTACKS,
+    LINF_ATTACKS,
+    card_html,
+    curves_figure,
+    eps_half,
+    score_card,
+)
+from deepshield.audit.checks import masking_checks
+from deepshield.audit.evasion import evasion_grid
+from deepshield.audit.noise import noise_rows
+from deepshield.config import TrainConfig
+from deepshield.errors import DeepshieldError, RunError
+from deepshield.run import RunDir
+
+AUDIT_FILE = "audit.json"
+SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
+Log = Callable[[str], None]
+
+
+def weights_digest(run: RunDir) -> str:
+    """SHA-256 of a run's best.safetensors: an audit of other weights is not resumed."""
+    return hashlib.sha256(run.file("best.safetensors").read_bytes()).hexdigest()
+
+
+class Audit:
+    """One audit of one run: its settings, data, model and the items done so far."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        budget: str | AuditBudget = "quick",
+        dataset: str | None = None,
+        data_kwargs: Mapping[str, Any] | None = None,
+        surrogate: str | Path | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.budget = budget if isinstance(budget, AuditBudget) else get_budget(budget)
+        self.run = RunDir.open(run_dir)
+        self.cfg = run_config(self.run)
+        self.surrogate = None
+        if surrogate is not None:
+            self.surrogate = RunDir.open(surrogate)
+            run_config(self.surrogate)
+        self.dataset = dataset
+        self.data_kwargs = dict(data_kwargs) if data_kwargs is not None else None
+        self.seed = seed
+        self.device = torch.device(device)
+        self.data = load_attack_data(self.cfg, dataset=dataset, data_kwargs=self.data_kwargs)
+        self.model = self.run.load_model("best").to(self.device)
+        self._check_detector(self.data)
+        self.items: dict[str, Any] = {}
+
+    # -- settings and files --------------------------------------------------------------------
+    def _check_detector(self, data: AttackData) -> None:
+        if data.x.dim() != 4 or len(data.classes) != 2:
+            kind = "speech" if data.x.dim() == 2 else f"{len(data.classes)}-class"
+            raise RunError(
+                f"{self.run.path}: `deepshield audit` grades two-class image detectors, this is a "
+                f"{kind} run: use `deepshield attack` and `deepshield evaluate` on it"
+            )
+        classes = self.model.deepshield_spec["num_classes"]
+        if classes != 2:
+            raise RunError(
+                f"{self.run.path}: the model has {classes} classes, {data.dataset} has 2: audit it "
+                "on the dataset it was trained for"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """What the items depend on: an audit.json with other settings is not resumed."""
+        return {
+            "budget": self.budget.to_dict(),
+            "weights_sha256": weights_digest(self.run),
+            "surrogate_sha256": weights_digest(self.surrogate) if self.surrogate else None,
+            "dataset": self.data.dataset,
+            "data_kwargs": self.data_kwargs,
+            "seed": self.seed,
+            "surrogate": str(self.surrogate.path) if self.surrogate else None,
+        }
+
+    def _data_flags(self) -> str:
+        flags = f" -d {self.dataset}" if self.dataset else ""
+        for k, v in (self.data_kwargs or {}).items():
+            flags += f" --data-arg {k}={v}"
+        return flags
+
+    def command(self) -> str:
+        """The `deepshield audit` command that reproduces every number of this audit."""
+        cmd = f"deepshield audit {self.run.path} --budget {self.budget.name} --seed {self.seed}"
+        if self.surrogate is not None:
+            cmd += f" --surrogate {self.surrogate.path}"
+        return cmd + self._data_flags()
+
+    def resume(self, force: bool) -> None:
+        """Keep the finished items of an audit.json with the same settings (unless force)."""
+        if force or not self.run.exists(AUDIT_FILE):
+            return
+        old = self.run.read_json(AUDIT_FILE)
+        if old.get("settings") == self.settings():
+            self.items = {k: v for k, v in old.get("items", {}).items() if "error" not in v}
+
+    # -- the steps ----------------------------------------------------------------------------
+    def clean(self) -> dict[str, Any]:
+        """Detector metrics of the whole test split, ROC and DET plots."""
+        from deepshield.metrics import detector_metrics
+        from deepshield.predict import fake_scores, predict_logits
+        from deepshield.report.plots import plot_det, plot_roc
+
+        x, y = self.data.x, self.data.y
+        scores = fake_scores(predict_logits(self.model, x, self.budget.batch_size, self.device))
+        m = detector_metrics(y.numpy(), scores.numpy(), threshold=0.5)
+        plots = []
+        if m["auc"] is not None:
+            y_np, s_np = y.numpy(), scores.numpy()
+            for name, fig in (("roc", plot_roc(y_np, s_np, tuple(self.data.classes))),
+                              ("det", plot_det(y_np, s_np))):  # fmt: skip
+                self.run.save_plot(fig, f"audit_{name}")
+                plots.append(f"plots/audit_{name}.png")
+        keys = ("n", "accuracy", "auc", "eer", "fake_passed_as_real", "real_flagged_as_fake")
+        command = f"deepshield evaluate {self.run.path}{self._data_flags()}"
+        return {**{k: m[k] for k in keys}, "plots": plots, "command": command}
+
+    def sweep(self, key: str, spec: AttackSpec, n: int, surrogate: RunDir | None = None) -> dict:
+        """A white-box (or, with a surrogate, transfer) sweep through `attack_run`."""
+        record = attack_run(
+            self.run.path,
+            spec,
+            dataset=self.dataset,
+            data_kwargs=self.data_kwargs,
+            n=n,
+            batch_size=self.budget.batch_size,
+            surrogate=surrogate.path if surrogate is not None else None,
+            name=f"audit_{key}",
+            device=self.device,
+        )
+        extra = "".join(f" --data-arg {k}={v}" for k, v in (self.data_kwargs or {}).items())
+        return {
+            "file": f"attack_audit_{key}.json",
+            "attack": record["attack"],
+            "norm": record["norm"],
+            "steps": record["steps"],
+            "restarts": record["restarts"],
+            "n": record["n"],
+            "rows": record["rows"],
+            "eps_half": eps_half(record["rows"]),
+            "command": record["command"] + extra,
+        }
+
+    def white_box(self, key: str) -> dict[str, Any]:
+        """The white-box sweep `key` of SWEEP_KEYS with the budget's settings."""
+        b = self.budget
+        if key == "fgsm":
+            return self.sweep(key, AttackSpec("fgsm", b.eps_linf, seed=self.seed), b.n)
+        if key == "cw_l2":
+            spec = AttackSpec("cw_l2", b.eps_l2, steps=b.cw_steps, norm="l2", seed=self.seed)
+            return self.sweep(key, spec, b.cw_n)
+        if key == "autoattack" and b.autoattack is not None:
+            return self.sweep(key, AttackSpec(b.autoattack, b.autoattack_eps, seed=self.seed), b.n)
+        return self.sweep(key, self._pgd(key.removeprefix("pgd_")), b.n)
+
+    def _pgd(self, norm: str) -> AttackSpec:
+        b = self.budget
+        eps = b.eps_linf if norm == "linf" else b.eps_l2
+        return AttackSpec("pgd", eps, steps=b.steps, norm=norm, restarts=b.restarts, seed=self.seed)
+
+    def noise(self) -> dict[str, Any]:
+        b = self.budget
+        rows = noise_rows(
+            self.model,
+            self.data.x[: b.n],
+            self.data.y[: b.n],
+            b.eps_linf,
+            draws=b.noise_draws,
+            seed=self.seed,
+            batch_size=b.batch_size,
+        )
+        return {"n": min(b.n, len(self.data.y)), "draws": b.noise_draws, "rows": rows,
+                "eps_half": eps_half(rows), "command": self.command()}  # fmt: skip
+
+    def transfer(self, log: Log) -> dict[str, Any]:
+        """PGD L-inf crafted on the surrogate run (trained first when none was given)."""
+        sur = self.surrogate
+        trained = sur is None
+        if sur is None:
+            from deepshield.train.training_run import run_training
+
+            log(f"[audit]   training the surrogate {self._surrogate_config().model} ...")
+            sur = run_training(self._surrogate_config(), self.surrogate_dir())
+        item = self.sweep("transfer", self._pgd("linf"), self.budget.n, surrogate=sur)
+        metrics = sur.read_json("metrics.json")
+        item["surrogate"] = {
+            "run": str(sur.path),
+            "model": sur.read_json("model.json")["name"],
+            "trained_here": trained,
+            "test_accuracy": metrics.get("test", {}).get("accuracy"),
+            "command": f"deepshield train --config {sur.file('config.yaml')} --out {sur.path}"
+            if trained
+            else None,
+        }
+        return item
+
+    def surrogate_dir(self) -> Path:
+        return self.run.path / f"audit_surrogate_{self.budget.name}"
+
+    def _surrogate_config(self) -> TrainConfig:
+        """The run's config with a simplenet of the budget's widths (same seed: same split),
+        fewer epochs and no defence; another seed where that is the run's own model."""
+        widths = list(self.budget.surrogate_widths)
+        same = self.cfg.model == "simplenet" and self.cfg.model_kwargs.get("widths") == widths
+        update = {
+            "name": None,
+            "model": "simplenet",
+            "model_kwargs": {"widths": widths},
+            "epochs": min(self.cfg.epochs, self.budget.surrogate_epochs),
+            "adv_train": "none",
+            "lipschitz": 0.0,
+            "device": str(self.device),
+            "seed": self.cfg.seed + 1 if same else self.cfg.seed,
+        }
+        return TrainConfig.model_validate({**self.cfg.model_dump(), **update})
+
+    def explanations(self) -> dict[str, Any]:
+        """The Grad-CAM sanity check (explain_run) and the grid of fakes passing under attack."""
+        from deepshield.explain.report import explain_run
+
+        b = self.budget
+        summary = explain_run(
+            self.run,
+            "grad_cam",
+            dataset=self.dataset,
+            data_kwargs=self.data_kwargs,
+            n=b.grid_fakes,
+            max_samples=b.explain_samples,
+            sanity_samples=b.sanity_samples,
+            sanity_repeats=b.sanity_repeats,
+            seed=self.seed,
+            device=self.device,
+        )
+        pgd = self.items.get("pgd_linf", {})
+        eps = pgd.get("eps_half") or max(b.eps_linf)
+        fig, info = evasion_grid(
+            self.model, self.data.x[: b.n], self.data.y[: b.n], eps,
+            k=b.grid_fakes, steps=b.steps, seed=self.seed, batch_size=b.batch_size,
+        )  # fmt: skip
+        grid = None
+        if fig is not None:
+            self.run.save_plot(fig, "audit_evasion_gradcam")
+            grid = "plots/audit_evasion_gradcam.png"
+        san = summary["sanity"]
+        command = (
+            f"deepshield explain {self.run.path} --method gradcam --n {b.grid_fakes} "
+            f"--max-samples {b.explain_samples} --sanity-samples {b.sanity_samples} "
+            f"--sanity-repeats {b.sanity_repeats} --seed {self.seed}{self._data_flags()}"
+        )
+        return {
+            "file": f"explain_{summary['tag']}.json",
+            "sanity": {
+                k: san[k] for k in ("spearman_mean", "bound", "passed", "samples", "repeats")
+            },
+            "evasion": info,
+            "grid": grid,
+            "command": command,
+        }
+
+    # -- the whole audit ----------------------------------------------------------------------
+    def steps(self, log: Log) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+        keys = ["fgsm", "pgd_linf", "pgd_l2", "cw_l2"]
+        if self.budget.autoattack:
+            keys.append("autoattack")
+        return [
+            ("clean", self.clean),
+            *((k, lambda k=k: self.white_box(k)) for k in keys),
+            ("noise", self.noise),
+            ("transfer", lambda: self.transfer(log)),
+            ("explanations", self.explanations),
+        ]
+
+    def curves(self) -> dict[str, Any]:
+        """{plots/audit_<norm>.png: figure} of fakes passed as real vs eps, per norm with sweeps."""
+        out = {}
+        for norm, keys in (("linf", (*LINF_ATTACKS, "noise", "transfer")), ("l2", L2_ATTACKS)):
+            fig = curves_figure(self.items, keys, norm)
+            if fig is not None:
+                out[f"plots/audit_{norm}.png"] = fig
+        return out
+
+    def record(self, curves: list[str]) -> dict[str, Any]:
+        """audit.json: settings, the items so far, the masking checks and the card."""
+        sweeps = {k: self.items[k].get("rows") for k in (*SWEEP_KEYS, "noise", "transfer")
+                  if k in self.items}  # fmt: skip
+        n = min(self.budget.n, len(self.data.y))  # images attacked
+        self.items["masking"] = {"checks": [c.to_dict() for c in masking_checks(sweeps, n)]}
+        grid = self.items.get("explanations", {}).get("grid")
+        return {
+            "run": str(self.run.path),
+            "model": self.run.read_json("model.json")["name"],
+            "dataset": self.data.dataset,
+            "budget": self.budget.to_dict(),
+            "seed": self.seed,
+            "n_attacked": min(self.budget.n, len(self.data.y)),
+            "settings": self.settings(),
+            "command": self.command(),
+            "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),
+            "card": score_card(self.items),
+            "items": self.items,
+            "figures": [*self.items.get("clean", {}).get("plots", []), *curves]
+            + ([grid] if grid else []),
+        }
+
+    def save(self) -> dict[str, Any]:
+        """Write audit.json (the items so far); return it."""
+        audit = self.record([])
+        self.run.write_json(AUDIT_FILE, audit)
+        return audit
+
+    def write_card(self) -> dict[str, Any]:
+        """Write the curves, audit.json and the report section; return audit.json's content."""
+        curves = self.curves()
+        for path, fig in curves.items():
+            self.run.save_plot(fig, Path(path).stem)
+        audit = self.record(list(curves))
+        self.run.write_json(AUDIT_FILE, audit)
+        title = f"Robustness audit ({self.budget.name} budget): report card"
+        self.run.add_section("audit", title, card_html(audit), order=5)
+        return audit
+
+    def execute(self, log: Log = print, force: bool = False) -> dict[str, Any]:
+        """Run the missing steps in order, writing audit.json after each; then the card (also
+        when a step raises); return audit.json's content."""
+        self.resume(force)
+        try:
+            for key, step in self.steps(log):
+                if key in self.items:
+                    log(f"[audit] {key}: kept from {self.run.file(AUDIT_FILE)}")
+                    continue
+                log(f"[audit] {key} ...")
+                t0 = time.perf_counter()
+                try:
+                    self.items[key] = step()
+                except DeepshieldError as e:
+                    self.items[key] = {"error": str(e)}
+                    log(f"[audit]   {key} failed: {e}")
+                self.items[key]["seconds"] = round(time.perf_counter() - t0, 1)
+                self.save()
+        finally:
+            audit = self.write_card()
+        return audit
+
+
+def audit_run(
+    run_dir: str | Path,
+    *,
+    budget: str | AuditBudget = "quick",
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    surrogate: str | Path | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    force: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Audit the detector of `run_dir` (module docstring); return what audit.json holds.
+
+    Bad arguments (budget name, run folders, dataset) raise before any attack runs.
+    """
+    audit = Audit(
+        run_dir,
+        budget=budget,
+        dataset=dataset,
+        data_kwargs=data_kwargs,
+        surrogate=surrogate,
+        seed=seed,
+        device=device,
+    )
+    return audit.execute(log, force)
