@@ -35,6 +35,24 @@ def margin(output: Tensor, y: Tensor) -> Tensor:
     return own - others
 
 
+def detector_aware_margin(output: Tensor, y: Tensor) -> Tensor:
+    """Detector-aware objective (Carlini & Wagner, 2017) on the logits [B, K+1] of a classifier
+    joined with an adversarial-example detector (`defenses.adversarial_detector.Guarded`), whose
+    last class is "rejected as adversarial": max_{k<K, k!=y} Z_k - max(Z_y, Z_K), per sample [B].
+
+    Positive exactly when the joint model predicts a wrong class that is not the rejection, i.e.
+    the classifier is fooled and the detector lets the input pass. Maximise it (pgd's loss_fn).
+    """
+    own = output.gather(1, y[:, None]).squeeze(1)  # [B]
+    others = output[:, :-1].scatter(1, y[:, None], float("-inf")).amax(1)  # [B], k < K, k != y
+    return others - torch.maximum(own, output[:, -1])
+
+
+def fooled_undetected(output: Tensor, y: Tensor) -> Tensor:
+    """Success of a detector-aware attack on a Guarded model's logits [B, K+1], [B] bool."""
+    return detector_aware_margin(output, y) > 0
+
+
 def predicts(output: Tensor, y: Tensor) -> Tensor:
     """Whether the model's class is y, per sample [B] bool."""
     return as_logits(output).argmax(1) == y
