@@ -169,5 +169,6 @@ def attack_detector_cmd(
         typer.echo(
             f"{kind}{r['attack']} eps={r['eps']:g}: accuracy {r['accuracy']:.4f}, detected "
             f"{r['detected']:.4f}, fooled and undetected {r['fooled, undetected']:.4f}"
+            + ("" if r["success"] is None else f" (success {r['success']:.4f})")
         )
     typer.echo(f"wrote {Path(run_dir) / 'adaptive_detector.json'}")

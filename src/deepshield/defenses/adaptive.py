@@ -147,8 +147,12 @@ def _outcome(protected: nn.Module, detector: nn.Module, x: Tensor, y: Tensor) ->
     return {"right": right, "flagged": flagged}
 
 
-def _row(attack: str, adaptive: bool, eps: float, out: dict[str, Tensor]) -> dict[str, Any]:
+def _row(
+    attack: str, adaptive: bool, eps: float, out: dict[str, Tensor], target: Tensor
+) -> dict[str, Any]:
+    """target: [N] bool, the samples the attack has to turn (right and passed when clean)."""
     right, flagged = out["right"], out["flagged"]
+    goal = ~right & ~flagged  # [N]
     return {
         "attack": attack,
         "detector-aware": adaptive,
@@ -156,7 +160,8 @@ def _row(attack: str, adaptive: bool, eps: float, out: dict[str, Tensor]) -> dic
         "n": len(right),
         "accuracy": float(right.float().mean()),
         "detected": float(flagged.float().mean()),
-        "fooled, undetected": float((~right & ~flagged).float().mean()),
+        "fooled, undetected": float(goal.float().mean()),
+        "success": float(goal[target].float().mean()) if target.any() else None,
     }
 
 
@@ -175,19 +180,24 @@ def detector_attack_table(
 
     x: [N,C,H,W] in [0,1] (8-bit values), y: [N] -> rows (a "clean" row first): accuracy of the
     classifier, share flagged by the detector (P(adversarial) >= 0.5) and share both fooling
-    the classifier and passing the detector (the attacker's goal), over all N samples. Examples
-    are rounded to 8 bits before evaluation. PGD: `steps` steps of 2.5 eps / steps, random start.
+    the classifier and passing the detector (the attacker's goal), over all N samples; "success":
+    that share among the samples the classifier gets right and the detector passes when clean.
+    Examples are rounded to 8 bits before evaluation. PGD: `steps` steps of 2.5 eps / steps,
+    random start.
     """
     from deepshield.defenses.adversarial_detector import Guarded
     from deepshield.defenses.robustness import craft
 
     guarded = Guarded(protected, detector)
     device = next(protected.parameters()).device
-    rows = [_row("clean", False, 0.0, _outcome(protected, detector, x, y))]
+    clean = _outcome(protected, detector, x, y)
+    target = clean["right"] & ~clean["flagged"]  # [N]
+    rows = [_row("clean", False, 0.0, clean, target)]
     for e in eps:
         for name in NON_ADAPTIVE:
             adv = craft(protected, x, y, name, e, steps=steps, seed=seed, batch_size=batch_size)
-            rows.append(_row(name, False, e, _outcome(protected, detector, _eight_bit(adv), y)))
+            outcome = _outcome(protected, detector, _eight_bit(adv), y)
+            rows.append(_row(name, False, e, outcome, target))
         parts = []
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
@@ -195,7 +205,7 @@ def detector_attack_table(
                         seed=seed + i)  # fmt: skip
             parts.append(found.cpu())
         adv = _eight_bit(torch.cat(parts))
-        rows.append(_row("pgd", True, e, _outcome(protected, detector, adv, y)))
+        rows.append(_row("pgd", True, e, _outcome(protected, detector, adv, y), target))
     return rows
 
 
@@ -251,7 +261,8 @@ def attack_detector_run(
         "together (Carlini &amp; Wagner's margin on the joint model: a wrong class, not "
         f"'adversarial'). PGD: {steps} steps; examples rounded to 8 bits. 'detected': share the "
         "detector flags; 'fooled, undetected': the classifier is wrong and the detector passes "
-        "the image, the attacker's goal.</p>"
+        "the image, the attacker's goal; 'success': that share among the images the classifier "
+        "gets right and the detector passes when clean.</p>"
         + table(rows)
         + f"<p>Reproduce: <code>{command}</code></p>"
     )
