@@ -55,7 +55,7 @@ def pgd(
     / target reached first, then highest loss; loss only with a custom loss_fn).
     mask: [B or 1, 1, H, W] in {0,1}; pixels outside it never change.
     loss_fn(output, y) -> per-sample loss [B] replaces cross-entropy (e.g. for Siamese models,
-    or `objectives.evades_detector` against a `Guarded` model). eot_samples > 1: each step
+    or `objectives.detector_aware_loss` against a `Guarded` model). eot_samples > 1: each step
     follows the mean gradient of that many forward passes (EOT, for randomised models).
     Randomness: `generator`, else `seed`, else torch's global generator.
     """

@@ -15,8 +15,8 @@ The defended model's purifier is seeded with `DEFENDER_SEED` + seed, which the a
 Adversarial-example detector (`adversarial_detector.Guarded`, classifier + detector as one
 (K+1)-class model): the non-adaptive attacks (fgsm, pgd) attack the classifier alone; the
 detector-aware attack (Carlini & Wagner, 2017) is the same PGD on the Guarded model with the
-objective `objectives.detector_aware_margin`, which is positive only when the classifier is
-wrong and the detector lets the input pass.
+objective `objectives.detector_aware_loss`: log P(wrong class and passed) - log P(true class or
+rejected) under the joint model.
 
     @inproceedings{athalye2018obfuscated,
       title={Obfuscated Gradients Give a False Sense of Security: Circumventing Defenses to
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from deepshield.attacks.adaptive import BPDA
 from deepshield.attacks.gradient import pgd
-from deepshield.attacks.objectives import detector_aware_margin
+from deepshield.attacks.objectives import detector_aware_loss
 from deepshield.defenses.dip import FAST, DipConfig
 from deepshield.defenses.purifier import DipPurifier, Purified
 from deepshield.errors import ConfigError
@@ -201,7 +201,7 @@ def detector_attack_table(
         parts = []
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            found = pgd(guarded, xb, yb, e, steps=steps, loss_fn=detector_aware_margin,
+            found = pgd(guarded, xb, yb, e, steps=steps, loss_fn=detector_aware_loss,
                         seed=seed + i)  # fmt: skip
             parts.append(found.cpu())
         adv = _eight_bit(torch.cat(parts))
