@@ -92,13 +92,19 @@ def main() -> None:
     clean = results["none"]["clean"]
     print(f"\nclean: purified accuracy {clean['accuracy']:.3f}, fakes passed as real "
           f"{clean['fake_passed_as_real']:.3f}")  # fmt: skip
-    print("eps x 255 | undefended acc | purified acc: none / bpda / eot | fakes passed: none / "
-          "bpda / eot")
+    print(
+        "eps x 255 | undefended acc | purified acc: none / bpda / eot | fakes passed: none / "
+        "bpda / eot"
+    )
     for k, e in enumerate(eps):
         acc = [results[a]["rows"][k]["accuracy"] for a in ADAPTIVE]
         fpr = [results[a]["rows"][k]["fake_passed_as_real"] for a in ADAPTIVE]
-        print(f"{e * 255:9.3g} | {results['undefended']['rows'][k]['accuracy']:14.3f} | "
-              + " / ".join(f"{v:.3f}" for v in acc) + " | " + " / ".join(f"{v:.3f}" for v in fpr))
+        print(
+            f"{e * 255:9.3g} | {results['undefended']['rows'][k]['accuracy']:14.3f} | "
+            + " / ".join(f"{v:.3f}" for v in acc)
+            + " | "
+            + " / ".join(f"{v:.3f}" for v in fpr)
+        )
     if args.json:
         meta = {"run": args.run, "n": args.n, "eps": list(eps), "steps": args.steps,
                 "dip_iters": args.dip_iters, "threads": args.threads, "seed": args.seed}  # fmt: skip

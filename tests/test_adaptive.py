@@ -157,7 +157,9 @@ class RandomPhase(nn.Module):
 def mean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 50) -> float:
     """Accuracy of a randomised model averaged over `passes` forward passes."""
     with torch.no_grad():
-        return float(torch.stack([(model(x).argmax(1) == y).float().mean() for _ in range(passes)]).mean())
+        return float(
+            torch.stack([(model(x).argmax(1) == y).float().mean() for _ in range(passes)]).mean()
+        )
 
 
 def test_eot_beats_single_pass_gradients_on_a_randomised_model():

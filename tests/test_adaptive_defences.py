@@ -100,13 +100,17 @@ def test_detector_aware_loss_is_the_log_odds_of_a_wrong_unrejected_class():
     success = fooled_undetected(out, y)
     two = torch.randn(500, 3, generator=g) * 3  # 2 classes + "rejected": one wrong class
     y2 = torch.randint(0, 2, (500,), generator=g)
-    assert torch.equal(detector_aware_loss(two, y2) > 0, fooled_undetected(two, y2) & (
-        two.softmax(1).gather(1, (1 - y2)[:, None]).squeeze(1) > 0.5))
+    assert torch.equal(
+        detector_aware_loss(two, y2) > 0,
+        fooled_undetected(two, y2) & (two.softmax(1).gather(1, (1 - y2)[:, None]).squeeze(1) > 0.5),
+    )
     p = out.softmax(1)
     wrong = p[:, :4].sum(1) - p.gather(1, y[:, None]).squeeze(1)  # P(wrong class, passed)
     assert torch.allclose(loss, torch.log(wrong) - torch.log(1 - wrong), atol=1e-5)
     own_or_reject = torch.cat([out.gather(1, y[:, None]), out[:, 4:]], 1)
-    assert torch.equal(success, out[:, :4].scatter(1, y[:, None], -1e9).amax(1) > own_or_reject.amax(1))
+    assert torch.equal(
+        success, out[:, :4].scatter(1, y[:, None], -1e9).amax(1) > own_or_reject.amax(1)
+    )
 
 
 # -- purifier threats ---------------------------------------------------------------------------
@@ -194,10 +198,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     return trained_tiny_run(tmp_path_factory)
 
 
-@pytest.mark.parametrize(
-    ("attack", "steps"), [("apgd", 5), ("apgd-t", 5), ("square", 30)]
-)
-def test_attack_command_runs_the_registry_attacks_as_the_library(tiny_run, monkeypatch, attack, steps):
+@pytest.mark.parametrize(("attack", "steps"), [("apgd", 5), ("apgd-t", 5), ("square", 30)])
+def test_attack_command_runs_the_registry_attacks_as_the_library(
+    tiny_run, monkeypatch, attack, steps
+):
     model, x, y = tiny_detector(tiny_run)
     args = ["attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255", "--n", "8"]
     args += ["--steps", str(steps)]
@@ -260,7 +264,9 @@ def test_purified_attack_command_equals_the_library_threat(tiny_run, monkeypatch
         (["--attack", "apgd_t"], "did you mean apgd-t"),
     ],
 )
-def test_adaptive_flags_fail_in_one_line_before_any_work(tiny_run, monkeypatch, capsys, args, words):
+def test_adaptive_flags_fail_in_one_line_before_any_work(
+    tiny_run, monkeypatch, capsys, args, words
+):
     import deepshield.attacks.sweep_run as sweep_run
 
     def no_data(*a, **k):
@@ -288,15 +294,30 @@ def detector_run(tiny_run, tmp_path_factory):
     return run
 
 
-def test_defend_attack_detector_writes_the_table_of_the_library(tiny_run, detector_run, monkeypatch, capsys):
-    args = ["defend", "attack-detector", detector_run.path, "--eps", "0.05", "--steps", "3", "--n", "10"]
+def test_defend_attack_detector_writes_the_table_of_the_library(
+    tiny_run, detector_run, monkeypatch, capsys
+):
+    args = [
+        "defend",
+        "attack-detector",
+        detector_run.path,
+        "--eps",
+        "0.05",
+        "--steps",
+        "3",
+        "--n",
+        "10",
+    ]
     assert cli(monkeypatch, *args) == 0
     result = detector_run.read_json("adaptive_detector.json")
     model, x, y = tiny_detector(tiny_run)
     rows = detector_attack_table(model, detector_run.load_model(), x[:10], y[:10], [0.05], steps=3)
     assert result["rows"] == json.loads(json.dumps(rows))
     assert [(r["attack"], r["detector-aware"]) for r in rows] == [
-        ("clean", False), ("fgsm", False), ("pgd", False), ("pgd", True)
+        ("clean", False),
+        ("fgsm", False),
+        ("pgd", False),
+        ("pgd", True),
     ]
     assert "deepshield defend attack-detector" in result["command"]
     assert "Adaptive (detector-aware) attack" in detector_run.file("report.html").read_text()
@@ -308,7 +329,9 @@ def test_defend_attack_detector_writes_the_table_of_the_library(tiny_run, detect
     [(["--eps", "0"], "eps=0.0 must be > 0"), (["--steps", "0"], "steps=0"),
      (["--split", "dev"], "unknown split 'dev'"), (["--n", "0"], "n=0")],
 )  # fmt: skip
-def test_defend_attack_detector_bad_flags_are_one_line(detector_run, monkeypatch, capsys, args, words):
+def test_defend_attack_detector_bad_flags_are_one_line(
+    detector_run, monkeypatch, capsys, args, words
+):
     assert cli(monkeypatch, "defend", "attack-detector", detector_run.path, *args) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err, err

@@ -44,7 +44,9 @@ def attack_cmd(
         None, "--purify", help="Evaluate the model behind a purifier: dip (Deep Image Prior)."
     ),
     adaptive: str = typer.Option(
-        None, "--adaptive", help="With --purify: none (craft on the bare model), bpda or eot [bpda]."
+        None,
+        "--adaptive",
+        help="With --purify: none (craft on the bare model), bpda or eot [bpda].",
     ),
     eot_samples: int = typer.Option(
         None, "--eot-samples", help="With --adaptive eot: passes averaged per gradient [8]."

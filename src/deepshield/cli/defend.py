@@ -150,7 +150,9 @@ def compare_cmd(
 
 @defend_app.command("attack-detector")
 def attack_detector_cmd(
-    run_dir: Path = typer.Argument(..., help="An adversarial-example detector run (defend detector)."),
+    run_dir: Path = typer.Argument(
+        ..., help="An adversarial-example detector run (defend detector)."
+    ),
     eps: str = typer.Option("0.03,0.07", "--eps", help="L-inf budgets, comma-separated."),
     steps: int = typer.Option(20, "--steps", help="PGD steps."),
     n: int = typer.Option(500, "--n", help="First N samples of the split."),
