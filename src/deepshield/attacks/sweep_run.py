@@ -31,12 +31,6 @@ if TYPE_CHECKING:
     from deepshield.defenses.adaptive import PurifierThreat
 
 SPLITS = ("train", "val", "test")
-CRAFTED = {
-    "none": "crafted on the bare model (non-adaptive)",
-    "bpda": "crafted through BPDA: the attacker's own DIP forward, identity backward",
-    "eot": "crafted through BPDA with EOT: a new DIP initialisation on every pass, gradients "
-    "averaged over the passes",
-}
 
 
 @dataclass
@@ -304,7 +298,7 @@ def section_html(record: Mapping[str, Any]) -> str:
         settings += (
             f". Model behind Deep Image Prior purification (at most {dip['iters']} iterations, "
             f"stop at PSNR {dip['stop_psnr']} dB, seeds unknown to the attacker); examples "
-            f"{CRAFTED[defence['adaptive']]}"
+            f"{defence['crafted']}"
         )
     figs = [figure(f"plots/attack_{name}.png")]
     if record["grid"]:

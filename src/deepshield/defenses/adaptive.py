@@ -51,6 +51,12 @@ DEFENDER_SEED = 1_000_000  # offset of the defended model's DIP seeds (never the
 DEFAULT_EOT_SAMPLES = 8
 
 Purifier = Callable[[Tensor], Tensor]  # x [B,C,H,W] in [0,1] -> purified, same shape and range
+CRAFTED = {
+    "none": "crafted on the bare model (non-adaptive)",
+    "bpda": "crafted through BPDA: the attacker's own DIP forward, identity backward",
+    "eot": "crafted through BPDA with EOT: a new DIP initialisation on every pass, gradients "
+    "averaged over the passes",
+}
 
 
 def purifier_attack_models(
@@ -83,7 +89,12 @@ class PurifierThreat:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return {"purify": "dip", "adaptive": self.adaptive, "dip": asdict(self.dip)}
+        return {
+            "purify": "dip",
+            "adaptive": self.adaptive,
+            "crafted": CRAFTED[self.adaptive],
+            "dip": asdict(self.dip),
+        }
 
     def tag(self) -> str:
         """Short name for result files: dip_none, dip_bpda, dip_eot."""
