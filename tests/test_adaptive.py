@@ -130,3 +130,52 @@ def test_eot_multiplies_the_passes_of_apgd_and_of_the_rand_cascade():
     assert report.stages == ["clean", "apgd-ce", "apgd-dlr"]
     left = int(report.robust[1].sum())  # the points APGD-DLR attacks
     assert counted.backwards == (6 + left) * 100 * 2
+
+
+class RandomPhase(nn.Module):
+    """logits = W x + amp * V sin(freq * x + phase), phase ~ U(0, 2 pi) drawn on every pass.
+
+    The random term barely moves the logits (amp small) but dominates the gradient (amp * freq
+    large) and averages out over passes: one pass's gradient is mostly noise, the mean of many
+    is close to W's (randomised gradient obfuscation in its simplest form).
+    """
+
+    def __init__(self, d: int = 48, classes: int = 3, amp: float = 0.02, freq: float = 300.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.weight = nn.Parameter(torch.randn(classes, d, generator=g))
+        self.mix = nn.Parameter(torch.randn(classes, d, generator=g))
+        self.noise = torch.Generator().manual_seed(1)
+        self.amp, self.freq = amp, freq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # [B, D]
+        phase = 2 * torch.pi * torch.rand(x.shape, generator=self.noise)  # [B, D]
+        return x @ self.weight.T + self.amp * torch.sin(self.freq * x + phase) @ self.mix.T
+
+
+def mean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int = 50) -> float:
+    """Accuracy of a randomised model averaged over `passes` forward passes."""
+    with torch.no_grad():
+        return float(
+            torch.stack([(model(x).argmax(1) == y).float().mean() for _ in range(passes)]).mean()
+        )
+
+
+def test_eot_beats_single_pass_gradients_on_a_randomised_model():
+    model = RandomPhase()
+    x = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = (x.flatten(1) @ model.weight.T).argmax(1)  # the mean model's classes
+    assert mean_accuracy(model, x, y) > 0.95
+    single = pgd(model, x, y, 0.05, steps=10, seed=0)
+    eot = pgd(model, x, y, 0.05, steps=10, seed=0, eot_samples=16)
+    mean_model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3, bias=False))
+    mean_model[1].weight.data = model.weight.data.clone()
+    oracle = pgd(mean_model, x, y, 0.05, steps=10, seed=0)  # the gradient EOT estimates
+    acc_single, acc_eot = mean_accuracy(model, single, y), mean_accuracy(model, eot, y)
+    acc_oracle = mean_accuracy(model, oracle, y)
+    assert acc_eot < acc_single - 0.15  # measured: 0.79 single pass, 0.52 with EOT-16
+    assert acc_eot < acc_oracle + 0.1  # EOT gets close to attacking the noiseless model
+    for x_adv in (single, eot):
+        assert (x_adv - x).abs().max() <= 0.05 + 1e-6

@@ -17,7 +17,14 @@ from deepshield.attacks.gradient import fgsm, ifgsm, pgd
 from deepshield.attacks.masks import center_mask, parse_mask, random_patch_mask
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.norms import Budget, SteepestStep
-from deepshield.attacks.objectives import classification_loss, margin, misclassified, predicts
+from deepshield.attacks.objectives import (
+    classification_loss,
+    detector_aware_loss,
+    fooled_undetected,
+    margin,
+    misclassified,
+    predicts,
+)
 from deepshield.attacks.registry import ATTACKS, get_attack
 from deepshield.attacks.square import SquareResult, square, square_search
 
@@ -40,8 +47,10 @@ __all__ = [
     "center_mask",
     "classification_loss",
     "cw_l2",
+    "detector_aware_loss",
     "dlr_loss",
     "fgsm",
+    "fooled_undetected",
     "get_attack",
     "ifgsm",
     "margin",

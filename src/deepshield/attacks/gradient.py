@@ -44,6 +44,7 @@ def pgd(
     targeted: bool = False,
     mask: Tensor | None = None,
     loss_fn: Objective | None = None,
+    eot_samples: int = 1,
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -53,12 +54,15 @@ def pgd(
     2.5 * eps / steps. restarts > 1 keeps, per sample, the strongest point seen (misclassified
     / target reached first, then highest loss; loss only with a custom loss_fn).
     mask: [B or 1, 1, H, W] in {0,1}; pixels outside it never change.
-    loss_fn(output, y) -> per-sample loss [B] replaces cross-entropy (e.g. for Siamese models).
+    loss_fn(output, y) -> per-sample loss [B] replaces cross-entropy (e.g. for Siamese models,
+    or `objectives.detector_aware_loss` against a `Guarded` model). eot_samples > 1: each step
+    follows the mean gradient of that many forward passes (EOT, for randomised models).
     Randomness: `generator`, else `seed`, else torch's global generator.
     """
     eps = check_number("eps", eps)
     steps = check_count("steps", steps)
     restarts = check_count("restarts", restarts)
+    eot_samples = check_count("eot_samples", eot_samples)
     norm = check_norm(norm)
     alpha = 2.5 * eps / steps if alpha is None else check_number("alpha", alpha)
     bounds, y, mask = check_attack(model, x, y, mask=mask, labels=loss_fn is None)
@@ -78,6 +82,7 @@ def pgd(
         restarts=restarts,
         bounds=bounds,
         generator=_generator(seed, generator),
+        eot_samples=eot_samples,
     )
 
 
@@ -92,6 +97,7 @@ def ifgsm(
     targeted: bool = False,
     mask: Tensor | None = None,
     loss_fn: Objective | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """I-FGSM / BIM: L-inf PGD from x (no random start), alpha defaults to eps / steps."""
     eps = check_number("eps", eps)
@@ -99,7 +105,7 @@ def ifgsm(
     alpha = eps / steps if alpha is None else alpha
     return pgd(
         model, x, y, eps, alpha=alpha, steps=steps, norm="linf", random_start=False,
-        targeted=targeted, mask=mask, loss_fn=loss_fn,
+        targeted=targeted, mask=mask, loss_fn=loss_fn, eot_samples=eot_samples,
     )  # fmt: skip
 
 
@@ -112,8 +118,10 @@ def fgsm(
     targeted: bool = False,
     mask: Tensor | None = None,
     loss_fn: Objective | None = None,
+    eot_samples: int = 1,
 ) -> Tensor:
     """FGSM: x + eps * sign(grad), clipped to [0,1] (or model.bounds). x: [B,...] -> x_adv."""
     return ifgsm(
-        model, x, y, eps, alpha=eps, steps=1, targeted=targeted, mask=mask, loss_fn=loss_fn
-    )
+        model, x, y, eps, alpha=eps, steps=1, targeted=targeted, mask=mask, loss_fn=loss_fn,
+        eot_samples=eot_samples,
+    )  # fmt: skip

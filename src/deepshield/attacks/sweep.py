@@ -24,7 +24,7 @@ from deepshield.attacks.checks import check_batch, check_count, check_norm, chec
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import as_logits
-from deepshield.attacks.registry import get_attack
+from deepshield.attacks.registry import canonical_name, get_attack
 from deepshield.errors import InputError
 from deepshield.train import distributed
 
@@ -39,28 +39,33 @@ class AttackSpec:
     """One attack configuration: a registry name (`attacks.registry.ATTACKS`), budgets, options.
 
     eps 0 means the clean inputs (no attack call). `mask`: "full", "center:SIZE" or "patch:SIZE"
-    (a random SIZE x SIZE square per image, placed by `seed` and the batch index). For CW-L2
+    (a random SIZE x SIZE square per image, placed by `seed` and the batch index). steps None:
+    the attack's own default (registry: 10 for pgd, 100 for apgd and CW-L2, 5000 Square queries).
+    eot_samples > 1: every gradient is the mean of that many forward passes (EOT, for randomised
+    models such as a purifier with random initialisation). For CW-L2
     (MINIMAL_L2) eps is an L2 budget: accuracy at eps counts an example as broken only when the
     smallest perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
     """
 
     attack: str = "pgd"
     eps: tuple[float, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255)
-    steps: int = 10
+    steps: int | None = 10
     norm: str = "linf"
     restarts: int = 1
     mask: str = "full"
     seed: int = 0
+    eot_samples: int = 1
 
     def checked(self) -> AttackSpec:
         """This spec with eps as floats; InputError / ConfigError on any bad value (no work done)."""
-        get_attack(self.attack)
-        attack = self.attack.lower().replace("cw-l2", "cw_l2")  # the registry's spelling
+        attack = canonical_name(self.attack)
         if len(self.eps) == 0:
             raise InputError("no eps given: pass at least one budget, e.g. --eps 0,4/255,8/255")
         eps = tuple(check_number("eps", e) for e in self.eps)
-        check_count("steps", self.steps)
+        if self.steps is not None:
+            check_count("steps", self.steps)
         check_count("restarts", self.restarts)
+        check_count("eot_samples", self.eot_samples)
         check_norm(self.norm)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InputError(f"seed={self.seed!r} must be an integer: pass e.g. seed=0")
@@ -95,6 +100,7 @@ class AttackSpec:
             "restarts": self.restarts,
             "mask": self.mask,
             "seed": self.seed,
+            "eot_samples": self.eot_samples,
         }
 
 
@@ -258,7 +264,8 @@ def _craft(
 
     def run(eps: float) -> Tensor:
         options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
-        return attack(crafter, x, y, eps, **options, mask=mask, restarts=spec.restarts).detach()
+        options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+        return attack(crafter, x, y, eps, **options).detach()
 
     if max(spec.eps) == 0:
         return [x for _ in spec.eps]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from deepshield.errors import ConfigError, RunError
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
 from deepshield.train import distributed
+
+if TYPE_CHECKING:
+    from deepshield.defenses.adaptive import PurifierThreat
 
 SPLITS = ("train", "val", "test")
 
@@ -103,14 +106,21 @@ def attack_run(
     surrogate: str | Path | None = None,
     name: str | None = None,
     device: torch.device | str = "cpu",
+    threat: PurifierThreat | None = None,
 ) -> dict[str, Any]:
     """Sweep `spec` on a run's best model (crafted on `surrogate`'s model when given, i.e. a
     transfer attack), write the results into the run folder; return the JSON written.
 
+    threat: evaluate the model behind a DIP purifier instead, attacked as threat.adaptive says
+    (`defenses.adaptive`: none, bpda, eot with spec.eot_samples passes per gradient).
     Every bad argument raises before the data is loaded or a model is attacked.
     """
     spec = spec.checked()
     check_options(split, n, batch_size)
+    if threat is not None and surrogate is not None:
+        raise ConfigError("--surrogate and --purify do not combine: a purified model is "
+                          "attacked through its own purifier (--adaptive none crafts on the bare "
+                          "model)")  # fmt: skip
     run = RunDir.open(run_dir)
     cfg = run_config(run)
     sur = RunDir.open(surrogate) if surrogate is not None else None
@@ -122,10 +132,14 @@ def attack_run(
     model = run.load_model("best").to(device)
     crafter = sur.load_model("best").to(device) if sur is not None else model
     _check_classes(model, crafter, batch, sur)
+    if threat is not None:
+        crafter, model = threat.models(model, spec.seed)
     result = transfer_sweep(
         crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size
     )
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset) if dataset else ""
+    if threat is not None:
+        tag = "_".join(t for t in (threat.tag(), tag) if t)
     name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)
     info = {
         "run": str(run.path),
@@ -133,10 +147,13 @@ def attack_run(
         "surrogate": None
         if sur is None
         else {"run": str(sur.path), "model": sur.read_json("model.json")["name"]},
+        "defence": None if threat is None else threat.to_dict(),
         "batch_size": batch_size,
         "seconds": round(time.perf_counter() - t0, 2),
         "command": _command(run.path, spec, dataset, split, n, batch_size, surrogate, name),
     }
+    if threat is not None:
+        info["command"] += " " + threat.flags()
     return write_sweep(run, name, result["model"], spec, batch, info)
 
 
@@ -164,11 +181,14 @@ def _command(
 ) -> str:
     """The `deepshield attack` command that reproduces a sweep."""
     eps = ",".join(_eps_text(e) for e in spec.eps)
+    steps = "" if spec.steps is None else f" --steps {spec.steps}"
     parts = [
-        f"deepshield attack {run} --attack {spec.attack} --eps {eps} --steps {spec.steps}",
+        f"deepshield attack {run} --attack {spec.attack} --eps {eps}{steps}",
         f"--norm {spec.norm} --restarts {spec.restarts} --mask {spec.mask} --seed {spec.seed}",
         f"--split {split} --batch-size {batch_size} --out {name}",
     ]
+    if spec.eot_samples > 1:
+        parts.append(f"--eot-samples {spec.eot_samples}")
     if n is not None:
         parts.append(f"--n {n}")
     if dataset:
@@ -230,8 +250,10 @@ def write_sweep(
 
 
 def _title(record: Mapping[str, Any]) -> str:
-    sur = record.get("surrogate")
+    sur, defence = record.get("surrogate"), record.get("defence")
     how = f"transfer from {sur['model']} ({sur['run']})" if sur else "white-box"
+    if defence:
+        how = f"DIP-purified model, adaptive: {defence['adaptive']}"
     mask = "" if record["mask"] == "full" else f", mask {record['mask']}"
     return f"Attack {record['name']}: {record['attack']} {record['norm']}{mask}, {how}"
 
@@ -248,7 +270,8 @@ def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             row["evasion: accuracy"] = r["evasion"]["accuracy"]
             row["evasion: AUC"] = r["evasion"]["auc"]
         if "surrogate_accuracy" in r:
-            row["surrogate accuracy"] = r["surrogate_accuracy"]
+            crafter = "crafting model" if record.get("defence") else "surrogate"
+            row[f"{crafter} accuracy"] = r["surrogate_accuracy"]
         row["median L2"] = r["l2_median"]
         out.append(row)
     return out
@@ -257,9 +280,11 @@ def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 def section_html(record: Mapping[str, Any]) -> str:
     """The report section of a sweep: settings, table, plot, grid, reproducing command."""
     name = record["name"]
+    steps = "the attack's default" if record["steps"] is None else record["steps"]
     settings = (
-        f"{record['n']} images of {record['dataset']} ({record['split']}); steps {record['steps']},"
-        f" restarts {record['restarts']}, seed {record['seed']}, {record['world_size']} process(es)"
+        f"{record['n']} images of {record['dataset']} ({record['split']}); steps {steps},"
+        f" restarts {record['restarts']}, EOT passes {record.get('eot_samples', 1)}, seed "
+        f"{record['seed']}, {record['world_size']} process(es)"
     )
     evasion = (
         "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
@@ -267,6 +292,14 @@ def section_html(record: Mapping[str, Any]) -> str:
         if record["detector"]
         else ""
     )
+    defence = record.get("defence")
+    if defence:
+        dip = defence["dip"]
+        settings += (
+            f". Model behind Deep Image Prior purification (at most {dip['iters']} iterations, "
+            f"stop at PSNR {dip['stop_psnr']} dB, seeds unknown to the attacker); examples "
+            f"{defence['crafted']}"
+        )
     figs = [figure(f"plots/attack_{name}.png")]
     if record["grid"]:
         figs.append(figure(f"plots/attack_{name}_grid.png"))

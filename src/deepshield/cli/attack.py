@@ -12,11 +12,20 @@ from deepshield.cli.app import app, parse_floats, parse_kv
 @app.command("attack")
 def attack_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
-    attack: str = typer.Option("pgd", "--attack", "-a", help="fgsm, ifgsm, pgd, cw_l2, ..."),
+    attack: str = typer.Option(
+        "pgd",
+        "--attack",
+        "-a",
+        help="fgsm, ifgsm, pgd, cw_l2, apgd, apgd-dlr, apgd-t, square, autoattack, autoattack-fast.",
+    ),
     eps: str = typer.Option(
         "0,2/255,4/255,8/255", "--eps", help="Budgets, comma-separated; fractions allowed."
     ),
-    steps: int = typer.Option(10, "--steps", help="Attack iterations (PGD, I-FGSM, CW)."),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        help="Iterations (Square: queries) [the attack's: pgd 10, apgd/cw_l2 100, square 5000].",
+    ),
     norm: str = typer.Option("linf", "--norm", help="linf or l2 (PGD)."),
     restarts: int = typer.Option(1, "--restarts", help="PGD random restarts."),
     mask: str = typer.Option("full", "--mask", help="full, center:SIZE or patch:SIZE."),
@@ -31,15 +40,31 @@ def attack_cmd(
     ),
     out: str = typer.Option(None, "--out", help="Result name: attack_<NAME>.json [from flags]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    purify: str = typer.Option(
+        None, "--purify", help="Evaluate the model behind a purifier: dip (Deep Image Prior)."
+    ),
+    adaptive: str = typer.Option(
+        None,
+        "--adaptive",
+        help="With --purify: none (craft on the bare model), bpda or eot [bpda].",
+    ),
+    eot_samples: int = typer.Option(
+        None, "--eot-samples", help="With --adaptive eot: passes averaged per gradient [8]."
+    ),
+    dip_iters: int = typer.Option(None, "--dip-iters", help="With --purify dip: iterations [500]."),
 ) -> None:
     """Attack a trained model at several budgets; writes attack_<name>.json, plots, report section.
 
-    Detectors also get the evasion view (only fakes attacked). Sharded over N processes with
+    Detectors also get the evasion view (only fakes attacked). --purify dip evaluates the model
+    behind Deep Image Prior purification, attacked --adaptive none|bpda|eot (docs/robustness.md).
+    Sharded over N processes with
     `torchrun --nproc_per_node=N -m deepshield attack ...` (same numbers as one process)."""
     from deepshield.attacks.sweep import AttackSpec
     from deepshield.attacks.sweep_run import attack_run, check_options
+    from deepshield.defenses.adaptive import purifier_threat
     from deepshield.train import distributed
 
+    threat, passes = purifier_threat(purify, adaptive, eot_samples, dip_iters)
     spec = AttackSpec(
         attack=attack,
         eps=tuple(parse_floats(eps, "--eps")),
@@ -48,6 +73,7 @@ def attack_cmd(
         restarts=restarts,
         mask=mask,
         seed=seed,
+        eot_samples=passes,
     ).checked()
     check_options(split, n, batch_size)
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
@@ -63,6 +89,7 @@ def attack_cmd(
             surrogate=surrogate,
             name=out,
             device=dev,
+            threat=threat,
         )
         if distributed.is_main():  # inside the session: rank() is still known
             _print_rows(record)

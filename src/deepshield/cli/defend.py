@@ -1,4 +1,5 @@
-"""`deepshield defend detector|purify|compare`: defences of a trained detector."""
+"""`deepshield defend detector|purify|compare|attack-detector`: defences of a trained detector
+and their adaptive evaluation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 from deepshield.cli.app import app, parse_floats
 
 defend_app = typer.Typer(
-    help="Defences: adversarial-example detector, DIP purification, robustness comparison.",
+    help="Defences: adversarial-example detector, DIP purification, robustness comparison, "
+    "detector-aware attacks.",
     no_args_is_help=True,
 )
 app.add_typer(defend_app, name="defend")
@@ -144,3 +146,31 @@ def compare_cmd(
             ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in r.items())
         )
     typer.echo(f"wrote {run_dirs[0] / 'robustness_compare.json'}")
+
+
+@defend_app.command("attack-detector")
+def attack_detector_cmd(
+    run_dir: Path = typer.Argument(
+        ..., help="An adversarial-example detector run (defend detector)."
+    ),
+    eps: str = typer.Option("0.03,0.07", "--eps", help="L-inf budgets, comma-separated."),
+    steps: int = typer.Option(20, "--steps", help="PGD steps."),
+    n: int = typer.Option(500, "--n", help="First N samples of the split."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Non-adaptive (FGSM, PGD on the classifier) vs detector-aware PGD (classifier and detector
+    attacked together): accuracy, share detected, share fooled and undetected."""
+    from deepshield.defenses.adaptive import attack_detector_run
+
+    result = attack_detector_run(
+        run_dir, eps=parse_floats(eps, "--eps"), steps=steps, n=n, split=split, seed=seed
+    )
+    for r in result["rows"]:
+        kind = "detector-aware " if r["detector-aware"] else ""
+        typer.echo(
+            f"{kind}{r['attack']} eps={r['eps']:g}: accuracy {r['accuracy']:.4f}, detected "
+            f"{r['detected']:.4f}, fooled and undetected {r['fooled, undetected']:.4f}"
+            + ("" if r["success"] is None else f" (success {r['success']:.4f})")
+        )
+    typer.echo(f"wrote {Path(run_dir) / 'adaptive_detector.json'}")

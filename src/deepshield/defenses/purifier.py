@@ -28,17 +28,31 @@ PAPER_THRESHOLD = 0.25
 
 class DipPurifier:
     """x [B,C,H,W] in [0,1] -> its DIP reconstruction (see `dip.dip_reconstruct`); keeps the last
-    Reconstruction (iterations, PSNR, time) in `last`."""
+    Reconstruction (iterations, PSNR, time) in `last`.
+
+    Image i of every call is seeded seed + i (the same input, the same output), or with
+    reseed=True seed + (images reconstructed before) + i: every reconstruction draws a new random
+    network and noise, the randomness an EOT attack averages over.
+    """
 
     def __init__(
-        self, cfg: DipConfig = DipConfig(), *, mode: str = "grouped", chunk: int = 16, seed: int = 0
+        self,
+        cfg: DipConfig = DipConfig(),
+        *,
+        mode: str = "grouped",
+        chunk: int = 16,
+        seed: int = 0,
+        reseed: bool = False,
     ) -> None:
         check_mode(mode, chunk)
-        self.cfg, self.mode, self.chunk, self.seed = cfg, mode, chunk, seed
+        self.cfg, self.mode, self.chunk, self.seed, self.reseed = cfg, mode, chunk, seed, reseed
         self.last: Reconstruction | None = None
+        self.images = 0  # reconstructed so far
 
     def __call__(self, x: Tensor) -> Tensor:
-        self.last = dip_reconstruct(x, self.cfg, mode=self.mode, chunk=self.chunk, seed=self.seed)
+        seed = self.seed + self.images if self.reseed else self.seed
+        self.last = dip_reconstruct(x, self.cfg, mode=self.mode, chunk=self.chunk, seed=seed)
+        self.images += len(x)
         return self.last.images
 
 
