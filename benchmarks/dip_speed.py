@@ -1,7 +1,7 @@
 """DIP purification: the slow per-image configuration vs the fast batched one, in one run.
 
     PYTHONPATH=src python benchmarks/dip_speed.py --run RUN_DIR [--n 16] [--eps 0.02]
-        [--threads 2] [--slow-iters 2000] [--fast-iters 500] [--chunk 16] [--shared]
+        [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--chunk 16] [--shared]
         [--json out.json]
 
 RUN_DIR is a real/fake image detector run (`deepshield train`, 64x64 images). n fakes (with
