@@ -97,6 +97,20 @@ def test_lipschitz_penalty_leaves_batch_norm_statistics_alone():
     assert torch.equal(model.bn.num_batches_tracked, before[1])
 
 
+def test_lipschitz_training_step_backpropagates_through_batch_norm():
+    """The training loss and the penalty share the batch-norm buffers: one backward must work
+    (the statistics are not modified in place) and count the batch once."""
+    model = Flat(12, bn=True).train()
+    x, y = torch.rand(6, 3, 2, 2), torch.tensor([0, 1] * 3)
+    logits = model(x)
+    after_one = model.bn.running_mean.clone(), model.bn.num_batches_tracked.clone()
+    loss = nn.functional.cross_entropy(logits, y) + LipschitzPenalty(1.0)(model, x, y, logits)
+    loss.backward()
+    assert model.fc1.weight.grad.abs().sum() > 0
+    assert torch.equal(model.bn.running_mean, after_one[0])
+    assert torch.equal(model.bn.num_batches_tracked, after_one[1])
+
+
 def test_lipschitz_weight_must_be_positive():
     with pytest.raises(ConfigError, match="--lipschitz"):
         LipschitzPenalty(0.0)
