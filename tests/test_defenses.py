@@ -269,6 +269,32 @@ def test_defend_compare_writes_white_box_and_transfer_columns(defended_runs):
 
 
 @pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--adv-train", "pgd", "--eps", "8/255", "--adv-steps", "2"], ("pgd", 8 / 255, 0.0)),
+        (["--lipschitz", "0.5", "--adv-train", "fgsm-rs", "--eps", "0.02"], ("fgsm-rs", 0.02, 0.5)),
+    ],
+)
+def test_train_cli_defence_flags_reach_the_run(flags, expected, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from deepshield.run import RunDir
+
+    args = ["train", "-d", "synthetic-faces:easy", "--data-arg", "n=40", "--data-arg", "size=32"]
+    args += ["-m", "mlp3", "-e", "1", "--device", "cpu", "--out", str(tmp_path / "r"), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir(tmp_path / "r")
+    cfg = run.read_yaml("config.yaml")
+    assert (cfg["adv_train"], cfg["lipschitz"]) == (expected[0], expected[2])
+    assert math.isclose(cfg["adv_eps"], expected[1])
+    assert math.isclose(run.read_json("robustness.json")["eps"], expected[1])
+    train = run.read_json("history.json")["epochs"][0]["train"]
+    assert ("lipschitz" in train) == (expected[2] > 0)
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["train", "--adv-train", "free"], "adv_train"),
