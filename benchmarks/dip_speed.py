@@ -1,7 +1,7 @@
 """DIP purification: the slow per-image configuration vs the fast batched one, in one run.
 
     PYTHONPATH=src python benchmarks/dip_speed.py --run RUN_DIR [--n 16] [--eps 0.02]
-        [--threads 2] [--slow-iters 2000] [--fast-iters 500] [--chunk 16] [--shared]
+        [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--chunk 16] [--shared]
         [--json out.json]
 
 RUN_DIR is a real/fake image detector run (`deepshield train`, 64x64 images). n fakes (with
@@ -88,8 +88,9 @@ def main() -> None:
     print(f"\nspeed-up fast vs slow: {speedup:.1f}x in CPU seconds ({wall:.1f}x wall)")
     for s_row, f_row in zip(slow["rows"], fast["rows"], strict=True):
         if s_row["defence"] == "purified":
-            ratio = f_row["recall_perturbed"] / max(s_row["recall_perturbed"], 1e-12)
-            print(f"recall ratio (perturbed fakes) at t={s_row['threshold']:g}: {ratio:.3f}")
+            slow_r, fast_r = s_row["recall_perturbed"], f_row["recall_perturbed"]
+            ratio = f"{fast_r / slow_r:.3f}" if slow_r else f"undefined (slow recall {slow_r})"
+            print(f"recall ratio (perturbed fakes) at t={s_row['threshold']:g}: {ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=2)

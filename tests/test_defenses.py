@@ -97,6 +97,20 @@ def test_lipschitz_penalty_leaves_batch_norm_statistics_alone():
     assert torch.equal(model.bn.num_batches_tracked, before[1])
 
 
+def test_lipschitz_training_step_backpropagates_through_batch_norm():
+    """The training loss and the penalty share the batch-norm buffers: one backward must work
+    (the statistics are not modified in place) and count the batch once."""
+    model = Flat(12, bn=True).train()
+    x, y = torch.rand(6, 3, 2, 2), torch.tensor([0, 1] * 3)
+    logits = model(x)
+    after_one = model.bn.running_mean.clone(), model.bn.num_batches_tracked.clone()
+    loss = nn.functional.cross_entropy(logits, y) + LipschitzPenalty(1.0)(model, x, y, logits)
+    loss.backward()
+    assert model.fc1.weight.grad.abs().sum() > 0
+    assert torch.equal(model.bn.running_mean, after_one[0])
+    assert torch.equal(model.bn.num_batches_tracked, after_one[1])
+
+
 def test_lipschitz_weight_must_be_positive():
     with pytest.raises(ConfigError, match="--lipschitz"):
         LipschitzPenalty(0.0)
@@ -252,6 +266,32 @@ def test_defend_compare_writes_white_box_and_transfer_columns(defended_runs):
     assert rows[0]["defence"] == "lipschitz 0.1" and rows[1]["defence"] == "none"
     assert set(rows[0]) >= {"clean", "white-box", "from plain"}
     assert all(0 <= r["white-box"] <= r["clean"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--adv-train", "pgd", "--eps", "8/255", "--adv-steps", "2"], ("pgd", 8 / 255, 0.0)),
+        (["--lipschitz", "0.5", "--adv-train", "fgsm-rs", "--eps", "0.02"], ("fgsm-rs", 0.02, 0.5)),
+    ],
+)
+def test_train_cli_defence_flags_reach_the_run(flags, expected, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from deepshield.run import RunDir
+
+    args = ["train", "-d", "synthetic-faces:easy", "--data-arg", "n=40", "--data-arg", "size=32"]
+    args += ["-m", "mlp3", "-e", "1", "--device", "cpu", "--out", str(tmp_path / "r"), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = RunDir(tmp_path / "r")
+    cfg = run.read_yaml("config.yaml")
+    assert (cfg["adv_train"], cfg["lipschitz"]) == (expected[0], expected[2])
+    assert math.isclose(cfg["adv_eps"], expected[1])
+    assert math.isclose(run.read_json("robustness.json")["eps"], expected[1])
+    train = run.read_json("history.json")["epochs"][0]["train"]
+    assert ("lipschitz" in train) == (expected[2] > 0)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from deepshield.defenses.adversarial_detector import (
     train_adversarial_detector,
 )
 from deepshield.errors import ConfigError, RunError
+from deepshield.run import RunDir
 
 
 def linear_classifier(d: int = 3 * 8 * 8, classes: int = 3, seed: int = 0) -> nn.Module:
@@ -119,3 +120,25 @@ def test_detector_run_is_reused_and_guards_its_config(detector_run):
 def test_detector_config_rejects_unknown_attacks():
     with pytest.raises(ConfigError, match="unknown attack"):
         DetectorConfig(protect="x", attack="nope")
+
+
+def test_defend_detector_cli_passes_its_flags_to_the_study(protected_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+
+    out = tmp_path / "advdet"
+    args = ["defend", "detector", "--protect", str(protected_run.path), "--attack", "fgsm"]
+    args += ["--eps", "0.07", "-m", "mlp3", "-e", "1", "--limit", "40"]
+    args += ["--evaluate", "fgsm:0.07,pgd:0.03", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = RunDir(out).read_yaml("config.yaml")
+    assert (cfg["attack"], cfg["eps"], cfg["limit"]) == ("fgsm", 0.07, 40)
+    assert (cfg["train"]["model"], cfg["train"]["epochs"]) == ("mlp3", 1)
+    rows = RunDir(out).read_json("detector.json")["rows"]
+    assert [(r["attack"], r["eps"], r["seen in training"]) for r in rows] == [
+        ("fgsm", 0.07, True),
+        ("pgd", 0.03, False),
+    ]
+    assert "fgsm eps=0.07: accuracy" in result.output and "(trained on)" in result.output

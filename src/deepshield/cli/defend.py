@@ -74,9 +74,13 @@ def detector_cmd(
 def purify_cmd(
     run_dir: Path = typer.Argument(..., help="A detector run folder (`deepshield train`)."),
     method: str = typer.Option("dip", "--method", help="Purification method: dip."),
-    iters: int = typer.Option(None, "--iters", help="Maximum DIP iterations per image [500]."),
+    iters: int = typer.Option(
+        None, "--iters", help="Maximum DIP iterations per image [fast 500, paper 1500]."
+    ),
     stop_psnr: float = typer.Option(
-        None, "--stop-psnr", help="Stop an image at this PSNR to its input, dB [27]."
+        None,
+        "--stop-psnr",
+        help="Stop an image at this PSNR to its input, dB [fast 27, paper off].",
     ),
     preset: str = typer.Option("fast", "--preset", help="fast or paper (Gandhi & Jain's setting)."),
     mode: str = typer.Option("grouped", "--mode", help="grouped, per-image or shared."),

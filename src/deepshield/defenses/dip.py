@@ -63,7 +63,7 @@ FAST = DipConfig()  # the defaults: grouped batches with early stopping
 # Gandhi & Jain's setting (their dip_template.py, after Ulyanov's JPEG-artefact notebook): five
 # scales of 8..128 channels, skips of 4 on the two deepest, a running average of 0.99 and a fixed
 # number of iterations. Their 10,000 iterations were for 512x512 inputs; here 1,500 for 64x64
-# (docs/defenses.md shows recall against iterations).
+# (docs/defenses.md, DIP section, has the measured recall of both presets).
 PAPER = DipConfig(
     channels=(8, 16, 32, 64, 128),
     skip=(0, 0, 0, 4, 4),

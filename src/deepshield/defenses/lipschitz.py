@@ -44,20 +44,26 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, *, create_graph: bool
 
 @contextmanager
 def kept_norm_statistics(model: nn.Module) -> Iterator[None]:
-    """Restore batch-norm running statistics on exit (an extra forward must not count twice)."""
+    """Batch-norm running statistics stay as they were (an extra forward must not count twice).
+
+    The extra forward updates copies; on exit the original tensors are put back untouched. They
+    are never written in place, since the training forward's graph holds them for its backward.
+    """
+    names = ("running_mean", "running_var", "num_batches_tracked")
     saved = [
-        (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        (m, [getattr(m, n) for n in names])
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
+    for m, tensors in saved:
+        for n, t in zip(names, tensors, strict=True):
+            setattr(m, n, t.clone())
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m, mean, var, count in saved:
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+        for m, tensors in saved:
+            for n, t in zip(names, tensors, strict=True):
+                setattr(m, n, t)
 
 
 class LipschitzPenalty:
