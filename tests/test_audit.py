@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from deepshield.models.architectures.simplenet import SimpleNet
 from deepshield.models.registry import HALF, register
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
+from test_attack_cli import cli
 from test_sweep import TINY, trained_tiny_run
 
 QUANTIZED = "audit_test_quantized_simplenet"
@@ -268,18 +268,6 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     assert [(r["item"], r["score"], r["status"]) for r in resumed["card"]] == [
         (r["item"], r["score"], r["status"]) for r in first["card"]
     ]
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """Run `deepshield ARGS` in this process; its exit code (0 when it returns)."""
-    from deepshield.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["deepshield", "-q", *map(str, args)])
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_cli_prints_the_card_of_a_finished_audit(plain, monkeypatch, capsys):

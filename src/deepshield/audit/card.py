@@ -17,6 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from deepshield.audit.budgets import REFERENCE_EPS
+from deepshield.audit.checks import eps_text
 from deepshield.report.html import figure, table
 
 # Items of the card, their sweeps and titles (order = order on the card).
@@ -50,10 +51,6 @@ def _ok(item: Mapping[str, Any] | None) -> bool:
     return bool(item) and "error" not in item and "rows" in item
 
 
-def _eps_text(eps: float, norm: str) -> str:
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
-
-
 def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dict[str, Any]:
     """Worst case over the attacks `keys` at the reference budget of `norm`."""
     ref = REFERENCE_EPS[norm]
@@ -74,14 +71,14 @@ def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dic
     largest = max(r["eps"] for k in present for r in items[k]["rows"])
     several = len(keys) > 1  # name the attacks behind the numbers
     summary = (
-        f"half of the fakes pass as real from eps {_eps_text(first, norm)}"
+        f"half of the fakes pass as real from eps {eps_text(first, norm)}"
         + (f" ({who})" if several else "")
         if first is not None
-        else f"fewer than half of the fakes pass up to eps {_eps_text(largest, norm)}"
+        else f"fewer than half of the fakes pass up to eps {eps_text(largest, norm)}"
     )
     if worst is not None:
         attacks = ", ".join(TITLES[k] for k in passed)
-        summary += f"; at {_eps_text(ref, norm)} {100 * worst:.0f}% pass"
+        summary += f"; at {eps_text(ref, norm)} {100 * worst:.0f}% pass"
         summary += f" (worst of {attacks})" if several else ""
     return {
         "score": score,
@@ -272,7 +269,7 @@ def _sweep_table(items: Mapping[str, Any]) -> str:
         for k in present:
             by_eps = {r["eps"]: r.get("fake_passed_as_real") for r in items[k]["rows"]}
             row: dict[str, Any] = {"attack": TITLES[k], "images": items[k]["n"]}
-            row.update({_eps_text(e, norm): by_eps.get(e) for e in xs})
+            row.update({eps_text(e, norm): by_eps.get(e) for e in xs})
             rows.append(row)
         out += f"<h3>Fakes passed as real ({'L-inf' if norm == 'linf' else 'L2'})</h3>" + table(
             rows, digits=2

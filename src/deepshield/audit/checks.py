@@ -49,9 +49,9 @@ def _skipped(name: str, missing: str) -> Check:
     return Check(name, "skipped", f"not checked: the {missing} sweep is missing")
 
 
-def _eps_text(eps: float) -> str:
-    """An L-inf eps in units of 1/255, e.g. '8/255'."""
-    return f"{eps * 255:.3g}/255"
+def eps_text(eps: float, norm: str = "linf") -> str:
+    """A budget for people: L-inf in units of 1/255 ('8/255'), L2 as a number ('0.5')."""
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
 
 
 def iterative_weaker_than_single_step(pgd: Rows | None, fgsm: Rows | None, n: int) -> Check:
@@ -66,7 +66,7 @@ def iterative_weaker_than_single_step(pgd: Rows | None, fgsm: Rows | None, n: in
     evidence = {"pgd_minus_fgsm": {str(e): g for e, g in gaps.items()}, "tolerance": tol}
     if worse:
         e = max(worse, key=worse.get)
-        detail = f"PGD leaves {worse[e]:.2f} more accuracy than FGSM at eps {_eps_text(e)}"
+        detail = f"PGD leaves {worse[e]:.2f} more accuracy than FGSM at eps {eps_text(e)}"
         return Check(name, "warn", detail, evidence)
     return Check(name, "pass", "PGD is at least as strong as FGSM at every eps", evidence)
 
@@ -81,9 +81,9 @@ def large_eps_not_reaching_zero(pgd: Rows | None, n: int) -> Check:
     bound = max(LARGE_EPS_MAX_ACCURACY, 2 / max(n, 1))
     evidence = {"eps": eps, "accuracy": acc, "bound": bound}
     if acc > bound:
-        detail = f"PGD leaves accuracy {acc:.2f} at eps {_eps_text(eps)} (expected <= {bound:.2f})"
+        detail = f"PGD leaves accuracy {acc:.2f} at eps {eps_text(eps)} (expected <= {bound:.2f})"
         return Check(name, "warn", detail, evidence)
-    return Check(name, "pass", f"PGD accuracy {acc:.2f} at eps {_eps_text(eps)}", evidence)
+    return Check(name, "pass", f"PGD accuracy {acc:.2f} at eps {eps_text(eps)}", evidence)
 
 
 def accuracy_rises_with_eps(sweeps: Mapping[str, Rows | None], n: int) -> Check:
@@ -124,7 +124,7 @@ def noise_beats_gradient(noise: Rows | None, gradient: Mapping[str, Rows | None]
         e = max(better, key=better.get)
         detail = (
             f"random noise leaves {better[e]:.2f} less accuracy than the best gradient attack "
-            f"at eps {_eps_text(e)}"
+            f"at eps {eps_text(e)}"
         )
         return Check(name, "warn", detail, evidence)
     return Check(name, "pass", "every gradient attack beats random noise", evidence)
@@ -151,7 +151,7 @@ def blackbox_beats_whitebox(
         e = max(better, key=better.get)
         detail = (
             f"the transfer attack leaves {better[e]:.2f} less accuracy than the best white-box "
-            f"attack at eps {_eps_text(e)}"
+            f"attack at eps {eps_text(e)}"
         )
         return Check(name, "warn", detail, evidence)
     return Check(name, "pass", "white-box attacks are at least as strong as transfer", evidence)

@@ -81,6 +81,10 @@ class Audit:
         self.data = load_attack_data(self.cfg, dataset=dataset, data_kwargs=self.data_kwargs)
         self.model = self.run.load_model("best").to(self.device)
         self._check_detector(self.data)
+        self.digests = (
+            weights_digest(self.run),
+            weights_digest(self.surrogate) if self.surrogate else None,
+        )
         self.items: dict[str, Any] = {}
 
     # -- settings and files --------------------------------------------------------------------
@@ -102,19 +106,21 @@ class Audit:
         """What the items depend on: an audit.json with other settings is not resumed."""
         return {
             "budget": self.budget.to_dict(),
-            "weights_sha256": weights_digest(self.run),
-            "surrogate_sha256": weights_digest(self.surrogate) if self.surrogate else None,
+            "weights_sha256": self.digests[0],
+            "surrogate_sha256": self.digests[1],
             "dataset": self.data.dataset,
             "data_kwargs": self.data_kwargs,
             "seed": self.seed,
             "surrogate": str(self.surrogate.path) if self.surrogate else None,
         }
 
+    def _data_args(self) -> str:
+        """The --data-arg flags of the dataset options given."""
+        return "".join(f" --data-arg {k}={v}" for k, v in (self.data_kwargs or {}).items())
+
     def _data_flags(self) -> str:
-        flags = f" -d {self.dataset}" if self.dataset else ""
-        for k, v in (self.data_kwargs or {}).items():
-            flags += f" --data-arg {k}={v}"
-        return flags
+        """-d and --data-arg flags of the dataset given (none for the run's own)."""
+        return (f" -d {self.dataset}" if self.dataset else "") + self._data_args()
 
     def command(self) -> str:
         """The `deepshield audit` command that reproduces every number of this audit."""
@@ -165,7 +171,6 @@ class Audit:
             name=f"audit_{key}",
             device=self.device,
         )
-        extra = "".join(f" --data-arg {k}={v}" for k, v in (self.data_kwargs or {}).items())
         return {
             "file": f"attack_audit_{key}.json",
             "attack": record["attack"],
@@ -175,7 +180,7 @@ class Audit:
             "n": record["n"],
             "rows": record["rows"],
             "eps_half": eps_half(record["rows"]),
-            "command": record["command"] + extra,
+            "command": record["command"] + self._data_args(),  # it already has -d
         }
 
     def white_box(self, key: str) -> dict[str, Any]:
@@ -196,6 +201,7 @@ class Audit:
         return AttackSpec("pgd", eps, steps=b.steps, norm=norm, restarts=b.restarts, seed=self.seed)
 
     def noise(self) -> dict[str, Any]:
+        """The random-noise baseline over the L-inf ladder on the attacked images."""
         b = self.budget
         rows = noise_rows(
             self.model,
@@ -216,8 +222,9 @@ class Audit:
         if sur is None:
             from deepshield.train.training_run import run_training
 
-            log(f"[audit]   training the surrogate {self._surrogate_config().model} ...")
-            sur = run_training(self._surrogate_config(), self.surrogate_dir())
+            cfg = self._surrogate_config()
+            log(f"[audit]   training the surrogate {cfg.model} {cfg.model_kwargs} ...")
+            sur = run_training(cfg, self.surrogate_dir())
         item = self.sweep("transfer", self._pgd("linf"), self.budget.n, surrogate=sur)
         metrics = sur.read_json("metrics.json")
         item["surrogate"] = {
@@ -232,6 +239,7 @@ class Audit:
         return item
 
     def surrogate_dir(self) -> Path:
+        """Where the surrogate trained for this budget lives (and is reused)."""
         return self.run.path / f"audit_surrogate_{self.budget.name}"
 
     def _surrogate_config(self) -> TrainConfig:
@@ -296,6 +304,7 @@ class Audit:
 
     # -- the whole audit ----------------------------------------------------------------------
     def steps(self, log: Log) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+        """(item, function computing it) in the order the audit runs them."""
         keys = ["fgsm", "pgd_linf", "pgd_l2", "cw_l2"]
         if self.budget.autoattack:
             keys.append("autoattack")
@@ -329,7 +338,7 @@ class Audit:
             "dataset": self.data.dataset,
             "budget": self.budget.to_dict(),
             "seed": self.seed,
-            "n_attacked": min(self.budget.n, len(self.data.y)),
+            "n_attacked": n,
             "settings": self.settings(),
             "command": self.command(),
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),

@@ -21,4 +21,4 @@ def demo_cmd(
     total = sum(ctx.timings.values())
     typer.echo(f"[demo] finished in {total:.0f} s")
     typer.echo(f"report: {ctx.out / 'report.html'}")
-    typer.echo(f"grade the detector's robustness (~2 CPU-minutes): deepshield audit {ctx.out}")
+    typer.echo(f"grade the detector's robustness (~75 CPU-seconds): deepshield audit {ctx.out}")
