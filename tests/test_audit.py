@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from deepshield.audit.checks import (
 )
 from deepshield.errors import InputError
 from deepshield.metrics import detector_metrics
-from deepshield.models import names
+from deepshield.models import registry as model_registry
 from deepshield.models.architectures.simplenet import SimpleNet
 from deepshield.models.registry import HALF, register
 from deepshield.predict import fake_scores, predict_logits
@@ -46,12 +47,18 @@ class QuantizedSimpleNet(SimpleNet):
         return super().forward_features(torch.round(x * 8) / 8)
 
 
-if QUANTIZED not in names():
+def _quantized(num_classes: int = 2, **kw) -> QuantizedSimpleNet:
+    """Test-only: simplenet with a non-differentiable input quantisation."""
+    return QuantizedSimpleNet(num_classes=num_classes, **kw)
 
-    @register(QUANTIZED, mean=HALF, std=HALF, input_size=(3, 32, 32))
-    def _quantized(num_classes: int = 2, **kw) -> QuantizedSimpleNet:
-        """Test-only: simplenet with a non-differentiable input quantisation."""
-        return QuantizedSimpleNet(num_classes=num_classes, **kw)
+
+@pytest.fixture(scope="module")
+def quantized_registered() -> Iterator[str]:
+    """The quantised model in the registry for this module only (at collection time other
+    modules parametrise over every registered model)."""
+    register(QUANTIZED, mean=HALF, std=HALF, input_size=(3, 32, 32))(_quantized)
+    yield QUANTIZED
+    model_registry._REGISTRY.pop(QUANTIZED, None)
 
 
 # The checks read FGSM, PGD, noise and transfer only: the rest of quick, made smaller.
@@ -72,13 +79,15 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, dict]:
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, dict]:
+def quantized(
+    tmp_path_factory: pytest.TempPathFactory, quantized_registered: str
+) -> tuple[RunDir, dict]:
     """The same detector trained behind the quantisation layer, and its audit (the quick budget
     with less CW-L2 and explanation work) with the plain detector as transfer surrogate."""
     from deepshield.train.training_run import run_training
 
     out = tmp_path_factory.mktemp("audit") / "quantized"
-    run = run_training(TINY.model_copy(update={"model": QUANTIZED}), out)
+    run = run_training(TINY.model_copy(update={"model": quantized_registered}), out)
     surrogate = trained_tiny_run(tmp_path_factory).path  # the plain detector
     return run, audit_run(run.path, budget=QUICK_LITE, surrogate=surrogate, log=quiet)
 
