@@ -60,7 +60,8 @@ class Purified(nn.Module):
     """model(purifier(x)): x [B,C,H,W] in [0,1] -> the model's logits on the purified input.
 
     The purifier runs its own optimisation and returns a detached image, so no gradient reaches
-    x: a white-box attack on this wrapper must approximate the purifier's gradient (BPDA, EOT).
+    x: a white-box attack on this wrapper must approximate the purifier's gradient (BPDA, EOT;
+    see `defenses.adaptive`).
     """
 
     def __init__(self, model: nn.Module, purifier: Callable[[Tensor], Tensor]) -> None:
