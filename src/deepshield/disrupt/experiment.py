@@ -106,11 +106,13 @@ def _robust_rows(
     x01: torch.Tensor,
     setting: Setting,
     measured: list[dict] | None,
+    force: bool,
     log: Callable[[str], None],
 ) -> list[dict]:
     """Fine-tune the base generator without and with adversarial training; measure each.
 
-    measured: the base generator's rows of the methods table, reused when given."""
+    measured: the base generator's rows of the methods table, reused when given; force:
+    retrain a fine-tune whose folder holds another config."""
     spec = cfg.robust
     base_cfg: GeneratorConfig = cfg.generators[spec.generator]
     variants: dict[str, Path] = {"before (base run)": base_dir}
@@ -128,7 +130,7 @@ def _robust_rows(
             "generator+discriminator": "fine-tuned, adv G+D",
         }[mode]
         variants[label] = train_generator(
-            ft, generators_dir / f"{spec.generator}-finetune-{mode}", log=log
+            ft, generators_dir / f"{spec.generator}-finetune-{mode}", force=force, log=log
         ).path
     rows = []
     for label, path in variants.items():
@@ -159,7 +161,7 @@ def run_experiment(
     generators_dir = run.path / "generators"
     dirs = {}
     for name, gcfg in cfg.generators.items():
-        dirs[name] = train_generator(gcfg, generators_dir / name, log=log).path
+        dirs[name] = train_generator(gcfg, generators_dir / name, force=force, log=log).path
 
     def save(key: str, rows: list[dict]) -> None:
         metrics[key] = rows
@@ -189,7 +191,7 @@ def run_experiment(
     if "robust" in cfg.tables and "robust" not in metrics:
         measured = metrics.get(f"methods/{cfg.robust.generator}")
         rows = _robust_rows(
-            cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, measured, log
+            cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, measured, force, log
         )
         save("robust", rows)
     _write_tables(run, cfg, metrics)
