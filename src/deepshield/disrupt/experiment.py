@@ -8,6 +8,7 @@ measured and computes only the rest when re-run), tables.md, plots/ and report.h
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,19 @@ def _robust_rows(
     """Fine-tune the base generator without and with adversarial training; measure each.
 
     measured: the base generator's rows of the methods table, reused when given; force:
-    retrain a fine-tune whose folder holds another config."""
+    retrain a fine-tune whose folder holds another config. A fine-tune's config names the
+    base weights by their SHA-256, so one made from other base weights is never reused."""
     spec = cfg.robust
     base_cfg: GeneratorConfig = cfg.generators[spec.generator]
+    base_weights = RunDir(base_dir).file("best.safetensors").read_bytes()
+    base_id = (
+        f"fine-tune of {spec.generator} sha256:{hashlib.sha256(base_weights).hexdigest()[:16]}"
+    )
     variants: dict[str, Path] = {"before (base run)": base_dir}
     for mode in ["none", *spec.modes]:
         ft = base_cfg.model_copy(
             update={
+                "name": base_id,
                 "init": str(base_dir),
                 "steps": spec.steps,
                 "adversarial": spec.attack.model_copy(update={"mode": mode}),
