@@ -19,6 +19,7 @@ from deepshield.data import register_source
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.disrupt import disruption_perturb, load_generator
 from deepshield.disrupt.config import AdversarialSpec
+from deepshield.errors import RunError
 from deepshield.models import create
 from deepshield.train.gan import GANTrainer
 
@@ -228,3 +229,33 @@ def test_config_runs_every_table_into_tables_md_and_the_report(tmp_path: Path) -
     before = (out / "metrics.json").read_text()
     invoke("disrupt", "--config", tmp_path / "tiny.yaml", "--out", out)  # everything reused
     assert (out / "metrics.json").read_text() == before
+
+
+def test_force_retrains_a_changed_generator_and_the_fine_tunes_made_from_it(tmp_path: Path) -> None:
+    sg = {
+        "model": "stargan",
+        "model_kwargs": {"conv_dim": 8, "n_res": 1},
+        "steps": 1,
+        "batch_size": 2,
+        "dataset": "disrupt-test-crops",
+        "data_kwargs": {"n": 30, "size": 32},
+    }
+    cfg = {"dataset": "disrupt-test-crops", "data_kwargs": {"n": 30, "size": 32}, "n_images": 2,
+           "steps": 1, "methods": ["fgsm"], "tables": ["methods", "robust"],
+           "robust": {"generator": "sg", "steps": 1, "modes": ["generator"],
+                      "attack": {"steps": 1}},
+           "generators": {"sg": sg}}  # fmt: skip
+    out = tmp_path / "run"
+    fine_tune = out / "generators" / "sg-finetune-generator" / "best.safetensors"
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    invoke("disrupt", "--config", tmp_path / "a.yaml", "--out", out)
+    before = fine_tune.read_bytes()
+    sg["steps"] = 2  # the fine-tunes' own settings are unchanged; their base is not
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cfg))
+    refused = CliRunner().invoke(
+        app, ["disrupt", "--config", str(tmp_path / "b.yaml"), "--out", str(out)]
+    )
+    assert isinstance(refused.exception, RunError) and "--force" in str(refused.exception)
+    invoke("disrupt", "--config", tmp_path / "b.yaml", "--out", out, "--force")
+    assert json.loads((out / "generators" / "sg" / "metrics.json").read_text())["steps"] == 2
+    assert fine_tune.read_bytes() != before  # retrained from the new base, not reused

@@ -8,6 +8,7 @@ measured and computes only the rest when re-run), tables.md, plots/ and report.h
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,17 +107,25 @@ def _robust_rows(
     x01: torch.Tensor,
     setting: Setting,
     measured: list[dict] | None,
+    force: bool,
     log: Callable[[str], None],
 ) -> list[dict]:
     """Fine-tune the base generator without and with adversarial training; measure each.
 
-    measured: the base generator's rows of the methods table, reused when given."""
+    measured: the base generator's rows of the methods table, reused when given; force:
+    retrain a fine-tune whose folder holds another config. A fine-tune's config names the
+    base weights by their SHA-256, so one made from other base weights is never reused."""
     spec = cfg.robust
     base_cfg: GeneratorConfig = cfg.generators[spec.generator]
+    base_weights = RunDir(base_dir).file("best.safetensors").read_bytes()
+    base_id = (
+        f"fine-tune of {spec.generator} sha256:{hashlib.sha256(base_weights).hexdigest()[:16]}"
+    )
     variants: dict[str, Path] = {"before (base run)": base_dir}
     for mode in ["none", *spec.modes]:
         ft = base_cfg.model_copy(
             update={
+                "name": base_id,
                 "init": str(base_dir),
                 "steps": spec.steps,
                 "adversarial": spec.attack.model_copy(update={"mode": mode}),
@@ -128,7 +137,7 @@ def _robust_rows(
             "generator+discriminator": "fine-tuned, adv G+D",
         }[mode]
         variants[label] = train_generator(
-            ft, generators_dir / f"{spec.generator}-finetune-{mode}", log=log
+            ft, generators_dir / f"{spec.generator}-finetune-{mode}", force=force, log=log
         ).path
     rows = []
     for label, path in variants.items():
@@ -159,7 +168,7 @@ def run_experiment(
     generators_dir = run.path / "generators"
     dirs = {}
     for name, gcfg in cfg.generators.items():
-        dirs[name] = train_generator(gcfg, generators_dir / name, log=log).path
+        dirs[name] = train_generator(gcfg, generators_dir / name, force=force, log=log).path
 
     def save(key: str, rows: list[dict]) -> None:
         metrics[key] = rows
@@ -189,7 +198,7 @@ def run_experiment(
     if "robust" in cfg.tables and "robust" not in metrics:
         measured = metrics.get(f"methods/{cfg.robust.generator}")
         rows = _robust_rows(
-            cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, measured, log
+            cfg, dirs[cfg.robust.generator], generators_dir, x01, setting, measured, force, log
         )
         save("robust", rows)
     _write_tables(run, cfg, metrics)
