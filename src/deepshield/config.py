@@ -25,6 +25,7 @@ class TrainConfig(BaseModel):
     data_kwargs: dict[str, Any] = Field(default_factory=dict)
     model: str = "simplenet"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    init: str | None = None  # start from these weights: a .safetensors/.pth file or a run folder
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(5, ge=1)

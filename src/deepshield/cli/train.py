@@ -35,6 +35,11 @@ def train_cmd(
     model_arg: list[str] = typer.Option(
         None, "--model-arg", help="Model option KEY=VALUE (repeatable)."
     ),
+    init: str = typer.Option(
+        None,
+        "--init",
+        help="Start from these weights (fine-tune): a .safetensors/.pth file or a run folder.",
+    ),
     class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
     scheduler: str = typer.Option(None, "--scheduler", help="none or cosine (per epoch)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
@@ -73,6 +78,7 @@ def train_cmd(
         "epochs": epochs,
         "optimizer": optimizer,
         "seed": seed,
+        "init": init,
         "class_weights": class_weights,
         "scheduler": scheduler,
         "device": device,

@@ -32,6 +32,22 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
+def init_weights_path(init: str | Path) -> Path:
+    """The weights file `init` names: the file itself, or a run folder's best.safetensors."""
+    path = Path(init)
+    if path.is_dir():
+        weights = path / "best.safetensors"
+        if not weights.is_file():
+            raise ConfigError(
+                f"{path}: --init names a folder without best.safetensors; pass a finished run "
+                "folder or a .safetensors/.pth weights file"
+            )
+        return weights
+    if not path.is_file():
+        raise ConfigError(f"{path}: --init weights not found; pass a weights file or a run folder")
+    return path
+
+
 def _check_existing(run: RunDir, cfg: TrainConfig, force: bool) -> bool:
     """True when the run is already complete with this config. Resumes when incomplete."""
     if not run.exists("config.yaml"):
@@ -67,7 +83,10 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
     device = distributed.device_for_rank(cfg.device)
-    model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs).to(device)
+    model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)
+    if cfg.init:
+        models.load_weights(model, init_weights_path(cfg.init))
+    model = model.to(device)
     if distributed.is_main():
         run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
         run.write_json(
