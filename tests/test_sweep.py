@@ -239,3 +239,8 @@ def test_two_process_sweep_equals_one_process(tiny_run, tiny, tmp_path):
         torch.testing.assert_close(r["adv"], one["adv"], rtol=0, atol=1e-6)
         torch.testing.assert_close(r["l2"], one["l2"], rtol=0, atol=1e-6)
     assert [r["grid"] for r in ranks] == [True, False]  # rank 0 holds the first batch
+
+
+def test_fgsm_spec_records_the_one_step_it_takes():
+    assert AttackSpec("fgsm", (0.0, 4 / 255), steps=10).checked().steps == 1
+    assert AttackSpec("pgd", (0.0, 4 / 255), steps=7).checked().steps == 7

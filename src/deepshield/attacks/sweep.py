@@ -72,7 +72,8 @@ class AttackSpec:
         _, _, size = self.mask.partition(":")
         side = int(size) if size.isdigit() and int(size) > 0 else 1
         parse_mask(self.mask, 1, side, side)  # syntax (ConfigError) and size >= 1 (InputError)
-        return replace(self, attack=attack, eps=eps)
+        steps = 1 if attack == "fgsm" else self.steps  # one step, whatever was passed
+        return replace(self, attack=attack, eps=eps, steps=steps)
 
     def check_fits(self, shape: Sequence[int]) -> None:
         """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""
