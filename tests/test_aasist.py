@@ -121,3 +121,20 @@ def test_sinc_filters_tile_the_spectrum_in_mel_bands():
     peaks = np.fft.rfftfreq(8192, 1 / 16000)[resp.argmax(1)]
     centres = (edges[:-1] + edges[1:]) / 2
     assert np.abs(peaks - centres)[4:69].max() < 10  # the lowest and the Nyquist band merge
+
+
+def test_fine_tuning_starts_from_the_official_weights_flipped(tmp_path):
+    """`deepshield train -m aasist_l --init AASIST-L.pth`: the remap (and label flip) applies."""
+    from safetensors.torch import load_file
+
+    from deepshield.config import TrainConfig
+    from deepshield.train.training_run import run_training
+
+    path = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
+    cfg = TrainConfig(dataset="synthetic-speech", data_kwargs={"n": 12, "length": 4000},
+                      model="aasist_l", init=str(path), optimizer="SGD", lr=1e-12, momentum=0,
+                      epochs=1, batch_size=4, device="cpu")  # fmt: skip
+    run = run_training(cfg, tmp_path / "ft")
+    got, sd = load_file(str(run.file("best.safetensors"))), _official("aasist_l")
+    torch.testing.assert_close(got["head.weight"], sd["out_layer.weight"].flip(0))
+    torch.testing.assert_close(got["encoder.2.conv2.weight"], sd["encoder.2.0.conv2.weight"])
