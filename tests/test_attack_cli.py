@@ -201,7 +201,7 @@ def test_study_trains_attacks_summarises_and_resumes(tiny_run, tmp_path):
     wb = json.loads((run / "attack_fgsm_wb.json").read_text())
     assert wb["rows"] == records[1]["rows"] and wb["study"] == "tiny"
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "## pgd_from_mlp" in md and "transfer from mlp" in md
+    assert "## pgd_from_mlp" in md and "transfer: crafted on mlp" in md
     assert len(json.loads((tmp_path / "out" / "summary.json").read_text())) == 3
     logs.clear()
     again = run_study(study, tmp_path / "out", log=logs.append)

@@ -241,6 +241,9 @@ def test_two_process_sweep_equals_one_process(tiny_run, tiny, tmp_path):
     assert [r["grid"] for r in ranks] == [True, False]  # rank 0 holds the first batch
 
 
-def test_fgsm_spec_records_the_one_step_it_takes():
-    assert AttackSpec("fgsm", (0.0, 4 / 255), steps=10).checked().steps == 1
+def test_spec_records_what_the_attack_does():
+    assert AttackSpec("fgsm", (0.0, 4 / 255), steps=10).checked().steps == 1  # one step
     assert AttackSpec("pgd", (0.0, 4 / 255), steps=7).checked().steps == 7
+    assert AttackSpec("cw_l2", (0.0, 0.5)).checked().norm == "l2"  # an L2 attack
+    assert AttackSpec("pgd", (0.0, 0.5), norm="l2").checked().norm == "l2"
+    assert AttackSpec("pgd", (0.0, 4 / 255)).checked().norm == "linf"

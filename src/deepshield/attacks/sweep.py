@@ -73,7 +73,8 @@ class AttackSpec:
         side = int(size) if size.isdigit() and int(size) > 0 else 1
         parse_mask(self.mask, 1, side, side)  # syntax (ConfigError) and size >= 1 (InputError)
         steps = 1 if attack == "fgsm" else self.steps  # one step, whatever was passed
-        return replace(self, attack=attack, eps=eps, steps=steps)
+        norm = "l2" if attack == "cw_l2" else self.norm  # an L2 attack, whatever was passed
+        return replace(self, attack=attack, eps=eps, steps=steps, norm=norm)
 
     def check_fits(self, shape: Sequence[int]) -> None:
         """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""

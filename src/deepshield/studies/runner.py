@@ -153,8 +153,12 @@ def summary_markdown(study: AttackStudy, records: list[dict[str, Any]]) -> str:
         by_name.setdefault(r["name"], []).append(r)
     for name, group in by_name.items():
         first = group[0]
-        sur = first.get("surrogate")
-        how = f"transfer from {sur['model']}" if sur else "white-box"
+        sur = next((r["surrogate"] for r in group if r.get("surrogate")), None)
+        how = (
+            f"transfer: crafted on {sur['model']} (its own rows are white-box)"
+            if sur
+            else "white-box"
+        )
         lines += [
             f"## {name}",
             "",
