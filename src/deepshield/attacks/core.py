@@ -102,6 +102,10 @@ def attack_loop(
 
     def expected(x_adv: Tensor, grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """-> (last output, mean loss [B], mean gradient [B, ...] or None) over eot_samples."""
+        if eot_samples == 1:  # no accumulators: two fewer full-size tensors per step
+            out, loss = evaluate(x_adv)
+            g = torch.autograd.grad(loss.sum(), x_adv)[0] if grad else None
+            return out.detach(), loss.detach(), g
         total_loss, total_grad = 0.0, 0.0
         for _ in range(eot_samples):
             out, loss = evaluate(x_adv)
