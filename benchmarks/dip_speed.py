@@ -1,14 +1,16 @@
 """DIP purification: the slow per-image configuration vs the fast batched one, in one run.
 
     PYTHONPATH=src python benchmarks/dip_speed.py --run RUN_DIR [--n 16] [--eps 0.02]
-        [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--chunk 16] [--shared]
-        [--json out.json]
+        [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--fast-preset fast|paper]
+        [--chunk 16] [--shared] [--json out.json]
 
 RUN_DIR is a real/fake image detector run (`deepshield train`, 64x64 images). n fakes (with
 their white-box FGSM versions) and n reals of its test split go through Gandhi & Jain's table
 (`defenses.purifier.purification_table`) twice, with the same images and seeds:
 - slow: per image, the paper's network and settings (`dip.PAPER`), a fixed number of iterations;
-- fast: `chunk` images at once as one grouped model (`dip.FAST`), early stopping per image.
+- fast: `chunk` images at once as one grouped model (`dip.FAST`), early stopping per image;
+  `--fast-preset paper` runs the paper's network and running average grouped instead, for
+  `--fast-iters` iterations (e.g. 400).
 It prints time per image (wall and CPU seconds; on a busy machine CPU seconds are the better
 measure), the recall table of both, the speed-up and the recall ratio fast / slow.
 --shared adds the shared-network batch mode for comparison.
@@ -39,6 +41,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slow-iters", type=int, default=PAPER.iters)
     ap.add_argument("--fast-iters", type=int, default=FAST.iters, help="cap; early stop first")
+    ap.add_argument(
+        "--fast-preset",
+        choices=["fast", "paper"],
+        default="fast",
+        help="network of the fast configuration: FAST (early stop) or PAPER's",
+    )
     ap.add_argument("--chunk", type=int, default=16, help="images per grouped model")
     ap.add_argument("--shared", action="store_true", help="also measure the shared network")
     ap.add_argument("--seed", type=int, default=0)
@@ -47,12 +55,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     inputs = purification_inputs(args.run, eps=args.eps, n=args.n, seed=args.seed)
+    fast_label = (
+        "fast (grouped, early stop)"
+        if args.fast_preset == "fast"
+        else f"fast (grouped, paper net, {args.fast_iters} it.)"
+    )
     configs = {
         "slow (per-image, paper)": DipPurifier(
             replace(PAPER, iters=args.slow_iters), mode="per-image", seed=args.seed
         ),
-        "fast (grouped, early stop)": DipPurifier(
-            replace(FAST, iters=args.fast_iters), mode="grouped", chunk=args.chunk, seed=args.seed
+        fast_label: DipPurifier(
+            replace(FAST if args.fast_preset == "fast" else PAPER, iters=args.fast_iters),
+            mode="grouped",
+            chunk=args.chunk,
+            seed=args.seed,
         ),
     }
     if args.shared:
