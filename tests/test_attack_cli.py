@@ -186,7 +186,9 @@ def test_study_trains_attacks_summarises_and_resumes(tiny_run, tmp_path):
     shutil.copytree(tiny_run.path, run)
     path = tmp_path / "s.yaml"
     models = [STUDY["models"][0], {"name": "cnn", "run": str(run)}]
-    path.write_text(yaml.safe_dump(study_dict(models=models)))
+    attacks = json.loads(json.dumps(STUDY["attacks"]))
+    attacks[1]["targets"] = ["mlp", "cnn"]  # the surrogate itself first: its row is white-box
+    path.write_text(yaml.safe_dump(study_dict(models=models, attacks=attacks)))
     study = load_study(path)
     logs: list[str] = []
     records = run_study(study, tmp_path / "out", log=logs.append)
@@ -194,15 +196,17 @@ def test_study_trains_attacks_summarises_and_resumes(tiny_run, tmp_path):
     assert [(r["name"], Path(r["run"]).name) for r in records] == [
         ("fgsm_wb", "mlp"),
         ("fgsm_wb", "cnn"),
+        ("pgd_from_mlp", "mlp"),
         ("pgd_from_mlp", "cnn"),
     ]
-    transfer = records[2]
+    assert records[2]["surrogate"] is None  # crafted on itself
+    transfer = records[3]
     assert transfer["surrogate"]["model"] == "mlp" and transfer["n"] == 10
     wb = json.loads((run / "attack_fgsm_wb.json").read_text())
     assert wb["rows"] == records[1]["rows"] and wb["study"] == "tiny"
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "## pgd_from_mlp" in md and "transfer: crafted on mlp" in md
-    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())) == 3
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())) == 4
     logs.clear()
     again = run_study(study, tmp_path / "out", log=logs.append)
     assert sum("kept earlier results" in line for line in logs) == 2
