@@ -94,7 +94,12 @@ def disrupt_cmd(
     model_arg: list[str] = typer.Option(None, "--model-arg", help="Its builder option KEY=VALUE."),
     method: str = typer.Option("ifgsm", "--method", help="fgsm, ifgsm or pgd."),
     eps: float = typer.Option(0.05, "--eps", help="L-inf budget in the generator's [-1, 1] range."),
-    steps: int = typer.Option(10, "--steps", help="Attack steps (ifgsm, pgd)."),
+    steps: int = typer.Option(
+        10,
+        "--steps",
+        help="Attack steps (ifgsm, pgd): the paper's 10; 50 converge on small generators "
+        "(docs/disruption.md).",
+    ),
     alpha: float = typer.Option(None, "--alpha", help="Step size [eps / 5]."),
     classes: str = typer.Option(
         "all", "--classes", help="all, or edit names / indices: hair,warm or 0,2."
