@@ -4,6 +4,7 @@ model.json, plots/*.png, sections/*.html and report.html. All writes are atomic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,10 @@ class RunDir:
         if not self.exists("model.json"):
             self.write_json("model.json", spec)
         return save_weights(model, self.path / f"{name}.safetensors")
+
+    def weights_sha256(self, name: str = "best") -> str:
+        """SHA-256 (hex) of <name>.safetensors: identifies the weights a result was made from."""
+        return hashlib.sha256(self.file(f"{name}.safetensors").read_bytes()).hexdigest()
 
     def load_model(self, name: str = "best") -> nn.Module:
         """Rebuild the model from model.json and load <name>.safetensors (strict)."""

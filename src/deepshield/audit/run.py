@@ -17,7 +17,6 @@ audit goes on.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,11 +47,6 @@ SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
 Log = Callable[[str], None]
 
 
-def weights_digest(run: RunDir) -> str:
-    """SHA-256 of a run's best.safetensors: an audit of other weights is not resumed."""
-    return hashlib.sha256(run.file("best.safetensors").read_bytes()).hexdigest()
-
-
 class Audit:
     """One audit of one run: its settings, data, model and the items done so far."""
 
@@ -81,9 +75,9 @@ class Audit:
         self.data = load_attack_data(self.cfg, dataset=dataset, data_kwargs=self.data_kwargs)
         self.model = self.run.load_model("best").to(self.device)
         self._check_detector(self.data)
-        self.digests = (
-            weights_digest(self.run),
-            weights_digest(self.surrogate) if self.surrogate else None,
+        self.digests = (  # an audit of other weights is not resumed
+            self.run.weights_sha256(),
+            self.surrogate.weights_sha256() if self.surrogate else None,
         )
         self.items: dict[str, Any] = {}
 

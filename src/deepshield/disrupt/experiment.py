@@ -8,7 +8,6 @@ measured and computes only the rest when re-run), tables.md, plots/ and report.h
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,10 +116,7 @@ def _robust_rows(
     base weights by their SHA-256, so one made from other base weights is never reused."""
     spec = cfg.robust
     base_cfg: GeneratorConfig = cfg.generators[spec.generator]
-    base_weights = RunDir(base_dir).file("best.safetensors").read_bytes()
-    base_id = (
-        f"fine-tune of {spec.generator} sha256:{hashlib.sha256(base_weights).hexdigest()[:16]}"
-    )
+    base_id = f"fine-tune of {spec.generator} sha256:{RunDir(base_dir).weights_sha256()[:16]}"
     variants: dict[str, Path] = {"before (base run)": base_dir}
     for mode in ["none", *spec.modes]:
         ft = base_cfg.model_copy(
