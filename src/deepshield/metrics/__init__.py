@@ -1,15 +1,37 @@
 """Detector metrics: accuracy, confusion, ROC, DET, AUC, EER (ASVspoof definition), min t-DCF,
-the `detector_metrics` bundle, and ASVspoof score files.
+the `detector_metrics` bundle, ASVspoof score files; average precision, TPR at FPR and other
+operating points, calibration (Brier, ECE, Cllr, minCllr, `Calibrator`), the ASVspoof 5 metrics
+(`asvspoof5`) and score files of any system (`read_trials`, `score_summary`).
 
 Conventions: y_true [N] in {0, 1} with 1 = fake/spoof; scores [N] grow with "fake" (P(fake));
 a sample is called fake when score >= threshold.
 """
 
+from deepshield.metrics import asvspoof5
+from deepshield.metrics.calibration import (
+    Calibrator,
+    Reliability,
+    brier,
+    cllr,
+    ece,
+    min_cllr,
+    reliability,
+)
 from deepshield.metrics.classification import accuracy, confusion
 from deepshield.metrics.curves import auc, det, roc
+from deepshield.metrics.decision import (
+    OperatingPoint,
+    average_precision,
+    fpr_at_tpr,
+    operating_threshold,
+    rates_at,
+    tpr_at_fpr,
+)
 from deepshield.metrics.detector import detector_metrics
 from deepshield.metrics.eer import eer
+from deepshield.metrics.score_files import Trials, read_trials, write_pfake_scores
 from deepshield.metrics.scorefile import ScoreRows, read_scores, write_scores
+from deepshield.metrics.summary import score_summary
 from deepshield.metrics.tdcf import (
     AsvErrorRates,
     CostModel,
@@ -20,18 +42,36 @@ from deepshield.metrics.tdcf import (
 
 __all__ = [
     "AsvErrorRates",
+    "Calibrator",
     "CostModel",
     "LegacyCostModel",
+    "OperatingPoint",
+    "Reliability",
     "ScoreRows",
+    "Trials",
     "accuracy",
     "asv_error_rates",
+    "asvspoof5",
     "auc",
+    "average_precision",
+    "brier",
+    "cllr",
     "confusion",
     "det",
     "detector_metrics",
+    "ece",
     "eer",
+    "fpr_at_tpr",
+    "min_cllr",
     "min_tdcf",
+    "operating_threshold",
+    "rates_at",
     "read_scores",
+    "read_trials",
+    "reliability",
     "roc",
+    "score_summary",
+    "tpr_at_fpr",
+    "write_pfake_scores",
     "write_scores",
 ]
