@@ -17,7 +17,7 @@ import numpy as np
 
 from deepshield.errors import InputError
 from deepshield.metrics import inputs
-from deepshield.metrics.calibration import probabilities
+from deepshield.metrics.calibration import llr_values, probabilities
 from deepshield.metrics.eer import asvspoof_det_curve, asvspoof_eer
 from deepshield.metrics.tdcf import AsvErrorRates, CostModel
 
@@ -109,13 +109,7 @@ def min_dcf(bona: Any, spoof: Any, costs: DcfCosts = ASVSPOOF5_DCF) -> Cost:
 
 def _llrs(bona: Any, spoof: Any) -> tuple[np.ndarray, np.ndarray]:
     """Bona fide and spoof LLRs as float64; +-inf allowed (a certain decision), NaN refused."""
-    out = []
-    for x, name in ((bona, "bona fide LLRs"), (spoof, "spoof LLRs")):
-        a = inputs.as_array(x, name).astype(np.float64)
-        if np.isnan(a).any():
-            raise InputError(f"{name} hold NaN values; drop or fix those trials first")
-        out.append(a)
-    return out[0], out[1]
+    return llr_values(bona, "bona fide LLRs"), llr_values(spoof, "spoof LLRs")
 
 
 def act_dcf(bona: Any, spoof: Any, costs: DcfCosts = ASVSPOOF5_DCF) -> Cost:

@@ -24,7 +24,7 @@ def probabilities(p: Any, name: str = "probabilities") -> np.ndarray:
     bad = np.flatnonzero((a < 0) | (a > 1))
     if bad.size:
         raise InputError(
-            f"{name}[{bad[0]}] = {a[bad[0]]!r} is outside [0, 1]; pass probabilities "
+            f"{name}[{bad[0]}] = {float(a[bad[0]])!r} is outside [0, 1]; pass probabilities "
             "(P(fake)), not logits or percentages"
         )
     return a
@@ -82,10 +82,25 @@ def _cllr_terms(fake_llr: np.ndarray, real_llr: np.ndarray) -> float:
     )
 
 
+def llr_values(x: Any, name: str = "llr") -> np.ndarray:
+    """Log-likelihood ratios as float64 [N]; +-inf allowed (a certain call), NaN refused."""
+    a = inputs.as_array(x, name)
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{name} has dtype {a.dtype}; pass real-valued LLRs")
+    a = a.astype(np.float64)
+    if np.isnan(a).any():
+        raise InputError(f"{name} holds {int(np.isnan(a).sum())} NaN values; fix those first")
+    return a
+
+
 def cllr(y_true: Any, llr: Any) -> float:
     """Cost of log-likelihood ratios [N] (ln, growing with fake) in bits, both classes weighted
-    1/2: 0 is perfect, 1 is an uninformative LLR = 0 everywhere, above 1 is misleading."""
-    y, s = inputs.labelled_scores(y_true, llr)
+    1/2: 0 is perfect, 1 is an uninformative LLR = 0 everywhere, above 1 is misleading; inf when
+    an infinite LLR points the wrong way."""
+    y, s = inputs.binary_labels(y_true), llr_values(llr)
+    inputs.same_length(y, s, ("y_true", "llr"))
+    if y.min() == y.max():
+        raise InputError("y_true holds one class only; Cllr needs both real and fake samples")
     return _cllr_terms(s[y == 1], s[y == 0])
 
 
