@@ -240,7 +240,7 @@ def _read_pfake(path: Path, keys: Path | None) -> Trials:
         p[i] = _number(path, line, line.fields[col["p_fake"]], "p_fake")
         if not 0 <= p[i] <= 1:
             raise DataError(
-                f"{path}:{line.lineno}: p_fake {p[i]!r} is outside [0, 1]; a P(fake) file holds "
+                f"{path}:{line.lineno}: p_fake {float(p[i])!r} is outside [0, 1]; a P(fake) file holds "
                 "probabilities (write other scores in the ASVspoof format with --orientation)"
             )
     with np.errstate(divide="ignore"):
@@ -278,7 +278,7 @@ def _check_trials(path: Path, t: Trials) -> None:
         )
     if t.cm is not None and np.unique(t.cm).size == 1:
         raise DataError(
-            f"{path}: every CM score is {t.cm[0]!r}; constant scores rank nothing, so EER, DCF "
+            f"{path}: every CM score is {float(t.cm[0])!r}; constant scores rank nothing, so EER, DCF "
             "and AUC are undefined (is the score column the right one?)"
         )
 
