@@ -124,3 +124,18 @@ def test_calibrator_and_probability_errors() -> None:
     with pytest.raises(InputError, match="one class only"):
         cllr([1, 1], [0.1, np.inf])
     assert cllr([0, 1], [-np.inf, np.inf]) == 0.0 and cllr([0, 1], [np.inf, 0.0]) == np.inf
+
+
+def test_reliability_figure_draws_the_bins() -> None:
+    from deepshield.report.plots import plot_reliability
+
+    y, _, p = _overconfident(7, n=500)
+    fig = plot_reliability(y, p, n_bins=10)
+    r = reliability(y, p, 10)
+    line = fig.axes[0].lines[1]
+    full = r.counts > 0
+    np.testing.assert_array_equal(line.get_xdata(), r.mean_p_fake[full])
+    np.testing.assert_array_equal(line.get_ydata(), r.fraction_fake[full])
+    heights = [bar.get_height() for bar in fig.axes[1].patches]
+    assert heights == r.counts.tolist()
+    assert f"ECE {ece(y, p, 10):.3f}" in fig.axes[0].get_title()

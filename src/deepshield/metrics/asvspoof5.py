@@ -180,48 +180,44 @@ def min_tdcf(bona: Any, spoof: Any, asv: AsvErrorRates = ASVSPOOF5_ASV_RATES) ->
     return Cost(float(curve[i]), float(thresholds[i]))
 
 
-def _first_index(values: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Per row r, the first column c with values[r, c] >= key[r]; rows of values non-decreasing."""
-    lo = np.zeros(values.shape[0], dtype=np.int64)
-    hi = np.full(values.shape[0], values.shape[1], dtype=np.int64)
-    rows = np.arange(values.shape[0])
+def _tandem_gap(
+    pm_cm: np.ndarray, pf_cm: np.ndarray, asv: tuple[np.ndarray, ...], i: np.ndarray
+) -> np.ndarray:
+    """[J] tandem Pmiss - Pfa at ASV point j (asv = Pmiss, Pfa_non, Pfa_spf, each [J]) and CM
+    point i[j], rho = 1/2; non-decreasing in i (Pmiss_cm grows, Pfa_cm falls)."""
+    a, b, c = asv
+    pm, pf = pm_cm[i], pf_cm[i]
+    return (pm + (1 - pm) * a) - (0.5 * (1 - pm) * b + 0.5 * pf * c)
+
+
+def _first_at_least(
+    pm_cm: np.ndarray, pf_cm: np.ndarray, asv: tuple[np.ndarray, ...], key: np.ndarray
+) -> np.ndarray:
+    """[J] the first CM point i with gap(j, i) >= key[j] (I = number of points when none), by
+    bisection over the monotone gap."""
+    lo = np.zeros(key.size, dtype=np.int64)
+    hi = np.full(key.size, pm_cm.size, dtype=np.int64)
     while np.any(lo < hi):
         mid = (lo + hi) // 2
-        below = values[rows, np.minimum(mid, values.shape[1] - 1)] < key
+        below = _tandem_gap(pm_cm, pf_cm, asv, np.minimum(mid, pm_cm.size - 1)) < key
         active = lo < hi
         lo = np.where(active & below, mid + 1, lo)
         hi = np.where(active & ~below, mid, hi)
     return lo
 
 
-def _tandem_gap(
-    pm_cm: np.ndarray, pf_cm: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
-) -> np.ndarray:
-    """[J, I] tandem Pmiss - Pfa at ASV point j (a = Pmiss, b = Pfa_non, c = Pfa_spf) and CM
-    point i, rho = 1/2; non-decreasing along i."""
-    p_miss = pm_cm[None, :] + (1 - pm_cm[None, :]) * a[:, None]
-    p_fa = 0.5 * (1 - pm_cm[None, :]) * b[:, None] + 0.5 * pf_cm[None, :] * c[:, None]
-    return p_miss - p_fa
-
-
 def _closest_cm_points(
-    pm_cm: np.ndarray, pf_cm: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
+    pm_cm: np.ndarray, pf_cm: np.ndarray, asv: tuple[np.ndarray, ...]
 ) -> np.ndarray:
-    """Per ASV point j, the first CM point i minimising |tandem Pmiss - Pfa| (the gap is
-    monotone in i, so two bisections replace the exhaustive search)."""
-    idx = np.empty(a.size, dtype=np.int64)
+    """[J] per ASV point j the first CM point minimising |gap(j, i)|, as the official exhaustive
+    argmin: the gap is monotone in i, so O(J log I) bisection finds the same point."""
     n = pm_cm.size
-    for start in range(0, a.size, 256):  # [256, N] rows at a time keeps memory bounded
-        sl = slice(start, start + 256)
-        gap = _tandem_gap(pm_cm, pf_cm, a[sl], b[sl], c[sl])  # [J, I]
-        rows = np.arange(gap.shape[0])
-        k = _first_index(gap, np.zeros(gap.shape[0]))  # first gap >= 0
-        right = np.abs(gap[rows, np.minimum(k, n - 1)])
-        left = np.abs(gap[rows, np.maximum(k - 1, 0)])
-        use_left = (k > 0) & ((k == n) | (left <= right))
-        start_of_left = _first_index(gap, gap[rows, np.maximum(k - 1, 0)])
-        idx[sl] = np.where(use_left, start_of_left, np.minimum(k, n - 1))
-    return idx
+    k = _first_at_least(pm_cm, pf_cm, asv, np.zeros(asv[0].size))  # first gap >= 0
+    right = np.abs(_tandem_gap(pm_cm, pf_cm, asv, np.minimum(k, n - 1)))
+    left_gap = _tandem_gap(pm_cm, pf_cm, asv, np.maximum(k - 1, 0))
+    use_left = (k > 0) & ((k == n) | (np.abs(left_gap) <= right))
+    left = _first_at_least(pm_cm, pf_cm, asv, left_gap)  # first point of the left gap's value
+    return np.where(use_left, left, np.minimum(k, n - 1))
 
 
 def t_eer(cm: tuple[Any, Any, Any], asv: tuple[Any, Any, Any]) -> float | None:
@@ -232,7 +228,7 @@ def t_eer(cm: tuple[Any, Any, Any], asv: tuple[Any, Any, Any]) -> float | None:
     asv_tar, asv_non, asv_spf = _three(*asv, "ASV")
     a, b, c, _ = three_class_curve(asv_tar, asv_non, asv_spf)
     pm_cm, pf_cm, _ = asvspoof_det_curve(np.concatenate([cm_tar, cm_non]), cm_spf)
-    i = _closest_cm_points(pm_cm, pf_cm, a, b, c)  # [J]
+    i = _closest_cm_points(pm_cm, pf_cm, (a, b, c))  # [J]
     valid = a < 0.5 * b + 0.5 * c
     with np.errstate(divide="ignore", invalid="ignore"):
         crit = np.abs(b / c - pf_cm[i] / (1 - pm_cm[i]))

@@ -27,29 +27,30 @@ class OperatingPoint(NamedTuple):
     tpr: float
 
 
-def _points(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds [P] descending from +inf, fpr [P], tpr [P]) at every distinct score."""
+def _counts(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(distinct scores [P] descending, fakes [P] and reals [P] with score >= each, n_fake,
+    n_real)."""
     y, s = inputs.labelled_scores(y_true, scores)
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
     tps = np.cumsum(y)[last]
-    fps = (last + 1) - tps
-    thresholds = np.r_[np.inf, s[last]]
-    return thresholds, np.r_[0, fps] / (y.size - y.sum()), np.r_[0, tps] / y.sum()
+    n_fake = int(y.sum())
+    return s[last], tps, (last + 1) - tps, n_fake, y.size - n_fake
+
+
+def _points(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds [P+1] descending from +inf, fpr [P+1], tpr [P+1]) at every distinct score."""
+    thresholds, tps, fps, n_fake, n_real = _counts(y_true, scores)
+    return np.r_[np.inf, thresholds], np.r_[0, fps] / n_real, np.r_[0, tps] / n_fake
 
 
 def average_precision(y_true: Any, scores: Any) -> float:
     """Area under the precision-recall curve of the fake class as a step sum,
     sum_k (recall_k - recall_k-1) * precision_k over distinct thresholds (scikit-learn's AP)."""
-    y, s = inputs.labelled_scores(y_true, scores)
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[last].astype(np.float64)
-    precision = tps / (last + 1)
-    recall = tps / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    _, tps, fps, n_fake, _ = _counts(y_true, scores)
+    precision = tps / (tps + fps)
+    return float(np.sum(np.diff(np.r_[0, tps]) / n_fake * precision))
 
 
 def tpr_at_fpr(y_true: Any, scores: Any, max_fpr: float = 0.01) -> OperatingPoint:
