@@ -117,6 +117,8 @@ def test_calibrator_and_probability_errors() -> None:
         Calibrator().apply([0.1])
     with pytest.raises(ConfigError, match="calibrator dict"):
         Calibrator.from_dict({"method": "platt", "a": 1.0})
+    with pytest.raises(ConfigError, match="x increasing"):
+        Calibrator.from_dict({"method": "isotonic", "x": [1, 0], "y": [0, 1], "prior_log_odds": 0})
     with pytest.raises(InputError, match=r"p_fake\[1\] = 1.2 is outside \[0, 1\]"):
         brier([0, 1], [0.5, 1.2])
     with pytest.raises(InputError, match="only real"):

@@ -93,3 +93,7 @@ def test_single_class_and_mismatched_lengths_are_refused() -> None:
         tpr_at_fpr([0, 1, 1], [0.2, 0.3])
     with pytest.raises(InputError, match="NaN/inf"):
         fpr_at_tpr([0, 1], [0.2, np.nan])
+    with pytest.raises(InputError, match=r"max_fpr=-0\.1"):
+        tpr_at_fpr([0, 1], [0.2, 0.3], -0.1)
+    with pytest.raises(InputError, match="min_tpr=95"):
+        fpr_at_tpr([0, 1], [0.2, 0.3], 95)

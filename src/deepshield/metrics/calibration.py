@@ -238,4 +238,10 @@ class Calibrator:
             )
         c = cls(str(method))
         c.params = {k: v for k, v in d.items() if k != "method"}
+        if method == "isotonic":
+            x, y = np.asarray(d["x"], dtype=np.float64), np.asarray(d["y"], dtype=np.float64)
+            if x.size == 0 or x.shape != y.shape or np.any(np.diff(x) <= 0):
+                raise ConfigError(
+                    "isotonic calibrator: x and y must be equal-length, non-empty, x increasing"
+                )
         return c

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deepshield.errors import ConfigError
+from deepshield.errors import ConfigError, InputError
 from deepshield.metrics import inputs
 from deepshield.metrics.asvspoof5 import ASVSPOOF5_DCF, DcfCosts
 from deepshield.metrics.eer import eer
@@ -53,9 +53,15 @@ def average_precision(y_true: Any, scores: Any) -> float:
     return float(np.sum(np.diff(np.r_[0, tps]) / n_fake * precision))
 
 
+def _check_rate(rate: float, name: str) -> None:
+    if not 0 <= rate <= 1:
+        raise InputError(f"{name}={rate}; pass a rate in [0, 1] (0.01 for 1 %)")
+
+
 def tpr_at_fpr(y_true: Any, scores: Any, max_fpr: float = 0.01) -> OperatingPoint:
     """The point with the most fakes caught whose FPR <= max_fpr (the lowest such threshold);
     with fewer than 1 / max_fpr reals only FPR = 0 may qualify."""
+    _check_rate(max_fpr, "max_fpr")
     thresholds, fpr, tpr = _points(y_true, scores)
     i = int(np.flatnonzero(fpr <= max_fpr)[-1])
     return OperatingPoint(float(thresholds[i]), float(fpr[i]), float(tpr[i]))
@@ -63,6 +69,7 @@ def tpr_at_fpr(y_true: Any, scores: Any, max_fpr: float = 0.01) -> OperatingPoin
 
 def fpr_at_tpr(y_true: Any, scores: Any, min_tpr: float = 0.95) -> OperatingPoint:
     """The point with the fewest reals flagged whose TPR >= min_tpr (the highest such threshold)."""
+    _check_rate(min_tpr, "min_tpr")
     thresholds, fpr, tpr = _points(y_true, scores)
     i = int(np.flatnonzero(tpr >= min_tpr)[0])
     return OperatingPoint(float(thresholds[i]), float(fpr[i]), float(tpr[i]))
