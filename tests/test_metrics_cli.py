@@ -228,3 +228,15 @@ def test_pfake_file_refuses_bonafide_high(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2 and "fake-high" in capsys.readouterr().err
+
+
+def test_text_output_names_undefined_metrics_and_missing_keys(tmp_path, monkeypatch, capsys):
+    s, k, _ = _sasv(tmp_path, dash=(0,))
+    monkeypatch.setattr(sys, "argv", ["deepshield", "metrics", str(s), "--keys", str(k)])
+    main()
+    out = capsys.readouterr().out
+    assert "a_dcf     0.120308" in out and "eer       undefined (the file has no CM scores" in out
+    monkeypatch.setattr(sys, "argv", ["deepshield", "metrics", str(s)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "pass its key file with --keys" in capsys.readouterr().err
