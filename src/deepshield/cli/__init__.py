@@ -1,11 +1,16 @@
 """`deepshield` command line: thin wrappers that parse, call the library and print.
 
-Each command group lives in its own module and registers itself on `app`.
+Each command group lives in its own module and registers itself on `app`. `main` owns the exit
+codes: 0 done, 2 bad input or usage (one error line), 130 Ctrl-C, 143 SIGTERM (one line each).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+
+import typer
 
 # Command modules (import order = order in --help).
 from deepshield.cli import (  # noqa: F401
@@ -24,28 +29,68 @@ from deepshield.cli import (  # noqa: F401
 from deepshield.cli.app import app
 from deepshield.errors import DeepshieldError
 
+try:  # typer >= 0.24 carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_errors
+
+INTERRUPTED = "interrupted ({}): results written so far are kept; re-run the command to resume"
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM in the main thread; unwinds the command like Ctrl-C (finally blocks run,
+    `except Exception` does not swallow it). exit_code = 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> None:
+    """Ctrl-C and SIGTERM raise `Interrupted` (typer would turn a KeyboardInterrupt into a
+    silent return code, and SIGTERM would kill the process without a word)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+
+
+def _usage_error(e: click_errors.UsageError) -> None:
+    """The command's usage line, then one error line naming the flag and the fix."""
+    ctx = e.ctx
+    if ctx is not None:
+        print(ctx.get_usage(), file=sys.stderr)
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    print(f"error: {e.format_message()}{where}", file=sys.stderr)
+
 
 def main() -> None:
-    """Entry point: DeepshieldError -> one line on stderr, exit code 2."""
+    """Entry point: runs the command and turns every way it can end into one exit code."""
+    _install_signal_handlers()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as e:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        print(INTERRUPTED.format(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except DeepshieldError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(
-            "interrupted: results written so far are kept; re-run the command to resume",
-            file=sys.stderr,
-        )
+    except click_errors.NoArgsIsHelpError as e:
+        e.show()  # `deepshield` or `deepshield defend` alone: the help text
+        sys.exit(2)
+    except click_errors.UsageError as e:
+        _usage_error(e)
+        sys.exit(2)
+    except click_errors.ClickException as e:  # e.g. a file that cannot be opened
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print(INTERRUPTED.format("aborted"), file=sys.stderr)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    if code == 130:  # a KeyboardInterrupt raised where our handler was not installed
+        print(INTERRUPTED.format("SIGINT"), file=sys.stderr)
+    sys.exit(code if isinstance(code, int) else 0)

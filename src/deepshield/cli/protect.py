@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import COUNT
 
 protect_app = typer.Typer(
     help="Proactive protection: add a learned template before release; detect manipulation later.",
@@ -27,7 +28,7 @@ def train_cmd(
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE (repeatable), e.g. n=1200."
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps of each detector."),
+    steps: int = typer.Option(None, "--steps", help="Training steps of each detector.", **COUNT),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run made with another config."),
 ) -> None:

@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app
+from deepshield.cli.checks import PORT
 
 
 @app.command("serve")
 def serve_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
+    port: int = typer.Option(8000, "--port", help="TCP port, 1-65535.", **PORT),
     max_mb: float = typer.Option(20.0, "--max-mb", help="Upload limit in MB (MiB)."),
     threshold: str = typer.Option(
         None, "--threshold", help="P(fake) threshold in [0,1], or 'eer' (the run's) [0.5]."
