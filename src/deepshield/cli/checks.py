@@ -37,6 +37,41 @@ def split_choice(value: str | None) -> str | None:
     return choice(*SPLITS)(value)
 
 
+def number_or(*words: str) -> Callable[[str | None], str | None]:
+    """Callback accepting one of `words` or a number."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or value in words:
+            return value
+        try:
+            float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r}: use {', '.join(words)} or a number (e.g. 1)"
+            ) from None
+        return value
+
+    return check
+
+
+def model_name(value: str | None) -> str | None:
+    """-m / --model: a name the model registry knows (ConfigError with close matches)."""
+    if value is not None:
+        from deepshield.models import spec
+
+        spec(value)
+    return value
+
+
+def weights_source(value: str | None) -> str | None:
+    """--init: a weights file or a finished run folder (ConfigError before any data is loaded)."""
+    if value is not None:
+        from deepshield.train.training_run import init_weights_path
+
+        init_weights_path(value)
+    return value
+
+
 def numbers(text: str) -> list[float]:
     """'0,2/255,0.03' -> floats (fractions allowed); ValueError naming the part it cannot read."""
     out = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats
-from deepshield.cli.checks import COUNT, LINF, PROBABILITIES, split_choice
+from deepshield.cli.checks import COUNT, LINF, PROBABILITIES, model_name, split_choice
 
 defend_app = typer.Typer(
     help="Defences: adversarial-example detector, DIP purification, robustness comparison, "
@@ -23,7 +23,9 @@ def detector_cmd(
     protect: Path = typer.Option(None, "--protect", help="Run folder of the protected model."),
     attack: str = typer.Option(None, "--attack", help="Attack to train on [fgsm]."),
     eps: str = typer.Option(None, "--eps", help="Its L-inf budget [0.07].", callback=LINF),
-    model: str = typer.Option(None, "-m", "--model", help="Detector model [resnet18_cifar]."),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Detector model [resnet18_cifar].", callback=model_name
+    ),
     epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5].", **COUNT),
     limit: int = typer.Option(None, "--limit", help="At most N samples per split.", **COUNT),
     evaluate: str = typer.Option(

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
-from deepshield.cli.checks import COUNT, GAN_EPS, choice, split_choice
+from deepshield.cli.checks import COUNT, GAN_EPS, choice, number_or, split_choice
 
 
 @app.command("train-generator")
@@ -47,6 +47,7 @@ def train_generator_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite a run with another config."),
 ) -> None:
     """Train a small image-translation generator on attribute edits; write a generator run."""
+    from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.disrupt.config import GeneratorConfig
     from deepshield.disrupt.generators import train_generator
@@ -67,6 +68,7 @@ def train_generator_cmd(
         **base.get("adversarial", {}), **{k: v for k, v in adv_flags.items() if v is not None}
     }  # fmt: skip
     cfg = parse_config(base, GeneratorConfig, source=str(config) if config else "flags")
+    data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / (cfg.name or f"generator-{cfg.model}-s{cfg.seed}")
     run = train_generator(cfg, out, force=force, log=typer.echo)
     m = run.read_json("metrics.json")["test"]
@@ -78,14 +80,8 @@ def train_generator_cmd(
 
 
 def _target(text: str) -> str | float | None:
-    from deepshield.errors import ConfigError
-
-    if text in ("none", "input"):
-        return None if text == "none" else text
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--target {text!r}: use none, input or a number (e.g. 1)") from None
+    """--target (checked by `number_or`) -> None, "input" or the number."""
+    return None if text == "none" else text if text == "input" else float(text)
 
 
 @app.command("disrupt")
@@ -119,6 +115,7 @@ def disrupt_cmd(
         "none",
         "--target",
         help="none (away from the clean output), input (minimal change), or a number.",
+        callback=number_or("none", "input"),
     ),
     part: str = typer.Option("output", "--part", help="output, attention or color (GANimation)."),
     dataset: str = typer.Option(

@@ -33,6 +33,7 @@ def train_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite a run made with another config."),
 ) -> None:
     """Learn a template set with its detector and a passive baseline; evaluate both."""
+    from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.proactive.config import ProactiveConfig
     from deepshield.proactive.experiment import run_experiment
@@ -43,6 +44,7 @@ def train_cmd(
     if data_arg:
         base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
     cfg = parse_config(base, ProactiveConfig, source=str(config) if config else "flags")
+    data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / f"proactive-s{cfg.seed}"
     metrics = run_experiment(cfg, out, force=force, log=typer.echo)
     typer.echo((out / "metrics.md").read_text())

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
-from deepshield.cli.checks import COUNT, LINF, split_choice
+from deepshield.cli.checks import COUNT, LINF, model_name, split_choice, weights_source
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,9 @@ def train_cmd(
         "--dataset",
         help="Dataset spec, e.g. synthetic-faces:easy, cifar10:PATH, a folder.",
     ),
-    model: str = typer.Option(None, "-m", "--model", help="Model name (`deepshield models`)."),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Model name (`deepshield models`).", callback=model_name
+    ),
     lr: float = typer.Option(None, "--lr", help="Learning rate [0.001].", min=0.0),
     batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [32].", **COUNT),
     epochs: int = typer.Option(None, "-e", "--epochs", help="Epochs [5].", **COUNT),
@@ -43,6 +45,7 @@ def train_cmd(
         None,
         "--init",
         help="Start from these weights (fine-tune): a .safetensors/.pth file or a run folder.",
+        callback=weights_source,
     ),
     class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
     scheduler: str = typer.Option(None, "--scheduler", help="none or cosine (per epoch)."),

@@ -100,6 +100,12 @@ def load(spec: str, *, seed: int = 0, **kw: Any) -> Splits:
     return source.loader(arg, seed=seed, **kw)
 
 
+def check(spec: str, kw: dict[str, Any]) -> None:
+    """ConfigError when `spec` names no source or `kw` holds an option its loader does not take
+    (nothing is loaded: for commands that write files before loading the data)."""
+    check_options(resolve(spec)[0], kw)
+
+
 def options(source: Source) -> dict[str, Any]:
     """The options a source's loader accepts besides `arg` and `seed`: {name: default}."""
     params = inspect.signature(source.loader).parameters.values()
