@@ -1,7 +1,8 @@
 """`deepshield` command line: thin wrappers that parse, call the library and print.
 
 Each command group lives in its own module and registers itself on `app`. `main` owns the exit
-codes: 0 done, 2 bad input or usage (one error line), 130 Ctrl-C, 143 SIGTERM (one line each).
+codes: 0 done, 2 bad input or usage (one error line, after the usage line when the command line
+is malformed), 130 Ctrl-C, 143 SIGTERM (one line each).
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def _install_signal_handlers() -> None:
 
 
 def _usage_error(e: click_errors.UsageError) -> None:
-    """The command's usage line, then one error line naming the flag and the fix."""
+    """One error line naming the flag and what it accepts; the command's usage line before it
+    when the command line itself is malformed (unknown command or option, missing argument)."""
     ctx = e.ctx
-    if ctx is not None:
+    bad_value = isinstance(e, click_errors.BadParameter) and not isinstance(
+        e, click_errors.MissingParameter
+    )
+    if ctx is not None and not bad_value:
         print(ctx.get_usage(), file=sys.stderr)
     where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
     print(f"error: {e.format_message()}{where}", file=sys.stderr)

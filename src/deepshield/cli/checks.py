@@ -96,6 +96,8 @@ def budgets(low: float, high: float) -> Callable[[str | None], str | None]:
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         bad = [v for v in values if not low <= v <= high]
+        if bad and high == float("inf"):
+            raise typer.BadParameter(f"{bad[0]:g} is below {low:g}: give budgets >= {low:g}")
         if bad:
             raise typer.BadParameter(f"{bad[0]:g} is outside [{low:g}, {high:g}]")
         return text
