@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from deepshield.config import TrainConfig
 from deepshield.service import create_app
 from deepshield.train.training_run import run_training
+from test_sweep import TINY
 
 SCRIPT = Path(sys.executable).parent / "deepshield"
 SUB = "sub"  # the row runs through the installed script
@@ -214,14 +215,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
 @pytest.fixture(scope="module")
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny trained run, a user's folder (notes, a photo, a broken YAML) and a cwd."""
-    tiny = TrainConfig(
-        dataset="synthetic-faces:easy",
-        data_kwargs={"n": 140, "size": 32},
-        model="simplenet",
-        batch_size=35,
-        epochs=1,
-        device="cpu",
-    )
+    tiny = TINY.model_copy(update={"data_kwargs": {"n": 140, "size": 32}, "epochs": 1})
     with pytest.MonkeyPatch.context() as mp:  # the session's dataset cache (conftest)
         mp.setenv("DEEPSHIELD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         run = run_training(tiny, tmp_path_factory.mktemp("runs") / "tiny").path
@@ -465,3 +459,77 @@ def test_interrupt_exits_130_or_143_with_one_line(tmp_path, sig, code, name):
         err.strip()
         == f"interrupted ({name}): results written so far are kept; re-run the command to resume"
     )
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "LOCALHOST.", "127.0.0.1:1", "[::1]:8000"])
+def test_loopback_names_are_served(client, host):
+    assert client.get("/healthz", headers={"host": host}).status_code == 200
+
+
+def test_budget_bounds_pixels_in_flight_under_concurrency(places):
+    """12 concurrent 40x40 uploads against a budget of two: all answered 200, never more than
+    two images' pixels reserved at once."""
+    import asyncio
+
+    import httpx
+
+    app = create_app(places["run"], decode_budget=2 * 40 * 40, decode_wait_s=30.0)
+
+    async def flood() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            send = [
+                c.post("/v1/scan", files={"file": (f"{i}.png", GOOD, "image/png")})
+                for i in range(12)
+            ]
+            return [r.status_code for r in await asyncio.gather(*send)]
+
+    assert asyncio.run(flood()) == [200] * 12
+    assert app.state.budget.peak == 2 * 40 * 40 and app.state.budget.in_flight == 0
+
+
+def test_serve_command_wires_hosts_and_token(places, monkeypatch, capsys):
+    """`serve --host 0.0.0.0 --allowed-host scanner.lab` with the token from the environment:
+    the app it would serve answers that name with the token, and refuses others."""
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setenv("DEEPSHIELD_TOKEN", "s3cret")
+    monkeypatch.setattr(
+        sys, "argv", ["deepshield", "serve", str(places["run"]), "--host", "0.0.0.0",
+                      "--allowed-host", "scanner.lab", "--port", "8123"],
+    )  # fmt: skip
+    from deepshield.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 0 and seen["host"] == "0.0.0.0" and seen["port"] == 8123
+    c = TestClient(seen["app"], base_url="http://scanner.lab")
+    auth = {"authorization": "Bearer s3cret"}
+    assert c.get("/healthz", headers=auth).status_code == 200
+    assert c.get("/healthz").status_code == 401
+    assert c.get("/healthz", headers={**auth, "host": "evil.example"}).status_code == 400
+
+
+def test_defend_detector_keeps_seed_zero(places, monkeypatch, tmp_path):
+    """--seed 0 over a config file's seed 5 is a seed, not a missing flag (it was dropped)."""
+    import deepshield.defenses.adversarial_detector as adv
+
+    class Seen(Exception):
+        pass
+
+    def capture(cfg, out, force=False):
+        raise Seen(cfg.train.seed)
+
+    monkeypatch.setattr(adv, "train_adversarial_detector", capture)
+    config = tmp_path / "det.yaml"
+    config.write_text(yaml.safe_dump({"protect": str(places["run"]), "train": {"seed": 5}}))
+    monkeypatch.setattr(
+        sys, "argv", ["deepshield", "defend", "detector", "-c", str(config), "--seed", "0"]
+    )
+    from deepshield.cli import main
+
+    with pytest.raises(Seen) as e:
+        main()
+    assert e.value.args == (0,)

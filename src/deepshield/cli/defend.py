@@ -27,7 +27,7 @@ def detector_cmd(
         None, "-m", "--model", help="Detector model [resnet18_cifar].", callback=model_name
     ),
     epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5].", **COUNT),
-    limit: int = typer.Option(None, "--limit", help="At most N samples per split.", **COUNT),
+    limit: int = typer.Option(None, "--limit", help="At most N samples per split (>= 2).", min=2),
     evaluate: str = typer.Option(
         None,
         "--evaluate",
