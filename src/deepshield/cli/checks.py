@@ -3,7 +3,9 @@ what it accepts (exit 2, before any work).
 
 Numbers use typer's own ranges (`typer.Option(..., **COUNT)`); values typer cannot type (budget
 lists with fractions, choices, masks) use the callbacks below, which raise `typer.BadParameter`
-so the message names the flag the same way.
+so the message names the flag the same way. Names the library knows (models, --init weights) are
+looked up by the library's own check (ConfigError, one line). A check that needs two flags
+(an L-inf budget depends on --norm) is `check_linf`, called by the command.
 """
 
 from __future__ import annotations
