@@ -265,7 +265,7 @@ def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
 
 def script_env() -> dict[str, str]:
     """The environment a user's shell gives the script, with this checkout's sources first."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DEEPSHIELD_TEST_THREADS": "1"}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
 
 
 def run_script(argv: list[str], cwd: Path) -> tuple[int, str]:
@@ -291,7 +291,7 @@ def test_bad_cli_input_exits_2_with_one_line_and_changes_nothing(
     monkeypatch.chdir(places["cwd"])
     before = tree(places["run"], places["user"], places["cwd"])
     if how == SUB:
-        code, err = run_script(["--threads", "1", *args], places["cwd"])
+        code, err = run_script(args, places["cwd"])
     else:
         code, err = run_in_process(args, monkeypatch, capsys)
     assert code == 2, err
