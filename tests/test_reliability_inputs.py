@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -533,3 +534,30 @@ def test_defend_detector_keeps_seed_zero(places, monkeypatch, tmp_path):
     with pytest.raises(Seen) as e:
         main()
     assert e.value.args == (0,)
+
+
+def test_dataset_options_are_checked_against_the_loader_signature():
+    """Names and kinds from the loader's own signature; a loader taking **kw takes anything."""
+    from deepshield.data.registry import Source, check_options
+    from deepshield.errors import ConfigError
+
+    def keyword_only(arg, *, seed, n: int = 10, scale: float = 1.0, flag: bool = False): ...
+    def positional(arg, seed=0, size=None): ...
+    def anything(arg, *, seed, **kw): ...
+
+    src = Source("kw", keyword_only, "test")
+    check_options(src, {"n": 3, "scale": 2, "flag": True})
+    for bad, words in [
+        ({"size": 3}, "no option size; it accepts n=10, scale=1.0, flag=False"),
+        ({"n": "abc"}, "n='abc' should be an integer"),
+        ({"n": True}, "n=True should be an integer"),
+        ({"scale": "x"}, "scale='x' should be a number"),
+        ({"flag": 1}, "flag=1 should be true or false"),
+        ({"seed": 1}, "no option seed"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            check_options(src, bad)
+    check_options(Source("pos", positional, "test"), {"size": [32, 32]})
+    with pytest.raises(ConfigError, match="it accepts size=None"):
+        check_options(Source("pos", positional, "test"), {"n": 1})
+    check_options(Source("any", anything, "test"), {"whatever": object()})

@@ -106,10 +106,14 @@ def check(spec: str, kw: dict[str, Any]) -> None:
     check_options(resolve(spec)[0], kw)
 
 
-def options(source: Source) -> dict[str, Any]:
-    """The options a source's loader accepts besides `arg` and `seed`: {name: default}."""
-    params = inspect.signature(source.loader).parameters.values()
-    return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY and p.name != "seed"}
+def options(source: Source) -> dict[str, Any] | None:
+    """The options a source's loader accepts besides `arg` and `seed`: {name: default}; None
+    when it takes any (**kw)."""
+    params = list(inspect.signature(source.loader).parameters.values())[1:]  # after `arg`
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in params if p.kind in named and p.name != "seed"}
 
 
 def check_options(source: Source, kw: dict[str, Any]) -> None:
@@ -117,8 +121,11 @@ def check_options(source: Source, kw: dict[str, Any]) -> None:
     value of another type than the option's default (an integer for `n=3000`, true/false for a
     flag)."""
     accepted = options(source)
+    if accepted is None:
+        return
     unknown = sorted(set(kw) - set(accepted))
-    listed = ", ".join(f"{k}={v}" for k, v in accepted.items()) or "none"
+    empty = inspect.Parameter.empty
+    listed = ", ".join(k if v is empty else f"{k}={v}" for k, v in accepted.items()) or "none"
     if unknown:
         raise ConfigError(
             f"dataset {source.prefix}: no option {', '.join(unknown)}; it accepts {listed} "
@@ -126,7 +133,7 @@ def check_options(source: Source, kw: dict[str, Any]) -> None:
         )
     for name, value in kw.items():
         default = accepted[name]
-        if default is None or default is inspect.Parameter.empty or value is None:
+        if default is None or default is empty or value is None:
             continue
         if not _same_kind(value, default):
             raise ConfigError(
