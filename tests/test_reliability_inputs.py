@@ -561,3 +561,10 @@ def test_dataset_options_are_checked_against_the_loader_signature():
     with pytest.raises(ConfigError, match="it accepts size=None"):
         check_options(Source("pos", positional, "test"), {"n": 1})
     check_options(Source("any", anything, "test"), {"whatever": object()})
+
+
+def test_main_gives_back_the_signal_handlers_it_set(monkeypatch, capsys):
+    """Run in another program's process (here pytest's), `main` leaves Ctrl-C as it found it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert run_in_process(["nosuch"], monkeypatch, capsys)[0] == 2
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import typer
@@ -35,6 +38,7 @@ try:  # typer >= 0.24 carries its own copy of click, whose exceptions are not cl
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPTED = "interrupted ({}): results written so far are kept; re-run the command to resume"
 
 
@@ -51,11 +55,20 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _install_signal_handlers() -> None:
-    """Ctrl-C and SIGTERM raise `Interrupted` (typer would turn a KeyboardInterrupt into a
-    silent return code, and SIGTERM would kill the process without a word)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+@contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """Within: Ctrl-C and SIGTERM raise `Interrupted` (typer would turn a KeyboardInterrupt into
+    a silent return code, and SIGTERM would kill the process without a word). The previous
+    handlers come back after, for callers that run `main` in their own process (tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _usage_error(e: click_errors.UsageError) -> None:
@@ -73,29 +86,33 @@ def _usage_error(e: click_errors.UsageError) -> None:
 
 def main() -> None:
     """Entry point: runs the command and turns every way it can end into one exit code."""
-    _install_signal_handlers()
+    with _interrupts_raise():
+        code = _run()
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit code; what went wrong printed in one line (two for usage errors)."""
     try:
         code = app(standalone_mode=False)
     except Interrupted as e:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
         print(INTERRUPTED.format(e), file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except DeepshieldError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except click_errors.NoArgsIsHelpError as e:
         e.show()  # `deepshield` or `deepshield defend` alone: the help text
-        sys.exit(2)
+        return 2
     except click_errors.UsageError as e:
         _usage_error(e)
-        sys.exit(2)
+        return 2
     except click_errors.ClickException as e:  # e.g. a file that cannot be opened
         print(f"error: {e.format_message()}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except typer.Abort:
         print(INTERRUPTED.format("aborted"), file=sys.stderr)
-        sys.exit(130)
+        return 130
     if code == 130:  # a KeyboardInterrupt raised where our handler was not installed
         print(INTERRUPTED.format("SIGINT"), file=sys.stderr)
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
