@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
+from deepshield.cli.checks import COUNT, NONNEGATIVE, check_linf, choice, mask, split_choice
 
 
 @app.command("attack")
@@ -19,21 +20,31 @@ def attack_cmd(
         help="fgsm, ifgsm, pgd, cw_l2, apgd, apgd-dlr, apgd-t, square, autoattack, autoattack-fast.",
     ),
     eps: str = typer.Option(
-        "0,2/255,4/255,8/255", "--eps", help="Budgets, comma-separated; fractions allowed."
+        "0,2/255,4/255,8/255",
+        "--eps",
+        help="Budgets, comma-separated; fractions allowed (L-inf: in [0, 1]).",
+        callback=NONNEGATIVE,
     ),
     steps: int = typer.Option(
         None,
         "--steps",
         help="Iterations (Square: queries) [the attack's: pgd 10, apgd/cw_l2 100, square 5000].",
+        **COUNT,
     ),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2 (PGD)."),
-    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts."),
-    mask: str = typer.Option("full", "--mask", help="full, center:SIZE or patch:SIZE."),
+    norm: str = typer.Option(
+        "linf", "--norm", help="linf or l2 (PGD).", callback=choice("linf", "l2")
+    ),
+    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts.", **COUNT),
+    mask: str = typer.Option(
+        "full", "--mask", help="full, center:SIZE or patch:SIZE.", callback=mask
+    ),
     dataset: str = typer.Option(None, "-d", "--dataset", help="Attack another dataset's split."),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
-    n: int = typer.Option(None, "--n", help="Attack only the first N samples of the split."),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size."),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
+    n: int = typer.Option(
+        None, "--n", help="Attack only the first N samples of the split.", **COUNT
+    ),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size.", **COUNT),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts and patch positions."),
     surrogate: Path = typer.Option(
         None, "--surrogate", help="Transfer attack: craft on this run's model instead."
@@ -49,9 +60,14 @@ def attack_cmd(
         help="With --purify: none (craft on the bare model), bpda or eot [bpda].",
     ),
     eot_samples: int = typer.Option(
-        None, "--eot-samples", help="With --adaptive eot: passes averaged per gradient [8]."
+        None,
+        "--eot-samples",
+        help="With --adaptive eot: passes averaged per gradient [8].",
+        **COUNT,
     ),
-    dip_iters: int = typer.Option(None, "--dip-iters", help="With --purify dip: iterations [500]."),
+    dip_iters: int = typer.Option(
+        None, "--dip-iters", help="With --purify dip: iterations [500].", **COUNT
+    ),
 ) -> None:
     """Attack a trained model at several budgets; writes attack_<name>.json, plots, report section.
 
@@ -75,6 +91,7 @@ def attack_cmd(
         seed=seed,
         eot_samples=passes,
     ).checked()
+    check_linf(list(spec.eps), "--eps", spec.norm)
     check_options(split, n, batch_size)
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
     with distributed.session(device) as dev:

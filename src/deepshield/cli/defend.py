@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats
+from deepshield.cli.checks import COUNT, LINF, PROBABILITIES, model_name, split_choice
 
 defend_app = typer.Typer(
     help="Defences: adversarial-example detector, DIP purification, robustness comparison, "
@@ -21,10 +22,12 @@ app.add_typer(defend_app, name="defend")
 def detector_cmd(
     protect: Path = typer.Option(None, "--protect", help="Run folder of the protected model."),
     attack: str = typer.Option(None, "--attack", help="Attack to train on [fgsm]."),
-    eps: str = typer.Option(None, "--eps", help="Its L-inf budget [0.07]."),
-    model: str = typer.Option(None, "-m", "--model", help="Detector model [resnet18_cifar]."),
-    epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5]."),
-    limit: int = typer.Option(None, "--limit", help="At most N samples per split."),
+    eps: str = typer.Option(None, "--eps", help="Its L-inf budget [0.07].", callback=LINF),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Detector model [resnet18_cifar].", callback=model_name
+    ),
+    epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5].", **COUNT),
+    limit: int = typer.Option(None, "--limit", help="At most N samples per split (>= 2).", min=2),
     evaluate: str = typer.Option(
         None,
         "--evaluate",
@@ -51,7 +54,8 @@ def detector_cmd(
     }
     base.update({k: v for k, v in flags.items() if v is not None})
     train = dict(base.get("train") or {})
-    train.update({k: v for k, v in {"model": model, "epochs": epochs, "seed": seed}.items() if v})
+    given = {"model": model, "epochs": epochs, "seed": seed}
+    train.update({k: v for k, v in given.items() if v is not None})  # --seed 0 is a seed
     if train:
         base["train"] = train
     if "protect" not in base:
@@ -75,7 +79,7 @@ def purify_cmd(
     run_dir: Path = typer.Argument(..., help="A detector run folder (`deepshield train`)."),
     method: str = typer.Option("dip", "--method", help="Purification method: dip."),
     iters: int = typer.Option(
-        None, "--iters", help="Maximum DIP iterations per image [fast 500, paper 1500]."
+        None, "--iters", help="Maximum DIP iterations per image [fast 500, paper 1500].", **COUNT
     ),
     stop_psnr: float = typer.Option(
         None,
@@ -84,12 +88,14 @@ def purify_cmd(
     ),
     preset: str = typer.Option("fast", "--preset", help="fast or paper (Gandhi & Jain's setting)."),
     mode: str = typer.Option("grouped", "--mode", help="grouped, per-image or shared."),
-    chunk: int = typer.Option(16, "--chunk", help="Images per grouped/shared model."),
+    chunk: int = typer.Option(16, "--chunk", help="Images per grouped/shared model.", **COUNT),
     attack: str = typer.Option("fgsm", "--attack", help="Attack perturbing the fakes."),
-    eps: str = typer.Option("0.02", "--eps", help="Its L-inf budget."),
-    n: int = typer.Option(32, "--n", help="Fakes and reals drawn from the split."),
-    threshold: str = typer.Option("0.25,0.5", "--threshold", help="P(fake) thresholds."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    eps: str = typer.Option("0.02", "--eps", help="Its L-inf budget.", callback=LINF),
+    n: int = typer.Option(32, "--n", help="Fakes and reals drawn from the split.", **COUNT),
+    threshold: str = typer.Option(
+        "0.25,0.5", "--threshold", help="P(fake) thresholds in [0, 1].", callback=PROBABILITIES
+    ),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Deep Image Prior purification: recall on perturbed and unperturbed fakes, reals retained."""
@@ -133,10 +139,12 @@ def purify_cmd(
 @defend_app.command("compare")
 def compare_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run folders, same dataset."),
-    eps: str = typer.Option("8/255", "--eps", help="L-inf budget(s), comma-separated."),
+    eps: str = typer.Option(
+        "8/255", "--eps", help="L-inf budget(s), comma-separated.", callback=LINF
+    ),
     attack: str = typer.Option("pgd", "--attack", help="Attack (fgsm, ifgsm, pgd)."),
-    steps: int = typer.Option(10, "--steps", help="Attack steps."),
-    limit: int = typer.Option(None, "--limit", help="At most N test samples."),
+    steps: int = typer.Option(10, "--steps", help="Attack steps.", **COUNT),
+    limit: int = typer.Option(None, "--limit", help="At most N test samples.", **COUNT),
 ) -> None:
     """Clean, white-box and transfer accuracy of several detectors at the same eps; the table
     goes into the first run's folder and report."""
@@ -157,10 +165,12 @@ def attack_detector_cmd(
     run_dir: Path = typer.Argument(
         ..., help="An adversarial-example detector run (defend detector)."
     ),
-    eps: str = typer.Option("0.03,0.07", "--eps", help="L-inf budgets, comma-separated."),
-    steps: int = typer.Option(20, "--steps", help="PGD steps."),
-    n: int = typer.Option(500, "--n", help="First N samples of the split."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    eps: str = typer.Option(
+        "0.03,0.07", "--eps", help="L-inf budgets, comma-separated.", callback=LINF
+    ),
+    steps: int = typer.Option(20, "--steps", help="PGD steps.", **COUNT),
+    n: int = typer.Option(500, "--n", help="First N samples of the split.", **COUNT),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Non-adaptive (FGSM, PGD on the classifier) vs detector-aware PGD (classifier and detector

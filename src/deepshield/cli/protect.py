@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import COUNT
 
 protect_app = typer.Typer(
     help="Proactive protection: add a learned template before release; detect manipulation later.",
@@ -27,11 +28,12 @@ def train_cmd(
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE (repeatable), e.g. n=1200."
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps of each detector."),
+    steps: int = typer.Option(None, "--steps", help="Training steps of each detector.", **COUNT),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run made with another config."),
 ) -> None:
     """Learn a template set with its detector and a passive baseline; evaluate both."""
+    from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.proactive.config import ProactiveConfig
     from deepshield.proactive.experiment import run_experiment
@@ -42,6 +44,7 @@ def train_cmd(
     if data_arg:
         base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
     cfg = parse_config(base, ProactiveConfig, source=str(config) if config else "flags")
+    data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / f"proactive-s{cfg.seed}"
     metrics = run_experiment(cfg, out, force=force, log=typer.echo)
     typer.echo((out / "metrics.md").read_text())

@@ -96,6 +96,7 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
                 "classes": splits.classes,
                 "counts": splits.counts(),
                 "notes": splits.notes,
+                "sample_shape": list(splits.train.x.shape[1:]),
             },
         )
     weight = (
