@@ -24,7 +24,7 @@ from deepshield.attacks.checks import check_batch, check_count, check_norm, chec
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import as_logits
-from deepshield.attacks.registry import canonical_name, get_attack
+from deepshield.attacks.registry import canonical_name, get_attack, square_with_queries
 from deepshield.errors import InputError
 from deepshield.train import distributed
 
@@ -32,6 +32,8 @@ GRID_SIZE = 6  # images kept for the clean / adversarial / perturbation grid
 # Registry attacks that ignore eps and search the smallest perturbation (CW-L2): a sweep runs them
 # once per batch and, at budget eps, keeps an example only where its L2 norm is <= eps.
 MINIMAL_L2 = frozenset({"cw_l2"})
+# Query-based attacks whose sweeps keep the model queries spent per sample (SweepResult.queries).
+QUERY_COUNTED = {"square": square_with_queries}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class SweepResult:
     """Per-sample outputs of one sweep on one evaluated model (CPU tensors, dataset order).
 
     y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] (row k under eps[k]; eps 0 = clean);
-    l2, linf: [E, N] norms of x_adv - x; surrogate_logits: [E, N, C] of the crafting model when
+    l2, linf: [E, N] norms of x_adv - x; queries: [E, N] model queries spent per sample (Square;
+    0 where not attacked) or None for the other attacks; surrogate_logits: [E, N, C] of the crafting model when
     it is another model (transfer), else None; grid: a few images of the first batch (rank 0
     only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in [0,1], "mask" [k,1,H,W]
     (absent for full-image attacks).
@@ -125,6 +128,7 @@ class SweepResult:
     linf: Tensor
     surrogate_logits: Tensor | None = None
     grid: dict[str, Tensor] | None = None
+    queries: Tensor | None = None
 
     @property
     def detector(self) -> bool:
@@ -164,7 +168,8 @@ def _metrics(y: Tensor, logits: Tensor, detector: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"accuracy": correct / len(y) if len(y) else 0.0}
     if detector:
         m = detector_metrics(y.numpy(), logits.softmax(1)[:, 1].numpy(), threshold=0.5)
-        for key in ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake"):
+        keys = ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake", "balanced_accuracy")
+        for key in (*keys, "predicted_fake_share", "collapsed", "collapsed_to"):
             out[key] = m[key]
     return out
 
@@ -216,12 +221,15 @@ def transfer_sweep(
     clean: dict[str, list[Tensor]] = {k: [] for k in evaluated}
     adv_out: dict[str, list[Tensor]] = {k: [] for k in evaluated}
     norms: list[Tensor] = []
+    spent: list[Tensor] = []  # Square: queries per sample [b, E]
     grid: dict[str, Tensor] | None = None
     for b in distributed.shard_indices(n_batches):  # contiguous global batches of this rank
         xb = x[b * batch_size : (b + 1) * batch_size].to(device)  # [b, ...]
         yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
         mask = spec.batch_mask(len(xb), b, xb.shape[1:])
-        adv = _craft(attack, crafter, xb, yb, spec, mask)  # E x [b, ...]
+        adv, queries = _craft(attack, crafter, xb, yb, spec, mask)  # E x [b, ...], [E, b] | None
+        if queries is not None:
+            spent.append(queries.T.cpu())
         delta = (torch.stack(adv) - xb).flatten(2)  # [E, b, D]
         norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
         for key, m in evaluated.items():
@@ -239,6 +247,9 @@ def transfer_sweep(
             distributed.gather_tensors(_cat(adv_out[key], (eps_count, width))).transpose(0, 1),
         )  # [E, N, C]
     crafted = logits[crafter_key][1]
+    queries = None
+    if spec.attack in QUERY_COUNTED:
+        queries = distributed.gather_tensors(_cat(spent, (eps_count,))).T.contiguous()  # [E, N]
     return {
         name: SweepResult(
             eps=list(spec.eps),
@@ -249,6 +260,7 @@ def transfer_sweep(
             linf=norm_all[..., 1].T.contiguous(),
             surrogate_logits=None if m is crafter else crafted.contiguous(),
             grid=grid,
+            queries=queries,
         )
         for name, m in targets.items()
     }
@@ -261,21 +273,31 @@ def _craft(
     y: Tensor,
     spec: AttackSpec,
     mask: Tensor | None,
-) -> list[Tensor]:
-    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself)."""
+) -> tuple[list[Tensor], Tensor | None]:
+    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself), and for
+    QUERY_COUNTED attacks the queries spent per sample [E, b] (0 at eps 0)."""
+    spent = {0.0: torch.zeros(len(x), dtype=torch.long)}
 
     def run(eps: float) -> Tensor:
         options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
         options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+        if spec.attack in QUERY_COUNTED:
+            found = QUERY_COUNTED[spec.attack](crafter, x, y, eps, **options)
+            spent[eps] = found.queries.cpu()
+            return found.x_adv.detach()
         return attack(crafter, x, y, eps, **options).detach()
 
     if max(spec.eps) == 0:
-        return [x for _ in spec.eps]
-    if spec.attack not in MINIMAL_L2:
-        return [run(eps) if eps > 0 else x for eps in spec.eps]
-    smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
-    l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
-    return [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
+        adv = [x for _ in spec.eps]
+    elif spec.attack not in MINIMAL_L2:
+        adv = [run(eps) if eps > 0 else x for eps in spec.eps]
+    else:
+        smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
+        l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
+        adv = [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
+    if spec.attack not in QUERY_COUNTED:
+        return adv, None
+    return adv, torch.stack([spent.get(eps, spent[0.0]) for eps in spec.eps])
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:

@@ -81,6 +81,14 @@ class Audit:
         )
         self.items: dict[str, Any] = {}
 
+    def attacked(self) -> AttackData:
+        """The images every attack item uses: the budget's n, class-stratified by the seed (the
+        same draw `attack_run` makes for the sweeps)."""
+        return load_attack_data(
+            self.cfg, dataset=self.dataset, data_kwargs=self.data_kwargs, n=self.budget.n,
+            seed=self.seed,
+        )  # fmt: skip
+
     # -- settings and files --------------------------------------------------------------------
     def _check_detector(self, data: AttackData) -> None:
         if data.x.dim() != 4 or len(data.classes) != 2:
@@ -197,16 +205,17 @@ class Audit:
     def noise(self) -> dict[str, Any]:
         """The random-noise baseline over the L-inf ladder on the attacked images."""
         b = self.budget
+        drawn = self.attacked()
         rows = noise_rows(
             self.model,
-            self.data.x[: b.n],
-            self.data.y[: b.n],
+            drawn.x,
+            drawn.y,
             b.eps_linf,
             draws=b.noise_draws,
             seed=self.seed,
             batch_size=b.batch_size,
         )
-        return {"n": min(b.n, len(self.data.y)), "draws": b.noise_draws, "rows": rows,
+        return {"n": len(drawn.y), "subset": drawn.subset, "draws": b.noise_draws, "rows": rows,
                 "eps_half": eps_half(rows), "command": self.command()}  # fmt: skip
 
     def transfer(self, log: Log) -> dict[str, Any]:
@@ -272,8 +281,9 @@ class Audit:
         )
         pgd = self.items.get("pgd_linf", {})
         eps = pgd.get("eps_half") or max(b.eps_linf)
+        drawn = self.attacked()
         fig, info = evasion_grid(
-            self.model, self.data.x[: b.n], self.data.y[: b.n], eps,
+            self.model, drawn.x, drawn.y, eps,
             k=b.grid_fakes, steps=b.steps, seed=self.seed, batch_size=b.batch_size,
         )  # fmt: skip
         grid = None

@@ -159,7 +159,7 @@ def attack_detector_cmd(
     ),
     eps: str = typer.Option("0.03,0.07", "--eps", help="L-inf budgets, comma-separated."),
     steps: int = typer.Option(20, "--steps", help="PGD steps."),
-    n: int = typer.Option(500, "--n", help="First N samples of the split."),
+    n: int = typer.Option(500, "--n", help="N samples of the split, class-stratified by --seed."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
