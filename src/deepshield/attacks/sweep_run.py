@@ -209,8 +209,10 @@ def _eps_text(eps: float, norm: str = "linf") -> str:
     """eps as the CLI reads it back exactly: L-inf "k/255" for multiples of 1/255, else repr
     (L2 budgets are norms of the whole perturbation, never in 1/255 steps)."""
     k = round(eps * 255)
+    if eps == 0:
+        return "0"
     if norm == "linf" and k / 255 == eps:
-        return f"{k}/255" if k else "0"
+        return f"{k}/255"
     return repr(eps)
 
 

@@ -156,7 +156,9 @@ class Audit:
                               ("det", plot_det(y_np, s_np))):  # fmt: skip
                 self.run.save_plot(fig, f"audit_{name}")
                 plots.append(f"plots/audit_{name}.png")
-        keys = ("n", "accuracy", "auc", "eer", "fake_passed_as_real", "real_flagged_as_fake")
+        keys = ("n", "n_real", "n_fake", "accuracy", "balanced_accuracy", "auc", "eer",
+                "fake_passed_as_real", "real_flagged_as_fake", "predicted_fake_share",
+                "collapsed", "collapsed_to")  # fmt: skip
         command = f"deepshield evaluate {self.run.path}{self._data_flags()}"
         return {**{k: m[k] for k in keys}, "plots": plots, "command": command}
 
@@ -180,6 +182,7 @@ class Audit:
             "steps": record["steps"],
             "restarts": record["restarts"],
             "n": record["n"],
+            "subset": record["subset"],
             "rows": record["rows"],
             "eps_half": eps_half(record["rows"]),
             "command": record["command"] + self._data_args(),  # it already has -d

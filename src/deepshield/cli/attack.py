@@ -32,9 +32,13 @@ def attack_cmd(
     dataset: str = typer.Option(None, "-d", "--dataset", help="Attack another dataset's split."),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    n: int = typer.Option(None, "--n", help="Attack N samples of the split, class-stratified by --seed."),
+    n: int = typer.Option(
+        None, "--n", help="Attack N samples of the split, class-stratified by --seed."
+    ),
     batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size."),
-    seed: int = typer.Option(0, "--seed", help="Seed of random starts, patch positions and the --n draw."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of random starts, patch positions and the --n draw."
+    ),
     surrogate: Path = typer.Option(
         None, "--surrogate", help="Transfer attack: craft on this run's model instead."
     ),

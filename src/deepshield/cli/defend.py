@@ -39,7 +39,11 @@ def detector_cmd(
     """Train a detector of adversarial examples crafted against a protected model; report its
     accuracy, AUC and EER on held-out data and on attacks it never saw."""
     from deepshield.config import load_config, parse_config
-    from deepshield.defenses.adversarial_detector import DetectorConfig, train_adversarial_detector
+    from deepshield.defenses.adversarial_detector import (
+        DetectorConfig,
+        real_attack_note,
+        train_adversarial_detector,
+    )
 
     base = load_config(config, DetectorConfig).model_dump() if config else {}
     flags = {
@@ -61,12 +65,21 @@ def detector_cmd(
     cfg = parse_config(base, DetectorConfig, source=str(config) if config else "flags")
     out = out or Path("runs") / f"advdet-{cfg.attack}-{cfg.eps:g}"
     run = train_adversarial_detector(cfg, out, force=force)
-    for row in run.read_json("detector.json")["rows"]:
+    rows = run.read_json("detector.json")["rows"]
+    for row in rows:
         eps_text = "" if row["eps"] is None else f" eps={row['eps']:g}"
-        typer.echo(
-            f"{row['attack']}{eps_text}: accuracy {row['accuracy']:.4f}, AUC {row['auc']:.4f}, "
-            f"EER {row['eer']:.4f}" + (" (trained on)" if row["seen in training"] else "")
+        broke = (
+            f"fools {row['successes']} of {row['attacked']}, detected "
+            f"{row['detected_successes']:.4f} of those"
+            if row["real attack"]
+            else f"NOT A REAL ATTACK: fools none of {row['attacked']}"
         )
+        typer.echo(
+            f"{row['attack']}{eps_text}: {broke}; accuracy {row['accuracy']:.4f}, AUC "
+            f"{row['auc']:.4f}, EER {row['eer']:.4f}"
+            + (" (trained on)" if row["seen in training"] else "")
+        )
+    typer.echo(real_attack_note(rows))
     typer.echo(f"report: {run.file('report.html')}")
 
 
@@ -136,7 +149,9 @@ def compare_cmd(
     eps: str = typer.Option("8/255", "--eps", help="L-inf budget(s), comma-separated."),
     attack: str = typer.Option("pgd", "--attack", help="Attack (fgsm, ifgsm, pgd)."),
     steps: int = typer.Option(10, "--steps", help="Attack steps."),
-    limit: int = typer.Option(None, "--limit", help="At most N test samples."),
+    limit: int = typer.Option(
+        None, "--limit", "--n", help="At most N test samples, class-stratified (seed 0)."
+    ),
 ) -> None:
     """Clean, white-box and transfer accuracy of several detectors at the same eps; the table
     goes into the first run's folder and report."""
@@ -145,10 +160,16 @@ def compare_cmd(
     rows = compare_runs(
         run_dirs, parse_floats(eps, "--eps"), attack=attack, steps=steps, limit=limit
     )
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["eps"], r["rank"])):
         typer.echo(
-            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in r.items())
+            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
         )
+    for r in rows:
+        if r.get("collapsed"):
+            typer.echo(
+                f"{r['model']} is COLLAPSED (calls >= 95 % of the clean images {r['collapsed']}): "
+                "ranked below every working model"
+            )
     typer.echo(f"wrote {run_dirs[0] / 'robustness_compare.json'}")
 
 
