@@ -164,12 +164,11 @@ def compare_cmd(
         typer.echo(
             ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
         )
-    for r in rows:
-        if r.get("collapsed"):
-            typer.echo(
-                f"{r['model']} is COLLAPSED (calls >= 95 % of the clean images {r['collapsed']}): "
-                "ranked below every working model"
-            )
+    for model, to in {r["model"]: r["collapsed"] for r in rows if r.get("collapsed")}.items():
+        typer.echo(
+            f"{model} is COLLAPSED (calls >= 95 % of the clean images {to}): ranked below every "
+            "working model"
+        )
     typer.echo(f"wrote {run_dirs[0] / 'robustness_compare.json'}")
 
 
@@ -194,7 +193,8 @@ def attack_detector_cmd(
     for r in result["rows"]:
         kind = "detector-aware " if r["detector-aware"] else ""
         typer.echo(
-            f"{kind}{r['attack']} eps={r['eps']:g}: accuracy {r['accuracy']:.4f}, detected "
+            f"{kind}{r['attack']} eps={r['eps']:g}: broke {r['attack broke']}, "
+            f"accuracy {r['accuracy']:.4f}, detected "
             f"{r['detected']:.4f}, fooled and undetected {r['fooled, undetected']:.4f}"
             + ("" if r["success"] is None else f" (success {r['success']:.4f})")
         )

@@ -164,11 +164,16 @@ def _row(
     """target: [N] bool, the samples the attack has to turn (right and passed when clean)."""
     right, flagged = out["right"], out["flagged"]
     goal = ~right & ~flagged  # [N]
+    broke, could = int((~right & target).sum()), int(target.sum())
+    outcome = f"yes: {broke} of {could}" if broke else f"NO: none of {could}"
+    if attack == "clean":
+        outcome = "clean"
     return {
         "attack": attack,
         "detector-aware": adaptive,
         "eps": eps,
         "n": len(right),
+        "attack broke": outcome,
         "accuracy": float(right.float().mean()),
         "detected": float(flagged.float().mean()),
         "fooled, undetected": float(goal.float().mean()),
@@ -273,7 +278,8 @@ def attack_detector_run(
         f"'adversarial'). PGD: {steps} steps; examples rounded to 8 bits. 'detected': share the "
         "detector flags; 'fooled, undetected': the classifier is wrong and the detector passes "
         "the image, the attacker's goal; 'success': that share among the images the classifier "
-        "gets right and the detector passes when clean.</p>"
+        "gets right and the detector passes when clean; 'attack broke': of those images, how many "
+        "the classifier gets wrong under attack (NO: the row's attack fooled none).</p>"
         + table(rows)
         + f"<p>Reproduce: <code>{command}</code></p>"
     )
