@@ -122,6 +122,23 @@ def test_n_on_a_sorted_split_keeps_both_classes_in_proportion():
     assert len(whole.data) == 120 and "(all)" in whole.note
 
 
+def test_attack_data_from_a_real_fake_folder_draws_both_classes(tmp_path):
+    """The issue's bug: a real/ + fake/ folder's test split lists reals first, so `--n` took
+    reals only (AUC, EER and fakes passed came out empty)."""
+    from deepshield.attacks.sweep_run import load_attack_data
+    from deepshield.config import TrainConfig
+    from test_data_folder import _class_folder
+
+    root = _class_folder(tmp_path / "faces", n_real=60, n_fake=20)
+    cfg = TrainConfig(dataset=str(root))
+    whole = load_attack_data(cfg)
+    n_real = int((whole.y == 0).sum())
+    assert n_real == 9 and whole.y[:n_real].eq(0).all()  # sorted: the first 9 are all real
+    drawn = load_attack_data(cfg, n=8, seed=0)
+    assert (int((drawn.y == 0).sum()), int((drawn.y == 1).sum())) == (6, 2)
+    assert drawn.subset.startswith("8 of 12 samples (class-stratified random draw, seed 0)")
+
+
 # -- built models: a working detector and a collapsed one -------------------------------------
 
 

@@ -327,7 +327,8 @@ def _broke(rows: Sequence[Mapping[str, Any]]) -> str:
 def _settings(audit: Mapping[str, Any]) -> str:
     b = audit["budget"]
     return (
-        f"budget {b['name']}: {audit['n_attacked']} test images of {audit['dataset']} attacked, "
+        f"budget {b['name']}: {audit.get('subset') or audit['n_attacked']} of the "
+        f"{audit['dataset']} test split attacked, "
         f"PGD {b['steps']} steps "
         f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} images, AutoAttack "
         f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s."

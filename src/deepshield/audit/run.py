@@ -346,6 +346,7 @@ class Audit:
             "budget": self.budget.to_dict(),
             "seed": self.seed,
             "n_attacked": n,
+            "subset": next((v["subset"] for v in self.items.values() if "subset" in v), None),
             "settings": self.settings(),
             "command": self.command(),
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),
