@@ -231,5 +231,7 @@ def _defence_of(cfg: Any) -> str:
     if cfg.lipschitz > 0:
         parts.append(f"lipschitz {cfg.lipschitz:g}")
     if cfg.adv_train != "none":
-        parts.append(f"{cfg.adv_train} eps={cfg.adv_eps:g}")
+        k = cfg.adv_eps * 255
+        eps = f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{cfg.adv_eps:g}"
+        parts.append(f"{cfg.adv_train} eps={eps}")
     return ", ".join(parts) or "none"
