@@ -113,9 +113,9 @@ class SweepResult:
     """Per-sample outputs of one sweep on one evaluated model (CPU tensors, dataset order).
 
     y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] (row k under eps[k]; eps 0 = clean);
-    l2, linf: [E, N] norms of x_adv - x; queries: [E, N] model queries spent per sample (Square;
-    0 where not attacked) or None for the other attacks; surrogate_logits: [E, N, C] of the crafting model when
-    it is another model (transfer), else None; grid: a few images of the first batch (rank 0
+    l2, linf: [E, N] norms of x_adv - x; surrogate_logits: [E, N, C] of the crafting model when
+    it is another model (transfer), else None; queries: [E, N] model queries spent per sample
+    (QUERY_COUNTED attacks, 0 where not attacked), else None; grid: a few images of the first batch (rank 0
     only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in [0,1], "mask" [k,1,H,W]
     (absent for full-image attacks).
     """
@@ -227,9 +227,11 @@ def transfer_sweep(
         xb = x[b * batch_size : (b + 1) * batch_size].to(device)  # [b, ...]
         yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
         mask = spec.batch_mask(len(xb), b, xb.shape[1:])
-        adv, queries = _craft(attack, crafter, xb, yb, spec, mask)  # E x [b, ...], [E, b] | None
-        if queries is not None:
-            spent.append(queries.T.cpu())
+        queries: dict[float, Tensor] = {}
+        adv = _craft(attack, crafter, xb, yb, spec, mask, queries)  # E x [b, ...]
+        if spec.attack in QUERY_COUNTED:  # 0 queries where not attacked (eps 0)
+            none = torch.zeros(len(xb), dtype=torch.long)
+            spent.append(torch.stack([queries.get(e, none) for e in spec.eps], 1))  # [b, E]
         delta = (torch.stack(adv) - xb).flatten(2)  # [E, b, D]
         norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
         for key, m in evaluated.items():
@@ -273,31 +275,27 @@ def _craft(
     y: Tensor,
     spec: AttackSpec,
     mask: Tensor | None,
-) -> tuple[list[Tensor], Tensor | None]:
-    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself), and for
-    QUERY_COUNTED attacks the queries spent per sample [E, b] (0 at eps 0)."""
-    spent = {0.0: torch.zeros(len(x), dtype=torch.long)}
+    spent: dict[float, Tensor] | None = None,
+) -> list[Tensor]:
+    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself). `spent`
+    receives, per eps attacked, the queries per sample [b] of a QUERY_COUNTED attack."""
 
     def run(eps: float) -> Tensor:
         options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
         options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
-        if spec.attack in QUERY_COUNTED:
+        if spent is not None and spec.attack in QUERY_COUNTED:
             found = QUERY_COUNTED[spec.attack](crafter, x, y, eps, **options)
             spent[eps] = found.queries.cpu()
             return found.x_adv.detach()
         return attack(crafter, x, y, eps, **options).detach()
 
     if max(spec.eps) == 0:
-        adv = [x for _ in spec.eps]
-    elif spec.attack not in MINIMAL_L2:
-        adv = [run(eps) if eps > 0 else x for eps in spec.eps]
-    else:
-        smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
-        l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
-        adv = [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
-    if spec.attack not in QUERY_COUNTED:
-        return adv, None
-    return adv, torch.stack([spent.get(eps, spent[0.0]) for eps in spec.eps])
+        return [x for _ in spec.eps]
+    if spec.attack not in MINIMAL_L2:
+        return [run(eps) if eps > 0 else x for eps in spec.eps]
+    smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
+    l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
+    return [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:
