@@ -16,6 +16,7 @@ from deepshield.cli import (  # noqa: F401
     disrupt,
     explain,
     info,
+    metrics,
     protect,
     serve,
     study,
