@@ -114,6 +114,7 @@ class Audit:
             "data_kwargs": self.data_kwargs,
             "seed": self.seed,
             "surrogate": str(self.surrogate.path) if self.surrogate else None,
+            "draw": "class-stratified",  # audits of the first n images are not resumed
         }
 
     def _data_args(self) -> str:

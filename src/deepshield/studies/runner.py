@@ -141,8 +141,8 @@ def _finished(
     same = {**spec.to_dict(), "split": study.split, "dataset": study.data.dataset}
     if any(old.get(k) != v for k, v in same.items()):
         return None
-    if n is not None and old.get("n") != n:
-        return None
+    if n is not None and (old.get("n") != n or "subset" not in old):
+        return None  # another n, or the first n of the split (before --n was stratified)
     return old
 
 
