@@ -42,10 +42,12 @@ def attack_cmd(
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     n: int = typer.Option(
-        None, "--n", help="Attack only the first N samples of the split.", **COUNT
+        None, "--n", help="Attack N samples of the split, class-stratified by --seed.", **COUNT
     ),
     batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size.", **COUNT),
-    seed: int = typer.Option(0, "--seed", help="Seed of random starts and patch positions."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of random starts, patch positions and the --n draw."
+    ),
     surrogate: Path = typer.Option(
         None, "--surrogate", help="Transfer attack: craft on this run's model instead."
     ),
@@ -113,11 +115,34 @@ def attack_cmd(
 
 
 def _print_rows(record: dict) -> None:
+    from deepshield.attacks.sweep_run import attack_outcome, clean_warning
+
+    typer.echo(f"attacked {record['subset']}")
+    warning = clean_warning(record)
+    if warning:
+        typer.echo(warning)
     for row in record["rows"]:
         shown = [f"eps {row['eps']:.4g}", f"accuracy {row['accuracy']:.4f}"]
+        if record["detector"]:
+            shown.append(f"balanced accuracy {row['balanced_accuracy']:.4f}")
         if record["detector"] and row["fake_passed_as_real"] is not None:
             shown.append(f"fakes passed as real {row['fake_passed_as_real']:.4f}")
-            if row["evasion"]["auc"] is not None:
-                shown.append(f"evasion AUC {row['evasion']['auc']:.4f}")
+        if record["detector"] and row["real_flagged_as_fake"] is not None:
+            shown.append(f"reals flagged as fake {row['real_flagged_as_fake']:.4f}")
+        if record["detector"] and row["auc"] is not None:
+            shown.append(f"AUC {row['auc']:.4f}")
+        if record["detector"] and row["evasion"]["auc"] is not None:
+            shown.append(f"evasion AUC {row['evasion']['auc']:.4f}")
+        shown.append(f"attack broke {attack_outcome(row)}")
+        if row.get("l2_median_success") is not None:
+            shown.append(
+                f"L2 of successes median {row['l2_median_success']:.4f} "
+                f"mean {row['l2_mean_success']:.4f}"
+            )
+        if row.get("queries_median_success") is not None:
+            shown.append(
+                f"queries per success median {row['queries_median_success']:.0f} "
+                f"mean {row['queries_mean_success']:.1f}"
+            )
         typer.echo(", ".join(shown))
     typer.echo(f"wrote {Path(record['run']) / ('attack_' + record['name'] + '.json')}")

@@ -42,7 +42,11 @@ def detector_cmd(
     """Train a detector of adversarial examples crafted against a protected model; report its
     accuracy, AUC and EER on held-out data and on attacks it never saw."""
     from deepshield.config import load_config, parse_config
-    from deepshield.defenses.adversarial_detector import DetectorConfig, train_adversarial_detector
+    from deepshield.defenses.adversarial_detector import (
+        DetectorConfig,
+        real_attack_note,
+        train_adversarial_detector,
+    )
 
     base = load_config(config, DetectorConfig).model_dump() if config else {}
     flags = {
@@ -65,12 +69,21 @@ def detector_cmd(
     cfg = parse_config(base, DetectorConfig, source=str(config) if config else "flags")
     out = out or Path("runs") / f"advdet-{cfg.attack}-{cfg.eps:g}"
     run = train_adversarial_detector(cfg, out, force=force)
-    for row in run.read_json("detector.json")["rows"]:
+    rows = run.read_json("detector.json")["rows"]
+    for row in rows:
         eps_text = "" if row["eps"] is None else f" eps={row['eps']:g}"
-        typer.echo(
-            f"{row['attack']}{eps_text}: accuracy {row['accuracy']:.4f}, AUC {row['auc']:.4f}, "
-            f"EER {row['eer']:.4f}" + (" (trained on)" if row["seen in training"] else "")
+        broke = (
+            f"fools {row['successes']} of {row['attacked']}, detected "
+            f"{row['detected_successes']:.4f} of those"
+            if row["real attack"]
+            else f"NOT A REAL ATTACK: fools none of {row['attacked']}"
         )
+        typer.echo(
+            f"{row['attack']}{eps_text}: {broke}; accuracy {row['accuracy']:.4f}, AUC "
+            f"{row['auc']:.4f}, EER {row['eer']:.4f}"
+            + (" (trained on)" if row["seen in training"] else "")
+        )
+    typer.echo(real_attack_note(rows))
     typer.echo(f"report: {run.file('report.html')}")
 
 
@@ -144,7 +157,9 @@ def compare_cmd(
     ),
     attack: str = typer.Option("pgd", "--attack", help="Attack (fgsm, ifgsm, pgd)."),
     steps: int = typer.Option(10, "--steps", help="Attack steps.", **COUNT),
-    limit: int = typer.Option(None, "--limit", help="At most N test samples.", **COUNT),
+    limit: int = typer.Option(
+        None, "--limit", "--n", help="At most N test samples, class-stratified (seed 0).", **COUNT
+    ),
 ) -> None:
     """Clean, white-box and transfer accuracy of several detectors at the same eps; the table
     goes into the first run's folder and report."""
@@ -153,9 +168,14 @@ def compare_cmd(
     rows = compare_runs(
         run_dirs, parse_floats(eps, "--eps"), attack=attack, steps=steps, limit=limit
     )
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["eps"], r["rank"])):
         typer.echo(
-            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in r.items())
+            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
+        )
+    for model, to in {r["model"]: r["collapsed"] for r in rows if r.get("collapsed")}.items():
+        typer.echo(
+            f"{model} is COLLAPSED (calls >= 95 % of the clean images {to}): ranked below every "
+            "working model"
         )
     typer.echo(f"wrote {run_dirs[0] / 'robustness_compare.json'}")
 
@@ -169,7 +189,9 @@ def attack_detector_cmd(
         "0.03,0.07", "--eps", help="L-inf budgets, comma-separated.", callback=LINF
     ),
     steps: int = typer.Option(20, "--steps", help="PGD steps.", **COUNT),
-    n: int = typer.Option(500, "--n", help="First N samples of the split.", **COUNT),
+    n: int = typer.Option(
+        500, "--n", help="N samples of the split, class-stratified by --seed.", **COUNT
+    ),
     split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -183,7 +205,8 @@ def attack_detector_cmd(
     for r in result["rows"]:
         kind = "detector-aware " if r["detector-aware"] else ""
         typer.echo(
-            f"{kind}{r['attack']} eps={r['eps']:g}: accuracy {r['accuracy']:.4f}, detected "
+            f"{kind}{r['attack']} eps={r['eps']:g}: broke {r['attack broke']}, "
+            f"accuracy {r['accuracy']:.4f}, detected "
             f"{r['detected']:.4f}, fooled and undetected {r['fooled, undetected']:.4f}"
             + ("" if r["success"] is None else f" (success {r['success']:.4f})")
         )

@@ -119,14 +119,19 @@ def train_cmd(
             _print_summary(run.path)
 
 
+RATES = ("balanced_accuracy", "fake_passed_as_real", "real_flagged_as_fake", "auc", "eer")
+
+
 def _print_summary(path: Path) -> None:
     import json
 
     m = json.loads((path / "metrics.json").read_text())
     t = m["test"]
     parts = [f"best epoch {m['best_epoch']}", f"test acc {m['test_acc_at_best_val']:.4f}"]
-    parts += [f"{k} {t[k]:.4f}" for k in ("auc", "eer") if k in t]
+    parts += [f"{k.replace('_', ' ')} {t[k]:.4f}" for k in RATES if t.get(k) is not None]
     typer.echo(f"{path}: " + ", ".join(parts))
+    if m.get("collapse_warning"):
+        typer.echo(m["collapse_warning"])
     typer.echo(f"report: {path / 'report.html'}")
 
 
@@ -157,7 +162,7 @@ def _evaluate(
     from deepshield.files import write_json
     from deepshield.run import RunDir
     from deepshield.train import distributed
-    from deepshield.train.evaluation import write_evaluation
+    from deepshield.train.evaluation import collapse_warning, write_evaluation
 
     run = RunDir.open(run_dir)
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
@@ -177,6 +182,9 @@ def _evaluate(
     write_json(out, {"dataset": spec, "split": split, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
+    warning = collapse_warning(metrics, cfg)
+    if warning:
+        typer.echo(warning)
     typer.echo(f"wrote {out} and {run.file('report.html')}")
 
 

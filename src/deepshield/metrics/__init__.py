@@ -1,7 +1,8 @@
-"""Detector metrics: accuracy, confusion, ROC, DET, AUC, EER (ASVspoof definition), min t-DCF,
-the `detector_metrics` bundle, ASVspoof score files; average precision, TPR at FPR and other
-operating points, calibration (Brier, ECE, Cllr, minCllr, `Calibrator`), the ASVspoof 5 metrics
-(`asvspoof5`) and score files of any system (`read_trials`, `score_summary`).
+"""Detector metrics: accuracy, balanced accuracy, per-class rates, the collapse flag, confusion,
+ROC, DET, AUC, EER (ASVspoof definition), min t-DCF, the `detector_metrics` bundle, ASVspoof
+score files; average precision, TPR at FPR and other operating points, calibration (Brier, ECE,
+Cllr, minCllr, `Calibrator`), the ASVspoof 5 metrics (`asvspoof5`) and score files of any system
+(`read_trials`, `score_summary`).
 
 Conventions: y_true [N] in {0, 1} with 1 = fake/spoof; scores [N] grow with "fake" (P(fake));
 a sample is called fake when score >= threshold.
@@ -17,7 +18,16 @@ from deepshield.metrics.calibration import (
     min_cllr,
     reliability,
 )
-from deepshield.metrics.classification import accuracy, confusion
+from deepshield.metrics.classification import (
+    COLLAPSE_SHARE,
+    accuracy,
+    balanced_accuracy,
+    class_rates,
+    collapse_note,
+    collapsed,
+    confusion,
+    per_class_recall,
+)
 from deepshield.metrics.curves import auc, det, roc
 from deepshield.metrics.decision import (
     OperatingPoint,
@@ -41,6 +51,7 @@ from deepshield.metrics.tdcf import (
 )
 
 __all__ = [
+    "COLLAPSE_SHARE",
     "AsvErrorRates",
     "Calibrator",
     "CostModel",
@@ -54,8 +65,12 @@ __all__ = [
     "asvspoof5",
     "auc",
     "average_precision",
+    "balanced_accuracy",
     "brier",
+    "class_rates",
     "cllr",
+    "collapse_note",
+    "collapsed",
     "confusion",
     "det",
     "detector_metrics",
@@ -65,6 +80,7 @@ __all__ = [
     "min_cllr",
     "min_tdcf",
     "operating_threshold",
+    "per_class_recall",
     "rates_at",
     "read_scores",
     "read_trials",
