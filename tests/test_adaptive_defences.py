@@ -341,8 +341,8 @@ def test_defend_attack_detector_writes_the_table_of_the_library(
 
 @pytest.mark.parametrize(
     ("args", "words"),
-    [(["--eps", "0"], "eps=0.0 must be > 0"), (["--steps", "0"], "steps=0"),
-     (["--split", "dev"], "unknown split 'dev'"), (["--n", "0"], "n=0")],
+    [(["--eps", "0"], "eps=0.0 must be > 0"), (["--steps", "0"], "'--steps'"),
+     (["--split", "dev"], "'dev' is not one of train, val, test"), (["--n", "0"], "'--n'")],
 )  # fmt: skip
 def test_defend_attack_detector_bad_flags_are_one_line(
     detector_run, monkeypatch, capsys, args, words
