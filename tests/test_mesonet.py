@@ -109,8 +109,10 @@ def test_authors_weights_give_the_keras_outputs_as_p_fake(name, file):
     crops, _ = sample_crops()
     x = torch.cat([crops, torch.rand(4, 3, 256, 256, generator=torch.Generator().manual_seed(0))])
     z_keras, p_real = (t.detach().cpu().double() for t in kmodel(x.permute(0, 2, 3, 1).numpy()))
+    model = deepshield_mesonet(name, file)
+    assert models.param_count(model) == sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
     with torch.no_grad():
-        logits = deepshield_mesonet(name, file)(x).double()  # [8, 2]
+        logits = model(x).double()  # [8, 2]
     assert logits.shape == (8, 2) and torch.all(logits[:, 0] == 0)
     torch.testing.assert_close(-logits[:, 1:], z_keras, rtol=1e-5, atol=1e-4)
     p_fake = logits.softmax(1)[:, 1:]
@@ -167,6 +169,10 @@ def test_a_file_that_is_not_hdf5_is_a_model_error(tmp_path):
     bad.write_bytes(weights("Meso4_DF.h5").read_bytes()[:5000])  # truncated download
     with pytest.raises(ModelError, match=r"cannot read Keras HDF5 weights .*unchanged"):
         models.load_weights(models.create("meso4"), bad)
+    with h5py.File(tmp_path / "plain.h5", "w") as f:  # HDF5, but not Keras 2 weights
+        f["conv/kernel"] = np.zeros((3, 3, 3, 8), np.float32)
+    with pytest.raises(ModelError, match=r"plain\.h5: HDF5 file without Keras `layer_names`"):
+        models.load_weights(models.create("meso4"), tmp_path / "plain.h5")
 
 
 def test_weights_round_trip_through_safetensors_unchanged(tmp_path):

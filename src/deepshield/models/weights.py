@@ -45,8 +45,8 @@ def read_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
             group = f.get("model_weights", f)
             if "layer_names" not in group.attrs:
                 raise ModelError(
-                    f"{path}: HDF5 file without Keras `layer_names`; pass weights saved by "
-                    "Keras (model.save_weights or model.save)"
+                    f"{path}: HDF5 file without Keras `layer_names`; pass a Keras 2 weights "
+                    "file (model.save_weights / model.save); Keras 3 `.weights.h5` is not read"
                 )
             out: dict[str, torch.Tensor] = {}
             for layer in (_text(n) for n in group.attrs["layer_names"]):
