@@ -85,7 +85,7 @@ class MesoNet(nn.Module):
     Inception(2,4,4,2), then the same two 5x5x16 convs. Pools 2, 2, 2, 4: 256 -> 8.
     """
 
-    cam_layer = "conv4"
+    cam_layer = "bn4"  # the last feature map: conv4 + ReLU + BN, [B, 16, 32, 32]
     num_features = 16
 
     def __init__(self, num_classes: int = 2, inception: bool = False, dropout: float = 0.5) -> None:
