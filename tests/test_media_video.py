@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from conftest import shared_path
 from deepshield.errors import DataError
 from deepshield.media import (
     MediaLimits,
@@ -17,7 +18,6 @@ from deepshield.media import (
     read_video_frames,
     sample_indices,
 )
-from conftest import shared_path
 
 W, H, FPS = 64, 32, 10
 
@@ -69,7 +69,12 @@ def test_sample_indices_even_spacing_and_every():
     assert sample_indices(751, frames=32).tolist() == np.linspace(0, 750, 32).round().tolist()
     assert sample_indices(10, frames=32).tolist() == list(range(10))  # fewer frames: all of them
     assert sample_indices(10, frames=None, every=3).tolist() == [0, 3, 6, 9]
-    for bad in ({"frames": 4, "every": 2}, {"frames": None}, {"frames": 0}, {"every": 0, "frames": None}):
+    for bad in (
+        {"frames": 4, "every": 2},
+        {"frames": None},
+        {"frames": 0},
+        {"every": 0, "frames": None},
+    ):
         with pytest.raises(DataError):
             sample_indices(10, **bad)
 
@@ -77,7 +82,13 @@ def test_sample_indices_even_spacing_and_every():
 def test_read_video_frames_decodes_the_sampled_frames(tmp_path):
     path = write_video(tmp_path / "v.mp4", n=20)
     info = probe_video(path)
-    assert (info.width, info.height, info.frames, info.codec, info.has_audio) == (W, H, 20, "h264", False)
+    assert (info.width, info.height, info.frames, info.codec, info.has_audio) == (
+        W,
+        H,
+        20,
+        "h264",
+        False,
+    )
     assert info.duration_s == pytest.approx(2.0, abs=0.11)
     v = read_video_frames(path, frames=5)
     expected = np.linspace(0, 19, 5).round().astype(int)
@@ -89,7 +100,9 @@ def test_read_video_frames_decodes_the_sampled_frames(tmp_path):
     assert read_video_frames(path, frames=None, every=7).indices.tolist() == [0, 7, 14]
 
 
-@pytest.mark.parametrize(("rotation", "corner"), [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+@pytest.mark.parametrize(
+    ("rotation", "corner"), [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")]
+)
 def test_display_rotation_is_applied(tmp_path, rotation, corner):
     path = write_video(tmp_path / "r.mp4", n=3, rotation=rotation)
     v = read_video_frames(path, frames=1)
@@ -114,7 +127,7 @@ def test_bounds_refuse_before_decoding(tmp_path):
     for limits, flag in cases:
         with pytest.raises(DataError, match=flag):
             probe_video(path, limits)
-    with pytest.raises(DataError, match="max_frames_out|every"):
+    with pytest.raises(DataError, match="max_frames_out"):
         read_video_frames(path, frames=None, every=1, limits=MediaLimits(max_frames_out=10))
 
 
@@ -162,7 +175,8 @@ def test_audio_track_is_mono_16k_and_keeps_the_tone(tmp_path):
 
 def test_reads_an_ffpp_h264_444_clip():
     root = shared_path("data", "deepfake_videos")
-    rows = {r["file"]: r for r in csv.DictReader(open(root / "labels.csv"))}
+    with open(root / "labels.csv") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
     name = "fake/ffpp_c23_reenact_cyshih_fake.mp4"
     v = read_video_frames(root / name, frames=4)
     row = rows[name]

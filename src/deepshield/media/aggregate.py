@@ -49,4 +49,3 @@ def video_score(frame_scores: Sequence[float | None], *, top_k: int = 5) -> Vide
     k = min(top_k, a.size)
     top = np.sort(a)[::-1][:k]
     return VideoScore(float(a.mean()), float(a.max()), float(top.mean()), k, n, int(a.size))
-

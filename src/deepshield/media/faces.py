@@ -52,7 +52,7 @@ def landmark_model_path(points: int = 5) -> Path:
             "face landmarks need the face-recognition-models package: pip install "
             "face-recognition-models"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models"
+    path = Path(next(iter(spec.submodule_search_locations))) / "models"
     path = path / f"shape_predictor_{points}_face_landmarks.dat"
     if not path.is_file():
         raise ConfigError(f"{path}: landmark model missing: reinstall face-recognition-models")
@@ -86,7 +86,12 @@ def detect_faces(
     rects, scores, _ = _hog_detector().run(small, upsample, threshold)
     faces = [
         Face(
-            box=(r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale),
+            box=(
+                r.left() / scale,
+                r.top() / scale,
+                (r.right() + 1) / scale,
+                (r.bottom() + 1) / scale,
+            ),
             score=float(s),
         )
         for r, s in zip(rects, scores, strict=True)
@@ -117,7 +122,7 @@ def crop_box(
     shrunk to fit right/bottom, so the crop lies inside the image (off centre at a border).
     `pad`: the centred square as is; pixels outside the image are zero-padded by `crop_face`.
     """
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (round(v) for v in box)
     side = int(max(x1 - x0, y1 - y0) * scale)
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     left, top = cx - side // 2, cy - side // 2
@@ -155,7 +160,7 @@ def crop_face(
 
 def eye_angle(img: np.ndarray, box: tuple[float, float, float, float]) -> float:
     """Degrees the eye line is tilted (counter-clockwise in the image), from dlib's 5 landmarks."""
-    rect = dlib.rectangle(*(int(round(v)) for v in box))
+    rect = dlib.rectangle(*(round(v) for v in box))
     shape = _shape_predictor(5)(img, rect)
     pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)  # [5, 2]
     # 5-point model: 0-1 one eye's corners, 2-3 the other's, 4 the nose
@@ -172,7 +177,9 @@ def aligned_crop(
     angle = eye_angle(img, box)
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    rotated = Image.fromarray(img).rotate(-angle, resample=Image.Resampling.BILINEAR, center=(cx, cy))
+    rotated = Image.fromarray(img).rotate(
+        -angle, resample=Image.Resampling.BILINEAR, center=(cx, cy)
+    )
     return crop_face(np.asarray(rotated), box, size, scale=scale, border="pad")
 
 

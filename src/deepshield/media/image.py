@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     path = Path(path)
     try:
-        with Image.open(path) as im:  # lazy: reads the header only
-            return im.size
+        with warnings.catch_warnings():  # the size is checked against our own limit below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # lazy: reads the header only
+                return im.size
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found: check the path") from e
     except Image.DecompressionBombError as e:

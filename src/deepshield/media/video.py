@@ -94,7 +94,7 @@ def _rotation(path: Path, stream_index: int) -> int:
     container = _open(path)
     try:
         frame = next(container.decode(video=stream_index), None)
-        return int(round(frame.rotation)) if frame is not None else 0
+        return round(frame.rotation) if frame is not None else 0
     except av.error.FFmpegError:
         return 0  # decoding errors are reported by the decoding pass
     finally:
@@ -151,7 +151,9 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     return VideoInfo(path, w, h, frames, duration, fps, codec, rotation, has_audio, size)
 
 
-def sample_indices(n_frames: int, *, frames: int | None = 32, every: int | None = None) -> np.ndarray:
+def sample_indices(
+    n_frames: int, *, frames: int | None = 32, every: int | None = None
+) -> np.ndarray:
     """Frame indices: `frames` evenly spaced over [0, n_frames-1] (all when fewer), or every k-th."""
     if (frames is None) == (every is None):
         raise DataError("give exactly one of frames=N or every=K to sample a video")
@@ -168,7 +170,7 @@ def sample_indices(n_frames: int, *, frames: int | None = 32, every: int | None 
 
 def rotate_upright(img: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display-matrix rotation (counter-clockwise degrees, multiple of 90) to [H,W,3]."""
-    k = (int(round(rotation / 90.0))) % 4
+    k = (round(rotation / 90.0)) % 4
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
@@ -221,7 +223,7 @@ def read_video_frames(
     if len(indices) > limits.max_frames_out:
         raise DataError(
             f"{info.path}: {len(indices)} frames requested, above the limit of "
-            f"{limits.max_frames_out}: use fewer frames or a larger every=K"
+            f"{limits.max_frames_out} (max_frames_out): use fewer frames or a larger every=K"
         )
     decoded = list(iter_video_frames(info, indices, limits))
     return VideoFrames(
