@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -39,3 +41,14 @@ def test_invalid_scores_are_refused():
             frame_score(bad)
     with pytest.raises(InputError):
         video_score([0.5], top_k=0)
+
+
+def test_media_imports_no_run_or_service_layer():
+    code = (
+        "import sys, deepshield.media; "
+        "print(' '.join(m for m in sys.modules if m.startswith('deepshield.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    layers = {m.split(".")[1] for m in out.stdout.split()}
+    assert "media" in layers
+    assert not layers & {"run", "runs", "report", "cli", "audit", "service", "studies"}
