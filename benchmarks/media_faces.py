@@ -63,7 +63,8 @@ def clip_row(path: Path, frames: int, sides: list[int | None]) -> dict:
         row[name] = {"recall": found / frames, "extra_boxes": extra,
                      "detect_wall_s": wall / frames, "detect_cpu_s": cpu / frames,
                      "crop_cpu_s": crop_cpu / frames, "crop_wall_s": crop_wall / frames,
-                     "min_iou_vs_first": min(ious) if ious else None}  # fmt: skip
+                     "iou_vs_first_min": min(ious) if ious else None,
+                     "iou_vs_first_mean": sum(ious) / len(ious) if ious else None}  # fmt: skip
     return row
 
 
