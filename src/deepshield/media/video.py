@@ -101,6 +101,14 @@ def _rotation(path: Path, stream_index: int) -> int:
         container.close()
 
 
+def _check_duration(path: Path, duration: float, limits: MediaLimits) -> None:
+    if duration > limits.max_duration_s:
+        raise DataError(
+            f"{path}: duration {duration:.1f} s exceeds the limit of {limits.max_duration_s:.0f} s: "
+            "cut the video or raise max_duration_s"
+        )
+
+
 def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInfo:
     """Header facts of a video, with `limits` enforced; DataError names the file and the fix."""
     path, limits = Path(path), limits or MediaLimits()
@@ -132,11 +140,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
             f"{path}: frames of {w}x{h} pixels exceed the limit of {limits.max_frame_pixels}: "
             "downscale the video or raise max_frame_pixels"
         )
-    if duration > limits.max_duration_s:
-        raise DataError(
-            f"{path}: duration {duration:.1f} s exceeds the limit of {limits.max_duration_s:.0f} s: "
-            "cut the video or raise max_duration_s"
-        )
+    _check_duration(path, duration, limits)
     frames = _count_packets(path, index)
     if frames == 0:
         raise DataError(f"{path}: the video stream holds no frames: re-encode or remove the file")
@@ -145,8 +149,9 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
             f"{path}: truncated: the header declares {declared} frames, {frames} are present: "
             "copy the file again or re-encode what is left"
         )
-    if not duration and fps:
+    if not duration and fps:  # no duration in the header: from the frames present
         duration = frames / fps
+        _check_duration(path, duration, limits)
     rotation = _rotation(path, index)
     return VideoInfo(path, w, h, frames, duration, fps, codec, rotation, has_audio, size)
 
