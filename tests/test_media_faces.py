@@ -6,6 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +14,7 @@ from PIL import Image
 from conftest import shared_path
 from deepshield.errors import DataError
 from deepshield.media import (
+    CropOptions,
     MediaLimits,
     aligned_crop,
     crop_box,
@@ -20,7 +22,9 @@ from deepshield.media import (
     crops_to_tensor,
     detect_faces,
     face_crops,
+    image_faces,
     read_media_image,
+    video_faces,
 )
 from deepshield.media.faces import eye_angle
 
@@ -133,3 +137,29 @@ def test_photo_size_is_checked_from_the_header(tmp_path):
     text.write_text("not an image")
     with pytest.raises(DataError, match="not a readable image"):
         read_media_image(text)
+
+
+def test_video_faces_marks_frames_without_a_face(tmp_path):
+    face = np.asarray(Image.fromarray(_ffhq(0)).resize((256, 256), Image.Resampling.BILINEAR))
+    blank = np.full_like(face, 90)
+    path = tmp_path / "faces.mp4"
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = 256, 256, "yuv444p"
+    for i in range(6):
+        for p in s.encode(
+            av.VideoFrame.from_ndarray(face if i % 2 == 0 else blank, format="rgb24")
+        ):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    info, frames = video_faces(path, CropOptions(size=64), frames=None, every=1)
+    frames = list(frames)
+    assert info.frames == 6 and [f.index for f in frames] == list(range(6))
+    assert [f.no_face for f in frames] == [False, True] * 3
+    assert all(f.crops[0].shape == (64, 64, 3) for f in frames if not f.no_face)
+    expected = detect_faces(face)[0].box
+    np.testing.assert_allclose(frames[0].faces[0].box, expected, atol=8)
+    photo = image_faces(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"))
+    assert not photo.no_face and photo.crops[0].shape == (256, 256, 3)

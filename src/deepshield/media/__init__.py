@@ -5,6 +5,7 @@ Frames are uint8 [H,W,3] RGB numpy arrays (rotation applied); crops become float
 """
 
 from deepshield.media.aggregate import VideoScore, frame_score, video_score
+from deepshield.media.extract import CropOptions, FrameFaces, image_faces, video_faces
 from deepshield.media.faces import (
     Face,
     aligned_crop,
@@ -30,7 +31,9 @@ from deepshield.media.video import (
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "CropOptions",
     "Face",
+    "FrameFaces",
     "MediaLimits",
     "VideoFrames",
     "VideoInfo",
@@ -42,6 +45,7 @@ __all__ = [
     "detect_faces",
     "face_crops",
     "frame_score",
+    "image_faces",
     "image_size",
     "iter_video_frames",
     "landmark_model_path",
@@ -50,5 +54,6 @@ __all__ = [
     "read_media_image",
     "read_video_frames",
     "sample_indices",
+    "video_faces",
     "video_score",
 ]
