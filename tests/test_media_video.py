@@ -184,3 +184,14 @@ def test_reads_an_ffpp_h264_444_clip():
     assert v.images.shape == (4, int(row["height"]), int(row["width"]), 3)
     assert v.indices.tolist() == np.linspace(0, int(row["frames"]) - 1, 4).round().tolist()
     assert v.images.std() > 10  # real picture content, not a blank decode
+
+
+def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n=30, faststart=True)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt") as e:
+        read_video_frames(path, frames=None, every=1)
+    assert str(path) in str(e.value)
