@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from conftest import shared_path
 from deepshield.errors import DataError
@@ -195,3 +196,15 @@ def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):
     with pytest.raises(DataError, match="corrupt") as e:
         read_video_frames(path, frames=None, every=1)
     assert str(path) in str(e.value)
+
+
+def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
+    t = np.arange(8000) / 8000  # 1 s at 8 kHz, stereo: 300 Hz left, silence right
+    stereo = np.stack([0.8 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], axis=1)
+    path = tmp_path / "voice.wav"
+    sf.write(path, stereo, 8000, subtype="PCM_16")
+    wave = read_audio_track(path)
+    assert len(wave) == pytest.approx(16000, abs=64)
+    spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
+    assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)
+    assert np.abs(wave).max() == pytest.approx(0.4, abs=0.05)  # mean of the two channels
