@@ -76,22 +76,17 @@ def detect_faces(
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise DataError(f"face detection needs uint8 [H,W,3] RGB, got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
-    scale = 1.0
+    sx = sy = 1.0
     small = img
     if max_side is not None and max(h, w) > max_side:
         scale = max_side / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-        scale = size[0] / w  # the exact horizontal factor used (vertical differs by < 1 px)
+        sx, sy = size[0] / w, size[1] / h  # the exact factors used, per axis
     rects, scores, _ = _hog_detector().run(small, upsample, threshold)
     faces = [
         Face(
-            box=(
-                r.left() / scale,
-                r.top() / scale,
-                (r.right() + 1) / scale,
-                (r.bottom() + 1) / scale,
-            ),
+            box=(r.left() / sx, r.top() / sy, (r.right() + 1) / sx, (r.bottom() + 1) / sy),
             score=float(s),
         )
         for r, s in zip(rects, scores, strict=True)
