@@ -84,6 +84,30 @@ def photo_rows(n: int) -> dict:
     return out
 
 
+def markdown(rows: list[dict], sides: list[str]) -> str:
+    """docs/media.md tables: per side found/32, false boxes, CPU s, IoU; cost at the 2nd side."""
+    lines = ["| clip | WxH | " + " | ".join(sides) + " |", "|---" * (len(sides) + 2) + "|"]
+    for r in rows:
+        cells = []
+        for side in sides:
+            v, n = r[side], round(r[side]["recall"] * 32)
+            iou = v["iou_vs_first_mean"]
+            iou = (
+                ""
+                if iou is None or side == sides[0]
+                else f", {iou:.2f}/{v['iou_vs_first_min']:.2f}"
+            )
+            cells.append(f"{n}, {v['extra_boxes']}, {v['detect_cpu_s']:.3f}{iou}")
+        lines.append(f"| {Path(r['file']).stem} | {r['size']} | " + " | ".join(cells) + " |")
+    lines += ["", "| clip | WxH | CPU s | wall s |", "|---|---|---|---|"]
+    for r in rows:
+        v = r[sides[1] if len(sides) > 1 else sides[0]]
+        cpu = 32 * (r["decode_cpu_s"] + v["detect_cpu_s"] + v["crop_cpu_s"])
+        wall = 32 * (r["decode_wall_s"] + v["detect_wall_s"] + v["crop_wall_s"])
+        lines.append(f"| {Path(r['file']).stem} | {r['size']} | {cpu:.2f} | {wall:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Print one JSON line per clip and one for the photos (load average included)."""
     ap = argparse.ArgumentParser()
@@ -96,9 +120,12 @@ def main() -> None:
     with open(root / "labels.csv") as f:
         files = [r["file"] for r in csv.DictReader(f)]
     print(json.dumps({"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)
+    rows = []
     for name in files:
-        print(json.dumps(clip_row(root / name, args.frames, sides)), flush=True)
+        rows.append(clip_row(root / name, args.frames, sides))
+        print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"photos": photo_rows(args.photos), "loadavg_end": os.getloadavg()}))
+    print(markdown(rows, args.sides.split(",")))
 
 
 if __name__ == "__main__":
