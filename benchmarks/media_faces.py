@@ -41,7 +41,7 @@ def clip_row(path: Path, frames: int, sides: list[int | None]) -> dict:
     start = _clock()
     video = read_video_frames(path, frames=frames)
     decode_wall, decode_cpu = _since(start)
-    row = {"file": path.name, "size": f"{video.info.width}x{video.info.height}",
+    row = {"file": path.name, "frames": frames, "size": f"{video.info.width}x{video.info.height}",
            "decode_wall_s": decode_wall / frames, "decode_cpu_s": decode_cpu / frames}  # fmt: skip
     reference = None
     for side in sides:
@@ -85,12 +85,12 @@ def photo_rows(n: int) -> dict:
 
 
 def markdown(rows: list[dict], sides: list[str]) -> str:
-    """docs/media.md tables: per side found/32, false boxes, CPU s, IoU; cost at the 2nd side."""
+    """docs/media.md tables: per side found/N, false boxes, CPU s, IoU; cost at the 2nd side."""
     lines = ["| clip | WxH | " + " | ".join(sides) + " |", "|---" * (len(sides) + 2) + "|"]
     for r in rows:
         cells = []
         for side in sides:
-            v, n = r[side], round(r[side]["recall"] * 32)
+            v, n = r[side], round(r[side]["recall"] * r["frames"])
             iou = v["iou_vs_first_mean"]
             iou = (
                 ""
@@ -102,8 +102,8 @@ def markdown(rows: list[dict], sides: list[str]) -> str:
     lines += ["", "| clip | WxH | CPU s | wall s |", "|---|---|---|---|"]
     for r in rows:
         v = r[sides[1] if len(sides) > 1 else sides[0]]
-        cpu = 32 * (r["decode_cpu_s"] + v["detect_cpu_s"] + v["crop_cpu_s"])
-        wall = 32 * (r["decode_wall_s"] + v["detect_wall_s"] + v["crop_wall_s"])
+        cpu = r["frames"] * (r["decode_cpu_s"] + v["detect_cpu_s"] + v["crop_cpu_s"])
+        wall = r["frames"] * (r["decode_wall_s"] + v["detect_wall_s"] + v["crop_wall_s"])
         lines.append(f"| {Path(r['file']).stem} | {r['size']} | {cpu:.2f} | {wall:.2f} |")
     return "\n".join(lines)
 

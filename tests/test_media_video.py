@@ -14,6 +14,7 @@ from conftest import shared_path
 from deepshield.errors import DataError
 from deepshield.media import (
     MediaLimits,
+    detect_faces,
     probe_video,
     read_audio_track,
     read_video_frames,
@@ -185,6 +186,8 @@ def test_reads_an_ffpp_h264_444_clip():
     assert v.images.shape == (4, int(row["height"]), int(row["width"]), 3)
     assert v.indices.tolist() == np.linspace(0, int(row["frames"]) - 1, 4).round().tolist()
     assert v.images.std() > 10  # real picture content, not a blank decode
+    # the clip shows one face in every frame (its README): found in each sampled frame
+    assert all(len(detect_faces(img)) == 1 for img in v.images)
 
 
 def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):
