@@ -1,0 +1,121 @@
+"""A run's decision (calibrator + operating threshold on validation): Platt equals scikit-learn's
+logistic regression on Platt's targets, the threshold rules hold on the validation scores, the
+verdict bands, decision.json round trips, and a run without one is explicitly uncalibrated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from deepshield.errors import ConfigError, RunError
+from deepshield.metrics import eer
+from deepshield.run import RunDir
+from deepshield.runs.decision import (
+    DECISION_FILE,
+    Decision,
+    calibrate_run,
+    fit_decision,
+    load_decision,
+    run_val_scores,
+)
+from test_sweep import trained_tiny_run
+
+
+def _val_like(n: int = 400, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Labels [n] and overconfident P(fake) [n] of a detector that ranks well but is miscalibrated."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(int)
+    z = rng.normal(np.where(y == 1, 1.0, -1.0), 1.2) * 3
+    return y, 1 / (1 + np.exp(-z))
+
+
+def test_platt_equals_sklearn_logistic_regression_on_platt_targets() -> None:
+    y, s = _val_like()
+    d = fit_decision(y, s, rule="eer", calibration="platt")
+    n1, n0 = int(y.sum()), int((y == 0).sum())
+    t = np.where(y == 1, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))  # Platt's smoothed targets
+    # soft targets as two weighted copies of each sample: label 1 weight t, label 0 weight 1 - t
+    x2, y2, w2 = np.r_[s, s][:, None], np.r_[np.ones_like(y), np.zeros_like(y)], np.r_[t, 1 - t]
+    lr = LogisticRegression(C=1e12, tol=1e-12, max_iter=10_000).fit(x2, y2, sample_weight=w2)
+    grid = np.linspace(0, 1, 101)
+    np.testing.assert_allclose(d.calibrate(grid), lr.predict_proba(grid[:, None])[:, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("calibration", ["platt", "isotonic"])
+def test_eer_rule_flags_the_val_samples_the_raw_eer_threshold_flags(calibration: str) -> None:
+    y, s = _val_like()
+    d = fit_decision(y, s, rule="eer", calibration=calibration)
+    p = d.calibrate(s)
+    flagged = p >= d.threshold
+    fpr, fnr = flagged[y == 0].mean(), 1 - flagged[y == 1].mean()
+    # on the calibrated scores, the threshold sits at their EER point
+    assert d.threshold == pytest.approx(eer(y, p)[1])
+    if calibration == "platt":  # monotone increasing: the same samples as the raw EER threshold
+        raw = s >= eer(y, s)[1]
+        np.testing.assert_array_equal(flagged, raw)
+    assert abs(fpr - fnr) <= 2 / min((y == 0).sum(), (y == 1).sum()) + 0.05
+
+
+def test_fpr_rule_keeps_false_alarms_under_the_target_and_catches_the_most() -> None:
+    y, s = _val_like(n=1000)
+    d = fit_decision(y, s, rule="fpr=0.01")
+    p = d.calibrate(s)
+    assert (p[y == 0] >= d.threshold).mean() <= 0.01
+    lower = p[p < d.threshold].max()  # the next threshold down breaks the target
+    assert (p[y == 0] >= lower).mean() > 0.01
+
+
+def test_cost_rule_and_a_bad_rule() -> None:
+    y, s = _val_like()
+    assert 0 <= fit_decision(y, s, rule="cost").threshold <= 1
+    with pytest.raises(ConfigError, match="operating-point rule"):
+        fit_decision(y, s, rule="fpr=2")
+
+
+def test_verdict_bands_around_the_threshold() -> None:
+    d = Decision("eer", 0.6, band=0.1)
+    assert [d.verdict(p) for p in (0.7, 0.69, 0.5, 0.49, None)] == [
+        "fake",
+        "unsure",
+        "unsure",
+        "real",
+        None,
+    ]
+    never = Decision("fpr=0", float("inf"), band=0.05)
+    assert never.verdict(1.0) == "real"
+
+
+@pytest.mark.parametrize("calibration", ["platt", "isotonic"])
+def test_decision_round_trips_through_json(calibration: str) -> None:
+    y, s = _val_like()
+    d = fit_decision(y, s, rule="eer", calibration=calibration)
+    back = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
+    np.testing.assert_array_equal(back.calibrate(s), d.calibrate(s))
+    assert (back.threshold, back.rule, back.band, back.val_counts) == (
+        d.threshold,
+        d.rule,
+        d.band,
+        d.val_counts,
+    )
+    inf = Decision("fpr=0", float("inf"))
+    assert Decision.from_dict(json.loads(json.dumps(inf.to_dict()))).threshold == float("inf")
+    with pytest.raises(RunError, match="deepshield calibrate"):
+        Decision.from_dict({"rule": "eer"}, "x/decision.json")
+
+
+def test_calibrate_run_writes_decision_json_fitted_on_val(tmp_path_factory, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny_run(tmp_path_factory).path, run)
+    before = load_decision(run)
+    assert not before.calibrated and before.threshold == 0.5 and "calibrate" in before.note
+    d = calibrate_run(run, rule="eer", calibration="platt")
+    saved = json.loads((run / DECISION_FILE).read_text())
+    y, s = run_val_scores(RunDir(run))
+    assert saved["val_counts"] == {"n": len(y), "fake": int(y.sum()), "real": int((y == 0).sum())}
+    ref = fit_decision(y, s, rule="eer", calibration="platt")
+    assert load_decision(run).threshold == pytest.approx(ref.threshold) == d.threshold
+    assert load_decision(None).note.startswith("uncalibrated")
