@@ -27,6 +27,7 @@ from deepshield.cli import (  # noqa: F401
     info,
     metrics,
     protect,
+    scan,
     serve,
     study,
     train,

@@ -1,0 +1,122 @@
+"""`deepshield scan` (media files -> verdicts) and `deepshield calibrate` (a run's decision)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from deepshield.cli.app import app
+from deepshield.cli.checks import COUNT, choice
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    operating_point: str = typer.Option(
+        "eer",
+        "--operating-point",
+        help="Threshold rule on validation: eer, fpr=F (e.g. fpr=0.01) or cost.",
+    ),
+    calibration: str = typer.Option(
+        "platt", "--calibration", help="platt or isotonic.", callback=choice("platt", "isotonic")
+    ),
+    unsure: float = typer.Option(
+        0.05,
+        "--unsure",
+        help="Half-width of the 'unsure' band around the threshold (P(fake)).",
+        min=0.0,
+        max=0.49,
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Fit the run's calibrator and operating threshold on its validation split; writes
+    decision.json, which scan (and every P(fake) shown) then uses."""
+    from deepshield.runs.decision import DECISION_FILE, calibrate_run
+    from deepshield.runtime import resolve_device
+
+    d = calibrate_run(
+        run_dir,
+        rule=operating_point,
+        calibration=calibration,
+        band=unsure,
+        device=resolve_device(device),
+    )
+    c = d.val_counts
+    typer.echo(
+        f"{calibration} calibration, {operating_point} threshold {d.threshold:.4f} on calibrated "
+        f"P(fake) (unsure within +-{d.band:g}), fitted on {c['n']} validation samples "
+        f"({c['fake']} fake, {c['real']} real)"
+    )
+    typer.echo(f"wrote {Path(run_dir) / DECISION_FILE}")
+
+
+@app.command("scan")
+def scan_cmd(
+    paths: list[Path] = typer.Argument(..., help="Images, videos, audio files or folders."),
+    run_dir: Path = typer.Option(None, "--run", help="An image detector run folder."),
+    model: str = typer.Option(
+        None, "--model", help="A registry model (e.g. meso4), with --weights."
+    ),
+    weights: Path = typer.Option(
+        None, "--weights", help="Weights file for --model (e.g. Meso4_DF.h5)."
+    ),
+    speech_run: Path = typer.Option(
+        None,
+        "--speech-run",
+        help="A speech detector run: scans audio files and video audio tracks.",
+    ),
+    out: Path = typer.Option(
+        Path("scan"), "--out", help="Output folder (resumed when it holds a scan)."
+    ),
+    frames: int = typer.Option(32, "--frames", help="Frames sampled evenly per video.", **COUNT),
+    faces: str = typer.Option(
+        "largest",
+        "--faces",
+        help="largest, all or none (inputs already face crops).",
+        callback=choice("largest", "all", "none"),
+    ),
+    limit: int = typer.Option(
+        None, "--limit", help="Scan at most this many files (after --shard).", **COUNT
+    ),
+    shard: str = typer.Option(
+        None, "--shard", help="I/N: only the files whose path hash mod N is I."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Score media files with a detector: P(fake), a verdict (fake / real / unsure / no_face /
+    error) and the evidence; writes scan.csv, scan_frames.csv, scan.json and report.html."""
+    from deepshield import progress
+    from deepshield.errors import ConfigError, DataError
+    from deepshield.runs import scan as sc
+    from deepshield.runtime import resolve_device
+
+    if (run_dir is None) == (model is None):
+        raise ConfigError("give either --run RUN_DIR or --model NAME --weights FILE")
+    if (model is None) != (weights is None):
+        raise ConfigError(
+            "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
+        )
+    dev = resolve_device(device)
+    det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
+    speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None
+    summary = sc.scan(
+        list(paths),
+        out,
+        detector=det,
+        speech=speech,
+        opts=sc.ScanOptions(frames=frames, faces=faces),
+        limit=limit,
+        shard=sc.parse_shard(shard),
+        progress=lambda files: progress.track(files, "scanning", total=len(files)),
+    )
+    if summary.single_error:  # one file asked for, and it failed: one line, exit 2
+        raise DataError(summary.single_error)
+    if not det.decision.calibrated:
+        typer.echo(f"note: {det.decision.note}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    typer.echo(
+        f"scanned {summary.scanned} files ({summary.resumed} already in scan.csv) in "
+        f"{summary.wall_s:.1f} s: {counts}"
+    )
+    typer.echo(f"wrote {summary.out / 'scan.csv'} and {summary.out / 'report.html'}")
