@@ -1,0 +1,272 @@
+"""`deepshield scan`: a folder of a face photo, a face video and bad inputs scanned with a tiny
+calibrated run; the CSV columns, verdicts against the run's decision, video scores recomputed
+from the frame rows, no_face rows without a score, one error row per bad file, resume after a
+crash, shard partitions, MesoNet with its Keras weights (uncalibrated at 0.5), and the installed
+script on a single bad file (exit 2, one line)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared_path
+from deepshield.errors import ConfigError
+from deepshield.runs import scan as sc
+from deepshield.runs.decision import calibrate_run, load_decision
+from test_media_faces import _png_header_only
+from test_media_video import write_video
+from test_reliability_inputs import run_in_process, script_env
+from test_sweep import trained_tiny_run
+
+SCRIPT = Path(sys.executable).parent / "deepshield"
+FRAMES = 4
+
+
+def _face() -> np.ndarray:
+    """A 128x128 FFHQ face photo, uint8 [128,128,3] (dlib finds its face)."""
+    path = shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _face_video(path: Path, face: np.ndarray, n: int = 6) -> Path:
+    """Lossless H.264 4:4:4 MP4: n frames of the face, shifted by i px (10 fps)."""
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = 160, 160, "yuv444p"
+    for i in range(n):
+        frame = np.full((160, 160, 3), 127, np.uint8)
+        frame[16 + i : 144 + i, 16:144] = face
+        for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A calibrated copy of the tiny run and a folder of media: good, faceless and bad."""
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    shutil.copytree(trained_tiny_run(tmp_path_factory).path, run)
+    calibrate_run(run)
+    src = tmp_path_factory.mktemp("media")
+    face = _face()
+    Image.fromarray(face).save(src / "face.png")
+    (src / "clips").mkdir()
+    _face_video(src / "clips" / "face.mp4", face)
+    Image.new("RGB", (96, 96), (120, 120, 120)).save(src / "blank.png")  # no face
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(src / "onepx.png")
+    (src / "clips" / "notes.mp4").write_text("this is not a video\n")
+    good = write_video(tmp_path_factory.mktemp("v") / "g.mp4", n=30, faststart=True).read_bytes()
+    (src / "clips" / "cut.mp4").write_bytes(good[: len(good) // 2])  # truncated
+    _png_header_only(src / "huge.png", 12000, 9000)  # over the 100 Mpx limit
+    (src / "readme.txt").write_text("junk\n")
+    (src / "voice.wav").write_bytes(b"RIFF....")  # audio, but no speech detector given
+    return {"run": run, "src": src}
+
+
+@pytest.fixture(scope="module")
+def scanned(case, tmp_path_factory) -> dict:
+    """One scan of the folder with the calibrated run."""
+    det = sc.run_detector(case["run"], torch.device("cpu"))
+    out = tmp_path_factory.mktemp("scan") / "out"
+    summary = sc.scan([case["src"]], out, detector=det, opts=sc.ScanOptions(frames=FRAMES))
+    with open(out / "scan.csv") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    with open(out / "scan_frames.csv") as f:
+        frames = list(csv.DictReader(f))
+    return {"out": out, "rows": rows, "frames": frames, "summary": summary, "det": det}
+
+
+def test_csv_has_the_columns_and_one_row_per_media_file(scanned) -> None:
+    with open(scanned["out"] / "scan.csv") as f:
+        header = next(csv.reader(f))
+    for col in ("path", "kind", "score", "verdict", "faces", "frames", "error", "score_raw"):
+        assert col in header
+    assert "threshold" in header
+    names = set(scanned["rows"])
+    assert names == {"face.png", "face.mp4", "blank.png", "onepx.png", "notes.mp4", "cut.mp4"} | {
+        "huge.png",
+        "voice.wav",
+    }
+    doc = json.loads((scanned["out"] / "scan.json").read_text())
+    assert [Path(p).name for p in doc["not_scanned"]] == ["readme.txt"]
+    assert doc["settings"]["detector"]["weights_sha256"] == scanned["det"].weights_sha256
+    assert doc["settings"]["detector"]["decision"]["calibrated"] is True
+    assert len(doc["files"]) == len(names)
+
+
+def test_verdicts_follow_the_runs_threshold_and_band(scanned, case) -> None:
+    d = load_decision(case["run"])
+    scored = [r for r in scanned["rows"].values() if r["score"]]
+    assert {Path(r["path"]).name for r in scored} == {"face.png", "face.mp4"}
+    for r in scored:
+        p = float(r["score"])
+        expect = (
+            "fake"
+            if p >= d.threshold + d.band
+            else "real"
+            if p < d.threshold - d.band
+            else "unsure"
+        )
+        assert r["verdict"] == expect and float(r["threshold"]) == d.threshold
+    img = scanned["rows"]["face.png"]  # one face: the score is the calibrated raw score
+    np.testing.assert_allclose(float(img["score"]), d.calibrate([float(img["score_raw"])])[0])
+
+
+def test_video_score_is_the_mean_of_frame_scores_in_the_frame_csv(scanned) -> None:
+    row = scanned["rows"]["face.mp4"]
+    mine = [f for f in scanned["frames"] if f["path"] == row["path"]]
+    per_frame: dict[int, float] = {}
+    for f in mine:
+        if f["score"]:
+            per_frame[int(f["frame"])] = max(per_frame.get(int(f["frame"]), 0.0), float(f["score"]))
+    assert int(row["frames"]) == FRAMES == len({f["frame"] for f in mine})
+    assert int(row["frames_with_face"]) == len(per_frame) > 0
+    assert float(row["score"]) == pytest.approx(np.mean(list(per_frame.values())))
+    assert float(row["score_max"]) == pytest.approx(max(per_frame.values()))
+    assert [int(f["frame"]) for f in mine] == sorted(int(f["frame"]) for f in mine)
+    out = scanned["out"]
+    fid = sc.file_id(row["path"])
+    assert (out / "faces" / f"{fid}.jpg").is_file() and list((out / "evidence").glob(f"{fid}_*"))
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and f"evidence/{fid}_" in html
+
+
+def test_faceless_images_are_no_face_without_a_score(scanned) -> None:
+    for name in ("blank.png", "onepx.png"):
+        r = scanned["rows"][name]
+        assert (r["verdict"], r["score"], r["error"], r["faces"]) == ("no_face", "", "", "0")
+    assert all(not f["score"] for f in scanned["frames"] if f["path"].endswith("blank.png"))
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("notes.mp4", "not a readable video container"),
+        ("cut.mp4", "truncated"),
+        ("huge.png", "exceeds the limit"),
+        ("voice.wav", "--speech-run"),
+    ],
+)
+def test_bad_files_get_an_error_row_and_no_score(scanned, name, words) -> None:
+    r = scanned["rows"][name]
+    assert r["verdict"] == "error" and r["score"] == "" and words in r["error"]
+    assert name in r["error"] and "\n" not in r["error"]
+
+
+def test_rerun_resumes_and_a_crash_leaves_a_consistent_csv(case, scanned, tmp_path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(scanned["out"], out)
+    again = sc.scan([case["src"]], out, detector=scanned["det"], opts=sc.ScanOptions(frames=FRAMES))
+    assert (again.scanned, again.resumed) == (0, len(scanned["rows"]))
+    # a crash while writing face.png's row: its frame rows are in, its scan.csv line half-written
+    lines = (out / "scan.csv").read_text().splitlines(keepends=True)
+    keep = [ln for ln in lines if "face.png" not in ln]
+    face_line = next(ln for ln in lines if "face.png" in ln)
+    (out / "scan.csv").write_text("".join(keep) + face_line[:20])
+    again = sc.scan([case["src"]], out, detector=scanned["det"], opts=sc.ScanOptions(frames=FRAMES))
+    assert again.scanned == 1 and again.rows[0]["path"].endswith("face.png")
+    with open(out / "scan.csv") as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    assert sorted(paths) == sorted(r["path"] for r in scanned["rows"].values())
+    with open(out / "scan_frames.csv") as f:
+        face_frames = [r for r in csv.DictReader(f) if r["path"].endswith("face.png")]
+    assert len(face_frames) == 1  # the crashed call's frame row was dropped, not duplicated
+
+
+def test_shards_partition_the_files(case, scanned, tmp_path) -> None:
+    files, _ = sc.list_files([case["src"]])
+    names = [str(f) for f in files]
+    for n in (2, 3, 5):
+        parts = [{p for p in names if sc.in_shard(p, (i, n))} for i in range(n)]
+        assert set().union(*parts) == set(names)
+        assert sum(len(p) for p in parts) == len(names)  # disjoint
+    images = [case["src"] / "face.png", case["src"] / "blank.png", case["src"] / "onepx.png"]
+    got = []
+    for i in range(2):
+        s = sc.scan(images, tmp_path / f"s{i}", detector=scanned["det"], shard=(i, 2))
+        got += [r["path"] for r in s.rows]
+    assert sorted(got) == sorted(map(str, images))
+    with pytest.raises(ConfigError, match="--shard"):
+        sc.parse_shard("2/2")
+
+
+def test_out_folder_with_other_files_or_settings_is_refused(case, scanned, tmp_path) -> None:
+    user = tmp_path / "evidence-notes"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me\n")
+    with pytest.raises(ConfigError, match="did not write"):
+        sc.scan([case["src"] / "face.png"], user, detector=scanned["det"])
+    assert (user / "notes.txt").read_text() == "keep me\n" and len(list(user.iterdir())) == 1
+    out = tmp_path / "o"
+    sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"])
+    with pytest.raises(ConfigError, match="other settings"):
+        sc.scan(
+            [case["src"] / "blank.png"], out, detector=scanned["det"], opts=sc.ScanOptions(frames=8)
+        )
+
+
+def test_meso4_with_keras_weights_scans_uncalibrated_at_one_half(
+    case, tmp_path, monkeypatch, capsys
+):
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    argv = ["scan", str(case["src"] / "face.png"), "--model", "meso4", "--weights", str(weights)]
+    code, err = run_in_process([*argv, "--out", str(tmp_path / "m")], monkeypatch, capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "m" / "scan.json").read_text())
+    dec = doc["settings"]["detector"]["decision"]
+    assert (dec["calibrated"], dec["threshold"], doc["settings"]["detector"]["input_size"]) == (
+        False,
+        0.5,
+        [256, 256],
+    )
+    assert "uncalibrated" in dec["note"]
+    row = doc["files"][0]
+    assert 0 <= row["score"] <= 1 and row["score"] == row["score_raw"] and row["faces"] == 1
+
+
+def test_single_bad_file_exits_2_with_one_line_from_the_script(case, tmp_path) -> None:
+    bad = case["src"] / "clips" / "notes.mp4"
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(bad), "--run", str(case["run"])]
+    done = subprocess.run(
+        [*argv, "--out", str(tmp_path / "o")],
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert str(bad) in lines[0] and "re-encode" in lines[0] and "Traceback" not in done.stderr
+    with open(tmp_path / "o" / "scan.csv") as f:
+        assert [r["verdict"] for r in csv.DictReader(f)] == ["error"]  # the row is kept
+
+
+def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(case["run"], run)
+    (run / "decision.json").unlink()
+    code, err = run_in_process(
+        ["calibrate", str(run), "--operating-point", "fpr=0.1", "--calibration", "isotonic"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    d = load_decision(run)
+    assert d.calibrated and d.rule == "fpr=0.1" and d.calibrator.method == "isotonic"
+    code, err = run_in_process(
+        ["calibrate", str(run), "--operating-point", "best"], monkeypatch, capsys
+    )
+    assert code == 2 and "operating-point rule 'best'" in err
