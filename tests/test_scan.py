@@ -19,10 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
+import test_speech_evaluation  # noqa: F401 (registers the test-toy-speech set)
 from conftest import shared_path
+from deepshield.config import TrainConfig
 from deepshield.errors import ConfigError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
+from deepshield.train.training_run import run_training
 from test_media_faces import _png_header_only
 from test_media_video import write_video
 from test_reliability_inputs import run_in_process, script_env
@@ -270,3 +273,51 @@ def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, cap
         ["calibrate", str(run), "--operating-point", "best"], monkeypatch, capsys
     )
     assert code == 2 and "operating-point rule 'best'" in err
+
+
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory):
+    """A tiny mel_cnn speech detector on test_speech_evaluation's toy set (0.25 s clips)."""
+    cfg = TrainConfig(
+        dataset="test-toy-speech",
+        model="mel_cnn",
+        model_kwargs={"widths": [4, 8], "n_mels": 32},
+        epochs=2,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+    )
+    return run_training(cfg, tmp_path_factory.mktemp("runs") / "toy")
+
+
+def test_speech_run_scores_audio_files_and_video_audio_tracks(speech_run, case, tmp_path) -> None:
+    import soundfile as sf
+
+    from deepshield.data.audio import load_clip
+    from deepshield.predict import fake_scores, predict_logits
+
+    run = tmp_path / "speech"
+    shutil.copytree(speech_run.path, run)
+    d = calibrate_run(run)
+    t = np.arange(4000) / 16000
+    sf.write(tmp_path / "voice.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
+    clip = write_video(tmp_path / "talk.mp4", n=20, audio=True)  # no face in its frames
+    speech = sc.run_detector(run, torch.device("cpu"), kind="audio")
+    s = sc.scan([tmp_path / "voice.wav", clip], tmp_path / "o", detector=None, speech=speech)
+    voice, talk = s.rows
+    x = torch.from_numpy(load_clip(tmp_path / "voice.wav", 16000, 4000))[None]  # [1, 4000]
+    raw = float(fake_scores(predict_logits(speech.model, x))[0])
+    assert voice["kind"] == "audio" and voice["score"] == pytest.approx(
+        d.calibrate([raw])[0], abs=1e-5
+    )
+    assert voice["verdict"] == d.verdict(voice["score"])
+    # without an image detector a video is scanned by its sound alone
+    assert talk["kind"] == "video" and talk["verdict"] == d.verdict(talk["score"])
+    both = sc.scan(
+        [clip], tmp_path / "o2", detector=sc.run_detector(case["run"], "cpu"), speech=speech
+    )
+    row = both.rows[0]  # faces: none in these frames; the audio track still scored
+    assert row["verdict"] == "no_face" and row["audio_score"] == pytest.approx(talk["score"])
+    assert row["audio_verdict"] == talk["verdict"]
+    with pytest.raises(ConfigError, match="holds a audio model"):
+        sc.run_detector(run, torch.device("cpu"))
