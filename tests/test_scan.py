@@ -321,3 +321,40 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(speech_run, case, 
     assert row["audio_verdict"] == talk["verdict"]
     with pytest.raises(ConfigError, match="holds a audio model"):
         sc.run_detector(run, torch.device("cpu"))
+
+
+def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(case, scanned, tmp_path) -> None:
+    import signal
+    import time
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(12):
+        shutil.copy(case["src"] / "clips" / "face.mp4", src / f"c{i:02d}.mp4")
+    out = tmp_path / "o"
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(src), "--run", str(case["run"])]
+    proc = subprocess.Popen(
+        [*argv, "--out", str(out), "--frames", "2"],
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        csv_path = out / "scan.csv"
+        if csv_path.is_file() and csv_path.read_text().count("\n") >= 3:  # header + 2 files
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the scan finished before the interrupt arrived")
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    with open(out / "scan.csv") as f:
+        kept = [r["path"] for r in csv.DictReader(f)]
+    assert 2 <= len(kept) < 12 and len(set(kept)) == len(kept)
+    again = sc.scan([src], out, detector=scanned["det"], opts=sc.ScanOptions(frames=2))
+    assert again.resumed == len(kept) and again.scanned == 12 - len(kept)
+    with open(out / "scan.csv") as f:
+        assert sorted(r["path"] for r in csv.DictReader(f)) == sorted(str(p) for p in src.iterdir())
