@@ -19,16 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-import test_speech_evaluation  # noqa: F401 (registers the test-toy-speech set)
 from conftest import shared_path
-from deepshield.config import TrainConfig
 from deepshield.errors import ConfigError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
-from deepshield.train.training_run import run_training
 from test_media_faces import _png_header_only
 from test_media_video import write_video
 from test_reliability_inputs import run_in_process, script_env
+from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
 from test_sweep import trained_tiny_run
 
 SCRIPT = Path(sys.executable).parent / "deepshield"
@@ -275,29 +273,14 @@ def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, cap
     assert code == 2 and "operating-point rule 'best'" in err
 
 
-@pytest.fixture(scope="module")
-def speech_run(tmp_path_factory):
-    """A tiny mel_cnn speech detector on test_speech_evaluation's toy set (0.25 s clips)."""
-    cfg = TrainConfig(
-        dataset="test-toy-speech",
-        model="mel_cnn",
-        model_kwargs={"widths": [4, 8], "n_mels": 32},
-        epochs=2,
-        batch_size=16,
-        lr=3e-3,
-        device="cpu",
-    )
-    return run_training(cfg, tmp_path_factory.mktemp("runs") / "toy")
-
-
-def test_speech_run_scores_audio_files_and_video_audio_tracks(speech_run, case, tmp_path) -> None:
+def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp_path) -> None:
     import soundfile as sf
 
     from deepshield.data.audio import load_clip
     from deepshield.predict import fake_scores, predict_logits
 
     run = tmp_path / "speech"
-    shutil.copytree(speech_run.path, run)
+    shutil.copytree(request.getfixturevalue("speech_run").path, run)  # a tiny mel_cnn run
     d = calibrate_run(run)
     t = np.arange(4000) / 16000
     sf.write(tmp_path / "voice.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
