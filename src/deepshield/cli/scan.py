@@ -97,6 +97,7 @@ def scan_cmd(
         raise ConfigError(
             "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
         )
+    shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
     dev = resolve_device(device)
     det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
     speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None
@@ -107,7 +108,7 @@ def scan_cmd(
         speech=speech,
         opts=sc.ScanOptions(frames=frames, faces=faces),
         limit=limit,
-        shard=sc.parse_shard(shard),
+        shard=shard_at,
         progress=lambda files: progress.track(files, "scanning", total=len(files)),
     )
     if summary.single_error:  # one file asked for, and it failed: one line, exit 2
