@@ -276,23 +276,25 @@ def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, cap
 def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp_path) -> None:
     import soundfile as sf
 
-    from deepshield.data.audio import load_clip
+    from deepshield.data.audio import fix_length
     from deepshield.predict import fake_scores, predict_logits
 
     run = tmp_path / "speech"
     shutil.copytree(request.getfixturevalue("speech_run").path, run)  # a tiny mel_cnn run
     d = calibrate_run(run)
-    t = np.arange(4000) / 16000
-    sf.write(tmp_path / "voice.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
+    t = np.arange(10400) / 16000  # 2.6 clips of 4000 samples: 3 windows, the last padded
+    tone = 0.3 * np.sin(2 * np.pi * (180 + 400 * t) * t)
+    sf.write(tmp_path / "voice.wav", tone.astype(np.float32), 16000)
     clip = write_video(tmp_path / "talk.mp4", n=20, audio=True)  # no face in its frames
     speech = sc.run_detector(run, torch.device("cpu"), kind="audio")
     s = sc.scan([tmp_path / "voice.wav", clip], tmp_path / "o", detector=None, speech=speech)
     voice, talk = s.rows
-    x = torch.from_numpy(load_clip(tmp_path / "voice.wav", 16000, 4000))[None]  # [1, 4000]
-    raw = float(fake_scores(predict_logits(speech.model, x))[0])
-    assert voice["kind"] == "audio" and voice["score"] == pytest.approx(
-        d.calibrate([raw])[0], abs=1e-5
-    )
+    wave = sf.read(tmp_path / "voice.wav", dtype="float32")[0]
+    x = torch.from_numpy(np.stack([fix_length(wave[i : i + 4000], 4000) for i in (0, 4000, 8000)]))
+    p = d.calibrate(fake_scores(predict_logits(speech.model, x)).numpy())  # [3]
+    assert voice["kind"] == "audio" and voice["frames"] == 3
+    assert voice["score"] == pytest.approx(p.mean(), abs=1e-5)
+    assert voice["score_max"] == pytest.approx(p.max(), abs=1e-5)
     assert voice["verdict"] == d.verdict(voice["score"])
     # without an image detector a video is scanned by its sound alone
     assert talk["kind"] == "video" and talk["verdict"] == d.verdict(talk["score"])
