@@ -187,7 +187,7 @@ def test_rerun_resumes_and_a_crash_leaves_a_consistent_csv(case, scanned, tmp_pa
     assert len(face_frames) == 1  # the crashed call's frame row was dropped, not duplicated
 
 
-def test_shards_partition_the_files(case, scanned, tmp_path) -> None:
+def test_shards_partition_the_files_and_limit_takes_the_first(case, scanned, tmp_path) -> None:
     files, _ = sc.list_files([case["src"]])
     names = [str(f) for f in files]
     for n in (2, 3, 5):
@@ -200,6 +200,8 @@ def test_shards_partition_the_files(case, scanned, tmp_path) -> None:
         s = sc.scan(images, tmp_path / f"s{i}", detector=scanned["det"], shard=(i, 2))
         got += [r["path"] for r in s.rows]
     assert sorted(got) == sorted(map(str, images))
+    first = sc.scan(images, tmp_path / "lim", detector=scanned["det"], limit=2)
+    assert [r["path"] for r in first.rows] == [str(p) for p in images[:2]]
     with pytest.raises(ConfigError, match="--shard"):
         sc.parse_shard("2/2")
 
