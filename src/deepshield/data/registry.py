@@ -9,6 +9,7 @@ folder), else to the image "folder" source.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,25 @@ def resolve(spec: str) -> tuple[Source, str | None]:
     )
 
 
+def options(source: Source) -> list[str]:
+    """The keyword options a source's loader takes (besides `seed`), in signature order."""
+    params = inspect.signature(source.loader).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "seed"]
+
+
+def check_options(source: Source, kw: dict[str, Any]) -> None:
+    """ConfigError naming the options `source` takes when `kw` holds one it does not."""
+    known = options(source)
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"dataset {source.prefix}: unknown option(s) {', '.join(unknown)}; it takes "
+            f"{', '.join(known) or 'no options'} (--data-arg KEY=VALUE)"
+        )
+
+
 def load(spec: str, *, seed: int = 0, **kw: Any) -> Splits:
     """Load dataset `spec` split into train/val/test by `seed` (where it has no split of its own)."""
     source, arg = resolve(spec)
+    check_options(source, kw)
     return source.loader(arg, seed=seed, **kw)
