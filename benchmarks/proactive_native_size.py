@@ -9,7 +9,9 @@ resized to --size px (Pillow LANCZOS; 0 keeps their own size), protected with a 
 each (seed 0) and rounded to 8 bits as `protect apply` writes them. Two ways are compared:
 - native (`protect apply / detect`): template enlarged by nearest neighbour, the detector
   scores the photo box-averaged to the template size (deepshield.proactive.native);
-- tiled (before issue 25): template tiled over the photo, the detector scores it full size.
+- tiled (before issue 25): template tiled over the photo, the detector scores it full size;
+- at template size (the evaluation of `protect train`): the photo box-averaged to the template
+  size first, then protected and scored there (manipulations are applied at that size too).
 Printed per way: the share of untouched protected photos called manipulated (false alarms,
 P >= 0.5), and of protected photos then manipulated at full size called manipulated
 (blur sigma 1.5 px and a blur scaled to the size ratio, gamma brightening), and the false alarms
@@ -30,7 +32,7 @@ from deepshield.data.edits import apply_edit, attributes
 from deepshield.defenses.blur import gaussian_blur
 from deepshield.proactive.benign import jpeg
 from deepshield.proactive.detector import load_detector
-from deepshield.proactive.native import p_manipulated_native, protect_native
+from deepshield.proactive.native import p_manipulated_native, protect_native, shrink
 from deepshield.proactive.templates import TemplateSet, add_template
 
 
@@ -63,10 +65,12 @@ def main() -> None:
     eta = templates().detach()
     index = templates.random_indices(len(x), torch.Generator().manual_seed(0))
     ratio = x.shape[2] / templates.size[0]
+    small = shrink(x, templates.size)
     with torch.no_grad():
         ways = {
             "native": (protect_native(templates, x, index), p_manipulated_native),
             "tiled": (add_template(x, eta[index]), lambda d, v, t: d.p_manipulated(v, t)),
+            "at template size": (protect_native(templates, small, index), p_manipulated_native),
         }
         result = {"n": len(x), "size": list(x.shape[2:]), "template": list(templates.size)}
         for name, (protected, score) in ways.items():

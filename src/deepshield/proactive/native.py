@@ -24,11 +24,11 @@ from deepshield.proactive.detector import ProactiveDetector
 from deepshield.proactive.templates import TemplateSet, add_template
 
 
-def check_size(hw: tuple[int, int], template_hw: tuple[int, int], what: str = "image") -> None:
+def check_size(hw: tuple[int, int], template_hw: tuple[int, int]) -> None:
     """InputError when an image of size hw is smaller than the templates on either side."""
     if hw[0] < template_hw[0] or hw[1] < template_hw[1]:
         raise InputError(
-            f"{what} is {hw[0]}x{hw[1]}, smaller than the {template_hw[0]}x{template_hw[1]} "
+            f"image is {hw[0]}x{hw[1]}, smaller than the {template_hw[0]}x{template_hw[1]} "
             "templates; protect photos at least that large (or train templates at a smaller size)"
         )
 
