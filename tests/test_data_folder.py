@@ -208,3 +208,19 @@ def test_folder_n_and_bad_option_in_the_cli(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "takes size, convert_modes, n" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_source_taking_any_option_is_not_checked():
+    from deepshield.data.registry import Source, check_options, options
+
+    def loose(arg, *, seed, **kw):
+        return None
+
+    def strict(arg, seed=0, size=8):
+        return None
+
+    assert options(Source("loose", loose, "")) is None
+    check_options(Source("loose", loose, ""), {"anything": 1})
+    assert options(Source("strict", strict, "")) == ["size"]
+    with pytest.raises(ConfigError, match="strict: unknown option"):
+        check_options(Source("strict", strict, ""), {"n": 1})
