@@ -69,7 +69,7 @@ def _part_sizes(n: int, f: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def stratified_subset(
+def stratified_take_parts(
     parts: Sequence[Sequence[int] | np.ndarray], n: int, *, seed: int
 ) -> list[np.ndarray]:
     """Indices into each part (sorted) of a seeded subset of `n` samples over all parts.
