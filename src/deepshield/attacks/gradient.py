@@ -3,7 +3,12 @@
 FGSM (Goodfellow et al., 2015): one L-inf step of size eps from x.
 I-FGSM / BIM (Kurakin et al., 2017): `steps` L-inf steps of alpha = eps / steps from x.
 PGD (Madry et al., 2018): random start in the ball, steps of alpha = 2.5 * eps / steps,
-projection onto the L-inf or L2 ball; restarts keep, per sample, the strongest point.
+projection onto the L-inf or L2 ball; restarts N > 1 are one run from x and N - 1 from random
+points. Every one returns, per sample, the strongest point of all its iterations and runs
+(`core.attack_loop`), not the last iterate.
+
+Seeds (every attack in deepshield): seed=0 by default, so the same call gives the same x_adv;
+seed=None draws from torch's global generator; a `generator` passed in wins over both.
 """
 
 from __future__ import annotations
@@ -11,7 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
+from deepshield.attacks.checks import (
+    check_attack,
+    check_count,
+    check_norm,
+    check_number,
+    checking_labels,
+)
 from deepshield.attacks.core import Objective, Success, attack_loop
 from deepshield.attacks.norms import Budget, SteepestStep
 from deepshield.attacks.objectives import classification_loss, misclassified, predicts
@@ -21,7 +32,7 @@ def _goal(loss_fn: Objective | None, targeted: bool) -> tuple[Objective, Success
     """The objective to ascend/descend and the success test (None for a custom loss_fn)."""
     if loss_fn is not None:
         return loss_fn, None
-    return classification_loss, predicts if targeted else misclassified
+    return checking_labels(classification_loss), predicts if targeted else misclassified
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
@@ -45,19 +56,21 @@ def pgd(
     mask: Tensor | None = None,
     loss_fn: Objective | None = None,
     eot_samples: int = 1,
-    seed: int | None = None,
+    seed: int | None = 0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Projected gradient descent. x: [B,...] in [0,1] (or model.bounds) -> x_adv, same shape.
 
     y: labels [B] (target labels when targeted) or whatever loss_fn takes. alpha defaults to
-    2.5 * eps / steps. restarts > 1 keeps, per sample, the strongest point seen (misclassified
-    / target reached first, then highest loss; loss only with a custom loss_fn).
+    2.5 * eps / steps. Per sample the strongest point seen over all steps and runs comes back
+    (misclassified / target reached first, then highest loss; loss only with a custom loss_fn).
+    random_start: the one run starts at a random point of the ball (else at x); restarts
+    N > 1: one run from x, N - 1 from random points.
     mask: [B or 1, 1, H, W] in {0,1}; pixels outside it never change.
     loss_fn(output, y) -> per-sample loss [B] replaces cross-entropy (e.g. for Siamese models,
     or `objectives.detector_aware_loss` against a `Guarded` model). eot_samples > 1: each step
     follows the mean gradient of that many forward passes (EOT, for randomised models).
-    Randomness: `generator`, else `seed`, else torch's global generator.
+    Randomness: `generator`, else `seed` (None: torch's global generator).
     """
     eps = check_number("eps", eps)
     steps = check_count("steps", steps)
