@@ -113,20 +113,28 @@ def cascade(
 
 
 def autoattack_stages(
-    version: str, norm: str, eps: float, classes: int, seed: int | None, eot_samples: int
+    version: str,
+    norm: str,
+    eps: float,
+    classes: int,
+    seed: int | None,
+    eot_samples: int,
+    random_start: bool = True,
 ) -> list[tuple[str, StageFn]]:
-    """The (name, attack) stages of a version for a model with `classes` outputs."""
+    """The (name, attack) stages of a version for a model with `classes` outputs; the APGD
+    stages start at a random point (the reference's) or, random_start=False, at x."""
     dlr = "dlr" if classes >= 3 else "margin"
     t_name = "apgd-t" if classes >= 4 else "apgd-t-margin"
+    common = {"norm": norm, "seed": seed, "eot_samples": eot_samples, "random_start": random_start}
 
     def apgd_ce(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd(m, x, y, eps, norm=norm, loss="ce", seed=seed, eot_samples=eot_samples)
+        return apgd(m, x, y, eps, loss="ce", **common)
 
     def apgd_dlr(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd(m, x, y, eps, norm=norm, loss=dlr, seed=seed, eot_samples=eot_samples)
+        return apgd(m, x, y, eps, loss=dlr, **common)
 
     def apgd_t(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd_targeted(m, x, y, eps, norm=norm, targets=9, seed=seed, eot_samples=eot_samples)
+        return apgd_targeted(m, x, y, eps, targets=9, **common)
 
     def square_5000(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return square(m, x, y, eps, norm=norm, queries=5000, rescale_schedule=False, seed=seed)
@@ -147,13 +155,15 @@ def autoattack(
     seed: int | None = 0,
     eot_samples: int | None = None,
     batch_size: int = 500,
+    random_start: bool = True,
 ) -> tuple[Tensor, AutoAttackReport]:
     """AutoAttack. x: [N,C,H,W] in [0,1] (or model.bounds), y: labels [N] -> (x_adv, report).
 
     "fast" and "rand" also take other inputs [N,...] (e.g. waveforms [N,T]).
 
     version: "standard" | "fast" | "rand" (module docstring). eot_samples: forward passes
-    averaged per APGD gradient (default 20 for "rand", else 1). x may live on any device; the
+    averaged per APGD gradient (default 20 for "rand", else 1). random_start=False starts the
+    APGD stages at x instead of a random point of the ball. x may live on any device; the
     attack runs on the model's device and x_adv comes back on x's device.
     """
     eps = check_number("eps", eps)
@@ -177,6 +187,6 @@ def autoattack(
         )
     logits = _logits(model, x, batch_size)  # [N, C]: the cascade's clean pass checks the labels
     check_labels(logits, y)
-    stages = autoattack_stages(version, norm, eps, logits.shape[1], seed, eot_samples)
+    stages = autoattack_stages(version, norm, eps, logits.shape[1], seed, eot_samples, random_start)
     x_adv, report = cascade(model, x, y, stages, batch_size=batch_size, clean_logits=logits)
     return x_adv.to(home), report
