@@ -99,7 +99,8 @@ def attack_loop(
     start_radius: draw the random start from the ball of this radius (budget's norm) instead of
     the whole budget, e.g. a 1e-3 jitter that moves I-FGSM off x where the objective is
     stationary (the distance to the clean output). on_step(i) is called before the gradient of
-    step i (0 .. steps - 1, in every run), e.g. to switch the condition of a generator.
+    step i (0 .. steps - 1, in every run), e.g. to switch the condition of a generator; the
+    objective then differs between steps, so the last iterate is returned instead.
     """
     lo, hi = bounds
     sense = 1.0 if maximize else -1.0
@@ -130,7 +131,9 @@ def attack_loop(
         return out.detach(), total_loss / eot_samples, mean_grad
 
     start = budget if start_radius is None else Budget(budget.norm, start_radius)
-    strongest = _Strongest(x)
+    # with on_step the objective changes from step to step: losses are not comparable and the
+    # last iterate of the last run is returned
+    strongest = _Strongest(x) if on_step is None else None
     with attack_mode(model), torch.enable_grad():
         for from_random in random_starts(restarts, random_start):
             x_adv = project(x + start.sample(x, mask, generator)) if from_random else x
@@ -141,11 +144,13 @@ def attack_loop(
                 x_adv = x_adv.detach().requires_grad_(True)
                 out, loss, grad = expected(x_adv, grad=True)  # grad: [B, ...]
                 x_adv = x_adv.detach()
-                strongest.update(x_adv, loss, None if success is None else success(out, y))
+                if strongest is not None:
+                    strongest.update(x_adv, loss, None if success is None else success(out, y))
                 if mask is not None:
                     grad = grad * mask
                 x_adv = project(step(x_adv, grad, loss))
-            with torch.no_grad():  # the final iterate: the only point not yet evaluated
-                out, loss, _ = expected(x_adv, grad=False)
-            strongest.update(x_adv, loss, None if success is None else success(out, y))
-    return strongest.x
+            if strongest is not None:
+                with torch.no_grad():  # the final iterate: the only point not yet evaluated
+                    out, loss, _ = expected(x_adv, grad=False)
+                strongest.update(x_adv, loss, None if success is None else success(out, y))
+    return x_adv if strongest is None else strongest.x
