@@ -95,8 +95,9 @@ def quantized(
 def test_quick_audit_items_equal_the_library_and_the_sweep_files(plain):
     run, audit = plain
     items = audit["items"]
-    assert set(items) == {"clean", "fgsm", "pgd_linf", "pgd_l2", "cw_l2", "noise", "transfer",
-                          "explanations", "masking"}  # fmt: skip
+    assert set(items) == {"clean", "fgsm", "pgd_linf", "pgd_l2", "cw_l2", "masking_rerun",
+                          "noise", "transfer", "explanations", "masking"}  # fmt: skip
+    assert set(items["masking_rerun"]) == {"attack", "seconds"}  # nothing suspicious: no re-run
     assert not any("error" in v for v in items.values())
 
     model = run.load_model("best")
@@ -175,6 +176,10 @@ def test_masking_warnings_fire_on_a_quantised_input_detector(quantized):
     status = {c["name"]: c["status"] for c in items["masking"]["checks"]}
     assert status["accuracy reaches ~0 at a large eps"] == "warn"
     assert status["white-box attacks beat transfer (black-box)"] == "warn"
+    # the stronger re-run (APGD from x, 100 steps) ran at 64/255 and could not remove it
+    assert str(64 / 255) in items["masking_rerun"]["pgd_linf"]
+    large = {c["name"]: c for c in items["masking"]["checks"]}["accuracy reaches ~0 at a large eps"]
+    assert "re-run with APGD-CE" in large["detail"]
     card = {r["item"]: r for r in audit["card"]}
     assert card["gradient masking"]["status"] == "warn"
     assert card["gradient masking"]["score"] < 1

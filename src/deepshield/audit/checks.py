@@ -147,13 +147,16 @@ def iterative_weaker_than_single_step(pgd: Rows | None, fgsm: Rows | None, n: in
     return Check(name, "pass", "PGD is at least as strong as FGSM at every eps", evidence)
 
 
-def large_eps_not_reaching_zero(pgd: Rows | None, n: int, reran: Mapping[float, float]) -> Check:
+def large_eps_not_reaching_zero(
+    pgd: Rows | None, n: int, reran: Mapping[float, float] | None = None
+) -> Check:
     """Warn when PGD at the ladder's largest eps leaves more than ~0 accuracy (an attack with a
     budget this large should fool a detector on every image) and so does the stronger re-run
     (`reran`: {eps: accuracy}) when one ran there."""
     name = "accuracy reaches ~0 at a large eps"
     if not pgd:
         return _skipped(name, "PGD")
+    reran = reran or {}
     eps, acc = max(_by_eps(pgd).items())
     bound = max(LARGE_EPS_MAX_ACCURACY, 2 / max(n, 1))
     evidence = {"eps": eps, "accuracy": acc, "bound": bound}
