@@ -31,8 +31,8 @@ from deepshield.attacks.square import SquareResult, square, square_search
 __all__ = [
     "ATTACKS",
     "BPDA",
-    "Attack",
     "APGDStep",
+    "Attack",
     "AutoAttackReport",
     "Budget",
     "CountingModel",
