@@ -253,7 +253,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(Audit, "explanations", broken)
     lines: list[str] = []
     audit = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 6
+    assert sum("kept from" in line for line in lines) == 7  # with masking_rerun
     assert audit["items"]["explanations"]["error"] == "explain failed on purpose: nothing to fix"
     on_disk = run.read_json("audit.json")
     assert on_disk["items"]["transfer"]["rows"] == first["items"]["transfer"]["rows"]  # seeded
@@ -277,7 +277,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(audit_module, "attack_run", no_sweeps)
     lines.clear()
     resumed = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 7  # all but the failed step
+    assert sum("kept from" in line for line in lines) == 8  # all but the failed step
     assert resumed["items"]["explanations"]["sanity"] == first["items"]["explanations"]["sanity"]
     assert [(r["item"], r["score"], r["status"]) for r in resumed["card"]] == [
         (r["item"], r["score"], r["status"]) for r in first["card"]
@@ -288,7 +288,7 @@ def test_cli_prints_the_card_of_a_finished_audit(plain, monkeypatch, capsys):
     run, audit = plain
     assert cli(monkeypatch, "audit", run.path) == 0  # same settings: every item is kept
     out = capsys.readouterr().out
-    assert out.count("kept from") == 8
+    assert out.count("kept from") == 9
     for row in audit["card"]:
         assert row["item"] in out
     assert f"wrote {run.path / 'audit.json'}" in out
