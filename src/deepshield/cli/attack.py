@@ -27,7 +27,9 @@ def attack_cmd(
         help="Iterations (Square: queries) [the attack's: pgd 10, apgd/cw_l2 100, square 5000].",
     ),
     norm: str = typer.Option("linf", "--norm", help="linf or l2 (PGD)."),
-    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts."),
+    restarts: int = typer.Option(
+        1, "--restarts", help="Restarts (pgd, apgd): one start from x and N-1 random starts."
+    ),
     mask: str = typer.Option("full", "--mask", help="full, center:SIZE or patch:SIZE."),
     dataset: str = typer.Option(None, "-d", "--dataset", help="Attack another dataset's split."),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),

@@ -146,7 +146,7 @@ def detection_row(
     adv = pairs.y == 1
     row = {
         "attack": attack,
-        "eps": None if attack == "cw_l2" else eps,
+        "eps": None if get_attack(attack).minimal else eps,
         "n": m["n"],
         "accuracy": m["accuracy"],
         "auc": m["auc"],
