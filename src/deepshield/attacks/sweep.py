@@ -245,8 +245,8 @@ def transfer_sweep(
         points = [xb, *_craft(attack, crafter, xb, yb, spec, mask)]  # 1 + E x [b, ...]
         for key, m in evaluated.items():
             clean = _logits(m, xb)  # [b, C]; eps 0 reuses it
-            crafted = (clean if p is xb else _logits(m, p) for p in points[1:])
-            raw[key].append(torch.stack([clean, *crafted], 1))  # [b, 1 + E, C]
+            at_points = (clean if p is xb else _logits(m, p) for p in points[1:])
+            raw[key].append(torch.stack([clean, *at_points], 1))  # [b, 1 + E, C]
         source = nested_sources(spec.eps, raw[crafter_key][-1], yb.cpu())  # [b, E]
         sources.append(source)
         used = _pick(torch.stack(points), source.to(device))  # [E, b, ...]
