@@ -115,7 +115,7 @@ def purify_cmd(
     from dataclasses import replace
 
     from deepshield.defenses.dip import FAST, PAPER
-    from deepshield.defenses.purifier import purify_run
+    from deepshield.defenses.purifier import psnr_line, purify_run
     from deepshield.errors import ConfigError
 
     if method != "dip":
@@ -140,13 +140,24 @@ def purify_cmd(
         split=split,
         seed=seed,
     )
-    typer.echo(f"selected: {result['counts']}")
+    c = result["counts"]
+    typer.echo(
+        f"selected: {c['perturbed']} perturbed fakes (fooling the detector), "
+        f"{c['unperturbed']} unperturbed fakes, {c['reals']} reals (called right)"
+    )
+    typer.echo(psnr_line(result))
     for r in result["rows"]:
         typer.echo(
-            f"t={r['threshold']:g} {r['defence']:>8}: recall perturbed {r['recall_perturbed']}, "
-            f"unperturbed {r['recall_unperturbed']}, reals retained {r['real_retained']}"
+            f"t={r['threshold']:g} {r['defence']:>10}: recall perturbed "
+            f"{share(r['recall_perturbed'])}, unperturbed {share(r['recall_unperturbed'])}, "
+            f"reals retained {share(r['real_retained'])}"
         )
     typer.echo(f"wrote {Path(run_dir) / 'purify_dip.json'} and {Path(run_dir) / 'report.html'}")
+
+
+def share(v: float | None) -> str:
+    """A share in [0, 1] to 3 decimals; "n/a" when no image was in its group."""
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 @defend_app.command("compare")
