@@ -345,3 +345,20 @@ def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(case, scanned, tmp_path) -> N
     assert again.resumed == len(kept) and again.scanned == 12 - len(kept)
     with open(out / "scan.csv") as f:
         assert sorted(r["path"] for r in csv.DictReader(f)) == sorted(str(p) for p in src.iterdir())
+
+
+def test_faces_none_scores_the_whole_image_and_draws_on_it(case, scanned, tmp_path) -> None:
+    face = case["src"] / "face.png"
+    opts = sc.ScanOptions(faces="none")
+    row = sc.scan([face], tmp_path / "o", detector=scanned["det"], opts=opts).rows[0]
+    with open(tmp_path / "o" / "scan_frames.csv") as f:
+        (frame,) = list(csv.DictReader(f))
+    assert row["faces"] == 1 and row["verdict"] in ("fake", "real", "unsure")
+    assert [float(frame[k]) for k in ("x0", "y0", "x1", "y1")] == [0, 0, 128, 128]
+    h, w = scanned["det"].size
+    small = np.asarray(Image.fromarray(_face()).resize((w, h), Image.Resampling.BILINEAR))
+    x = torch.from_numpy(small.copy()).permute(2, 0, 1)[None].float() / 255  # [1, 3, h, w]
+    raw = scanned["det"].raw_scores(x)[0]  # the whole photo resized, as the detector sees it
+    assert row["score_raw"] == pytest.approx(raw, abs=1e-6)
+    (overlay,) = (tmp_path / "o" / "evidence").glob("*.jpg")
+    assert Image.open(overlay).size == (128, 128)
