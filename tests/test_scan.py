@@ -24,7 +24,7 @@ from deepshield.errors import ConfigError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
 from test_media_faces import _png_header_only
-from test_media_video import write_video
+from test_media_video import _mux_sine, write_video
 from test_reliability_inputs import run_in_process, script_env
 from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
 from test_sweep import trained_tiny_run
@@ -300,12 +300,19 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
     assert voice["verdict"] == d.verdict(voice["score"])
     # without an image detector a video is scanned by its sound alone
     assert talk["kind"] == "video" and talk["verdict"] == d.verdict(talk["score"])
-    both = sc.scan(
-        [clip], tmp_path / "o2", detector=sc.run_detector(case["run"], "cpu"), speech=speech
-    )
+    both_det = sc.run_detector(case["run"], torch.device("cpu"))
+    both = sc.scan([clip], tmp_path / "o2", detector=both_det, speech=speech)
     row = both.rows[0]  # faces: none in these frames; the audio track still scored
     assert row["verdict"] == "no_face" and row["audio_score"] == pytest.approx(talk["score"])
     assert row["audio_verdict"] == talk["verdict"]
+    voice_only = tmp_path / "voice_only.mp4"  # an audio-only MP4: no picture, its sound scored
+    c = av.open(str(voice_only), "w")
+    _mux_sine(c, c.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
+    c.close()
+    both = sc.scan([voice_only], tmp_path / "o3", detector=both_det, speech=speech)
+    row = both.rows[0]
+    assert row["verdict"] == "error" and "audio only" in row["error"]
+    assert row["audio_verdict"] == d.verdict(row["audio_score"]) and not row.get("audio_error")
     with pytest.raises(ConfigError, match="holds a audio model"):
         sc.run_detector(run, torch.device("cpu"))
 
