@@ -83,6 +83,7 @@ def _all(s: data.Splits) -> list[data.TensorSet]:
 
 def test_crops_carry_video_frame_time_box_method_and_pair(folder):
     s = _load(folder)
+    assert data.resolve(str(folder))[0].prefix == "video-folder"  # a bare path is claimed
     assert "skipped (no face in any sampled frame): fake/blank.mp4" in s.notes
     names = s.meta_names
     assert "fake/blank.mp4" not in {
@@ -161,7 +162,7 @@ def test_splits_by_pair_over_seeds_and_leave_one_pair_out(folder):
             pairs[0] & pairs[1] or pairs[0] & pairs[2] or pairs[1] & pairs[2]
         )
         assert all(len(set(ds.y.tolist())) == 2 for ds in (s.val, s.test))
-        assert "groups" in s.notes and "test: 1 groups" in s.notes
+        assert "groups" in s.notes and "test: 1 group (" in s.notes
     s = _load(folder, split="pair:p2")
     names = s.meta_names["pair"]
     assert {names[c] for c in s.test.meta["pair"].tolist()} == {"p2"}

@@ -13,24 +13,15 @@ import numpy as np
 
 from deepshield.errors import InputError
 from deepshield.metrics import inputs
-from deepshield.metrics.curves import auc
 from deepshield.metrics.decision import average_precision
-from deepshield.metrics.eer import eer
+from deepshield.metrics.detector import detector_metrics
 
 
 def _level(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
-    """n, n_real, n_fake, auc, eer, eer_threshold, ap (None when one class is absent)."""
-    both = bool((y == 0).any() and (y == 1).any())
-    rate, threshold = eer(y, s) if both else (None, None)
-    return {
-        "n": int(y.size),
-        "n_real": int((y == 0).sum()),
-        "n_fake": int((y == 1).sum()),
-        "auc": auc(y, s) if both else None,
-        "eer": rate,
-        "eer_threshold": threshold,
-        "ap": average_precision(y, s) if both else None,
-    }
+    """`detector_metrics` (threshold 0.5) plus `ap` (None when one class is absent)."""
+    out = detector_metrics(y, s)
+    out["ap"] = average_precision(y, s) if out["auc"] is not None else None
+    return out
 
 
 def _group_reduce(keys: np.ndarray, values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +46,8 @@ def video_metrics(
 ) -> dict[str, Any]:
     """Metrics of crops y_true [N] in {0, 1}, scores [N] = P(fake), video ids [N], frame index [N].
 
-    Keys `frame` and `video`: n, n_real, n_fake, auc, eer, eer_threshold, ap at that level;
+    Keys `frame` and `video`: `detector_metrics` at that level (n, accuracy at 0.5, auc, eer, ...)
+    and ap;
     `per_video`: one row per video (`video` name from `names[id]` or the id, label, score = mean
     frame score, frames = frames with a face). A video's crops must share one label.
     """

@@ -234,7 +234,8 @@ def _split_note(name: str, videos: list[Video], idx: np.ndarray, crops: dict[int
     groups = sorted({videos[i].pair for i in kept})
     shown = f" ({', '.join(groups)})" if len(groups) <= 6 else ""
     return (
-        f"{name}: {len(groups)} groups{shown}, {len(kept)} videos ({n_real} real / "
+        f"{name}: {len(groups)} group{'' if len(groups) == 1 else 's'}{shown}, "
+        f"{len(kept)} videos ({n_real} real / "
         f"{len(kept) - n_real} fake), {sum(crops[i] for i in kept)} crops"
     )
 
