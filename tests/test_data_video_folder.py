@@ -17,7 +17,7 @@ import deepshield.media
 from conftest import shared_path
 from deepshield import data
 from deepshield.data.split import group_split
-from deepshield.errors import ConfigError, InputError
+from deepshield.errors import ConfigError, DataError, InputError
 from deepshield.media import crop_face, read_video_frames
 from deepshield.metrics import video_metrics
 
@@ -170,6 +170,8 @@ def test_splits_by_pair_over_seeds_and_leave_one_pair_out(folder):
     assert "p2" not in {names[c] for ds in (s.train, s.val) for c in ds.meta["pair"].tolist()}
     with pytest.raises(ConfigError, match="no pair 'p9'; pairs: blank, p0, p1, p2, p3"):
         data.load(f"video-folder:{folder}", seed=0, frames=FRAMES, size=SIZE, split="pair:p9")
+    with pytest.raises(DataError, match="no face in any video of the test split"):
+        _load(folder, split="pair:blank")  # the held-out pair has no face at all
     everything = _load(folder, split="test")
     assert len(everything.train) == len(everything.val) == 0 and len(everything.test) == 24
 

@@ -31,6 +31,7 @@ from deepshield.data.registry import register_source
 from deepshield.data.split import DEFAULT_FRACTIONS, group_split
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
+from deepshield.progress import track
 
 if TYPE_CHECKING:  # deepshield.media (dlib, PyAV) is imported only when videos are read
     from deepshield.media import CropOptions
@@ -211,9 +212,8 @@ def _split_videos(videos: list[Video], split: str, seed: int, root: Path) -> lis
     if split.startswith("pair:"):
         name = split.partition(":")[2]
         if name not in set(pairs):
-            raise ConfigError(
-                f"video-folder: split={split}: no pair {name!r}; pairs: {', '.join(sorted(set(pairs)))}"
-            )
+            listed = ", ".join(sorted(set(pairs)))
+            raise ConfigError(f"video-folder: split={split}: no pair {name!r}; pairs: {listed}")
         rest = np.flatnonzero(pairs != name)
         train, val = group_split(y[rest], pairs[rest], DEFAULT_FRACTIONS[:2], seed=seed)
         parts = [rest[train], rest[val], np.flatnonzero(pairs == name)]
@@ -264,22 +264,17 @@ def load_video_folder(
     parts = _split_videos(videos, split, seed, root)
     methods = sorted({v.method for v in videos})
     pairs = sorted({v.pair for v in videos})
-    chunks: list[tuple[int, Arrays]] = []
-    skipped = []
-    for i, v in enumerate(videos):
-        arrays = video_crops(v.path, file_digest(v.path), frames=frames, size=size, faces=faces)
-        if len(arrays["crops"]) == 0:
-            n = int(arrays["sampled"][0])
-            warnings.warn(f"{v.path}: no face in any of {n} sampled frames: skipped", stacklevel=2)
-            skipped.append(v.name)
-            continue
-        chunks.append((i, arrays))
-    if not chunks:
-        raise DataError(f"{root}: no face found in any video: check the videos (faces={faces})")
+    chunks, skipped = _all_crops(videos, root, frames=frames, size=size, faces=faces)
     full = _tensor_set(videos, chunks, methods, pairs)
     per_video = {i: len(a["crops"]) for i, a in chunks}
     video_of = full.meta["video"].numpy()
     sets = [full.subset(np.flatnonzero(np.isin(video_of, p))) for p in parts]
+    faceless = [s for s, p, d in zip(_SPLITS, parts, sets, strict=True) if len(p) and not len(d)]
+    if faceless:
+        raise DataError(
+            f"{root}: no face in any video of the {'/'.join(faceless)} split: check those videos "
+            "(named in the warnings) or use another seed"
+        )
     how = split if split != "group" else f"by pair 70/15/15, seed {seed}"
     notes = [f"split {how}"]
     notes += [_split_note(s, videos, p, per_video) for s, p in zip(_SPLITS, parts, strict=True)]
@@ -294,6 +289,25 @@ def load_video_folder(
         notes="; ".join(notes),
         meta_names={"video": [v.name for v in videos], "method": methods, "pair": pairs},
     )
+
+
+def _all_crops(
+    videos: list[Video], root: Path, *, frames: int, size: int, faces: str
+) -> tuple[list[tuple[int, Arrays]], list[str]]:
+    """(video index, crops) of the videos with a face, and the names of those without one."""
+    chunks: list[tuple[int, Arrays]] = []
+    skipped = []
+    for i, v in enumerate(track(videos, f"face crops of {root}")):
+        arrays = video_crops(v.path, file_digest(v.path), frames=frames, size=size, faces=faces)
+        if len(arrays["crops"]):
+            chunks.append((i, arrays))
+            continue
+        n = int(arrays["sampled"][0])
+        warnings.warn(f"{v.path}: no face in any of {n} sampled frames: skipped", stacklevel=3)
+        skipped.append(v.name)
+    if not chunks:
+        raise DataError(f"{root}: no face found in any video: check the videos (faces={faces})")
+    return chunks, skipped
 
 
 def _tensor_set(
