@@ -224,3 +224,30 @@ def test_train_and_evaluate_report_video_level_metrics(folder, tmp_path):
     again = RunDir(tmp_path / "run").read_json("eval.json")["video_level"]
     assert [r["video"] for r in again["per_video"]] == [r["video"] for r in rows]
     assert [r["score"] for r in again["per_video"]] == pytest.approx([r["score"] for r in rows])
+
+
+def test_class_folders_without_csv_make_each_video_its_own_group(folder, tmp_path):
+    root = tmp_path / "plain"
+    shutil.copytree(folder, root, ignore=shutil.ignore_patterns("labels.csv"))
+    s = _load(root)
+    names = s.meta_names
+    assert sorted(names["method"]) == ["fake", "original"]
+    assert names["pair"] == sorted(names["video"])  # no pair column: the video is the group
+    for ds in _all(s):
+        for i in range(len(ds)):
+            video = names["video"][int(ds.meta["video"][i])]
+            assert int(ds.y[i]) == (0 if video.startswith("real/") else 1)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("real/p0.mp4,maybe", "line 2: label 'maybe' is not 0/real or 1/fake"),
+        ("real/gone.mp4,0", "line 2: video 'real/gone.mp4' not found"),
+    ],
+)
+def test_bad_labels_csv_rows_name_the_line(folder, tmp_path, row, message):
+    (tmp_path / "real").symlink_to(folder / "real")
+    (tmp_path / "labels.csv").write_text(f"file,label\n{row}\nfake/p0_swap.mp4,1\n")
+    with pytest.raises(DataError, match=message):
+        data.load(f"video-folder:{tmp_path}", seed=0, frames=FRAMES, size=SIZE)
