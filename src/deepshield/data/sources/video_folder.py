@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,18 +69,20 @@ def _class_files(root: Path, name: str) -> list[Path]:
 
 
 def is_video_folder(root: Path) -> bool:
-    """True when `root` has real/ or fake/ video files, or a labels.csv listing video files."""
-    if any(_class_files(root, c) for c in CLASSES):
-        return True
-    csv_path = root / "labels.csv"
-    if not csv_path.is_file():
-        return False
+    """True when real/ or fake/ holds a video among its first 1000 entries, or root/labels.csv
+    lists a video file first (cheap enough for every bare path given as a dataset)."""
+    ext = _video_extensions()
+    for name in CLASSES:
+        if (root / name).is_dir():
+            entries = itertools.islice((root / name).rglob("*"), 1000)
+            if any(p.suffix.lower() in ext for p in entries):
+                return True
     try:
-        rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8-sig")))
+        with (root / "labels.csv").open(newline="", encoding="utf-8-sig") as f:
+            first = next(csv.DictReader(f), None) or {}
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    files = [(r.get("file") or r.get("path") or "").lower() for r in rows[:1]]
-    return bool(files) and files[0].endswith(_video_extensions())
+    return (first.get("file") or first.get("path") or "").lower().endswith(ext)
 
 
 def _folder_videos(root: Path) -> list[Video]:
