@@ -1,0 +1,163 @@
+"""A run's decision: a calibrator and an operating threshold fitted on its validation split.
+
+decision.json holds the rule, the threshold on the calibrated P(fake), the "unsure" band around
+it, the calibrator's parameters and the validation counts. A run without one gets an explicit
+"uncalibrated" decision: raw P(fake), threshold 0.5, said so in every output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepshield.errors import ConfigError, RunError
+from deepshield.metrics import Calibrator, operating_threshold
+from deepshield.run import RunDir
+
+DECISION_FILE = "decision.json"
+UNSURE_BAND = 0.05  # half-width, in calibrated P(fake), of the "unsure" band around the threshold
+UNCALIBRATED_NOTE = "uncalibrated: raw P(fake) of the model, threshold 0.5 ({})"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Verdict rule: fake when P >= threshold + band, real when P < threshold - band, else unsure.
+
+    `calibrator` None = uncalibrated (P is the model's raw P(fake)); `note` says so in outputs.
+    """
+
+    rule: str
+    threshold: float
+    band: float = UNSURE_BAND
+    calibrator: Calibrator | None = None
+    val_counts: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def calibrated(self) -> bool:
+        """True when scores pass through a calibrator fitted on the run's validation split."""
+        return self.calibrator is not None
+
+    def calibrate(self, raw: Any) -> np.ndarray:
+        """Raw P(fake) [N] -> calibrated P(fake) [N] in [0, 1] (unchanged when uncalibrated)."""
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        return raw if self.calibrator is None else self.calibrator.apply(raw)
+
+    def verdict(self, p: float | None) -> str | None:
+        """'fake' / 'real' / 'unsure' for a calibrated P(fake); None for no score."""
+        if p is None:
+            return None
+        if p >= self.threshold + self.band:
+            return "fake"
+        if p < self.threshold - self.band:
+            return "real"
+        return "unsure"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; an infinite threshold (flag nothing) is written as the string 'inf'."""
+        t = self.threshold
+        return {
+            "rule": self.rule,
+            "threshold": "inf" if math.isinf(t) else t,
+            "unsure_band": None
+            if math.isinf(t)
+            else [max(0.0, t - self.band), min(1.0, t + self.band)],
+            "band": self.band,
+            "calibrated": self.calibrated,
+            "calibrator": self.calibrator.to_dict() if self.calibrator else None,
+            "val_counts": self.val_counts,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = DECISION_FILE) -> Decision:
+        """The decision `to_dict` wrote; RunError naming `source` when malformed."""
+        try:
+            cal = d["calibrator"]
+            return cls(
+                rule=str(d["rule"]),
+                threshold=float(d["threshold"]),
+                band=float(d["band"]),
+                calibrator=Calibrator.from_dict(cal) if cal is not None else None,
+                val_counts={str(k): int(v) for k, v in d.get("val_counts", {}).items()},
+                note=str(d.get("note", "")),
+            )
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise RunError(
+                f"{source}: not a decision file ({type(e).__name__}: {e}); rewrite it with "
+                "`deepshield calibrate RUN`"
+            ) from e
+
+
+def uncalibrated(why: str) -> Decision:
+    """The explicit fallback: raw P(fake), threshold 0.5, the note saying so."""
+    return Decision("none", 0.5, UNSURE_BAND, None, {}, UNCALIBRATED_NOTE.format(why))
+
+
+def fit_decision(
+    y_val: Any,
+    scores_val: Any,
+    *,
+    rule: str = "eer",
+    calibration: str = "platt",
+    band: float = UNSURE_BAND,
+) -> Decision:
+    """Fit the calibrator on validation P(fake) [N] and labels [N] (1 = fake), then the threshold
+    by `rule` (eer | fpr=F | cost) on the calibrated validation scores."""
+    if not 0.0 <= band < 0.5:
+        raise ConfigError(f"--unsure {band}: give a half-width in [0, 0.5) of calibrated P(fake)")
+    y = np.asarray(y_val).reshape(-1)
+    cal = Calibrator(calibration).fit(scores_val, y)
+    threshold = operating_threshold(y, cal.apply(scores_val), rule)
+    counts = {"n": int(y.size), "fake": int((y == 1).sum()), "real": int((y == 0).sum())}
+    note = f"{calibration} calibration and the {rule} threshold fitted on the validation split"
+    return Decision(rule, float(threshold), band, cal, counts, note)
+
+
+def run_val_scores(
+    run: RunDir, device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N], raw P(fake) [N]) of the run's best model on its validation split."""
+    from deepshield import data
+    from deepshield.config import TrainConfig, parse_config
+    from deepshield.predict import fake_scores, predict_logits
+
+    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    val = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs).split("val")
+    model = run.load_model("best").to(device)
+    scores = fake_scores(predict_logits(model, val, device=device)).numpy()
+    return val.y.numpy(), scores.astype(np.float64)
+
+
+def calibrate_run(
+    run_path: str | Path,
+    *,
+    rule: str = "eer",
+    calibration: str = "platt",
+    band: float = UNSURE_BAND,
+    device: str | torch.device = "cpu",
+) -> Decision:
+    """Fit the run's decision on its validation split and write decision.json; return it."""
+    run = RunDir.open(run_path)
+    operating_threshold([0, 1], [0.0, 1.0], rule)  # a bad rule fails here, before any work
+    y, scores = run_val_scores(run, device)
+    decision = fit_decision(y, scores, rule=rule, calibration=calibration, band=band)
+    run.write_json(DECISION_FILE, decision.to_dict())
+    return decision
+
+
+def load_decision(run_path: str | Path | None) -> Decision:
+    """The run's decision.json, or the explicit uncalibrated decision (None or none written)."""
+    if run_path is None:
+        return uncalibrated("no run given, so no calibrator")
+    run = RunDir(run_path)
+    if not run.exists(DECISION_FILE):
+        return uncalibrated(
+            f"no decision.json in {run.path}; write one with `deepshield calibrate {run.path}`"
+        )
+    return Decision.from_dict(run.read_json(DECISION_FILE), str(run.file(DECISION_FILE)))
