@@ -80,7 +80,9 @@ def test_apgd_matches_the_reference(model, norm, eps, loss):
     theirs = ref.perturb(x, y)
     assert within(ours, x, eps, norm)
     assert accuracy(model, ours, y) < accuracy(model, x, y) - 0.1
-    assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.02
+    assert (
+        abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.02 + 1e-6
+    )  # 3 of 150, float rounding
 
 
 def test_apgd_targeted_matches_the_reference(model):
@@ -91,7 +93,9 @@ def test_apgd_targeted_matches_the_reference(model):
     )
     theirs = ref.perturb(x, y)
     assert within(ours, x, EPS, "linf")
-    assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.02
+    assert (
+        abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.02 + 1e-6
+    )  # 3 of 150, float rounding
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", EPS), ("l2", 0.5)])
@@ -105,7 +109,9 @@ def test_square_matches_the_reference(model, norm, eps):
     theirs = ref.perturb(x, y)
     assert within(ours.x_adv, x, eps, norm)
     assert accuracy(model, ours.x_adv, y) < accuracy(model, x, y) - 0.05
-    assert abs(accuracy(model, ours.x_adv, y) - accuracy(model, theirs, y)) <= 0.02
+    assert (
+        abs(accuracy(model, ours.x_adv, y) - accuracy(model, theirs, y)) <= 0.02 + 1e-6
+    )  # 3 of 150, float rounding
 
 
 def test_square_spends_at_most_its_queries_and_lowers_the_margin(model):
@@ -191,7 +197,9 @@ def test_fast_cascade_matches_the_reference_cascade_on_a_small_batch(model):
     aa.verbose = False
     theirs, _ = aa.run_standard_evaluation(x, y, batch_size=500)
     assert within(x_adv, x, EPS, "linf")
-    assert abs(report.accuracy[-1] - accuracy(model, theirs, y)) <= 0.02
+    assert (
+        abs(report.accuracy[-1] - accuracy(model, theirs, y)) <= 0.02 + 1e-6
+    )  # 3 of 150, float rounding
 
 
 def test_two_class_models_fall_back_to_margin_losses(model):

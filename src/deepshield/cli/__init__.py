@@ -90,7 +90,8 @@ def main() -> None:
     """Entry point: runs the command and turns every way it can end into one exit code."""
     with _interrupts_raise():
         code = _run()
-    sys.exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _run() -> int:
