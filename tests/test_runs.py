@@ -1,0 +1,305 @@
+"""The run layer: a run folder owns only what it wrote (--force removes that and nothing else, a
+folder of user files is refused), crash-consistent training and sweeps (kill -9, then resume:
+the same weights, history and metrics as a run never interrupted), damaged run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepshield.config import TrainConfig
+from deepshield.errors import ConfigError, RunError
+from deepshield.predict import predict_logits
+from deepshield.run import RunDir, check_name, data_options, open_run
+from deepshield.train.trainer import Trainer, rng_state, set_rng_state
+from test_trainer import cfg, toy_model, toy_splits
+
+DEEPSHIELD = Path(sys.executable).parent / "deepshield"
+
+
+def train_args(epochs: int = 6) -> list[str]:
+    """A training run of a few seconds of work: a small CNN on 120 images of 16 px."""
+    return ["train", "-d", "synthetic-faces:easy", "--data-arg", "n=120", "--data-arg", "size=16",
+            "-m", "simplenet", "-e", str(epochs), "-b", "16", "--lr", "0.003"]  # fmt: skip
+
+
+TRAIN = train_args()
+
+
+def user_file(folder: Path, name: str = "notes.txt") -> Path:
+    """A file of the user's own in `folder` (which it creates)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    p.write_text("case 42: my notes\n")
+    return p
+
+
+# -- ownership: open_run, --force, names ----------------------------------------------------------
+def test_a_folder_of_user_files_is_refused_naming_them_and_left_unchanged(tmp_path: Path) -> None:
+    notes = user_file(tmp_path / "case")
+    (tmp_path / "case" / "config.yaml").write_text("mine: true\n")  # issue 23: demo deleted this
+    before = sorted(p.name for p in (tmp_path / "case").iterdir())
+    for force in (False, True):
+        with pytest.raises(RunError, match="did not write") as e:
+            open_run(tmp_path / "case", "train", TrainConfig(), force=force)
+        assert "notes.txt" in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == before
+    assert notes.read_text() == "case 42: my notes\n"
+
+
+def test_force_removes_only_what_the_run_wrote(tmp_path: Path) -> None:
+    run, complete = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
+    assert not complete
+    run.write_json("metrics.json", {"a": 1})
+    run.add_section("s", "S", "<p>x</p>")
+    run.set_done("train")
+    notes = user_file(run.path)  # the user adds notes to a finished run
+    in_plots = user_file(run.path / "plots", "keep.png")
+    assert run.foreign() == ["notes.txt", "plots/keep.png"]
+    _, complete = open_run(run.path, "train", TrainConfig(seed=1))
+    assert complete  # same command, same config: finished, user files allowed
+    with pytest.raises(RunError, match=r"seed differ.*--force"):
+        open_run(run.path, "train", TrainConfig(seed=2))
+    forced, complete = open_run(run.path, "train", TrainConfig(seed=2), force=True)
+    assert not complete and not forced.exists("metrics.json") and not forced.exists("report.html")
+    assert notes.is_file() and in_plots.is_file()
+    assert forced.read_yaml("config.yaml")["seed"] == 2
+    assert sorted(forced.manifest()["files"]) == ["config.yaml"]
+
+
+def test_another_command_needs_force_and_a_bare_config_is_replaced(tmp_path: Path) -> None:
+    open_run(tmp_path / "r", "train", TrainConfig(seed=1))  # killed before any work
+    run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=3))  # nothing lost: replaced
+    run.write_json("metrics.json", {})
+    with pytest.raises(RunError, match="a `train` run"):
+        open_run(tmp_path / "r", "defend detector", {"x": 1})
+
+
+def test_artifact_names_stay_inside_the_run(tmp_path: Path) -> None:
+    assert check_name("pgd_8-255") == "pgd_8-255"
+    for bad in ("../../../x", "a/b", "..", ".hidden", "", "a\\b"):
+        with pytest.raises(ConfigError, match="plain name"):
+            check_name(bad)
+    run = RunDir.create(tmp_path / "r")
+    for bad in ("../x.json", "/tmp/x.json", "plots/../../x"):
+        with pytest.raises(RunError, match="inside the run folder"):
+            run.write_json(bad, {})
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_attack_out_outside_the_run_is_refused_before_any_work(tmp_path: Path) -> None:
+    from deepshield.attacks.sweep import AttackSpec
+    from deepshield.attacks.sweep_run import attack_run
+
+    with pytest.raises(ConfigError, match=r"--out '\.\./\.\./\.\./x'"):
+        attack_run(tmp_path / "no-run-needed", AttackSpec("fgsm", (0.0,)), name="../../../x")
+
+
+def test_data_args_merge_over_what_the_run_recorded() -> None:
+    assert data_options({"n": 200, "size": 32}, None, {"n": 300}) == {"n": 300, "size": 32}
+    assert data_options({"n": 200, "size": 32}, "other", {"n": 300}) == {"n": 300}
+    assert data_options({"n": 200}, None, None) == {"n": 200}
+
+
+# -- crash consistency of the Trainer ------------------------------------------------------------
+def test_rng_state_restores_torch_numpy_and_python() -> None:
+    state = rng_state()
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(5), random.seed(9)
+    set_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    torch.testing.assert_close(first[0], again[0], rtol=0, atol=0)
+    assert np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+def test_last_pt_alone_resumes_a_run_whose_derived_files_were_lost(tmp_path: Path) -> None:
+    """A kill between last.pt and history.json / best.safetensors: both are rebuilt from it."""
+    full = RunDir.create(tmp_path / "full")
+    Trainer(toy_model(), cfg(epochs=4), full).fit(toy_splits())
+    run = RunDir.create(tmp_path / "cut")
+    Trainer(toy_model(), cfg(epochs=2), run).fit(toy_splits())
+    run.file("history.json").write_text('{"epochs": [')  # truncated
+    run.file("best.safetensors").unlink()
+    Trainer(toy_model(seed=7), cfg(epochs=4), run).fit(toy_splits())
+    assert run.weights_sha256() == full.weights_sha256()
+    strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h["epochs"]]  # noqa: E731
+    assert strip(run.read_json("history.json")) == strip(full.read_json("history.json"))
+    assert torch.load(run.file("last.pt"), weights_only=True)["epoch"] == 4
+
+
+def test_damaged_checkpoint_names_last_pt(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path / "r")
+    Trainer(toy_model(), cfg(epochs=1), run).fit(toy_splits())
+    run.file("last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match=r"last\.pt: damaged"):
+        Trainer(toy_model(), cfg(epochs=2), run).fit(toy_splits())
+
+
+def test_predict_logits_restores_mixed_submodule_modes() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4))
+    model.train()
+    model[2].eval()  # mixed: frozen statistics inside a training model
+    model[0].weight.requires_grad_(False)
+    predict_logits(model, torch.randn(8, 4))
+    assert [m.training for m in model] == [True, True, False] and model.training
+    assert not model[0].weight.requires_grad and model[0].bias.requires_grad
+
+
+# -- the installed script: damaged folders, kill -9 ----------------------------------------------
+def deepshield(*args: object, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `deepshield` script as a user does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [str(DEEPSHIELD), "-q", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+SPAN: dict[str, float] = {}  # wall seconds of one uninterrupted TRAIN here (import included)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run of TRAIN (the reference of the kill tests), timed."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    t = time.perf_counter()
+    done = deepshield(*TRAIN, "--out", out)
+    SPAN["train"] = time.perf_counter() - t
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_user_file_survives_train_force(trained: Path, tmp_path: Path) -> None:
+    out = copy_of(trained, tmp_path / "r")
+    notes = user_file(out)
+    forced = deepshield(*train_args(epochs=2), "--out", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert notes.read_text() == "case 42: my notes\n"
+    assert len(json.loads((out / "history.json").read_text())["epochs"]) == 2
+    assert RunDir(out).foreign() == ["notes.txt"]
+    user_file(tmp_path / "user")  # a folder of the user's
+    refused = deepshield(*TRAIN, "--out", tmp_path / "user", "--force")
+    assert refused.returncode == 2 and "notes.txt" in refused.stderr + refused.stdout
+    assert sorted(p.name for p in (tmp_path / "user").iterdir()) == ["notes.txt"]
+
+
+def test_demo_never_forces_a_folder_the_user_named(tmp_path: Path) -> None:
+    out = tmp_path / "case-42"
+    notes = user_file(out)
+    (out / "config.yaml").write_text("my: own config\n")
+    result = deepshield("demo", "--out", out, timeout=120)
+    assert result.returncode == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt"]
+    assert notes.read_text() == "case 42: my notes\n"
+
+
+def copy_of(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda r: (r / "config.yaml").write_text("model: [simplenet\n"), "config.yaml"),
+        (lambda r: (r / "model.json").write_text('["simplenet", 2]'), "model.json"),
+        (lambda r: (r / "model.json").write_text('{"name": "simp'), "model.json"),
+    ],
+    ids=["config-not-yaml", "model-json-list", "model-json-truncated"],
+)
+def test_damaged_run_folders_exit_2_naming_the_file(
+    trained, tmp_path, damage, named, monkeypatch, capsys
+) -> None:
+    from deepshield.cli import main
+
+    run = copy_of(trained, tmp_path / "r")
+    damage(run)
+    for args in (
+        ["evaluate", run],
+        ["explain", run, "--n", "2"],
+        ["attack", run, "--eps", "0", "--n", "4"],
+    ):
+        monkeypatch.setattr(sys, "argv", ["deepshield", "-q", *map(str, args)])
+        with pytest.raises(SystemExit) as code:
+            main()
+        err = capsys.readouterr().err.strip()
+        assert code.value.code == 2, (args, err)
+        assert named in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def strip_times(history: dict) -> dict:
+    return {
+        **history,
+        "epochs": [{k: v for k, v in r.items() if k != "time_s"} for r in history["epochs"]],
+    }
+
+
+def kill_then_resume(args: list, out: Path, delays: list[float]) -> list[str]:
+    """Start `deepshield ARGS --out OUT`, kill -9 it after each delay (a fresh process each
+    time, resuming the last), then let one run finish. Checks after every kill that a run marked
+    complete has every artifact; -> what each kill interrupted ("killed" or "finished")."""
+    seen = []
+    for delay in delays:
+        proc = subprocess.Popen(
+            [str(DEEPSHIELD), "-q", *map(str, args), "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            seen.append("killed")
+        else:
+            seen.append("finished")
+        proc.wait()
+    done = deepshield(*args, "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return seen
+
+
+def assert_same_training(out: Path, reference: Path) -> None:
+    run, ref = RunDir(out), RunDir(reference)
+    assert run.is_done("train")
+    assert run.weights_sha256() == ref.weights_sha256()
+    assert strip_times(run.read_json("history.json")) == strip_times(ref.read_json("history.json"))
+    assert run.read_json("metrics.json") == ref.read_json("metrics.json")
+    for name in ("report.html", "plots/history.png", "plots/roc.png", "dataset.json"):
+        assert run.file(name).is_file(), name
+    assert run.foreign() == []
+
+
+def kill_points(n: int, seed: int, span: float) -> list[float]:
+    """n delays (s) spread over the run's span, from import to the last artifact."""
+    rng = random.Random(seed)
+    return sorted((rng.uniform(0.05, 1.0) * span for _ in range(n)), reverse=True)
+
+
+def test_kill_9_at_3_points_then_resume_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
+    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(3, seed=0, span=SPAN["train"]))
+    assert "killed" in seen
+    assert_same_training(tmp_path / "r", trained)
+
+
+@pytest.mark.slow
+def test_kill_9_at_20_points_then_resume_equals_uninterrupted(
+    trained: Path, tmp_path: Path
+) -> None:
+    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(20, seed=1, span=SPAN["train"]))
+    assert seen.count("killed") >= 10
+    assert_same_training(tmp_path / "r", trained)
