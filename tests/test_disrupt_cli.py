@@ -259,3 +259,15 @@ def test_force_retrains_a_changed_generator_and_the_fine_tunes_made_from_it(tmp_
     invoke("disrupt", "--config", tmp_path / "b.yaml", "--out", out, "--force")
     assert json.loads((out / "generators" / "sg" / "metrics.json").read_text())["steps"] == 2
     assert fine_tune.read_bytes() != before  # retrained from the new base, not reused
+
+
+def test_force_keeps_a_users_file_in_the_generator_folder(generator_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(generator_run, out)
+    (out / "notes.txt").write_text("mine")
+    args = ["train-generator", "-m", "stargan", *TINY_G[:-4], "--steps", "4", *DATA]
+    invoke(*args, "--out", out, "--force")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4

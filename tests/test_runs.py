@@ -99,6 +99,18 @@ def test_artifact_names_stay_inside_the_run(tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
+def test_attack_keeps_a_users_file_and_marks_the_sweep_complete(trained, tmp_path) -> None:
+    from deepshield.attacks.sweep import AttackSpec
+    from deepshield.attacks.sweep_run import attack_run
+
+    run = copy_of(trained, tmp_path / "r")
+    notes = user_file(run)
+    rec = attack_run(run, AttackSpec("fgsm", (0.0, 4 / 255)), n=8, name="u", data_kwargs={"n": 60})
+    assert rec["data_kwargs"] == {"n": 60, "size": 16}  # merged over the run's, recorded
+    assert RunDir(run).is_done("attack_u") and RunDir(run).foreign() == ["notes.txt"]
+    assert notes.read_text() == "case 42: my notes\n"
+
+
 def test_attack_out_outside_the_run_is_refused_before_any_work(tmp_path: Path) -> None:
     from deepshield.attacks.sweep import AttackSpec
     from deepshield.attacks.sweep_run import attack_run
@@ -249,39 +261,49 @@ def strip_times(history: dict) -> dict:
     }
 
 
+def kill_after(args: list, delay: float) -> str:
+    """Start `deepshield ARGS`, kill -9 it after `delay` s: "killed", or "finished" before."""
+    proc = subprocess.Popen(
+        [str(DEEPSHIELD), "-q", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    time.sleep(delay)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return "killed" if killed else "finished"
+
+
 def kill_then_resume(args: list, out: Path, delays: list[float]) -> list[str]:
-    """Start `deepshield ARGS --out OUT`, kill -9 it after each delay (a fresh process each
-    time, resuming the last), then let one run finish. Checks after every kill that a run marked
-    complete has every artifact; -> what each kill interrupted ("killed" or "finished")."""
+    """`deepshield ARGS --out OUT` killed after each delay (a fresh process each time, resuming
+    the last), then one run to the end. After every kill, a run marked complete must have every
+    artifact; -> what each kill met ("killed" or "finished")."""
     seen = []
     for delay in delays:
-        proc = subprocess.Popen(
-            [str(DEEPSHIELD), "-q", *map(str, args), "--out", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            seen.append("killed")
-        else:
-            seen.append("finished")
-        proc.wait()
+        seen.append(kill_after([*args, "--out", out], delay))
+        if RunDir(out).is_done("train"):
+            assert_same_training(out, None)
     done = deepshield(*args, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     return seen
 
 
-def assert_same_training(out: Path, reference: Path) -> None:
-    run, ref = RunDir(out), RunDir(reference)
+def assert_same_training(out: Path, reference: Path | None) -> None:
+    """A complete run with every artifact (and, given a reference, its digest and numbers)."""
+    run = RunDir(out)
     assert run.is_done("train")
-    assert run.weights_sha256() == ref.weights_sha256()
-    assert strip_times(run.read_json("history.json")) == strip_times(ref.read_json("history.json"))
-    assert run.read_json("metrics.json") == ref.read_json("metrics.json")
     for name in ("report.html", "plots/history.png", "plots/roc.png", "dataset.json"):
         assert run.file(name).is_file(), name
     assert run.foreign() == []
+    if reference is None:
+        return
+    ref = RunDir(reference)
+    assert run.weights_sha256() == ref.weights_sha256()
+    assert strip_times(run.read_json("history.json")) == strip_times(ref.read_json("history.json"))
+    assert run.read_json("metrics.json") == ref.read_json("metrics.json")
 
 
 def kill_points(n: int, seed: int, span: float) -> list[float]:
@@ -303,3 +325,39 @@ def test_kill_9_at_20_points_then_resume_equals_uninterrupted(
     seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(20, seed=1, span=SPAN["train"]))
     assert seen.count("killed") >= 10
     assert_same_training(tmp_path / "r", trained)
+
+
+ATTACK = ["attack", "--attack", "pgd", "--eps", "0,4/255,8/255", "--steps", "5", "--n", "40",
+          "--batch-size", "8", "--out", "k"]  # fmt: skip
+
+
+def sweep_record(run: Path) -> dict:
+    """attack_k.json without what names the folder or the wall time."""
+    rec = json.loads((run / "attack_k.json").read_text())
+    return {k: v for k, v in rec.items() if k not in ("run", "command", "seconds")}
+
+
+@pytest.mark.slow
+def test_attack_sweep_killed_then_rerun_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
+    """kill -9 during `deepshield attack`: re-running it completes the sweep (final marker set
+    after every artifact) with the record of a sweep never interrupted; a user file survives."""
+    ref = copy_of(trained, tmp_path / "ref")
+    t = time.perf_counter()
+    done = deepshield(ATTACK[0], ref, *ATTACK[1:])
+    span = time.perf_counter() - t
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = copy_of(trained, tmp_path / "cut")
+    notes = user_file(run)
+    args = [ATTACK[0], run, *ATTACK[1:]]
+    seen = []
+    for delay in kill_points(3, seed=2, span=span):
+        seen.append(kill_after(args, delay))
+        if RunDir(run).is_done("attack_k"):
+            assert sweep_record(run) == sweep_record(ref)
+    assert deepshield(*args).returncode == 0
+    assert "killed" in seen and RunDir(run).is_done("attack_k")
+    assert sweep_record(run) == sweep_record(ref)
+    for name in ("plots/attack_k.png", "plots/attack_k_grid.png", "attack_k_grid.safetensors"):
+        assert (run / name).is_file(), name
+    assert "Attack k" in (run / "report.html").read_text()
+    assert notes.read_text() == "case 42: my notes\n" and RunDir(run).foreign() == ["notes.txt"]
