@@ -182,17 +182,22 @@ def deepshield(*args: object, timeout: float = 600) -> subprocess.CompletedProce
     )
 
 
-SPAN: dict[str, float] = {}  # wall seconds of one uninterrupted TRAIN here (import included)
+WORK: dict[str, float] = {}  # wall seconds of TRAIN here from opening its folder to its end
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run of TRAIN (the reference of the kill tests), timed."""
     out = tmp_path_factory.mktemp("runs") / "full"
+    proc = subprocess.Popen(
+        [str(DEEPSHIELD), "-q", *TRAIN, "--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    while not (out / "manifest.json").is_file() and proc.poll() is None:
+        time.sleep(0.01)
     t = time.perf_counter()
-    done = deepshield(*TRAIN, "--out", out)
-    SPAN["train"] = time.perf_counter() - t
-    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0
+    WORK["train"] = time.perf_counter() - t
     return out
 
 
@@ -261,14 +266,20 @@ def strip_times(history: dict) -> dict:
     }
 
 
-def kill_after(args: list, delay: float) -> str:
-    """Start `deepshield ARGS`, kill -9 it after `delay` s: "killed", or "finished" before."""
+def kill_after(args: list, delay: float, opened: Path | None = None) -> str:
+    """Start `deepshield ARGS`, kill -9 it `delay` s after it started (or, given `opened`, after
+    it rewrote that file: its run folder is open); "killed", or "finished" when it ended first."""
+    start = time.time_ns()
     proc = subprocess.Popen(
         [str(DEEPSHIELD), "-q", *map(str, args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+    while opened is not None and proc.poll() is None:
+        if opened.is_file() and opened.stat().st_mtime_ns >= start:
+            break
+        time.sleep(0.01)
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -278,17 +289,28 @@ def kill_after(args: list, delay: float) -> str:
 
 
 def kill_then_resume(args: list, out: Path, delays: list[float]) -> list[str]:
-    """`deepshield ARGS --out OUT` killed after each delay (a fresh process each time, resuming
-    the last), then one run to the end. After every kill, a run marked complete must have every
-    artifact; -> what each kill met ("killed" or "finished")."""
+    """`deepshield ARGS --out OUT` killed `delays[i]` s after it opened the folder (a fresh
+    process each time, resuming the last), then one run to the end. After every kill a run marked
+    complete must have every artifact; -> what each kill met, printed as a table (pytest -s)."""
     seen = []
-    for delay in delays:
-        seen.append(kill_after([*args, "--out", out], delay))
+    print("\n| kill | s after open | process | last.pt after it |\n|---|---|---|---|")
+    for i, delay in enumerate(delays, 1):
+        seen.append(kill_after([*args, "--out", out], delay, opened=out / "manifest.json"))
+        print(f"| {i} | {delay:.2f} | {seen[-1]} | {progress(out)} |")
         if RunDir(out).is_done("train"):
             assert_same_training(out, None)
     done = deepshield(*args, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     return seen
+
+
+def progress(out: Path) -> str:
+    """How far a killed training run got: no checkpoint, k epochs, or complete."""
+    if RunDir(out).is_done("train"):
+        return "complete"
+    if not (out / "last.pt").is_file():
+        return "no checkpoint"
+    return f"epoch {torch.load(out / 'last.pt', weights_only=True)['epoch']}"
 
 
 def assert_same_training(out: Path, reference: Path | None) -> None:
@@ -306,14 +328,15 @@ def assert_same_training(out: Path, reference: Path | None) -> None:
     assert run.read_json("metrics.json") == ref.read_json("metrics.json")
 
 
-def kill_points(n: int, seed: int, span: float) -> list[float]:
-    """n delays (s) spread over the run's span, from import to the last artifact."""
+def kill_points(n: int, seed: int, work: float) -> list[float]:
+    """n delays (s after the folder is opened), each uniform in [0, 1.2 work / n]: a chain of n
+    kills that walks through the whole run (the epochs and the artifacts after them)."""
     rng = random.Random(seed)
-    return sorted((rng.uniform(0.05, 1.0) * span for _ in range(n)), reverse=True)
+    return [rng.uniform(0, 1.2 * work / n) for _ in range(n)]
 
 
 def test_kill_9_at_3_points_then_resume_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
-    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(3, seed=0, span=SPAN["train"]))
+    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(3, seed=0, work=WORK["train"]))
     assert "killed" in seen
     assert_same_training(tmp_path / "r", trained)
 
@@ -322,7 +345,7 @@ def test_kill_9_at_3_points_then_resume_equals_uninterrupted(trained: Path, tmp_
 def test_kill_9_at_20_points_then_resume_equals_uninterrupted(
     trained: Path, tmp_path: Path
 ) -> None:
-    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(20, seed=1, span=SPAN["train"]))
+    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(20, seed=1, work=WORK["train"]))
     assert seen.count("killed") >= 10
     assert_same_training(tmp_path / "r", trained)
 
@@ -350,7 +373,7 @@ def test_attack_sweep_killed_then_rerun_equals_uninterrupted(trained: Path, tmp_
     notes = user_file(run)
     args = [ATTACK[0], run, *ATTACK[1:]]
     seen = []
-    for delay in kill_points(3, seed=2, span=span):
+    for delay in sorted(random.Random(2).uniform(0.3, 1.0) * span for _ in range(3)):
         seen.append(kill_after(args, delay))
         if RunDir(run).is_done("attack_k"):
             assert sweep_record(run) == sweep_record(ref)
