@@ -87,6 +87,15 @@ def test_another_command_needs_force_and_a_bare_config_is_replaced(tmp_path: Pat
         open_run(tmp_path / "r", "defend detector", {"x": 1})
 
 
+def test_a_damaged_manifest_is_named_and_nothing_is_removed(tmp_path: Path) -> None:
+    run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
+    run.write_json("metrics.json", {})
+    run.file("manifest.json").write_text('{"files": [')
+    with pytest.raises(RunError, match=r"manifest\.json: damaged.*new folder"):
+        open_run(tmp_path / "r", "train", TrainConfig(seed=2), force=True)
+    assert run.exists("metrics.json") and run.exists("config.yaml")
+
+
 def test_artifact_names_stay_inside_the_run(tmp_path: Path) -> None:
     assert check_name("pgd_8-255") == "pgd_8-255"
     for bad in ("../../../x", "a/b", "..", ".hidden", "", "a\\b"):
@@ -259,6 +268,21 @@ def test_damaged_run_folders_exit_2_naming_the_file(
         err = capsys.readouterr().err.strip()
         assert code.value.code == 2, (args, err)
         assert named in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_attack_out_path_exits_2_and_writes_nothing_outside(trained, tmp_path, monkeypatch, capsys):
+    from deepshield.cli import main
+
+    run = copy_of(trained, tmp_path / "deep" / "er" / "r")
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.setattr(sys, "argv", ["deepshield", "-q", "attack", str(run), "--eps", "0",
+                                      "--n", "4", "--out", "../../../x"])  # fmt: skip
+    with pytest.raises(SystemExit) as code:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert code.value.code == 2 and "plain name" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert not list(tmp_path.rglob("attack_*x*"))
 
 
 def strip_times(history: dict) -> dict:

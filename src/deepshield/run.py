@@ -148,9 +148,9 @@ class RunDir:
         try:
             m = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunError(f"{p}: damaged (not valid JSON); {_REBUILD}") from e
+            raise RunError(f"{p}: damaged (not valid JSON); {_NO_MANIFEST}") from e
         if not isinstance(m, dict) or not isinstance(m.get("files"), list):
-            raise RunError(f"{p}: damaged (no file list); {_REBUILD}")
+            raise RunError(f"{p}: damaged (no file list); {_NO_MANIFEST}")
         return {"command": m.get("command"), "files": m["files"], "done": m.get("done", [])}
 
     def _write_manifest(self, m: Mapping[str, Any]) -> None:
@@ -265,6 +265,10 @@ class RunDir:
 
 
 _REBUILD = "re-run the command that wrote it with --force (or restore it from a backup)"
+_NO_MANIFEST = (
+    "deepshield no longer knows which files of this folder it wrote: move what you keep "
+    "elsewhere and use a new folder"
+)
 
 
 def _config_dict(config: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
