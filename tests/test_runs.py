@@ -285,6 +285,18 @@ def test_attack_out_path_exits_2_and_writes_nothing_outside(trained, tmp_path, m
     assert not list(tmp_path.rglob("attack_*x*"))
 
 
+def test_evaluate_merges_data_args_over_the_run_and_records_them(trained, tmp_path, monkeypatch):
+    from deepshield.cli import main
+
+    run = copy_of(trained, tmp_path / "r")
+    monkeypatch.setattr(sys, "argv", ["deepshield", "-q", "evaluate", str(run), "--split", "val",
+                                      "--data-arg", "n=60"])  # fmt: skip
+    main()
+    (evaluated,) = run.glob("eval_*.json")
+    assert json.loads(evaluated.read_text())["data_kwargs"] == {"n": 60, "size": 16}
+    assert RunDir(run).foreign() == []
+
+
 def strip_times(history: dict) -> dict:
     return {
         **history,
