@@ -160,6 +160,22 @@ def test_last_pt_alone_resumes_a_run_whose_derived_files_were_lost(tmp_path: Pat
     assert torch.load(run.file("last.pt"), weights_only=True)["epoch"] == 4
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_equals_uninterrupted(tmp_path: Path) -> None:
+    """Dropout on CUDA draws from the device's generator: last.pt must restore it too."""
+    dev = torch.device("cuda")
+    full = RunDir.create(tmp_path / "full")
+    torch.cuda.manual_seed_all(0)
+    Trainer(toy_model().to(dev), cfg(epochs=4), full, device=dev).fit(toy_splits())
+    run = RunDir.create(tmp_path / "cut")
+    torch.cuda.manual_seed_all(0)
+    Trainer(toy_model().to(dev), cfg(epochs=2), run, device=dev).fit(toy_splits())
+    torch.cuda.manual_seed_all(123)  # a new process would start from another CUDA state
+    Trainer(toy_model().to(dev), cfg(epochs=4), run, device=dev).fit(toy_splits())
+    assert run.weights_sha256() == full.weights_sha256()
+    assert "cuda" in torch.load(run.file("last.pt"), weights_only=True)["rng"]
+
+
 def test_damaged_checkpoint_names_last_pt(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path / "r")
     Trainer(toy_model(), cfg(epochs=1), run).fit(toy_splits())

@@ -224,7 +224,10 @@ class Trainer:
             return
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            history = json.loads(state["history"])
+            if "history" in state:
+                history = json.loads(state["history"])
+            else:  # a checkpoint of an older deepshield: history.json beside it
+                history = self.run.read_json("history.json")
             bare = unwrap(self.model)
             bare.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -235,8 +238,9 @@ class Trainer:
             ) from e
         set_rng_state(state["rng"])
         self.best_val = tuple(state["best_val"].tolist())  # type: ignore[assignment]
-        self.best_state = state["best"]
+        self.best_state = state.get("best")
         self.history = history
+        self.history["epochs"] = [r for r in history["epochs"] if r["epoch"] <= state["epoch"]]
         self.start_epoch = int(state["epoch"]) + 1
         if self.is_main:  # a kill may have come between last.pt and what derives from it
             self._derive(bare, write_best=True)
