@@ -207,24 +207,50 @@ def deepshield(*args: object, timeout: float = 600) -> subprocess.CompletedProce
     )
 
 
-# Wall seconds of TRAIN here from its first write after loading data and model (dataset.json,
-# rewritten by every process, fresh or resumed) to its end: the work a kill can interrupt.
-WORK: dict[str, float] = {}
+# The files of a training run whose writes the kill tests watch (manifest.json is left out: it is
+# rewritten several times within a millisecond, faster than a poll can count).
+WATCHED = ("dataset.json", "last.pt", "best.safetensors", "history.json", "plots/roc.png",
+           "sections/eval.html", "report.html", "metrics.json", "plots/history.png",
+           "plots/samples.png", "sections/training.html")  # fmt: skip
+Write = tuple[float, str, int]  # (s since the process started, file, its n-th write)
+EVENTS: list[Write] = []  # the writes of the uninterrupted TRAIN
+
+
+def launch(args: list) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(DEEPSHIELD), "-q", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def watch(proc: subprocess.Popen, out: Path, until: tuple[str, int] | None = None) -> list[Write]:
+    """Poll the WATCHED files of `out` every 5 ms while `proc` runs; -> the writes seen, in order.
+    With `until` = (file, n): return as soon as that file's n-th write is seen."""
+    t0, last, writes = time.perf_counter(), {}, []
+    while proc.poll() is None:
+        for name in WATCHED:
+            try:
+                stamp = (out / name).stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if last.get(name, (None, 0))[0] != stamp:
+                last[name] = (stamp, last.get(name, (None, 0))[1] + 1)
+                writes.append((time.perf_counter() - t0, name, last[name][1]))
+                if until == (name, last[name][1]):
+                    return writes
+        time.sleep(0.005)
+    return writes
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted run of TRAIN (the reference of the kill tests), timed."""
+    """One uninterrupted run of TRAIN (the reference of the kill tests); its writes in EVENTS."""
     out = tmp_path_factory.mktemp("runs") / "full"
-    proc = subprocess.Popen(
-        [str(DEEPSHIELD), "-q", *TRAIN, "--out", str(out)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    while not (out / "dataset.json").is_file() and proc.poll() is None:
-        time.sleep(0.01)
-    t = time.perf_counter()
+    proc = launch([*TRAIN, "--out", out])
+    EVENTS[:] = watch(proc, out)
     assert proc.wait() == 0
-    WORK["train"] = time.perf_counter() - t
     return out
 
 
@@ -320,20 +346,12 @@ def strip_times(history: dict) -> dict:
     }
 
 
-def kill_after(args: list, delay: float, opened: Path | None = None) -> str:
-    """Start `deepshield ARGS`, kill -9 it `delay` s after it started (or, given `opened`, after
-    it rewrote that file); "killed", or "finished" when it ended first."""
-    start = time.time_ns()
-    proc = subprocess.Popen(
-        [str(DEEPSHIELD), "-q", *map(str, args)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    while opened is not None and proc.poll() is None:
-        if opened.is_file() and opened.stat().st_mtime_ns >= start:
-            break
-        time.sleep(0.01)
+def kill_after(args: list, delay: float, write: tuple[str, int] | None = None) -> str:
+    """Start `deepshield ARGS`, kill -9 it `delay` s after it started, or after the given write
+    (file, n-th write by this process); "killed", or "finished" when it ended first."""
+    proc = launch(args)
+    if write is not None:
+        watch(proc, Path(args[args.index("--out") + 1]), until=write)
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -342,20 +360,26 @@ def kill_after(args: list, delay: float, opened: Path | None = None) -> str:
     return "killed" if killed else "finished"
 
 
-def kill_then_resume(args: list, out: Path, delays: list[float]) -> list[str]:
-    """`deepshield ARGS --out OUT` killed `delays[i]` s after it wrote dataset.json (a fresh
-    process each time, resuming the last), then one run to the end. After every kill a run marked
-    complete must have every artifact; -> what each kill met, printed as a table (pytest -s)."""
-    seen = []
-    print("\n| kill | s after dataset.json | process | last.pt after it |\n|---|---|---|---|")
-    for i, delay in enumerate(delays, 1):
-        seen.append(kill_after([*args, "--out", out], delay, opened=out / "dataset.json"))
-        print(f"| {i} | {delay:.2f} | {seen[-1]} | {progress(out)} |")
-        if RunDir(out).is_done("train"):
-            assert_same_training(out, None)
-    done = deepshield(*args, "--out", out)
+def kill_points(n: int, seed: int) -> list[tuple[str, int, float]]:
+    """n random points of the uninterrupted run: (file, n-th write, s after it), the delay
+    uniform up to the run's next write, so every gap between two writes can be hit."""
+    rng = random.Random(seed)
+    points = []
+    for _ in range(n):
+        k = rng.randrange(len(EVENTS) - 1)
+        (t, name, nth), after = EVENTS[k], EVENTS[k + 1][0]
+        points.append((name, nth, rng.uniform(0, after - t)))
+    return points
+
+
+def killed_and_resumed(out: Path, point: tuple[str, int, float]) -> str:
+    """A fresh TRAIN into `out` killed at `point`, then resumed to its end; -> a table row."""
+    name, nth, delay = point
+    met = kill_after([*TRAIN, "--out", out], delay, write=(name, nth))
+    row = f"| {name} #{nth} | {delay:.3f} | {met} | {progress(out)} |"
+    done = deepshield(*TRAIN, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
-    return seen
+    return row
 
 
 def progress(out: Path) -> str:
@@ -382,37 +406,27 @@ def assert_same_training(out: Path, reference: Path | None) -> None:
     assert run.read_json("metrics.json") == ref.read_json("metrics.json")
 
 
-def kill_points(n: int, seed: int, work: float) -> list[float]:
-    """n delays (s after a process has loaded data and model), each uniform in [0, 2.4 work / n]:
-    a chain of n kills that walks through the whole run (epochs, then the artifacts after them),
-    though each resumed process redoes the epoch it was killed in."""
-    rng = random.Random(seed)
-    return [rng.uniform(0, 2.4 * work / n) for _ in range(n)]
+TABLE = (
+    "\n| killed after the write of | + s | process | last.pt after the kill |\n|---|---|---|---|"
+)
 
 
 def test_kill_9_at_3_points_then_resume_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
-    seen = kill_then_resume(TRAIN, tmp_path / "r", kill_points(3, seed=0, work=WORK["train"]))
-    assert "killed" in seen
-    assert_same_training(tmp_path / "r", trained)
+    print(TABLE)
+    for i, point in enumerate(kill_points(3, seed=0)):
+        print(killed_and_resumed(tmp_path / f"r{i}", point), flush=True)
+        assert_same_training(tmp_path / f"r{i}", trained)
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_points_then_resume_equals_uninterrupted(
     trained: Path, tmp_path: Path
 ) -> None:
-    """20 fresh runs, each killed at a time uniform over its work (after data and model are
-    loaded, to its end), then resumed and compared with the run never interrupted."""
-    rng = random.Random(1)
-    seen = []
-    print("\n| point | s after dataset.json | process | last.pt after it |\n|---|---|---|---|")
-    for i in range(20):
-        out, delay = tmp_path / f"r{i}", rng.uniform(0, WORK["train"])
-        seen.append(kill_after([*TRAIN, "--out", out], delay, opened=out / "dataset.json"))
-        print(f"| {i + 1} | {delay:.2f} | {seen[-1]} | {progress(out)} |", flush=True)
-        assert deepshield(*TRAIN, "--out", out).returncode == 0
-        assert_same_training(out, trained)
-        shutil.rmtree(out)
-    assert seen.count("killed") >= 15
+    print(TABLE)
+    for i, point in enumerate(kill_points(20, seed=1)):
+        print(killed_and_resumed(tmp_path / f"r{i}", point), flush=True)
+        assert_same_training(tmp_path / f"r{i}", trained)
+        shutil.rmtree(tmp_path / f"r{i}")
 
 
 ATTACK = ["attack", "--attack", "pgd", "--eps", "0,4/255,8/255", "--steps", "5", "--n", "40",
