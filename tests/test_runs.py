@@ -225,18 +225,25 @@ def launch(args: list) -> subprocess.Popen:
     )
 
 
-def watch(proc: subprocess.Popen, out: Path, until: tuple[str, int] | None = None) -> list[Write]:
-    """Poll the WATCHED files of `out` every 5 ms while `proc` runs; -> the writes seen, in order.
-    With `until` = (file, n): return as soon as that file's n-th write is seen."""
-    t0, last, writes = time.perf_counter(), {}, []
+def stamp(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def watch(
+    proc: subprocess.Popen,
+    out: Path,
+    until: tuple[str, int] | None = None,
+    files: tuple[str, ...] = WATCHED,
+) -> list[Write]:
+    """Poll `files` of `out` every 5 ms while `proc` runs; -> the writes seen, in order (files
+    already there count from their next write). With `until` = (file, n): return as soon as
+    that file's n-th write is seen."""
+    t0, writes = time.perf_counter(), []
+    last = {name: (stamp(out / name), 0) for name in files}
     while proc.poll() is None:
-        for name in WATCHED:
-            try:
-                stamp = (out / name).stat().st_mtime_ns
-            except FileNotFoundError:
-                continue
-            if last.get(name, (None, 0))[0] != stamp:
-                last[name] = (stamp, last.get(name, (None, 0))[1] + 1)
+        for name in files:
+            if (now := stamp(out / name)) is not None and last[name][0] != now:
+                last[name] = (now, last[name][1] + 1)
                 writes.append((time.perf_counter() - t0, name, last[name][1]))
                 if until == (name, last[name][1]):
                     return writes
@@ -346,12 +353,16 @@ def strip_times(history: dict) -> dict:
     }
 
 
-def kill_after(args: list, delay: float, write: tuple[str, int] | None = None) -> str:
+def kill_after(
+    args: list, delay: float, write: tuple[str, int] | None = None, folder: Path | None = None
+) -> str:
     """Start `deepshield ARGS`, kill -9 it `delay` s after it started, or after the given write
-    (file, n-th write by this process); "killed", or "finished" when it ended first."""
+    (file, n-th write by this process, in `folder`, default --out); "killed", or "finished" when
+    it ended first."""
     proc = launch(args)
     if write is not None:
-        watch(proc, Path(args[args.index("--out") + 1]), until=write)
+        folder = folder or Path(args[args.index("--out") + 1])
+        watch(proc, folder, until=write, files=(write[0],))
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -360,14 +371,14 @@ def kill_after(args: list, delay: float, write: tuple[str, int] | None = None) -
     return "killed" if killed else "finished"
 
 
-def kill_points(n: int, seed: int) -> list[tuple[str, int, float]]:
-    """n random points of the uninterrupted run: (file, n-th write, s after it), the delay
+def kill_points(n: int, seed: int, events: list[Write] = EVENTS) -> list[tuple[str, int, float]]:
+    """n random points of an uninterrupted run: (file, n-th write, s after it), the delay
     uniform up to the run's next write, so every gap between two writes can be hit."""
     rng = random.Random(seed)
     points = []
     for _ in range(n):
-        k = rng.randrange(len(EVENTS) - 1)
-        (t, name, nth), after = EVENTS[k], EVENTS[k + 1][0]
+        k = rng.randrange(len(events) - 1)
+        (t, name, nth), after = events[k], events[k + 1][0]
         points.append((name, nth, rng.uniform(0, after - t)))
     return points
 
@@ -439,26 +450,31 @@ def sweep_record(run: Path) -> dict:
     return {k: v for k, v in rec.items() if k not in ("run", "command", "seconds")}
 
 
-@pytest.mark.slow
+SWEEP_FILES = ("attack_k.json", "plots/attack_k.png", "plots/attack_k_grid.png",
+               "attack_k_grid.safetensors", "sections/attack_k.html", "report.html")  # fmt: skip
+
+
 def test_attack_sweep_killed_then_rerun_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
-    """kill -9 during `deepshield attack`: re-running it completes the sweep (final marker set
-    after every artifact) with the record of a sweep never interrupted; a user file survives."""
+    """kill -9 during `deepshield attack` (while attacking, and between its writes): re-running
+    it completes the sweep (final marker set after every artifact) with the record of a sweep
+    never interrupted; a user file survives."""
     ref = copy_of(trained, tmp_path / "ref")
-    t = time.perf_counter()
-    done = deepshield(ATTACK[0], ref, *ATTACK[1:])
-    span = time.perf_counter() - t
-    assert done.returncode == 0, done.stderr[-2000:]
+    proc = launch([ATTACK[0], ref, *ATTACK[1:]])
+    events = watch(proc, ref, files=SWEEP_FILES)
+    assert proc.wait() == 0 and RunDir(ref).is_done("attack_k")
     run = copy_of(trained, tmp_path / "cut")
     notes = user_file(run)
     args = [ATTACK[0], run, *ATTACK[1:]]
-    seen = []
-    for delay in sorted(random.Random(2).uniform(0.3, 1.0) * span for _ in range(3)):
-        seen.append(kill_after(args, delay))
+    print("\n| killed after | + s | process | complete after the kill |\n|---|---|---|---|")
+    points = [("(start)", 0, 0.6 * events[0][0]), *kill_points(2, seed=2, events=events)]
+    for name, nth, delay in points:
+        write = None if nth == 0 else (name, nth)
+        met = kill_after(args, delay, write, folder=run)
+        print(f"| {name} #{nth} | {delay:.3f} | {met} | {RunDir(run).is_done('attack_k')} |")
         if RunDir(run).is_done("attack_k"):
             assert sweep_record(run) == sweep_record(ref)
-    assert deepshield(*args).returncode == 0
-    assert "killed" in seen and RunDir(run).is_done("attack_k")
-    assert sweep_record(run) == sweep_record(ref)
+        assert deepshield(*args).returncode == 0
+        assert RunDir(run).is_done("attack_k") and sweep_record(run) == sweep_record(ref)
     for name in ("plots/attack_k.png", "plots/attack_k_grid.png", "attack_k_grid.safetensors"):
         assert (run / name).is_file(), name
     assert "Attack k" in (run / "report.html").read_text()
