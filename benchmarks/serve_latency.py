@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -32,6 +27,7 @@ from skimage import data as samples
 from deepshield import models
 from deepshield.run import RunDir
 from deepshield.service import create_app
+from deepshield.service.background import serving
 from deepshield.service.uploads import Upload, check_type, decode_image
 
 
@@ -39,33 +35,6 @@ def jpeg_photo() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(samples.astronaut()).save(buf, format="JPEG", quality=90)  # 512x512
     return buf.getvalue()
-
-
-@contextmanager
-def served(run_dir: str, threads: int | None):
-    """`deepshield serve run_dir` on a free loopback port; yields its URL once /healthz answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    cmd = [sys.executable, "-m", "deepshield", "serve", run_dir, "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def load(url: str, photo: bytes, n: int, concurrency: int, explain: bool) -> dict[str, float]:
@@ -134,7 +103,8 @@ def main() -> None:
             f"n={args.n}, concurrency={args.concurrency}, torch threads={torch.get_num_threads()}"
         )
         print(f"{'scan':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'in-process ms':>15}")
-        with served(str(run.path), args.threads) as url:
+        env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else None
+        with serving(str(run.path), env=env) as (url, _):
             for explain in (False, True):
                 stats = load(url, photo, args.n, args.concurrency, explain)
                 floor = in_process_ms(app, photo, explain)

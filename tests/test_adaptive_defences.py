@@ -12,7 +12,9 @@ from torch import nn
 
 from deepshield.attacks import pgd
 from deepshield.attacks.objectives import detector_aware_loss, fooled_undetected
+from deepshield.attacks.square import SquareResult
 from deepshield.attacks.sweep import AttackSpec, attack_sweep, transfer_sweep
+from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.defenses.adaptive import (
     DEFENDER_SEED,
     PurifierThreat,
@@ -25,7 +27,7 @@ from deepshield.defenses.dip import DipConfig
 from deepshield.defenses.purifier import DipPurifier, Purified
 from deepshield.errors import ConfigError
 from test_attack_cli import cli
-from test_sweep import tiny_detector, trained_tiny_run
+from test_sweep import trained_tiny_run
 
 D, EPS = 48, 0.1  # toy images [3, 4, 4]
 
@@ -198,18 +200,30 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     return trained_tiny_run(tmp_path_factory)
 
 
+def drawn(run, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The run's model and the `--n n` draw of its test split (class-stratified, seed 0)."""
+    batch = load_attack_data(run_config(run), n=n, seed=0)
+    return run.load_model("best"), batch.x, batch.y
+
+
+def same_rows(written: list[dict], ref: list[dict]) -> bool:
+    """The library's row keys of the written rows (which add success statistics) equal ref."""
+    got = [{k: r[k] for k in want} for r, want in zip(written, ref, strict=True)]
+    return got == json.loads(json.dumps(ref))
+
+
 @pytest.mark.parametrize(("attack", "steps"), [("apgd", 5), ("apgd-t", 5), ("square", 30)])
 def test_attack_command_runs_the_registry_attacks_as_the_library(
     tiny_run, monkeypatch, attack, steps
 ):
-    model, x, y = tiny_detector(tiny_run)
+    model, x, y = drawn(tiny_run, 8)
     args = ["attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255", "--n", "8"]
     args += ["--steps", str(steps)]
     assert cli(monkeypatch, *args, "--out", "reg") == 0
     rec = json.loads(tiny_run.file("attack_reg.json").read_text())
     assert rec["attack"] == attack and rec["steps"] == steps
-    ref = attack_sweep(model, x[:8], y[:8], AttackSpec(attack, (0, 8 / 255), steps=steps))
-    assert rec["rows"] == json.loads(json.dumps(ref.rows()))
+    ref = attack_sweep(model, x, y, AttackSpec(attack, (0, 8 / 255), steps=steps))
+    assert same_rows(rec["rows"], ref.rows())
     assert f"--attack {attack}" in rec["command"]
 
 
@@ -223,9 +237,10 @@ def test_attack_command_defaults_to_the_attacks_own_step_count(
 
     def record(model, x, y, eps, **kw):  # stands in for the attack the registry calls
         seen.append(kw.get("queries", kw.get("steps")))
-        return x
+        return SquareResult(x, torch.zeros(len(x), dtype=torch.long)) if attack == "square" else x
 
-    monkeypatch.setattr(registry, attack, record)
+    # the sweep runs Square through square_search, which also returns the queries it spent
+    monkeypatch.setattr(registry, "square_search" if attack == "square" else attack, record)
     assert cli(monkeypatch, "attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255",
                "--n", "4", "--out", "default_steps") == 0  # fmt: skip
     rec = json.loads(tiny_run.file("attack_default_steps.json").read_text())
@@ -243,11 +258,11 @@ def test_purified_attack_command_equals_the_library_threat(tiny_run, monkeypatch
     for flag in ("--purify dip", "--adaptive eot", "--eot-samples 2", "--dip-iters 2"):
         assert flag in rec["command"]
     threat, passes = purifier_threat("dip", "eot", 2, 2)
-    model, x, y = tiny_detector(tiny_run)
+    model, x, y = drawn(tiny_run, 2)
     crafter, defended = threat.models(model, seed=0)
     spec = AttackSpec("pgd", (0, 8 / 255), steps=2, eot_samples=passes)
-    ref = transfer_sweep(crafter, {"model": defended}, x[:2], y[:2], spec)["model"]
-    assert rec["rows"] == json.loads(json.dumps(ref.rows()))
+    ref = transfer_sweep(crafter, {"model": defended}, x, y, spec)["model"]
+    assert same_rows(rec["rows"], ref.rows())
     html = tiny_run.file("report.html").read_text()
     assert "DIP-purified model, adaptive: eot" in html and "Deep Image Prior purification" in html
     assert "crafting model accuracy" in html
@@ -310,8 +325,8 @@ def test_defend_attack_detector_writes_the_table_of_the_library(
     ]
     assert cli(monkeypatch, *args) == 0
     result = detector_run.read_json("adaptive_detector.json")
-    model, x, y = tiny_detector(tiny_run)
-    rows = detector_attack_table(model, detector_run.load_model(), x[:10], y[:10], [0.05], steps=3)
+    model, x, y = drawn(tiny_run, 10)
+    rows = detector_attack_table(model, detector_run.load_model(), x, y, [0.05], steps=3)
     assert result["rows"] == json.loads(json.dumps(rows))
     assert [(r["attack"], r["detector-aware"]) for r in rows] == [
         ("clean", False),
@@ -326,8 +341,8 @@ def test_defend_attack_detector_writes_the_table_of_the_library(
 
 @pytest.mark.parametrize(
     ("args", "words"),
-    [(["--eps", "0"], "eps=0.0 must be > 0"), (["--steps", "0"], "steps=0"),
-     (["--split", "dev"], "unknown split 'dev'"), (["--n", "0"], "n=0")],
+    [(["--eps", "0"], "eps=0.0 must be > 0"), (["--steps", "0"], "'--steps'"),
+     (["--split", "dev"], "'dev' is not one of train, val, test"), (["--n", "0"], "'--n'")],
 )  # fmt: skip
 def test_defend_attack_detector_bad_flags_are_one_line(
     detector_run, monkeypatch, capsys, args, words

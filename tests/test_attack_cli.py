@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from deepshield.attacks.sweep import AttackSpec, attack_sweep
+from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.errors import ConfigError
 from deepshield.studies import load_study, run_study
 from test_sweep import tiny_detector, trained_tiny_run
@@ -47,11 +48,14 @@ def test_attack_command_writes_results_equal_to_the_library(tiny_run, tiny, monk
                "--n", "20", "--batch-size", "8", "--out", "cli")  # fmt: skip
     assert code == 0
     rec = json.loads(tiny_run.file("attack_cli.json").read_text())
-    model, x, y = tiny
-    ref = attack_sweep(model, x[:20], y[:20], AttackSpec("pgd", (0, 2 / 255, 8 / 255), steps=3),
+    model = tiny[0]
+    drawn = load_attack_data(run_config(tiny_run), n=20, seed=0)  # the --n draw: stratified
+    ref = attack_sweep(model, drawn.x, drawn.y, AttackSpec("pgd", (0, 2 / 255, 8 / 255), steps=3),
                        batch_size=8)  # fmt: skip
-    assert rec["rows"] == json.loads(json.dumps(ref.rows()))
+    got = [{k: r[k] for k in want} for r, want in zip(rec["rows"], ref.rows(), strict=True)]
+    assert got == json.loads(json.dumps(ref.rows()))
     assert rec["n"] == 20 and rec["detector"] and rec["surrogate"] is None
+    assert rec["subset"] == drawn.subset and "class-stratified" in rec["subset"]
     assert rec["clean"]["accuracy"] == rec["rows"][0]["accuracy"]
     for f in ("plots/attack_cli.png", "plots/attack_cli_grid.png", "attack_cli_grid.safetensors"):
         assert tiny_run.exists(f), f
@@ -59,7 +63,8 @@ def test_attack_command_writes_results_equal_to_the_library(tiny_run, tiny, monk
     assert "Attack cli: pgd linf, white-box" in html
     assert "deepshield attack" in html  # the reproducing command
     out = capsys.readouterr().out
-    assert out.count("accuracy") == 3 and "attack_cli.json" in out
+    assert sum(line.startswith("eps ") for line in out.splitlines()) == 3
+    assert "attack_cli.json" in out and "balanced accuracy" in out
 
 
 def test_surrogate_that_is_the_target_gives_white_box_numbers(tiny_run, monkeypatch):
@@ -82,17 +87,22 @@ def test_default_result_name_says_what_ran(tiny_run, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--eps", "0,-0.1"], "eps=-0.1 must be >= 0"),
-        (["--eps", "0,abc"], "--eps: cannot read 'abc'"),
-        (["--steps", "0"], "steps=0 must be an integer >= 1"),
-        (["--restarts", "0"], "restarts=0"),
-        (["--norm", "l3"], "unknown norm 'l3'"),
+        (["--eps", "0,-0.1"], "'--eps': -0.1 is below 0"),
+        (["--eps", "0,abc"], "'--eps': cannot read 'abc'"),
+        (["--eps", "0,2"], "--eps 2: an L-inf budget on [0, 1] pixels lies in [0, 1]"),
+        (["--steps", "0"], "'--steps': Input should be greater than or equal to 1"),
+        (["--restarts", "0"], "'--restarts'"),
+        (["--norm", "l3"], "'l3' is not one of linf, l2"),
         (["--attack", "foo"], "unknown attack 'foo'"),
-        (["--mask", "blob"], "mask 'blob' is not understood"),
+        (["--mask", "blob"], "'blob': use full, center:SIZE or patch:SIZE"),
+        (
+            ["--mask", "center:0"],
+            "'center:0': SIZE is the square's side in pixels, an integer >= 1",
+        ),
         (["--mask", "center:64"], "patch size 64 does not fit a 32x32 image"),
-        (["--n", "0"], "n=0 must be an integer >= 1"),
-        (["--batch-size", "0"], "batch_size=0"),
-        (["--split", "dev"], "unknown split 'dev'"),
+        (["--n", "0"], "'--n': Input should be greater than or equal to 1"),
+        (["--batch-size", "0"], "'--batch-size'"),
+        (["--split", "dev"], "'dev' is not one of train, val, test"),
         (["--surrogate", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
     ],
 )

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import shared_path
+from deepshield.cli import main
 from deepshield.data import load
-from deepshield.errors import DataError
+from deepshield.errors import ConfigError, DataError
 
 
 def _png(path: Path, value: int, size: tuple[int, int] = (8, 8), mode: str = "RGB") -> None:
@@ -161,3 +162,65 @@ def test_ffhq_vs_tpdne_via_labels_csv():
     direct = np.asarray(Image.open(root / name).convert("RGB"))
     assert np.array_equal(s.test.x[0].permute(1, 2, 0).numpy(), direct)
     assert int(s.test.y[0]) == int(name.startswith("fake/"))
+
+
+def test_n_is_a_seeded_class_stratified_subset(tmp_path):
+    root = _class_folder(tmp_path / "d", n_real=30, n_fake=10)
+    s = load(str(root), seed=0, n=20)
+    names = set(_all(s))
+    counts = {c: sum(s.counts()[k][c] for k in ("train", "val", "test")) for c in ("real", "fake")}
+    assert counts == {"real": 15, "fake": 5}  # 3:1 like the folder
+    assert names == set(_all(load(str(root), seed=0, n=20)))  # same seed, same images
+    assert names != set(_all(load(str(root), seed=1, n=20)))
+    assert len(_all(load(str(root), seed=0, n=100))) == 40  # n above the size keeps everything
+
+
+def test_n_keeps_given_splits_in_proportion(tmp_path):
+    for split, (r, f) in {"train": (20, 10), "test": (10, 10)}.items():
+        for i in range(r):
+            _png(tmp_path / split / "real" / f"r{i}.png", i)
+        for i in range(f):
+            _png(tmp_path / split / "fake" / f"f{i}.png", 100 + i)
+    s = load(str(tmp_path), seed=0, n=25)
+    c = s.counts()
+    assert c["test"]["real"] == 5 and c["test"]["fake"] == 5
+    assert c["train"]["total"] + c["val"]["total"] == 15
+
+
+@pytest.mark.parametrize("kw", [{"n": 0}, {"n": "many"}])
+def test_bad_n_is_a_config_error(tmp_path, kw):
+    with pytest.raises(ConfigError, match="n="):
+        load(str(_class_folder(tmp_path / "d")), seed=0, **kw)
+
+
+def test_unknown_option_names_the_options_taken(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) length; it takes size, convert"):
+        load(str(_class_folder(tmp_path / "d")), seed=0, length=3)
+    with pytest.raises(ConfigError, match=r"synthetic-faces: unknown option\(s\) m; it takes n,"):
+        load("synthetic-faces:easy", seed=0, m=3)
+
+
+def test_folder_n_and_bad_option_in_the_cli(tmp_path, monkeypatch, capsys):
+    root = _class_folder(tmp_path / "d")
+    monkeypatch.setattr("sys.argv", ["deepshield", "train", "-d", str(root), "--data-arg", "k=1"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "takes size, convert_modes, n" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_source_taking_any_option_is_not_checked():
+    from deepshield.data.registry import Source, check_options, options
+
+    def loose(arg, *, seed, **kw):
+        return None
+
+    def strict(arg, seed=0, size=8):
+        return None
+
+    assert options(Source("loose", loose, "")) is None
+    check_options(Source("loose", loose, ""), {"anything": 1})
+    assert options(Source("strict", strict, "")) == ["size"]
+    with pytest.raises(ConfigError, match="strict: unknown option"):
+        check_options(Source("strict", strict, ""), {"n": 1})

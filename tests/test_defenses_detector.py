@@ -141,7 +141,10 @@ def test_defend_detector_cli_passes_its_flags_to_the_study(protected_run, tmp_pa
         ("fgsm", 0.07, True),
         ("pgd", 0.03, False),
     ]
-    assert "fgsm eps=0.07: accuracy" in result.output and "(trained on)" in result.output
+    assert "fgsm eps=0.07: " in result.output and "(trained on)" in result.output
+    real = sum(r["real attack"] for r in rows)  # each row says whether its attack fooled any image
+    assert f"{real} of 2 rows are real attacks" in result.output
+
 
 
 def test_force_keeps_a_users_file_in_the_detector_folder(detector_run, tmp_path):

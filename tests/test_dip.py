@@ -3,6 +3,7 @@ batched == per-image semantics, the Purified wrapper, the paper's table and the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -164,12 +165,18 @@ def test_purification_table_selects_and_counts_as_the_paper():
     t = purification_table(det, brighten, fakes, fakes_adv, reals, thresholds=(0.5,))
     assert t["counts"] == {"perturbed": 2, "unperturbed": 3, "reals": 2}
     assert t["attack_success"] == pytest.approx(2 / 3)
-    none, purified = t["rows"]
+    none, purified, blurred = t["rows"]
     assert none["defence"] == "none" and none["recall_perturbed"] == 0.0
     # after +0.1: perturbed 0.55, 0.4 -> one of two called fake; reals 0.3, 0.55 -> one retained
     assert purified["recall_perturbed"] == 0.5 and purified["recall_unperturbed"] == 1.0
     assert purified["real_retained"] == 0.5
     assert torch.equal(t["images"]["purified"], brighten(t["images"]["input"]))
+    assert t["psnr"] == pytest.approx([20.0] * 7)  # +0.1 everywhere: MSE 0.01
+    # blur leaves a constant image as it is: blur alone is the detector alone
+    assert blurred["defence"] == "blur alone"
+    assert {k: v for k, v in blurred.items() if k != "defence"} == {
+        k: v for k, v in none.items() if k != "defence"
+    }
 
 
 def test_lower_threshold_trades_reals_for_recall():
@@ -213,6 +220,13 @@ def test_defend_purify_writes_its_table_and_section(detector_run):
     assert out["dip"]["iters"] == 5 and out["attack"]["eps"] == 0.05
     assert {r["threshold"] for r in out["rows"]} == {0.25, 0.5}
     assert sum(out["counts"].values()) <= 6
+    p = out["psnr"]
+    assert p["target"] == 27.0 and p["images"] == sum(out["counts"].values())
+    assert 0 <= p["reached"] <= p["images"]
+    assert {r["defence"] for r in out["rows"]} == {"none", "purified", "blur alone"}
+    assert f"reached by {p['reached']} of {p['images']}" in result.output
+    assert "blur alone: recall perturbed" in result.output
+    assert not re.search(r"\d\.\d{4,}", result.output)  # 3 decimals at most
     assert "Deep Image Prior purification" in detector_run.file("report.html").read_text()
 
 

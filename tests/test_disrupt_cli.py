@@ -261,6 +261,25 @@ def test_force_retrains_a_changed_generator_and_the_fine_tunes_made_from_it(tmp_
     assert fine_tune.read_bytes() != before  # retrained from the new base, not reused
 
 
+def test_disrupt_on_an_image_folder_with_the_default_options(
+    generator_run: Path, tmp_path: Path
+) -> None:
+    """Issue 25: the default data options (n, size) crashed a folder dataset."""
+    import numpy as np
+    from PIL import Image
+
+    for label, count in (("real", 20), ("fake", 4)):
+        (tmp_path / "faces" / label).mkdir(parents=True)
+        for i in range(count):
+            a = np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(a).save(tmp_path / "faces" / label / f"{i}.png")
+    invoke(
+        "disrupt", "-g", generator_run, "-d", tmp_path / "faces", "-n", 2, "--out", tmp_path / "o"
+    )
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["images"] == 2
+
+
 def test_force_keeps_a_users_file_in_the_generator_folder(generator_run: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -199,8 +199,8 @@ def test_model_without_convolution_is_told_to_use_saliency(tmp_path, monkeypatch
     ("args", "match"),
     [
         (["--method", "lime"], "use saliency, gradcam or smoothgrad"),
-        (["--split", "dev"], "use train, val or test"),
-        (["--n", "0"], "--n=0: use a positive number"),
+        (["--split", "dev"], "'dev' is not one of train, val, test"),
+        (["--n", "0"], "'--n': Input should be greater than or equal to 1"),
         (["--layer", "net.featurs"], r"unknown layer 'net.featurs'.*net\.features"),
         (["--method", "saliency", "--layer", "net.features"], "gradcam only"),
     ],

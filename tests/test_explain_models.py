@@ -19,6 +19,7 @@ WAVE_LENGTH = 16000  # 1 s at 16 kHz: short, still many frames
 # ReLU leaves no evidence (measured on uniform and Gaussian inputs); the pretrained weights do
 # give maps (test below).
 ZERO_CAM_UNTRAINED = {"aasist", "aasist_l"}
+FIXED_SIZE = {"meso4", "mesoinception4"}  # their Dense layer takes 256 px crops only
 
 
 def build(name: str) -> torch.nn.Module:
@@ -32,7 +33,8 @@ def inputs(name: str) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
     if models.spec(name).kind == "audio":
         return torch.rand(2, WAVE_LENGTH, generator=gen) * 1.6 - 0.8  # [2, T] in [-1, 1]
-    size = min(models.spec(name).input_size[-1], 96)
+    size = models.spec(name).input_size[-1]
+    size = size if name in FIXED_SIZE else min(size, 96)
     return torch.rand(2, 3, size, size, generator=gen)  # [2, 3, S, S]
 
 

@@ -18,6 +18,7 @@ from deepshield.data import register_source
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.proactive.detector import load_detector
 from deepshield.proactive.image_files import read_image
+from deepshield.proactive.native import shrink
 from deepshield.proactive.templates import TemplateSet
 from test_proactive_train import crops
 
@@ -103,7 +104,7 @@ def test_apply_then_detect(trained: Path, tmp_path: Path, capsys: pytest.Capture
     eps = templates.eps_max + 0.5 / 255  # 8-bit PNG rounding
     for dest, info in index.items():
         before, after = read_image(Path(info["source"])), read_image(Path(dest))
-        assert after.shape == before.shape  # 20 x 20: the 16 x 16 template is tiled
+        assert after.shape == before.shape  # 20 x 20: the 16 x 16 template is enlarged
         assert (after - before).abs().max() <= eps + 1e-6
         assert 0 <= info["template"] < templates.n
     out_json = tmp_path / "scores.json"
@@ -123,9 +124,12 @@ def test_apply_then_detect(trained: Path, tmp_path: Path, capsys: pytest.Capture
     scores = json.loads(out_json.read_text())
     detector = load_detector(trained / "detector")
     for path, p in scores.items():
-        expected = float(detector.p_manipulated(read_image(Path(path))[None], templates())[0])
+        small = shrink(read_image(Path(path))[None], templates.size)  # scored at 16 x 16
+        expected = float(detector.p_manipulated(small, templates())[0])
         assert p == pytest.approx(expected, abs=1e-6) and 0 <= p <= 1
-    assert len(result.output.strip().splitlines()) == 3
+    lines = result.output.strip().splitlines()
+    flagged = sum(p >= 0.5 for p in scores.values())
+    assert len(lines) == 4 and lines[-1].startswith(f"{flagged} of 3 image(s) called manipulated")
 
 
 def test_bad_inputs_exit_2_with_one_line(
@@ -133,7 +137,12 @@ def test_bad_inputs_exit_2_with_one_line(
 ) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((12, 30, 3), np.uint8)).save(small)
     cases = [
+        (["protect", "detect", str(small), "--run", str(trained)], "small.png: image is 12x30, smaller"),
+        (["protect", "apply", str(small), "--run", str(trained), "--out", str(tmp_path / "o")],
+         "smaller than the 16x16 templates"),
         (["protect", "detect", str(bad), "--run", str(trained)], "broken.png: not a readable image"),
         (["protect", "detect", str(bad), "--run", str(tmp_path)], "no templates.json"),
         (["protect", "apply", str(tmp_path / "nope.png"), "--run", str(trained), "--out", str(tmp_path)],

@@ -32,6 +32,11 @@ from deepshield.service.uploads import ENVELOPE_BYTES, UploadError, header_size,
 SIZE = 48  # the run's training size (config.yaml data_kwargs.size), not simplenet's 64
 
 
+def local(app) -> TestClient:
+    """A test client that reaches the app as a browser on this machine does (Host: localhost)."""
+    return TestClient(app, base_url="http://localhost")
+
+
 def make_run(path, *, config=None, dataset=None, metrics=None, seed=0) -> RunDir:
     torch.manual_seed(seed)
     run = RunDir.create(path)
@@ -59,7 +64,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run_dir):
-    return TestClient(create_app(run_dir))
+    return local(create_app(run_dir))
 
 
 def photo(w: int = 90, h: int = 70, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -178,7 +183,7 @@ def test_input_size_rule_dataset_json_then_config_then_registry(tmp_path):
     def served(**kw):
         path = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
         make_run(path, **kw)
-        return TestClient(create_app(path)).get("/healthz").json()
+        return local(create_app(path)).get("/healthz").json()
 
     both = served(config={"data_kwargs": {"size": 40}}, dataset={"image_size": [32, 36]})
     assert (both["input_size"], both["input_source"]) == ([32, 36], "dataset.json image_size")
@@ -188,7 +193,7 @@ def test_input_size_rule_dataset_json_then_config_then_registry(tmp_path):
     assert (bare["input_size"], bare["input_source"]) == ([64, 64], "model registry input_size")
     path = tmp_path / "given"
     make_run(path, config={"data_kwargs": {"size": 40}})
-    assert TestClient(create_app(path, input_size=56)).get("/healthz").json()["input_size"] == [
+    assert local(create_app(path, input_size=56)).get("/healthz").json()["input_size"] == [
         56,
         56,
     ]
@@ -198,19 +203,19 @@ def test_scan_uses_the_size_from_dataset_json(tmp_path):
     path = tmp_path / "run"
     make_run(path, dataset={"image_size": [32, 32]})
     data = encode(photo(), "PNG")
-    p = scan(TestClient(create_app(path)), data).json()["p_fake"]
+    p = scan(local(create_app(path)), data).json()["p_fake"]
     assert p == pytest.approx(library_p_fake(path, data, size=32), abs=1e-6)
 
 
 def test_threshold_default_number_and_the_runs_eer(run_dir):
     data = encode(photo(), "PNG")
     for threshold, expected in ((None, 0.5), (0.0, 0.0), ("1", 1.0), ("eer", 0.4931)):
-        c = TestClient(create_app(run_dir, threshold=threshold))
+        c = local(create_app(run_dir, threshold=threshold))
         body = scan(c, data).json()
         assert body["threshold"] == expected
         assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
-    assert scan(TestClient(create_app(run_dir, threshold=0.0)), data).json()["label"] == "fake"
-    assert scan(TestClient(create_app(run_dir, threshold=1.0)), data).json()["label"] == "real"
+    assert scan(local(create_app(run_dir, threshold=0.0)), data).json()["label"] == "fake"
+    assert scan(local(create_app(run_dir, threshold=1.0)), data).json()["label"] == "real"
 
 
 def test_bad_thresholds_and_runs_are_refused_in_one_line(tmp_path, run_dir):
@@ -240,7 +245,7 @@ def test_a_model_without_conv_layers_scans_but_refuses_explain(tmp_path):
     torch.manual_seed(0)
     run = RunDir.create(tmp_path / "mlp3")
     run.save_model(models.create("mlp3"))
-    c = TestClient(create_app(run.path))
+    c = local(create_app(run.path))
     data = encode(photo(), "PNG")
     assert c.get("/healthz").json()["input_size"] == [32, 32]
     assert scan(c, data).json()["p_fake"] == pytest.approx(
@@ -385,7 +390,7 @@ def test_malformed_uploads_are_answered_4xx_json_and_the_server_keeps_serving(cl
 
 def test_uploads_over_the_limit_are_refused_while_reading(run_dir):
     limit = 4000
-    c = TestClient(create_app(run_dir, max_bytes=limit))
+    c = local(create_app(run_dir, max_bytes=limit))
     r = scan(
         c, GOOD_PNG[:16] + bytes(limit + ENVELOPE_BYTES)
     )  # declared Content-Length over the limit: refused before reading
@@ -464,7 +469,7 @@ def test_serve_command_builds_the_app_and_prints_the_url(run_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8123/" in result.output
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
-    health = TestClient(seen["app"]).get("/healthz").json()
+    health = local(seen["app"]).get("/healthz").json()
     assert health["threshold"] == 0.4931 and health["max_bytes"] == 1024 * 1024
 
 
@@ -564,7 +569,7 @@ def test_speech_scan_equals_the_library_on_the_same_clip(
     speech_run, tmp_path, name, seconds, rate, channels
 ):
     data = audio_file(tmp_path, name, tone(seconds, rate, channels), rate)
-    c = TestClient(create_app(speech_run))
+    c = local(create_app(speech_run))
     ctype = "audio/flac" if name.endswith(".flac") else "audio/wav"
     r = c.post("/v1/scan", files={"file": (name, data, ctype)})
     assert r.status_code == 200, r.text
@@ -580,7 +585,7 @@ def test_speech_scan_equals_the_library_on_the_same_clip(
 def test_speech_explain_returns_a_time_frequency_map(speech_run, tmp_path):
     data = audio_file(tmp_path, "a.wav", tone(1.0, 16000), 16000)
     body = (
-        TestClient(create_app(speech_run))
+        local(create_app(speech_run))
         .post("/v1/scan", params={"explain": True}, files={"file": ("a.wav", data, "audio/wav")})
         .json()
     )
@@ -603,7 +608,7 @@ def test_speech_explain_returns_a_time_frequency_map(speech_run, tmp_path):
     ],
 )
 def test_speech_refusals(speech_run, make, status, words):
-    c = TestClient(create_app(speech_run))
+    c = local(create_app(speech_run))
     r = c.post("/v1/scan", files={"file": make()})
     assert r.status_code == status and words in r.json()["error"], r.text
     assert c.get("/healthz").status_code == 200

@@ -61,6 +61,20 @@ def test_speech_folder_keeps_a_given_train_test_split(tmp_path):
     assert s.counts()["train"]["total"] == 8
 
 
+def test_speech_folder_n_is_a_stratified_subset_and_unknown_options_are_named(tmp_path):
+    root = _write_folder(tmp_path / "d", n_per_class=10)
+    s = load(f"speech-folder:{root}", seed=3, length=4000, n=10)
+    total = {
+        c: sum(s.counts()[k][c] for k in ("train", "val", "test")) for c in ("bonafide", "spoof")
+    }
+    assert total == {"bonafide": 5, "spoof": 5}
+    assert s.test.names == load(f"speech-folder:{root}", seed=3, length=4000, n=10).test.names
+    with pytest.raises(
+        ConfigError, match=r"speech-folder: unknown option\(s\) size; it takes length"
+    ):
+        load(f"speech-folder:{root}", size=32)
+
+
 def test_speech_folder_errors_name_the_problem(tmp_path):
     (tmp_path / "only" / "bonafide").mkdir(parents=True)
     sf.write(tmp_path / "only" / "bonafide" / "a.wav", np.zeros(800), 16000)

@@ -24,7 +24,7 @@ from deepshield.attacks.apgd import apgd, apgd_targeted
 from deepshield.attacks.autoattack import autoattack
 from deepshield.attacks.cw import cw_l2
 from deepshield.attacks.gradient import fgsm, ifgsm, pgd
-from deepshield.attacks.square import square
+from deepshield.attacks.square import SquareResult, square_search
 from deepshield.errors import ConfigError, InputError
 
 AttackFn = Callable[..., Tensor]
@@ -93,11 +93,20 @@ def _apgd_t(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "
                          eot_samples=eot_samples)  # fmt: skip
 
 
+def square_with_queries(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
+                        norm: str = "linf", steps: int | None = None, seed: int | None = 0,
+                        mask: Tensor | None = None, restarts: int = 1,
+                        eot_samples: int = 1) -> SquareResult:  # fmt: skip
+    """The registry's Square attack with the queries it spent per sample (`SquareResult`)."""
+    _refuse("square", norm, "linf,l2", mask, restarts, eot_samples)
+    return square_search(model, x, y, eps, norm=norm, queries=steps or 5000, seed=seed)
+
+
 def _square(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
             steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
             restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    _refuse("square", norm, "linf,l2", mask, restarts, eot_samples)
-    return square(model, x, y, eps, norm=norm, queries=steps or 5000, seed=seed)
+    return square_with_queries(model, x, y, eps, norm=norm, steps=steps, seed=seed, mask=mask,
+                               restarts=restarts, eot_samples=eot_samples).x_adv  # fmt: skip
 
 
 def _autoattack(version: str) -> AttackFn:

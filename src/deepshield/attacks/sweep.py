@@ -24,7 +24,7 @@ from deepshield.attacks.checks import check_batch, check_count, check_norm, chec
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import as_logits
-from deepshield.attacks.registry import canonical_name, get_attack
+from deepshield.attacks.registry import canonical_name, get_attack, square_with_queries
 from deepshield.errors import InputError
 from deepshield.train import distributed
 
@@ -32,6 +32,8 @@ GRID_SIZE = 6  # images kept for the clean / adversarial / perturbation grid
 # Registry attacks that ignore eps and search the smallest perturbation (CW-L2): a sweep runs them
 # once per batch and, at budget eps, keeps an example only where its L2 norm is <= eps.
 MINIMAL_L2 = frozenset({"cw_l2"})
+# Query-based attacks whose sweeps keep the model queries spent per sample (SweepResult.queries).
+QUERY_COUNTED = {"square": square_with_queries}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class SweepResult:
 
     y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] (row k under eps[k]; eps 0 = clean);
     l2, linf: [E, N] norms of x_adv - x; surrogate_logits: [E, N, C] of the crafting model when
-    it is another model (transfer), else None; grid: a few images of the first batch (rank 0
+    it is another model (transfer), else None; queries: [E, N] model queries spent per sample
+    (QUERY_COUNTED attacks, 0 where not attacked), else None; grid: a few images of the first batch (rank 0
     only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in [0,1], "mask" [k,1,H,W]
     (absent for full-image attacks).
     """
@@ -125,6 +128,7 @@ class SweepResult:
     linf: Tensor
     surrogate_logits: Tensor | None = None
     grid: dict[str, Tensor] | None = None
+    queries: Tensor | None = None
 
     @property
     def detector(self) -> bool:
@@ -164,7 +168,8 @@ def _metrics(y: Tensor, logits: Tensor, detector: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"accuracy": correct / len(y) if len(y) else 0.0}
     if detector:
         m = detector_metrics(y.numpy(), logits.softmax(1)[:, 1].numpy(), threshold=0.5)
-        for key in ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake"):
+        keys = ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake", "balanced_accuracy")
+        for key in (*keys, "predicted_fake_share", "collapsed", "collapsed_to"):
             out[key] = m[key]
     return out
 
@@ -216,12 +221,17 @@ def transfer_sweep(
     clean: dict[str, list[Tensor]] = {k: [] for k in evaluated}
     adv_out: dict[str, list[Tensor]] = {k: [] for k in evaluated}
     norms: list[Tensor] = []
+    spent: list[Tensor] = []  # Square: queries per sample [b, E]
     grid: dict[str, Tensor] | None = None
     for b in distributed.shard_indices(n_batches):  # contiguous global batches of this rank
         xb = x[b * batch_size : (b + 1) * batch_size].to(device)  # [b, ...]
         yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
         mask = spec.batch_mask(len(xb), b, xb.shape[1:])
-        adv = _craft(attack, crafter, xb, yb, spec, mask)  # E x [b, ...]
+        queries: dict[float, Tensor] = {}
+        adv = _craft(attack, crafter, xb, yb, spec, mask, queries)  # E x [b, ...]
+        if spec.attack in QUERY_COUNTED:  # 0 queries where not attacked (eps 0)
+            none = torch.zeros(len(xb), dtype=torch.long)
+            spent.append(torch.stack([queries.get(e, none) for e in spec.eps], 1))  # [b, E]
         delta = (torch.stack(adv) - xb).flatten(2)  # [E, b, D]
         norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
         for key, m in evaluated.items():
@@ -239,6 +249,9 @@ def transfer_sweep(
             distributed.gather_tensors(_cat(adv_out[key], (eps_count, width))).transpose(0, 1),
         )  # [E, N, C]
     crafted = logits[crafter_key][1]
+    queries = None
+    if spec.attack in QUERY_COUNTED:
+        queries = distributed.gather_tensors(_cat(spent, (eps_count,))).T.contiguous()  # [E, N]
     return {
         name: SweepResult(
             eps=list(spec.eps),
@@ -249,6 +262,7 @@ def transfer_sweep(
             linf=norm_all[..., 1].T.contiguous(),
             surrogate_logits=None if m is crafter else crafted.contiguous(),
             grid=grid,
+            queries=queries,
         )
         for name, m in targets.items()
     }
@@ -261,12 +275,18 @@ def _craft(
     y: Tensor,
     spec: AttackSpec,
     mask: Tensor | None,
+    spent: dict[float, Tensor] | None = None,
 ) -> list[Tensor]:
-    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself)."""
+    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself). `spent`
+    receives, per eps attacked, the queries per sample [b] of a QUERY_COUNTED attack."""
 
     def run(eps: float) -> Tensor:
         options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
         options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+        if spent is not None and spec.attack in QUERY_COUNTED:
+            found = QUERY_COUNTED[spec.attack](crafter, x, y, eps, **options)
+            spent[eps] = found.queries.cpu()
+            return found.x_adv.detach()
         return attack(crafter, x, y, eps, **options).detach()
 
     if max(spec.eps) == 0:

@@ -22,6 +22,7 @@ from deepshield import data
 from deepshield.attacks.checks import check_count
 from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
 from deepshield.config import TrainConfig, parse_config
+from deepshield.data.splits import stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_name, data_options
@@ -35,13 +36,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class AttackData:
-    """The samples a sweep attacks: x [N,...] in [0,1], y [N], their classes and provenance."""
+    """The samples a sweep attacks: x [N,...] in [0,1], y [N], their classes and provenance
+    (`subset`: how they were drawn from the split, e.g. "60 of 120 samples (class-stratified...)")."""
 
     x: torch.Tensor
     y: torch.Tensor
     classes: list[str]
     dataset: str
     split: str
+    subset: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # the dataset options used
 
 
@@ -66,18 +69,20 @@ def load_attack_data(
     data_kwargs: Mapping[str, Any] | None = None,
     split: str = "test",
     n: int | None = None,
+    seed: int | None = None,
 ) -> AttackData:
-    """The first `n` samples of `split` of the run's dataset (or of `dataset`, with its kwargs);
+    """`n` samples of `split` of the run's dataset (or of `dataset`, with its kwargs), drawn
+    class-stratified by `seed` (default: the run's seed); all of them when n is None.
     `data_kwargs` are merged over the run's (`run.data_options`), and the result records them."""
     spec = dataset or cfg.dataset
     kwargs = data_options(cfg.data_kwargs, dataset, data_kwargs)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(spec, seed=cfg.seed, **kwargs)
-    ds = splits.split(split)
-    if n is not None:
-        ds = ds.subset(range(min(n, len(ds))))
-    x, y = ds.tensors()
-    return AttackData(x, y, list(splits.classes), spec, split, kwargs)
+    drawn = stratified_subset(
+        splits.split(split), n, seed=cfg.seed if seed is None else seed, classes=splits.classes
+    )
+    x, y = drawn.data.tensors()
+    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs)
 
 
 def sweep_name(
@@ -131,7 +136,9 @@ def attack_run(
     if sur is not None:
         run_config(sur)
     t0 = time.perf_counter()
-    batch = load_attack_data(cfg, dataset=dataset, data_kwargs=data_kwargs, split=split, n=n)
+    batch = load_attack_data(
+        cfg, dataset=dataset, data_kwargs=data_kwargs, split=split, n=n, seed=spec.seed
+    )
     spec.check_fits(batch.x.shape[1:])
     model = run.load_model("best").to(device)
     crafter = sur.load_model("best").to(device) if sur is not None else model
@@ -184,7 +191,7 @@ def _command(
     name: str,
 ) -> str:
     """The `deepshield attack` command that reproduces a sweep."""
-    eps = ",".join(_eps_text(e) for e in spec.eps)
+    eps = ",".join(_eps_text(e, spec.norm) for e in spec.eps)
     steps = "" if spec.steps is None else f" --steps {spec.steps}"
     parts = [
         f"deepshield attack {run} --attack {spec.attack} --eps {eps}{steps}",
@@ -202,11 +209,14 @@ def _command(
     return " ".join(parts)
 
 
-def _eps_text(eps: float) -> str:
-    """eps as the CLI reads it back exactly: "k/255" for multiples of 1/255, else repr."""
+def _eps_text(eps: float, norm: str = "linf") -> str:
+    """eps as the CLI reads it back exactly: L-inf "k/255" for multiples of 1/255, else repr
+    (L2 budgets are norms of the whole perturbation, never in 1/255 steps)."""
     k = round(eps * 255)
-    if k / 255 == eps:
-        return f"{k}/255" if k else "0"
+    if eps == 0:
+        return "0"
+    if norm == "linf" and k / 255 == eps:
+        return f"{k}/255"
     return repr(eps)
 
 
@@ -218,13 +228,28 @@ def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> di
         "data_kwargs": batch.options,
         "split": batch.split,
         "n": len(batch.y),
+        "subset": batch.subset,
         "classes": batch.classes,
         "detector": result.detector,
         "grid": batch.x.dim() == 4,  # image grid (rank 0 holds its tensors)
         "world_size": distributed.world_size(),
         "clean": result.clean(),
-        "rows": result.rows(),
+        "rows": [{**row, **row_statistics(result, k)} for k, row in enumerate(result.rows())],
     }
+
+
+def row_statistics(result: SweepResult, k: int) -> dict[str, Any]:
+    """`success_statistics` of budget k: success among the images right when clean, L2 norms
+    (and Square's queries) over the successful ones."""
+    from deepshield.metrics.attack_statistics import success_statistics
+
+    y = result.y
+    if len(y) == 0:
+        return {}
+    correct = result.clean_logits.argmax(1) == y  # [N]
+    fooled = result.adv_logits[k].argmax(1) != y  # [N]
+    spent = None if result.queries is None else result.queries[k]
+    return success_statistics(correct.numpy(), fooled.numpy(), result.l2[k].numpy(), spent)
 
 
 def write_sweep(
@@ -248,7 +273,7 @@ def write_sweep(
     run.write_json(f"attack_{name}.json", record)
     run.save_plot(plot_sweep(record), f"attack_{name}")
     if record["grid"] and result.grid is not None:
-        run.save_plot(grid_figure(result, batch.classes), f"attack_{name}_grid")
+        run.save_plot(grid_figure(result, batch.classes, spec.norm), f"attack_{name}_grid")
         tensors = {k: v.contiguous() for k, v in result.grid.items()}
         atomic_write_bytes(run.output(f"attack_{name}_grid.safetensors"), save(tensors))
     run.add_section(f"attack_{name}", _title(record), section_html(record), order=40)
@@ -266,21 +291,55 @@ def _title(record: Mapping[str, Any]) -> str:
 
 
 def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows of a sweep record (one per eps) for tables."""
+    """Flat rows of a sweep record (one per eps) for tables: the budget in the norm's own units,
+    accuracy beside balanced accuracy and the per-class rates, whether the attack broke any
+    image, and perturbation sizes (Square: queries) over the successful images only."""
     out = []
     for r in record["rows"]:
-        row = {"eps": r["eps"], "eps x 255": round(r["eps"] * 255, 2), "accuracy": r["accuracy"]}
+        row: dict[str, Any] = {"eps": r["eps"]}
+        if record["norm"] == "linf":
+            row["eps x 255"] = round(r["eps"] * 255, 2)
+        row["accuracy"] = r["accuracy"]
         if record["detector"]:
+            row["balanced accuracy"] = r.get("balanced_accuracy")
             row["AUC"] = r["auc"]
             row["EER"] = r["eer"]
             row["fakes passed as real"] = r["fake_passed_as_real"]
+            row["reals flagged as fake"] = r.get("real_flagged_as_fake")
             row["evasion: accuracy"] = r["evasion"]["accuracy"]
             row["evasion: AUC"] = r["evasion"]["auc"]
         if "surrogate_accuracy" in r:
             crafter = "crafting model" if record.get("defence") else "surrogate"
             row[f"{crafter} accuracy"] = r["surrogate_accuracy"]
-        row["median L2"] = r["l2_median"]
+        row.update(success_columns(r))
         out.append(row)
+    return out
+
+
+def attack_outcome(row: Mapping[str, Any]) -> str:
+    """Whether the attack of one result row broke at least one image: "clean" (eps 0),
+    "yes: k of m" or "NO: none of m" (m: images right when clean)."""
+    if row["eps"] == 0:
+        return "clean"
+    if "successes" not in row:
+        return "-"
+    k, m = row["successes"], row["attacked"]
+    return f"yes: {k} of {m}" if k else f"NO: none of {m}"
+
+
+def success_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The success columns of one result row: outcome, success rate, L2 over successes and
+    (Square) queries per success and per image."""
+    out: dict[str, Any] = {
+        "attack broke": attack_outcome(row),
+        "success rate": row.get("success_rate"),
+        "median L2 (successes)": row.get("l2_median_success"),
+        "mean L2 (successes)": row.get("l2_mean_success"),
+    }
+    if "queries_median_success" in row:
+        out["queries/success: median"] = row["queries_median_success"]
+        out["queries/success: mean"] = row["queries_mean_success"]
+        out["queries/image: mean"] = row["queries_mean_image"]
     return out
 
 
@@ -289,16 +348,23 @@ def section_html(record: Mapping[str, Any]) -> str:
     name = record["name"]
     steps = "the attack's default" if record["steps"] is None else record["steps"]
     settings = (
-        f"{record['n']} images of {record['dataset']} ({record['split']}); steps {steps},"
+        f"{record.get('subset') or record['n']} of {record['dataset']} ({record['split']});"
+        f" steps {steps},"
         f" restarts {record['restarts']}, EOT passes {record.get('eot_samples', 1)}, seed "
         f"{record['seed']}, {record['world_size']} process(es)"
     )
     evasion = (
         "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
-        " a fake pushes it towards real, so its fakes passed as real equal the column above).</p>"
+        " a fake pushes it towards real, so its fakes passed as real equal the column above)."
+        " Balanced accuracy: the mean of the two class recalls. 'attack broke': images right when"
+        " clean and wrong under attack; success rate, L2 and queries count those images only."
+        "</p>"
         if record["detector"]
         else ""
     )
+    warning = clean_warning(record)
+    if warning:
+        evasion = f"<p><b>{warning}</b></p>" + evasion
     defence = record.get("defence")
     if defence:
         dip = defence["dip"]
@@ -321,12 +387,22 @@ def section_html(record: Mapping[str, Any]) -> str:
     )
 
 
+def clean_warning(record: Mapping[str, Any]) -> str | None:
+    """The collapse line of a detector's clean metrics in a sweep record, or None."""
+    from deepshield.metrics.classification import collapse_note
+
+    clean = record.get("clean", {})
+    return collapse_note(clean) if record["detector"] else None
+
+
 def plot_sweep(record: Mapping[str, Any]) -> Any:
     """Accuracy (and for detectors AUC and fakes passed as real, all and evasion) vs eps."""
     from deepshield.report.plots import plot_curve
 
     rows = record["rows"]
     series = {"accuracy": [r["accuracy"] for r in rows]}
+    if record["detector"] and all(r.get("balanced_accuracy") is not None for r in rows):
+        series["balanced accuracy"] = [r["balanced_accuracy"] for r in rows]
     if record["detector"] and all(r["auc"] is not None for r in rows):
         series["AUC"] = [r["auc"] for r in rows]
     if record["detector"] and all(r["fake_passed_as_real"] is not None for r in rows):
@@ -347,7 +423,7 @@ def plot_sweep(record: Mapping[str, Any]) -> Any:
     return fig
 
 
-def grid_figure(result: SweepResult, classes: Sequence[str]) -> Any:
+def grid_figure(result: SweepResult, classes: Sequence[str], norm: str = "linf") -> Any:
     """Clean images, their adversarial version at the largest eps, the perturbation amplified
     to the full range (grey = unchanged); column titles: class and prediction."""
     from deepshield.report.grids import image_grid
@@ -373,7 +449,7 @@ def grid_figure(result: SweepResult, classes: Sequence[str]) -> Any:
         titles = [f"{classes[int(c)]}->{classes[int(p)]}" for c, p in zip(y, pred, strict=True)]
     return image_grid(
         [clean, adv, shown],
-        ["clean", f"adversarial eps={_eps_text(result.eps[k])}", "perturbation (amplified)"],
+        ["clean", f"adversarial eps={_eps_text(result.eps[k], norm)}", "perturbation (amplified)"],
         titles,
         cell_inches=1.6,
     )

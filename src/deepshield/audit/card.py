@@ -1,10 +1,13 @@
 """The audit's report card: a score in [0, 1] and a status per item, read off audit.json's items,
 its figures and its report.html section.
 
-Scores (docs/audit.md): clean = AUC; white-box L-inf / L2 and transfer = share of fakes still
+Scores (docs/audit.md): clean = AUC (fail for a collapsed detector, one that calls >= 95 % of the
+test images one class); white-box L-inf / L2 and transfer = share of fakes still
 detected at the reference budget (REFERENCE_EPS), worst case over the attacks of the item;
 gradient masking = share of the checks passed; explanations = 1 when the randomisation sanity
-check passes. Status: pass / warn / fail (skipped or error where an item has no result).
+check passes; a collapsed detector fails every robustness item (no attack is needed to pass fakes
+through it, or none can, and neither says anything about robustness). Status: pass / warn / fail
+(skipped or error where an item has no result).
 """
 
 from __future__ import annotations
@@ -51,12 +54,31 @@ def _ok(item: Mapping[str, Any] | None) -> bool:
     return bool(item) and "error" not in item and "rows" in item
 
 
+def collapsed_clean(items: Mapping[str, Any]) -> str | None:
+    """The class a collapsed detector calls >= 95 % of the clean test images ("real"/"fake"),
+    or None when it works (or the clean item is missing)."""
+    c = items.get("clean")
+    return c.get("collapsed_to") if isinstance(c, Mapping) and c.get("collapsed") else None
+
+
 def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dict[str, Any]:
-    """Worst case over the attacks `keys` at the reference budget of `norm`."""
+    """Worst case over the attacks `keys` at the reference budget of `norm`; a collapsed
+    detector fails (it passes no fake, or flags every real, without any attack)."""
     ref = REFERENCE_EPS[norm]
     present = [k for k in keys if _ok(items.get(k))]
     if not present:
         return _missing(items, keys)
+    collapsed = collapsed_clean(items)
+    if collapsed is not None:
+        return {
+            "score": 0.0,
+            "status": "fail",
+            "summary": f"not graded: the detector is COLLAPSED (calls the clean test images "
+            f"{collapsed}), so fakes passed under attack say nothing about robustness",
+            "eps_half": None,
+            "reference_eps": ref,
+            "commands": [items[k]["command"] for k in present],
+        }
     passed = {}
     for k in present:
         row = row_at(items[k]["rows"], ref)
@@ -112,13 +134,17 @@ def _clean(items: Mapping[str, Any]) -> dict[str, Any]:
         return _missing(items, ["clean"])
     auc = c["auc"]
     status = "fail" if auc is None or auc < CLEAN_WARN else "warn" if auc < CLEAN_PASS else "pass"
-    return {
-        "score": auc,
-        "status": status,
-        "summary": f"accuracy {c['accuracy']:.3f}, AUC {_num(auc)}, EER {_num(c['eer'])} "
-        f"on {c['n']} test images",
-        "commands": [c["command"]],
-    }
+    summary = (
+        f"accuracy {c['accuracy']:.3f}, balanced accuracy {_num(c.get('balanced_accuracy'))}, "
+        f"fakes passed as real {_num(c['fake_passed_as_real'])}, reals flagged as fake "
+        f"{_num(c['real_flagged_as_fake'])}, AUC {_num(auc)}, EER {_num(c['eer'])} on {c['n']} "
+        "test images"
+    )
+    collapsed = collapsed_clean(items)
+    if collapsed is not None:  # whatever its AUC, at its threshold it tells nothing apart
+        status = "fail"
+        summary = f"COLLAPSED: calls >= 95 % of the test images {collapsed}; " + summary
+    return {"score": auc, "status": status, "summary": summary, "commands": [c["command"]]}
 
 
 def _transfer(items: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,30 +283,52 @@ def _status_table(rows: list[dict[str, Any]]) -> str:
     return text
 
 
+SWEEP_TABLES = {  # row key -> title of the card's per-attack tables
+    "fake_passed_as_real": "Fakes passed as real",
+    "real_flagged_as_fake": "Reals flagged as fake",
+    "balanced_accuracy": "Balanced accuracy",
+}
+
+
 def _sweep_table(items: Mapping[str, Any]) -> str:
-    """Fakes passed as real per attack and eps (one row per sweep)."""
+    """Fakes passed as real, reals flagged as fake and balanced accuracy per attack and eps (one
+    row per sweep; "broke" says whether the attack fooled any image at some budget)."""
     out = ""
     for norm, keys in (("linf", (*LINF_ATTACKS, "noise", "transfer")), ("l2", L2_ATTACKS)):
         present = [k for k in keys if _ok(items.get(k))]
         if not present:
             continue
         xs = sorted({r["eps"] for k in present for r in items[k]["rows"]})
-        rows = []
-        for k in present:
-            by_eps = {r["eps"]: r.get("fake_passed_as_real") for r in items[k]["rows"]}
-            row: dict[str, Any] = {"attack": TITLES[k], "images": items[k]["n"]}
-            row.update({eps_text(e, norm): by_eps.get(e) for e in xs})
-            rows.append(row)
-        out += f"<h3>Fakes passed as real ({'L-inf' if norm == 'linf' else 'L2'})</h3>" + table(
-            rows, digits=2
-        )
+        unit = "L-inf" if norm == "linf" else "L2"
+        for key, title in SWEEP_TABLES.items():
+            rows = []
+            for k in present:
+                by_eps = {r["eps"]: r.get(key) for r in items[k]["rows"]}
+                row: dict[str, Any] = {"attack": TITLES[k], "images": items[k]["n"]}
+                row["broke"] = _broke(items[k]["rows"])
+                row.update({eps_text(e, norm): by_eps.get(e) for e in xs})
+                rows.append(row)
+            out += f"<h3>{title} ({unit})</h3>" + table(rows, digits=2)
     return out
+
+
+def _broke(rows: Sequence[Mapping[str, Any]]) -> str:
+    """ "yes: k of m" at the sweep's budget that broke most images, "NO" when none broke any,
+    "-" for rows without success counts (the noise baseline)."""
+    counted = [r for r in rows if "successes" in r and r["eps"] > 0]
+    if not counted:
+        return "-"
+    best = max(counted, key=lambda r: r["successes"])
+    if best["successes"] == 0:
+        return f"NO: none of {best['attacked']}"
+    return f"yes: {best['successes']} of {best['attacked']}"
 
 
 def _settings(audit: Mapping[str, Any]) -> str:
     b = audit["budget"]
     return (
-        f"budget {b['name']}: {audit['n_attacked']} test images of {audit['dataset']} attacked, "
+        f"budget {b['name']}: {audit.get('subset') or audit['n_attacked']} of the "
+        f"{audit['dataset']} test split attacked, "
         f"PGD {b['steps']} steps "
         f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} images, AutoAttack "
         f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s."

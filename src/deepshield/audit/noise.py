@@ -47,7 +47,7 @@ def noise_rows(
     batch_size: int = 128,
 ) -> list[dict[str, Any]]:
     """One row per eps of the random-noise baseline on a detector: eps, accuracy, auc, eer,
-    fake_passed_as_real, real_flagged_as_fake (the keys of a sweep's rows)."""
+    fake_passed_as_real, real_flagged_as_fake, balanced_accuracy (keys of a sweep's rows)."""
 
     def attack(m: nn.Module, xb: Tensor, yb: Tensor, e: float) -> Tensor:
         return random_noise(m, xb, yb, e, draws=draws, seed=seed)
@@ -56,6 +56,6 @@ def noise_rows(
     rows = []
     for e, acc, scores in zip(result.eps, result.accuracy, result.scores, strict=True):
         m = detector_metrics(y.numpy(), scores.numpy(), threshold=0.5)
-        keys = ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake")
+        keys = ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake", "balanced_accuracy")
         rows.append({"eps": e, "accuracy": acc, **{k: m[k] for k in keys}})
     return rows

@@ -81,6 +81,14 @@ class Audit:
         )
         self.items: dict[str, Any] = {}
 
+    def attacked(self) -> AttackData:
+        """The images every attack item uses: the budget's n, class-stratified by the seed (the
+        same draw `attack_run` makes for the sweeps)."""
+        return load_attack_data(
+            self.cfg, dataset=self.dataset, data_kwargs=self.data_kwargs, n=self.budget.n,
+            seed=self.seed,
+        )  # fmt: skip
+
     # -- settings and files --------------------------------------------------------------------
     def _check_detector(self, data: AttackData) -> None:
         if data.x.dim() != 4 or len(data.classes) != 2:
@@ -106,6 +114,7 @@ class Audit:
             "data_kwargs": self.data_kwargs,
             "seed": self.seed,
             "surrogate": str(self.surrogate.path) if self.surrogate else None,
+            "draw": "class-stratified",  # audits of the first n images are not resumed
         }
 
     def _data_args(self) -> str:
@@ -148,7 +157,9 @@ class Audit:
                               ("det", plot_det(y_np, s_np))):  # fmt: skip
                 self.run.save_plot(fig, f"audit_{name}")
                 plots.append(f"plots/audit_{name}.png")
-        keys = ("n", "accuracy", "auc", "eer", "fake_passed_as_real", "real_flagged_as_fake")
+        keys = ("n", "n_real", "n_fake", "accuracy", "balanced_accuracy", "auc", "eer",
+                "fake_passed_as_real", "real_flagged_as_fake", "predicted_fake_share",
+                "collapsed", "collapsed_to")  # fmt: skip
         command = f"deepshield evaluate {self.run.path}{self._data_flags()}"
         return {**{k: m[k] for k in keys}, "plots": plots, "command": command}
 
@@ -172,6 +183,7 @@ class Audit:
             "steps": record["steps"],
             "restarts": record["restarts"],
             "n": record["n"],
+            "subset": record["subset"],
             "rows": record["rows"],
             "eps_half": eps_half(record["rows"]),
             "command": record["command"] + self._data_args(),  # it already has -d
@@ -197,16 +209,17 @@ class Audit:
     def noise(self) -> dict[str, Any]:
         """The random-noise baseline over the L-inf ladder on the attacked images."""
         b = self.budget
+        drawn = self.attacked()
         rows = noise_rows(
             self.model,
-            self.data.x[: b.n],
-            self.data.y[: b.n],
+            drawn.x,
+            drawn.y,
             b.eps_linf,
             draws=b.noise_draws,
             seed=self.seed,
             batch_size=b.batch_size,
         )
-        return {"n": min(b.n, len(self.data.y)), "draws": b.noise_draws, "rows": rows,
+        return {"n": len(drawn.y), "subset": drawn.subset, "draws": b.noise_draws, "rows": rows,
                 "eps_half": eps_half(rows), "command": self.command()}  # fmt: skip
 
     def transfer(self, log: Log) -> dict[str, Any]:
@@ -272,8 +285,9 @@ class Audit:
         )
         pgd = self.items.get("pgd_linf", {})
         eps = pgd.get("eps_half") or max(b.eps_linf)
+        drawn = self.attacked()
         fig, info = evasion_grid(
-            self.model, self.data.x[: b.n], self.data.y[: b.n], eps,
+            self.model, drawn.x, drawn.y, eps,
             k=b.grid_fakes, steps=b.steps, seed=self.seed, batch_size=b.batch_size,
         )  # fmt: skip
         grid = None
@@ -333,6 +347,7 @@ class Audit:
             "budget": self.budget.to_dict(),
             "seed": self.seed,
             "n_attacked": n,
+            "subset": next((v["subset"] for v in self.items.values() if "subset" in v), None),
             "settings": self.settings(),
             "command": self.command(),
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),

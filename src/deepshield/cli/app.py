@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from deepshield.cli.checks import COUNT, numbers
 from deepshield.progress import set_quiet
 
 app = typer.Typer(
@@ -19,32 +20,27 @@ app = typer.Typer(
 def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     threads: int = typer.Option(
-        None, "--threads", help="CPU threads for torch (default: torch's choice, one per core)."
+        None,
+        "--threads",
+        help="CPU threads for torch, >= 1 (default: torch's choice, one per core).",
+        **COUNT,
     ),
 ) -> None:
     set_quiet(quiet)
     if threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(threads)
 
 
 def parse_floats(text: str, what: str) -> list[float]:
     """'0,2/255,0.03' -> [0.0, 0.00784..., 0.03]; fractions allowed."""
-    from fractions import Fraction
-
     from deepshield.errors import ConfigError
 
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            out.append(float(Fraction(part)))
-        except (ValueError, ZeroDivisionError) as e:
-            raise ConfigError(
-                f"{what}: cannot read {part!r} as a number (e.g. 0.03 or 8/255)"
-            ) from e
-    return out
+    try:
+        return numbers(text)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, object]:
@@ -58,5 +54,8 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{what}: {item!r} is not KEY=VALUE (e.g. {what} n=600)")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        key = key.strip().replace("-", "_")
+        if key == "seed":
+            raise ConfigError(f"{what} {item}: the seed is set by --seed, not {what}")
+        out[key] = yaml.safe_load(value)
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
+from deepshield.cli.checks import COUNT, NONNEGATIVE, check_linf, choice, mask, split_choice
 
 
 @app.command("attack")
@@ -19,22 +20,34 @@ def attack_cmd(
         help="fgsm, ifgsm, pgd, cw_l2, apgd, apgd-dlr, apgd-t, square, autoattack, autoattack-fast.",
     ),
     eps: str = typer.Option(
-        "0,2/255,4/255,8/255", "--eps", help="Budgets, comma-separated; fractions allowed."
+        "0,2/255,4/255,8/255",
+        "--eps",
+        help="Budgets, comma-separated; fractions allowed (L-inf: in [0, 1]).",
+        callback=NONNEGATIVE,
     ),
     steps: int = typer.Option(
         None,
         "--steps",
         help="Iterations (Square: queries) [the attack's: pgd 10, apgd/cw_l2 100, square 5000].",
+        **COUNT,
     ),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2 (PGD)."),
-    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts."),
-    mask: str = typer.Option("full", "--mask", help="full, center:SIZE or patch:SIZE."),
+    norm: str = typer.Option(
+        "linf", "--norm", help="linf or l2 (PGD).", callback=choice("linf", "l2")
+    ),
+    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts.", **COUNT),
+    mask: str = typer.Option(
+        "full", "--mask", help="full, center:SIZE or patch:SIZE.", callback=mask
+    ),
     dataset: str = typer.Option(None, "-d", "--dataset", help="Attack another dataset's split."),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
-    n: int = typer.Option(None, "--n", help="Attack only the first N samples of the split."),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size."),
-    seed: int = typer.Option(0, "--seed", help="Seed of random starts and patch positions."),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
+    n: int = typer.Option(
+        None, "--n", help="Attack N samples of the split, class-stratified by --seed.", **COUNT
+    ),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Attack batch size.", **COUNT),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of random starts, patch positions and the --n draw."
+    ),
     surrogate: Path = typer.Option(
         None, "--surrogate", help="Transfer attack: craft on this run's model instead."
     ),
@@ -49,9 +62,14 @@ def attack_cmd(
         help="With --purify: none (craft on the bare model), bpda or eot [bpda].",
     ),
     eot_samples: int = typer.Option(
-        None, "--eot-samples", help="With --adaptive eot: passes averaged per gradient [8]."
+        None,
+        "--eot-samples",
+        help="With --adaptive eot: passes averaged per gradient [8].",
+        **COUNT,
     ),
-    dip_iters: int = typer.Option(None, "--dip-iters", help="With --purify dip: iterations [500]."),
+    dip_iters: int = typer.Option(
+        None, "--dip-iters", help="With --purify dip: iterations [500].", **COUNT
+    ),
 ) -> None:
     """Attack a trained model at several budgets; writes attack_<name>.json, plots, report section.
 
@@ -75,6 +93,7 @@ def attack_cmd(
         seed=seed,
         eot_samples=passes,
     ).checked()
+    check_linf(list(spec.eps), "--eps", spec.norm)
     check_options(split, n, batch_size)
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
     with distributed.session(device) as dev:
@@ -96,11 +115,34 @@ def attack_cmd(
 
 
 def _print_rows(record: dict) -> None:
+    from deepshield.attacks.sweep_run import attack_outcome, clean_warning
+
+    typer.echo(f"attacked {record['subset']}")
+    warning = clean_warning(record)
+    if warning:
+        typer.echo(warning)
     for row in record["rows"]:
         shown = [f"eps {row['eps']:.4g}", f"accuracy {row['accuracy']:.4f}"]
+        if record["detector"]:
+            shown.append(f"balanced accuracy {row['balanced_accuracy']:.4f}")
         if record["detector"] and row["fake_passed_as_real"] is not None:
             shown.append(f"fakes passed as real {row['fake_passed_as_real']:.4f}")
-            if row["evasion"]["auc"] is not None:
-                shown.append(f"evasion AUC {row['evasion']['auc']:.4f}")
+        if record["detector"] and row["real_flagged_as_fake"] is not None:
+            shown.append(f"reals flagged as fake {row['real_flagged_as_fake']:.4f}")
+        if record["detector"] and row["auc"] is not None:
+            shown.append(f"AUC {row['auc']:.4f}")
+        if record["detector"] and row["evasion"]["auc"] is not None:
+            shown.append(f"evasion AUC {row['evasion']['auc']:.4f}")
+        shown.append(f"attack broke {attack_outcome(row)}")
+        if row.get("l2_median_success") is not None:
+            shown.append(
+                f"L2 of successes median {row['l2_median_success']:.4f} "
+                f"mean {row['l2_mean_success']:.4f}"
+            )
+        if row.get("queries_median_success") is not None:
+            shown.append(
+                f"queries per success median {row['queries_median_success']:.0f} "
+                f"mean {row['queries_mean_success']:.1f}"
+            )
         typer.echo(", ".join(shown))
     typer.echo(f"wrote {Path(record['run']) / ('attack_' + record['name'] + '.json')}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats
+from deepshield.cli.checks import COUNT, LINF, PROBABILITIES, model_name, split_choice
 
 defend_app = typer.Typer(
     help="Defences: adversarial-example detector, DIP purification, robustness comparison, "
@@ -21,10 +22,12 @@ app.add_typer(defend_app, name="defend")
 def detector_cmd(
     protect: Path = typer.Option(None, "--protect", help="Run folder of the protected model."),
     attack: str = typer.Option(None, "--attack", help="Attack to train on [fgsm]."),
-    eps: str = typer.Option(None, "--eps", help="Its L-inf budget [0.07]."),
-    model: str = typer.Option(None, "-m", "--model", help="Detector model [resnet18_cifar]."),
-    epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5]."),
-    limit: int = typer.Option(None, "--limit", help="At most N samples per split."),
+    eps: str = typer.Option(None, "--eps", help="Its L-inf budget [0.07].", callback=LINF),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Detector model [resnet18_cifar].", callback=model_name
+    ),
+    epochs: int = typer.Option(None, "-e", "--epochs", help="Training epochs [5].", **COUNT),
+    limit: int = typer.Option(None, "--limit", help="At most N samples per split (>= 2).", min=2),
     evaluate: str = typer.Option(
         None,
         "--evaluate",
@@ -39,7 +42,11 @@ def detector_cmd(
     """Train a detector of adversarial examples crafted against a protected model; report its
     accuracy, AUC and EER on held-out data and on attacks it never saw."""
     from deepshield.config import load_config, parse_config
-    from deepshield.defenses.adversarial_detector import DetectorConfig, train_adversarial_detector
+    from deepshield.defenses.adversarial_detector import (
+        DetectorConfig,
+        real_attack_note,
+        train_adversarial_detector,
+    )
 
     base = load_config(config, DetectorConfig).model_dump() if config else {}
     flags = {
@@ -51,7 +58,8 @@ def detector_cmd(
     }
     base.update({k: v for k, v in flags.items() if v is not None})
     train = dict(base.get("train") or {})
-    train.update({k: v for k, v in {"model": model, "epochs": epochs, "seed": seed}.items() if v})
+    given = {"model": model, "epochs": epochs, "seed": seed}
+    train.update({k: v for k, v in given.items() if v is not None})  # --seed 0 is a seed
     if train:
         base["train"] = train
     if "protect" not in base:
@@ -61,12 +69,21 @@ def detector_cmd(
     cfg = parse_config(base, DetectorConfig, source=str(config) if config else "flags")
     out = out or Path("runs") / f"advdet-{cfg.attack}-{cfg.eps:g}"
     run = train_adversarial_detector(cfg, out, force=force)
-    for row in run.read_json("detector.json")["rows"]:
+    rows = run.read_json("detector.json")["rows"]
+    for row in rows:
         eps_text = "" if row["eps"] is None else f" eps={row['eps']:g}"
-        typer.echo(
-            f"{row['attack']}{eps_text}: accuracy {row['accuracy']:.4f}, AUC {row['auc']:.4f}, "
-            f"EER {row['eer']:.4f}" + (" (trained on)" if row["seen in training"] else "")
+        broke = (
+            f"fools {row['successes']} of {row['attacked']}, detected "
+            f"{row['detected_successes']:.4f} of those"
+            if row["real attack"]
+            else f"NOT A REAL ATTACK: fools none of {row['attacked']}"
         )
+        typer.echo(
+            f"{row['attack']}{eps_text}: {broke}; accuracy {row['accuracy']:.4f}, AUC "
+            f"{row['auc']:.4f}, EER {row['eer']:.4f}"
+            + (" (trained on)" if row["seen in training"] else "")
+        )
+    typer.echo(real_attack_note(rows))
     typer.echo(f"report: {run.file('report.html')}")
 
 
@@ -75,7 +92,7 @@ def purify_cmd(
     run_dir: Path = typer.Argument(..., help="A detector run folder (`deepshield train`)."),
     method: str = typer.Option("dip", "--method", help="Purification method: dip."),
     iters: int = typer.Option(
-        None, "--iters", help="Maximum DIP iterations per image [fast 500, paper 1500]."
+        None, "--iters", help="Maximum DIP iterations per image [fast 500, paper 1500].", **COUNT
     ),
     stop_psnr: float = typer.Option(
         None,
@@ -84,19 +101,21 @@ def purify_cmd(
     ),
     preset: str = typer.Option("fast", "--preset", help="fast or paper (Gandhi & Jain's setting)."),
     mode: str = typer.Option("grouped", "--mode", help="grouped, per-image or shared."),
-    chunk: int = typer.Option(16, "--chunk", help="Images per grouped/shared model."),
+    chunk: int = typer.Option(16, "--chunk", help="Images per grouped/shared model.", **COUNT),
     attack: str = typer.Option("fgsm", "--attack", help="Attack perturbing the fakes."),
-    eps: str = typer.Option("0.02", "--eps", help="Its L-inf budget."),
-    n: int = typer.Option(32, "--n", help="Fakes and reals drawn from the split."),
-    threshold: str = typer.Option("0.25,0.5", "--threshold", help="P(fake) thresholds."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    eps: str = typer.Option("0.02", "--eps", help="Its L-inf budget.", callback=LINF),
+    n: int = typer.Option(32, "--n", help="Fakes and reals drawn from the split.", **COUNT),
+    threshold: str = typer.Option(
+        "0.25,0.5", "--threshold", help="P(fake) thresholds in [0, 1].", callback=PROBABILITIES
+    ),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Deep Image Prior purification: recall on perturbed and unperturbed fakes, reals retained."""
     from dataclasses import replace
 
     from deepshield.defenses.dip import FAST, PAPER
-    from deepshield.defenses.purifier import purify_run
+    from deepshield.defenses.purifier import psnr_line, purify_run
     from deepshield.errors import ConfigError
 
     if method != "dip":
@@ -121,22 +140,37 @@ def purify_cmd(
         split=split,
         seed=seed,
     )
-    typer.echo(f"selected: {result['counts']}")
+    c = result["counts"]
+    typer.echo(
+        f"selected: {c['perturbed']} perturbed fakes (fooling the detector), "
+        f"{c['unperturbed']} unperturbed fakes, {c['reals']} reals (called right)"
+    )
+    typer.echo(psnr_line(result))
     for r in result["rows"]:
         typer.echo(
-            f"t={r['threshold']:g} {r['defence']:>8}: recall perturbed {r['recall_perturbed']}, "
-            f"unperturbed {r['recall_unperturbed']}, reals retained {r['real_retained']}"
+            f"t={r['threshold']:g} {r['defence']:>10}: recall perturbed "
+            f"{share(r['recall_perturbed'])}, unperturbed {share(r['recall_unperturbed'])}, "
+            f"reals retained {share(r['real_retained'])}"
         )
     typer.echo(f"wrote {Path(run_dir) / 'purify_dip.json'} and {Path(run_dir) / 'report.html'}")
+
+
+def share(v: float | None) -> str:
+    """A share in [0, 1] to 3 decimals; "n/a" when no image was in its group."""
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 @defend_app.command("compare")
 def compare_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run folders, same dataset."),
-    eps: str = typer.Option("8/255", "--eps", help="L-inf budget(s), comma-separated."),
+    eps: str = typer.Option(
+        "8/255", "--eps", help="L-inf budget(s), comma-separated.", callback=LINF
+    ),
     attack: str = typer.Option("pgd", "--attack", help="Attack (fgsm, ifgsm, pgd)."),
-    steps: int = typer.Option(10, "--steps", help="Attack steps."),
-    limit: int = typer.Option(None, "--limit", help="At most N test samples."),
+    steps: int = typer.Option(10, "--steps", help="Attack steps.", **COUNT),
+    limit: int = typer.Option(
+        None, "--limit", "--n", help="At most N test samples, class-stratified (seed 0).", **COUNT
+    ),
 ) -> None:
     """Clean, white-box and transfer accuracy of several detectors at the same eps; the table
     goes into the first run's folder and report."""
@@ -145,9 +179,14 @@ def compare_cmd(
     rows = compare_runs(
         run_dirs, parse_floats(eps, "--eps"), attack=attack, steps=steps, limit=limit
     )
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["eps"], r["rank"])):
         typer.echo(
-            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{v}" for k, v in r.items())
+            ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
+        )
+    for model, to in {r["model"]: r["collapsed"] for r in rows if r.get("collapsed")}.items():
+        typer.echo(
+            f"{model} is COLLAPSED (calls >= 95 % of the clean images {to}): ranked below every "
+            "working model"
         )
     typer.echo(f"wrote {run_dirs[0] / 'robustness_compare.json'}")
 
@@ -157,10 +196,14 @@ def attack_detector_cmd(
     run_dir: Path = typer.Argument(
         ..., help="An adversarial-example detector run (defend detector)."
     ),
-    eps: str = typer.Option("0.03,0.07", "--eps", help="L-inf budgets, comma-separated."),
-    steps: int = typer.Option(20, "--steps", help="PGD steps."),
-    n: int = typer.Option(500, "--n", help="First N samples of the split."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    eps: str = typer.Option(
+        "0.03,0.07", "--eps", help="L-inf budgets, comma-separated.", callback=LINF
+    ),
+    steps: int = typer.Option(20, "--steps", help="PGD steps.", **COUNT),
+    n: int = typer.Option(
+        500, "--n", help="N samples of the split, class-stratified by --seed.", **COUNT
+    ),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Non-adaptive (FGSM, PGD on the classifier) vs detector-aware PGD (classifier and detector
@@ -173,7 +216,8 @@ def attack_detector_cmd(
     for r in result["rows"]:
         kind = "detector-aware " if r["detector-aware"] else ""
         typer.echo(
-            f"{kind}{r['attack']} eps={r['eps']:g}: accuracy {r['accuracy']:.4f}, detected "
+            f"{kind}{r['attack']} eps={r['eps']:g}: broke {r['attack broke']}, "
+            f"accuracy {r['accuracy']:.4f}, detected "
             f"{r['detected']:.4f}, fooled and undetected {r['fooled, undetected']:.4f}"
             + ("" if r["success"] is None else f" (success {r['success']:.4f})")
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import COUNT, GAN_EPS, choice, number_or, split_choice
 
 
 @app.command("train-generator")
@@ -20,9 +21,9 @@ def train_generator_cmd(
         "--dataset",
         help="Images to learn the edits on (real ones) [synthetic-faces:easy].",
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps [300]."),
-    batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [8]."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate [2e-4]."),
+    steps: int = typer.Option(None, "--steps", help="Training steps [300].", **COUNT),
+    batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [8].", **COUNT),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate [2e-4].", min=0.0),
     model_arg: list[str] = typer.Option(
         None, "--model-arg", help="Builder option KEY=VALUE, e.g. conv_dim=16 (repeatable)."
     ),
@@ -32,8 +33,10 @@ def train_generator_cmd(
     adv: str = typer.Option(
         None, "--adv", help="Adversarial training: none, generator or generator+discriminator."
     ),
-    adv_eps: float = typer.Option(None, "--adv-eps", help="eps of the training disruption [0.05]."),
-    adv_steps: int = typer.Option(None, "--adv-steps", help="Its attack steps [3]."),
+    adv_eps: float = typer.Option(
+        None, "--adv-eps", help="eps of the training disruption, in [0, 2] [0.05].", **GAN_EPS
+    ),
+    adv_steps: int = typer.Option(None, "--adv-steps", help="Its attack steps [3].", **COUNT),
     init: Path = typer.Option(None, "--init", help="Fine-tune from this generator run folder."),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     device: str = typer.Option(None, "--device", help="cpu, cuda[:N] or auto [cpu]."),
@@ -44,6 +47,7 @@ def train_generator_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite a run with another config."),
 ) -> None:
     """Train a small image-translation generator on attribute edits; write a generator run."""
+    from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.disrupt.config import GeneratorConfig
     from deepshield.disrupt.generators import train_generator
@@ -64,6 +68,7 @@ def train_generator_cmd(
         **base.get("adversarial", {}), **{k: v for k, v in adv_flags.items() if v is not None}
     }  # fmt: skip
     cfg = parse_config(base, GeneratorConfig, source=str(config) if config else "flags")
+    data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / (cfg.name or f"generator-{cfg.model}-s{cfg.seed}")
     run = train_generator(cfg, out, force=force, log=typer.echo)
     m = run.read_json("metrics.json")["test"]
@@ -75,14 +80,8 @@ def train_generator_cmd(
 
 
 def _target(text: str) -> str | float | None:
-    from deepshield.errors import ConfigError
-
-    if text in ("none", "input"):
-        return None if text == "none" else text
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--target {text!r}: use none, input or a number (e.g. 1)") from None
+    """--target (checked by `number_or`) -> None, "input" or the number."""
+    return None if text == "none" else text if text == "input" else float(text)
 
 
 @app.command("disrupt")
@@ -92,15 +91,20 @@ def disrupt_cmd(
     ),
     model: str = typer.Option(None, "--model", "-m", help="Architecture of a weights file."),
     model_arg: list[str] = typer.Option(None, "--model-arg", help="Its builder option KEY=VALUE."),
-    method: str = typer.Option("ifgsm", "--method", help="fgsm, ifgsm or pgd."),
-    eps: float = typer.Option(0.05, "--eps", help="L-inf budget in the generator's [-1, 1] range."),
+    method: str = typer.Option(
+        "ifgsm", "--method", help="fgsm, ifgsm or pgd.", callback=choice("fgsm", "ifgsm", "pgd")
+    ),
+    eps: float = typer.Option(
+        0.05, "--eps", help="L-inf budget in the generator's [-1, 1] range: [0, 2].", **GAN_EPS
+    ),
     steps: int = typer.Option(
         10,
         "--steps",
         help="Attack steps (ifgsm, pgd): the paper's 10; 50 converge on small generators "
         "(docs/disruption.md).",
+        **COUNT,
     ),
-    alpha: float = typer.Option(None, "--alpha", help="Step size [eps / 5]."),
+    alpha: float = typer.Option(None, "--alpha", help="Step size [eps / 5].", **GAN_EPS),
     classes: str = typer.Option(
         "all", "--classes", help="all, or edit names / indices: hair,warm or 0,2."
     ),
@@ -111,16 +115,17 @@ def disrupt_cmd(
         "none",
         "--target",
         help="none (away from the clean output), input (minimal change), or a number.",
+        callback=number_or("none", "input"),
     ),
     part: str = typer.Option("output", "--part", help="output, attention or color (GANimation)."),
     dataset: str = typer.Option(
         "synthetic-faces:easy", "-d", "--dataset", help="Images to protect (real ones are used)."
     ),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
-    n: int = typer.Option(16, "-n", "--n", help="Number of images."),
-    batch_size: int = typer.Option(32, "-b", "--batch-size", help="Attack batch size."),
-    threshold: float = typer.Option(0.05, "--threshold", help="L2 for 'disrupted'."),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
+    n: int = typer.Option(16, "-n", "--n", help="Number of images.", **COUNT),
+    batch_size: int = typer.Option(32, "-b", "--batch-size", help="Attack batch size.", **COUNT),
+    threshold: float = typer.Option(0.05, "--threshold", help="L2 for 'disrupted'.", min=0.0),
     seed: int = typer.Option(0, "--seed", help="Seed (dataset split, random starts)."),
     config: Path = typer.Option(
         None,

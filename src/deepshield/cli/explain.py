@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import COUNT, split_choice
 
 
 @app.command("explain")
@@ -19,8 +20,8 @@ def explain_cmd(
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE, e.g. localized=true (repeatable)."
     ),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
-    n: int = typer.Option(16, "--n", help="Image / map pairs per outcome grid."),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
+    n: int = typer.Option(16, "--n", help="Image / map pairs per outcome grid.", **COUNT),
     layer: str = typer.Option(
         None, "--layer", help="Grad-CAM layer (default: the model's cam_layer)."
     ),
@@ -28,9 +29,14 @@ def explain_cmd(
         None,
         "--max-samples",
         help="Samples for the per-class mean maps (default: the whole split).",
+        **COUNT,
     ),
-    sanity_samples: int = typer.Option(16, "--sanity-samples", help="Samples of the sanity check."),
-    sanity_repeats: int = typer.Option(3, "--sanity-repeats", help="Random re-initialisations."),
+    sanity_samples: int = typer.Option(
+        16, "--sanity-samples", help="Samples of the sanity check.", **COUNT
+    ),
+    sanity_repeats: int = typer.Option(
+        3, "--sanity-repeats", help="Random re-initialisations.", **COUNT
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample choice and re-initialisations."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:

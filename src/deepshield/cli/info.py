@@ -7,11 +7,14 @@ from rich.console import Console
 from rich.table import Table
 
 from deepshield.cli.app import app
+from deepshield.cli.checks import COUNT
 
 
 @app.command("models")
 def models_cmd(
-    num_classes: int = typer.Option(2, "--num-classes", help="Head size used for the counts."),
+    num_classes: int = typer.Option(
+        2, "--num-classes", help="Head size used for the counts.", **COUNT
+    ),
 ) -> None:
     """List model names with their parameter counts."""
     from deepshield import models

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import COUNT
 
 protect_app = typer.Typer(
     help="Proactive protection: add a learned template before release; detect manipulation later.",
@@ -27,11 +28,12 @@ def train_cmd(
     data_arg: list[str] = typer.Option(
         None, "--data-arg", help="Dataset option KEY=VALUE (repeatable), e.g. n=1200."
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps of each detector."),
+    steps: int = typer.Option(None, "--steps", help="Training steps of each detector.", **COUNT),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run made with another config."),
 ) -> None:
     """Learn a template set with its detector and a passive baseline; evaluate both."""
+    from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.proactive.config import ProactiveConfig
     from deepshield.proactive.experiment import run_experiment
@@ -42,6 +44,7 @@ def train_cmd(
     if data_arg:
         base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
     cfg = parse_config(base, ProactiveConfig, source=str(config) if config else "flags")
+    data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / f"proactive-s{cfg.seed}"
     metrics = run_experiment(cfg, out, force=force, log=typer.echo)
     typer.echo((out / "metrics.md").read_text())
@@ -69,12 +72,14 @@ def apply_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for the protected PNG files."),
     seed: int = typer.Option(0, "--seed", help="Seed of the template choice."),
 ) -> None:
-    """Add a random template of the set to each image; write lossless PNGs and index.json."""
+    """Add a random template of the set to each image at its own size (the template enlarged by
+    nearest neighbour); write lossless PNGs and index.json."""
     import torch
 
-    from deepshield.errors import ConfigError
+    from deepshield.errors import ConfigError, InputError
     from deepshield.files import write_json
     from deepshield.proactive.image_files import expand, read_image, write_png
+    from deepshield.proactive.native import protect_native
     from deepshield.proactive.templates import TemplateSet
 
     _check_run(run)
@@ -91,7 +96,10 @@ def apply_cmd(
     for f in files:
         k = templates.random_indices(1, g)
         with torch.no_grad():
-            protected = templates.protect(read_image(f)[None], k)[0]
+            try:
+                protected = protect_native(templates, read_image(f)[None], k)[0]
+            except InputError as e:
+                raise InputError(f"{f}: {e}") from None
         dest = write_png(out / f"{f.stem}.png", protected)
         index[str(dest)] = {"source": str(f), "template": int(k)}
     write_json(out / "index.json", index)
@@ -104,10 +112,13 @@ def detect_cmd(
     run: Path = typer.Option(..., "--run", help="Run folder of `deepshield protect train`."),
     json_out: Path = typer.Option(None, "--json", help="Also write {path: P(manipulated)} here."),
 ) -> None:
-    """Print P(manipulated) per image (1 = manipulated after protection; 0.5 = threshold)."""
+    """Print P(manipulated) per image (1 = manipulated after protection; 0.5 = threshold), scored
+    on the image box-averaged to the templates' size, where the detector was trained."""
+    from deepshield.errors import InputError
     from deepshield.files import write_json
     from deepshield.proactive.detector import load_detector
     from deepshield.proactive.image_files import expand, read_image
+    from deepshield.proactive.native import p_manipulated_native
     from deepshield.proactive.templates import TemplateSet
 
     _check_run(run)
@@ -115,8 +126,17 @@ def detect_cmd(
     templates = TemplateSet.load(run / "templates")().detach()
     scores = {}
     for f in expand(images):
-        p = float(detector.p_manipulated(read_image(f)[None], templates)[0])
+        try:
+            p = float(p_manipulated_native(detector, read_image(f)[None], templates)[0])
+        except InputError as e:
+            raise InputError(f"{f}: {e}") from None
         scores[str(f)] = p
         typer.echo(f"{p:.4f}\t{'manipulated' if p >= 0.5 else 'untouched'}\t{f}")
+    flagged = sum(p >= 0.5 for p in scores.values())
+    typer.echo(
+        f"{flagged} of {len(scores)} image(s) called manipulated "
+        f"({flagged / len(scores):.3f}); scored at the templates' "
+        f"{templates.shape[2]}x{templates.shape[3]} px"
+    )
     if json_out:
         write_json(json_out, scores)

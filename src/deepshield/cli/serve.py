@@ -7,21 +7,44 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app
+from deepshield.cli.checks import COUNT, PORT
+
+TOKEN_ENV = "DEEPSHIELD_TOKEN"
 
 
 @app.command("serve")
 def serve_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
+    port: int = typer.Option(8000, "--port", help="TCP port, 1-65535.", **PORT),
     max_mb: float = typer.Option(20.0, "--max-mb", help="Upload limit in MB (MiB)."),
     threshold: str = typer.Option(
         None, "--threshold", help="P(fake) threshold in [0,1], or 'eer' (the run's) [0.5]."
     ),
     size: int = typer.Option(
-        None, "--size", help="Image side (or clip samples) to feed the model [the run's]."
+        None, "--size", help="Image side (or clip samples) to feed the model [the run's].", **COUNT
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto."),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        help="A Host name the service answers besides loopback and --host (repeatable; '*': "
+        "any, which opens it to DNS rebinding).",
+    ),
+    token: str = typer.Option(
+        None,
+        "--token",
+        envvar=TOKEN_ENV,
+        help=f"Bearer token every request must carry (or ${TOKEN_ENV}); required with a --host "
+        "beyond loopback.",
+    ),
+    decode_mpx: float = typer.Option(
+        None,
+        "--decode-mpx",
+        help="Megapixels decoded at once across requests; past it uploads wait, then get 503 "
+        "[33.6: two images at the 4096x4096 limit].",
+        min=1.0,
+    ),
 ) -> None:
     """Serve a detector over HTTP: POST /v1/scan, GET /healthz and a drop-a-file page at /."""
     import uvicorn
@@ -29,15 +52,25 @@ def serve_cmd(
     from deepshield.errors import ConfigError
     from deepshield.runtime import resolve_device
     from deepshield.service import create_app
+    from deepshield.service.app import DECODE_BUDGET
+    from deepshield.service.guards import allowed_hosts_for, is_loopback
 
     if max_mb <= 0:
         raise ConfigError(f"--max-mb {max_mb}: give a positive upload limit in MB")
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"--host {host} listens beyond this machine: pass --token TOKEN (or set "
+            f"${TOKEN_ENV}) so that only clients holding it are answered"
+        )
     service = create_app(
         run_dir,
         max_bytes=int(max_mb * 1024 * 1024),
         threshold=threshold,
         device=resolve_device(device),
         input_size=size,
+        allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
+        token=token or None,
+        decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
     )
     info = service.state.scanner.describe()
     shown = f"[{host}]" if ":" in host else host

@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
+from deepshield.cli.checks import COUNT, LINF, model_name, split_choice, weights_source
 
 if TYPE_CHECKING:
     import torch
+
+    from deepshield.config import TrainConfig
+    from deepshield.run import RunDir
 
 
 @app.command("train")
@@ -21,10 +25,12 @@ def train_cmd(
         "--dataset",
         help="Dataset spec, e.g. synthetic-faces:easy, cifar10:PATH, a folder.",
     ),
-    model: str = typer.Option(None, "-m", "--model", help="Model name (`deepshield models`)."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate [0.001]."),
-    batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [32]."),
-    epochs: int = typer.Option(None, "-e", "--epochs", help="Epochs [5]."),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Model name (`deepshield models`).", callback=model_name
+    ),
+    lr: float = typer.Option(None, "--lr", help="Learning rate [0.001].", min=0.0),
+    batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [32].", **COUNT),
+    epochs: int = typer.Option(None, "-e", "--epochs", help="Epochs [5].", **COUNT),
     optimizer: str = typer.Option(None, "-o", "--optimizer", help="Adam, AdamW or SGD [Adam]."),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     out: Path = typer.Option(None, "--out", help="Run folder [runs/<model>-<dataset>-s<seed>]."),
@@ -39,12 +45,16 @@ def train_cmd(
         None,
         "--init",
         help="Start from these weights (fine-tune): a .safetensors/.pth file or a run folder.",
+        callback=weights_source,
     ),
     class_weights: str = typer.Option(None, "--class-weights", help="none or balanced."),
     scheduler: str = typer.Option(None, "--scheduler", help="none or cosine (per epoch)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda[:N]."),
     lipschitz: float = typer.Option(
-        None, "--lipschitz", help="Input-gradient (Lipschitz) penalty weight LAMBDA [0: off]."
+        None,
+        "--lipschitz",
+        help="Input-gradient (Lipschitz) penalty weight LAMBDA [0: off].",
+        min=0.0,
     ),
     adv_train: str = typer.Option(
         None, "--adv-train", help="Adversarial training: pgd or fgsm-rs."
@@ -53,11 +63,17 @@ def train_cmd(
         None,
         "--adv-eps",
         "--eps",
-        help="L-inf budget of --adv-train and of the robustness check [8/255].",
+        help="L-inf budget of --adv-train and of the robustness check, in [0, 1] [8/255].",
+        callback=LINF,
     ),
-    adv_steps: int = typer.Option(None, "--adv-steps", help="PGD steps of --adv-train pgd [7]."),
+    adv_steps: int = typer.Option(
+        None, "--adv-steps", help="PGD steps of --adv-train pgd [7].", **COUNT
+    ),
     adv_alpha: str = typer.Option(
-        None, "--adv-alpha", help="Step size [pgd 2.5*eps/steps, fgsm-rs 1.25*eps]."
+        None,
+        "--adv-alpha",
+        help="Step size, in [0, 1] [pgd 2.5*eps/steps, fgsm-rs 1.25*eps].",
+        callback=LINF,
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
@@ -103,14 +119,19 @@ def train_cmd(
             _print_summary(run.path)
 
 
+RATES = ("balanced_accuracy", "fake_passed_as_real", "real_flagged_as_fake", "auc", "eer")
+
+
 def _print_summary(path: Path) -> None:
     import json
 
     m = json.loads((path / "metrics.json").read_text())
     t = m["test"]
     parts = [f"best epoch {m['best_epoch']}", f"test acc {m['test_acc_at_best_val']:.4f}"]
-    parts += [f"{k} {t[k]:.4f}" for k in ("auc", "eer") if k in t]
+    parts += [f"{k.replace('_', ' ')} {t[k]:.4f}" for k in RATES if t.get(k) is not None]
     typer.echo(f"{path}: " + ", ".join(parts))
+    if m.get("collapse_warning"):
+        typer.echo(m["collapse_warning"])
     typer.echo(f"report: {path / 'report.html'}")
 
 
@@ -118,7 +139,7 @@ def _print_summary(path: Path) -> None:
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
     dataset: str = typer.Option(None, "-d", "--dataset", help="Evaluate on another dataset."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
 ) -> None:
@@ -141,7 +162,7 @@ def _evaluate(
     from deepshield.files import write_json
     from deepshield.run import RunDir, data_options
     from deepshield.train import distributed
-    from deepshield.train.evaluation import write_evaluation
+    from deepshield.train.evaluation import collapse_warning, write_evaluation
 
     run = RunDir.open(run_dir)
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
@@ -151,6 +172,8 @@ def _evaluate(
     )
     with distributed.main_first("loading the dataset"):
         splits = data.load(spec, seed=cfg.seed, **kwargs)
+        if (spec, kwargs) != (cfg.dataset, cfg.data_kwargs):
+            _check_shape(run, cfg, tuple(splits.split(split).x.shape[1:]), spec)
     model = run.load_model("best").to(device)
     tag = "" if spec == cfg.dataset and not data_arg else re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
@@ -161,4 +184,27 @@ def _evaluate(
     write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
+    warning = collapse_warning(metrics, cfg)
+    if warning:
+        typer.echo(warning)
     typer.echo(f"wrote {out} and {run.file('report.html')}")
+
+
+def _check_shape(run: RunDir, cfg: TrainConfig, shape: tuple[int, ...], spec: str) -> None:
+    """ConfigError when samples of `shape` ([C,H,W] or [T]) differ from those the run's model was
+    trained on (dataset.json's sample_shape, else the run's own dataset, loaded from its cache)."""
+    from deepshield import data
+    from deepshield.errors import ConfigError
+
+    recorded = (
+        run.read_json("dataset.json").get("sample_shape") if run.exists("dataset.json") else None
+    )
+    if recorded is None:
+        own = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+        recorded = list(own.split("test").x.shape[1:])
+    if tuple(recorded) != shape:
+        key = "size" if len(shape) == 3 else "length"
+        raise ConfigError(
+            f"{spec} has samples {list(shape)}, the model of {run.path} was trained on "
+            f"{list(recorded)}: pass --data-arg {key}={recorded[-1]} (or data of that size)"
+        )

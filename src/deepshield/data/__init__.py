@@ -1,6 +1,6 @@
 """Datasets: image folders, CIFAR-10 batches, ASVspoof protocols and the built-in synthetic sets."""
 
-from deepshield.data.registry import all_sources, load, register_source, resolve
+from deepshield.data.registry import all_sources, check, load, register_source, resolve
 from deepshield.data.splits import Splits, TensorSet, as_batch
 from deepshield.data.summary import describe
 
@@ -12,6 +12,7 @@ __all__ = [
     "TensorSet",
     "all_sources",
     "as_batch",
+    "check",
     "describe",
     "load",
     "register_source",

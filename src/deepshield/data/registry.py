@@ -9,6 +9,7 @@ folder), else to the image "folder" source.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,90 @@ def resolve(spec: str) -> tuple[Source, str | None]:
     )
 
 
+def options(source: Source) -> list[str] | None:
+    """The keyword options a source's loader takes (besides its path and `seed`), in signature
+    order; None when it takes any (**kwargs)."""
+    params = list(inspect.signature(source.loader).parameters.values())[1:]  # after `arg`
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in named and p.name != "seed"]
+
+
+def check_options(source: Source, kw: dict[str, Any]) -> None:
+    """ConfigError naming the options `source` takes when `kw` holds one it does not."""
+    known = options(source)
+    if known is None:
+        return
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"dataset {source.prefix}: unknown option(s) {', '.join(unknown)}; it takes "
+            f"{', '.join(known) or 'no options'} (--data-arg KEY=VALUE)"
+        )
+
+
 def load(spec: str, *, seed: int = 0, **kw: Any) -> Splits:
     """Load dataset `spec` split into train/val/test by `seed` (where it has no split of its own)."""
     source, arg = resolve(spec)
+    check_options(source, kw)
     return source.loader(arg, seed=seed, **kw)
+
+
+def check(spec: str, kw: dict[str, Any]) -> None:
+    """ConfigError when `spec` names no source or `kw` holds an option its loader does not take
+    (nothing is loaded: for commands that write files before loading the data)."""
+    check_options(resolve(spec)[0], kw)
+
+
+def options(source: Source) -> dict[str, Any] | None:
+    """The options a source's loader accepts besides `arg` and `seed`: {name: default}; None
+    when it takes any (**kw)."""
+    params = list(inspect.signature(source.loader).parameters.values())[1:]  # after `arg`
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in params if p.kind in named and p.name != "seed"}
+
+
+def check_options(source: Source, kw: dict[str, Any]) -> None:
+    """ConfigError naming the accepted options when `kw` holds one the loader does not take, or a
+    value of another type than the option's default (an integer for `n=3000`, true/false for a
+    flag)."""
+    accepted = options(source)
+    if accepted is None:
+        return
+    unknown = sorted(set(kw) - set(accepted))
+    empty = inspect.Parameter.empty
+    listed = ", ".join(k if v is empty else f"{k}={v}" for k, v in accepted.items()) or "none"
+    if unknown:
+        raise ConfigError(
+            f"dataset {source.prefix}: no option {', '.join(unknown)}; it accepts {listed} "
+            "(seed comes from --seed)"
+        )
+    for name, value in kw.items():
+        default = accepted[name]
+        if default is None or default is empty or value is None:
+            continue
+        if not _same_kind(value, default):
+            raise ConfigError(
+                f"dataset {source.prefix}: option {name}={value!r} should be "
+                f"{_KIND_NAMES[_kind(default)]} like its default {name}={default}"
+            )
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a word"}
+
+
+def _kind(value: Any) -> type | None:
+    return next((t for t in _KIND_NAMES if isinstance(value, t)), None)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """bool only for bool, int for int, int or float for float, anything for other defaults."""
+    want = _kind(default)
+    if want is None or want is str:
+        return True
+    if want is float:
+        return _kind(value) in (int, float)
+    return _kind(value) is want

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,3 +67,22 @@ def _part_sizes(n: int, f: np.ndarray) -> np.ndarray:
         sizes[np.argmax(sizes)] -= 1
     sizes[np.argmax(f)] += n - sizes.sum()
     return sizes
+
+
+def stratified_subset(
+    parts: Sequence[Sequence[int] | np.ndarray], n: int, *, seed: int
+) -> list[np.ndarray]:
+    """Indices into each part (sorted) of a seeded subset of `n` samples over all parts.
+
+    parts: class ids [N_p] per part (e.g. a dataset's given train / val / test). Every
+    (part, class) stratum keeps its share of `n` (`stratified_take` on the pair), so both the
+    class balance and the parts' proportions are those of the whole; all samples if n >= N.
+    """
+    if n < 1:
+        raise ValueError(f"n = {n}: a subset needs n >= 1")
+    ys = [np.asarray(y, dtype=np.int64) for y in parts]
+    top = max((int(y.max()) + 1 for y in ys if len(y)), default=1)
+    key = np.concatenate([p * top + y for p, y in enumerate(ys)] or [np.zeros(0, np.int64)])
+    chosen = stratified_take(key, n, seed=seed)
+    bounds = np.cumsum([0] + [len(y) for y in ys])
+    return [chosen[(chosen >= a) & (chosen < b)] - a for a, b in itertools.pairwise(bounds)]

@@ -89,3 +89,31 @@ class Splits:
             c["total"] = len(y)
             out[s] = c
         return out
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A `--n` subset of a split: the samples and the line that says how they were drawn."""
+
+    data: TensorSet
+    note: str
+
+
+def stratified_subset(
+    ds: TensorSet, n: int | None, *, seed: int, classes: Sequence[str] | None = None
+) -> Subset:
+    """At most `n` samples of ds, drawn at random by `seed` keeping each class's share (sorted
+    order); n None or >= len(ds): all of them. Every `--n` of the CLI goes through here, so a
+    split stored class by class (all reals first) never gives a one-class subset."""
+    from deepshield.data.split import stratified_take
+
+    total = len(ds)
+    if n is not None and n < total:
+        ds = ds.subset(stratified_take(ds.y.numpy(), n, seed=seed))
+    names = list(classes) if classes is not None else []
+    counts = ", ".join(
+        f"{int((ds.y == c).sum())} {names[c] if c < len(names) else f'class {c}'}"
+        for c in torch.unique(ds.y).tolist()
+    )
+    how = f"class-stratified random draw, seed {seed}" if len(ds) < total else "all"
+    return Subset(ds, f"{len(ds)} of {total} samples ({how}): {counts}")

@@ -164,11 +164,16 @@ def _row(
     """target: [N] bool, the samples the attack has to turn (right and passed when clean)."""
     right, flagged = out["right"], out["flagged"]
     goal = ~right & ~flagged  # [N]
+    broke, could = int((~right & target).sum()), int(target.sum())
+    outcome = f"yes: {broke} of {could}" if broke else f"NO: none of {could}"
+    if attack == "clean":
+        outcome = "clean"
     return {
         "attack": attack,
         "detector-aware": adaptive,
         "eps": eps,
         "n": len(right),
+        "attack broke": outcome,
         "accuracy": float(right.float().mean()),
         "detected": float(flagged.float().mean()),
         "fooled, undetected": float(goal.float().mean()),
@@ -230,8 +235,8 @@ def attack_detector_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """`detector_attack_table` of an adversarial-example detector run (`deepshield defend
-    detector`) and its protected model, on the first n samples of `split` of the protected
-    run's dataset; writes adaptive_detector.json and a report section into the run."""
+    detector`) and its protected model, on n samples (class-stratified by seed) of `split` of the
+    protected run's dataset; writes adaptive_detector.json and a report section into the run."""
     from deepshield.attacks.checks import check_count, check_number
     from deepshield.attacks.sweep_run import check_options, load_attack_data, run_config
     from deepshield.config import parse_config
@@ -248,7 +253,7 @@ def attack_detector_run(
         raise ConfigError(f"{run.path}: no trained detector (best.safetensors); finish its "
                           "training with `deepshield defend detector --config ...` first")  # fmt: skip
     protected_run = RunDir.open(cfg.protect)
-    batch = load_attack_data(run_config(protected_run), split=split, n=n)
+    batch = load_attack_data(run_config(protected_run), split=split, n=n, seed=seed)
     protected, detector = protected_run.load_model("best"), run.load_model("best")
     rows = detector_attack_table(protected, detector, batch.x, batch.y, eps, steps=steps, seed=seed)
     command = (
@@ -267,13 +272,14 @@ def attack_detector_run(
     }
     run.write_json("adaptive_detector.json", result)
     html = (
-        f"<p>{len(batch.y)} {split} images of {batch.dataset}. Non-adaptive attacks target the "
+        f"<p>{batch.subset} of the {split} split of {batch.dataset}. Non-adaptive attacks target the "
         "protected classifier alone; the detector-aware PGD targets classifier and detector "
         "together (Carlini &amp; Wagner's margin on the joint model: a wrong class, not "
         f"'adversarial'). PGD: {steps} steps; examples rounded to 8 bits. 'detected': share the "
         "detector flags; 'fooled, undetected': the classifier is wrong and the detector passes "
         "the image, the attacker's goal; 'success': that share among the images the classifier "
-        "gets right and the detector passes when clean.</p>"
+        "gets right and the detector passes when clean; 'attack broke': of those images, how many "
+        "the classifier gets wrong under attack (NO: the row's attack fooled none).</p>"
         + table(rows)
         + f"<p>Reproduce: <code>{command}</code></p>"
     )

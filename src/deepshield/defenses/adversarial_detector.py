@@ -136,25 +136,55 @@ def adversarial_splits(
 def detection_row(
     detector: nn.Module, pairs: TensorSet, attack: str, eps: float, threshold: float = 0.5
 ) -> tuple[dict[str, Any], Tensor]:
-    """Detection accuracy, AUC and EER of `detector` on a clean/adversarial set, and the share
-    of adversarial samples that fool the protected model; and the scores P(adversarial) [2N]."""
+    """Detection numbers of `detector` on a clean/adversarial set (`adversarial_pairs`: N clean
+    then their N attacked versions) and its scores P(adversarial) [2N].
+
+    Besides accuracy, balanced accuracy, AUC and EER: "successes" / "attacked" (attacked images
+    the protected model gets right clean and wrong attacked / images it gets right clean),
+    attack_success (their ratio), "real attack" (at least one success) and detected_successes
+    (share of the successful adversarial images the detector flags: the detection rate that
+    matters; None when the attack fooled nothing, so a harmless row never reads as a success)."""
     from deepshield.metrics import detector_metrics
 
     scores = fake_scores(predict_logits(detector, pairs))  # P(adversarial) [2N]
     m = detector_metrics(pairs.y.numpy(), scores.numpy(), threshold=threshold)
-    adv = pairs.y == 1
+    n = len(pairs) // 2
+    wrong_clean, wrong_adv = pairs.meta["fooled"][:n], pairs.meta["fooled"][n:]  # [N] each
+    success = ~wrong_clean & wrong_adv  # [N]: this attack broke the image
+    attacked, successes = int((~wrong_clean).sum()), int(success.sum())
+    flagged = scores[n:] >= threshold  # [N]
     row = {
         "attack": attack,
         "eps": None if attack == "cw_l2" else eps,
         "n": m["n"],
         "accuracy": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
         "auc": m["auc"],
         "eer": m["eer"],
         "missed_adversarial": m["fake_passed_as_real"],
         "clean_flagged": m["real_flagged_as_fake"],
-        "attack_success": float(pairs.meta["fooled"][adv].float().mean()),
+        "attacked": attacked,
+        "successes": successes,
+        "attack_success": successes / attacked if attacked else None,
+        "real attack": successes > 0,
+        "detected_successes": float(flagged[success].float().mean()) if successes else None,
     }
     return row, scores
+
+
+def real_attack_note(rows: list[dict[str, Any]]) -> str:
+    """ "k of R rows are real attacks ..." for detection_row rows, naming the rows that are not."""
+    harmless = [f"{r['attack']}:{r['eps']}" for r in rows if not r["real attack"]]
+    note = (
+        f"{len(rows) - len(harmless)} of {len(rows)} rows are real attacks (they fool the "
+        "protected model on at least one image it classifies correctly when clean)"
+    )
+    if harmless:
+        note += (
+            f"; {', '.join(harmless)} fooled no image, so detecting it says nothing about "
+            "detecting adversarial examples"
+        )
+    return note
 
 
 def plot_detection_rocs(curves: dict[str, tuple[Tensor, Tensor]]) -> Any:
@@ -270,13 +300,17 @@ def _report(run: RunDir, cfg: DetectorConfig, result: dict[str, Any]) -> None:
     from deepshield.report.plots import plot_history
 
     run.save_plot(plot_history(run.read_json("history.json")), "history")
-    shown = ["attack", "eps", "seen in training", "accuracy", "auc", "eer", "attack_success"]
+    shown = ["attack", "eps", "seen in training", "real attack", "successes", "attacked"]
+    shown += ["attack_success", "detected_successes", "accuracy", "balanced_accuracy", "auc"]
+    shown += ["eer", "missed_adversarial", "clean_flagged"]
     html = (
         f"<p>{cfg.train.model} trained to tell clean images of {result['dataset']} from "
         f"{cfg.attack} (eps={cfg.eps:g}) adversarial examples against {result['protected_model']} "
-        f"({result['protected']}). Held-out test pairs (clean + attacked), threshold 0.5; "
-        "attack_success = share of the adversarial test images the protected model gets wrong."
-        "</p>"
+        f"({result['protected']}). Held-out test pairs (clean + attacked), threshold 0.5. "
+        "successes / attacked: adversarial test images the protected model gets wrong among "
+        "those it gets right when clean (attack_success, their ratio); detected_successes: share "
+        "of those successful adversarial images the detector flags.</p>"
+        + f"<p><b>{real_attack_note(result['rows'])}.</b></p>"
         + table(result["rows"], shown)
         + "<div class='figs'>"
         + figure("plots/detector_roc.png")

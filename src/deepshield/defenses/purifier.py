@@ -8,6 +8,12 @@ The table (Gandhi & Jain, DIP defence), per decision threshold t on P(fake) of t
 - reals: reals the detector classified correctly; retained = share still called real (P < t).
 A threshold below 0.5 (the paper's 0.25) trades some real-image accuracy for recall, since a
 reconstruction loses part of the evidence of a fake.
+
+Beside "none" (the detector alone) and "purified", the rows "blur alone" score each selected
+image Gaussian-blurred to the PSNR its purification reached (`defenses.blur.blur_to_psnr`):
+a recall gain that blur alone gives is detail loss, not purification. The result also holds the
+PSNR of the purified images to their inputs and, in `purify_run`, the stop target and how many
+images reached it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deepshield.defenses.dip import DipConfig, Reconstruction, check_mode, dip_reconstruct
+from deepshield.defenses.blur import blur_to_psnr
+from deepshield.defenses.dip import DipConfig, Reconstruction, check_mode, dip_reconstruct, psnr
 from deepshield.predict import fake_scores, predict_logits
 
 PAPER_THRESHOLD = 0.25
@@ -78,7 +85,8 @@ def _scores(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def _share(mask: Tensor) -> float | None:
-    return float(mask.float().mean()) if len(mask) else None
+    """Share of True in a bool mask [n] as an exact ratio (0.7, not float32's 0.69999...)."""
+    return int(mask.sum()) / len(mask) if len(mask) else None
 
 
 def purification_table(
@@ -88,31 +96,40 @@ def purification_table(
     fakes_adv: Tensor,
     reals: Tensor,
     thresholds: Sequence[float] = (PAPER_THRESHOLD, 0.5),
+    *,
+    blur_baseline: bool = True,
 ) -> dict[str, Any]:
     """The DIP-defence table for one detector and purifier.
 
     fakes, fakes_adv: [N,C,H,W] (clean fakes and their adversarial versions), reals: [M,C,H,W],
     all in [0,1]. Selects the samples as in the module docstring, purifies them (one call) and
     returns counts and, per threshold, recall on perturbed / unperturbed fakes and the share of
-    reals retained, after purification and without it ("none": the detector alone at t);
-    "images" holds the selected inputs and their purified versions [n,C,H,W] (for plots).
+    reals retained: without purification ("none"), after it ("purified") and, with
+    blur_baseline, after a Gaussian blur to the same per-image PSNR ("blur alone"). "psnr" holds
+    the purified images' PSNR to their inputs [n] (dB) and "blur_sigma" the blur's sigma [n]
+    (px); "images" the selected inputs and their purified versions [n,C,H,W] (for plots).
     """
     s_fake, s_adv, s_real = _scores(detector, fakes), _scores(detector, fakes_adv), _scores(
         detector, reals
     )  # fmt: skip
     caught = s_fake >= 0.5  # [N]
-    perturbed = fakes_adv[caught & (s_adv < 0.5)]
-    unperturbed = fakes[caught]
-    kept_reals = reals[s_real < 0.5]
-    groups = {"perturbed": perturbed, "unperturbed": unperturbed, "reals": kept_reals}
+    groups = {
+        "perturbed": fakes_adv[caught & (s_adv < 0.5)],
+        "unperturbed": fakes[caught],
+        "reals": reals[s_real < 0.5],
+    }
+    sizes = [len(g) for g in groups.values()]
     batch = torch.cat(list(groups.values()))
     purified = purifier(batch) if len(batch) else batch
-    after = _scores(detector, purified).split([len(g) for g in groups.values()])
-    before = _scores(detector, batch).split([len(g) for g in groups.values()])
+    reached = psnr(purified, batch).cpu() if len(batch) else torch.zeros(0)  # [n] dB
+    stages = {"none": batch, "purified": purified}
+    sigma = None
+    if blur_baseline and len(batch):
+        stages["blur alone"], sigma = blur_to_psnr(batch, reached)
+    scores = {k: _scores(detector, v).split(sizes) for k, v in stages.items()}
     rows = []
     for t in thresholds:
-        for stage, scores in (("none", before), ("purified", after)):
-            p, u, r = scores
+        for stage, (p, u, r) in scores.items():
             rows.append(
                 {
                     "threshold": t,
@@ -127,7 +144,21 @@ def purification_table(
         "fakes": len(fakes),
         "attack_success": _share(s_adv[caught] < 0.5),
         "rows": rows,
+        "psnr": reached.tolist(),
+        "blur_sigma": None if sigma is None else sigma.tolist(),
         "images": {"input": batch, "purified": purified},
+    }
+
+
+def psnr_summary(values: Sequence[float], target: float | None) -> dict[str, Any]:
+    """Mean / min PSNR (dB) of purified images and how many reached the stop target."""
+    v = torch.tensor(list(values), dtype=torch.float64)
+    return {
+        "mean": float(v.mean()) if len(v) else None,
+        "min": float(v.min()) if len(v) else None,
+        "target": target,
+        "reached": None if target is None else int((v >= target).sum()),
+        "images": len(v),
     }
 
 
@@ -213,6 +244,7 @@ def purify_run(
             "attack": {"name": attack, "eps": eps, "white_box": True},
             "dataset": inputs.dataset,
             "split": split,
+            "psnr": psnr_summary(result["psnr"], cfg.stop_psnr),
             **timing(purifier.last, len(images["input"])),
         }
     )
@@ -236,12 +268,24 @@ def purify_run(
         f"{cfg.stop_psnr} dB) of {split} images of {inputs.dataset}: {counts['perturbed']} "
         f"perturbed fakes ({attack}, eps={eps:g}, white-box on this detector, fooling it), "
         f"{counts['unperturbed']} unperturbed fakes and {counts['reals']} reals the detector gets "
-        f"right.{speed} 'none': the detector on the unpurified images.</p>"
-        + table(result["rows"])
+        f"right.{speed} 'none': the detector on the unpurified images; 'blur alone': on each "
+        f"image Gaussian-blurred to the PSNR its purification reached. {psnr_line(result)}</p>"
+        + table(result["rows"], digits=3)
         + (figure("plots/purify_dip.png") if shown else "")
     )
     run.add_section("purify_dip", "Defence: Deep Image Prior purification", html, order=40)
     return result
+
+
+def psnr_line(result: dict[str, Any]) -> str:
+    """One sentence: the purified images' PSNR to their inputs against the stop target."""
+    p = result["psnr"]
+    if not p["images"]:
+        return "No image was purified."
+    line = f"PSNR to the input: mean {p['mean']:.3f} dB (lowest {p['min']:.3f})"
+    if p["target"] is None:
+        return line + ", no stop target (fixed iterations)."
+    return line + f"; stop target {p['target']:.3f} dB reached by {p['reached']} of {p['images']}."
 
 
 def timing(rec: Reconstruction | None, n: int) -> dict[str, Any]:

@@ -20,15 +20,27 @@ from deepshield.run import RunDir
 
 
 @torch.no_grad()
-def accuracy_on(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Share of x [N,...] that `model` classifies as y [N] (eval mode, restored after)."""
+def predictions(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+    """Predicted classes [N] of x [N,...] (eval mode, restored after)."""
     device = next(model.parameters()).device
-    correct = 0
+    out = []
     with attack_mode(model):
         for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size].to(device))  # [b, K]
-            correct += int((logits.argmax(1).cpu() == y[i : i + batch_size]).sum())
-    return correct / max(len(x), 1)
+            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())  # [b]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy_on(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
+    """Share of x [N,...] that `model` classifies as y [N] (eval mode, restored after)."""
+    return float((predictions(model, x, batch_size) == y).float().mean()) if len(x) else 0.0
+
+
+def rates_on(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> dict[str, Any]:
+    """`metrics.class_rates` of `model` on x [N,...], y [N] in {0, 1} (a detector): accuracy,
+    balanced accuracy, fakes passed as real, reals flagged as fake, collapsed."""
+    from deepshield.metrics import class_rates
+
+    return class_rates(y.numpy(), predictions(model, x, batch_size).numpy())
 
 
 def craft(
@@ -63,18 +75,50 @@ def robustness_table(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per model: clean accuracy, white-box accuracy and accuracy under examples
-    transferred from each other model ("from <name>"), all at the same eps. x: [N,...], y: [N]."""
+    transferred from each other model ("from <name>"), all at the same eps. x: [N,...], y: [N].
+
+    For detectors (y in {0, 1}, 1 = fake) each accuracy comes with its balanced accuracy, the
+    white-box and clean rows with fakes passed as real and reals flagged as fake, and "collapsed"
+    says the model calls one class for >= 95 % of the clean images (its accuracy then only
+    reflects the class balance)."""
     adversarial = {
         name: craft(m, x, y, attack, eps, steps=steps, seed=seed) for name, m in models.items()
     }
+    detector = bool(len(y)) and int(y.max()) <= 1
     rows = []
     for name, model in models.items():
-        row: dict[str, Any] = {"model": name, "eps": eps, "clean": accuracy_on(model, x, y)}
-        row["white-box"] = accuracy_on(model, adversarial[name], y)
-        for source in models:
-            if source != name:
-                row[f"from {source}"] = accuracy_on(model, adversarial[source], y)
+        row: dict[str, Any] = {"model": name, "eps": eps}
+        views = {"clean": x, "white-box": adversarial[name]}
+        views.update({f"from {s}": adversarial[s] for s in models if s != name})
+        for view, inputs in views.items():
+            if not detector:
+                row[view] = accuracy_on(model, inputs, y)
+                continue
+            r = rates_on(model, inputs, y)
+            row[view] = r["accuracy"]
+            row[f"{view} balanced"] = r["balanced_accuracy"]
+            if not view.startswith("from "):
+                row[f"{view} fakes passed"] = r["fake_passed_as_real"]
+                row[f"{view} reals flagged"] = r["real_flagged_as_fake"]
+            if view == "clean":
+                row["collapsed"] = r["collapsed_to"] or False
         rows.append(row)
+    return rows
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add "rank" (1 = most robust) per eps to robustness_table rows: by white-box balanced
+    accuracy (plain accuracy for classifiers), a collapsed detector always below a working
+    one. Rows keep their order; the same list is returned."""
+
+    def key(r: dict[str, Any]) -> tuple[bool, float, float]:
+        score = r.get("white-box balanced", r["white-box"])
+        return (bool(r.get("collapsed")), -score, -r.get("clean balanced", r["clean"]))
+
+    for eps in dict.fromkeys(r["eps"] for r in rows):
+        group = [r for r in rows if r["eps"] == eps]
+        for rank, r in enumerate(sorted(group, key=key), start=1):
+            r["rank"] = rank
     return rows
 
 
@@ -93,11 +137,15 @@ def write_training_robustness(
     (row,) = robustness_table({"this run": model}, x, y, eps, attack=attack, steps=steps)
     result = {"attack": attack, "steps": steps, **row}
     run.write_json("robustness.json", result)
+    warning = _collapse_line(row)
     html = table([result]) + (
-        "<p class='muted'>Accuracy on the test split, clean and under a white-box "
-        f"{attack.upper()} attack (L-inf, eps={eps:g}). Compare with an undefended run: "
+        "<p class='muted'>Accuracy and balanced accuracy (mean of the two class recalls) on the "
+        f"test split, clean and under a white-box {attack.upper()} attack (L-inf, eps={eps:g}). "
+        "Compare with an undefended run: "
         "<code>deepshield defend compare RUN_DIR PLAIN_RUN_DIR</code>.</p>"
     )
+    if warning:
+        html = f"<p><b>{warning}</b></p>" + html
     run.add_section("robustness", "Robustness of the defended detector", html, order=30)
     return result
 
@@ -115,7 +163,7 @@ def compare_runs(
     split (all runs must share dataset, options and seed); written into the first run."""
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
-    from deepshield.data.split import stratified_take
+    from deepshield.data.splits import stratified_subset
 
     if len(run_dirs) < 2:
         raise ConfigError("compare needs two or more run folders (e.g. a plain and a defended run)")
@@ -131,10 +179,9 @@ def compare_runs(
                 f"{r.path} was trained on {c.dataset} (seed {c.seed}) but {runs[0].path} on "
                 f"{key[0]} (seed {key[2]}): compare runs of the same dataset, options and seed"
             )
-    test = data.load(key[0], seed=key[2], **key[1]).test
-    if limit is not None:
-        test = test.subset(stratified_take(test.y.numpy(), limit, seed=seed))
-    x, y = test.tensors()
+    loaded = data.load(key[0], seed=key[2], **key[1])
+    drawn = stratified_subset(loaded.test, limit, seed=seed, classes=loaded.classes)
+    x, y = drawn.data.tensors()
     names = [r.path.name for r in runs]
     if len(set(names)) != len(names):
         names = [str(r.path) for r in runs]
@@ -146,17 +193,36 @@ def compare_runs(
         for row in robustness_table(models, x, y, e, attack=attack, steps=steps, seed=seed)
     ]
     defence = {name: _defence_of(c) for name, c in zip(names, cfgs, strict=True)}
-    for row in rows:
+    for row in rank_rows(rows):
         row["defence"] = defence[row["model"]]
-    result = {"attack": attack, "eps": budgets, "steps": steps, "n": len(y), "rows": rows}
+    result = {
+        "attack": attack, "eps": budgets, "steps": steps, "n": len(y), "subset": drawn.note,
+        "ranking": "white-box balanced accuracy; a collapsed detector ranks below working ones",
+        "rows": rows,
+    }  # fmt: skip
     runs[0].write_json("robustness_compare.json", result)
+    warnings = dict.fromkeys(w for w in map(_collapse_line, rows) if w)
     html = table(rows) + (
-        f"<p class='muted'>{len(y)} test samples of {key[0]}; white-box: {attack.upper()} "
-        f"(L-inf, {steps} steps) on the model itself; 'from X': the same attack "
-        "crafted on model X (transfer).</p>"
+        f"<p class='muted'>{drawn.note} of the {key[0]} test split; white-box: {attack.upper()} "
+        f"(L-inf, {steps} steps) on the model itself; 'from X': the same attack crafted on model "
+        "X (transfer). 'balanced': the mean of the two class recalls; rank: by white-box balanced "
+        "accuracy per eps, a collapsed detector (one class for >= 95 % of the clean images) "
+        "always below a working one.</p>"
     )
+    html = "".join(f"<p><b>{w}</b></p>" for w in warnings) + html
     runs[0].add_section("robustness_compare", "Robustness: defended vs plain", html, order=31)
     return rows
+
+
+def _collapse_line(row: dict[str, Any]) -> str | None:
+    """The warning of a robustness_table row whose model collapsed, or None."""
+    if not row.get("collapsed"):
+        return None
+    return (
+        f"{row['model']} is COLLAPSED: it calls >= 95 % of the clean images {row['collapsed']} "
+        f"(balanced accuracy {row['clean balanced']:.3f}); its accuracy, clean or attacked, "
+        "only reflects the class balance"
+    )
 
 
 def _defence_of(cfg: Any) -> str:
@@ -165,5 +231,7 @@ def _defence_of(cfg: Any) -> str:
     if cfg.lipschitz > 0:
         parts.append(f"lipschitz {cfg.lipschitz:g}")
     if cfg.adv_train != "none":
-        parts.append(f"{cfg.adv_train} eps={cfg.adv_eps:g}")
+        k = cfg.adv_eps * 255
+        eps = f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{cfg.adv_eps:g}"
+        parts.append(f"{cfg.adv_train} eps={eps}")
     return ", ".join(parts) or "none"

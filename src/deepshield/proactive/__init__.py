@@ -7,6 +7,7 @@ experiment) runs the whole study; docs/proactive.md describes it and its measure
 from deepshield.proactive.config import ProactiveConfig
 from deepshield.proactive.detector import ProactiveDetector, load_detector, save_detector
 from deepshield.proactive.evaluate import evaluate
+from deepshield.proactive.native import p_manipulated_native, protect_native
 from deepshield.proactive.templates import TemplateSet, add_template
 from deepshield.proactive.training import DetectorTrainer
 
@@ -18,5 +19,7 @@ __all__ = [
     "add_template",
     "evaluate",
     "load_detector",
+    "p_manipulated_native",
+    "protect_native",
     "save_detector",
 ]

@@ -155,3 +155,25 @@ def plot_curve(
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def plot_reliability(y_true: Any, p_fake: Any, n_bins: int = 15) -> Figure:
+    """Reliability diagram of P(fake): share of fakes against mean P(fake) per equal-width bin
+    (`metrics.reliability`, empty bins left out), the diagonal of perfect calibration, ECE in the
+    title, and the samples per bin below."""
+    from deepshield.metrics import ece, reliability
+
+    r = reliability(y_true, p_fake, n_bins)
+    full = r.counts > 0
+    fig = Figure(figsize=(5.0, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="calibrated")
+    ax.plot(r.mean_p_fake[full], r.fraction_fake[full], marker="o", label="detector")
+    ax.set(ylabel="share of fakes", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(f"Reliability (ECE {ece(y_true, p_fake, n_bins):.3f}, {n_bins} bins)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    hist.bar(r.edges[:-1], r.counts, width=np.diff(r.edges), align="edge", alpha=0.6)
+    hist.set(xlabel="P(fake)", ylabel="samples")
+    return fig

@@ -5,7 +5,9 @@
   GET  /healthz   {"status": "ok", "model", "run", ...}
   GET  /          a self-contained page: drop a file, see the verdict and the heat map
 
-Every refusal is answered 4xx with JSON {"error": "..."}; the server keeps serving.
+Every refusal is answered 4xx with JSON {"error": "..."}; the server keeps serving. Requests
+with a Host not served get 400, without the token (when one is set) 401, and uploads past the
+decoding budget 503 with Retry-After (`deepshield.service.guards`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from deepshield.errors import DeepshieldError
+from deepshield.service.guards import LOOPBACK_NAMES, DecodeBudget, check_host, check_token
 from deepshield.service.scanner import Scanner
 from deepshield.service.uploads import (
     AUDIO_TYPES,
@@ -30,7 +33,9 @@ from deepshield.service.uploads import (
     check_type,
     decode_audio,
     decode_image,
+    header_size,
     read_upload,
+    sniff,
 )
 
 ENDPOINTS = ": the service answers POST /v1/scan, GET /healthz and GET /"
@@ -38,6 +43,8 @@ MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
 MIN_AUDIO_SECONDS = 0.1
+DECODE_BUDGET = 2 * MAX_PIXELS  # decoded pixels in flight: two images at the pixel limit
+DECODE_WAIT_S = 5.0
 
 # The page loads nothing from elsewhere: its own inline script and style, images from data:/blob:.
 PAGE_POLICY = (
@@ -55,6 +62,10 @@ def create_app(
     input_size: int | tuple[int, int] | None = None,
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES,
+    token: str | None = None,
+    decode_budget: int = DECODE_BUDGET,
+    decode_wait_s: float = DECODE_WAIT_S,
 ) -> FastAPI:
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
@@ -62,6 +73,8 @@ def create_app(
     is called fake when P(fake) >= threshold. input_size: the image size (N or (H, W)) or clip
     length to feed the model, when the run's own (see `deepshield.service.scanner`) is not wanted.
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
+    allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page
+    needs (None: none); decode_budget: decoded pixels in flight, waited for up to decode_wait_s.
     """
     scanner = Scanner(str(run_dir), threshold=threshold, device=device, input_size=input_size)
     page = resources.files("deepshield.service").joinpath("page.html").read_text("utf-8")
@@ -72,7 +85,19 @@ def create_app(
         redoc_url=None,
     )
     app.state.scanner = scanner
+    app.state.budget = budget = DecodeBudget(decode_budget, decode_wait_s)
     accepted = IMAGE_TYPES if scanner.kind == "image" else AUDIO_TYPES
+
+    def decode_cost(up: Upload) -> int:
+        """Pixels (or audio samples) decoding `up` will hold: what its header declares, capped
+        at the pixel limit; the limit itself when the header says nothing."""
+        kind = sniff(up.data)
+        if kind in AUDIO_TYPES:
+            return scanner.input_size[0]
+        if kind not in IMAGE_TYPES:
+            return 0  # refused from its magic bytes, before any decoding
+        size = header_size(up.data, kind)
+        return max_pixels if size is None else min(size[0] * size[1], max_pixels)
 
     def scan_upload(up: Upload, explain: bool) -> dict:
         kind = check_type(up, accepted)
@@ -114,7 +139,19 @@ def create_app(
             field="file",
             max_bytes=max_bytes,
         )
-        return await run_in_threadpool(scan_upload, up, explain)
+        async with budget.hold(decode_cost(up)):
+            return await run_in_threadpool(scan_upload, up, explain)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        try:
+            check_host(request.headers.get("host"), allowed_hosts)
+            if token is not None and request.url.path != "/":
+                check_token(request.headers.get("authorization"), token)
+        except UploadError as e:
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
+        return await call_next(request)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -128,7 +165,7 @@ def create_app(
 
     @app.exception_handler(UploadError)
     async def _upload_error(_: Request, e: UploadError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, status_code=e.status)
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(DeepshieldError)
     async def _input_error(_: Request, e: DeepshieldError) -> JSONResponse:

@@ -1,13 +1,18 @@
-"""A server running in a background thread on a free port (tests, benchmarks, notebooks)."""
+"""A server on a free port, in a background thread or in its own `deepshield serve` process
+(tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -34,3 +39,36 @@ def running(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Ite
         server.should_exit = True
         thread.join(timeout)
         sock.close()
+
+
+@contextmanager
+def serving(
+    run_dir: str, *flags: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m deepshield serve run_dir FLAGS` on a free loopback port, in its own process;
+    yields (its URL, the process) once /healthz answers; terminates it on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "deepshield", "serve", run_dir, "--port", str(port), *flags]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url + "/healthz").status_code in (200, 401):
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                why = proc.communicate()[1].decode()[-500:]
+                raise RuntimeError(f"the server did not start: {why}")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)

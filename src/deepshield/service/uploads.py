@@ -52,9 +52,10 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 class UploadError(InputError):
     """An upload the service refuses; `status` is the HTTP status it is answered with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ class _FormCollector:
             )
         if len(self.files) > 1:
             raise UploadError(
-                400, f"{len(self.files)} files in field '{self.field}': send one file per request"
+                400,
+                f"{len(self.files)} files in field '{self.field}': send one file per request "
+                f"in field '{self.field}' (curl -F {self.field}=@FILE URL)",
             )
         up = self.files[0]
         if not up.data:
@@ -278,6 +281,12 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
             422, f"{_name(up)} starts like a {fmt} file but its header is corrupt: {_why(e)}"
         ) from e
     _check_pixels(up, *im.size, max_pixels=max_pixels, min_side=min_side)
+    if declared is not None and tuple(declared) != im.size:  # the budget was reserved for it
+        raise UploadError(
+            422,
+            f"{_name(up)}: its header declares {declared[0]}x{declared[1]} pixels but the image "
+            f"is {im.size[0]}x{im.size[1]}: re-export it",
+        )
     try:
         im.load()
         im = ImageOps.exif_transpose(im)

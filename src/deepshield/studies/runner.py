@@ -14,6 +14,7 @@ from typing import Any
 from deepshield.attacks.sweep import AttackSpec, transfer_sweep
 from deepshield.attacks.sweep_run import (
     AttackData,
+    clean_warning,
     load_attack_data,
     run_config,
     sweep_name,
@@ -140,13 +141,14 @@ def _finished(
     same = {**spec.to_dict(), "split": study.split, "dataset": study.data.dataset}
     if any(old.get(k) != v for k, v in same.items()):
         return None
-    if n is not None and old.get("n") != n:
-        return None
+    if n is not None and (old.get("n") != n or "subset" not in old):
+        return None  # another n, or the first n of the split (before --n was stratified)
     return old
 
 
 def summary_markdown(study: AttackStudy, records: list[dict[str, Any]]) -> str:
-    """One markdown table per attack result name: model, eps and the sweep's numbers."""
+    """One markdown table per attack result name: model, eps and the sweep's numbers (balanced
+    accuracy, per-class rates, success counts; collapsed models named above their table)."""
     lines = [f"# Study {study.name}", "", study.description.strip(), ""]
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -163,10 +165,16 @@ def summary_markdown(study: AttackStudy, records: list[dict[str, Any]]) -> str:
             f"## {name}",
             "",
             f"{first['attack']} ({first['norm']}, steps {first['steps']}, restarts "
-            f"{first['restarts']}, mask {first['mask']}), {how}; {first['n']} images of "
-            f"{first['dataset']} ({first['split']}).",
+            f"{first['restarts']}, mask {first['mask']}), {how}; "
+            f"{first.get('subset') or str(first['n']) + ' images'} of "
+            f"{first['dataset']} ({first['split']}). Balanced accuracy: mean of the two class "
+            "recalls; 'attack broke': images right when clean and wrong under attack, over which "
+            "success rate, L2 and queries are counted.",
             "",
         ]
+        warnings = [(r["model"], clean_warning(r)) for r in group]
+        lines += [f"**{model}: {w}**" for model, w in warnings if w]
+        lines += [""] if any(w for _, w in warnings) else []
         rows = [{"model": r["model"], **row} for r in group for row in table_rows(r)]
         columns = list(rows[0])
         lines.append("| " + " | ".join(columns) + " |")

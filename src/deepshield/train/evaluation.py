@@ -18,9 +18,10 @@ def evaluate_model(
     model: nn.Module, ds: TensorSet, num_classes: int, batch_size: int = 128
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Metrics of `model` on `ds` and its logits [N,K]. Detectors (K=2) get the full detector
-    metrics (accuracy, AUC, EER, fakes passed as real); classifiers get accuracy per class.
+    metrics (accuracy, balanced accuracy, AUC, EER, fakes passed as real, reals flagged as fake,
+    the collapse flag); classifiers get accuracy, balanced accuracy and accuracy per class.
     Under torchrun each rank predicts its shard and every rank gets all N logits, in order."""
-    from deepshield.metrics import accuracy, detector_metrics
+    from deepshield.metrics import accuracy, balanced_accuracy, collapsed, detector_metrics
 
     logits = distributed.sharded_logits(model, ds, batch_size)
     y = ds.y
@@ -28,7 +29,12 @@ def evaluate_model(
     if num_classes == 2 and len(torch.unique(y)) == 2:
         out = detector_metrics(y.numpy(), fake_scores(logits).numpy(), threshold=0.5)
     else:
-        out = {"accuracy": accuracy(y.numpy(), pred.numpy()), "n": len(y)}
+        out = {
+            "accuracy": accuracy(y.numpy(), pred.numpy()),
+            "balanced_accuracy": balanced_accuracy(y.numpy(), pred.numpy()),
+            "collapsed": collapsed(y.numpy(), pred.numpy()),
+            "n": len(y),
+        }
     out["per_class_accuracy"] = {
         int(c): float((pred[y == c] == c).float().mean()) for c in torch.unique(y).tolist()
     }
@@ -68,6 +74,31 @@ def write_evaluation(
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
     title = f"Evaluation on {splits.name} ({split})" + (f" [{tag}]" if tag else "")
     html = table(rows) + extra
+    if metrics.get("collapsed"):
+        html = f"<p><b>{collapse_warning(metrics)}</b></p>" + html
     html += "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
     run.add_section(f"eval{suffix}", title, html, order=20)
     return metrics
+
+
+def collapse_warning(metrics: dict[str, Any], cfg: Any = None) -> str | None:
+    """The line saying a model collapsed on a split (`metrics` from evaluate_model), with the fix
+    when `cfg` (a TrainConfig) trained it with a defence; None when it did not collapse."""
+    from deepshield.metrics.classification import collapse_note
+
+    if not metrics.get("collapsed"):
+        return None
+    line = collapse_note(metrics) if "collapsed_to" in metrics else None
+    line = line or "COLLAPSED: one class is predicted for >= 95 % of the split"
+    if cfg is None:
+        return line
+    fixes = []
+    if cfg.class_weights == "none":
+        fixes.append("--class-weights balanced")
+    if cfg.adv_train != "none":
+        fixes.append(f"a lower --eps than {cfg.adv_eps * 255:.3g}/255")
+    if cfg.lipschitz > 0:
+        fixes.append(f"a lower --lipschitz than {cfg.lipschitz:g}")
+    if not fixes:
+        fixes.append("more epochs or a lower learning rate")
+    return f"{line}. Retrain with {' or '.join(fixes)}."

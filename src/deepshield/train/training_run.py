@@ -19,7 +19,7 @@ from deepshield.report.html import figure, table
 from deepshield.run import RunDir, open_run
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
-from deepshield.train.evaluation import write_evaluation
+from deepshield.train.evaluation import collapse_warning, write_evaluation
 from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
 from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
@@ -78,6 +78,7 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
                 "classes": splits.classes,
                 "counts": splits.counts(),
                 "notes": splits.notes,
+                "sample_shape": list(splits.train.x.shape[1:]),
             },
         )
     weight = (
@@ -139,6 +140,9 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
         "test": test,
         "param_count": models.param_count(model),
     }
+    warning = collapse_warning(test, cfg)
+    if warning:  # e.g. adversarial training that calls every image real
+        metrics["collapse_warning"] = warning
     run.write_json("metrics.json", metrics)
     run.save_plot(plot_history(history), "history")
     counts = [{"split": s, **c} for s, c in splits.counts().items()]
@@ -150,6 +154,12 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
         {"item": "epochs (best val)", "value": f"{cfg.epochs} ({best})"},
         {"item": "test accuracy at best val epoch", "value": f"{row['test']['acc']:.4f}"},
     ]
+    if "balanced_accuracy" in test:
+        summary.append(
+            {"item": "test balanced accuracy", "value": f"{test['balanced_accuracy']:.4f}"}
+        )
+    if warning:
+        summary.append({"item": "warning", "value": warning})
     figs = [figure("plots/history.png")]
     if splits.modality == "image":
         from deepshield.report.grids import class_samples

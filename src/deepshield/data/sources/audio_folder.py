@@ -5,6 +5,7 @@ mono, cut or repeat-padded to `length` samples and split stratified by `seed`. A
 `train/` and `test/` (each with class folders, `val/` optional) keeps that split instead.
 `labels="labels.csv"` lists the files instead: a CSV under ROOT with columns `path` (relative to
 ROOT) and `label` (0 bona fide, 1 spoof). `split="test"` (or train / val) puts every file there.
+`n` keeps a seeded subset of n clips, stratified by split and class, before any clip is read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from deepshield.data.audio import AUDIO_EXTENSIONS, CLIP_LENGTH, SAMPLE_RATE, load_clips
 from deepshield.data.registry import register_source
+from deepshield.data.split import stratified_subset
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
 
@@ -114,9 +116,12 @@ def load_speech_folder(
     test_frac: float = 0.2,
     labels: str | None = None,
     split: str | None = None,
+    n: int | None = None,
 ) -> Splits:
     """Audio in class folders (or listed in a labels CSV) -> Splits of float32 [N, length]
-    waveforms in [-1, 1]."""
+    waveforms in [-1, 1]; n: a class-stratified subset of n clips (seeded)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"speech-folder: n={n!r}; give a whole number of clips >= 1 (e.g. n=200)")
     if arg is None:
         raise ConfigError("speech-folder needs a path: speech-folder:ROOT")
     if split not in (None, "train", "val", "test"):
@@ -149,6 +154,9 @@ def load_speech_folder(
             ([files[i] for i in part], y[part])
             for part in split_indices(y, val_frac, test_frac, seed)
         )
+    if n is not None:
+        keep = stratified_subset([y for _, y in groups], n, seed=seed)
+        groups = tuple(([f[i] for i in k], y[k]) for (f, y), k in zip(groups, keep, strict=True))
     train, val, test = (_tensor_set(f, y, sample_rate, length) for f, y in groups)
     return Splits(
         name=f"speech-folder:{root}",

@@ -3,6 +3,7 @@
 labels.csv has a header with at least the columns `path` (relative to the csv's folder, or
 absolute) and `label` (0 / real, 1 / fake). Without a split of its own, a folder is split 70/15/15
 by seed, stratified by class; a split layout without val/ gets val carved from train/.
+`n` keeps a seeded subset of n images, stratified by class (and by given split), before decoding.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from deepshield.data.images import (
     stack_images,
 )
 from deepshield.data.registry import register_source
-from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split
+from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_subset
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.data.summary import counts_note
-from deepshield.errors import DataError
+from deepshield.errors import ConfigError, DataError
 from deepshield.progress import track
 
 CLASSES = ("real", "fake")
@@ -47,13 +48,18 @@ def load_folder(
     seed: int,
     size: int | Sequence[int] | None = None,
     convert_modes: bool = False,
+    n: int | None = None,
 ) -> Splits:
-    """Load an image folder; x uint8 [N,3,H,W]. size: N or (H, W), needed when sizes differ."""
+    """Load an image folder; x uint8 [N,3,H,W]. size: N or (H, W), needed when sizes differ;
+    n: keep a class-stratified subset of n images (seeded)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"folder: n={n!r}; give a whole number of images >= 1 (e.g. n=200)")
     if not arg:
         raise DataError(f"folder: no path given: use folder:PATH with {_LAYOUTS}")
     root = Path(arg).expanduser()
     if root.is_file() and root.suffix.lower() == ".csv":
-        return _from_parts(root.parent, {"all": _read_labels_csv(root)}, seed, size, convert_modes)
+        files = {"all": _read_labels_csv(root)}
+        return _from_parts(root.parent, _subset(files, n, seed), seed, size, convert_modes)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found: give an existing folder holding {_LAYOUTS}")
     if (root / "labels.csv").is_file():
@@ -72,7 +78,15 @@ def load_folder(
             f"{root}: no real/ and fake/ subfolders, no train/val/test/ and no labels.csv: "
             f"put the images in {root / 'real'} and {root / 'fake'}"
         )
-    return _from_parts(root, files, seed, size, convert_modes)
+    return _from_parts(root, _subset(files, n, seed), seed, size, convert_modes)
+
+
+def _subset(parts: dict[str, Labelled], n: int | None, seed: int) -> dict[str, Labelled]:
+    """A seeded subset of n files over all parts, stratified by part and class (all if None)."""
+    if n is None:
+        return parts
+    keep = stratified_subset([[lab for _, lab in v] for v in parts.values()], n, seed=seed)
+    return {k: [v[i] for i in idx] for (k, v), idx in zip(parts.items(), keep, strict=True)}
 
 
 def _class_folders(folder: Path) -> Labelled:

@@ -1,0 +1,59 @@
+"""Media files to model inputs: video decoding (PyAV), photos, face detection and crops, scores.
+
+Frames are uint8 [H,W,3] RGB numpy arrays (rotation applied); crops become float32
+[N,3,S,S] in [0, 1] through `crops_to_tensor`.
+"""
+
+from deepshield.media.aggregate import VideoScore, frame_score, video_score
+from deepshield.media.extract import CropOptions, FrameFaces, image_faces, video_faces
+from deepshield.media.faces import (
+    Face,
+    aligned_crop,
+    crop_box,
+    crop_face,
+    crops_to_tensor,
+    detect_faces,
+    face_crops,
+    landmark_model_path,
+)
+from deepshield.media.image import image_size, read_media_image
+from deepshield.media.video import (
+    VIDEO_EXTENSIONS,
+    MediaLimits,
+    VideoFrames,
+    VideoInfo,
+    iter_video_frames,
+    probe_video,
+    read_audio_track,
+    read_video_frames,
+    sample_indices,
+)
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "CropOptions",
+    "Face",
+    "FrameFaces",
+    "MediaLimits",
+    "VideoFrames",
+    "VideoInfo",
+    "VideoScore",
+    "aligned_crop",
+    "crop_box",
+    "crop_face",
+    "crops_to_tensor",
+    "detect_faces",
+    "face_crops",
+    "frame_score",
+    "image_faces",
+    "image_size",
+    "iter_video_frames",
+    "landmark_model_path",
+    "probe_video",
+    "read_audio_track",
+    "read_media_image",
+    "read_video_frames",
+    "sample_indices",
+    "video_faces",
+    "video_score",
+]

@@ -1,0 +1,165 @@
+"""Face detection on real faces, crop geometry in closed form, photos with header-checked size."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_path
+from deepshield.errors import DataError
+from deepshield.media import (
+    CropOptions,
+    MediaLimits,
+    aligned_crop,
+    crop_box,
+    crop_face,
+    crops_to_tensor,
+    detect_faces,
+    face_crops,
+    image_faces,
+    read_media_image,
+    video_faces,
+)
+from deepshield.media.faces import eye_angle
+
+
+def _ffhq(i: int) -> np.ndarray:
+    path = shared_path("data", "faces_ffhq_vs_tpdne", "real", f"real_{i}.png")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _png_header_only(path: Path, w: int, h: int) -> Path:
+    """A PNG whose header declares w x h but that holds no pixel data."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_crop_box_closed_form_inside_and_at_borders():
+    # inside: side = int(100 * 1.3) = 130 around the centre (150, 140)
+    assert crop_box((100, 100, 200, 180), 640, 480) == (85, 75, 130)
+    assert crop_box((100, 100, 200, 180), 640, 480, border="pad") == (85, 75, 130)
+    # top-left border: FF++ clamps the corner at 0 (same side); pad keeps the centred square
+    assert crop_box((0, 0, 100, 100), 640, 480) == (0, 0, 130)
+    assert crop_box((0, 0, 100, 100), 640, 480, border="pad") == (-15, -15, 130)
+    # right border: side 78 at (571, 91) shrinks to the 69 px left in the image
+    assert crop_box((580, 100, 640, 160), 640, 480) == (571, 91, 69)
+    assert crop_box((580, 100, 640, 160), 640, 480, scale=1.0) == (580, 100, 60)
+
+
+def test_crop_face_pixels_match_the_box():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(crop_face(img, (580, 100, 640, 160), 69), img[91:160, 571:640])
+    padded = crop_face(img, (0, 0, 100, 100), 130, border="pad")
+    assert (padded[:15] == 0).all() and (padded[:, :15] == 0).all()
+    np.testing.assert_array_equal(padded[15:, 15:], img[:115, :115])
+    x = crops_to_tensor([padded, padded])
+    assert x.shape == (2, 3, 130, 130) and x.dtype.is_floating_point
+    assert float(x[0, 1, 20, 30]) == pytest.approx(padded[20, 30, 1] / 255)
+
+
+def test_detects_a_real_face_and_none_on_a_blank_image():
+    img = _ffhq(0)
+    faces = detect_faces(img)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box
+    h, w = img.shape[:2]
+    assert x0 < w / 2 < x1 and y0 < h / 2 < y1  # FFHQ crops are centred on the face
+    assert 0.3 * w < x1 - x0 < w
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    assert detect_faces(blank) == []
+    assert face_crops(blank, 64) == ([], [])  # no_face: nothing to score
+
+
+def test_downscaled_detection_maps_the_box_back_to_full_resolution():
+    big = np.asarray(Image.fromarray(_ffhq(1)).resize((512, 512), Image.Resampling.BILINEAR))
+    native = detect_faces(big, max_side=None)[0].box
+    small = detect_faces(big, max_side=128)[0].box  # detected at 1/4 scale
+    reference = [4 * v for v in detect_faces(_ffhq(1), max_side=None)[0].box]
+    np.testing.assert_allclose(small, reference, atol=1e-6)  # same detection, scaled by 4
+    assert np.abs(np.subtract(small, native)).max() < 0.15 * (native[2] - native[0])
+
+
+def test_modes_largest_all_none():
+    a_big = np.asarray(Image.fromarray(_ffhq(0)).resize((256, 256)))
+    canvas = np.zeros((256, 400, 3), np.uint8)
+    canvas[:, :256], canvas[:128, 272:] = a_big, _ffhq(2)
+    faces_all, crops_all = face_crops(canvas, 64, mode="all", max_side=None)
+    assert len(faces_all) == 2 and all(c.shape == (64, 64, 3) for c in crops_all)
+    largest, _ = face_crops(canvas, 64, mode="largest", max_side=None)
+    assert largest == faces_all[:1] and largest[0].box[2] <= 256  # the 256 px face, left
+    whole, crops = face_crops(canvas, 64, mode="none")
+    assert whole[0].box == (0.0, 0.0, 400.0, 256.0) and crops[0].shape == (64, 64, 3)
+
+
+def test_alignment_levels_a_rotated_face():
+    big = np.asarray(Image.fromarray(_ffhq(0)).resize((384, 384), Image.Resampling.BILINEAR))
+    box = detect_faces(big)[0].box
+    base = eye_angle(big, box)
+    tilted = np.asarray(Image.fromarray(big).rotate(15, resample=Image.Resampling.BILINEAR))
+    tilted_box = detect_faces(tilted, upsample=1)[0].box
+    assert eye_angle(tilted, tilted_box) - base == pytest.approx(15, abs=4)
+    crop = aligned_crop(tilted, tilted_box, 256)
+    assert crop.shape == (256, 256, 3)
+    crop_box_256 = (256 / 2.6, 256 / 2.6, 256 - 256 / 2.6, 256 - 256 / 2.6)  # the face box inside
+    assert abs(eye_angle(crop, crop_box_256)) < abs(eye_angle(tilted, tilted_box)) - 8
+
+
+def test_photo_size_is_checked_from_the_header(tmp_path):
+    for w, h in ((20000, 20000), (12000, 9000)):  # Pillow's own bomb limit, then ours (100 Mpx)
+        path = _png_header_only(tmp_path / f"{w}.png", w, h)
+        with pytest.raises(DataError, match="downscale") as e:
+            read_media_image(path)
+        assert str(path) in str(e.value)
+    small_limit = MediaLimits(max_image_pixels=99)
+    with pytest.raises(DataError, match="max_image_pixels"):
+        read_media_image(_png_header_only(tmp_path / "s.png", 10, 10), small_limit)
+    one = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(one)
+    img = read_media_image(one)
+    assert img.shape == (1, 1, 3) and img[0, 0].tolist() == [10, 20, 30]
+    assert detect_faces(img) == []
+    grey = tmp_path / "grey.png"
+    Image.new("L", (5, 4), 7).save(grey)
+    assert read_media_image(grey).shape == (4, 5, 3)
+    text = tmp_path / "face.jpg"
+    text.write_text("not an image")
+    with pytest.raises(DataError, match="not a readable image"):
+        read_media_image(text)
+
+
+def test_video_faces_marks_frames_without_a_face(tmp_path):
+    face = np.asarray(Image.fromarray(_ffhq(0)).resize((256, 256), Image.Resampling.BILINEAR))
+    blank = np.full_like(face, 90)
+    path = tmp_path / "faces.mp4"
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = 256, 256, "yuv444p"
+    for i in range(6):
+        for p in s.encode(
+            av.VideoFrame.from_ndarray(face if i % 2 == 0 else blank, format="rgb24")
+        ):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    info, frames = video_faces(path, CropOptions(size=64), frames=None, every=1)
+    frames = list(frames)
+    assert info.frames == 6 and [f.index for f in frames] == list(range(6))
+    assert [f.no_face for f in frames] == [False, True] * 3
+    assert all(f.crops[0].shape == (64, 64, 3) for f in frames if not f.no_face)
+    expected = detect_faces(face)[0].box
+    np.testing.assert_allclose(frames[0].faces[0].box, expected, atol=8)
+    photo = image_faces(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"))
+    assert not photo.no_face and photo.crops[0].shape == (256, 256, 3)

@@ -1,0 +1,213 @@
+"""Video probing, bounds and even sampling on videos generated here with PyAV, and one FF++ clip."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import shared_path
+from deepshield.errors import DataError
+from deepshield.media import (
+    MediaLimits,
+    detect_faces,
+    probe_video,
+    read_audio_track,
+    read_video_frames,
+    sample_indices,
+)
+
+W, H, FPS = 64, 32, 10
+
+
+def _frame(i: int) -> np.ndarray:
+    """Frame i: grey level 8*i, with a white 8x8 block at the top-left corner."""
+    a = np.full((H, W, 3), 8 * i, np.uint8)
+    a[:8, :8] = 255
+    return a
+
+
+def write_video(
+    path: Path, n: int = 20, *, rotation: int = 0, audio: bool = False, faststart: bool = False
+) -> Path:
+    """H.264 4:4:4 (lossless) MP4 of n frames at 10 fps; optional display rotation and sine audio."""
+    options = {"movflags": "faststart"} if faststart else {}
+    c = av.open(str(path), "w", options=options)
+    s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = W, H, "yuv444p"
+    if rotation:
+        s.set_display_rotation(rotation)
+    if audio:
+        a = c.add_stream("aac", rate=48000, layout="stereo")
+    for i in range(n):
+        for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    if audio:
+        _mux_sine(c, a, seconds=n / FPS)
+    c.close()
+    return path
+
+
+def _mux_sine(c: av.container.OutputContainer, a: av.audio.AudioStream, seconds: float) -> None:
+    t = np.arange(int(48000 * seconds)) / 48000
+    wave = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for start in range(0, len(wave), 1024):
+        chunk = np.stack([wave[start : start + 1024]] * 2)  # [2, n] planar stereo
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, start
+        for p in a.encode(frame):
+            c.mux(p)
+    for p in a.encode():
+        c.mux(p)
+
+
+def test_sample_indices_even_spacing_and_every():
+    assert sample_indices(751, frames=32).tolist() == np.linspace(0, 750, 32).round().tolist()
+    assert sample_indices(10, frames=32).tolist() == list(range(10))  # fewer frames: all of them
+    assert sample_indices(10, frames=None, every=3).tolist() == [0, 3, 6, 9]
+    for bad in (
+        {"frames": 4, "every": 2},
+        {"frames": None},
+        {"frames": 0},
+        {"every": 0, "frames": None},
+    ):
+        with pytest.raises(DataError):
+            sample_indices(10, **bad)
+
+
+def test_read_video_frames_decodes_the_sampled_frames(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n=20)
+    info = probe_video(path)
+    assert (info.width, info.height, info.frames, info.codec, info.has_audio) == (
+        W,
+        H,
+        20,
+        "h264",
+        False,
+    )
+    assert info.duration_s == pytest.approx(2.0, abs=0.11)
+    v = read_video_frames(path, frames=5)
+    expected = np.linspace(0, 19, 5).round().astype(int)
+    assert v.indices.tolist() == expected.tolist()
+    assert v.images.shape == (5, H, W, 3) and v.images.dtype == np.uint8
+    # the grey level (8 per frame, +-1 from RGB<->YUV rounding) identifies the decoded frame
+    assert (v.images[:, 16, 32, 0] / 8).round().astype(int).tolist() == expected.tolist()
+    assert v.times.tolist() == pytest.approx((expected / FPS).tolist())
+    assert read_video_frames(path, frames=None, every=7).indices.tolist() == [0, 7, 14]
+
+
+@pytest.mark.parametrize(
+    ("rotation", "corner"), [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")]
+)
+def test_display_rotation_is_applied(tmp_path, rotation, corner):
+    path = write_video(tmp_path / "r.mp4", n=3, rotation=rotation)
+    v = read_video_frames(path, frames=1)
+    assert v.info.rotation % 360 == rotation % 360
+    img = v.images[0]
+    assert img.shape[:2] == ((W, H) if abs(rotation) == 90 else (H, W))
+    h, w = img.shape[:2]
+    corners = {
+        "top-left": img[:8, :8], "top-right": img[:8, w - 8 :],
+        "bottom-left": img[h - 8 :, :8], "bottom-right": img[h - 8 :, w - 8 :],
+    }  # fmt: skip
+    assert [name for name, px in corners.items() if px.min() > 240] == [corner]
+
+
+def test_bounds_refuse_before_decoding(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n=20)
+    cases = [
+        (MediaLimits(max_frame_pixels=W * H - 1), "max_frame_pixels"),
+        (MediaLimits(max_duration_s=1.0), "max_duration_s"),
+        (MediaLimits(max_file_bytes=100), "max_file_bytes"),
+    ]
+    for limits, flag in cases:
+        with pytest.raises(DataError, match=flag):
+            probe_video(path, limits)
+    with pytest.raises(DataError, match="max_frames_out"):
+        read_video_frames(path, frames=None, every=1, limits=MediaLimits(max_frames_out=10))
+
+
+def test_bad_videos_raise_data_error_naming_the_file(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    good = write_video(tmp_path / "good.mp4", n=30).read_bytes()
+    moov_at_end = tmp_path / "cut.mp4"
+    moov_at_end.write_bytes(good[: len(good) // 2])
+    fast = write_video(tmp_path / "fast.mp4", n=30, faststart=True).read_bytes()
+    moov_first = tmp_path / "cut_fast.mp4"
+    moov_first.write_bytes(fast[: len(fast) // 2])
+    unknown = tmp_path / "codec.mp4"
+    unknown.write_bytes(good.replace(b"avc1", b"zzzz"))  # a codec tag FFmpeg does not know
+    audio_only = tmp_path / "voice.mp4"
+    c = av.open(str(audio_only), "w")
+    _mux_sine(c, c.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
+    c.close()
+    expected = {
+        text: "not a readable video",
+        moov_at_end: "not a readable video",
+        moov_first: "truncated",
+        unknown: "codec",
+        audio_only: "audio only",
+        tmp_path / "missing.mp4": "not found",
+    }
+    for path, what in expected.items():
+        with pytest.raises(DataError, match=what) as e:
+            read_video_frames(path, frames=4)
+        assert str(path) in str(e.value)
+
+
+def test_audio_track_is_mono_16k_and_keeps_the_tone(tmp_path):
+    path = write_video(tmp_path / "av.mp4", n=20, audio=True)
+    assert probe_video(path).has_audio
+    wave = read_audio_track(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert len(wave) == pytest.approx(2.0 * 16000, rel=0.05)
+    assert np.abs(wave).max() <= 1.0
+    spectrum = np.abs(np.fft.rfft(wave[4000:20000]))
+    assert np.fft.rfftfreq(16000, 1 / 16000)[spectrum.argmax()] == pytest.approx(440, abs=2)
+    with pytest.raises(DataError, match="no audio track"):
+        read_audio_track(write_video(tmp_path / "silent.mp4", n=3))
+
+
+def test_reads_an_ffpp_h264_444_clip():
+    root = shared_path("data", "deepfake_videos")
+    with open(root / "labels.csv") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    name = "fake/ffpp_c23_reenact_cyshih_fake.mp4"
+    v = read_video_frames(root / name, frames=4)
+    row = rows[name]
+    assert v.info.frames == int(row["frames"]) and v.info.fps == pytest.approx(float(row["fps"]))
+    assert v.images.shape == (4, int(row["height"]), int(row["width"]), 3)
+    assert v.indices.tolist() == np.linspace(0, int(row["frames"]) - 1, 4).round().tolist()
+    assert v.images.std() > 10  # real picture content, not a blank decode
+    # the clip shows one face in every frame (its README): found in each sampled frame
+    assert all(len(detect_faces(img)) == 1 for img in v.images)
+
+
+def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):
+    path = write_video(tmp_path / "v.mp4", n=30, faststart=True)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="corrupt") as e:
+        read_video_frames(path, frames=None, every=1)
+    assert str(path) in str(e.value)
+
+
+def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
+    t = np.arange(8000) / 8000  # 1 s at 8 kHz, stereo: 300 Hz left, silence right
+    stereo = np.stack([0.8 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], axis=1)
+    path = tmp_path / "voice.wav"
+    sf.write(path, stereo, 8000, subtype="PCM_16")
+    wave = read_audio_track(path)
+    assert len(wave) == pytest.approx(16000, abs=64)
+    spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
+    assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)
+    assert np.abs(wave).max() == pytest.approx(0.4, abs=0.05)  # mean of the two channels

@@ -1,0 +1,242 @@
+"""`deepshield metrics`: every score format, the orientation both ways, the official numbers
+through the command, undefined metrics, and one-line errors (exit 2) from the installed script."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from conftest import shared_path
+from deepshield.cli import main
+from deepshield.metrics import cllr, eer, write_pfake_scores, write_scores
+
+SCRIPT = Path(sys.executable).parent / "deepshield"
+
+
+def run_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: object) -> dict:
+    monkeypatch.setattr(sys, "argv", ["deepshield", "metrics", *map(str, args), "--json"])
+    main()
+    return json.loads(capsys.readouterr().out)
+
+
+def _write(path: Path, header: str | None, rows: list[list[object]], sep: str = "\t") -> Path:
+    lines = ([header] if header else []) + [sep.join(map(str, r)) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cm_files(
+    tmp: Path, keys: list[str], scores: list[float], name: str = "cm"
+) -> tuple[Path, Path]:
+    """ASVspoof 5 CM score and key files (tab-separated, with the official headers)."""
+    ids = [f"T_{i:05d}" for i in range(len(keys))]
+    s = _write(
+        tmp / f"{name}.tsv",
+        "filename\tcm-score",
+        [[i, repr(v)] for i, v in zip(ids, scores, strict=True)],
+    )
+    k = _write(
+        tmp / f"{name}_keys.tsv",
+        "filename\tcm-label",
+        [list(r) for r in zip(ids, keys, strict=True)],
+    )
+    return s, k
+
+
+def _official_t1(case: str) -> tuple[dict, list[str], np.ndarray]:
+    folder = shared_path("reference", "metrics", "asvspoof5")
+    ref = json.loads((folder / f"t1_{case}.json").read_text())
+    with open(folder / ref["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    return ref, [r["key"] for r in rows], np.array([float(r["score"]) for r in rows])
+
+
+@pytest.mark.parametrize("case", ["d_ties", "e_small_imbalanced"])
+def test_cm_file_gives_the_official_numbers_both_orientations(tmp_path, monkeypatch, capsys, case):
+    ref, keys, scores = _official_t1(case)
+    official = ref["results"]["calculate_minDCF_EER_CLLR_actDCF"]
+    s, k = cm_files(tmp_path, keys, scores.tolist())
+    got = run_json(monkeypatch, capsys, s, "--keys", k)
+    assert got["orientation"] == "bonafide-high" and got["undefined"] == {}
+    for mine, theirs in (
+        ("eer", "eer"),
+        ("min_dcf", "minDCF"),
+        ("act_dcf", "actDCF"),
+        ("cllr", "cllr"),
+    ):
+        assert abs(got[mine] - official[theirs]) <= 1e-12
+    assert abs(got["min_cllr"] - ref["non_official_reference"]["min_cllr_pav"]) <= 1e-12
+    spoof = np.array([key == "spoof" for key in keys])
+    assert abs(got["auc"] - sk.roc_auc_score(spoof, -scores)) <= 1e-12
+    assert abs(got["ap"] - sk.average_precision_score(spoof, -scores)) <= 1e-12
+    # the same system written fake-high: equal numbers only when the orientation is stated
+    s2, k2 = cm_files(tmp_path, keys, (-scores).tolist(), "flipped")
+    flipped = run_json(monkeypatch, capsys, s2, "--keys", k2, "--orientation", "fake-high")
+    for key in ("eer", "min_dcf", "act_dcf", "cllr", "min_cllr", "auc", "ap"):
+        assert flipped[key] == pytest.approx(got[key], abs=1e-12)
+    misread = run_json(monkeypatch, capsys, s2, "--keys", k2)  # default: bonafide-high
+    assert misread["auc"] == pytest.approx(1 - got["auc"], abs=1e-12)
+    assert misread["eer"] > 0.5
+
+
+def _sasv(tmp: Path, dash: tuple[int, ...] = ()) -> tuple[Path, Path, dict]:
+    folder = shared_path("reference", "metrics", "asvspoof5")
+    ref = json.loads((folder / "t2_t2c_small.json").read_text())
+    with open(folder / ref["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    scores, keys = [], []
+    for i, r in enumerate(rows):
+        cols = [r["cm_score"], r["asv_score"], r["sasv_score"]]
+        cols = ["-" if c in dash else v for c, v in enumerate(cols)]
+        scores.append([f"spk{i % 5}", f"E_{i:04d}", *cols])
+        cm_label = "spoof" if r["key"] == "spoof" else "bonafide"
+        keys.append([f"spk{i % 5}", f"E_{i:04d}", cm_label, r["key"]])
+    s = _write(tmp / "sasv.tsv", "spk\tfilename\tcm-score\tasv-score\tsasv-score", scores)
+    k = _write(tmp / "sasv_keys.tsv", "spk\tfilename\tcm-label\tasv-label", keys)
+    return s, k, ref["results"]
+
+
+def test_sasv_file_gives_the_official_track2_numbers(tmp_path, monkeypatch, capsys):
+    s, k, ref = _sasv(tmp_path)
+    got = run_json(monkeypatch, capsys, s, "--keys", k)
+    official = ref["calculate_aDCF_tdcf_tEER"]
+    assert abs(got["a_dcf"] - official["a_dcf"]) <= 1e-12
+    assert abs(got["min_tdcf"] - official["min_tDCF"]) <= 1e-12
+    assert abs(100 * got["t_eer"] - official["t_eer_percent"]) <= 1e-10
+    assert {"eer", "min_dcf", "act_dcf", "cllr", "min_cllr", "auc", "ap"} <= set(got)
+
+
+def test_sasv_without_cm_and_asv_scores_says_what_is_undefined(tmp_path, monkeypatch, capsys):
+    s, k, ref = _sasv(tmp_path, dash=(0, 1))
+    got = run_json(monkeypatch, capsys, s, "--keys", k)
+    assert abs(got["a_dcf"] - ref["calculate_aDCF_tdcf_tEER_sasv_only"]["a_dcf"]) <= 1e-12
+    for key in ("eer", "min_dcf", "cllr", "min_tdcf", "t_eer"):
+        assert got[key] is None and got["undefined"][key]
+
+
+def _pfake_data(n: int = 300) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(0)
+    y = (rng.random(n) < 0.5).astype(int)
+    p = 1 / (1 + np.exp(-(2 * rng.normal(size=n) + 3 * y - 1.5)))
+    return y, p, [f"clip_{i}" for i in range(n)]
+
+
+def test_deepshield_files_2019_and_pfake(tmp_path, monkeypatch, capsys):
+    y, p, ids = _pfake_data()
+    f2019 = write_scores(tmp_path / "scores.txt", ids, None, y, p)  # holds -P(fake)
+    got_2019 = run_json(monkeypatch, capsys, f2019)
+    assert got_2019["format"] == "asvspoof2019"
+    assert got_2019["eer"] == pytest.approx(eer(y, p)[0], abs=1e-15)
+    protocol = _write(
+        tmp_path / "protocol.txt",
+        None,
+        [["spk", i, "-", "-", ("bonafide", "spoof")[v]] for i, v in zip(ids, y, strict=True)],
+        " ",
+    )
+    assert run_json(monkeypatch, capsys, f2019, "--keys", protocol)["eer"] == got_2019["eer"]
+    fp = write_pfake_scores(tmp_path / "scores.csv", ids, y, p)
+    got = run_json(monkeypatch, capsys, fp)
+    assert got["format"] == "deepshield-pfake" and got["orientation"] == "fake-high"
+    for key in ("eer", "min_dcf", "auc", "ap", "min_cllr"):
+        assert got[key] == pytest.approx(got_2019[key], abs=1e-12)
+    # P(fake) read as posterior at prior 1/2: Cllr of its log-odds
+    assert got["cllr"] == pytest.approx(cllr(y, np.log(p / (1 - p))), abs=1e-12)
+
+
+def test_certain_wrong_probability_makes_cllr_undefined(tmp_path, monkeypatch, capsys):
+    y, p, ids = _pfake_data(50)
+    p[np.flatnonzero(y == 1)[0]] = 0.0  # a fake called real with certainty
+    got = run_json(monkeypatch, capsys, write_pfake_scores(tmp_path / "s.csv", ids, y, p))
+    assert got["cllr"] is None and "infinite" in got["undefined"]["cllr"]
+    assert got["eer"] is not None and got["act_dcf"] is not None
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (command arguments, the message the one-line error must contain)."""
+    keys = ["bonafide", "spoof", "spoof", "bonafide"]
+    cases: dict[str, tuple[list[str], str]] = {}
+    for name, value, pattern in (
+        ("nan", "nan", "cm.tsv:3: cm-score 'nan'"),
+        ("inf", "inf", "cm.tsv:3: cm-score 'inf'"),
+    ):
+        s, k = cm_files(tmp / name, keys, [0.3, float(value), 0.2, 0.9])
+        cases[name] = ([str(s), "--keys", str(k)], pattern)
+    s, k = cm_files(tmp / "single", ["spoof"] * 4, [0.1, 0.2, 0.3, 0.4])
+    cases["single class"] = ([str(s), "--keys", str(k)], "all 4 trials are spoof")
+    s, k = cm_files(tmp / "constant", keys, [0.5] * 4)
+    cases["constant"] = ([str(s), "--keys", str(k)], "every CM score is 0.5")
+    s, k = cm_files(tmp / "short", keys, [0.3, 0.1, 0.2, 0.9])
+    s.write_text("\n".join(s.read_text().splitlines()[:-1]) + "\n")  # one trial fewer than keys
+    cases["mismatched lengths"] = (
+        [str(s), "--keys", str(k)],
+        "cm_keys.tsv:5: names trial 'T_00003'",
+    )
+    s, k = cm_files(tmp / "unknown", keys, [0.3, 0.1, 0.2, 0.9])
+    k.write_text(k.read_text() + "T_09999\tspoof\n")
+    cases["unknown utterance"] = (
+        [str(s), "--keys", str(k)],
+        "cm_keys.tsv:6: names trial 'T_09999'",
+    )
+    (tmp / "p").mkdir()
+    p = _write(
+        tmp / "p" / "s.csv", "utt,label,p_fake", [["a", "real", 0.1], ["b", "fake", 1.3]], ","
+    )
+    cases["probability outside [0,1]"] = ([str(p)], "s.csv:3: p_fake 1.3 is outside [0, 1]")
+    return cases
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nan",
+        "inf",
+        "single class",
+        "constant",
+        "mismatched lengths",
+        "unknown utterance",
+        "probability outside [0,1]",
+    ],
+)
+def test_bad_input_is_a_one_line_error_from_the_installed_script(tmp_path, case):
+    for sub in ("nan", "inf", "single", "constant", "short", "unknown"):
+        (tmp_path / sub).mkdir()
+    args, expected = _bad_cases(tmp_path)[case]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run(
+        [str(SCRIPT), "metrics", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_pfake_file_refuses_bonafide_high(tmp_path, monkeypatch, capsys):
+    y, p, ids = _pfake_data(20)
+    f = write_pfake_scores(tmp_path / "s.csv", ids, y, p)
+    monkeypatch.setattr(
+        sys, "argv", ["deepshield", "metrics", str(f), "--orientation", "bonafide-high"]
+    )
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "fake-high" in capsys.readouterr().err
+
+
+def test_text_output_names_undefined_metrics_and_missing_keys(tmp_path, monkeypatch, capsys):
+    s, k, _ = _sasv(tmp_path, dash=(0,))
+    monkeypatch.setattr(sys, "argv", ["deepshield", "metrics", str(s), "--keys", str(k)])
+    main()
+    out = capsys.readouterr().out
+    assert "a_dcf     0.120308" in out and "eer       undefined (the file has no CM scores" in out
+    monkeypatch.setattr(sys, "argv", ["deepshield", "metrics", str(s)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "pass its key file with --keys" in capsys.readouterr().err
