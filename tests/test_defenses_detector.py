@@ -146,7 +146,6 @@ def test_defend_detector_cli_passes_its_flags_to_the_study(protected_run, tmp_pa
     assert f"{real} of 2 rows are real attacks" in result.output
 
 
-
 def test_force_keeps_a_users_file_in_the_detector_folder(detector_run, tmp_path):
     import shutil
 

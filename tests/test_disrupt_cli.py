@@ -280,7 +280,9 @@ def test_disrupt_on_an_image_folder_with_the_default_options(
     assert m["images"] == 2
 
 
-def test_force_keeps_a_users_file_in_the_generator_folder(generator_run: Path, tmp_path: Path) -> None:
+def test_force_keeps_a_users_file_in_the_generator_folder(
+    generator_run: Path, tmp_path: Path
+) -> None:
     import shutil
 
     out = tmp_path / "g"
