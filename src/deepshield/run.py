@@ -291,13 +291,30 @@ def open_run(
     force: bool = False,
     config_file: str = "config.yaml",
 ) -> tuple[RunDir, bool]:
-    """Open `path` for `command` with `config`: -> (run, complete). The one resume-or-force rule.
+    """Open `path` for `command` with `config`: -> (run, complete). The one resume-or-force rule
+    (`check_run`), then `start_run` unless the run is complete."""
+    run, complete, replace = check_run(path, command, config, force=force)
+    if not complete:
+        start_run(run, command, config, replace=replace, config_file=config_file)
+    return run, complete
+
+
+def check_run(
+    path: str | Path,
+    command: str,
+    config: BaseModel | Mapping[str, Any],
+    *,
+    force: bool = False,
+    config_file: str = "config.yaml",
+) -> tuple[RunDir, bool, bool]:
+    """-> (run, complete, replace), writing nothing: a command checks its inputs (data, model)
+    between this and `start_run`, so a bad one leaves the folder as it was.
 
     A new or empty folder starts a run. A run of `command` with the same config resumes; it is
     complete when its final marker (`RunDir.set_done(command)`) is set. Another config (or
-    command) is a RunError unless `force`, which deletes only the files the run wrote. A folder
-    holding files deepshield did not write, and no run of it, is refused whatever `force` says.
-    The config is saved as `config_file` (YAML) before this returns.
+    command) is a RunError unless `force`; then `replace` is True and `start_run` deletes only
+    the files the run wrote. A folder holding files deepshield did not write, and no run of it,
+    is refused whatever `force` says.
     """
     run = RunDir(path)
     if run.path.exists() and not run.path.is_dir():
@@ -312,7 +329,7 @@ def open_run(
     same = same or (has_manifest and not started and not m["done"])
     if not has_manifest and run.path.is_dir():
         foreign = run.foreign()
-        if foreign and not (saved.is_file() and old == want):  # an older run: adopted below
+        if foreign and not (saved.is_file() and old == want):  # an older run: adopted
             shown = ", ".join(foreign[:5]) + (
                 f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
             )
@@ -320,22 +337,32 @@ def open_run(
                 f"{run.path}: holds files deepshield did not write ({shown}); nothing was "
                 "changed: choose an empty or new folder"
             )
-    elif not same:
-        if not force:
-            what = f"a `{m['command']}` run" if m["command"] != command else "a run"
-            diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
-            raise RunError(
-                f"{run.path}: holds {what} with another config{diff}; use another --out, or "
-                "--force to replace what deepshield wrote there (other files are kept)"
-            )
-        run.remove_owned()
-        m = run.manifest()
+    elif not same and not force:
+        what = f"a `{m['command']}` run" if m["command"] != command else "a run"
+        diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
+        raise RunError(
+            f"{run.path}: holds {what} with another config{diff}; use another --out, or "
+            "--force to replace what deepshield wrote there (other files are kept)"
+        )
     complete = same and has_manifest and command in m["done"]
+    return run, complete, has_manifest and not same
+
+
+def start_run(
+    run: RunDir,
+    command: str,
+    config: BaseModel | Mapping[str, Any],
+    *,
+    replace: bool = False,
+    config_file: str = "config.yaml",
+) -> None:
+    """After `check_run`: delete what the run wrote when `replace`, then record `command` and
+    save `config` as `config_file` (YAML)."""
+    if replace:
+        run.remove_owned()
     RunDir.create(run.path)
-    run._write_manifest({**m, "command": command})
-    if not complete:
-        run.write_yaml(config_file, want)
-    return run, complete
+    run._write_manifest({**run.manifest(), "command": command})
+    run.write_yaml(config_file, _config_dict(config))
 
 
 def _saved_config(run: RunDir, config_file: str) -> Any:

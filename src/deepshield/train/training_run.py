@@ -16,7 +16,7 @@ from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, open_run
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
 from deepshield.train.evaluation import collapse_warning, write_evaluation
@@ -52,14 +52,15 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
 
     An interrupted run with the same config resumes from its last checkpoint and rebuilds
     every artifact after training; the run is complete once its final marker is written (see
-    `open_run` for --force and folders holding other files). Under torchrun every rank trains
+    `check_run` for --force and folders holding other files). Nothing is written before the
+    data and the model are loaded. Under torchrun every rank trains
     (DistributedDataParallel) and only rank 0 writes the folder.
     """
     run = RunDir(out or default_run_dir(cfg))
-    complete = None
+    complete, replace = None, False
     with distributed.main_first("preparing the run folder"):
         if distributed.is_main():
-            run, complete = open_run(run.path, "train", cfg, force=force)
+            run, complete, replace = check_run(run.path, "train", cfg, force=force)
     if distributed.broadcast_object(complete):
         return run
     seed_all(cfg.seed)
@@ -70,7 +71,8 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
     if cfg.init:
         models.load_weights(model, init_weights_path(cfg.init))
     model = model.to(device)
-    if distributed.is_main():
+    if distributed.is_main():  # data and model are good: the folder is written from here on
+        start_run(run, "train", cfg, replace=replace)
         run.write_json(
             "dataset.json",
             {
