@@ -1,10 +1,14 @@
 """PGD-10 speed: deepshield vs ART, torchattacks and a plain PyTorch loop, in one run.
 
     PYTHONPATH=src python benchmarks/attack_speed.py [--batch 256] [--repeats 3] [--device cpu]
+        [--only "plain loop,deepshield,deepshield sweep x3"]
 
-L-inf PGD, eps 8/255, alpha 2/255, 10 steps, random start, on a batch of CIFAR-shaped images
-against a small CNN and ResNet-18 (CIFAR stem). Implementations run round-robin, `repeats`
-times each after one warm-up; the table gives the fastest time and the ratio to the plain loop.
+L-inf PGD, eps 8/255, alpha 2/255, 10 steps, on a batch of CIFAR-shaped images against a small
+CNN and ResNet-18 (CIFAR stem). "deepshield sweep x3" is `attack_sweep` over the budgets 2/255,
+4/255 and 8/255 (three PGD-10 runs, logits of every point, nested budgets where the code has
+them). Implementations run round-robin, `repeats` times each after one warm-up; the table gives
+the fastest time and the ratio to the plain loop. The script runs against older deepshield code
+too (PYTHONPATH=<other checkout>/src), which is how the cost of a change is measured.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepshield.attacks import pgd
+from deepshield.attacks.sweep import AttackSpec, attack_sweep
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
+SWEEP_EPS = (2 / 255, 4 / 255, 8 / 255)
 
 
 def plain_pgd(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -94,6 +100,9 @@ def implementations(model: nn.Module, device: str) -> dict[str, Callable[[Tensor
     impls: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "plain loop": lambda x, y: plain_pgd(model, x, y),
         "deepshield": lambda x, y: pgd(model, x, y, EPS, alpha=ALPHA, steps=STEPS, seed=0),
+        "deepshield sweep x3": lambda x, y: attack_sweep(
+            model, x, y, AttackSpec("pgd", SWEEP_EPS, steps=STEPS), batch_size=len(x)
+        ),
     }
     try:
         import torchattacks
@@ -134,9 +143,13 @@ def timed(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> float
     return time.perf_counter() - start
 
 
-def bench(name: str, model: nn.Module, x: Tensor, y: Tensor, repeats: int) -> None:
+def bench(
+    name: str, model: nn.Module, x: Tensor, y: Tensor, repeats: int, only: str | None
+) -> None:
     model = model.to(x.device).eval()
     impls = implementations(model, str(x.device))
+    if only:
+        impls = {k: fn for k, fn in impls.items() if k in only.split(",") or k == "plain loop"}
     for fn in impls.values():  # warm-up on a few images
         fn(x[:8], y[:8])
     times: dict[str, list[float]] = {k: [] for k in impls}
@@ -158,6 +171,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="small_cnn,resnet18_cifar")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--only", default=None, help="comma-separated implementations to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -166,7 +180,7 @@ def main() -> None:
     builders = {"small_cnn": small_cnn, "resnet18_cifar": resnet18_cifar}
     for name in args.models.split(","):
         torch.manual_seed(0)
-        bench(name, builders[name](), x, y, args.repeats)
+        bench(name, builders[name](), x, y, args.repeats, args.only)
 
 
 if __name__ == "__main__":

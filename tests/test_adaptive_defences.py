@@ -244,7 +244,8 @@ def test_attack_command_defaults_to_the_attacks_own_step_count(
     assert cli(monkeypatch, "attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255",
                "--n", "4", "--out", "default_steps") == 0  # fmt: skip
     rec = json.loads(tiny_run.file("attack_default_steps.json").read_text())
-    assert rec["steps"] is None and "--steps" not in rec["command"]
+    # the registry entry's default is filled in and recorded (issue 17.4: what ran is written)
+    assert rec["steps"] == default and f"--steps {default}" in rec["command"]
     assert seen == [default]  # one batch, one nonzero eps
 
 

@@ -159,3 +159,26 @@ def test_cw_l2_beats_torchattacks(model, cifar):
     ours = cw_l2(model, x, y, c=1.0, kappa=0.0, steps=100, lr=0.01, binary_search_steps=1)
     theirs = peer("torchattacks").CW(model, c=1.0, kappa=0.0, steps=100, lr=0.01)(x, y)
     assert_cw_at_least_as_good(cw_outcome(model, x, ours, y), cw_outcome(model, x, theirs, y))
+
+
+def test_pgd_at_8_255_is_at_least_as_strong_as_torchattacks_on_three_models(model, cifar):
+    """Issue 24: eps 8/255, 10 steps, torchattacks' own PGD (alpha 2/255, random start) against
+    deepshield's defaults (alpha 2.5 eps / 10 = 2/255, start from x, best iterate) on the CIFAR
+    CNN, a CNN behind a 3x3 blur and the saturated "noise is real" detector: our accuracy is
+    never higher."""
+    from saturated_detector import SaturatedDetector, samples
+
+    torchattacks = peer("torchattacks")
+    blurred = cifar_cnn.train_cnn(preprocess=nn.AvgPool2d(3, stride=1, padding=1), epochs=6)
+    saturated = SaturatedDetector().eval()
+    cases = {
+        "cnn": (model, cifar["x_test"][:200], cifar["y_test"][:200], 8 / 255),
+        "blurred cnn": (blurred, cifar["x_test"][:200], cifar["y_test"][:200], 8 / 255),
+        "saturated": (saturated, *samples(64, detector=saturated), 8 / 255),
+    }
+    for name, (net, x, y, eps) in cases.items():
+        alpha = 2.5 * eps / 10
+        torch.manual_seed(0)
+        theirs = accuracy(net, torchattacks.PGD(net, eps=eps, alpha=alpha, steps=10)(x, y), y)
+        ours = accuracy(net, pgd(net, x, y, eps, steps=10), y)
+        assert ours <= theirs, (name, ours, theirs)

@@ -95,8 +95,9 @@ def quantized(
 def test_quick_audit_items_equal_the_library_and_the_sweep_files(plain):
     run, audit = plain
     items = audit["items"]
-    assert set(items) == {"clean", "fgsm", "pgd_linf", "pgd_l2", "cw_l2", "noise", "transfer",
-                          "explanations", "masking"}  # fmt: skip
+    assert set(items) == {"clean", "fgsm", "pgd_linf", "pgd_l2", "cw_l2", "masking_rerun",
+                          "noise", "transfer", "explanations", "masking"}  # fmt: skip
+    assert set(items["masking_rerun"]) == {"attack", "seconds"}  # nothing suspicious: no re-run
     assert not any("error" in v for v in items.values())
 
     model = run.load_model("best")
@@ -175,6 +176,10 @@ def test_masking_warnings_fire_on_a_quantised_input_detector(quantized):
     status = {c["name"]: c["status"] for c in items["masking"]["checks"]}
     assert status["accuracy reaches ~0 at a large eps"] == "warn"
     assert status["white-box attacks beat transfer (black-box)"] == "warn"
+    # the stronger re-run (APGD from x, 100 steps) ran at 64/255 and could not remove it
+    assert str(64 / 255) in items["masking_rerun"]["pgd_linf"]
+    large = {c["name"]: c for c in items["masking"]["checks"]}["accuracy reaches ~0 at a large eps"]
+    assert "re-run with APGD-CE" in large["detail"]
     card = {r["item"]: r for r in audit["card"]}
     assert card["gradient masking"]["status"] == "warn"
     assert card["gradient masking"]["score"] < 1
@@ -248,7 +253,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(Audit, "explanations", broken)
     lines: list[str] = []
     audit = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 6
+    assert sum("kept from" in line for line in lines) == 7  # with masking_rerun
     assert audit["items"]["explanations"]["error"] == "explain failed on purpose: nothing to fix"
     on_disk = run.read_json("audit.json")
     assert on_disk["items"]["transfer"]["rows"] == first["items"]["transfer"]["rows"]  # seeded
@@ -272,7 +277,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(audit_module, "attack_run", no_sweeps)
     lines.clear()
     resumed = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 7  # all but the failed step
+    assert sum("kept from" in line for line in lines) == 8  # all but the failed step
     assert resumed["items"]["explanations"]["sanity"] == first["items"]["explanations"]["sanity"]
     assert [(r["item"], r["score"], r["status"]) for r in resumed["card"]] == [
         (r["item"], r["score"], r["status"]) for r in first["card"]
@@ -283,7 +288,7 @@ def test_cli_prints_the_card_of_a_finished_audit(plain, monkeypatch, capsys):
     run, audit = plain
     assert cli(monkeypatch, "audit", run.path) == 0  # same settings: every item is kept
     out = capsys.readouterr().out
-    assert out.count("kept from") == 8
+    assert out.count("kept from") == 9
     for row in audit["card"]:
         assert row["item"] in out
     assert f"wrote {run.path / 'audit.json'}" in out

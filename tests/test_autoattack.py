@@ -123,7 +123,8 @@ def test_square_spends_at_most_its_queries_and_lowers_the_margin(model):
     fooled = after < 0
     assert (result.queries[clean_correct & ~fooled] == 100).all()  # unfooled: whole budget
     # per-sample accounting: queries + the one clean check per sample = every forward pass
-    assert counter.forwards == 1 + len(x) + result.queries.sum().item()
+    # (no probe pass for the labels: issue 17.6)
+    assert counter.forwards == len(x) + result.queries.sum().item()
     assert counter.backwards == 0
     assert (after[clean_correct] <= before[clean_correct]).all()
     assert (after[clean_correct] < before[clean_correct]).float().mean() > 0.5
@@ -221,7 +222,8 @@ def test_counting_model_counts_samples_and_changes_nothing(model):
     counter = CountingModel(model)
     x_adv = pgd(counter, x, y, EPS, steps=5, seed=0)
     assert torch.equal(x_adv, pgd(model, x, y, EPS, steps=5, seed=0))
-    assert counter.forwards == 1 + 8 * 5  # the label check on one sample, then 5 steps
+    # 5 steps, then the final iterate (best iterate); no probe pass for the labels (17.6)
+    assert counter.forwards == 8 * 5 + 8
     assert counter.backwards == 8 * 5
     counter.reset()
     assert counter.forwards == counter.backwards == 0

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepshield.data.split import stratified_split, stratified_subset, stratified_take
+from deepshield.data.split import stratified_split, stratified_take, stratified_take_parts
 
 
 def test_split_is_a_partition_with_per_class_proportions():
@@ -62,9 +62,9 @@ def test_take_all_when_n_exceeds():
 
 def test_subset_over_parts_keeps_part_and_class_shares():
     parts = [np.array([0] * 60 + [1] * 20), np.array([0] * 10 + [1] * 10)]
-    a, b = stratified_subset(parts, 50, seed=4)
+    a, b = stratified_take_parts(parts, 50, seed=4)
     assert (parts[0][a] == 0).sum() == 30 and (parts[0][a] == 1).sum() == 10
     assert (parts[1][b] == 0).sum() == 5 and (parts[1][b] == 1).sum() == 5
     assert len(np.unique(a)) == len(a) and a.max() < 80 and b.max() < 20
-    again = stratified_subset(parts, 50, seed=4)
+    again = stratified_take_parts(parts, 50, seed=4)
     assert np.array_equal(again[0], a) and np.array_equal(again[1], b)

@@ -184,6 +184,9 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("disrupt -g {run} --target foo --out {user}/x", "use none, input or a number", ""),
     ("disrupt --config {user}/absent.yaml", "absent.yaml", ""),
     # proactive protection
+    ("metrics {user}/absent.txt", "absent.txt", ""),
+    ("metrics {png}", "cannot read", SUB),
+    ("metrics {png} --orientation sideways", "sideways", ""),
     ("protect nosuch", "No such command 'nosuch'", ""),
     ("protect train --steps 0", "'--steps'", ""),
     ("protect train --data-arg bogus=1 --out {user}/p", "no option bogus", ""),

@@ -25,13 +25,14 @@ from deepshield.attacks.objectives import (
     misclassified,
     predicts,
 )
-from deepshield.attacks.registry import ATTACKS, get_attack
+from deepshield.attacks.registry import ATTACKS, Attack, get_attack
 from deepshield.attacks.square import SquareResult, square, square_search
 
 __all__ = [
     "ATTACKS",
     "BPDA",
     "APGDStep",
+    "Attack",
     "AutoAttackReport",
     "Budget",
     "CountingModel",

@@ -6,10 +6,14 @@ p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), the step halves and the search 
 the best point so far where
   condition 1: fewer than rho = 75 % of the steps since the last checkpoint raised the loss, or
   condition 2: the step was not halved at the last checkpoint and the best loss has not grown.
-The step rule is `APGDStep`, run by the shared core (`attack_loop`, keep_best). `apgd` attacks
+The step rule is `APGDStep`, run by the shared core (`attack_loop`, best iterate). `apgd` attacks
 with cross-entropy ("ce", APGD-CE), DLR ("dlr", APGD-DLR) or the margin loss; `apgd_targeted`
 (APGD-T) runs the targeted DLR loss once per target: the classes ranked 2nd, 3rd, ... at x.
-Restarts and targets attack only the points that are still classified correctly.
+Restarts and targets attack only the points that are still classified correctly; across them a
+point keeps the lowest margin z_y - max_{i!=y} z_i found (a misclassified point first), so an
+unfooled sample comes back as its most adversarial point, not as x. One run starts at a random
+point of the ball (the paper's), or at x with random_start=False; restarts N > 1 are one run
+from x and N - 1 random ones (`core.random_starts`).
 
     @inproceedings{croce2020reliable,
       title={Reliable evaluation of adversarial robustness with an ensemble of diverse
@@ -24,8 +28,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
-from deepshield.attacks.core import Objective, Projection, attack_loop
+from deepshield.attacks.checks import (
+    check_attack,
+    check_count,
+    check_labels,
+    check_norm,
+    check_number,
+)
+from deepshield.attacks.core import Objective, Projection, attack_loop, random_starts
 from deepshield.attacks.dlr import dlr_loss, targeted_dlr_loss, targeted_margin_loss
 from deepshield.attacks.gradient import _generator
 from deepshield.attacks.mode import attack_mode
@@ -145,11 +155,19 @@ def _predictions(model: nn.Module, x: Tensor) -> Tensor:
         return as_logits(model(x))
 
 
+def _clean_logits(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Logits [B, C] at x; the labels are checked against them (no separate probe pass)."""
+    logits = _predictions(model, x)
+    check_labels(logits, y)
+    return logits
+
+
 def _attack_rounds(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    objectives: list[Callable[[Tensor], Objective]],
+    logits: Tensor,
+    objectives: list[tuple[Callable[[Tensor], Objective], bool]],
     *,
     budget: Budget,
     steps: int,
@@ -160,11 +178,14 @@ def _attack_rounds(
 ) -> Tensor:
     """One APGD run per objective, each on the points still classified correctly.
 
-    objectives[r](idx) -> the objective for the samples idx of round r (targets are per sample).
+    logits: [B, C] at x. objectives[r] = (objective_for, random_start): objective_for(idx) ->
+    the objective for the samples idx of round r (targets are per sample). Per sample the
+    lowest-margin point of all rounds is kept (x when no round found a lower margin).
     """
     x_adv = x.clone()
-    robust = _predictions(model, x).argmax(1) == y  # [B]
-    for objective_for in objectives:
+    best = margin(logits, y)  # [B]
+    robust = logits.argmax(1) == y  # [B]
+    for objective_for, random_start in objectives:
         idx = robust.nonzero().squeeze(1)  # [b]
         if len(idx) == 0:
             break
@@ -177,15 +198,17 @@ def _attack_rounds(
             steps=steps,
             objective=objective_for(idx),
             success=misclassified,
-            random_start=True,
-            keep_best=True,
+            random_start=random_start,
             bounds=bounds,
             generator=generator,
             eot_samples=eot_samples,
         )
-        fooled = _predictions(model, found).argmax(1) != y[idx]  # [b]
-        x_adv[idx[fooled]] = found[fooled]
-        robust[idx[fooled]] = False
+        found_logits = _predictions(model, found)  # [b, C]
+        found_margin = margin(found_logits, y[idx])  # [b]
+        better = found_margin < best[idx]
+        x_adv[idx[better]] = found[better]
+        best[idx[better]] = found_margin[better]
+        robust[idx[found_logits.argmax(1) != y[idx]]] = False
     return x_adv
 
 
@@ -199,6 +222,7 @@ def apgd(
     loss: str = "ce",
     steps: int = 100,
     restarts: int = 1,
+    random_start: bool = True,
     rho: float = 0.75,
     eot_samples: int = 1,
     seed: int | None = 0,
@@ -207,10 +231,12 @@ def apgd(
     """Untargeted APGD. x: [B,...] in [0,1] (or model.bounds), y: labels [B] -> x_adv.
 
     loss: "ce" (APGD-CE), "dlr" (APGD-DLR, >= 3 classes) or "margin" (-(z_y - max_{i!=y} z_i)).
-    Per sample, x_adv is a misclassified point when one was found, else the highest-loss point;
-    points misclassified at x are returned unchanged. Each restart (random start in the ball)
-    attacks only the points not yet fooled. eot_samples averages gradients over that many
-    forward passes (randomised models). Randomness: `generator`, else `seed`.
+    Per sample, x_adv is a misclassified point when one was found, else the most adversarial
+    point found (lowest margin; x only where nothing beat it); points misclassified at x are
+    returned unchanged. random_start: one run starts at a random point (True, the paper's) or at
+    x; restarts N > 1: one run from x, N - 1 random, each on the points not yet fooled.
+    eot_samples averages gradients over that many forward passes (randomised models).
+    Randomness: `generator`, else `seed`.
     """
     eps, norm, steps, restarts, rho, eot_samples = _check_common(
         eps, norm, steps, restarts, rho, eot_samples
@@ -219,11 +245,13 @@ def apgd(
         raise InputError(f"unknown APGD loss {loss!r}: use one of {', '.join(LOSSES)}")
     bounds, y, _ = check_attack(model, x, y)
     x = x.detach()
+    logits = _clean_logits(model, x, y)  # [B, C]
     if loss == "dlr":
-        dlr_loss(_predictions(model, x[:1]), y[:1])  # fewer than 3 classes: InputError now
+        dlr_loss(logits[:1], y[:1])  # fewer than 3 classes: InputError now
     objective = LOSSES[loss]
+    starts = random_starts(restarts, random_start)
     return _attack_rounds(
-        model, x, y, [lambda idx: objective] * restarts,
+        model, x, y, logits, [(lambda idx: objective, r) for r in starts],
         budget=Budget(norm, eps), steps=steps, rho=rho, bounds=bounds,
         generator=_generator(seed, generator), eot_samples=eot_samples,
     )  # fmt: skip
@@ -239,6 +267,7 @@ def apgd_targeted(
     targets: int = 9,
     steps: int = 100,
     restarts: int = 1,
+    random_start: bool = True,
     rho: float = 0.75,
     eot_samples: int = 1,
     seed: int | None = 0,
@@ -249,7 +278,8 @@ def apgd_targeted(
     x: [B,...] in [0,1] (or model.bounds), y: true labels [B] -> x_adv (success: any wrong
     class). targets is capped at C - 1. Models with fewer than 4 classes (the targeted DLR's
     denominator needs z_pi4) use the targeted margin -(z_y - z_t) instead; with 2 classes this
-    is the untargeted margin attack. Each target and restart attacks the points not yet fooled.
+    is the untargeted margin attack. Each target and restart attacks the points not yet fooled
+    (starts per target as in `apgd`); unfooled points keep their lowest-margin point.
     """
     eps, norm, steps, restarts, rho, eot_samples = _check_common(
         eps, norm, steps, restarts, rho, eot_samples
@@ -257,7 +287,7 @@ def apgd_targeted(
     targets = check_count("targets", targets)
     bounds, y, _ = check_attack(model, x, y)
     x = x.detach()
-    logits = _predictions(model, x)  # [B, C]
+    logits = _clean_logits(model, x, y)  # [B, C]
     classes = logits.shape[1]
     ranked = logits.argsort(dim=1, descending=True)  # [B, C]
     loss = targeted_dlr_loss if classes >= 4 else targeted_margin_loss
@@ -270,8 +300,9 @@ def apgd_targeted(
         return objective_for
 
     rounds = [towards(rank) for rank in range(1, min(targets, classes - 1) + 1)]
+    starts = random_starts(restarts, random_start)
     return _attack_rounds(
-        model, x, y, [r for r in rounds for _ in range(restarts)],
+        model, x, y, logits, [(r, s) for r in rounds for s in starts],
         budget=Budget(norm, eps), steps=steps, rho=rho, bounds=bounds,
         generator=_generator(seed, generator), eot_samples=eot_samples,
     )  # fmt: skip

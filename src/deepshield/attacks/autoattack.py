@@ -2,7 +2,8 @@
 
 Each stage attacks only the points that every earlier stage left classified correctly, and a
 point fooled once keeps the adversarial example that fooled it, so robust accuracy can only
-fall along the cascade. Versions:
+fall along the cascade. A point no stage fooled keeps the lowest-margin point any stage found
+(x only where none beat it), so scores under AutoAttack are comparable with PGD's. Versions:
   standard  APGD-CE (100 steps), APGD-T (targeted DLR, 9 targets, 100 steps each),
             Square (5000 queries, p_init 0.8): the reference's standard cascade without FAB-T
             (see docs/robustness.md for why FAB-T is left out and what that costs).
@@ -24,9 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.apgd import apgd, apgd_targeted
-from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
+from deepshield.attacks.checks import (
+    check_attack,
+    check_count,
+    check_labels,
+    check_norm,
+    check_number,
+)
 from deepshield.attacks.mode import attack_mode
-from deepshield.attacks.objectives import as_logits
+from deepshield.attacks.objectives import as_logits, margin
 from deepshield.attacks.square import square
 from deepshield.errors import InputError
 
@@ -52,14 +59,11 @@ class AutoAttackReport:
         return {"stages": rows, "robust_accuracy": self.accuracy[-1]}
 
 
-def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    """Whether the model classifies each x correctly: [N] bool."""
+def _logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """Logits [N, C] of x, batch_size points at a time (no gradient, attack mode)."""
     with attack_mode(model), torch.no_grad():
         return torch.cat(
-            [
-                as_logits(model(x[i : i + batch_size])).argmax(1) == y[i : i + batch_size]
-                for i in range(0, len(x), batch_size)
-            ]
+            [as_logits(model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         )
 
 
@@ -70,15 +74,19 @@ def cascade(
     stages: Sequence[tuple[str, StageFn]],
     *,
     batch_size: int = 500,
+    clean_logits: Tensor | None = None,
 ) -> tuple[Tensor, AutoAttackReport]:
     """Run `stages` in turn on the points still classified correctly -> (x_adv, report).
 
-    x: [N,...] (already validated), y: [N]; each stage sees batches of <= batch_size points.
-    A point's x_adv changes only when a stage's output misclassifies it (checked here).
+    x: [N,...] (already validated), y: [N]; clean_logits: [N, C] at x when already known. Each
+    stage sees batches of <= batch_size points. Per point x_adv is the lowest-margin point of
+    all stages (a misclassified one as soon as a stage finds one; checked here).
     """
     x_adv = x.clone()
     start = time.perf_counter()
-    robust = [_correct(model, x, y, batch_size)]
+    logits = _logits(model, x, batch_size) if clean_logits is None else clean_logits
+    best = margin(logits, y)  # [N]
+    robust = [logits.argmax(1) == y]
     seconds = [time.perf_counter() - start]
     for _, attack in stages:
         start = time.perf_counter()
@@ -86,9 +94,12 @@ def cascade(
         idx = still.nonzero().squeeze(1)
         for chunk in idx.split(batch_size) if len(idx) else ():  # nothing left: skip the stage
             found = attack(model, x[chunk], y[chunk])
-            fooled = ~_correct(model, found, y[chunk], batch_size)
-            x_adv[chunk[fooled]] = found[fooled]
-            still[chunk[fooled]] = False
+            found_logits = _logits(model, found, batch_size)  # [b, C]
+            found_margin = margin(found_logits, y[chunk])
+            better = found_margin < best[chunk]
+            x_adv[chunk[better]] = found[better]
+            best[chunk[better]] = found_margin[better]
+            still[chunk[found_logits.argmax(1) != y[chunk]]] = False
         robust.append(still)
         seconds.append(time.perf_counter() - start)
     flags = torch.stack(robust)  # [stages + 1, N]
@@ -102,20 +113,28 @@ def cascade(
 
 
 def autoattack_stages(
-    version: str, norm: str, eps: float, classes: int, seed: int | None, eot_samples: int
+    version: str,
+    norm: str,
+    eps: float,
+    classes: int,
+    seed: int | None,
+    eot_samples: int,
+    random_start: bool = True,
 ) -> list[tuple[str, StageFn]]:
-    """The (name, attack) stages of a version for a model with `classes` outputs."""
+    """The (name, attack) stages of a version for a model with `classes` outputs; the APGD
+    stages start at a random point (the reference's) or, random_start=False, at x."""
     dlr = "dlr" if classes >= 3 else "margin"
     t_name = "apgd-t" if classes >= 4 else "apgd-t-margin"
+    common = {"norm": norm, "seed": seed, "eot_samples": eot_samples, "random_start": random_start}
 
     def apgd_ce(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd(m, x, y, eps, norm=norm, loss="ce", seed=seed, eot_samples=eot_samples)
+        return apgd(m, x, y, eps, loss="ce", **common)
 
     def apgd_dlr(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd(m, x, y, eps, norm=norm, loss=dlr, seed=seed, eot_samples=eot_samples)
+        return apgd(m, x, y, eps, loss=dlr, **common)
 
     def apgd_t(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return apgd_targeted(m, x, y, eps, norm=norm, targets=9, seed=seed, eot_samples=eot_samples)
+        return apgd_targeted(m, x, y, eps, targets=9, **common)
 
     def square_5000(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return square(m, x, y, eps, norm=norm, queries=5000, rescale_schedule=False, seed=seed)
@@ -136,13 +155,15 @@ def autoattack(
     seed: int | None = 0,
     eot_samples: int | None = None,
     batch_size: int = 500,
+    random_start: bool = True,
 ) -> tuple[Tensor, AutoAttackReport]:
     """AutoAttack. x: [N,C,H,W] in [0,1] (or model.bounds), y: labels [N] -> (x_adv, report).
 
     "fast" and "rand" also take other inputs [N,...] (e.g. waveforms [N,T]).
 
     version: "standard" | "fast" | "rand" (module docstring). eot_samples: forward passes
-    averaged per APGD gradient (default 20 for "rand", else 1). x may live on any device; the
+    averaged per APGD gradient (default 20 for "rand", else 1). random_start=False starts the
+    APGD stages at x instead of a random point of the ball. x may live on any device; the
     attack runs on the model's device and x_adv comes back on x's device.
     """
     eps = check_number("eps", eps)
@@ -164,8 +185,8 @@ def autoattack(
             f"x {tuple(x.shape)} is not an image batch [B,C,H,W], which Square (in the standard "
             "version) needs: use version='fast' for other inputs"
         )
-    with attack_mode(model), torch.no_grad():
-        classes = as_logits(model(x[:1])).shape[1]
-    stages = autoattack_stages(version, norm, eps, classes, seed, eot_samples)
-    x_adv, report = cascade(model, x, y, stages, batch_size=batch_size)
+    logits = _logits(model, x, batch_size)  # [N, C]: the cascade's clean pass checks the labels
+    check_labels(logits, y)
+    stages = autoattack_stages(version, norm, eps, logits.shape[1], seed, eot_samples, random_start)
+    x_adv, report = cascade(model, x, y, stages, batch_size=batch_size, clean_logits=logits)
     return x_adv.to(home), report

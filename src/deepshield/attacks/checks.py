@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.norms import NORMS
 from deepshield.errors import InputError
 
@@ -77,11 +76,16 @@ def check_batch(y: object, x: Tensor) -> None:
         )
 
 
-def check_labels(output: Tensor, y: Tensor) -> None:
-    """y: integer [B] in range for the model's output (logits [B,C], or one logit [B]/[B,1])."""
+def check_label_tensor(y: object) -> None:
+    """y: an integer tensor [B] (its range is checked against the model output later)."""
     if not isinstance(y, Tensor) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise InputError(f"y {shape} must be integer class labels [B]: pass y.long()")
+
+
+def check_labels(output: Tensor, y: Tensor) -> None:
+    """y: integer [B] in range for the model's output (logits [B,C], or one logit [B]/[B,1])."""
+    check_label_tensor(y)
     if output.dim() == 2 and output.shape[1] >= 2:
         classes = output.shape[1]
     elif output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
@@ -116,12 +120,30 @@ def check_mask(mask: Tensor, x: Tensor) -> Tensor:
     return mask.to(device=x.device, dtype=x.dtype)
 
 
+def checking_labels(
+    objective: Callable[[Tensor, Tensor], Tensor],
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """`objective` that first checks y against the model output (check_labels) on its first
+    call: labels are validated by the attack's own first forward pass, not by a probe pass."""
+    checked = False
+
+    def wrapped(output: Tensor, y: Tensor) -> Tensor:
+        nonlocal checked
+        if not checked:
+            check_labels(output, y)
+            checked = True
+        return objective(output, y)
+
+    return wrapped
+
+
 def check_attack(
     model: nn.Module, x: Tensor, y: object, *, mask: Tensor | None = None, labels: bool = True
 ) -> tuple[tuple[float, float], object, Tensor | None]:
-    """Validate x, y, mask (and labels, from the output on one sample) -> (bounds, y, mask).
+    """Validate x, y (labels: an integer tensor [B]), mask -> (bounds, y, mask); no forward pass.
 
-    y and mask come back on x's device.
+    y and mask come back on x's device. The label range needs the model's output: each attack
+    checks it on its own first forward pass (`check_labels`, `checking_labels`).
     """
     bounds = model_bounds(model)
     check_images(x, bounds)
@@ -132,6 +154,5 @@ def check_attack(
     if mask is not None:
         mask = check_mask(mask, x)
     if labels:
-        with attack_mode(model), torch.no_grad():
-            check_labels(model(x[:1]), y)
+        check_label_tensor(y)
     return bounds, y, mask

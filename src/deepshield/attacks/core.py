@@ -2,10 +2,18 @@
 
 A configuration picks a budget (norm ball and eps), a step rule (steepest ascent, or a stateful
 rule such as APGD's momentum), an objective (model output, y) -> per-sample loss, its sense
-(maximise, or minimise for targeted attacks and "towards target" disruption), a mask, a random
-start (in the whole ball or a smaller one), restarts, the input bounds ((0, 1) for images,
+(maximise, or minimise for targeted attacks and "towards target" disruption), a mask, where the
+runs start (x, or a random point of the whole ball or a smaller one), restarts, the input bounds ((0, 1) for images,
 model.bounds for e.g. [-1, 1] generators) and an optional per-step hook (e.g. to cycle the class
 a conditional generator is attacked under).
+
+Best iterate: per sample the loop returns the strongest point it evaluated over every iteration
+and run (a successful one first, then the highest objective), never a weaker last iterate. It
+costs no extra forward pass per step (the step's own output and loss are reused) and one
+gradient-free forward pass per run for the final iterate.
+
+Starts: with one run, x or a random point (random_start); with restarts = N > 1, one run from x
+and N - 1 from random points, so restarts never lose what the plain start from x finds.
 """
 
 from __future__ import annotations
@@ -52,6 +60,14 @@ class _Strongest:
         self.x = torch.where(better.view(-1, *([1] * (x_adv.dim() - 1))), x_adv, self.x)
 
 
+def random_starts(restarts: int, random_start: bool) -> list[bool]:
+    """Per run, whether it starts at a random point: one run starts as random_start says;
+    N > 1 runs are one from x and N - 1 random (restarts never lose the start from x)."""
+    if restarts == 1:
+        return [random_start]
+    return [False] + [True] * (restarts - 1)
+
+
 def attack_loop(
     model: nn.Module,
     x: Tensor,
@@ -66,7 +82,6 @@ def attack_loop(
     mask: Tensor | None = None,
     random_start: bool = False,
     restarts: int = 1,
-    keep_best: bool = False,
     bounds: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator | None = None,
     eot_samples: int = 1,
@@ -75,17 +90,17 @@ def attack_loop(
 ) -> Tensor:
     """x: [B,...] in bounds -> x_adv, same shape, in bounds, with x_adv - x in budget and mask.
 
-    Each of `restarts` runs starts at x (or a random point of the budget) and takes `steps`
-    steps. With one run and keep_best=False the last iterate is returned (the textbook
-    algorithm); otherwise, per sample, the strongest point evaluated over all iterations and
-    runs (a successful one first, then the highest objective). Arguments are trusted: the
+    Each of `restarts` runs takes `steps` steps from its start (`random_starts`). Per sample
+    the strongest point evaluated over all iterations and runs is returned (a successful one
+    first, then the highest objective; the module docstring). Arguments are trusted: the
     public attacks validate them. Gradients reach x only; the model is in attack_mode.
     eot_samples > 1 (expectation over transformation, for randomised models): losses and
     gradients are means over that many forward passes; success is read from the last one.
     start_radius: draw the random start from the ball of this radius (budget's norm) instead of
     the whole budget, e.g. a 1e-3 jitter that moves I-FGSM off x where the objective is
     stationary (the distance to the clean output). on_step(i) is called before the gradient of
-    step i (0 .. steps - 1, in every run), e.g. to switch the condition of a generator.
+    step i (0 .. steps - 1, in every run), e.g. to switch the condition of a generator; the
+    objective then differs between steps, so the last iterate is returned instead.
     """
     lo, hi = bounds
     sense = 1.0 if maximize else -1.0
@@ -116,10 +131,12 @@ def attack_loop(
         return out.detach(), total_loss / eot_samples, mean_grad
 
     start = budget if start_radius is None else Budget(budget.norm, start_radius)
-    strongest = _Strongest(x) if keep_best or restarts > 1 else None
+    # with on_step the objective changes from step to step: losses are not comparable and the
+    # last iterate of the last run is returned
+    strongest = _Strongest(x) if on_step is None else None
     with attack_mode(model), torch.enable_grad():
-        for _ in range(restarts):
-            x_adv = project(x + start.sample(x, mask, generator)) if random_start else x
+        for from_random in random_starts(restarts, random_start):
+            x_adv = project(x + start.sample(x, mask, generator)) if from_random else x
             step.reset(x_adv, project)
             for i in range(steps):
                 if on_step is not None:
@@ -133,7 +150,7 @@ def attack_loop(
                     grad = grad * mask
                 x_adv = project(step(x_adv, grad, loss))
             if strongest is not None:
-                with torch.no_grad():
+                with torch.no_grad():  # the final iterate: the only point not yet evaluated
                     out, loss, _ = expected(x_adv, grad=False)
                 strongest.update(x_adv, loss, None if success is None else success(out, y))
     return x_adv if strongest is None else strongest.x

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.checks import check_attack, check_count, check_number
+from deepshield.attacks.checks import check_attack, check_count, check_labels, check_number
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import margin
 
@@ -37,7 +37,8 @@ def cw_l2(
     """x: [B,...] in [0,1] (or model.bounds), y: labels [B] (targets when targeted) -> x_adv.
 
     Per sample, the smallest successful perturbation found over all steps and searches
-    (success: the margin to the true class / to the target exceeds kappa); x where none succeeded.
+    (success: the margin to the true class / to the target exceeds kappa); where none
+    succeeded, the most adversarial point seen (lowest margin gap; x when no step beat it).
     c is the starting constant of the search; binary_search_steps=1 keeps c fixed.
     """
     c = check_number("c", c, strict=True)
@@ -59,7 +60,11 @@ def cw_l2(
     best = x.clone()
     with attack_mode(model), torch.enable_grad():
         with torch.no_grad():  # where x itself succeeds, x is the smallest perturbation
-            best_l2 = torch.where(sign * margin(model(x), y) < -kappa, 0.0, upper)  # [B]
+            output = model(x)
+            check_labels(output, y)
+            closest_gap = sign * margin(output, y)  # [B]: the fallback's gap
+            best_l2 = torch.where(closest_gap < -kappa, 0.0, upper)  # [B]
+        closest = x.clone()  # per sample the lowest-gap point: returned where nothing succeeded
         for _ in range(binary_search_steps):
             w = w_start.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=lr)
@@ -77,7 +82,10 @@ def cw_l2(
                     best_l2 = torch.where(improved, l2, best_l2)
                     best = torch.where(_sample_view(improved, x), x_adv, best)
                     found |= success
+                    closer = gap < closest_gap
+                    closest_gap = torch.where(closer, gap, closest_gap)
+                    closest = torch.where(_sample_view(closer, x), x_adv, closest)
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(upper.isfinite(), (lower + upper) / 2, const * 10)
-    return best
+    return torch.where(_sample_view(best_l2.isfinite(), x), best, closest)

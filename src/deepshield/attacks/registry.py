@@ -1,22 +1,22 @@
 """Attacks by name, with one calling convention for the CLI, sweeps and the audit.
 
-    fn(model, x, y, eps, *, norm="linf", steps=None, seed=0, mask=None, restarts=1,
-       eot_samples=1) -> x_adv
+    ATTACKS[name](model, x, y, eps, *, norm="linf", steps=None, seed=0, mask=None, restarts=1,
+                  eot_samples=1) -> x_adv
 
-x: [B,...] in [0,1] (or model.bounds), y: labels [B]. steps=None takes the attack's default:
-iterations for gradient attacks (ifgsm/pgd 10, APGD 100, CW 100), queries for Square (5000);
-FGSM and AutoAttack ignore it (their schedules are fixed). `mask` ([B|1,1,H,W] in {0,1}) is
-supported by fgsm/ifgsm/pgd only; `restarts` by pgd and the APGD variants; `eot_samples` (EOT:
-mean gradient of that many forward passes of a randomised model) by the gradient attacks and
-AutoAttack, not by Square (no gradients) or CW-L2. An option an attack cannot honour raises
-InputError rather than being silently dropped. CW-L2 is unbounded: eps is
-ignored and it searches the smallest L2 perturbation (sweeps keep it where its norm fits eps).
+x: [B,...] in [0,1] (or model.bounds), y: labels [B]. Each entry (`Attack`) holds the attack's
+defaults and what it supports, once: `steps` (iterations; queries for Square) taken when
+steps=None (`fixed` schedules, FGSM's one step and AutoAttack's, ignore steps), the norms, masks, restarts, EOT,
+targeted use (through its function) and whether the disruption of generators runs it. An
+option an attack cannot honour raises InputError rather than being silently dropped. CW-L2 is
+`minimal`: eps is ignored and it searches the smallest L2 perturbation (sweeps keep it where
+its norm fits eps). Seeds: 0 by default for every attack (the same call, the same x_adv).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -27,70 +27,95 @@ from deepshield.attacks.gradient import fgsm, ifgsm, pgd
 from deepshield.attacks.square import SquareResult, square_search
 from deepshield.errors import ConfigError, InputError
 
-AttackFn = Callable[..., Tensor]
+# (model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> x_adv
+Run = Callable[..., Tensor]
 
 
-def _refuse(
-    name: str, norm: str, allowed: str, mask: Tensor | None, restarts: int, eot_samples: int = 1
-) -> None:
-    """InputError for options the attack `name` cannot honour."""
-    if norm not in allowed.split(","):
-        kind = "an L-inf" if allowed == "linf" else f"a {allowed}"
-        raise InputError(f"{name} is {kind} attack, not {norm!r}: use pgd or apgd for L2")
-    if mask is not None:
-        raise InputError(f"{name} does not take a mask: use fgsm, ifgsm or pgd for masked attacks")
-    if restarts != 1:
-        raise InputError(f"{name} has no restarts: use pgd or apgd for restarts > 1")
-    if eot_samples != 1:
-        raise InputError(f"{name} does not average gradients (EOT): use pgd or apgd for EOT")
+@dataclass(frozen=True)
+class Attack:
+    """A registered attack: how to run it, its default steps and what it supports."""
+
+    name: str
+    run: Run
+    steps: int | None  # default iterations (Square: queries); None: set by the attack itself
+    fixed: bool = False  # the schedule is fixed: a steps argument is ignored
+    norms: tuple[str, ...] = ("linf",)
+    masks: bool = False
+    restarts: bool = False
+    eot: bool = False
+    targeted: bool = False  # its function takes targeted=True (not the registry convention)
+    generators: bool = False  # `disrupt` runs it against image-to-image generators
+    minimal: bool = False  # ignores eps: the smallest L2 perturbation that succeeds
+
+    def refuse(self, norm: str, masked: bool, restarts: int, eot_samples: int) -> None:
+        """InputError for an option this attack cannot honour."""
+        if norm not in self.norms:
+            kind = "an L-inf" if self.norms == ("linf",) else f"a {'/'.join(self.norms)}"
+            raise InputError(f"{self.name} is {kind} attack, not {norm!r}: use pgd or apgd for L2")
+        if masked and not self.masks:
+            raise InputError(
+                f"{self.name} does not take a mask: use fgsm, ifgsm or pgd for masked attacks"
+            )
+        if restarts != 1 and not self.restarts:
+            raise InputError(f"{self.name} has no restarts: use pgd or apgd for restarts > 1")
+        if eot_samples != 1 and not self.eot:
+            raise InputError(f"{self.name} does not average gradients (EOT): use pgd or apgd")
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        eps: float,
+        *,
+        norm: str = "linf",
+        steps: int | None = None,
+        seed: int | None = 0,
+        mask: Tensor | None = None,
+        restarts: int = 1,
+        eot_samples: int = 1,
+    ) -> Tensor:
+        """x: [B,...] -> x_adv under budget eps (module docstring)."""
+        norm = "l2" if self.minimal else norm  # an L2 search, whatever was passed
+        self.refuse(norm, mask is not None, restarts, eot_samples)
+        steps = self.steps if steps is None or self.fixed else steps
+        return self.run(model, x, y, eps, norm=norm, steps=steps, seed=seed, mask=mask,
+                        restarts=restarts, eot_samples=eot_samples)  # fmt: skip
 
 
-def _fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-          steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-          restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    _refuse("fgsm", norm, "linf", None, restarts)
+def _fgsm(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
     return fgsm(model, x, y, eps, mask=mask, eot_samples=eot_samples)
 
 
-def _ifgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-           steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-           restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    _refuse("ifgsm", norm, "linf", None, restarts)
-    return ifgsm(model, x, y, eps, steps=steps or 10, mask=mask, eot_samples=eot_samples)
+def _ifgsm(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+    return ifgsm(model, x, y, eps, steps=steps, mask=mask, eot_samples=eot_samples)
 
 
-def _pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-         steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-         restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    return pgd(model, x, y, eps, norm=norm, steps=steps or 10, seed=seed, mask=mask,
+def _pgd(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+    return pgd(model, x, y, eps, norm=norm, steps=steps, seed=seed, mask=mask,
                restarts=restarts, eot_samples=eot_samples)  # fmt: skip
 
 
-def _cw_l2(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "l2",
-           steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-           restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    _refuse("cw_l2", "l2", "l2", mask, restarts, eot_samples)  # always L2: norm is ignored
-    return cw_l2(model, x, y, steps=steps or 100)
+def _cw_l2(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+    return cw_l2(model, x, y, steps=steps)
 
 
-def _apgd(loss: str) -> AttackFn:
-    def attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-               steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-               restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-        _refuse(f"apgd ({loss})", norm, "linf,l2", mask, 1)
-        return apgd(model, x, y, eps, norm=norm, loss=loss, steps=steps or 100,
-                    restarts=restarts, seed=seed, eot_samples=eot_samples)  # fmt: skip
+def _apgd(loss: str) -> Run:
+    def attack(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+        return apgd(model, x, y, eps, norm=norm, loss=loss, steps=steps, restarts=restarts,
+                    seed=seed, eot_samples=eot_samples)  # fmt: skip
 
     attack.__doc__ = f"APGD on the {loss} loss (apgd with loss={loss!r})."
     return attack
 
 
-def _apgd_t(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-            steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-            restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    _refuse("apgd-t", norm, "linf,l2", mask, restarts)
-    return apgd_targeted(model, x, y, eps, norm=norm, steps=steps or 100, seed=seed,
+def _apgd_t(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+    return apgd_targeted(model, x, y, eps, norm=norm, steps=steps, restarts=restarts, seed=seed,
                          eot_samples=eot_samples)  # fmt: skip
+
+
+def _square(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
+    return square_search(model, x, y, eps, norm=norm, queries=steps, seed=seed).x_adv
 
 
 def square_with_queries(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
@@ -98,22 +123,13 @@ def square_with_queries(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
                         mask: Tensor | None = None, restarts: int = 1,
                         eot_samples: int = 1) -> SquareResult:  # fmt: skip
     """The registry's Square attack with the queries it spent per sample (`SquareResult`)."""
-    _refuse("square", norm, "linf,l2", mask, restarts, eot_samples)
-    return square_search(model, x, y, eps, norm=norm, queries=steps or 5000, seed=seed)
+    entry = ATTACKS["square"]
+    entry.refuse(norm, mask is not None, restarts, eot_samples)
+    return square_search(model, x, y, eps, norm=norm, queries=steps or entry.steps, seed=seed)
 
 
-def _square(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-            steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-            restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-    return square_with_queries(model, x, y, eps, norm=norm, steps=steps, seed=seed, mask=mask,
-                               restarts=restarts, eot_samples=eot_samples).x_adv  # fmt: skip
-
-
-def _autoattack(version: str) -> AttackFn:
-    def attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-               steps: int | None = None, seed: int | None = 0, mask: Tensor | None = None,
-               restarts: int = 1, eot_samples: int = 1) -> Tensor:  # fmt: skip
-        _refuse("autoattack", norm, "linf,l2", mask, restarts)
+def _autoattack(version: str) -> Run:
+    def attack(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
         return autoattack(model, x, y, eps, norm=norm, version=version, seed=seed,
                           eot_samples=eot_samples)[0]  # fmt: skip
 
@@ -121,17 +137,23 @@ def _autoattack(version: str) -> AttackFn:
     return attack
 
 
-ATTACKS: dict[str, AttackFn] = {
-    "fgsm": _fgsm,
-    "ifgsm": _ifgsm,
-    "pgd": _pgd,
-    "cw_l2": _cw_l2,
-    "apgd": _apgd("ce"),
-    "apgd-dlr": _apgd("dlr"),
-    "apgd-t": _apgd_t,
-    "square": _square,
-    "autoattack": _autoattack("standard"),
-    "autoattack-fast": _autoattack("fast"),
+_GRADIENT = {"masks": True, "eot": True, "targeted": True, "generators": True}
+_APGD = {"norms": ("linf", "l2"), "restarts": True, "eot": True}
+_AUTO = {"norms": ("linf", "l2"), "eot": True}
+ATTACKS: dict[str, Attack] = {
+    a.name: a
+    for a in (
+        Attack("fgsm", _fgsm, 1, fixed=True, **_GRADIENT),
+        Attack("ifgsm", _ifgsm, 10, **_GRADIENT),
+        Attack("pgd", _pgd, 10, norms=("linf", "l2"), restarts=True, **_GRADIENT),
+        Attack("cw_l2", _cw_l2, 100, norms=("l2",), targeted=True, minimal=True),
+        Attack("apgd", _apgd("ce"), 100, **_APGD),
+        Attack("apgd-dlr", _apgd("dlr"), 100, **_APGD),
+        Attack("apgd-t", _apgd_t, 100, **_APGD),
+        Attack("square", _square, 5000, norms=("linf", "l2")),
+        Attack("autoattack", _autoattack("standard"), None, fixed=True, **_AUTO),
+        Attack("autoattack-fast", _autoattack("fast"), None, fixed=True, **_AUTO),
+    )
 }
 
 
@@ -147,6 +169,6 @@ def canonical_name(name: str) -> str:
     raise ConfigError(f"unknown attack {name!r}{hint}: use one of {', '.join(ATTACKS)}")
 
 
-def get_attack(name: str) -> AttackFn:
+def get_attack(name: str) -> Attack:
     """The attack registered under `name` (see `canonical_name`)."""
     return ATTACKS[canonical_name(name)]

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.checks import check_attack, check_count, check_norm, check_number
+from deepshield.attacks.checks import (
+    check_attack,
+    check_count,
+    check_labels,
+    check_norm,
+    check_number,
+)
 from deepshield.attacks.gradient import _generator
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.norms import _TINY, _l2, _per_sample
@@ -160,7 +166,8 @@ def square_search(
 
     At most `queries` model evaluations per sample (the start counts as one); points already
     misclassified at x are returned unchanged with 0 queries. Per sample, x_adv is the lowest-
-    margin point found (a misclassified one when found). Randomness: `generator`, else `seed`.
+    margin point found (a misclassified one when found), x itself included (the search's start
+    can be weaker than x). Randomness: `generator`, else `seed`.
     """
     eps = check_number("eps", eps)
     norm = check_norm(norm)
@@ -177,7 +184,10 @@ def square_search(
     spent = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with attack_mode(model), torch.no_grad():
         best = x.clone()
-        todo = predicts(model(x), y).nonzero().squeeze(1)  # [b]: correctly classified
+        output = model(x)
+        check_labels(output, y)
+        clean_margin = margin(output, y)  # [B]
+        todo = predicts(output, y).nonzero().squeeze(1)  # [b]: correctly classified
         best_margin = torch.full((len(x),), -math.inf, device=x.device)
         if len(todo):
             best[todo] = start(x[todo], eps, draws).clamp(lo, hi)
@@ -194,7 +204,8 @@ def square_search(
             best[todo[better]] = new[better]
             best_margin[todo[better]] = new_margin[better]
             spent[todo] += 1
-    return SquareResult(x_adv=best, queries=spent)
+        weaker = _per_sample(best_margin > clean_margin, x)  # the search never beat x
+    return SquareResult(x_adv=torch.where(weaker, x, best), queries=spent)
 
 
 def square(

@@ -9,11 +9,19 @@ composition, same seed), so N processes give the numbers of one.
 Evasion, the usual threat model for a detector, is read off the same sweep: an untargeted attack
 on a fake (label 1) of a two-class detector pushes it towards "real", so the evasion view keeps
 real images clean and takes the attacked fakes (`SweepResult.rows(...)["evasion"]`).
+
+Budgets nest: a point crafted at eps_j lies in every ball of radius eps >= eps_j (and x in
+all), so per sample and budget the sweep uses the most adversarial point among x and the
+points crafted at budgets <= eps, judged by the crafting model's margin z_y - max_{i!=y} z_i
+(misclassified first, then the lowest margin; its own point on ties). White-box curves
+(accuracy, AUC, EER, fakes passed) are therefore monotone in eps by construction; a transfer
+target sees the points its surrogate chose. Each budget's own ("raw") result is kept too, and
+each row says how many samples borrowed a point from a smaller budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,15 +31,12 @@ from torch import Tensor, nn
 from deepshield.attacks.checks import check_batch, check_count, check_norm, check_number
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.mode import attack_mode
-from deepshield.attacks.objectives import as_logits
-from deepshield.attacks.registry import canonical_name, get_attack, square_with_queries
+from deepshield.attacks.objectives import as_logits, margin
+from deepshield.attacks.registry import Attack, get_attack, square_with_queries
 from deepshield.errors import InputError
 from deepshield.train import distributed
 
 GRID_SIZE = 6  # images kept for the clean / adversarial / perturbation grid
-# Registry attacks that ignore eps and search the smallest perturbation (CW-L2): a sweep runs them
-# once per batch and, at budget eps, keeps an example only where its L2 norm is <= eps.
-MINIMAL_L2 = frozenset({"cw_l2"})
 # Query-based attacks whose sweeps keep the model queries spent per sample (SweepResult.queries).
 QUERY_COUNTED = {"square": square_with_queries}
 
@@ -42,16 +47,17 @@ class AttackSpec:
 
     eps 0 means the clean inputs (no attack call). `mask`: "full", "center:SIZE" or "patch:SIZE"
     (a random SIZE x SIZE square per image, placed by `seed` and the batch index). steps None:
-    the attack's own default (registry: 10 for pgd, 100 for apgd and CW-L2, 5000 Square queries).
+    the attack's registry default (`Attack.steps`: 10 for pgd, 100 for apgd and CW-L2, 5000
+    Square queries), filled in by `checked`, as the CLI does.
     eot_samples > 1: every gradient is the mean of that many forward passes (EOT, for randomised
-    models such as a purifier with random initialisation). For CW-L2
-    (MINIMAL_L2) eps is an L2 budget: accuracy at eps counts an example as broken only when the
-    smallest perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
+    models such as a purifier with random initialisation). For CW-L2 (`Attack.minimal`) eps is
+    an L2 budget: accuracy at eps counts an example as broken only when the smallest
+    perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
     """
 
     attack: str = "pgd"
     eps: tuple[float, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255)
-    steps: int | None = 10
+    steps: int | None = None
     norm: str = "linf"
     restarts: int = 1
     mask: str = "full"
@@ -59,8 +65,9 @@ class AttackSpec:
     eot_samples: int = 1
 
     def checked(self) -> AttackSpec:
-        """This spec with eps as floats; InputError / ConfigError on any bad value (no work done)."""
-        attack = canonical_name(self.attack)
+        """This spec with eps as floats and the attack's defaults filled in; InputError /
+        ConfigError on any bad value (no work done)."""
+        entry = get_attack(self.attack)
         if len(self.eps) == 0:
             raise InputError("no eps given: pass at least one budget, e.g. --eps 0,4/255,8/255")
         eps = tuple(check_number("eps", e) for e in self.eps)
@@ -74,9 +81,10 @@ class AttackSpec:
         _, _, size = self.mask.partition(":")
         side = int(size) if size.isdigit() and int(size) > 0 else 1
         parse_mask(self.mask, 1, side, side)  # syntax (ConfigError) and size >= 1 (InputError)
-        steps = 1 if attack == "fgsm" else self.steps  # one step, whatever was passed
-        norm = "l2" if attack == "cw_l2" else self.norm  # an L2 attack, whatever was passed
-        return replace(self, attack=attack, eps=eps, steps=steps, norm=norm)
+        steps = entry.steps if self.steps is None or entry.fixed else self.steps
+        norm = "l2" if entry.minimal else self.norm  # an L2 search, whatever was passed
+        entry.refuse(norm, self.mask.strip() != "full", self.restarts, self.eot_samples)
+        return replace(self, attack=entry.name, eps=eps, steps=steps, norm=norm)
 
     def check_fits(self, shape: Sequence[int]) -> None:
         """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""
@@ -112,12 +120,15 @@ class AttackSpec:
 class SweepResult:
     """Per-sample outputs of one sweep on one evaluated model (CPU tensors, dataset order).
 
-    y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] (row k under eps[k]; eps 0 = clean);
-    l2, linf: [E, N] norms of x_adv - x; surrogate_logits: [E, N, C] of the crafting model when
-    it is another model (transfer), else None; queries: [E, N] model queries spent per sample
-    (QUERY_COUNTED attacks, 0 where not attacked), else None; grid: a few images of the first batch (rank 0
-    only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in [0,1], "mask" [k,1,H,W]
-    (absent for full-image attacks).
+    y: [N]; clean_logits: [N, C]; adv_logits: [E, N, C] at the point used under eps[k] (nested:
+    the module docstring; eps 0 = clean); raw_adv_logits: [E, N, C] at the point crafted at
+    eps[k] itself; source: [E, N] which point is used (0: x, j + 1: the one crafted at eps[j]);
+    l2, linf: [E, N] norms of x_adv - x of the points used; surrogate_logits: [E, N, C] of the
+    crafting model when it is another model (transfer), else None; grid: a few images of the
+    first batch (rank 0 only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in
+    [0,1] (the points used), "mask" [k,1,H,W] (absent for full-image attacks); queries: [E, N]
+    model queries spent per sample by the run at eps[k] itself (QUERY_COUNTED attacks, 0 where
+    not attacked), else None.
     """
 
     eps: list[float]
@@ -126,6 +137,8 @@ class SweepResult:
     adv_logits: Tensor
     l2: Tensor
     linf: Tensor
+    raw_adv_logits: Tensor
+    source: Tensor
     surrogate_logits: Tensor | None = None
     grid: dict[str, Tensor] | None = None
     queries: Tensor | None = None
@@ -141,12 +154,21 @@ class SweepResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per eps: accuracy, norms, (detectors) auc/eer/fake_passed_as_real/... and
-        "evasion" (clean reals + attacked fakes), (transfer) surrogate_accuracy."""
+        "evasion" (clean reals + attacked fakes), (transfer) surrogate_accuracy; "raw": the
+        metrics of the points crafted at this eps alone; "borrowed": samples whose point came
+        from x or a smaller budget, "borrowed_from": their count per budget ("0": x)."""
         out = []
         fake = (self.y == 1)[:, None]  # [N, 1]
+        budgets = [0.0, *self.eps]  # the budget of each source index
         for k, eps in enumerate(self.eps):
             row: dict[str, Any] = {"eps": eps}
             row.update(_metrics(self.y, self.adv_logits[k], self.detector))
+            row["raw"] = _metrics(self.y, self.raw_adv_logits[k], self.detector)
+            lent = self.source[k][self.source[k] != k + 1]  # [n borrowed]
+            row["borrowed"] = len(lent)
+            row["borrowed_from"] = {
+                f"{budgets[j]:.6g}": int((lent == j).sum()) for j in lent.unique().tolist()
+            }
             row["l2_median"] = float(self.l2[k].median()) if len(self.y) else 0.0
             row["linf_max"] = float(self.linf[k].max()) if len(self.y) else 0.0
             if self.detector:
@@ -218,8 +240,8 @@ def transfer_sweep(
     crafter_key = next((k for k, m in targets.items() if m is crafter), "_crafter")
     evaluated = {**targets, crafter_key: crafter}  # every model once; the crafter included
     n_batches = -(-len(x) // batch_size)
-    clean: dict[str, list[Tensor]] = {k: [] for k in evaluated}
-    adv_out: dict[str, list[Tensor]] = {k: [] for k in evaluated}
+    raw: dict[str, list[Tensor]] = {k: [] for k in evaluated}  # per batch [b, 1 + E, C]
+    sources: list[Tensor] = []
     norms: list[Tensor] = []
     spent: list[Tensor] = []  # Square: queries per sample [b, E]
     grid: dict[str, Tensor] | None = None
@@ -228,39 +250,43 @@ def transfer_sweep(
         yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
         mask = spec.batch_mask(len(xb), b, xb.shape[1:])
         queries: dict[float, Tensor] = {}
-        adv = _craft(attack, crafter, xb, yb, spec, mask, queries)  # E x [b, ...]
+        points = [xb, *_craft(attack, crafter, xb, yb, spec, mask, queries)]  # 1 + E x [b, ...]
         if spec.attack in QUERY_COUNTED:  # 0 queries where not attacked (eps 0)
             none = torch.zeros(len(xb), dtype=torch.long)
             spent.append(torch.stack([queries.get(e, none) for e in spec.eps], 1))  # [b, E]
-        delta = (torch.stack(adv) - xb).flatten(2)  # [E, b, D]
-        norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
         for key, m in evaluated.items():
-            clean[key].append(_logits(m, xb))  # [b, C]
-            adv_out[key].append(torch.stack([_logits(m, a) for a in adv], 1))  # [b, E, C]
+            clean = _logits(m, xb)  # [b, C]; eps 0 reuses it
+            at_points = (clean if p is xb else _logits(m, p) for p in points[1:])
+            raw[key].append(torch.stack([clean, *at_points], 1))  # [b, 1 + E, C]
+        source = nested_sources(spec.eps, raw[crafter_key][-1], yb.cpu())  # [b, E]
+        sources.append(source)
+        used = _pick(torch.stack(points), source.to(device))  # [E, b, ...]
+        delta = (used - xb).flatten(2)  # [E, b, D]
+        norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
         if b == 0:
-            grid = _grid(xb, yb, adv, mask, clean[crafter_key][0].shape[1] == 2)
+            grid = _grid(xb, yb, list(used), mask, raw[crafter_key][0].shape[2] == 2)
     eps_count = len(spec.eps)
     norm_all = distributed.gather_tensors(_cat(norms, (eps_count, 2)))  # [N, E, 2]
+    source_all = distributed.gather_tensors(_cat(sources, (eps_count,), torch.long)).T  # [E, N]
     logits = {}
     for key, m in evaluated.items():
         width = _width(m, x[:1].to(device))
-        logits[key] = (
-            distributed.gather_tensors(_cat(clean[key], (width,))),  # [N, C]
-            distributed.gather_tensors(_cat(adv_out[key], (eps_count, width))).transpose(0, 1),
-        )  # [E, N, C]
-    crafted = logits[crafter_key][1]
+        logits[key] = distributed.gather_tensors(_cat(raw[key], (eps_count + 1, width)))
+    crafted = _used_logits(logits[crafter_key], source_all)
     queries = None
     if spec.attack in QUERY_COUNTED:
-        queries = distributed.gather_tensors(_cat(spent, (eps_count,))).T.contiguous()  # [E, N]
+        queries = distributed.gather_tensors(_cat(spent, (eps_count,), torch.long)).T.contiguous()
     return {
         name: SweepResult(
             eps=list(spec.eps),
             y=y.cpu(),
-            clean_logits=logits[name][0],
-            adv_logits=logits[name][1].contiguous(),
+            clean_logits=logits[name][:, 0].contiguous(),
+            adv_logits=_used_logits(logits[name], source_all),
             l2=norm_all[..., 0].T.contiguous(),
             linf=norm_all[..., 1].T.contiguous(),
-            surrogate_logits=None if m is crafter else crafted.contiguous(),
+            raw_adv_logits=logits[name][:, 1:].transpose(0, 1).contiguous(),
+            source=source_all.contiguous(),
+            surrogate_logits=None if m is crafter else crafted,
             grid=grid,
             queries=queries,
         )
@@ -268,8 +294,35 @@ def transfer_sweep(
     }
 
 
+def nested_sources(eps: Sequence[float], logits: Tensor, y: Tensor) -> Tensor:
+    """Per sample and budget, the point to use: logits [b, 1 + E, C] of the crafting model at x
+    (column 0) and at the point crafted at eps[j] (column j + 1), y: [b] -> source [b, E], the
+    column of the lowest margin among x and the budgets <= eps[k] (its own column on ties)."""
+    margins = torch.stack([margin(logits[:, j], y) for j in range(logits.shape[1])], 1)
+    out = []
+    for k, e in enumerate(eps):
+        allowed = torch.tensor([True, *(other <= e for other in eps)])  # [1 + E]
+        candidates = margins.masked_fill(~allowed, float("inf"))  # [b, 1 + E]
+        lowest, best = candidates.min(1)
+        own = margins[:, k + 1] <= lowest
+        out.append(torch.where(own, k + 1, best))
+    return torch.stack(out, 1) if out else torch.zeros((len(y), 0), dtype=torch.long)
+
+
+def _pick(points: Tensor, source: Tensor) -> Tensor:
+    """points [1 + E, b, ...], source [b, E] -> the points used [E, b, ...]."""
+    index = source.T.reshape(*source.T.shape, *([1] * (points.dim() - 2)))  # [E, b, 1, ...]
+    return points.gather(0, index.expand(-1, -1, *points.shape[2:]))
+
+
+def _used_logits(logits: Tensor, source: Tensor) -> Tensor:
+    """logits [N, 1 + E, C] (x, then each budget's point), source [E, N] -> [E, N, C] used."""
+    index = source.T[..., None].expand(-1, -1, logits.shape[2])  # [N, E, C]
+    return logits.gather(1, index).transpose(0, 1).contiguous()
+
+
 def _craft(
-    attack: Callable[..., Tensor],
+    attack: Attack,
     crafter: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -291,7 +344,7 @@ def _craft(
 
     if max(spec.eps) == 0:
         return [x for _ in spec.eps]
-    if spec.attack not in MINIMAL_L2:
+    if not attack.minimal:
         return [run(eps) if eps > 0 else x for eps in spec.eps]
     smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
     l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
@@ -309,9 +362,11 @@ def _width(model: nn.Module, x1: Tensor) -> int:
     return _logits(model, x1).shape[1]
 
 
-def _cat(parts: list[Tensor], trailing: tuple[int, ...]) -> Tensor:
+def _cat(
+    parts: list[Tensor], trailing: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Concatenate per-batch results; an empty shard gives [0, *trailing]."""
-    return torch.cat(parts) if parts else torch.zeros((0, *trailing))
+    return torch.cat(parts) if parts else torch.zeros((0, *trailing), dtype=dtype)
 
 
 def _grid(

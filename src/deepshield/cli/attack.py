@@ -34,7 +34,12 @@ def attack_cmd(
     norm: str = typer.Option(
         "linf", "--norm", help="linf or l2 (PGD).", callback=choice("linf", "l2")
     ),
-    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts.", **COUNT),
+    restarts: int = typer.Option(
+        1,
+        "--restarts",
+        help="Restarts (pgd, apgd): one start from x and N-1 random starts.",
+        **COUNT,
+    ),
     mask: str = typer.Option(
         "full", "--mask", help="full, center:SIZE or patch:SIZE.", callback=mask
     ),

@@ -135,6 +135,9 @@ def _print_summary(path: Path) -> None:
     typer.echo(f"report: {path / 'report.html'}")
 
 
+VIDEO_KEYS = ("n", "auc", "eer", "ap")  # frame- and video-level numbers `evaluate` prints
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
@@ -184,6 +187,9 @@ def _evaluate(
     write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
+    video = metrics.get("video_level")
+    for level in ("frame", "video") if video else ():
+        typer.echo(f"{level} level: " + ", ".join(f"{k} {video[level][k]}" for k in VIDEO_KEYS))
     warning = collapse_warning(metrics, cfg)
     if warning:
         typer.echo(warning)

@@ -93,29 +93,6 @@ def resolve(spec: str) -> tuple[Source, str | None]:
     )
 
 
-def options(source: Source) -> list[str] | None:
-    """The keyword options a source's loader takes (besides its path and `seed`), in signature
-    order; None when it takes any (**kwargs)."""
-    params = list(inspect.signature(source.loader).parameters.values())[1:]  # after `arg`
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in named and p.name != "seed"]
-
-
-def check_options(source: Source, kw: dict[str, Any]) -> None:
-    """ConfigError naming the options `source` takes when `kw` holds one it does not."""
-    known = options(source)
-    if known is None:
-        return
-    unknown = sorted(set(kw) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"dataset {source.prefix}: unknown option(s) {', '.join(unknown)}; it takes "
-            f"{', '.join(known) or 'no options'} (--data-arg KEY=VALUE)"
-        )
-
-
 def load(spec: str, *, seed: int = 0, **kw: Any) -> Splits:
     """Load dataset `spec` split into train/val/test by `seed` (where it has no split of its own)."""
     source, arg = resolve(spec)

@@ -38,6 +38,27 @@ def stratified_split(
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
 
 
+def group_split(
+    y: Sequence[int] | np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    *,
+    seed: int,
+) -> list[np.ndarray]:
+    """Indices of each part (sorted) with every group wholly in one part; y, groups: [N].
+
+    Groups are stratified by the set of classes they hold (real only, fake only, both) and each
+    stratum is cut in `fractions` of its groups by `stratified_split`, so the class balance of
+    the parts follows the groups as far as their number allows.
+    """
+    y, groups = np.asarray(y), np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    kinds = [",".join(map(str, np.unique(y[inverse == g]))) for g in range(len(names))]
+    _, kind_codes = np.unique(np.asarray(kinds), return_inverse=True)
+    parts = stratified_split(kind_codes, fractions, seed=seed)
+    return [np.flatnonzero(np.isin(inverse, p)) for p in parts]
+
+
 def stratified_take(y: Sequence[int] | np.ndarray, n: int, *, seed: int) -> np.ndarray:
     """Sorted indices of a random subset of `n` samples keeping class proportions (all if n >= N).
 
@@ -69,7 +90,7 @@ def _part_sizes(n: int, f: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def stratified_subset(
+def stratified_take_parts(
     parts: Sequence[Sequence[int] | np.ndarray], n: int, *, seed: int
 ) -> list[np.ndarray]:
     """Indices into each part (sorted) of a seeded subset of `n` samples over all parts.

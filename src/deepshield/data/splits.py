@@ -70,6 +70,7 @@ class Splits:
     sample_rate: int | None = None  # audio only
     notes: str = ""
     systems: list[str] = field(default_factory=list)  # name of each meta["system"] code
+    meta_names: dict[str, list[str]] = field(default_factory=dict)  # meta[key] code -> name
 
     @property
     def num_classes(self) -> int:

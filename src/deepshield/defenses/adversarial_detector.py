@@ -155,7 +155,7 @@ def detection_row(
     flagged = scores[n:] >= threshold  # [N]
     row = {
         "attack": attack,
-        "eps": None if attack == "cw_l2" else eps,
+        "eps": None if get_attack(attack).minimal else eps,
         "n": m["n"],
         "accuracy": m["accuracy"],
         "balanced_accuracy": m["balanced_accuracy"],

@@ -49,6 +49,7 @@ from deepshield.metrics.tdcf import (
     asv_error_rates,
     min_tdcf,
 )
+from deepshield.metrics.video import video_metrics
 
 __all__ = [
     "COLLAPSE_SHARE",
@@ -88,6 +89,7 @@ __all__ = [
     "roc",
     "score_summary",
     "tpr_at_fpr",
+    "video_metrics",
     "write_pfake_scores",
     "write_scores",
 ]

@@ -63,6 +63,12 @@ def write_evaluation(
         ):
             run.save_plot(fig, f"{name}{suffix}")
             plots.append(f"plots/{name}{suffix}.png")
+    if "video" in ds.meta and "frame" in ds.meta and len(ds) and splits.num_classes == 2:
+        from deepshield.metrics import video_metrics
+
+        names = splits.meta_names.get("video")
+        s = fake_scores(logits).numpy()
+        metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
         from deepshield.train import countermeasure as cm
@@ -72,6 +78,12 @@ def write_evaluation(
         score_file = cm.write_score_file(run, f"scores{suffix or '_' + split}.txt", ds, s, splits)
         extra = cm.countermeasure_html(metrics, score_file.name)
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
+    for level in ("frame", "video") if "video_level" in metrics else ():
+        rows += [
+            {"metric": f"{level}-level {k}", "value": v}
+            for k, v in metrics["video_level"][level].items()
+            if isinstance(v, (int, float))
+        ]
     title = f"Evaluation on {splits.name} ({split})" + (f" [{tag}]" if tag else "")
     html = table(rows) + extra
     if metrics.get("collapsed"):

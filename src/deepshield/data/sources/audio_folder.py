@@ -18,7 +18,7 @@ import torch
 
 from deepshield.data.audio import AUDIO_EXTENSIONS, CLIP_LENGTH, SAMPLE_RATE, load_clips
 from deepshield.data.registry import register_source
-from deepshield.data.split import stratified_subset
+from deepshield.data.split import stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
 
@@ -155,7 +155,7 @@ def load_speech_folder(
             for part in split_indices(y, val_frac, test_frac, seed)
         )
     if n is not None:
-        keep = stratified_subset([y for _, y in groups], n, seed=seed)
+        keep = stratified_take_parts([y for _, y in groups], n, seed=seed)
         groups = tuple(([f[i] for i in k], y[k]) for (f, y), k in zip(groups, keep, strict=True))
     train, val, test = (_tensor_set(f, y, sample_rate, length) for f, y in groups)
     return Splits(

@@ -24,7 +24,7 @@ from deepshield.data.images import (
     stack_images,
 )
 from deepshield.data.registry import register_source
-from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_subset
+from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.data.summary import counts_note
 from deepshield.errors import ConfigError, DataError
@@ -85,7 +85,7 @@ def _subset(parts: dict[str, Labelled], n: int | None, seed: int) -> dict[str, L
     """A seeded subset of n files over all parts, stratified by part and class (all if None)."""
     if n is None:
         return parts
-    keep = stratified_subset([[lab for _, lab in v] for v in parts.values()], n, seed=seed)
+    keep = stratified_take_parts([[lab for _, lab in v] for v in parts.values()], n, seed=seed)
     return {k: [v[i] for i in idx] for (k, v), idx in zip(parts.items(), keep, strict=True)}
 
 
