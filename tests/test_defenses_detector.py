@@ -144,3 +144,17 @@ def test_defend_detector_cli_passes_its_flags_to_the_study(protected_run, tmp_pa
     assert "fgsm eps=0.07: " in result.output and "(trained on)" in result.output
     real = sum(r["real attack"] for r in rows)  # each row says whether its attack fooled any image
     assert f"{real} of 2 rows are real attacks" in result.output
+
+
+def test_force_keeps_a_users_file_in_the_detector_folder(detector_run, tmp_path):
+    import shutil
+
+    cfg, run = detector_run
+    out = tmp_path / "advdet"
+    shutil.copytree(run.path, out)
+    (out / "notes.txt").write_text("mine")
+    changed = cfg.model_copy(update={"evaluate": ["fgsm:0.1"]})
+    train_adversarial_detector(changed, out, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert [r["eps"] for r in RunDir(out).read_json("detector.json")["rows"]] == [0.1]
+    assert RunDir(out).foreign() == ["notes.txt"]

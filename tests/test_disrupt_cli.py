@@ -278,3 +278,17 @@ def test_disrupt_on_an_image_folder_with_the_default_options(
     )
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["images"] == 2
+
+
+def test_force_keeps_a_users_file_in_the_generator_folder(
+    generator_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(generator_run, out)
+    (out / "notes.txt").write_text("mine")
+    args = ["train-generator", "-m", "stargan", *TINY_G[:-4], "--steps", "4", *DATA]
+    invoke(*args, "--out", out, "--force")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4

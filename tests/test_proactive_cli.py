@@ -160,3 +160,18 @@ def test_read_image_converts_modes(tmp_path: Path) -> None:
     Image.fromarray(np.full((5, 7), 128, np.uint8), mode="L").save(tmp_path / "grey.png")
     x = read_image(tmp_path / "grey.png")
     assert x.shape == (3, 5, 7) and torch.allclose(x, torch.full_like(x, 128 / 255))
+
+
+def test_force_keeps_a_users_file_in_the_run_folder(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "notes.txt").write_text("mine")
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**TINY, "n": 3}))
+    result = CliRunner().invoke(
+        app, ["protect", "train", "-c", str(tmp_path / "other.yaml"), "--out", str(run), "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (run / "notes.txt").read_text() == "mine"
+    assert yaml.safe_load((run / "config.yaml").read_text())["n"] == 3

@@ -13,6 +13,8 @@ from pathlib import Path
 from deepshield.config import TrainConfig
 from deepshield.run import RunDir
 
+DEFAULT_OUT = Path("runs/demo")
+
 
 @dataclass
 class DemoContext:
@@ -20,6 +22,7 @@ class DemoContext:
 
     out: Path
     seed: int = 0
+    force: bool = False  # only for the demo's own folder, never one the user named
     run: RunDir | None = None
     cfg: TrainConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -41,7 +44,7 @@ def train_detector(ctx: DemoContext) -> None:
         optimizer="Adam",
         seed=ctx.seed,
     )
-    ctx.run = run_training(ctx.cfg, ctx.out, force=True)
+    ctx.run = run_training(ctx.cfg, ctx.out, force=ctx.force)
     m = ctx.run.read_json("metrics.json")["test"]
     ctx.lines.append(
         f"detector simplenet on synthetic-faces:easy: test accuracy {m['accuracy']:.3f}, "
@@ -123,10 +126,11 @@ def speech_detector(ctx: DemoContext) -> None:
         epochs=4,
         seed=ctx.seed,
     )
-    speech = run_training(cfg, ctx.out / "speech", force=True)
+    report = ctx.run or RunDir.create(ctx.out)
+    report.claim("speech/")  # a run of its own inside the demo's folder
+    speech = run_training(cfg, ctx.out / "speech", force=ctx.force)
     m = speech.read_json("metrics.json")["test"]
     rows = read_scores(speech.file("scores_test.txt"))  # the run's ASVspoof score file
-    report = ctx.run or RunDir.create(ctx.out)
     report.save_plot(plot_det(rows.labels, rows.scores), "speech_det")
     summary = [
         {"metric": "EER", "value": m["eer"]},
@@ -165,11 +169,12 @@ def disrupt_generator(ctx: DemoContext) -> None:
     cfg = GeneratorConfig(
         model="stargan", model_kwargs={"conv_dim": 16, "n_res": 2}, steps=60, seed=ctx.seed, **data
     )
-    g_run = train_generator(cfg, ctx.out / "generator", force=True)
+    report = ctx.run or RunDir.create(ctx.out)
+    report.claim("generator/")  # a run of its own inside the demo's folder
+    g_run = train_generator(cfg, ctx.out / "generator", force=ctx.force)
     generator = load_generator(g_run.path)
     x01 = real_images(cfg.dataset, cfg.data_kwargs, ctx.seed, "test")[:6]
     summary, tensors = disrupt_images(generator, x01, one_hot_classes(generator.c_dim))
-    report = ctx.run or RunDir.create(ctx.out)
     write_disruption(report, generator, summary, tensors, metrics_file="disruption.json")
     d = summary["distortion"]
     ctx.lines.append(
@@ -189,10 +194,13 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
 
 
 def run_demo(
-    out: str | Path = "runs/demo", seed: int = 0, log: Callable[[str], None] = print
+    out: str | Path | None = None, seed: int = 0, log: Callable[[str], None] = print
 ) -> DemoContext:
-    """Run every demo step in order; return the context (run folder, timings, summary lines)."""
-    ctx = DemoContext(out=Path(out), seed=seed)
+    """Run every demo step in order; return the context (run folder, timings, summary lines).
+
+    Its own folder (runs/demo, when `out` is None) is replaced when the seed changes; a folder the
+    user named is never forced: the same seed resumes there, another one is refused."""
+    ctx = DemoContext(out=Path(out or DEFAULT_OUT), seed=seed, force=out is None)
     for title, step in STEPS:
         log(f"[demo] {title} ...")
         t0 = time.perf_counter()

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deepshield.data.splits import TensorSet, as_batch
+from deepshield.models.frozen import frozen_eval
 
 
 def loader(
@@ -31,11 +32,10 @@ def predict_logits(
     batch_size: int = 128,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Logits [N, K] of `model` (eval mode, restored after) on a TensorSet or tensor [N, ...]."""
+    """Logits [N, K] of `model` (frozen eval mode, every submodule restored after) on a
+    TensorSet or tensor [N, ...]."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with frozen_eval(model):
         out = []
         if isinstance(data, torch.Tensor):
             for i in range(0, len(data), batch_size):
@@ -44,8 +44,6 @@ def predict_logits(
             for x, _ in loader(data, batch_size):
                 out.append(model(x.to(device)).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
-    finally:
-        model.train(was_training)
 
 
 def fake_scores(logits: torch.Tensor) -> torch.Tensor:

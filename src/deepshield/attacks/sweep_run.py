@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from deepshield.config import TrainConfig, parse_config
 from deepshield.data.splits import stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, check_name, data_options
 from deepshield.train import distributed
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class AttackData:
     dataset: str
     split: str
     subset: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset options used
 
 
 def run_config(run: RunDir) -> TrainConfig:
@@ -71,16 +72,17 @@ def load_attack_data(
     seed: int | None = None,
 ) -> AttackData:
     """`n` samples of `split` of the run's dataset (or of `dataset`, with its kwargs), drawn
-    class-stratified by `seed` (default: the run's seed); all of them when n is None."""
+    class-stratified by `seed` (default: the run's seed); all of them when n is None.
+    `data_kwargs` are merged over the run's (`run.data_options`), and the result records them."""
     spec = dataset or cfg.dataset
-    kwargs = dict(data_kwargs) if data_kwargs is not None else ({} if dataset else cfg.data_kwargs)
+    kwargs = data_options(cfg.data_kwargs, dataset, data_kwargs)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(spec, seed=cfg.seed, **kwargs)
     drawn = stratified_subset(
         splits.split(split), n, seed=cfg.seed if seed is None else seed, classes=splits.classes
     )
     x, y = drawn.data.tensors()
-    return AttackData(x, y, list(splits.classes), spec, split, drawn.note)
+    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs)
 
 
 def sweep_name(
@@ -122,6 +124,8 @@ def attack_run(
     """
     spec = spec.checked()
     check_options(split, n, batch_size)
+    if name is not None:
+        check_name(name)
     if threat is not None and surrogate is not None:
         raise ConfigError("--surrogate and --purify do not combine: a purified model is "
                           "attacked through its own purifier (--adaptive none crafts on the bare "
@@ -221,6 +225,7 @@ def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> di
     return {
         **spec.to_dict(),
         "dataset": batch.dataset,
+        "data_kwargs": batch.options,
         "split": batch.split,
         "n": len(batch.y),
         "subset": batch.subset,
@@ -264,13 +269,15 @@ def write_sweep(
     record = {"name": name, **info, **sweep_record(result, spec, batch)}
     if not distributed.is_main():
         return record
+    run.set_done(f"attack_{name}", False)  # complete again only once every artifact is written
     run.write_json(f"attack_{name}.json", record)
     run.save_plot(plot_sweep(record), f"attack_{name}")
     if record["grid"] and result.grid is not None:
         run.save_plot(grid_figure(result, batch.classes, spec.norm), f"attack_{name}_grid")
         tensors = {k: v.contiguous() for k, v in result.grid.items()}
-        atomic_write_bytes(run.file(f"attack_{name}_grid.safetensors"), save(tensors))
+        atomic_write_bytes(run.output(f"attack_{name}_grid.safetensors"), save(tensors))
     run.add_section(f"attack_{name}", _title(record), section_html(record), order=40)
+    run.set_done(f"attack_{name}")
     return record
 
 

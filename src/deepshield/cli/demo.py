@@ -11,7 +11,7 @@ from deepshield.cli.app import app
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder to write."),
+    out: Path = typer.Option(None, "--out", help="Run folder to write [runs/demo]."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train, explain, attack and defend a detector, train a speech detector and disrupt a

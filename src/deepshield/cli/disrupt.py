@@ -147,19 +147,25 @@ def disrupt_cmd(
     from deepshield.disrupt.evaluate import disrupt_images, parse_classes, write_disruption
     from deepshield.disrupt.generators import load_generator, real_images
     from deepshield.disrupt.tables import Setting
-    from deepshield.run import RunDir
+    from deepshield.run import open_run
 
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else {"n": 600, "size": 64}
     g = load_generator(generator, model, parse_kv(model_arg, "--model-arg"))
+    name = generator.stem if generator.is_file() else generator.name
+    settings = {"generator": str(generator), "model": model, "model_arg": model_arg, "method": method,
+                "eps": eps, "steps": steps, "alpha": alpha, "classes": classes, "transfer": transfer,
+                "target": target, "part": part, "dataset": dataset, "data_kwargs": kwargs,
+                "split": split, "n": n, "batch_size": batch_size, "threshold": threshold, "seed": seed}  # fmt: skip
+    out = out or Path("runs") / f"disrupt-{name}-{method}"
+    run, _ = open_run(out, "disrupt images", settings, force=force)
     x01 = real_images(dataset, kwargs, seed, split)[:n]
     setting = Setting(eps, steps, alpha, threshold, batch_size, seed)
     summary, tensors = disrupt_images(
         g, x01, parse_classes(classes, g), method=method, setting=setting, transfer=transfer,
         target=_target(target), part=part,
     )  # fmt: skip
-    name = generator.stem if generator.is_file() else generator.name
-    run = RunDir.create(out or Path("runs") / f"disrupt-{name}-{method}")
     write_disruption(run, g, summary, tensors)
+    run.set_done("disrupt images")
     head = f"{method} eps {eps} on {summary['images']} images x {summary['classes']} classes"
     if "distortion" in summary:
         d = summary["distortion"]

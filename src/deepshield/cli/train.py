@@ -163,14 +163,16 @@ def _evaluate(
     from deepshield import data
     from deepshield.config import TrainConfig, parse_config
     from deepshield.files import write_json
-    from deepshield.run import RunDir
+    from deepshield.run import RunDir, data_options
     from deepshield.train import distributed
     from deepshield.train.evaluation import collapse_warning, write_evaluation
 
     run = RunDir.open(run_dir)
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     spec = dataset or cfg.dataset
-    kwargs = parse_kv(data_arg, "--data-arg") if data_arg else ({} if dataset else cfg.data_kwargs)
+    kwargs = data_options(
+        cfg.data_kwargs, dataset, parse_kv(data_arg, "--data-arg") if data_arg else None
+    )
     with distributed.main_first("loading the dataset"):
         splits = data.load(spec, seed=cfg.seed, **kwargs)
         if (spec, kwargs) != (cfg.dataset, cfg.data_kwargs):
@@ -181,8 +183,8 @@ def _evaluate(
     metrics = write_evaluation(run, model, splits, split, tag=tag)
     if not distributed.is_main():
         return
-    out = run.file(f"eval{'_' + tag if tag else ''}.json")
-    write_json(out, {"dataset": spec, "split": split, **metrics})
+    out = run.output(f"eval{'_' + tag if tag else ''}.json")
+    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
     video = metrics.get("video_level")

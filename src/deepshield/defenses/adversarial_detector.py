@@ -20,7 +20,6 @@ P(class k) = P_protected(k) * (1 - P_adv), P(class K) = P_adv ("rejected as adve
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,10 @@ from deepshield.attacks.registry import get_attack
 from deepshield.config import TrainConfig, parse_config
 from deepshield.data.split import stratified_take
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.errors import ConfigError, RunError
+from deepshield.errors import ConfigError
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, open_run
 from deepshield.runtime import resolve_device, seed_all
 
 CLASSES = ["clean", "adversarial"]
@@ -245,25 +244,6 @@ def _limited(splits: Splits, limit: int | None, seed: int) -> Splits:
     return Splits(name=splits.name, classes=splits.classes, notes=splits.notes, **parts)
 
 
-def _prepare(run: RunDir, cfg: DetectorConfig, force: bool) -> bool:
-    """Create the run folder; True when it already holds this finished study."""
-    RunDir.create(run.path)
-    if not run.exists("config.yaml"):
-        return False
-    if force:
-        for child in run.path.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        RunDir.create(run.path)
-        return False
-    old = parse_config(run.read_yaml("config.yaml"), DetectorConfig, str(run.file("config.yaml")))
-    if old != cfg:
-        raise RunError(
-            f"{run.path}: holds a detector study with another config; use another --out, "
-            "or --force to overwrite it"
-        )
-    return run.exists("detector.json")
-
-
 def train_adversarial_detector(
     cfg: DetectorConfig, out: str | Path, *, force: bool = False
 ) -> RunDir:
@@ -273,8 +253,8 @@ def train_adversarial_detector(
     from deepshield.train.trainer import Trainer
 
     protected_run, pcfg = _protected(cfg)
-    run = RunDir(out)
-    if _prepare(run, cfg, force):
+    run, complete = open_run(out, "defend detector", cfg, force=force)
+    if complete:
         return run
     seed_all(cfg.train.seed)
     device = resolve_device(cfg.train.device)
@@ -285,7 +265,6 @@ def train_adversarial_detector(
     splits = adversarial_splits(
         protected, source, cfg.attack, cfg.eps, steps=cfg.steps, seed=cfg.train.seed
     )
-    run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
     detector = models.create(cfg.train.model, num_classes=2, **cfg.train.model_kwargs).to(device)
     history = Trainer(detector, cfg.train, run, device=device).fit(splits)
     detector = run.load_model("best").to(device)
@@ -313,6 +292,7 @@ def train_adversarial_detector(
     }
     run.write_json("detector.json", result)
     _report(run, cfg, result)
+    run.set_done("defend detector")
     return run
 
 

@@ -18,7 +18,6 @@ from torch import nn
 from deepshield.disrupt.attack import from_pixels, to_pixels
 from deepshield.disrupt.config import DisruptConfig, GeneratorConfig
 from deepshield.disrupt.generators import load_generator, real_images, train_generator
-from deepshield.disrupt.runs import open_configured_run
 from deepshield.disrupt.tables import (
     Setting,
     classes_of,
@@ -32,9 +31,8 @@ from deepshield.disrupt.views import is_conditional
 from deepshield.files import atomic_write_text
 from deepshield.report.grids import image_grid
 from deepshield.report.html import table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, open_run
 
-_OUTPUTS = ("metrics.json", "tables.md")
 _TITLES = {
     "methods": "Table 1: disruption by method (distance to the clean output; higher is stronger)",
     "transfer": "Table 4: class transferability (x_adv made without knowing the class)",
@@ -157,7 +155,8 @@ def run_experiment(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train/reuse the generators, measure cfg.tables, write the run folder; -> metrics."""
-    run = open_configured_run(cfg, out, force, _OUTPUTS)
+    run, _ = open_run(out, "disrupt", cfg, force=force)  # resumes table by table
+    run.claim("generators/")
     metrics: dict[str, Any] = run.read_json("metrics.json") if run.exists("metrics.json") else {}
     setting = Setting(cfg.eps, cfg.steps, cfg.alpha, cfg.threshold, cfg.batch_size, cfg.seed)
     x01 = real_images(cfg.dataset, cfg.data_kwargs, cfg.seed, "test")[: cfg.n_images]
@@ -198,6 +197,7 @@ def run_experiment(
         )
         save("robust", rows)
     _write_tables(run, cfg, metrics)
+    run.set_done("disrupt")
     return metrics
 
 
@@ -216,7 +216,7 @@ def _write_tables(run: RunDir, cfg: DisruptConfig, metrics: dict) -> None:
         f"{cfg.alpha or cfg.eps / 5}, % disrupted = share of (image, class) pairs with L2 >= "
         f"{cfg.threshold}; {cfg.n_images} real test images of {cfg.dataset}."
     )
-    atomic_write_text(run.file("tables.md"), f"Setting: {setup}\n\n" + "\n".join(md))
+    atomic_write_text(run.output("tables.md"), f"Setting: {setup}\n\n" + "\n".join(md))
     grids = [
         f'<p>{name}<br><img src="plots/disrupt_{name}.png"></p>'
         for name in cfg.generators

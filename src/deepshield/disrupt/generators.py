@@ -23,17 +23,14 @@ from deepshield import data
 from deepshield.data.edits import EDITS, apply_edit, attributes, sample_attributes
 from deepshield.disrupt.attack import disrupt, to_pixels
 from deepshield.disrupt.config import AdversarialSpec, GeneratorConfig
-from deepshield.disrupt.runs import open_configured_run
 from deepshield.disrupt.views import is_conditional
 from deepshield.errors import DataError, RunError
 from deepshield.models import create, load_weights, spec
 from deepshield.report.grids import image_grid
 from deepshield.report.html import table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, open_run
 from deepshield.runtime import resolve_device
 from deepshield.train.gan import GANTrainer, Perturb
-
-_OUTPUTS = ("model.json", "best.safetensors", "history.json", "metrics.json", "trainer.safetensors")
 
 
 def training_kwargs(model: str, kwargs: dict) -> dict:
@@ -92,8 +89,8 @@ def train_generator(
     log: Callable[[str], None] = lambda _: None,
 ) -> RunDir:
     """Train cfg's generator on the dataset's real train images; write the run folder `out`."""
-    run = open_configured_run(cfg, out, force, _OUTPUTS)
-    if run.exists("metrics.json") and run.exists("best.safetensors"):
+    run, complete = open_run(out, "disrupt train-generator", cfg, force=force)
+    if complete:
         log(f"{run.path}: finished run with this config, reused")
         return run
     device = resolve_device(cfg.device)
@@ -112,7 +109,7 @@ def train_generator(
         adv_mode="generator" if adv.mode == "none" else adv.mode,
         seed=cfg.seed,
     )
-    checkpoint = run.file("trainer.safetensors")
+    checkpoint = run.output("trainer.safetensors")
     if checkpoint.is_file():
         trainer.load(checkpoint)
         log(f"{run.path}: resumed at step {trainer.step}")
@@ -133,6 +130,7 @@ def train_generator(
     run.write_json("history.json", trainer.history)
     run.write_json("metrics.json", metrics)
     _report(run, cfg, generator.eval(), test, metrics)
+    run.set_done("disrupt train-generator")
     return run
 
 

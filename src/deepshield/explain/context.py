@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from deepshield.errors import InputError, ModelError
+from deepshield.models.frozen import frozen_eval
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -18,19 +19,8 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """Put `model` in eval mode with parameters frozen; restore every module's mode and every
     parameter's `requires_grad` afterwards. Explanations differentiate only with respect to the
     input or an activation, so no parameter `.grad` is ever written."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+    with frozen_eval(model), torch.enable_grad():
+        yield model
 
 
 def check_input(x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from deepshield.explain.sanity import DEFAULT_BOUND, sanity_randomization
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.html import figure, table
 from deepshield.report.overlay import explanation_grid, outcome_indices
-from deepshield.run import RunDir
+from deepshield.run import RunDir, data_options
 
 # Accepted spellings of each method -> its name in deepshield.explain.METHODS.
 METHOD_ALIASES = {
@@ -181,7 +181,7 @@ def _load_splits(
 
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
     spec = dataset or cfg.dataset
-    options = {**({} if dataset else cfg.data_kwargs), **(data_kwargs or {})}
+    options = data_options(cfg.data_kwargs, dataset, data_kwargs)
     return data.load(spec, seed=cfg.seed, **options), spec, options
 
 

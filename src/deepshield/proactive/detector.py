@@ -33,6 +33,7 @@ from torch import nn
 from deepshield.errors import ModelError
 from deepshield.files import atomic_write_text
 from deepshield.models import load_weights, save_weights
+from deepshield.models.frozen import frozen_eval
 from deepshield.proactive.templates import tile_to
 
 FORMAT = "deepshield.proactive.detector/1"
@@ -92,14 +93,10 @@ class ProactiveDetector(nn.Module):
         self, x: torch.Tensor, templates: torch.Tensor | None = None, batch_size: int = 64
     ) -> torch.Tensor:
         """x: [N, 3, H, W] in [0, 1] -> P(manipulated) [N] in [0, 1], in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with frozen_eval(self):
             s = torch.cat(
                 [self(x[i : i + batch_size], templates)[0] for i in range(0, len(x), batch_size)]
             )
-        finally:
-            self.train(was_training)
         return torch.sigmoid(-s)
 
 

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from deepshield import data
-from deepshield.config import dump_config
-from deepshield.errors import DataError, RunError
+from deepshield.errors import DataError
 from deepshield.files import atomic_write_text
 from deepshield.proactive import manipulations as manip
 from deepshield.proactive.config import ProactiveConfig
@@ -28,7 +27,7 @@ from deepshield.proactive.figures import plot_examples, plot_history, plot_templ
 from deepshield.proactive.templates import TemplateSet
 from deepshield.proactive.training import DetectorTrainer
 from deepshield.report.html import table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, open_run
 
 
 def clean_images(cfg: ProactiveConfig) -> dict[str, torch.Tensor]:
@@ -46,23 +45,6 @@ def clean_images(cfg: ProactiveConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def _open_run(cfg: ProactiveConfig, out: Path, force: bool) -> RunDir:
-    text = dump_config(cfg)
-    run = RunDir.create(out)
-    old = run.file("config.yaml")
-    if old.is_file() and old.read_text() != text:
-        if not force:
-            raise RunError(
-                f"{out}: holds a run with another config; pass --force to overwrite it or "
-                "choose another --out"
-            )
-        for stem in ("templates", "detector", "passive"):
-            for suffix in (".safetensors", ".json"):
-                run.file(stem + suffix).unlink(missing_ok=True)
-    atomic_write_text(old, text)
-    return run
-
-
 def run_experiment(
     cfg: ProactiveConfig,
     out: str | Path,
@@ -72,12 +54,12 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train generators, the proactive and the passive detector; evaluate; -> metrics."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    run = _open_run(cfg, Path(out), force)
+    run, _ = open_run(out, "protect train", cfg, force=force)  # reuses what is there
     images = clean_images(cfg)
     log(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in images.items())} clean images")
     names = cfg.seen + cfg.unseen
     nets = manip.load_or_train_generators(
-        cfg.generators, names, images["train"], run.file("generators"), cfg.seed, log
+        cfg.generators, names, images["train"], run.output("generators/"), cfg.seed, log
     )
     manipulations = manip.build(names, cfg.generators, nets)
     timings = {"generators_s": time.perf_counter() - start}
@@ -102,8 +84,9 @@ def run_experiment(
     metrics["timings"] = timings
     run.write_json("metrics.json", metrics)
     tables = markdown_tables(metrics)
-    atomic_write_text(run.file("metrics.md"), tables)
+    atomic_write_text(run.output("metrics.md"), tables)
     _report(run, metrics, history, templates, images["test"], manipulations, cfg)
+    run.set_done("protect train")
     return metrics
 
 
@@ -128,6 +111,13 @@ def _trained(
     t = time.perf_counter()
     trainer = DetectorTrainer(cfg, train, seen, proactive=proactive)
     history[name] = trainer.fit(cfg.steps)
+    run.claim(
+        *(
+            f"{s}.{ext}"
+            for s in {stem, "templates" if proactive else stem}
+            for ext in ("safetensors", "json")
+        )
+    )
     save_detector(trainer.detector.eval(), run.file(stem))
     if trainer.templates is not None:
         trainer.templates.save(run.file("templates"))

@@ -85,7 +85,7 @@ def write_score_file(
             for label, code in zip(y.tolist(), system.tolist(), strict=True)
         ]
     ids = ["_".join(n.split()) or f"utt{i}" for i, n in enumerate(ds.names)]
-    return write_scores(run.file(name), ids, sources, y, scores)
+    return write_scores(run.output(name), ids, sources, y, scores)
 
 
 def countermeasure_html(metrics: dict[str, Any], score_file: str) -> str:

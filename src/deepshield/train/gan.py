@@ -58,6 +58,7 @@ from deepshield.data.edits import EDITS, apply_edit, attributes, sample_attribut
 from deepshield.errors import ConfigError, InputError, ModelError, TrainingError
 from deepshield.files import atomic_write_bytes
 from deepshield.models.discriminators import PatchDiscriminator
+from deepshield.models.frozen import frozen_eval
 from deepshield.progress import track
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -221,12 +222,8 @@ class GANTrainer:
         else:
             c = self.fixed_c.expand(x01.shape[0], -1)
         y01 = apply_edit(x01, c)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with frozen_eval(self.generator):
             out = self._generate((x01 * 2 - 1).to(self.device), c.to(self.device))
-        finally:
-            self.generator.train(was_training)
         out01 = ((out.cpu() + 1) / 2).clamp(0, 1)
         return {
             "l1": (out01 - y01).abs().mean().item(),

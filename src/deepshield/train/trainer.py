@@ -10,11 +10,14 @@ are summed over ranks, and only rank 0 writes the run folder.
 from __future__ import annotations
 
 import io
+import json
 import math
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,6 +80,7 @@ class Trainer:
         self.history: dict[str, Any] = {"epochs": [], "best_epoch": None}
         self.best_val: tuple[float, float] = (-math.inf, -math.inf)  # (val acc, -val loss)
         self.start_epoch = 1
+        self.best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch
 
     # -- one epoch ------------------------------------------------------------------------------
     def train_epoch(self, ds: TensorSet, epoch: int) -> dict[str, float]:
@@ -184,21 +188,33 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _save(self, epoch: int, improved: bool) -> None:
+        """One atomic last.pt holds everything a resume needs (weights, optimizer, best weights,
+        every random state, history); best.safetensors and history.json are derived from it."""
         if self.run is None or not self.is_main:
             return
         bare = unwrap(self.model)
-        if improved:
-            self.run.save_model(bare, "best")
+        weights = {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
+        if improved or self.best_state is None:
+            self.best_state = weights
         state = {
             "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
+            "model": weights,
+            "best": self.best_state,
             "optimizer": self.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": rng_state(),
             "best_val": torch.tensor(self.best_val, dtype=torch.float64),
+            "history": json.dumps(self.history),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run.file(CHECKPOINT), buf.getvalue())
+        atomic_write_bytes(self.run.output(CHECKPOINT), buf.getvalue())
+        self._derive(bare, write_best=improved)
+
+    def _derive(self, bare: nn.Module, *, write_best: bool) -> None:
+        """history.json (and best.safetensors when `write_best`) from the state in memory."""
+        assert self.run is not None
+        if write_best and self.best_state is not None:
+            self.run.save_model(bare, "best", state=self.best_state)
         self.run.write_json("history.json", self.history)
 
     def _resume(self) -> None:
@@ -208,15 +224,61 @@ class Trainer:
             return
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            history = self.run.read_json("history.json")
+            if "history" in state:
+                history = json.loads(state["history"])
+            else:  # a checkpoint of an older deepshield: history.json beside it
+                history = self.run.read_json("history.json")
+            bare = unwrap(self.model)
+            bare.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         except Exception as e:
             raise RunError(
-                f"{path}: cannot resume ({type(e).__name__}); delete the run folder or use --force"
+                f"{path}: damaged, cannot resume ({type(e).__name__}); delete last.pt to restart "
+                "training, or re-run with --force"
             ) from e
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.best_val = tuple(state["best_val"].tolist())  # type: ignore[assignment]
+        self.best_state = state.get("best")
         self.history = history
         self.history["epochs"] = [r for r in history["epochs"] if r["epoch"] <= state["epoch"]]
         self.start_epoch = int(state["epoch"]) + 1
+        if self.is_main:  # a kill may have come between last.pt and what derives from it
+            self._derive(bare, write_best=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a run draws from: torch CPU, each CUDA device, numpy, python."""
+    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "cpu": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
+    """Restore what `rng_state` saved (a bare tensor: the CPU state of older checkpoints)."""
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["cpu"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,13 @@ import torch
 from torch import nn
 
 from deepshield import data, models
-from deepshield.config import TrainConfig, parse_config
+from deepshield.config import TrainConfig
 from deepshield.defenses.robustness import write_training_robustness
 from deepshield.defenses.training import is_defended, training_hooks
-from deepshield.errors import ConfigError, RunError
+from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
 from deepshield.train.evaluation import collapse_warning, write_evaluation
@@ -48,35 +47,20 @@ def init_weights_path(init: str | Path) -> Path:
     return path
 
 
-def _check_existing(run: RunDir, cfg: TrainConfig, force: bool) -> bool:
-    """True when the run is already complete with this config. Resumes when incomplete."""
-    if not run.exists("config.yaml"):
-        return False
-    if force:
-        for child in run.path.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        return False
-    old = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
-    if old != cfg:
-        diff = [k for k in cfg.model_fields if getattr(old, k) != getattr(cfg, k)]
-        raise RunError(
-            f"{run.path}: holds a run with a different config ({', '.join(diff)}); "
-            "use another --out, or --force to overwrite it"
-        )
-    return run.exists("metrics.json")
-
-
 def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool = False) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
 
-    An interrupted run with the same config resumes from its last checkpoint. Under torchrun
-    every rank trains (DistributedDataParallel) and only rank 0 writes the folder.
+    An interrupted run with the same config resumes from its last checkpoint and rebuilds
+    every artifact after training; the run is complete once its final marker is written (see
+    `check_run` for --force and folders holding other files). Nothing is written before the
+    data and the model are loaded. Under torchrun every rank trains
+    (DistributedDataParallel) and only rank 0 writes the folder.
     """
     run = RunDir(out or default_run_dir(cfg))
-    complete = None
+    complete, replace = None, False
     with distributed.main_first("preparing the run folder"):
         if distributed.is_main():
-            complete = _check_existing(RunDir.create(run.path), cfg, force)
+            run, complete, replace = check_run(run.path, "train", cfg, force=force)
     if distributed.broadcast_object(complete):
         return run
     seed_all(cfg.seed)
@@ -87,8 +71,8 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
     if cfg.init:
         models.load_weights(model, init_weights_path(cfg.init))
     model = model.to(device)
-    if distributed.is_main():
-        run.write_yaml("config.yaml", cfg.model_dump(mode="json"))
+    if distributed.is_main():  # data and model are good: the folder is written from here on
+        start_run(run, "train", cfg, replace=replace)
         run.write_json(
             "dataset.json",
             {
@@ -113,6 +97,8 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
     finish_run(run, cfg, splits, history)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)
+    if distributed.is_main():
+        run.set_done("train")  # the final marker, after every artifact
     return run
 
 
