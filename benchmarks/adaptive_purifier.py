@@ -31,7 +31,8 @@ import torch
 from deepshield.attacks.sweep import AttackSpec, transfer_sweep
 from deepshield.defenses.adaptive import ADAPTIVE, PurifierThreat
 from deepshield.defenses.dip import FAST
-from deepshield.defenses.purifier import DipPurifier, purification_inputs
+from deepshield.defenses.purifier import DipPurifier
+from deepshield.runs.purify import purification_inputs
 
 
 def dip_images(model: torch.nn.Module) -> int:

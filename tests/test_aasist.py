@@ -128,7 +128,7 @@ def test_fine_tuning_starts_from_the_official_weights_flipped(tmp_path):
     from safetensors.torch import load_file
 
     from deepshield.config import TrainConfig
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     path = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
     cfg = TrainConfig(dataset="synthetic-speech", data_kwargs={"n": 12, "length": 4000},

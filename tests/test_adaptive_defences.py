@@ -14,7 +14,6 @@ from deepshield.attacks import pgd
 from deepshield.attacks.objectives import detector_aware_loss, fooled_undetected
 from deepshield.attacks.square import SquareResult
 from deepshield.attacks.sweep import AttackSpec, attack_sweep, transfer_sweep
-from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.defenses.adaptive import (
     DEFENDER_SEED,
     PurifierThreat,
@@ -26,6 +25,7 @@ from deepshield.defenses.adversarial_detector import Guarded
 from deepshield.defenses.dip import DipConfig
 from deepshield.defenses.purifier import DipPurifier, Purified
 from deepshield.errors import ConfigError
+from deepshield.runs.attack_sweep import load_attack_data, run_config
 from test_attack_cli import cli
 from test_sweep import trained_tiny_run
 
@@ -283,7 +283,7 @@ def test_purified_attack_command_equals_the_library_threat(tiny_run, monkeypatch
 def test_adaptive_flags_fail_in_one_line_before_any_work(
     tiny_run, monkeypatch, capsys, args, words
 ):
-    import deepshield.attacks.sweep_run as sweep_run
+    import deepshield.runs.attack_sweep as sweep_run
 
     def no_data(*a, **k):
         raise AssertionError("loaded data despite bad flags")

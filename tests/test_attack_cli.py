@@ -14,8 +14,8 @@ import yaml
 from safetensors.torch import load_file
 
 from deepshield.attacks.sweep import AttackSpec, attack_sweep
-from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.errors import ConfigError
+from deepshield.runs.attack_sweep import load_attack_data, run_config
 from deepshield.studies import load_study, run_study
 from test_sweep import tiny_detector, trained_tiny_run
 
@@ -109,7 +109,7 @@ def test_default_result_name_says_what_ran(tiny_run, monkeypatch):
 def test_bad_input_exits_2_with_one_line_before_any_attack(
     tiny_run, monkeypatch, capsys, args, words
 ):
-    import deepshield.attacks.sweep_run as sweep_run
+    import deepshield.runs.attack_sweep as sweep_run
 
     def no_attack(*a, **k):
         raise AssertionError("attacked despite bad input")

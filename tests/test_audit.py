@@ -17,7 +17,6 @@ import torch
 from deepshield.attacks.norms import Budget
 from deepshield.attacks.objectives import margin
 from deepshield.attacks.sweep import AttackSpec
-from deepshield.attacks.sweep_run import load_attack_data, run_config
 from deepshield.audit import BUDGETS, Audit, audit_run, eps_half, masking_checks, random_noise
 from deepshield.audit.checks import (
     blackbox_beats_whitebox,
@@ -33,6 +32,7 @@ from deepshield.models.architectures.simplenet import SimpleNet
 from deepshield.models.registry import HALF, register
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
+from deepshield.runs.attack_sweep import load_attack_data, run_config
 from test_attack_cli import cli
 from test_sweep import TINY, trained_tiny_run
 
@@ -84,7 +84,7 @@ def quantized(
 ) -> tuple[RunDir, dict]:
     """The same detector trained behind the quantisation layer, and its audit (the quick budget
     with less CW-L2 and explanation work) with the plain detector as transfer surrogate."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     out = tmp_path_factory.mktemp("audit") / "quantized"
     run = run_training(TINY.model_copy(update={"model": quantized_registered}), out)

@@ -14,7 +14,6 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 
 from deepshield.attacks.sweep import AttackSpec, attack_sweep
-from deepshield.attacks.sweep_run import AttackData, attack_outcome, sweep_record, table_rows
 from deepshield.data.splits import TensorSet, stratified_subset
 from deepshield.metrics import (
     balanced_accuracy,
@@ -24,6 +23,7 @@ from deepshield.metrics import (
     detector_metrics,
 )
 from deepshield.metrics.attack_statistics import success_statistics
+from deepshield.runs.attack_sweep import AttackData, attack_outcome, sweep_record, table_rows
 
 # -- metrics -----------------------------------------------------------------------------------
 
@@ -125,8 +125,8 @@ def test_n_on_a_sorted_split_keeps_both_classes_in_proportion():
 def test_attack_data_from_a_real_fake_folder_draws_both_classes(tmp_path):
     """The issue's bug: a real/ + fake/ folder's test split lists reals first, so `--n` took
     reals only (AUC, EER and fakes passed came out empty)."""
-    from deepshield.attacks.sweep_run import load_attack_data
     from deepshield.config import TrainConfig
+    from deepshield.runs.attack_sweep import load_attack_data
     from test_data_folder import _class_folder
 
     root = _class_folder(tmp_path / "faces", n_real=60, n_fake=20)
@@ -190,7 +190,7 @@ def test_a_collapsed_detector_is_flagged_and_ranked_below_a_working_one():
 
 def test_evaluate_flags_a_collapsed_model_and_names_the_fix():
     from deepshield.config import TrainConfig
-    from deepshield.train.evaluation import collapse_warning, evaluate_model
+    from deepshield.runs.evaluation import collapse_warning, evaluate_model
 
     x, y = brightness_data()
     metrics, _ = evaluate_model(AlwaysReal().eval(), TensorSet(x, y), 2)
@@ -255,7 +255,7 @@ def test_cw_l2_statistics_are_over_successes_and_match_the_closed_form():
 
 
 def test_cw_reproduce_line_keeps_l2_budgets_in_their_units():
-    from deepshield.attacks.sweep_run import _command
+    from deepshield.runs.attack_sweep import _command
 
     spec = AttackSpec("cw_l2", (0.0, 1.0, 100.0)).checked()
     cmd = _command("r", spec, None, "test", None, 8, None, "cw")  # type: ignore[arg-type]

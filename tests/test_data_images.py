@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepshield.data.images import parse_size, read_image, resize, stack_images
 from deepshield.errors import DataError
+from deepshield.media.images import parse_size, read_image, resize, stack_images
 
 
 def _rgb(seed: int = 0, h: int = 12, w: int = 10) -> np.ndarray:

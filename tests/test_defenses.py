@@ -226,7 +226,7 @@ def test_train_config_rejects_an_unknown_adversarial_training():
 @pytest.fixture(scope="module")
 def defended_runs(tmp_path_factory):
     """A plain and a Lipschitz-regularised run of mlp3 on a small synthetic-faces set."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     root = tmp_path_factory.mktemp("defended")
     common = {

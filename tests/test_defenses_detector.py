@@ -14,10 +14,10 @@ from deepshield.defenses.adversarial_detector import (
     Guarded,
     adversarial_pairs,
     parse_attack,
-    train_adversarial_detector,
 )
 from deepshield.errors import ConfigError, RunError
 from deepshield.run import RunDir
+from deepshield.runs.adversarial_detector import train_adversarial_detector
 
 
 def linear_classifier(d: int = 3 * 8 * 8, classes: int = 3, seed: int = 0) -> nn.Module:
@@ -66,7 +66,7 @@ def test_parse_attack_rejects_bad_specs(spec):
 
 @pytest.fixture(scope="module")
 def protected_run(tmp_path_factory):
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     cfg = TrainConfig(
         dataset="synthetic-faces:easy",

@@ -196,7 +196,7 @@ def test_lower_threshold_trades_reals_for_recall():
 @pytest.fixture(scope="module")
 def detector_run(tmp_path_factory):
     from deepshield.config import TrainConfig
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     cfg = TrainConfig(
         dataset="synthetic-faces:easy",

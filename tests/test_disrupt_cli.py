@@ -17,10 +17,11 @@ from deepshield.cli import main
 from deepshield.cli.app import app
 from deepshield.data import register_source
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.disrupt import disruption_perturb, load_generator
+from deepshield.disrupt import disruption_perturb
 from deepshield.disrupt.config import AdversarialSpec
 from deepshield.errors import RunError
 from deepshield.models import create
+from deepshield.runs.generators import load_generator
 from deepshield.train.gan import GANTrainer
 
 EPS = 0.05
@@ -89,7 +90,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path: Path) -> Non
             "-b", "2", *DATA]  # fmt: skip
     invoke(*args, "--steps", "4", "--out", tmp_path / "straight")
     from deepshield.disrupt.config import GeneratorConfig
-    from deepshield.disrupt.generators import train_generator
+    from deepshield.runs.generators import train_generator
 
     cfg = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())
     full = GeneratorConfig(**{**cfg, "checkpoint_every": 1})

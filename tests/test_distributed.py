@@ -21,8 +21,8 @@ from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError, TrainingError
 from deepshield.predict import loader
+from deepshield.runs.evaluation import evaluate_model
 from deepshield.train import Trainer, distributed
-from deepshield.train.evaluation import evaluate_model
 from deepshield.train.trainer import unwrap
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -188,7 +188,7 @@ def _fit(splits: Splits) -> dict:
 def _run_twice(root: Path) -> dict:
     """run_training uninterrupted, and interrupted at epoch 3 then resumed, recording every write
     under `root` (rank 1 must make none)."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     register_toys()
     writes: list[str] = []
@@ -382,7 +382,7 @@ TOY_RUN = {"dataset": "toy-blobs", "model": "toy-mlp", "epochs": 2, "batch_size"
 @pytest.mark.slow  # three more processes importing torch (~10 s on an idle 2-core machine)
 @pytest.mark.timeout(300)
 def test_torchrun_train_matches_one_process(tmp_path, toys):
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     ddp = torchrun(tmp_path, *TRAIN, "--device", "cpu", "--out", str(tmp_path / "ddp"))
     assert ddp.returncode == 0, ddp.stderr[-2000:]
@@ -399,7 +399,7 @@ def test_torchrun_train_matches_one_process(tmp_path, toys):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_torchrun_evaluate_equals_one_process(tmp_path, toys):
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     run_training(TrainConfig(**TOY_RUN), tmp_path / "run")
     ev = torchrun(tmp_path, "evaluate", str(tmp_path / "run"), "--split", "val")

@@ -1,4 +1,4 @@
-"""`deepshield explain` and deepshield.explain.report on trained runs: grids, explain_<method>.json,
+"""`deepshield explain` and deepshield.runs.explain on trained runs: grids, explain_<method>.json,
 the report section, and the sanity and localisation checks on a simplenet trained on
 synthetic-faces:easy (localized fakes, so each fake's artefact box is known)."""
 
@@ -17,9 +17,9 @@ from deepshield.cli import main
 from deepshield.config import TrainConfig
 from deepshield.errors import ConfigError
 from deepshield.explain import grad_cam
-from deepshield.explain.report import explain_run, method_name, output_tag
 from deepshield.run import RunDir
-from deepshield.train.training_run import run_training
+from deepshield.runs.explain import explain_run, method_name, output_tag
+from deepshield.runs.training import run_training
 
 FACES = {"n": 640, "size": 48, "localized": True}
 

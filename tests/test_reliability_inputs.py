@@ -22,8 +22,8 @@ import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from deepshield.runs.training import run_training
 from deepshield.service import create_app
-from deepshield.train.training_run import run_training
 from test_sweep import TINY
 
 SCRIPT = Path(sys.executable).parent / "deepshield"

@@ -110,7 +110,7 @@ def test_artifact_names_stay_inside_the_run(tmp_path: Path) -> None:
 
 def test_attack_keeps_a_users_file_and_marks_the_sweep_complete(trained, tmp_path) -> None:
     from deepshield.attacks.sweep import AttackSpec
-    from deepshield.attacks.sweep_run import attack_run
+    from deepshield.runs.attack_sweep import attack_run
 
     run = copy_of(trained, tmp_path / "r")
     notes = user_file(run)
@@ -122,7 +122,7 @@ def test_attack_keeps_a_users_file_and_marks_the_sweep_complete(trained, tmp_pat
 
 def test_attack_out_outside_the_run_is_refused_before_any_work(tmp_path: Path) -> None:
     from deepshield.attacks.sweep import AttackSpec
-    from deepshield.attacks.sweep_run import attack_run
+    from deepshield.runs.attack_sweep import attack_run
 
     with pytest.raises(ConfigError, match=r"--out '\.\./\.\./\.\./x'"):
         attack_run(tmp_path / "no-run-needed", AttackSpec("fgsm", (0.0,)), name="../../../x")

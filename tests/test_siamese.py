@@ -222,7 +222,7 @@ def test_siamese_objective_trains_with_the_trainer_on_imbalanced_toy_data():
 
 
 def test_training_run_picks_the_siamese_objective_and_refuses_odd_batches():
-    from deepshield.train.training_run import _objective
+    from deepshield.runs.training import _objective
 
     labels = torch.tensor([0, 1] * 10)
     splits = Splits("toy", TensorSet(torch.zeros(20, 3, 8, 8), labels), *[None] * 2)

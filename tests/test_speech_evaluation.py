@@ -21,7 +21,7 @@ from deepshield.explain import grad_cam
 from deepshield.metrics import LegacyCostModel, eer, min_tdcf, read_scores
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
-from deepshield.train.training_run import run_training
+from deepshield.runs.training import run_training
 
 TOY_SYSTEMS = ["bonafide", "buzz", "hiss", "clip"]  # clip: an attack only the test split has
 RATE = 16000
@@ -145,7 +145,7 @@ def test_evaluate_cli_scores_another_speech_set_into_its_own_files(speech_run, t
 
 
 def test_image_evaluation_has_no_speech_extras(tmp_path):
-    from deepshield.train.evaluation import write_evaluation
+    from deepshield.runs.evaluation import write_evaluation
 
     g = torch.Generator().manual_seed(0)
     ds = TensorSet(torch.rand(20, 3, 8, 8, generator=g), torch.tensor([0, 1] * 10))

@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 from deepshield.attacks import cw_l2, pgd, robust_accuracy
 from deepshield.attacks.registry import get_attack
 from deepshield.attacks.sweep import AttackSpec, attack_sweep, transfer_sweep
-from deepshield.attacks.sweep_run import attack_run, load_attack_data, run_config
 from deepshield.config import TrainConfig
 from deepshield.data import TensorSet
 from deepshield.errors import ConfigError, InputError
 from deepshield.models import create
 from deepshield.run import RunDir
-from deepshield.train.evaluation import evaluate_model
+from deepshield.runs.attack_sweep import attack_run, load_attack_data, run_config
+from deepshield.runs.evaluation import evaluate_model
 
 TINY = TrainConfig(
     dataset="synthetic-faces:easy",
@@ -36,7 +36,7 @@ TINY = TrainConfig(
 def trained_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     """A simplenet detector trained on 140 synthetic 32 px images (a few seconds); one folder
     per session, so every test module asking for it reuses the finished run."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:

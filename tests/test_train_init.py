@@ -13,7 +13,7 @@ from deepshield.cli import app
 from deepshield.data import register_source
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, ModelError
-from deepshield.train.training_run import init_weights_path
+from deepshield.runs.training import init_weights_path
 
 
 @register_source("init-test-blobs", description="noise images, fakes brighter (--init tests)")

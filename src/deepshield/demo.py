@@ -31,7 +31,7 @@ class DemoContext:
 
 def train_detector(ctx: DemoContext) -> None:
     """Train simplenet on synthetic-faces:easy and evaluate it (the foundation)."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     ctx.cfg = TrainConfig(
         name="demo",
@@ -54,7 +54,7 @@ def train_detector(ctx: DemoContext) -> None:
 
 def explain_detector(ctx: DemoContext) -> None:
     """Grad-CAM grids of the detector, its per-class mean maps and the sanity check."""
-    from deepshield.explain.report import explain_run
+    from deepshield.runs.explain import explain_run
 
     s = explain_run(ctx.run, "grad_cam", n=4, max_samples=200, sanity_samples=12, seed=ctx.seed)
     san, loc = s["sanity"], s["localization"]
@@ -73,7 +73,7 @@ def explain_detector(ctx: DemoContext) -> None:
 def attack_detector(ctx: DemoContext) -> None:
     """PGD sweep on 100 test images of the detector: fakes passed as real vs eps, and a grid."""
     from deepshield.attacks.sweep import AttackSpec
-    from deepshield.attacks.sweep_run import attack_run
+    from deepshield.runs.attack_sweep import attack_run
 
     assert ctx.run is not None
     spec = AttackSpec("pgd", (0.0, 2 / 255, 4 / 255, 8 / 255), steps=5, seed=ctx.seed)
@@ -89,7 +89,7 @@ def purify_adversarial_fakes(ctx: DemoContext) -> None:
     from dataclasses import replace
 
     from deepshield.defenses.dip import FAST
-    from deepshield.defenses.purifier import purify_run
+    from deepshield.runs.purify import purify_run
 
     assert ctx.run is not None
     r = purify_run(
@@ -114,7 +114,7 @@ def speech_detector(ctx: DemoContext) -> None:
     from deepshield.metrics import read_scores
     from deepshield.report.html import figure, table
     from deepshield.report.plots import plot_det
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     cfg = TrainConfig(
         name="demo-speech",
@@ -159,11 +159,11 @@ def speech_detector(ctx: DemoContext) -> None:
 
 def disrupt_generator(ctx: DemoContext) -> None:
     """Train a tiny StarGAN on the real images, disrupt 6 test images with I-FGSM (eps 0.05)."""
-    from deepshield.disrupt import disrupt_images, load_generator, train_generator
     from deepshield.disrupt.config import GeneratorConfig
-    from deepshield.disrupt.evaluate import write_disruption
     from deepshield.disrupt.generators import real_images
     from deepshield.disrupt.views import one_hot_classes
+    from deepshield.runs.disrupt_evaluate import disrupt_images, write_disruption
+    from deepshield.runs.generators import load_generator, train_generator
 
     data = {"dataset": "synthetic-faces:easy", "data_kwargs": {"n": 2000, "size": 64}}
     cfg = GeneratorConfig(

@@ -260,7 +260,7 @@ class RunDir:
         header = f"<!-- order: {order} -->\n<!-- title: {title} -->\n"
         path = atomic_write_text(self.output(f"sections/{key}.html"), header + html)
         self.claim("report.html")
-        build_report(self)
+        build_report(self.path)
         return path
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from deepshield.attacks.sweep import AttackSpec
-from deepshield.attacks.sweep_run import AttackData, attack_run, load_attack_data, run_config
 from deepshield.audit.budgets import AuditBudget, get_budget
 from deepshield.audit.card import (
     L2_ATTACKS,
@@ -41,6 +40,7 @@ from deepshield.audit.noise import noise_rows
 from deepshield.config import TrainConfig
 from deepshield.errors import DeepshieldError, RunError
 from deepshield.run import RunDir
+from deepshield.runs.attack_sweep import AttackData, attack_run, load_attack_data, run_config
 
 AUDIT_FILE = "audit.json"
 SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
@@ -234,7 +234,7 @@ class Audit:
         sur = self.surrogate
         trained = sur is None
         if sur is None:
-            from deepshield.train.training_run import run_training
+            from deepshield.runs.training import run_training
 
             cfg = self._surrogate_config()
             log(f"[audit]   training the surrogate {cfg.model} {cfg.model_kwargs} ...")
@@ -275,7 +275,7 @@ class Audit:
 
     def explanations(self) -> dict[str, Any]:
         """The Grad-CAM sanity check (explain_run) and the grid of fakes passing under attack."""
-        from deepshield.explain.report import explain_run
+        from deepshield.runs.explain import explain_run
 
         b = self.budget
         summary = explain_run(

@@ -83,8 +83,8 @@ def attack_cmd(
     Sharded over N processes with
     `torchrun --nproc_per_node=N -m deepshield attack ...` (same numbers as one process)."""
     from deepshield.attacks.sweep import AttackSpec
-    from deepshield.attacks.sweep_run import attack_run, check_options
     from deepshield.defenses.adaptive import purifier_threat
+    from deepshield.runs.attack_sweep import attack_run, check_options
     from deepshield.train import distributed
 
     threat, passes = purifier_threat(purify, adaptive, eot_samples, dip_iters)
@@ -120,7 +120,7 @@ def attack_cmd(
 
 
 def _print_rows(record: dict) -> None:
-    from deepshield.attacks.sweep_run import attack_outcome, clean_warning
+    from deepshield.runs.attack_sweep import attack_outcome, clean_warning
 
     typer.echo(f"attacked {record['subset']}")
     warning = clean_warning(record)

@@ -68,7 +68,7 @@ def model_name(value: str | None) -> str | None:
 def weights_source(value: str | None) -> str | None:
     """--init: a weights file or a finished run folder (ConfigError before any data is loaded)."""
     if value is not None:
-        from deepshield.train.training_run import init_weights_path
+        from deepshield.runs.training import init_weights_path
 
         init_weights_path(value)
     return value

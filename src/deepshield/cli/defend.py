@@ -115,8 +115,9 @@ def purify_cmd(
     from dataclasses import replace
 
     from deepshield.defenses.dip import FAST, PAPER
-    from deepshield.defenses.purifier import psnr_line, purify_run
+    from deepshield.defenses.purifier import psnr_line
     from deepshield.errors import ConfigError
+    from deepshield.runs.purify import purify_run
 
     if method != "dip":
         raise ConfigError(f"--method {method!r}: the purification method available is dip")
@@ -174,7 +175,7 @@ def compare_cmd(
 ) -> None:
     """Clean, white-box and transfer accuracy of several detectors at the same eps; the table
     goes into the first run's folder and report."""
-    from deepshield.defenses.robustness import compare_runs
+    from deepshield.runs.robustness import compare_runs
 
     rows = compare_runs(
         run_dirs, parse_floats(eps, "--eps"), attack=attack, steps=steps, limit=limit
@@ -208,7 +209,7 @@ def attack_detector_cmd(
 ) -> None:
     """Non-adaptive (FGSM, PGD on the classifier) vs detector-aware PGD (classifier and detector
     attacked together): accuracy, share detected, share fooled and undetected."""
-    from deepshield.defenses.adaptive import attack_detector_run
+    from deepshield.runs.adaptive import attack_detector_run
 
     result = attack_detector_run(
         run_dir, eps=parse_floats(eps, "--eps"), steps=steps, n=n, split=split, seed=seed

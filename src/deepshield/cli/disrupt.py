@@ -50,7 +50,7 @@ def train_generator_cmd(
     from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.disrupt.config import GeneratorConfig
-    from deepshield.disrupt.generators import train_generator
+    from deepshield.runs.generators import train_generator
 
     base = load_config(config, GeneratorConfig).model_dump() if config else {}
     flags = {"model": model, "dataset": dataset, "steps": steps, "batch_size": batch_size,
@@ -144,10 +144,11 @@ def disrupt_cmd(
         return
     if generator is None:
         raise ConfigError("pass --generator RUN_DIR_OR_WEIGHTS (or --config FILE)")
-    from deepshield.disrupt.evaluate import disrupt_images, parse_classes, write_disruption
-    from deepshield.disrupt.generators import load_generator, real_images
+    from deepshield.disrupt.generators import real_images
     from deepshield.disrupt.tables import Setting
     from deepshield.run import open_run
+    from deepshield.runs.disrupt_evaluate import disrupt_images, parse_classes, write_disruption
+    from deepshield.runs.generators import load_generator
 
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else {"n": 600, "size": 64}
     g = load_generator(generator, model, parse_kv(model_arg, "--model-arg"))
@@ -181,7 +182,7 @@ def disrupt_cmd(
 def _run_config(config: Path, out: Path | None, force: bool) -> None:
     from deepshield.config import load_config
     from deepshield.disrupt.config import DisruptConfig
-    from deepshield.disrupt.experiment import run_experiment
+    from deepshield.runs.disrupt_experiment import run_experiment
 
     cfg = load_config(config, DisruptConfig)
     run_dir = out or Path("runs") / (cfg.name or config.stem)

@@ -43,7 +43,7 @@ def explain_cmd(
     """Explain a trained detector: grids of real/fake, correct/wrong samples with their maps,
     mean map per class, the weight-randomisation sanity check and (synthetic-faces) the
     localisation check; writes explain_<method>.json, plots/explain_*.png and report.html."""
-    from deepshield.explain.report import explain_run
+    from deepshield.runs.explain import explain_run
     from deepshield.runtime import resolve_device
 
     s = explain_run(

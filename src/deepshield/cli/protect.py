@@ -36,7 +36,7 @@ def train_cmd(
     from deepshield import data
     from deepshield.config import load_config, parse_config
     from deepshield.proactive.config import ProactiveConfig
-    from deepshield.proactive.experiment import run_experiment
+    from deepshield.runs.proactive import run_experiment
 
     base = load_config(config, ProactiveConfig).model_dump() if config else {}
     flags = {"dataset": dataset, "steps": steps, "seed": seed}

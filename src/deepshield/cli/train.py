@@ -82,8 +82,8 @@ def train_cmd(
     Data-parallel on N processes: `torchrun --nproc_per_node=N -m deepshield train ...`
     (--batch-size stays the global batch; docs/scaling.md)."""
     from deepshield.config import TrainConfig, load_config, parse_config
+    from deepshield.runs.training import run_training
     from deepshield.train import distributed
-    from deepshield.train.training_run import run_training
 
     base = load_config(config).model_dump() if config else {}
     flags = {
@@ -164,8 +164,8 @@ def _evaluate(
     from deepshield.config import TrainConfig, parse_config
     from deepshield.files import write_json
     from deepshield.run import RunDir, data_options
+    from deepshield.runs.evaluation import collapse_warning, write_evaluation
     from deepshield.train import distributed
-    from deepshield.train.evaluation import collapse_warning, write_evaluation
 
     run = RunDir.open(run_dir)
     cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))

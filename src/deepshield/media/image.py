@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deepshield.data.images import read_image
 from deepshield.errors import DataError
+from deepshield.media.images import read_image
 from deepshield.media.video import MediaLimits
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deepshield.data.images import IMAGE_EXTENSIONS, image_files
-from deepshield.data.images import read_image as decode
 from deepshield.errors import DataError
 from deepshield.files import atomic_write_bytes
+from deepshield.media.images import IMAGE_EXTENSIONS, image_files
+from deepshield.media.images import read_image as decode
 
 
 def expand(paths: Sequence[str | Path]) -> list[Path]:

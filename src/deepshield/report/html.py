@@ -7,12 +7,9 @@ import html
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deepshield.files import atomic_write_text
-
-if TYPE_CHECKING:
-    from deepshield.run import RunDir
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -45,23 +42,23 @@ def _inline_images(fragment: str, root: Path) -> str:
     return _IMG.sub(repl, fragment)
 
 
-def build_report(run: RunDir) -> Path:
-    """Assemble report.html from the run's sections (self-contained: images inlined)."""
+def build_report(folder: Path) -> Path:
+    """Assemble folder/report.html from folder/sections/*.html (self-contained: images inlined)."""
     sections = sorted(
-        (_read_section(p) for p in (run.path / "sections").glob("*.html")), key=lambda s: s[0]
+        (_read_section(p) for p in (folder / "sections").glob("*.html")), key=lambda s: s[0]
     )
     body = "\n".join(
-        f"<section><h2>{html.escape(title)}</h2>\n{_inline_images(frag, run.path)}</section>"
+        f"<section><h2>{html.escape(title)}</h2>\n{_inline_images(frag, folder)}</section>"
         for _, title, frag in sections
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>deepshield: {html.escape(run.path.name)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>deepshield report: {html.escape(run.path.name)}</h1>"
-        f"<p class='muted'>{html.escape(str(run.path))} &middot; built {stamp}</p>{body}</body></html>"
+        f"<title>deepshield: {html.escape(folder.name)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>deepshield report: {html.escape(folder.name)}</h1>"
+        f"<p class='muted'>{html.escape(str(folder))} &middot; built {stamp}</p>{body}</body></html>"
     )
-    return atomic_write_text(run.path / "report.html", page)
+    return atomic_write_text(folder / "report.html", page)
 
 
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None, digits: int = 4) -> str:

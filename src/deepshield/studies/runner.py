@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from deepshield.attacks.sweep import AttackSpec, transfer_sweep
-from deepshield.attacks.sweep_run import (
+from deepshield.config import TrainConfig
+from deepshield.errors import ConfigError
+from deepshield.files import atomic_write_text, write_json
+from deepshield.run import RunDir
+from deepshield.runs.attack_sweep import (
     AttackData,
     clean_warning,
     load_attack_data,
@@ -21,10 +25,6 @@ from deepshield.attacks.sweep_run import (
     table_rows,
     write_sweep,
 )
-from deepshield.config import TrainConfig
-from deepshield.errors import ConfigError
-from deepshield.files import atomic_write_text, write_json
-from deepshield.run import RunDir
 from deepshield.runtime import resolve_device
 from deepshield.studies.config import AttackStudy
 
@@ -102,7 +102,7 @@ def run_study(
 
 def _model_run(study: AttackStudy, name: str, root: Path, log: Callable[[str], None]) -> RunDir:
     """The run of model `name`: trained under root/<name> (kept when complete) or referenced."""
-    from deepshield.train.training_run import run_training
+    from deepshield.runs.training import run_training
 
     entry = next(m for m in study.models if m.name == name)
     if entry.run is not None:

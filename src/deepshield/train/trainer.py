@@ -15,7 +15,8 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,12 +29,22 @@ from deepshield.errors import ConfigError, RunError, TrainingError
 from deepshield.files import atomic_write_bytes
 from deepshield.predict import loader
 from deepshield.progress import track
-from deepshield.run import RunDir
 from deepshield.train import distributed
 from deepshield.train.objectives import BatchTransform, CrossEntropy, Objective, Penalty
 from deepshield.train.optim import make_optimizer
 
 CHECKPOINT = "last.pt"
+
+
+class CheckpointFolder(Protocol):
+    """Where a Trainer keeps its checkpoint: a run folder (`deepshield.run.RunDir`); the loop
+    sits below the run layer, so it names only what it calls."""
+
+    def file(self, name: str) -> Path: ...
+    def output(self, name: str) -> Path: ...
+    def write_json(self, name: str, obj: Any) -> Path: ...
+    def read_json(self, name: str) -> Any: ...
+    def save_model(self, model: nn.Module, name: str = ..., state: Any = ...) -> Path: ...
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -49,7 +60,7 @@ class Trainer:
         self,
         model: nn.Module,
         cfg: TrainConfig,
-        run: RunDir | None = None,
+        run: CheckpointFolder | None = None,
         *,
         objective: Objective | None = None,
         penalties: Sequence[Penalty] = (),

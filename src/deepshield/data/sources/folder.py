@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepshield.data.images import (
+from deepshield.data.registry import register_source
+from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_take_parts
+from deepshield.data.splits import Splits, TensorSet
+from deepshield.data.summary import counts_note
+from deepshield.errors import ConfigError, DataError
+from deepshield.media.images import (
     IMAGE_EXTENSIONS,
     image_files,
     parse_size,
@@ -23,11 +28,6 @@ from deepshield.data.images import (
     resize,
     stack_images,
 )
-from deepshield.data.registry import register_source
-from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_take_parts
-from deepshield.data.splits import Splits, TensorSet
-from deepshield.data.summary import counts_note
-from deepshield.errors import ConfigError, DataError
 from deepshield.progress import track
 
 CLASSES = ("real", "fake")

@@ -71,7 +71,7 @@ def write_evaluation(
         metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
-        from deepshield.train import countermeasure as cm
+        from deepshield.runs import countermeasure as cm
 
         s = fake_scores(logits).numpy()
         metrics.update(cm.countermeasure_metrics(ds, s, splits))
