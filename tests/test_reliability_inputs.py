@@ -535,7 +535,7 @@ def test_serve_command_wires_hosts_and_token(places, monkeypatch, capsys):
 
 def test_defend_detector_keeps_seed_zero(places, monkeypatch, tmp_path):
     """--seed 0 over a config file's seed 5 is a seed, not a missing flag (it was dropped)."""
-    import deepshield.defenses.adversarial_detector as adv
+    import deepshield.runs.adversarial_detector as adv
 
     class Seen(Exception):
         pass

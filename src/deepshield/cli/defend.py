@@ -42,11 +42,8 @@ def detector_cmd(
     """Train a detector of adversarial examples crafted against a protected model; report its
     accuracy, AUC and EER on held-out data and on attacks it never saw."""
     from deepshield.config import load_config, parse_config
-    from deepshield.defenses.adversarial_detector import (
-        DetectorConfig,
-        real_attack_note,
-        train_adversarial_detector,
-    )
+    from deepshield.defenses.adversarial_detector import DetectorConfig, real_attack_note
+    from deepshield.runs.adversarial_detector import train_adversarial_detector
 
     base = load_config(config, DetectorConfig).model_dump() if config else {}
     flags = {

@@ -17,7 +17,7 @@ from torch import nn
 
 from deepshield.disrupt.attack import from_pixels, to_pixels
 from deepshield.disrupt.config import DisruptConfig, GeneratorConfig
-from deepshield.disrupt.generators import load_generator, real_images, train_generator
+from deepshield.disrupt.generators import real_images
 from deepshield.disrupt.tables import (
     Setting,
     classes_of,
@@ -32,6 +32,7 @@ from deepshield.files import atomic_write_text
 from deepshield.report.grids import image_grid
 from deepshield.report.html import table
 from deepshield.run import RunDir, open_run
+from deepshield.runs.generators import load_generator, train_generator
 
 _TITLES = {
     "methods": "Table 1: disruption by method (distance to the clean output; higher is stronger)",
