@@ -16,7 +16,7 @@ from deepshield.media.faces import (
     face_crops,
     landmark_model_path,
 )
-from deepshield.media.image import image_size, read_media_image
+from deepshield.media.images import image_size, read_media_image
 from deepshield.media.video import (
     VIDEO_EXTENSIONS,
     MediaLimits,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from deepshield.media.faces import Border, Face, FaceMode, face_crops
-from deepshield.media.image import read_media_image
+from deepshield.media.images import read_media_image
 from deepshield.media.video import (
     MediaLimits,
     VideoInfo,

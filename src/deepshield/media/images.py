@@ -1,4 +1,5 @@
-"""Decode and validate image files into uint8 RGB arrays; errors name the file and the fix."""
+"""Decode and validate image files into uint8 RGB arrays (photos for scanning checked from their
+header before decoding); errors name the file and the fix."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepshield.errors import DataError
+from deepshield.media.video import MediaLimits
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -88,3 +90,35 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Equal-size uint8 [H,W,3] arrays -> uint8 tensor [N,3,H,W]."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # [N, 3, H, W]
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # the size is checked against our own limit below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # lazy: reads the header only
+                return im.size
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found: check the path") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: image too large to decode safely ({e}): downscale it") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"{path}: not a readable image ({type(e).__name__}: {e}): replace or delete the file"
+        ) from e
+
+
+def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.ndarray:
+    """Header-checked decode of a photo -> uint8 [H,W,3] RGB (EXIF orientation, modes converted)."""
+    limits = limits or MediaLimits()
+    w, h = image_size(path)
+    if w * h > limits.max_image_pixels:
+        raise DataError(
+            f"{path}: image of {w}x{h} pixels exceeds the limit of {limits.max_image_pixels}: "
+            "downscale it or raise max_image_pixels"
+        )
+    if w * h == 0:
+        raise DataError(f"{path}: image of {w}x{h} pixels is empty: replace or delete the file")
+    return read_image(path, convert_modes=True)
