@@ -20,7 +20,6 @@ Images are [B, 3, H, W] float in [0, 1] and come back in the same shape and rang
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from PIL import Image
 from pydantic import RootModel, ValidationError
 from scipy import signal
 
+from deepshield.data.audio import resample
 from deepshield.errors import ConfigError, InputError
 
 SPEECH_RATE = 16000
@@ -154,9 +154,7 @@ def _per_row(x: torch.Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> torch.T
 
 def resample_back(x: torch.Tensor, rate: int, source_rate: int = SPEECH_RATE) -> torch.Tensor:
     """Resample [B,T] from `source_rate` to `rate` and back (polyphase, scipy), length kept."""
-    g = math.gcd(rate, source_rate)
-    up, down = rate // g, source_rate // g
-    return _per_row(x, lambda r: signal.resample_poly(signal.resample_poly(r, up, down), down, up))
+    return _per_row(x, lambda r: resample(resample(r, source_rate, rate), rate, source_rate))
 
 
 def white_noise_snr(x: torch.Tensor, snr_db: float, seed: int = 0) -> torch.Tensor:
