@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from scipy import ndimage, signal
 
 from deepshield.data import processing as P
@@ -42,6 +42,13 @@ def test_encoder_equals_pillow(fmt: str, quality: int) -> None:
         ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         assert np.array_equal(P.to_uint8(out[None])[0], ref)
     assert not torch.equal(y, x)
+
+
+def test_jpeg_is_420_and_shrinks_with_quality() -> None:
+    img = P.to_uint8(_images(1, 64))[0]
+    data = {q: P.pil_encode(img, "JPEG", q) for q in (30, 75, 95)}
+    assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(data[75]))) == 2  # 2 = 4:2:0
+    assert len(data[30]) < len(data[75]) < len(data[95])
 
 
 def test_jpeg_quality_monotone_psnr() -> None:
@@ -201,6 +208,15 @@ def test_speech_grids_hold_each_kind() -> None:
     assert {"snr:20", "snr:10", "resample:8000", "bandpass:300-3400"} <= set(
         P.grid_specs("quick", "speech")
     )
+
+
+@pytest.mark.parametrize(
+    "text,canonical",
+    [(" chain: resize:0.75 + jpeg:75 ", P.SOCIAL), ("jpeg: 60", "jpeg:60"), ("blur:1", "blur:1")],
+)
+def test_spec_text_round_trips(text: str, canonical: str) -> None:
+    spec = P.parse_spec(text).spec
+    assert spec == canonical and P.parse_spec(spec).spec == spec
 
 
 def test_chain_applies_steps_in_order() -> None:

@@ -68,16 +68,21 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def pil_encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
+    """uint8 [H,W,3] -> the bytes Pillow writes as `fmt` (JPEG: 4:2:0, its default) at `quality`."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, quality=quality)
+    return buf.getvalue()
+
+
 def pil_roundtrip(x: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
     """Encode each image with Pillow as `fmt` at `quality` and decode it: [B,3,H,W] in [0,1]."""
     _check_images(x)
-    out = []
-    for img in to_uint8(x):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format=fmt, quality=quality)
-        buf.seek(0)
-        out.append(np.asarray(Image.open(buf).convert("RGB")))
-    y = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+    out = [
+        np.asarray(Image.open(io.BytesIO(pil_encode(img, fmt, quality))).convert("RGB"))
+        for img in to_uint8(x)
+    ]
+    y = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255  # [B, 3, H, W]
     return y.to(x.device, x.dtype)
 
 
@@ -287,8 +292,7 @@ def parse_spec(spec: str, modality: str = "image") -> Transform:
     if modality not in ("image", "speech"):
         raise ConfigError(f"modality {modality!r} is unknown; use image or speech")
     step = _image_step if modality == "image" else _speech_step
-    text = spec.strip()
-    kind, sep, value = text.partition(":")
+    kind, sep, value = (part.strip() for part in spec.partition(":"))
     if kind == "chain":
         parts = [p.strip() for p in value.split("+")]
         if not sep or len(parts) < 2 or not all(parts):
@@ -300,10 +304,10 @@ def parse_spec(spec: str, modality: str = "image") -> Transform:
                 x = s(x)
             return x
 
-        return Transform(text, run)
+        return Transform("chain:" + "+".join(s.spec for s in steps), run)
     if not sep or not value:
         raise ConfigError(f"processing spec {spec!r} needs KIND:VALUE, e.g. jpeg:75 or snr:20")
-    return step(text, kind, value)
+    return step(f"{kind}:{value}", kind, value)
 
 
 # ---------------------------------------------------------------- grids
