@@ -73,6 +73,37 @@ def test_image_transforms_keep_shape_and_range(spec: str) -> None:
     assert not torch.equal(y, x)
 
 
+def _pillow_float(
+    channel: torch.Tensor, box: tuple[int, int, int, int], small: tuple[int, int]
+) -> np.ndarray:
+    """Pillow 'F'-mode BILINEAR: crop `box`, resize to `small` (w, h), resize back."""
+    im = Image.fromarray(channel.numpy().astype(np.float32), mode="F").crop(box)
+    h, w = channel.shape
+    return np.asarray(
+        im.resize(small, Image.Resampling.BILINEAR).resize((w, h), Image.Resampling.BILINEAR)
+    )
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.75])
+def test_resize_matches_pillow_bilinear(factor: float) -> None:
+    x = _images(1, 36, seed=2)
+    y = P.resize_back(x, factor)
+    small = (round(36 * factor), round(36 * factor))
+    for c in range(3):
+        assert np.allclose(
+            y[0, c].numpy(), _pillow_float(x[0, c], (0, 0, 36, 36), small), atol=1e-5
+        )
+
+
+def test_crop_matches_pillow_bilinear() -> None:
+    x = _images(1, 40, seed=3)
+    y = P.center_crop(x, 0.8)  # keep 32 x 32 from offset 4
+    for c in range(3):
+        assert np.allclose(
+            y[0, c].numpy(), _pillow_float(x[0, c], (4, 4, 36, 36), (40, 40)), atol=1e-5
+        )
+
+
 def test_resize_of_a_constant_is_the_constant() -> None:
     x = torch.full((1, 3, 20, 28), 0.25)
     assert torch.allclose(P.resize_back(x, 0.5), x, atol=1e-6)

@@ -7,8 +7,8 @@ Images are [B, 3, H, W] float in [0, 1] and come back in the same shape and rang
 `vorbis:0.5`, `opus:0.5`, `mp3:0.5` for speech. Choices, stated once:
 - JPEG and WebP go through Pillow on the uint8 image (x * 255 rounded); JPEG uses Pillow's
   default chroma subsampling, 4:2:0; WebP is lossy at the given quality.
-- resize and crop resample in float with torch bilinear interpolation, antialias=True (the
-  filter Pillow's BILINEAR uses when shrinking), so they add no quantisation of their own.
+- resize and crop resample in float with torch bilinear interpolation, antialias=True: the same
+  as Pillow's BILINEAR resize of a float ('F') image (tested), without uint8 quantisation.
 - blur is a separable Gaussian truncated at 4 sigma with symmetric edges (scipy.ndimage's
   gaussian_filter defaults); noise adds sigma * N(0, 1) from a seeded generator, then clips.
 - resample goes down and back up with scipy.signal.resample_poly; snr adds white noise scaled to
