@@ -263,6 +263,12 @@ def test_yaml_grid_file(tmp_path) -> None:
     f.write_text("jpeg: 60\n")
     with pytest.raises(ConfigError, match="YAML list of specs"):
         P.load_grid(f)
+    f.write_text("- jpeg:75\n- 75\n")
+    with pytest.raises(ConfigError, match="item 1: Input should be a valid string"):
+        P.load_grid(f)
+    f.write_text("- [jpeg:75\n")
+    with pytest.raises(ConfigError, match="YAML list of specs"):
+        P.load_grid(f)
     f.write_text("- jpeg:0\n")
     with pytest.raises(ConfigError, match=r"'jpeg:0'.*1\.\.100"):
         P.load_grid(f)
@@ -293,6 +299,18 @@ def test_bad_specs_are_one_line_errors(spec: str, modality: str, pattern: str) -
     with pytest.raises(ConfigError, match=pattern) as e:
         P.parse_spec(spec, modality)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("modality,shape", [("image", (0, 3, 16, 16)), ("speech", (0, 400))])
+def test_empty_batches_pass_through(modality: str, shape: tuple[int, ...]) -> None:
+    for t in P.load_grid("full", modality):
+        assert t(torch.zeros(shape)).shape == shape, t.spec
+
+
+def test_bandpass_refuses_too_short_clips() -> None:
+    with pytest.raises(InputError, match="longer than 27 samples, got 20"):
+        P.bandpass(torch.zeros(1, 20))
+    assert P.bandpass(torch.zeros(1, 28)).shape == (1, 28)
 
 
 def test_unknown_grid_name() -> None:

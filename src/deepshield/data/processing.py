@@ -78,6 +78,8 @@ def pil_encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
 def pil_roundtrip(x: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
     """Encode each image with Pillow as `fmt` at `quality` and decode it: [B,3,H,W] in [0,1]."""
     _check_images(x)
+    if not len(x):
+        return x.clone()
     out = [
         np.asarray(Image.open(io.BytesIO(pil_encode(img, fmt, quality))).convert("RGB"))
         for img in to_uint8(x)
@@ -149,6 +151,8 @@ def _check_speech(x: torch.Tensor) -> None:
 def _per_row(x: torch.Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
     """Apply a numpy function to each row of [B, T], keeping length T."""
     _check_speech(x)
+    if not len(x):
+        return x.clone()
     t = x.shape[1]
     rows = []
     for row in x.detach().cpu().double().numpy():
@@ -183,6 +187,9 @@ def bandpass_sos(low: float, high: float, rate: int = SPEECH_RATE) -> np.ndarray
 def bandpass(x: torch.Tensor, low: float = 300, high: float = 3400) -> torch.Tensor:
     """Zero-phase Butterworth band-pass (sosfiltfilt) of [B,T] at 16 kHz; magnitude |H|^2."""
     sos = bandpass_sos(low, high)
+    pad = 3 * (2 * len(sos) + 1)  # sosfiltfilt's default edge padding
+    if x.dim() == 2 and x.shape[1] <= pad:
+        raise InputError(f"bandpass needs clips longer than {pad} samples, got {x.shape[1]}")
     return _per_row(x, lambda r: signal.sosfiltfilt(sos, r))
 
 
@@ -377,9 +384,12 @@ def grid_specs(grid: str | Path, modality: str = "image") -> list[str]:
     try:
         specs = GridFile.model_validate(yaml.safe_load(path.read_text())).root
     except (yaml.YAMLError, ValidationError) as e:
-        first = str(e).splitlines()[0]
+        why = str(e).splitlines()[0]
+        if isinstance(e, ValidationError):
+            err = e.errors()[0]
+            why = f"item {'.'.join(str(p) for p in err['loc']) or 'top'}: {err['msg']}"
         raise ConfigError(
-            f"grid file {path}: must be a YAML list of specs like jpeg:75 ({first})"
+            f"grid file {path}: must be a YAML list of specs like jpeg:75 ({why})"
         ) from None
     if not specs:
         raise ConfigError(f"grid file {path}: the list of specs is empty")
