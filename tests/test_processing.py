@@ -197,6 +197,16 @@ def test_codec_roundtrip_keeps_shape_and_changes_signal(codec: str) -> None:
     assert 10 * torch.log10(x.pow(2).mean() / err) > 3  # and still aligned with the input
 
 
+@pytest.mark.parametrize("codec", list(P.CODECS))
+def test_codec_loses_more_at_a_higher_compression_level(codec: str) -> None:
+    if codec not in P.available_codecs():
+        pytest.skip(f"this libsndfile has no {codec}")
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 * _tone(440) + 0.05 * torch.randn(1, 16000, generator=g, dtype=torch.float64)).float()
+    err = [(P.codec_roundtrip(x, codec, level) - x).pow(2).mean() for level in (0.2, 0.9)]
+    assert err[0] < err[1]
+
+
 def test_missing_codec_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(P, "available_codecs", lambda: ["vorbis"])
     with pytest.raises(ConfigError, match="has no mp3") as e:
