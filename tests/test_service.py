@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import shutil
 import struct
 import threading
 import time
@@ -116,6 +117,7 @@ def test_scan_equals_the_library_prediction_on_the_resized_pixels(
     assert body["p_fake"] == pytest.approx(library_p_fake(run_dir, data), abs=1e-6)
     assert body["label"] == ("fake" if body["p_fake"] >= 0.5 else "real")
     assert (body["model"], body["threshold"], body["run"]) == ("simplenet", 0.5, run_dir.name)
+    assert body["calibrated"] is False and body["p_fake_raw"] == body["p_fake"]
     assert "gradcam_png" not in body
 
 
@@ -216,6 +218,32 @@ def test_threshold_default_number_and_the_runs_eer(run_dir):
         assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
     assert scan(local(create_app(run_dir, threshold=0.0)), data).json()["label"] == "fake"
     assert scan(local(create_app(run_dir, threshold=1.0)), data).json()["label"] == "real"
+
+
+def test_a_run_with_a_decision_serves_its_calibrated_p_fake_at_its_threshold(tmp_path, run_dir):
+    """p_fake = sigmoid(a * raw + b) of decision.json's Platt calibrator; its threshold by
+    default, the raw test EER threshold passed through the calibrator with 'eer'."""
+    from deepshield.metrics import Calibrator
+    from deepshield.runs.decision import Decision
+
+    path = tmp_path / "calibrated"
+    shutil.copytree(run_dir, path)
+    a, b = 3.0, -2.0
+    cal = Calibrator.from_dict({"method": "platt", "a": a, "b": b, "prior_log_odds": 0.0})
+    RunDir(path).write_json("decision.json", Decision("eer", 0.3, calibrator=cal).to_dict())
+    data = encode(photo(), "PNG")
+    raw = library_p_fake(run_dir, data)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    for threshold, expected in ((None, 0.3), ("eer", sigmoid(a * 0.4931 + b))):
+        c = local(create_app(path, threshold=threshold))
+        body = scan(c, data).json()
+        assert body["p_fake_raw"] == pytest.approx(raw, abs=1e-6)
+        assert body["p_fake"] == pytest.approx(sigmoid(a * raw + b), abs=1e-6)
+        assert body["calibrated"] is True and body["threshold"] == pytest.approx(expected)
+        assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
+        assert c.get("/healthz").json()["calibrated"] is True
+    health = local(create_app(run_dir)).get("/healthz").json()
+    assert health["calibrated"] is False and health["calibration"].startswith("uncalibrated")
 
 
 def test_bad_thresholds_and_runs_are_refused_in_one_line(tmp_path, run_dir):

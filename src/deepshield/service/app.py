@@ -69,8 +69,9 @@ def create_app(
 ) -> FastAPI:
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
-    threshold: None (0.5), a number in [0, 1], or "eer" (the run's test EER threshold); a scan
-    is called fake when P(fake) >= threshold. input_size: the image size (N or (H, W)) or clip
+    threshold: None (the run's decision.json threshold, else 0.5), a number in [0, 1], or "eer"
+    (the run's test EER threshold); a scan is called fake when p_fake >= threshold, p_fake being
+    calibrated by the run's decision.json when it has one. input_size: the image size (N or (H, W)) or clip
     length to feed the model, when the run's own (see `deepshield.service.scanner`) is not wanted.
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
     allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page

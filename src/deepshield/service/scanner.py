@@ -11,8 +11,12 @@ Speech models see uploads as mono, resampled to the run's sample rate (dataset.j
 the training clip length found by the same rule (`sample_shape` [T], `data_kwargs.length`,
 registry `input_size`).
 
-Threshold: a scan is called fake when P(fake) >= threshold; 0.5 unless the caller passes a
-number, or "eer" for the EER threshold of the run's test evaluation (metrics.json test.eer_threshold).
+Probability and threshold: with the run's decision.json (`deepshield calibrate`, or written by
+`deepshield train`) p_fake is the calibrated P(fake) and p_fake_raw the model's own; without one
+p_fake is the raw P(fake) and the scan says "uncalibrated". A scan is called fake when
+p_fake >= threshold: the decision's threshold (0.5 without one) unless the caller passes a number
+(on p_fake), or "eer" for the EER threshold of the run's test evaluation (metrics.json
+test.eer_threshold, on raw scores; passed through the calibrator when there is one).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from PIL import Image
 from deepshield.errors import ConfigError, InputError, RunError
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
+from deepshield.runs.decision import load_decision
 
 DEFAULT_SAMPLE_RATE = 16000
 EXPLAIN_SIDE = 512  # the longer side of an image overlay, at most (never upscaled)
@@ -69,6 +74,7 @@ class Scanner:
         self.num_classes: int = model_json["num_classes"]
         self.device = torch.device(device)
         self.model = self.run.load_model("best").to(self.device).eval()
+        self.decision = load_decision(self.run.path)
         self.threshold, self.threshold_source = self._threshold(threshold)
         dataset = self.run.read_json("dataset.json") if self.run.exists("dataset.json") else {}
         config = self.run.read_yaml("config.yaml") if self.run.exists("config.yaml") else {}
@@ -107,8 +113,11 @@ class Scanner:
         return source, _size(size, 2 if self.kind == "image" else 1, source)
 
     def _threshold(self, threshold: float | str | None) -> tuple[float, str]:
-        """(threshold, where it came from): 0.5, the caller's number, or the run's EER one."""
+        """(threshold on p_fake, where it came from): the run's decision (0.5 when uncalibrated),
+        the caller's number, or the run's test EER one (raw, through the calibrator)."""
         if threshold is None:
+            if self.decision.calibrated:
+                return self.decision.threshold, f"decision.json ({self.decision.rule} rule)"
             return 0.5, "default"
         if threshold == "eer":
             metrics = self.run.read_json("metrics.json")
@@ -118,6 +127,9 @@ class Scanner:
                     f"{self.run.file('metrics.json')}: no test.eer_threshold; evaluate the run "
                     "on a set with both classes, or pass a number as the threshold"
                 )
+            if self.decision.calibrated:
+                value = float(self.decision.calibrate([value])[0])
+                return value, "metrics.json test.eer_threshold, calibrated by decision.json"
             return float(value), "metrics.json test.eer_threshold"
         try:
             value = float(threshold)
@@ -138,6 +150,8 @@ class Scanner:
             "kind": self.kind,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "calibrated": self.decision.calibrated,
+            "calibration": self.decision.note,
             "input_source": self.input_source,
             "explain": self.explainable,
         }
@@ -176,19 +190,22 @@ class Scanner:
         return self.scan(self.waveform(wave, sample_rate), explain)
 
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
-        """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake, label, threshold, model, run}
-        (+ gradcam_png: base64 PNG of the Grad-CAM overlay with `explain`). `display` [3,h,w]
+        """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a
+        decision), p_fake_raw, calibrated, label, threshold, model, run} (+ gradcam_png: base64 PNG of the Grad-CAM overlay with `explain`). `display` [3,h,w]
         in [0,1]: the image the map is drawn on (default: x itself)."""
         if explain and not self.explainable:
             raise InputError(
                 f"model {self.name} declares no conv layer for Grad-CAM: scan without explain"
             )
         with self._lock:
-            p_fake = float(fake_scores(predict_logits(self.model, x, device=self.device))[0])
+            raw = float(fake_scores(predict_logits(self.model, x, device=self.device))[0])
+            p_fake = float(self.decision.calibrate([raw])[0])
             label = "fake" if p_fake >= self.threshold else "real"
             cam = self._cam(x, label) if explain else None
         out = {
             "p_fake": p_fake,
+            "p_fake_raw": raw,
+            "calibrated": self.decision.calibrated,
             "label": label,
             "threshold": self.threshold,
             "model": self.name,
