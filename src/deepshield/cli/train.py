@@ -152,18 +152,23 @@ def _print_summary(path: Path) -> None:
     typer.echo(f"{path}: " + ", ".join(parts))
     if m.get("collapse_warning"):
         typer.echo(m["collapse_warning"])
-    d = t.get("decision")
-    if d:
-        run = next(r for r in d["operating_points"] if r["point"] == "run")
-        t = run["threshold"]
-        typer.echo(
-            f"decision: {d['rule']} threshold {t if isinstance(t, str) else round(t, 4)} on {d['score']} (decision.json);"
-            f" on test FPR {run['fpr']:.4f}, FNR {run['fnr']:.4f}; ECE raw {d['ece_raw']:.4f}, "
-            f"calibrated {d['ece_calibrated']:.4f}"
-        )
+    if t.get("decision"):
+        typer.echo(_decision_line(t["decision"], "test"))
     if m.get("decision_skipped"):
         typer.echo(m["decision_skipped"])
     typer.echo(f"report: {path / 'report.html'}")
+
+
+def _decision_line(d: dict, split: str) -> str:
+    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates."""
+    run = next(r for r in d["operating_points"] if r["point"] == "run")
+    t = run["threshold"]
+    return (
+        f"decision: {d['rule']} threshold {t if isinstance(t, str) else round(t, 4)} on "
+        f"{d['score']}; on {split} FPR {run['fpr']:.4f}, FNR {run['fnr']:.4f}; ECE raw "
+        f"{d['ece_raw']:.4f}, calibrated {d['ece_calibrated']:.4f}"
+        + ("" if d["calibrated"] else f" ({d['note']})")
+    )
 
 
 VIDEO_KEYS = ("n", "auc", "eer", "ap")  # frame- and video-level numbers `evaluate` prints
@@ -221,6 +226,8 @@ def _evaluate(
     video = metrics.get("video_level")
     for level in ("frame", "video") if video else ():
         typer.echo(f"{level} level: " + ", ".join(f"{k} {video[level][k]}" for k in VIDEO_KEYS))
+    if metrics.get("decision"):
+        typer.echo(_decision_line(metrics["decision"], split))
     warning = collapse_warning(metrics, cfg)
     if warning:
         typer.echo(warning)
