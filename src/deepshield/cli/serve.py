@@ -52,6 +52,7 @@ def serve_cmd(
     import uvicorn
 
     from deepshield.errors import ConfigError
+    from deepshield.runs.decision import load_decision
     from deepshield.runtime import resolve_device
     from deepshield.service import create_app
     from deepshield.service.app import DECODE_BUDGET
@@ -73,6 +74,7 @@ def serve_cmd(
         allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
         token=token or None,
         decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
+        decision=load_decision(run_dir),
     )
     info = service.state.scanner.describe()
     shown = f"[{host}]" if ":" in host else host
