@@ -172,3 +172,20 @@ def test_evaluation_decision_table_equals_a_brute_force_count(tmp_path_factory) 
     ) / len(y)
     assert table["ece_calibrated"] == pytest.approx(ece)
     assert run.file("plots/reliability.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [("--operating-point", "fpr=2", "fpr=F"), ("--calibration", "beta", "platt, isotonic")],
+)
+def test_train_refuses_a_bad_decision_flag_before_any_work(tmp_path, flag, value, words) -> None:
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", "-d", "synthetic-faces:easy", flag, value, "--out", str(out)]
+    )
+    assert result.exit_code == 2 and flag in result.output and words in result.output
+    assert not out.exists()
