@@ -110,6 +110,7 @@ def test_decision_round_trips_through_json(calibration: str) -> None:
 def test_calibrate_run_writes_decision_json_fitted_on_val(tmp_path_factory, tmp_path) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_tiny_run(tmp_path_factory).path, run)
+    (run / DECISION_FILE).unlink()  # the one `train` wrote
     before = load_decision(run)
     assert not before.calibrated and before.threshold == 0.5 and "calibrate" in before.note
     d = calibrate_run(run, rule="eer", calibration="platt")
@@ -119,3 +120,72 @@ def test_calibrate_run_writes_decision_json_fitted_on_val(tmp_path_factory, tmp_
     ref = fit_decision(y, s, rule="eer", calibration="platt")
     assert load_decision(run).threshold == pytest.approx(ref.threshold) == d.threshold
     assert load_decision(None).note.startswith("uncalibrated")
+
+
+# -- train writes it, evaluate reports it --------------------------------------------------------
+def test_train_writes_the_decision_calibrate_writes(tmp_path_factory, tmp_path) -> None:
+    trained = trained_tiny_run(tmp_path_factory).path
+    written = json.loads((trained / DECISION_FILE).read_text())
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    again = calibrate_run(run, rule="eer", calibration="platt").to_dict()
+    assert written["calibrated"] and written == json.loads(json.dumps(again))
+
+
+def _brute_force_point(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
+    """(FPR, FNR) flagging fake when p >= t, by counting."""
+    flagged = p >= t
+    return float(flagged[y == 0].mean()), float((~flagged[y == 1]).mean())
+
+
+def test_evaluation_decision_table_equals_a_brute_force_count(tmp_path_factory) -> None:
+    from deepshield import data
+    from deepshield.config import TrainConfig, parse_config
+    from deepshield.predict import fake_scores, predict_logits
+
+    run = trained_tiny_run(tmp_path_factory)
+    table = run.read_json("metrics.json")["test"]["decision"]
+    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPSHIELD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        test = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs).split("test")
+    y = test.y.numpy()
+    raw = fake_scores(predict_logits(run.load_model("best"), test)).numpy().astype(np.float64)
+    d = load_decision(run.path)
+    p = 1 / (1 + np.exp(-(d.calibrator.params["a"] * raw + d.calibrator.params["b"])))
+    rows = {r["point"]: r for r in table["operating_points"]}
+    assert rows["run"]["threshold"] == d.threshold
+    candidates = np.r_[np.unique(p), np.inf]
+    counts = np.array([_brute_force_point(y, p, t) for t in candidates])  # [P, 2]
+    for name, row in rows.items():
+        fpr, fnr = _brute_force_point(y, p, float(row["threshold"]))
+        assert (row["fpr"], row["fnr"]) == pytest.approx((fpr, fnr), abs=1e-12), name
+    ok = counts[:, 0] <= 0.01  # the fewest fakes passed among thresholds with FPR <= 1 %
+    assert rows["fpr=0.01"]["fnr"] == pytest.approx(counts[ok, 1].min())
+    gap = np.abs(counts[:, 0] - counts[:, 1]).min()  # EER: FPR and FNR as close as they get
+    assert abs(rows["eer"]["fpr"] - rows["eer"]["fnr"]) == pytest.approx(gap)
+    assert table["brier_raw"] == pytest.approx(np.mean((raw - y) ** 2))
+    assert table["brier_calibrated"] == pytest.approx(np.mean((p - y) ** 2))
+    bins = np.clip(np.ceil(p * 15).astype(int) - 1, 0, 14)  # (k/15, (k+1)/15], 0 in the first
+    ece = sum(
+        abs(y[bins == k].mean() - p[bins == k].mean()) * (bins == k).sum() for k in set(bins)
+    ) / len(y)
+    assert table["ece_calibrated"] == pytest.approx(ece)
+    assert run.file("plots/reliability.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [("--operating-point", "fpr=2", "fpr=F"), ("--calibration", "beta", "platt, isotonic")],
+)
+def test_train_refuses_a_bad_decision_flag_before_any_work(tmp_path, flag, value, words) -> None:
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", "-d", "synthetic-faces:easy", flag, value, "--out", str(out)]
+    )
+    assert result.exit_code == 2 and flag in result.output and words in result.output
+    assert not out.exists()

@@ -209,7 +209,7 @@ def deepshield(*args: object, timeout: float = 600) -> subprocess.CompletedProce
 
 # The files of a training run whose writes the kill tests watch (manifest.json is left out: it is
 # rewritten several times within a millisecond, faster than a poll can count).
-WATCHED = ("dataset.json", "last.pt", "best.safetensors", "history.json", "plots/roc.png",
+WATCHED = ("dataset.json", "last.pt", "best.safetensors", "history.json", "decision.json", "plots/roc.png",
            "sections/eval.html", "report.html", "metrics.json", "plots/history.png",
            "plots/samples.png", "sections/training.html")  # fmt: skip
 Write = tuple[float, str, int]  # (s since the process started, file, its n-th write)
@@ -415,6 +415,7 @@ def assert_same_training(out: Path, reference: Path | None) -> None:
     assert run.weights_sha256() == ref.weights_sha256()
     assert strip_times(run.read_json("history.json")) == strip_times(ref.read_json("history.json"))
     assert run.read_json("metrics.json") == ref.read_json("metrics.json")
+    assert run.read_json("decision.json") == ref.read_json("decision.json")
 
 
 TABLE = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import shutil
 import struct
 import threading
 import time
@@ -26,6 +27,7 @@ from deepshield.explain import grad_cam
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.overlay import overlay
 from deepshield.run import RunDir
+from deepshield.runs.decision import load_decision
 from deepshield.service import create_app, running
 from deepshield.service.uploads import ENVELOPE_BYTES, UploadError, header_size, read_upload, sniff
 
@@ -116,6 +118,7 @@ def test_scan_equals_the_library_prediction_on_the_resized_pixels(
     assert body["p_fake"] == pytest.approx(library_p_fake(run_dir, data), abs=1e-6)
     assert body["label"] == ("fake" if body["p_fake"] >= 0.5 else "real")
     assert (body["model"], body["threshold"], body["run"]) == ("simplenet", 0.5, run_dir.name)
+    assert body["calibrated"] is False and body["p_fake_raw"] == body["p_fake"]
     assert "gradcam_png" not in body
 
 
@@ -216,6 +219,58 @@ def test_threshold_default_number_and_the_runs_eer(run_dir):
         assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
     assert scan(local(create_app(run_dir, threshold=0.0)), data).json()["label"] == "fake"
     assert scan(local(create_app(run_dir, threshold=1.0)), data).json()["label"] == "real"
+
+
+PLATT = (3.0, -2.0)  # the calibrator of `calibrated_copy`: P = sigmoid(3 raw - 2), threshold 0.3
+
+
+def calibrated_copy(run_dir, path):
+    """A copy of the run with a decision.json: Platt a, b = PLATT, eer rule, threshold 0.3."""
+    from deepshield.metrics import Calibrator
+    from deepshield.runs.decision import Decision
+
+    shutil.copytree(run_dir, path)
+    a, b = PLATT
+    cal = Calibrator.from_dict({"method": "platt", "a": a, "b": b, "prior_log_odds": 0.0})
+    RunDir(path).write_json("decision.json", Decision("eer", 0.3, calibrator=cal).to_dict())
+    return path
+
+
+def test_a_run_with_a_decision_serves_its_calibrated_p_fake_at_its_threshold(tmp_path, run_dir):
+    """p_fake = sigmoid(a * raw + b) of decision.json's Platt calibrator; its threshold by
+    default, the raw test EER threshold passed through the calibrator with 'eer'."""
+    path = calibrated_copy(run_dir, tmp_path / "calibrated")
+    a, b = PLATT
+    data = encode(photo(), "PNG")
+    raw = library_p_fake(run_dir, data)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    for threshold, expected in ((None, 0.3), ("eer", sigmoid(a * 0.4931 + b))):
+        c = local(create_app(path, threshold=threshold, decision=load_decision(path)))
+        body = scan(c, data).json()
+        assert body["p_fake_raw"] == pytest.approx(raw, abs=1e-6)
+        assert body["p_fake"] == pytest.approx(sigmoid(a * raw + b), abs=1e-6)
+        assert body["calibrated"] is True and body["threshold"] == pytest.approx(expected)
+        assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
+        assert c.get("/healthz").json()["calibrated"] is True
+    health = local(create_app(run_dir)).get("/healthz").json()
+    assert health["calibrated"] is False and health["calibration"].startswith("uncalibrated")
+
+
+def test_serve_command_loads_the_runs_decision(tmp_path, run_dir, monkeypatch):
+    import uvicorn
+
+    from deepshield.cli import app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda service, **kw: seen.update(app=service))
+    result = CliRunner().invoke(app, ["serve", str(run_dir)])
+    assert result.exit_code == 0 and "note: uncalibrated" in result.output
+    assert local(seen["app"]).get("/healthz").json()["calibrated"] is False
+    path = calibrated_copy(run_dir, tmp_path / "calibrated")
+    result = CliRunner().invoke(app, ["serve", str(path)])
+    assert result.exit_code == 0 and "uncalibrated" not in result.output
+    health = local(seen["app"]).get("/healthz").json()
+    assert health["calibrated"] is True and health["threshold"] == 0.3
 
 
 def test_bad_thresholds_and_runs_are_refused_in_one_line(tmp_path, run_dir):

@@ -39,6 +39,18 @@ def split_choice(value: str | None) -> str | None:
     return choice(*SPLITS)(value)
 
 
+def operating_point(value: str | None) -> str | None:
+    """--operating-point: eer, cost or fpr=F with F in [0, 1] (the rule of `operating_threshold`)."""
+    from deepshield.metrics import operating_threshold
+
+    if value is not None:
+        try:
+            operating_threshold([0, 1], [0.0, 1.0], value)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e)) from None
+    return value
+
+
 def number_or(*words: str) -> Callable[[str | None], str | None]:
     """Callback accepting one of `words` or a number."""
 

@@ -7,16 +7,17 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app
-from deepshield.cli.checks import COUNT, choice
+from deepshield.cli.checks import COUNT, choice, operating_point
 
 
 @app.command("calibrate")
 def calibrate_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
-    operating_point: str = typer.Option(
+    rule: str = typer.Option(
         "eer",
         "--operating-point",
         help="Threshold rule on validation: eer, fpr=F (e.g. fpr=0.01) or cost.",
+        callback=operating_point,
     ),
     calibration: str = typer.Option(
         "platt", "--calibration", help="platt or isotonic.", callback=choice("platt", "isotonic")
@@ -37,14 +38,14 @@ def calibrate_cmd(
 
     d = calibrate_run(
         run_dir,
-        rule=operating_point,
+        rule=rule,
         calibration=calibration,
         band=unsure,
         device=resolve_device(device),
     )
     c = d.val_counts
     typer.echo(
-        f"{calibration} calibration, {operating_point} threshold {d.threshold:.4f} on calibrated "
+        f"{calibration} calibration, {rule} threshold {d.threshold:.4f} on calibrated "
         f"P(fake) (unsure within +-{d.band:g}), fitted on {c['n']} validation samples "
         f"({c['fake']} fake, {c['real']} real)"
     )

@@ -19,7 +19,9 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", help="TCP port, 1-65535.", **PORT),
     max_mb: float = typer.Option(20.0, "--max-mb", help="Upload limit in MB (MiB)."),
     threshold: str = typer.Option(
-        None, "--threshold", help="P(fake) threshold in [0,1], or 'eer' (the run's) [0.5]."
+        None,
+        "--threshold",
+        help="P(fake) threshold in [0,1], or 'eer' (the run's) [decision.json's, else 0.5].",
     ),
     size: int = typer.Option(
         None, "--size", help="Image side (or clip samples) to feed the model [the run's].", **COUNT
@@ -50,6 +52,7 @@ def serve_cmd(
     import uvicorn
 
     from deepshield.errors import ConfigError
+    from deepshield.runs.decision import load_decision
     from deepshield.runtime import resolve_device
     from deepshield.service import create_app
     from deepshield.service.app import DECODE_BUDGET
@@ -71,6 +74,7 @@ def serve_cmd(
         allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
         token=token or None,
         decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
+        decision=load_decision(run_dir),
     )
     info = service.state.scanner.describe()
     shown = f"[{host}]" if ":" in host else host
@@ -78,4 +82,6 @@ def serve_cmd(
         f"serving {info['model']} from {run_dir} (threshold {info['threshold']:g}, "
         f"{info['threshold_source']}) at http://{shown}:{port}/"
     )
+    if not info["calibrated"]:
+        typer.echo(f"note: {info['calibration']}")
     uvicorn.run(service, host=host, port=port, log_level="info")

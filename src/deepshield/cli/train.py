@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
-from deepshield.cli.checks import COUNT, LINF, model_name, split_choice, weights_source
+from deepshield.cli.checks import (
+    COUNT,
+    LINF,
+    choice,
+    model_name,
+    operating_point,
+    split_choice,
+    weights_source,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +83,18 @@ def train_cmd(
         help="Step size, in [0, 1] [pgd 2.5*eps/steps, fgsm-rs 1.25*eps].",
         callback=LINF,
     ),
+    rule: str = typer.Option(
+        "eer",
+        "--operating-point",
+        help="Threshold rule of the run's decision, on validation: eer, fpr=F or cost.",
+        callback=operating_point,
+    ),
+    calibration: str = typer.Option(
+        "platt",
+        "--calibration",
+        help="Calibrator of the run's decision: platt or isotonic.",
+        callback=choice("platt", "isotonic"),
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
     """Train a detector; writes runs/NAME with history, metrics, plots and report.html.
@@ -114,7 +134,7 @@ def train_cmd(
         }
     cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
     with distributed.session(cfg.device):
-        run = run_training(cfg, out, force=force)
+        run = run_training(cfg, out, force=force, operating_point=rule, calibration=calibration)
         if distributed.is_main():
             _print_summary(run.path)
 
@@ -132,7 +152,23 @@ def _print_summary(path: Path) -> None:
     typer.echo(f"{path}: " + ", ".join(parts))
     if m.get("collapse_warning"):
         typer.echo(m["collapse_warning"])
+    if t.get("decision"):
+        typer.echo(_decision_line(t["decision"], "test"))
+    if m.get("decision_skipped"):
+        typer.echo(m["decision_skipped"])
     typer.echo(f"report: {path / 'report.html'}")
+
+
+def _decision_line(d: dict, split: str) -> str:
+    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates."""
+    run = next(r for r in d["operating_points"] if r["point"] == "run")
+    t = run["threshold"]
+    return (
+        f"decision: {d['rule']} threshold {t if isinstance(t, str) else round(t, 4)} on "
+        f"{d['score']}; on {split} FPR {run['fpr']:.4f}, FNR {run['fnr']:.4f}; ECE raw "
+        f"{d['ece_raw']:.4f}, calibrated {d['ece_calibrated']:.4f}"
+        + ("" if d["calibrated"] else f" ({d['note']})")
+    )
 
 
 VIDEO_KEYS = ("n", "auc", "eer", "ap")  # frame- and video-level numbers `evaluate` prints
@@ -190,6 +226,8 @@ def _evaluate(
     video = metrics.get("video_level")
     for level in ("frame", "video") if video else ():
         typer.echo(f"{level} level: " + ", ".join(f"{k} {video[level][k]}" for k in VIDEO_KEYS))
+    if metrics.get("decision"):
+        typer.echo(_decision_line(metrics["decision"], split))
     warning = collapse_warning(metrics, cfg)
     if warning:
         typer.echo(warning)

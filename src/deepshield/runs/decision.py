@@ -161,3 +161,43 @@ def load_decision(run_path: str | Path | None) -> Decision:
             f"no decision.json in {run.path}; write one with `deepshield calibrate {run.path}`"
         )
     return Decision.from_dict(run.read_json(DECISION_FILE), str(run.file(DECISION_FILE)))
+
+
+def _json_threshold(t: float) -> float | str:
+    return "inf" if math.isinf(t) else float(t)
+
+
+def decision_metrics(y: Any, raw: Any, decision: Decision) -> dict[str, Any]:
+    """The `decision` entry of an evaluation, from labels [N] (1 = fake) and raw P(fake) [N]:
+    operating points (threshold, FPR, FNR) on the calibrated P(fake) at this split's EER, at
+    FPR <= 1 % on this split and at the run's threshold (its actual error rates), and ECE / Brier
+    of the raw and the calibrated P(fake)."""
+    from deepshield.metrics import brier, ece
+    from deepshield.metrics.calibration import ECE_BINS
+    from deepshield.metrics.decision import rates_at, tpr_at_fpr
+
+    y = np.asarray(y).reshape(-1)
+    p = decision.calibrate(raw)
+    points = {
+        "eer": operating_threshold(y, p, "eer"),
+        "fpr=0.01": tpr_at_fpr(y, p, 0.01).threshold,
+        "run": decision.threshold,
+    }
+    rows = []
+    for name, t in points.items():
+        r = rates_at(y, p, t)
+        rows.append(
+            {"point": name, "threshold": _json_threshold(t), "fpr": r["fpr"], "fnr": r["fnr"]}
+        )
+    return {
+        "rule": decision.rule,
+        "calibrated": decision.calibrated,
+        "note": decision.note,
+        "score": "calibrated P(fake)" if decision.calibrated else "raw P(fake)",
+        "operating_points": rows,
+        "ece_bins": f"{ECE_BINS} equal-width bins on [0, 1]",
+        "ece_raw": ece(y, raw),
+        "ece_calibrated": ece(y, p),
+        "brier_raw": brier(y, raw),
+        "brier_calibrated": brier(y, p),
+    }

@@ -63,6 +63,9 @@ def write_evaluation(
         ):
             run.save_plot(fig, f"{name}{suffix}")
             plots.append(f"plots/{name}{suffix}.png")
+        metrics["decision"], fig = _decision(run, y, s)
+        run.save_plot(fig, f"reliability{suffix}")
+        plots.append(f"plots/reliability{suffix}.png")
     if "video" in ds.meta and "frame" in ds.meta and len(ds) and splits.num_classes == 2:
         from deepshield.metrics import video_metrics
 
@@ -86,11 +89,46 @@ def write_evaluation(
         ]
     title = f"Evaluation on {splits.name} ({split})" + (f" [{tag}]" if tag else "")
     html = table(rows) + extra
+    if "decision" in metrics:
+        html += decision_html(metrics["decision"])
     if metrics.get("collapsed"):
         html = f"<p><b>{collapse_warning(metrics)}</b></p>" + html
     html += "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
     run.add_section(f"eval{suffix}", title, html, order=20)
     return metrics
+
+
+def _decision(run: RunDir, y: Any, raw: Any) -> tuple[dict[str, Any], Any]:
+    """(the evaluation's `decision` entry, the reliability diagram of the shown P(fake)) for
+    labels [N] and raw P(fake) [N], under the run's decision.json (or the uncalibrated one)."""
+    from deepshield.report.plots import plot_reliability
+    from deepshield.runs.decision import decision_metrics, load_decision
+
+    d = load_decision(run.path)
+    return decision_metrics(y, raw, d), plot_reliability(y, d.calibrate(raw))
+
+
+def decision_html(d: dict[str, Any]) -> str:
+    """The operating-points table and the raw vs calibrated ECE / Brier of a `decision` entry."""
+    rows = [
+        {
+            "operating point": r["point"],
+            "threshold": r["threshold"],
+            "FPR": r["fpr"],
+            "FNR": r["fnr"],
+        }
+        for r in d["operating_points"]
+    ]
+    cal = [
+        {"score": name, "ECE": d[f"ece_{key}"], "Brier": d[f"brier_{key}"]}
+        for name, key in (("raw P(fake)", "raw"), ("calibrated P(fake)", "calibrated"))
+    ]
+    head = (
+        f"<h3>Decision ({d['rule']} threshold on {d['score']})</h3><p class='muted'>{d['note']}. "
+        "eer and fpr=0.01 are chosen on this split (hindsight); run is the threshold fixed on "
+        f"validation, so its FPR/FNR are the actual error rates. ECE: {d['ece_bins']}.</p>"
+    )
+    return head + table(rows) + table(cal)
 
 
 def collapse_warning(metrics: dict[str, Any], cfg: Any = None) -> str | None:

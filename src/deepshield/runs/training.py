@@ -16,6 +16,7 @@ from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_run, start_run
+from deepshield.runs.decision import calibrate_run
 from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
 from deepshield.runtime import seed_all
@@ -47,8 +48,19 @@ def init_weights_path(init: str | Path) -> Path:
     return path
 
 
-def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool = False) -> RunDir:
+def run_training(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    operating_point: str = "eer",
+    calibration: str = "platt",
+) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
+
+    A two-class run with both classes in validation gets its decision.json (`calibrate_run`
+    with `operating_point` and `calibration`) once the best model is final, before the test
+    evaluation that reports it; other runs get none (`decision_skipped` says why).
 
     An interrupted run with the same config resumes from its last checkpoint and rebuilds
     every artifact after training; the run is complete once its final marker is written (see
@@ -94,12 +106,26 @@ def run_training(cfg: TrainConfig, out: str | Path | None = None, *, force: bool
         model, cfg, run, objective=objective, device=device, train_sampler=sampler, **hooks
     )
     history = trainer.fit(splits)
-    finish_run(run, cfg, splits, history)
+    skipped = decision_skipped(splits)
+    with distributed.main_first("fitting the run's decision"):
+        if distributed.is_main() and skipped is None:
+            calibrate_run(run.path, rule=operating_point, calibration=calibration, device=device)
+    finish_run(run, cfg, splits, history, skipped)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)
     if distributed.is_main():
         run.set_done("train")  # the final marker, after every artifact
     return run
+
+
+def decision_skipped(splits: data.Splits) -> str | None:
+    """Why a run gets no decision.json (None when it gets one): it is not a two-class detector
+    or its validation split lacks a class."""
+    if splits.num_classes != 2:
+        return f"no decision.json: {splits.num_classes} classes, decisions are for real/fake runs"
+    if len(torch.unique(splits.val.y)) != 2:
+        return "no decision.json: the validation split holds one class, nothing to calibrate on"
+    return None
 
 
 def _objective(
@@ -125,8 +151,15 @@ def _objective_text(model: nn.Module) -> str:
     )
 
 
-def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict[str, Any]) -> None:
-    """After training: metrics.json (test at the best-val epoch), plots, report sections."""
+def finish_run(
+    run: RunDir,
+    cfg: TrainConfig,
+    splits: data.Splits,
+    history: dict[str, Any],
+    decision_skipped: str | None = None,
+) -> None:
+    """After training: metrics.json (test at the best-val epoch, `decision_skipped` the note of
+    a run without decision.json), plots, report sections."""
     from deepshield.report.plots import plot_history
 
     best = history["best_epoch"]
@@ -145,6 +178,8 @@ def finish_run(run: RunDir, cfg: TrainConfig, splits: data.Splits, history: dict
     warning = collapse_warning(test, cfg)
     if warning:  # e.g. adversarial training that calls every image real
         metrics["collapse_warning"] = warning
+    if decision_skipped:
+        metrics["decision_skipped"] = decision_skipped
     run.write_json("metrics.json", metrics)
     run.save_plot(plot_history(history), "history")
     counts = [{"split": s, **c} for s, c in splits.counts().items()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -66,17 +67,22 @@ def create_app(
     token: str | None = None,
     decode_budget: int = DECODE_BUDGET,
     decode_wait_s: float = DECODE_WAIT_S,
+    decision: Any = None,
 ) -> FastAPI:
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
-    threshold: None (0.5), a number in [0, 1], or "eer" (the run's test EER threshold); a scan
-    is called fake when P(fake) >= threshold. input_size: the image size (N or (H, W)) or clip
+    decision: the run's `deepshield.runs.decision.Decision` (`load_decision(run_dir)`; None:
+    uncalibrated). threshold: None (the decision's, else 0.5), a number in [0, 1], or "eer" (the
+    run's test EER threshold); a scan is called fake when p_fake >= threshold, p_fake being the
+    P(fake) calibrated by the decision when it has a calibrator. input_size: the image size (N or (H, W)) or clip
     length to feed the model, when the run's own (see `deepshield.service.scanner`) is not wanted.
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
     allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page
     needs (None: none); decode_budget: decoded pixels in flight, waited for up to decode_wait_s.
     """
-    scanner = Scanner(str(run_dir), threshold=threshold, device=device, input_size=input_size)
+    scanner = Scanner(
+        str(run_dir), threshold=threshold, device=device, input_size=input_size, decision=decision
+    )
     page = resources.files("deepshield.service").joinpath("page.html").read_text("utf-8")
     app = FastAPI(
         title="deepshield scan",

@@ -11,8 +11,13 @@ Speech models see uploads as mono, resampled to the run's sample rate (dataset.j
 the training clip length found by the same rule (`sample_shape` [T], `data_kwargs.length`,
 registry `input_size`).
 
-Threshold: a scan is called fake when P(fake) >= threshold; 0.5 unless the caller passes a
-number, or "eer" for the EER threshold of the run's test evaluation (metrics.json test.eer_threshold).
+Probability and threshold: given the run's decision (decision.json, written by `deepshield train`
+or `deepshield calibrate`, loaded by the caller: the run layer sits above the service) p_fake is
+the calibrated P(fake) and p_fake_raw the model's own; without one p_fake is the raw P(fake) and
+the scan says "uncalibrated". A scan is called fake when
+p_fake >= threshold: the decision's threshold (0.5 without one) unless the caller passes a number
+(on p_fake), or "eer" for the EER threshold of the run's test evaluation (metrics.json
+test.eer_threshold, on raw scores; passed through the calibrator when there is one).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
 
 DEFAULT_SAMPLE_RATE = 16000
+UNCALIBRATED = "uncalibrated: raw P(fake) of the model, no decision of the run given"
 EXPLAIN_SIDE = 512  # the longer side of an image overlay, at most (never upscaled)
 
 
@@ -49,7 +55,9 @@ class Scanner:
         threshold: float | str | None = None,
         device: str | torch.device = "cpu",
         input_size: int | tuple[int, int] | None = None,
+        decision: Any = None,
     ) -> None:
+        """decision: the run's `deepshield.runs.decision.Decision` (None: uncalibrated)."""
         from deepshield.models import spec
 
         self.run = RunDir.open(run_dir)
@@ -69,6 +77,9 @@ class Scanner:
         self.num_classes: int = model_json["num_classes"]
         self.device = torch.device(device)
         self.model = self.run.load_model("best").to(self.device).eval()
+        self.decision = decision
+        self.calibrated = bool(decision is not None and decision.calibrated)
+        self.calibration = decision.note if decision is not None else UNCALIBRATED
         self.threshold, self.threshold_source = self._threshold(threshold)
         dataset = self.run.read_json("dataset.json") if self.run.exists("dataset.json") else {}
         config = self.run.read_yaml("config.yaml") if self.run.exists("config.yaml") else {}
@@ -107,8 +118,11 @@ class Scanner:
         return source, _size(size, 2 if self.kind == "image" else 1, source)
 
     def _threshold(self, threshold: float | str | None) -> tuple[float, str]:
-        """(threshold, where it came from): 0.5, the caller's number, or the run's EER one."""
+        """(threshold on p_fake, where it came from): the run's decision (0.5 when uncalibrated),
+        the caller's number, or the run's test EER one (raw, through the calibrator)."""
         if threshold is None:
+            if self.calibrated:
+                return self.decision.threshold, f"decision.json ({self.decision.rule} rule)"
             return 0.5, "default"
         if threshold == "eer":
             metrics = self.run.read_json("metrics.json")
@@ -118,6 +132,9 @@ class Scanner:
                     f"{self.run.file('metrics.json')}: no test.eer_threshold; evaluate the run "
                     "on a set with both classes, or pass a number as the threshold"
                 )
+            if self.calibrated:
+                value = float(self.decision.calibrate([value])[0])
+                return value, "metrics.json test.eer_threshold, calibrated by decision.json"
             return float(value), "metrics.json test.eer_threshold"
         try:
             value = float(threshold)
@@ -138,6 +155,8 @@ class Scanner:
             "kind": self.kind,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "calibrated": self.calibrated,
+            "calibration": self.calibration,
             "input_source": self.input_source,
             "explain": self.explainable,
         }
@@ -176,19 +195,22 @@ class Scanner:
         return self.scan(self.waveform(wave, sample_rate), explain)
 
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
-        """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake, label, threshold, model, run}
-        (+ gradcam_png: base64 PNG of the Grad-CAM overlay with `explain`). `display` [3,h,w]
+        """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a
+        decision), p_fake_raw, calibrated, label, threshold, model, run} (+ gradcam_png: base64 PNG of the Grad-CAM overlay with `explain`). `display` [3,h,w]
         in [0,1]: the image the map is drawn on (default: x itself)."""
         if explain and not self.explainable:
             raise InputError(
                 f"model {self.name} declares no conv layer for Grad-CAM: scan without explain"
             )
         with self._lock:
-            p_fake = float(fake_scores(predict_logits(self.model, x, device=self.device))[0])
+            raw = float(fake_scores(predict_logits(self.model, x, device=self.device))[0])
+            p_fake = float(self.decision.calibrate([raw])[0]) if self.calibrated else raw
             label = "fake" if p_fake >= self.threshold else "real"
             cam = self._cam(x, label) if explain else None
         out = {
             "p_fake": p_fake,
+            "p_fake_raw": raw,
+            "calibrated": self.calibrated,
             "label": label,
             "threshold": self.threshold,
             "model": self.name,
