@@ -480,3 +480,27 @@ def test_attack_sweep_killed_then_rerun_equals_uninterrupted(trained: Path, tmp_
         assert (run / name).is_file(), name
     assert "Attack k" in (run / "report.html").read_text()
     assert notes.read_text() == "case 42: my notes\n" and RunDir(run).foreign() == ["notes.txt"]
+
+
+def test_one_report_builds_report_html_once_with_every_section(tmp_path, monkeypatch):
+    import deepshield.report.html as report_html
+    from deepshield.run import one_report
+
+    run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
+    builds = []
+    real = report_html.build_report
+    monkeypatch.setattr(report_html, "build_report", lambda f: builds.append(f) or real(f))
+    with pytest.raises(RuntimeError), one_report(run.path):
+        run.add_section("a", "First", "<p>alpha</p>")
+        run.add_section("b", "Second", "<p>beta</p>")
+        assert builds == [] and not run.file("report.html").exists()
+        raise RuntimeError("a step failed")  # the report is still built, once
+    assert len(builds) == 1
+    page = run.file("report.html").read_text()
+    assert (
+        "alpha" in page
+        and "beta" in page
+        and "report.html" in json.loads(run.file("manifest.json").read_text())["files"]
+    )
+    run.add_section("c", "Third", "<p>gamma</p>")  # outside: rebuilt at once again
+    assert len(builds) == 2 and "gamma" in run.file("report.html").read_text()

@@ -15,7 +15,8 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -260,8 +261,28 @@ class RunDir:
         header = f"<!-- order: {order} -->\n<!-- title: {title} -->\n"
         path = atomic_write_text(self.output(f"sections/{key}.html"), header + html)
         self.claim("report.html")
-        build_report(self.path)
+        if self.path.resolve() not in _ONE_REPORT:
+            build_report(self.path)
         return path
+
+
+_ONE_REPORT: set[Path] = set()  # folders inside `one_report`: report.html waits for its end
+
+
+@contextmanager
+def one_report(path: str | Path) -> Iterator[None]:
+    """Inside, sections added to the run folder `path` are written but report.html is built
+    once, on leaving (also after an error): for a command that adds many sections (the audit)."""
+    from deepshield.report.html import build_report
+
+    folder = Path(path).resolve()
+    _ONE_REPORT.add(folder)
+    try:
+        yield
+    finally:
+        _ONE_REPORT.discard(folder)
+        if (folder / "sections").is_dir():
+            build_report(folder)
 
 
 _REBUILD = "re-run the command that wrote it with --force (or restore it from a backup)"

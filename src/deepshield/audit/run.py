@@ -39,7 +39,7 @@ from deepshield.audit.evasion import evasion_grid
 from deepshield.audit.noise import noise_rows
 from deepshield.config import TrainConfig
 from deepshield.errors import DeepshieldError, RunError
-from deepshield.run import RunDir
+from deepshield.run import RunDir, one_report
 from deepshield.runs.attack_sweep import AttackData, attack_run, load_attack_data, run_config
 
 AUDIT_FILE = "audit.json"
@@ -385,24 +385,25 @@ class Audit:
 
     def execute(self, log: Log = print, force: bool = False) -> dict[str, Any]:
         """Run the missing steps in order, writing audit.json after each; then the card (also
-        when a step raises); return audit.json's content."""
+        when a step raises); return audit.json's content. report.html is built once, at the end."""
         self.resume(force)
-        try:
-            for key, step in self.steps(log):
-                if key in self.items:
-                    log(f"[audit] {key}: kept from {self.run.file(AUDIT_FILE)}")
-                    continue
-                log(f"[audit] {key} ...")
-                t0 = time.perf_counter()
-                try:
-                    self.items[key] = step()
-                except DeepshieldError as e:
-                    self.items[key] = {"error": str(e)}
-                    log(f"[audit]   {key} failed: {e}")
-                self.items[key]["seconds"] = round(time.perf_counter() - t0, 1)
-                self.save()
-        finally:
-            audit = self.write_card()
+        with one_report(self.run.path):
+            try:
+                for key, step in self.steps(log):
+                    if key in self.items:
+                        log(f"[audit] {key}: kept from {self.run.file(AUDIT_FILE)}")
+                        continue
+                    log(f"[audit] {key} ...")
+                    t0 = time.perf_counter()
+                    try:
+                        self.items[key] = step()
+                    except DeepshieldError as e:
+                        self.items[key] = {"error": str(e)}
+                        log(f"[audit]   {key} failed: {e}")
+                    self.items[key]["seconds"] = round(time.perf_counter() - t0, 1)
+                    self.save()
+            finally:
+                audit = self.write_card()
         return audit
 
 
