@@ -117,19 +117,35 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
-def _blur_axis(x: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+_EDGES = {"symmetric": "symmetric", "mirror": "reflect"}  # scipy.ndimage's names -> numpy's
+
+
+def _blur_axis(x: torch.Tensor, k: torch.Tensor, dim: int, edges: str) -> torch.Tensor:
     radius = (len(k) - 1) // 2
-    idx = torch.from_numpy(np.pad(np.arange(x.shape[dim]), radius, mode="symmetric"))
+    idx = torch.from_numpy(np.pad(np.arange(x.shape[dim]), radius, mode=_EDGES[edges]))
     xp = x.index_select(dim, idx.to(x.device)).movedim(dim, -1)  # [..., n + 2r]
     y = xp.unfold(-1, len(k), 1) @ k.to(x)  # [..., n]
     return y.movedim(-1, dim)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of each channel, symmetric edges: [B,3,H,W] -> same."""
-    _check_images(x)
+def gaussian_blur(x: torch.Tensor, sigma: float, *, edges: str = "symmetric") -> torch.Tensor:
+    """Separable Gaussian blur of each channel: [B,C,H,W] in [0,1] -> same; sigma 0 is the
+    identity. edges: "symmetric" (scipy.ndimage's default: the edge pixel repeated) or "mirror"
+    (reflected about the edge pixel)."""
+    if not (sigma >= 0 and np.isfinite(sigma)):
+        raise InputError(f"blur sigma {sigma}: give a finite sigma >= 0 (pixels)")
+    if x.dim() != 4:
+        raise InputError(f"images must be [B, C, H, W], got {list(x.shape)}")
+    if sigma == 0:
+        return x
     k = gaussian_kernel(sigma)
-    return _blur_axis(_blur_axis(x, k, -2), k, -1).clamp(0, 1)
+    return _blur_axis(_blur_axis(x, k, -2, edges), k, -1, edges).clamp(0, 1)
+
+
+def _blur_images(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The `blur:S` transform: RGB images only."""
+    _check_images(x)
+    return gaussian_blur(x, sigma)
 
 
 def gaussian_noise(x: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
@@ -254,7 +270,7 @@ IMAGE_KINDS: dict[str, tuple[float, float, bool, Callable[[float], Callable]]] =
     "webp": (1, 100, True, lambda q: lambda x: pil_roundtrip(x, "WEBP", int(q))),
     "resize": (0.01, 1, False, lambda f: lambda x: resize_back(x, f)),
     "crop": (0.01, 1, False, lambda f: lambda x: center_crop(x, f)),
-    "blur": (0.01, 50, False, lambda s: lambda x: gaussian_blur(x, s)),
+    "blur": (0.01, 50, False, lambda s: lambda x: _blur_images(x, s)),
     "noise": (0, 1, False, lambda s: lambda x: gaussian_noise(x, s)),
 }
 
