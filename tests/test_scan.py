@@ -278,7 +278,7 @@ def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, cap
 def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp_path) -> None:
     import soundfile as sf
 
-    from deepshield.data.audio import fix_length
+    from deepshield.media.audio import fix_length
     from deepshield.predict import fake_scores, predict_logits
 
     run = tmp_path / "speech"

@@ -576,9 +576,6 @@ def test_bounded_load_on_loopback_has_no_errors(run_dir):
 # -- speech -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def speech_run(tmp_path_factory):
-    pytest.importorskip(
-        "deepshield.data.audio", reason="speech I/O (deepshield.data.audio) not merged"
-    )
     if "mel_cnn" not in models.names():
         pytest.skip("speech model mel_cnn not merged")
     path = tmp_path_factory.mktemp("speech") / "mel_cnn-speech"
@@ -610,9 +607,9 @@ def audio_file(tmp_path, name: str, x: np.ndarray, rate: int) -> bytes:
 
 
 def library_speech_p_fake(run_dir, path) -> float:
-    from deepshield.data.audio import load_clip
+    from deepshield.media.audio import read_clip
 
-    x = torch.from_numpy(load_clip(path, 16000, 16000))[None]  # [1, T]
+    x = torch.from_numpy(read_clip(path, length=16000)[0])[None]  # [1, T]
     return float(fake_scores(predict_logits(RunDir.open(run_dir).load_model(), x))[0])
 
 

@@ -1,4 +1,4 @@
-"""Audio I/O: reading, mono mix, resampling, repeat-padding and clear errors."""
+"""The audio reader (deepshield.media.audio): mono mix, resampling, tiling, clear errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from conftest import shared_path
-from deepshield.data.audio import fix_length, load_clip, load_clips, read_audio, resample
+from deepshield.media.audio import fix_length, read_audio, read_clip, read_clips, resample
 from deepshield.errors import DataError
 
 
@@ -21,15 +21,16 @@ def test_stereo_is_mixed_to_mono(tmp_path):
     left = 0.5 * _sine(440, 16000, 0.5)
     right = -0.25 * _sine(440, 16000, 0.5)
     sf.write(tmp_path / "st.wav", np.stack([left, right], 1), 16000, subtype="FLOAT")
-    x = read_audio(tmp_path / "st.wav")
+    x, record = read_audio(tmp_path / "st.wav")
+    assert record.channels == 2 and record.done() == ["mixed 2 channels to mono"]
     assert x.dtype == np.float32 and x.ndim == 1
     np.testing.assert_allclose(x, 0.125 * _sine(440, 16000, 0.5), atol=1e-6)
 
 
 def test_int16_flac_scaled_to_unit_range(tmp_path):
-    pcm = (np.array([0, 16384, -32768, 32767] * 100)).astype(np.int16)
+    pcm = (np.array([0, 16384, -32768, 32767] * 500)).astype(np.int16)  # 0.125 s
     sf.write(tmp_path / "a.flac", pcm, 16000, subtype="PCM_16")
-    x = read_audio(tmp_path / "a.flac")
+    x = read_audio(tmp_path / "a.flac")[0]
     np.testing.assert_allclose(x[:4], [0.0, 0.5, -1.0, 32767 / 32768], atol=1e-7)
 
 
@@ -44,7 +45,7 @@ def test_resampling_a_sine_gives_the_same_sine_at_16k():
 
 def test_read_audio_resamples_to_the_requested_rate(tmp_path):
     sf.write(tmp_path / "t.wav", 0.5 * _sine(300, 44100, 0.5), 44100)
-    x = read_audio(tmp_path / "t.wav", sample_rate=16000)
+    x = read_audio(tmp_path / "t.wav", rate=16000)[0]
     assert len(x) == 8000
     np.testing.assert_allclose(x[200:-200], 0.5 * _sine(300, 16000, 0.5)[200:-200], atol=2e-3)
 
@@ -72,10 +73,10 @@ def test_unreadable_files_raise_data_error_naming_the_file(tmp_path, content):
 
 def test_empty_and_missing_audio_raise_data_error(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
-    with pytest.raises(DataError, match=r"empty\.wav: audio file has no samples"):
+    with pytest.raises(DataError, match=r"empty\.wav: 0\.000 s of audio; deepshield needs"):
         read_audio(tmp_path / "empty.wav")
     with pytest.raises(DataError, match=r"nope\.flac: audio file not found"):
-        load_clip(tmp_path / "nope.flac")
+        read_clip(tmp_path / "nope.flac")
 
 
 def test_real_asvspoof_flac_matches_soundfile_and_is_padded():
@@ -84,7 +85,8 @@ def test_real_asvspoof_flac_matches_soundfile_and_is_padded():
     )  # 22,831 samples
     ref, sr = sf.read(path, dtype="float32")
     assert sr == 16000
-    x = load_clip(path)
+    x, record = read_clip(path)
+    assert record.kept_samples == len(ref) and record.tiled == 64600 / len(ref)
     assert x.shape == (64600,) and x.dtype == np.float32
     np.testing.assert_array_equal(x[: len(ref)], ref)
     np.testing.assert_array_equal(x[len(ref) : 2 * len(ref)], ref)
@@ -95,7 +97,8 @@ def test_real_22k_wavefake_clips_load_at_16k():
     files = sorted(real.glob("*.wav"))[:2]
     frames = [sf.info(f).frames for f in files]
     for f, n in zip(files, frames, strict=True):
-        assert len(read_audio(f)) == -(-n * 320 // 441)  # ceil(n * 16000 / 22050)
-    batch = load_clips(files, length=16000)
+        assert len(read_audio(f)[0]) == -(-n * 320 // 441)  # ceil(n * 16000 / 22050)
+    batch, rows = read_clips(files, length=16000)
+    assert rows.shape[0] == 2
     assert batch.shape == (2, 16000) and batch.dtype == torch.float32
     assert batch.abs().max() <= 1.0 and batch.abs().max() > 0.05

@@ -33,7 +33,7 @@ from PIL import Image
 from pydantic import RootModel, ValidationError
 from scipy import signal
 
-from deepshield.data.audio import resample
+from deepshield.media.audio import resample
 from deepshield.errors import ConfigError, InputError
 
 SPEECH_RATE = 16000

@@ -251,7 +251,7 @@ def read_audio_track(
         if not container.streams.audio:
             raise DataError(f"{path}: no audio track: scan the video frames only")
         stream = container.streams.audio[0]
-        # channels kept (planar) and averaged below, as data/audio.py mixes to mono; FFmpeg's own
+        # channels kept (planar) and averaged below, as media/audio.py mixes to mono; FFmpeg's own
         # downmix would scale a stereo signal by 1/sqrt(2)
         resampler = av.AudioResampler(format="fltp", rate=rate)
         chunks, max_samples = [], int(limits.max_duration_s * rate)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepshield.data.audio import CLIP_LENGTH, SAMPLE_RATE
+from deepshield.media.audio import CLIP_LENGTH, SAMPLE_RATE
 from deepshield.data.registry import register_source
 from deepshield.data.speech_synth import VOCODERS, random_speaker, record, synthesize
 from deepshield.data.splits import Splits, TensorSet
