@@ -654,7 +654,7 @@ def test_speech_explain_returns_a_time_frequency_map(speech_run, tmp_path):
         (
             lambda: ("a.wav", b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(200)), "audio/wav"),
             422,
-            "cannot be read",
+            "a.wav: corrupt audio data (Error in WAV file. No 'data' chunk marker.)",
         ),
         (lambda: ("a.flac", wav_bytes(), "audio/flac"), 415, "declared FLAC"),
     ],

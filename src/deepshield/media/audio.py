@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -378,8 +379,10 @@ def read_audio(
 
 
 def _why(e: Exception) -> str:
+    """The decoder's complaint in one line, without libsndfile's "Error opening <source>: "
+    (so a file and its upload give the same words)."""
     text = " ".join(str(e).split()) or type(e).__name__
-    return text[:160]
+    return re.sub(r"^Error opening (<[^>]*>|'[^']*'|\S+): ", "", text)[:160]
 
 
 def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord]:

@@ -1,6 +1,6 @@
 """The scan service: a FastAPI app over one run's detector.
 
-  POST /v1/scan   multipart field `file` (image: PNG/JPEG/WebP/BMP; speech: WAV/FLAC),
+  POST /v1/scan   multipart field `file` (image: PNG/JPEG/WebP/BMP; speech: WAV/FLAC/OGG/MP3/M4A),
                   query explain=true adds the Grad-CAM overlay as a base64 PNG
   GET  /healthz   {"status": "ok", "model", "run", ...}
   GET  /          a self-contained page: drop a file, see the verdict and the heat map
@@ -43,7 +43,6 @@ ENDPOINTS = ": the service answers POST /v1/scan, GET /healthz and GET /"
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
-MIN_AUDIO_SECONDS = 0.1
 DECODE_BUDGET = 2 * MAX_PIXELS  # decoded pixels in flight: two images at the pixel limit
 DECODE_WAIT_S = 5.0
 
@@ -108,14 +107,10 @@ def create_app(
     def scan_upload(up: Upload, explain: bool) -> dict:
         kind = check_type(up, accepted)
         if scanner.kind == "audio":
-            wave, rate = decode_audio(
-                up,
-                kind,
-                clip_samples=scanner.input_size[0],
-                sample_rate=scanner.sample_rate,
-                min_seconds=MIN_AUDIO_SECONDS,
+            clip, record = decode_audio(
+                up, clip_samples=scanner.input_size[0], sample_rate=scanner.sample_rate
             )
-            return scanner.scan_audio(wave, rate, explain)
+            return scanner.scan_audio(clip, record, explain)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
         return scanner.scan_image(im, explain)
 

@@ -173,12 +173,6 @@ class Scanner:
         h, w = self.input_size
         return image_tensor(resized(im, (w, h))).unsqueeze(0)  # [1, 3, H, W]
 
-    def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-        """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
-        from deepshield.data.audio import fix_length, resample
-
-        x = fix_length(resample(wave, sample_rate, self.sample_rate), self.input_size[0])
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
 
     def scan_image(self, im: Image.Image, explain: bool = False) -> dict:
         """Scan an RGB image; the overlay is drawn on the image itself (longer side at most
@@ -190,9 +184,24 @@ class Scanner:
             display = image_tensor(resized(im, size))
         return self.scan(self.pixels(im), explain, display)
 
-    def scan_audio(self, wave: np.ndarray, sample_rate: int, explain: bool = False) -> dict:
-        """Scan a mono waveform [T] in [-1, 1] recorded at `sample_rate`."""
-        return self.scan(self.waveform(wave, sample_rate), explain)
+    def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
+        from deepshield.media.audio import fix_length, resample
+
+        x = fix_length(resample(wave, sample_rate, self.sample_rate), self.input_size[0])
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
+
+    def scan_audio(self, clip: np.ndarray, record: Any, explain: bool = False) -> dict:
+        """Scan the model's input clip [T] in [-1, 1] (`deepshield.media.audio.read_clip`); the
+        answer gains `audio` (the record of what was done) and `unsure_reason`: a degenerate
+        clip (`deepshield.media.degenerate`) is labelled "unsure" instead of fake/real."""
+        from deepshield.media.degenerate import verdict
+
+        x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(0)
+        out = self.scan(x, explain)
+        out["label"], out["unsure_reason"] = verdict(out["label"], record)
+        out["audio"] = record.as_dict()
+        return out
 
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
         """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a

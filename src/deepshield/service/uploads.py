@@ -14,7 +14,6 @@ import struct
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from math import ceil
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,12 +21,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
+from deepshield.media.audio import AudioError, AudioRecord, audio_kind, read_clip
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
 
 IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
-AUDIO_TYPES = ("wav", "flac")
+AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "m4a", "aac")
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
 _MIME = {
     "png": ("image/png",),
@@ -36,6 +36,10 @@ _MIME = {
     "bmp": ("image/bmp", "image/x-bmp", "image/x-ms-bmp"),
     "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
     "flac": ("audio/flac", "audio/x-flac"),
+    "ogg": ("audio/ogg", "audio/opus", "audio/vorbis", "application/ogg"),
+    "mp3": ("audio/mpeg", "audio/mp3"),
+    "m4a": ("audio/mp4", "audio/x-m4a", "audio/m4a"),
+    "aac": ("audio/aac", "audio/x-aac"),
 }
 _EXTENSIONS = {
     "png": (".png",),
@@ -44,6 +48,10 @@ _EXTENSIONS = {
     "bmp": (".bmp", ".dib"),
     "wav": (".wav", ".wave"),
     "flac": (".flac",),
+    "ogg": (".ogg", ".oga", ".opus"),
+    "mp3": (".mp3",),
+    "m4a": (".m4a",),
+    "aac": (".aac",),
 }
 _BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -201,20 +209,18 @@ def _name(up: Upload) -> str:
 
 # -- types ------------------------------------------------------------------------------------
 def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, or None."""
+    """The file type its magic bytes say: png, jpeg, webp, bmp, or an audio container of
+    `deepshield.media.audio.audio_kind` (wav, flac, ogg, mp3, m4a, aac), or None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
     if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
         return "bmp"
-    if data.startswith(b"fLaC"):
-        return "flac"
-    return None
+    kind = audio_kind(data)
+    return kind if kind in AUDIO_TYPES else None
 
 
 def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
@@ -392,43 +398,12 @@ def _why(e: Exception) -> str:
 
 
 # -- audio ------------------------------------------------------------------------------------
-def decode_audio(
-    up: Upload, kind: str, *, clip_samples: int, sample_rate: int, min_seconds: float
-) -> tuple[np.ndarray, int]:
-    """Decode at most the frames that make one clip of `clip_samples` samples at the model's
-    `sample_rate` from a wav/flac upload -> (mono float32 [T] in [-1, 1] at the file's rate,
-    that rate).
-
-    Only the header is read before the frame budget is fixed, so a file claiming hours of
-    audio costs no more to decode than one clip.
-    """
-    import soundfile as sf
-
+def decode_audio(up: Upload, *, clip_samples: int, sample_rate: int) -> tuple[np.ndarray, AudioRecord]:
+    """An audio upload as the model's input through the one audio reader
+    (`deepshield.media.audio.read_clip`, as datasets and `evaluate` read files): mono float32
+    [clip_samples] in [-1, 1] at `sample_rate`, and the record of what was done. A file the
+    reader refuses (truncated, corrupt, too short, rate out of range) -> 422 with its message."""
     try:
-        f = sf.SoundFile(io.BytesIO(up.data))
-    except Exception as e:  # libsndfile: corrupt header, unsupported codec
-        raise UploadError(
-            422, f"{_name(up)} starts like a {kind.upper()} file but cannot be read: {_why(e)}"
-        ) from e
-    with f:
-        sr = f.samplerate
-        if not 4000 <= sr <= 384000:
-            raise UploadError(
-                422, f"{_name(up)} declares a {sr} Hz sample rate: use 4 kHz to 384 kHz audio"
-            )
-        budget = ceil(clip_samples * sr / sample_rate)
-        try:
-            x = f.read(frames=budget, dtype="float32", always_2d=True)  # [T, C]
-        except Exception as e:
-            raise UploadError(
-                422, f"{_name(up)}: the {kind.upper()} data is corrupt ({_why(e)}): re-export it"
-            ) from e
-    if len(x) < min_seconds * sr:
-        raise UploadError(
-            422,
-            f"{_name(up)} holds {len(x) / sr:.3f} s of audio: the scan needs at least "
-            f"{min_seconds:g} s",
-        )
-    if not np.isfinite(x).all():
-        raise UploadError(422, f"{_name(up)} holds NaN or inf samples: re-export the file")
-    return np.clip(x.mean(axis=1), -1.0, 1.0), sr  # [T]
+        return read_clip(up.data, name=up.filename or "the upload", rate=sample_rate, length=clip_samples)
+    except AudioError as e:
+        raise UploadError(422, str(e)) from e
