@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from deepshield.media.audio import read_clips
 from deepshield.data.processing import available_codecs, load_grid
+from deepshield.media.audio import read_clips
 from deepshield.media.images import read_image, resize, stack_images
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).resolve().parents[2] / "shared"))

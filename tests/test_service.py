@@ -650,7 +650,7 @@ def test_speech_explain_returns_a_time_frequency_map(speech_run, tmp_path):
     ("make", "status", "words"),
     [
         (lambda: ("a.png", GOOD_PNG, "image/png"), 415, "this model takes WAV/FLAC"),
-        (lambda: ("a.wav", b"text, not audio\n" * 8, "audio/wav"), 415, "not a WAV/FLAC"),
+        (lambda: ("a.wav", b"text, not audio\n" * 8, "audio/wav"), 415, "a.wav: not an audio file"),
         (
             lambda: ("a.wav", b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(200)), "audio/wav"),
             422,

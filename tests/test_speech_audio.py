@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from conftest import shared_path
-from deepshield.media.audio import fix_length, read_audio, read_clip, read_clips, resample
 from deepshield.errors import DataError
+from deepshield.media.audio import fix_length, read_audio, read_clip, read_clips, resample
 
 
 def _sine(freq: float, sr: int, seconds: float, phase: float = 0.0) -> np.ndarray:

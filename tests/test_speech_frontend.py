@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import shared_path
-from deepshield.media.audio import read_audio
 from deepshield.data.speech_synth import random_speaker, synthesize
+from deepshield.media.audio import read_audio
 from deepshield.models.frontend import LogMel, Spectrogram
 
 CONFIGS = [

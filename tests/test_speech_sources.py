@@ -9,9 +9,9 @@ import torch
 
 from conftest import shared_path
 from deepshield.data import all_sources, load
-from deepshield.media.audio import read_clip
 from deepshield.data.sources.asvspoof import read_protocol
 from deepshield.errors import ConfigError, DataError
+from deepshield.media.audio import read_clip
 
 
 def _write_folder(root, n_per_class=5, names=("bonafide", "spoof"), rates=(8000, 16000, 44100)):

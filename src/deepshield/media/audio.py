@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import struct
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,7 @@ MAX_SECONDS = 3600.0
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac")
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
 _BLOCK = 1 << 16  # frames decoded per soundfile read
+_HEAD = 1 << 16  # bytes read to tell the type and walk a WAV's chunk headers
 _SF_FORMATS = ("wav", "flac", "ogg", "mp3")  # containers libsndfile reads here
 _BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 _FLOAT_BITS = {"FLOAT": 32, "DOUBLE": 64}
@@ -67,7 +69,11 @@ _ENCODINGS = (
 
 
 class AudioError(DataError):
-    """An audio file (or upload) the reader refuses: not audio, truncated, corrupt, off-limits."""
+    """An audio file (or upload) the reader refuses: truncated, corrupt, off-limits."""
+
+
+class NotAudioError(AudioError):
+    """Bytes that are no audio format the reader knows (e.g. a text file named .wav)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,9 @@ class AudioRecord:
         if self.tiled > 1.0:
             out.append(f"tiled x{self.tiled:.2f} to {self.clip_samples} samples")
         if self.cut_seconds > 0.0005:
-            out.append(f"cut after {self.clip_samples / self.rate:.2f} s ({self.cut_seconds:.2f} s unread)")
+            out.append(
+                f"cut after {self.clip_samples / self.rate:.2f} s ({self.cut_seconds:.2f} s unread)"
+            )
         if 0 < self.bit_depth < 16:
             out.append(f"{self.bit_depth}-bit source")
         return out
@@ -199,18 +207,19 @@ def audio_kind(data: bytes) -> str | None:
     return None
 
 
-def _wav_truncation(data: bytes) -> str | None:
-    """What is missing from a WAV whose data chunk declares more bytes than follow (else None).
-    A size of 0 or 0xFFFFFFFF (a streamed file, or RF64's placeholder) declares nothing."""
+def _wav_truncation(head: bytes, size: int) -> str | None:
+    """What is missing from a WAV of `size` bytes (starting with `head`) whose data chunk
+    declares more bytes than follow (else None). A declared size of 0 or 0xFFFFFFFF (a streamed
+    file, or RF64's placeholder) declares nothing; a data chunk past `head` is not checked."""
     i = 12
-    while i + 8 <= len(data):
-        cid, size = data[i : i + 4], struct.unpack("<I", data[i + 4 : i + 8])[0]
+    while i + 8 <= len(head):
+        cid, declared = head[i : i + 4], struct.unpack("<I", head[i + 4 : i + 8])[0]
         if cid == b"data":
-            follow = len(data) - i - 8
-            if size not in (0, 0xFFFFFFFF) and size > follow:
-                return f"its header declares {size:,} data bytes but {follow:,} follow"
+            follow = size - i - 8
+            if declared not in (0, 0xFFFFFFFF) and declared > follow:
+                return f"its header declares {declared:,} data bytes but {follow:,} follow"
             return None
-        i += 8 + size + (size & 1)
+        i += 8 + declared + (declared & 1)
     return None
 
 
@@ -297,34 +306,32 @@ def _check_rate(rate: int) -> None:
 
 def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) -> _Decoded:
     """soundfile first, PyAV where libsndfile stops; raises the private errors above."""
-    head = data[:64] if data is not None else Path(path).open("rb").read(64)  # type: ignore[arg-type]
+    import av
+    import soundfile as sf
+
+    if data is not None:
+        head, size = data[:_HEAD], len(data)
+    else:
+        with open(str(path), "rb") as f:
+            head, size = f.read(_HEAD), os.fstat(f.fileno()).st_size
     kind = audio_kind(head) or "other"
-    if kind == "wav":
-        whole = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
-        why = _wav_truncation(whole)
-        if why:
-            raise _Truncated(why)
+    why = _wav_truncation(head, size) if kind == "wav" else None
+    if why:
+        raise _Truncated(why)
 
     def source() -> io.BytesIO | str:
         return io.BytesIO(data) if data is not None else str(path)
-
-    import av
-    import soundfile as sf
 
     sf_error: Exception | None = None
     if kind in (*_SF_FORMATS, "other"):
         try:
             return _soundfile(source(), keep_seconds)
-        except (_Truncated, _TooLong, _BadRate):
-            raise
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-            sf_error = e
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             if kind in ("wav", "flac"):  # libsndfile is the reference decoder for these
                 raise
+            sf_error = e
     try:
         return _pyav(source(), kind, keep_seconds)
-    except (_Truncated, _TooLong, _BadRate, _NotAudio):
-        raise
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         if kind == "other":
             raise _NotAudio("its first bytes match no audio format") from (sf_error or e)
@@ -349,16 +356,20 @@ def read_audio(
     import av
     import soundfile as sf
 
-    data, path = (bytes(source), None) if isinstance(source, (bytes, bytearray)) else (None, str(source))
+    data, path = (
+        (bytes(source), None) if isinstance(source, (bytes, bytearray)) else (None, str(source))
+    )
     label = name or (path if path is not None else "the upload")
     if path is not None and not Path(path).is_file():
         raise AudioError(f"{label}: audio file not found; check the path (or the protocol line)")
     try:
         d = _decode(data, path, keep_seconds)
     except _Truncated as e:
-        raise AudioError(f"{label}: truncated audio: {e}; re-export or re-download the file") from None
-    except _NotAudio as e:
         raise AudioError(
+            f"{label}: truncated audio: {e}; re-export or re-download the file"
+        ) from None
+    except _NotAudio as e:
+        raise NotAudioError(
             f"{label}: not an audio file ({e}); give a wav, flac, ogg, opus, mp3 or m4a file"
         ) from None
     except _TooLong as e:
@@ -370,8 +381,15 @@ def read_audio(
             f"{label}: sample rate {e.args[0]} Hz; deepshield reads {MIN_SOURCE_RATE} Hz to "
             f"{MAX_SOURCE_RATE} Hz audio: record or export at 16 kHz or more"
         ) from None
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, av.error.FFmpegError,
-            IndexError, OSError) as e:
+    except (
+        sf.LibsndfileError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+        av.error.FFmpegError,
+        IndexError,
+        OSError,
+    ) as e:
         raise AudioError(
             f"{label}: corrupt audio data ({_why(e)}); re-export or re-download the file"
         ) from None

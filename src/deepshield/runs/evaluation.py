@@ -73,6 +73,14 @@ def write_evaluation(
         s = fake_scores(logits).numpy()
         metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
+    if splits.modality == "audio":  # per clip: verdict, unsure reason, the reader's record
+        from deepshield.runs import countermeasure as cm
+        from deepshield.runs.decision import load_decision
+
+        rows = cm.file_verdicts(ds, fake_scores(logits).numpy(), load_decision(run.path))
+        name = f"files{suffix or '_' + split}.csv"
+        cm.write_file_verdicts(run, name, rows)
+        metrics["files"] = cm.unsure_summary(rows, name)
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
         from deepshield.runs import countermeasure as cm
 

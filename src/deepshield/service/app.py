@@ -105,12 +105,14 @@ def create_app(
         return max_pixels if size is None else min(size[0] * size[1], max_pixels)
 
     def scan_upload(up: Upload, explain: bool) -> dict:
-        kind = check_type(up, accepted)
-        if scanner.kind == "audio":
+        if scanner.kind == "audio":  # bytes of no known type: the audio reader says why
+            if sniff(up.data) is not None:
+                check_type(up, accepted)  # an image, or a type its name or header contradicts
             clip, record = decode_audio(
                 up, clip_samples=scanner.input_size[0], sample_rate=scanner.sample_rate
             )
             return scanner.scan_audio(clip, record, explain)
+        kind = check_type(up, accepted)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
         return scanner.scan_image(im, explain)
 

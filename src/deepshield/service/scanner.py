@@ -173,7 +173,6 @@ class Scanner:
         h, w = self.input_size
         return image_tensor(resized(im, (w, h))).unsqueeze(0)  # [1, 3, H, W]
 
-
     def scan_image(self, im: Image.Image, explain: bool = False) -> dict:
         """Scan an RGB image; the overlay is drawn on the image itself (longer side at most
         EXPLAIN_SIDE px), not on the model's resized view."""

@@ -21,7 +21,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
-from deepshield.media.audio import AudioError, AudioRecord, audio_kind, read_clip
+from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, audio_kind, read_clip
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
@@ -398,12 +398,16 @@ def _why(e: Exception) -> str:
 
 
 # -- audio ------------------------------------------------------------------------------------
-def decode_audio(up: Upload, *, clip_samples: int, sample_rate: int) -> tuple[np.ndarray, AudioRecord]:
+def decode_audio(
+    up: Upload, *, clip_samples: int, sample_rate: int
+) -> tuple[np.ndarray, AudioRecord]:
     """An audio upload as the model's input through the one audio reader
     (`deepshield.media.audio.read_clip`, as datasets and `evaluate` read files): mono float32
     [clip_samples] in [-1, 1] at `sample_rate`, and the record of what was done. A file the
-    reader refuses (truncated, corrupt, too short, rate out of range) -> 422 with its message."""
+    reader refuses gets its message: 415 when the bytes are no audio format, else 422
+    (truncated, corrupt, too short, rate out of range)."""
+    name = up.filename or "the upload"
     try:
-        return read_clip(up.data, name=up.filename or "the upload", rate=sample_rate, length=clip_samples)
+        return read_clip(up.data, name=name, rate=sample_rate, length=clip_samples)
     except AudioError as e:
-        raise UploadError(422, str(e)) from e
+        raise UploadError(415 if isinstance(e, NotAudioError) else 422, str(e)) from e
