@@ -85,6 +85,12 @@ CLI_ROWS: list[tuple[str, str, str]] = [
         "",
     ),
     ("evaluate {run} -d nosuch", "unknown dataset 'nosuch'", ""),
+    # audio files, read by the one audio reader (deepshield.media.audio)
+    ("evaluate {run} -d speech-folder:{user}/audio-truncated", "truncated audio", ""),
+    ("datasets speech-folder:{user}/audio-truncated", "declares 16,000 data bytes but 5,000", SUB),
+    ("datasets speech-folder:{user}/audio-2khz", "sample rate 2000 Hz", ""),
+    ("datasets speech-folder:{user}/audio-text", "not an audio file", ""),
+    ("datasets speech-folder:{user}/audio-short", "needs at least 0.1 s", ""),
     ("evaluate {run} --device foo", "foo", ""),
     # attack
     ("attack", "Missing argument", SUB),
@@ -245,6 +251,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (user / "notes.txt").write_text("evidence log: do not lose\n")
     Image.new("RGB", (40, 40), (90, 120, 150)).save(user / "photo.png")
     (user / "bad.yaml").write_text("model: [unclosed\n")
+    _bad_audio_folders(user)
     cwd = tmp_path_factory.mktemp("cwd")
     return {
         "run": run,
@@ -253,6 +260,25 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "yaml": user / "bad.yaml",
         "cwd": cwd,
     }
+
+
+def _bad_audio_folders(user: Path) -> None:
+    """user/audio-<case>/{bonafide,spoof}: one good 0.5 s tone and one bad file per folder."""
+    import numpy as np
+    import soundfile as sf
+
+    tone = (0.3 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220)).astype(np.float32)
+    for case in ("truncated", "2khz", "text", "short"):
+        root = user / f"audio-{case}"
+        (root / "bonafide").mkdir(parents=True)
+        (root / "spoof").mkdir()
+        sf.write(root / "spoof" / "good.wav", tone, 16000, subtype="PCM_16")
+    bad = user / "audio-truncated" / "bonafide" / "bad.wav"
+    sf.write(bad, tone, 16000, subtype="PCM_16")  # 16,000 data bytes
+    bad.write_bytes(bad.read_bytes()[:5044])
+    sf.write(user / "audio-2khz" / "bonafide" / "bad.wav", tone[:1000], 2000)
+    (user / "audio-text" / "bonafide" / "bad.wav").write_text("not audio\n" * 30)
+    sf.write(user / "audio-short" / "bonafide" / "bad.flac", tone[:800], 16000)
 
 
 def tree(*roots: Path) -> dict[str, tuple[int, int]]:
