@@ -78,6 +78,12 @@ def _truncated_flac(path: Path, x: np.ndarray) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _truncated_mp3(path: Path, x: np.ndarray) -> None:
+    sf.write(path, x, 16000, format="MP3")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # its Xing header still counts every frame
+
+
 def _text(path: Path, x: np.ndarray) -> None:
     path.write_text("speaker notes, not audio\n" * 20)
 
@@ -111,6 +117,13 @@ CASES: list[tuple[str, str, Callable, str, Callable[[dict], bool] | None]] = [
     ("clipping", "loud.wav", _clipped, "unsure: heavy clipping", None),
     ("truncated wav", "tr.wav", _truncated_wav, "error: truncated audio", None),
     ("truncated flac", "tr.flac", _truncated_flac, "error: corrupt audio data", None),
+    (
+        "truncated mp3",
+        "tr.mp3",
+        _truncated_mp3,
+        "error: truncated audio: its header declares",
+        None,
+    ),
     ("text named .wav", "notes.wav", _text, "error: not an audio file", None),
 ]
 

@@ -102,3 +102,82 @@ def test_real_22k_wavefake_clips_load_at_16k():
     assert rows.shape[0] == 2
     assert batch.shape == (2, 16000) and batch.dtype == torch.float32
     assert batch.abs().max() <= 1.0 and batch.abs().max() > 0.05
+
+
+# -- the record and the degenerate-clip policy --------------------------------------------------
+def _real_clips() -> list:
+    asv = shared_path("data", "asvspoof2019_la_eval_samples", "flac")
+    wavefake = shared_path("data", "speech_wavefake_ljspeech")
+    return sorted(asv.glob("*.flac")) + sorted(wavefake.rglob("*.wav"))
+
+
+@pytest.mark.parametrize("length", [64600, 16000])
+def test_no_real_shared_clip_is_called_degenerate(length):
+    """The policy's thresholds leave every real clip (21: ASVspoof LA + WaveFake) scored."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    files = _real_clips()
+    assert len(files) == 21
+    reasons = {f.name: degenerate_reason(read_clip(f, length=length)[1]) for f in files}
+    assert set(reasons.values()) == {None}, reasons
+
+
+def test_silence_threshold_in_closed_form(tmp_path):
+    """A sine of amplitude A has RMS A/sqrt(2): -69 dBFS passes, -71 dBFS is near-silence."""
+    from deepshield.media.degenerate import SILENCE_DBFS, degenerate_reason
+
+    for db, flagged in ((SILENCE_DBFS + 1, False), (SILENCE_DBFS - 1, True)):
+        amp = np.sqrt(2) * 10 ** (db / 20)
+        sf.write(tmp_path / "s.wav", amp * _sine(440, 16000, 1.0), 16000, subtype="FLOAT")
+        record = read_clip(tmp_path / "s.wav", length=16000)[1]
+        assert record.rms_dbfs == pytest.approx(db, abs=0.01)
+        assert (degenerate_reason(record) is not None) == flagged
+    sf.write(tmp_path / "z.wav", np.zeros(1600), 16000)
+    assert degenerate_reason(read_clip(tmp_path / "z.wav", length=16000)[1]).startswith("digital")
+
+
+@pytest.mark.parametrize(("share", "flagged"), [(0.005, False), (0.02, True)])
+def test_clipping_share_counts_full_scale_16_bit_samples(tmp_path, share, flagged):
+    from deepshield.media.degenerate import degenerate_reason
+
+    x = 0.3 * _sine(300, 16000, 1.0)
+    x[: int(share * len(x))] = 1.0  # 32767 / 32768 once written as 16-bit PCM
+    sf.write(tmp_path / "c.wav", x, 16000, subtype="PCM_16")
+    record = read_clip(tmp_path / "c.wav", length=16000)[1]
+    assert record.clipped_fraction == pytest.approx(share, abs=1 / 16000)
+    assert (degenerate_reason(record) is not None) == flagged
+
+
+@pytest.mark.parametrize(("seconds", "flagged"), [(0.24, True), (0.26, False)])
+def test_far_too_short_is_a_quarter_of_the_models_clip(tmp_path, seconds, flagged):
+    from deepshield.media.degenerate import degenerate_reason
+
+    sf.write(tmp_path / "t.wav", 0.3 * _sine(300, 16000, seconds), 16000)
+    record = read_clip(tmp_path / "t.wav", length=16000)[1]
+    assert record.tiled == pytest.approx(1 / seconds, rel=1e-3)
+    assert (degenerate_reason(record) is not None) == flagged
+
+
+def test_record_round_trips_through_a_meta_row(tmp_path):
+    from deepshield.media.audio import AudioRecord
+
+    sf.write(tmp_path / "z.flac", np.zeros((8820, 2)), 44100, subtype="PCM_24")  # 0.2 s
+    record = read_clip(tmp_path / "z.flac", length=16000)[1]
+    assert record.rms_dbfs == -np.inf and record.as_dict()["rms_dbfs"] is None
+    assert AudioRecord.from_row(record.to_row()) == record
+    assert record.done()[:2] == ["mixed 2 channels to mono", "resampled from 44100 Hz to 16000 Hz"]
+
+
+def test_speech_folder_reads_mp3_and_names_the_files_it_skips(tmp_path):
+    from deepshield.data import load
+    from deepshield.media.audio import records
+
+    for c in ("bonafide", "spoof"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            sf.write(tmp_path / c / f"{c}{i}.mp3", 0.3 * _sine(200 + 50 * i, 16000, 0.5), 16000)
+    (tmp_path / "spoof" / "notes.txt").write_text("which vocoder\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*notes\.txt"):
+        s = load(f"speech-folder:{tmp_path}", split="test", length=8000)
+    assert len(s.test) == 4
+    assert [r.container for r in records(s.test.meta["audio"])] == ["mp3"] * 4

@@ -228,6 +228,10 @@ def _evaluate(
         typer.echo(f"{level} level: " + ", ".join(f"{k} {video[level][k]}" for k in VIDEO_KEYS))
     if metrics.get("decision"):
         typer.echo(_decision_line(metrics["decision"], split))
+    if metrics.get("files"):  # speech: per-clip verdicts and what the reader did to each clip
+        from deepshield.runs.countermeasure import unsure_line
+
+        typer.echo(unsure_line(metrics["files"]))
     warning = collapse_warning(metrics, cfg)
     if warning:
         typer.echo(warning)

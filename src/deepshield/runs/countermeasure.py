@@ -156,3 +156,11 @@ def unsure_summary(rows: list[dict[str, Any]], csv_name: str) -> dict[str, Any]:
     """The evaluation's `files` entry: where the per-file CSV is and which clips are unsure."""
     unsure = {r["file"]: r["unsure_reason"] for r in rows if r["verdict"] == "unsure"}
     return {"csv": csv_name, "n": len(rows), "unsure": len(unsure), "unsure_files": unsure}
+
+
+def unsure_line(files: dict[str, Any]) -> str:
+    """One line: how many clips are unsure and where each clip's verdict and record are."""
+    head = f"{files['unsure']} of {files['n']} clips unsure (degenerate audio)"
+    shown = list(files["unsure_files"].items())[:3]
+    more = "; ".join(f"{k}: {v}" for k, v in shown) + (" ..." if files["unsure"] > 3 else "")
+    return f"{head}{': ' + more if shown else ''}; per clip: {files['csv']}"

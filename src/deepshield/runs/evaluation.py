@@ -81,13 +81,14 @@ def write_evaluation(
         name = f"files{suffix or '_' + split}.csv"
         cm.write_file_verdicts(run, name, rows)
         metrics["files"] = cm.unsure_summary(rows, name)
+        extra = f"<p>{cm.unsure_line(metrics['files'])}</p>"
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
         from deepshield.runs import countermeasure as cm
 
         s = fake_scores(logits).numpy()
         metrics.update(cm.countermeasure_metrics(ds, s, splits))
         score_file = cm.write_score_file(run, f"scores{suffix or '_' + split}.txt", ds, s, splits)
-        extra = cm.countermeasure_html(metrics, score_file.name)
+        extra += cm.countermeasure_html(metrics, score_file.name)
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
     for level in ("frame", "video") if "video_level" in metrics else ():
         rows += [
