@@ -24,7 +24,6 @@ from deepshield.media.video import (
     VideoInfo,
     iter_video_frames,
     probe_video,
-    read_audio_track,
     read_video_frames,
     sample_indices,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "iter_video_frames",
     "landmark_model_path",
     "probe_video",
-    "read_audio_track",
     "read_media_image",
     "read_video_frames",
     "sample_indices",

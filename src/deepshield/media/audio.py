@@ -258,7 +258,7 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
 
     with av.open(buf) as box:
         if not box.streams.audio:
-            raise _NotAudio("it holds no audio stream")
+            raise _NotAudio("no audio track in it")
         stream = box.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         _check_rate(rate)
@@ -335,7 +335,9 @@ def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) ->
         return _pyav(source(), kind, keep_seconds)
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         if kind == "other":
-            raise _NotAudio("its first bytes match no audio format") from (sf_error or e)
+            raise _NotAudio("not an audio file (its first bytes match no audio format)") from (
+                sf_error or e
+            )
         raise
 
 
@@ -370,9 +372,7 @@ def read_audio(
             f"{label}: truncated audio: {e}; re-export or re-download the file"
         ) from None
     except _NotAudio as e:
-        raise NotAudioError(
-            f"{label}: not an audio file ({e}); give a wav, flac, ogg, opus, mp3 or m4a file"
-        ) from None
+        raise NotAudioError(f"{label}: {e}; give a wav, flac, ogg, opus, mp3 or m4a file") from None
     except _TooLong as e:
         raise AudioError(
             f"{label}: audio longer than {MAX_SECONDS:.0f} s: cut it into shorter files"

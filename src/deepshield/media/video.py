@@ -237,38 +237,3 @@ def read_video_frames(
         indices=np.array([i for i, _, _ in decoded], dtype=np.int64),
         times=np.array([t for _, t, _ in decoded], dtype=np.float64),
     )
-
-
-def read_audio_track(
-    path: str | Path, *, rate: int = 16000, limits: MediaLimits | None = None
-) -> np.ndarray:
-    """Audio track of a media file -> mono float32 [T] in [-1, 1] at `rate` Hz."""
-    path, limits = Path(path), limits or MediaLimits()
-    if not path.is_file():
-        raise DataError(f"{path}: file not found: check the path")
-    container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise DataError(f"{path}: no audio track: scan the video frames only")
-        stream = container.streams.audio[0]
-        # channels kept (planar) and averaged below, as media/audio.py mixes to mono; FFmpeg's own
-        # downmix would scale a stereo signal by 1/sqrt(2)
-        resampler = av.AudioResampler(format="fltp", rate=rate)
-        chunks, max_samples = [], int(limits.max_duration_s * rate)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().mean(axis=0))  # [C, n] -> [n]
-            if sum(len(c) for c in chunks) > max_samples:
-                raise DataError(
-                    f"{path}: audio longer than {limits.max_duration_s:.0f} s: cut it or raise "
-                    "max_duration_s"
-                )
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().mean(axis=0))
-    except av.error.FFmpegError as e:
-        raise DataError(f"{path}: corrupt audio data ({e}): re-encode or remove the file") from e
-    finally:
-        container.close()
-    if not chunks:
-        raise DataError(f"{path}: the audio track holds no samples: re-encode or remove the file")
-    return np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)
