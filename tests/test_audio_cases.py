@@ -20,6 +20,7 @@ from deepshield.media.audio import resample
 from deepshield.run import RunDir
 from deepshield.runs.decision import load_decision
 from deepshield.service import create_app
+from test_reliability_inputs import run_in_process
 from test_service import local
 
 CLIP = 16000  # the run's clip: 1 s at 16 kHz
@@ -159,19 +160,9 @@ def _evaluate(run: Path, root: Path, monkeypatch, capsys) -> tuple[int, str, dic
     """(exit code, stderr, rows of files_*.csv by file) of `deepshield evaluate` on `root`,
     through the CLI's `main` (exit 2 and one error line on bad input)."""
     import csv
-    import sys
-
-    from deepshield.cli import main
 
     argv = ["evaluate", str(run), "-d", f"speech-folder:{root}", "--data-arg", "split=test"]
-    monkeypatch.setattr(sys, "argv", ["deepshield", *argv, "--data-arg", f"length={CLIP}"])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    err = capsys.readouterr().err
+    code, err = run_in_process([*argv, "--data-arg", f"length={CLIP}"], monkeypatch, capsys)
     if code:
         return code, err, None
     [table] = [p for p in run.glob("files_speech-folder*.csv") if root.name in p.name]

@@ -29,6 +29,7 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from itertools import count
 from math import gcd
 from pathlib import Path
 
@@ -232,24 +233,31 @@ def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None) -> _Decoded:
         rate, declared, subtype = f.samplerate, f.frames, f.subtype
         container = f.format.lower()
         _check_rate(rate)
-        keep, max_frames = _keep(keep_seconds, rate), MAX_SECONDS * rate
-        kept, total = [], 0
-        while True:
-            block = f.read(_BLOCK, dtype="float32", always_2d=True)  # [n, C]
-            if not len(block):
-                break
-            room = None if keep is None else keep - sum(len(b) for b in kept)
-            if room is None or room > 0:
-                kept.append(block if room is None else block[:room])
-            total += len(block)
-            if total > max_frames:
-                raise _TooLong(total / rate)
+        blocks = (f.read(_BLOCK, dtype="float32", always_2d=True) for _ in count())  # [n, C]
+        samples, total = _collect(blocks, _keep(keep_seconds, rate), rate)
     slack = declared // 100 if container == "mp3" else 0  # an MP3 without a Xing header: estimated
     if 0 < declared < 2**62 and total < declared - slack:
         raise _Truncated(f"its header declares {declared:,} frames but {total:,} decode")
-    samples = np.concatenate(kept) if kept else np.zeros((0, 1), np.float32)
     bits = _BITS.get(subtype, _FLOAT_BITS.get(subtype, 0))
     return _Decoded(samples, total, rate, container, subtype, bits)
+
+
+def _collect(blocks: Iterator[np.ndarray], keep: int | None, rate: int) -> tuple[np.ndarray, int]:
+    """(the first `keep` frames (all: None) of decoded blocks [n, C] as [T, C], the frame count
+    of all blocks); the blocks end at an empty one. _TooLong past MAX_SECONDS."""
+    kept: list[np.ndarray] = []
+    total, held = 0, 0
+    for block in blocks:
+        if not len(block):
+            break
+        room = len(block) if keep is None else keep - held
+        if room > 0:
+            kept.append(block[:room])
+            held += len(kept[-1])
+        total += len(block)
+        if total > MAX_SECONDS * rate:
+            raise _TooLong(total / rate)
+    return (np.concatenate(kept) if kept else np.zeros((0, 1), np.float32)), total
 
 
 def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> _Decoded:
@@ -263,8 +271,6 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
         rate = stream.rate or stream.codec_context.sample_rate
         _check_rate(rate)
         codec = stream.codec_context.name
-        keep, max_frames = _keep(keep_seconds, rate), MAX_SECONDS * rate
-        kept, total = [], 0
         to_float = av.AudioResampler(format="fltp", rate=rate)  # sample format only
 
         def frames() -> Iterator[np.ndarray]:
@@ -272,14 +278,7 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
                 yield from (out.to_ndarray().T for out in to_float.resample(frame))  # [n, C]
             yield from (out.to_ndarray().T for out in to_float.resample(None))
 
-        for x in frames():
-            room = None if keep is None else keep - sum(len(b) for b in kept)
-            if room is None or room > 0:
-                kept.append(x if room is None else x[:room])
-            total += len(x)
-            if total > max_frames:
-                raise _TooLong(total / rate)
-    samples = np.concatenate(kept) if kept else np.zeros((0, 1), np.float32)
+        samples, total = _collect(frames(), _keep(keep_seconds, rate), rate)
     encoding = "aac" if codec == "aac" else codec.upper() if codec in ("opus", "vorbis") else codec
     return _Decoded(samples, total, rate, container if container != "other" else codec, encoding, 0)
 
