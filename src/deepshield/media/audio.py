@@ -2,9 +2,9 @@
 record of what was done to the clip. Datasets, `evaluate`, the scan service and `deepshield scan`
 all read audio here, so one file gets one answer everywhere.
 
-Formats: WAV (8/16/24/32-bit PCM, float), FLAC, OGG Vorbis and Opus, MP3 through libsndfile
-(soundfile); M4A/AAC, ADTS AAC, the audio track of MP4/WebM/MKV and anything libsndfile cannot
-open through PyAV (FFmpeg). The type is told from the bytes, never from the name.
+Formats: WAV (8/16/24/32-bit PCM, float), FLAC, OGG Vorbis and Opus through libsndfile
+(soundfile); MP3, M4A/AAC, ADTS AAC, the audio track of MP4/WebM/MKV and anything libsndfile
+cannot open through PyAV (FFmpeg). The type is told from the bytes, never from the name.
 
 Rules (the same for every caller; a file that breaks one raises `AudioError`, one line naming the
 file and the fix):
@@ -12,8 +12,9 @@ file and the fix):
   - the source rate must be MIN_SOURCE_RATE (8 kHz, telephone band) to MAX_SOURCE_RATE; any
     other rate is resampled to the model's rate with `resample` (polyphase FIR, exact ratio);
   - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS;
-  - a WAV whose data chunk declares more bytes than follow, a FLAC/OGG/MP3 that decodes to fewer
-    frames than its header declares, and any decoder error are refused as truncated or corrupt;
+  - a WAV whose data chunk declares more bytes than follow, a FLAC that decodes to fewer frames
+    than its header declares, an MP3/M4A shorter than its header's duration, and any decoder
+    error are refused as truncated or corrupt;
   - the model sees the first `length` samples; a shorter clip is tiled (repeated) and cut, as
     AASIST's evaluation `pad` does, so a model never sees digital silence it was not trained on.
 `AudioRecord` says what was done (channels mixed, rate converted, tiled xK, seconds cut, bit
@@ -50,7 +51,15 @@ AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
 _BLOCK = 1 << 16  # frames decoded per soundfile read
 _HEAD = 1 << 16  # bytes read to tell the type and walk a WAV's chunk headers
-_SF_FORMATS = ("wav", "flac", "ogg", "mp3")  # containers libsndfile reads here
+# containers libsndfile reads here; MP3 goes to PyAV, which reads its Xing frame count without
+# libmpg123's warnings on stderr
+_SF_FORMATS = ("wav", "flac", "ogg")
+_CODECS = {
+    "mp3": "MPEG_LAYER_III",
+    "mp3float": "MPEG_LAYER_III",
+    "opus": "OPUS",
+    "vorbis": "VORBIS",
+}
 _BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 _FLOAT_BITS = {"FLOAT": 32, "DOUBLE": 64}
 _ENCODINGS = (
@@ -235,8 +244,7 @@ def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None) -> _Decoded:
         _check_rate(rate)
         blocks = (f.read(_BLOCK, dtype="float32", always_2d=True) for _ in count())  # [n, C]
         samples, total = _collect(blocks, _keep(keep_seconds, rate), rate)
-    slack = declared // 100 if container == "mp3" else 0  # an MP3 without a Xing header: estimated
-    if 0 < declared < 2**62 and total < declared - slack:
+    if 0 < declared < 2**62 and total < declared:
         raise _Truncated(f"its header declares {declared:,} frames but {total:,} decode")
     bits = _BITS.get(subtype, _FLOAT_BITS.get(subtype, 0))
     return _Decoded(samples, total, rate, container, subtype, bits)
@@ -266,7 +274,9 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
 
     with av.open(buf) as box:
         if not box.streams.audio:
-            raise _NotAudio("no audio track in it")
+            raise _NotAudio(
+                "no audio track in it; give a file with sound (its picture needs an image detector)"
+            )
         stream = box.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         _check_rate(rate)
@@ -279,7 +289,10 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
             yield from (out.to_ndarray().T for out in to_float.resample(None))
 
         samples, total = _collect(frames(), _keep(keep_seconds, rate), rate)
-    encoding = "aac" if codec == "aac" else codec.upper() if codec in ("opus", "vorbis") else codec
+        declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
+    if total / rate < 0.99 * declared - 0.05:  # a header's duration (MP3 Xing, MP4 moov)
+        raise _Truncated(f"its header declares {declared:.2f} s but {total / rate:.2f} s decode")
+    encoding = _CODECS.get(codec, codec)
     return _Decoded(samples, total, rate, container if container != "other" else codec, encoding, 0)
 
 
@@ -334,9 +347,10 @@ def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) ->
         return _pyav(source(), kind, keep_seconds)
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         if kind == "other":
-            raise _NotAudio("not an audio file (its first bytes match no audio format)") from (
-                sf_error or e
-            )
+            raise _NotAudio(
+                "not an audio file (its first bytes match no audio format); "
+                "give a wav, flac, ogg, opus, mp3 or m4a file"
+            ) from (sf_error or e)
         raise
 
 
@@ -371,7 +385,7 @@ def read_audio(
             f"{label}: truncated audio: {e}; re-export or re-download the file"
         ) from None
     except _NotAudio as e:
-        raise NotAudioError(f"{label}: {e}; give a wav, flac, ogg, opus, mp3 or m4a file") from None
+        raise NotAudioError(f"{label}: {e}") from None
     except _TooLong as e:
         raise AudioError(
             f"{label}: audio longer than {MAX_SECONDS:.0f} s: cut it into shorter files"
