@@ -5,6 +5,7 @@ the same verdict, unsure reason and record of what was done, or the same one-lin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,6 +212,10 @@ def test_evaluate_and_service_agree(
     if fact is not None:
         assert fact({**record, "done": "; ".join(record["done"])}), record
     assert record["source_seconds"] > 0 and record["clip_samples"] == CLIP
+    [summary] = [p for p in speech_run.glob("eval_speech-folder*.json") if root.name in p.name]
+    files = json.loads(summary.read_text())["files"]
+    assert files["unsure"] == sum(r["verdict"] == "unsure" for r in rows.values())
+    assert (path.stem in files["unsure_files"]) == (answer["label"] == "unsure")
 
 
 def test_the_table_covers_the_issue_cases():

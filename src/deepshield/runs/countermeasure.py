@@ -152,10 +152,15 @@ def write_file_verdicts(run: RunDir, name: str, rows: list[dict[str, Any]]) -> P
     return atomic_write_text(run.output(name), buf.getvalue())
 
 
+UNSURE_LISTED = 50  # unsure clips named in the evaluation's JSON (all are in the CSV)
+
+
 def unsure_summary(rows: list[dict[str, Any]], csv_name: str) -> dict[str, Any]:
-    """The evaluation's `files` entry: where the per-file CSV is and which clips are unsure."""
-    unsure = {r["file"]: r["unsure_reason"] for r in rows if r["verdict"] == "unsure"}
-    return {"csv": csv_name, "n": len(rows), "unsure": len(unsure), "unsure_files": unsure}
+    """The evaluation's `files` entry: where the per-file CSV is, how many clips are unsure and
+    the reasons of the first UNSURE_LISTED of them."""
+    unsure = [(r["file"], r["unsure_reason"]) for r in rows if r["verdict"] == "unsure"]
+    listed = dict(unsure[:UNSURE_LISTED])
+    return {"csv": csv_name, "n": len(rows), "unsure": len(unsure), "unsure_files": listed}
 
 
 def unsure_line(files: dict[str, Any]) -> str:
