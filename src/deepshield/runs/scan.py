@@ -30,11 +30,12 @@ from torch import nn
 from deepshield import media
 from deepshield.errors import ConfigError, DataError, DeepshieldError
 from deepshield.files import atomic_write_bytes, atomic_write_text, write_json
+from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
+from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.faces import Face, FaceMode
 from deepshield.runs.decision import Decision, load_decision
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SCAN_COLUMNS = [
     "path",
     "kind",
@@ -374,9 +375,6 @@ def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.Video
     than half a clip, is left out unless it is the only one; a short clip is tiled). Read by the
     one audio reader; a degenerate track (`media.degenerate`) gets no score, with the `reason`;
     otherwise `reason` holds the reader's record of the file."""
-    from deepshield.media.audio import read_audio
-    from deepshield.media.degenerate import degenerate_reason
-
     wave, record = read_audio(path, rate=AUDIO_RATE)  # mono [T]
     step = max(1, round(speech.size[0] * AUDIO_RATE / speech.sample_rate))  # samples per window
     record = replace(record, kept_samples=min(len(wave), step), clip_samples=step)
