@@ -181,3 +181,17 @@ def test_speech_folder_reads_mp3_and_names_the_files_it_skips(tmp_path):
         s = load(f"speech-folder:{tmp_path}", split="test", length=8000)
     assert len(s.test) == 4
     assert [r.container for r in records(s.test.meta["audio"])] == ["mp3"] * 4
+
+
+def test_a_file_declaring_over_an_hour_is_refused_from_its_header(tmp_path):
+    """61 minutes of silence compress to ~90 KB of FLAC: refused before any frame is decoded."""
+    import time
+
+    path = tmp_path / "long.flac"
+    with sf.SoundFile(path, "w", 8000, 1, format="FLAC") as f:
+        for _ in range(61):
+            f.write(np.zeros(8000 * 60, np.float32))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"long\.flac: audio longer than 3600 s"):
+        read_audio(path.read_bytes(), name="long.flac")
+    assert time.perf_counter() - start < 0.5  # decoding 29 M frames takes seconds

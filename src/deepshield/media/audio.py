@@ -242,6 +242,8 @@ def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None) -> _Decoded:
         rate, declared, subtype = f.samplerate, f.frames, f.subtype
         container = f.format.lower()
         _check_rate(rate)
+        if 0 < declared < 2**62 and declared > MAX_SECONDS * rate:  # refused before decoding
+            raise _TooLong(declared / rate)
         blocks = (f.read(_BLOCK, dtype="float32", always_2d=True) for _ in count())  # [n, C]
         samples, total = _collect(blocks, _keep(keep_seconds, rate), rate)
     if 0 < declared < 2**62 and total < declared:
@@ -280,6 +282,9 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
         stream = box.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         _check_rate(rate)
+        declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        if declared > MAX_SECONDS:  # refused before decoding
+            raise _TooLong(declared)
         codec = stream.codec_context.name
         to_float = av.AudioResampler(format="fltp", rate=rate)  # sample format only
 
@@ -289,7 +294,6 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
             yield from (out.to_ndarray().T for out in to_float.resample(None))
 
         samples, total = _collect(frames(), _keep(keep_seconds, rate), rate)
-        declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
     if total / rate < 0.99 * declared - 0.05:  # a header's duration (MP3 Xing, MP4 moov)
         raise _Truncated(f"its header declares {declared:.2f} s but {total / rate:.2f} s decode")
     encoding = _CODECS.get(codec, codec)
