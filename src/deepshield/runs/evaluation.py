@@ -73,7 +73,7 @@ def write_evaluation(
         s = fake_scores(logits).numpy()
         metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
-    if splits.modality == "audio":  # per clip: verdict, unsure reason, the reader's record
+    if splits.modality == "audio" and splits.num_classes == 2:  # per clip: verdict, reason, record
         from deepshield.runs import countermeasure as cm
         from deepshield.runs.decision import load_decision
 
