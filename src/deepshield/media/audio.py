@@ -45,7 +45,7 @@ SAMPLE_RATE = 16000
 CLIP_LENGTH = 64600  # ~4.04 s at 16 kHz, AASIST's `nb_samp`
 MIN_SOURCE_RATE = 8000  # below this the file holds less than a telephone band: refused
 MAX_SOURCE_RATE = 384000
-MIN_SECONDS = 0.1  # shorter files are refused (a 0.1 s clip is tiled 10x into 1 s at most)
+MIN_SECONDS = 0.1  # shorter files are refused, by every caller alike
 MAX_SECONDS = 3600.0
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac")
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
@@ -392,8 +392,9 @@ def read_audio(
         raise NotAudioError(f"{label}: {e}") from None
     except _TooLong as e:
         raise AudioError(
-            f"{label}: audio longer than {MAX_SECONDS:.0f} s: cut it into shorter files"
-        ) from e
+            f"{label}: audio longer than {MAX_SECONDS:.0f} s ({e.args[0]:.0f} s): cut it into "
+            "shorter files"
+        ) from None
     except _BadRate as e:
         raise AudioError(
             f"{label}: sample rate {e.args[0]} Hz; deepshield reads {MIN_SOURCE_RATE} Hz to "
