@@ -9,19 +9,26 @@ import io
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import deepshield.media.extract as media_extract
+import deepshield.media.video as media_video
 from deepshield import models
 from deepshield.errors import ConfigError, RunError
 from deepshield.explain import saliency
+from deepshield.media import crop_face, detect_faces, read_video_frames, sample_indices
+from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.overlay import overlay
 from deepshield.run import RunDir
 from deepshield.service import create_app
+from deepshield.service.media_uploads import FRAMES_HELD, MediaRules
 from deepshield.service.scanner import image_tensor, resized
+from test_media_video import _frame, _mux_sine, write_video
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).parents[2] / "shared"))
 DATA = SHARED / "data"
@@ -146,3 +153,221 @@ def test_aasist_l_with_the_official_weights_explains_a_flac(tmp_path):
     assert body["label"] == "fake" and body["explain_method"] == "grad_cam"
     png = Image.open(io.BytesIO(base64.b64decode(body["gradcam_png"])))
     assert png.size == (1024, 128)  # 21,490 frames x 23 sub-bands, resized for display
+
+
+# -- video uploads ----------------------------------------------------------------------------
+def real_clip(path: Path, seconds: float = 1.5) -> Path:
+    """The first `seconds` of a shared FF++ original (640x480, 25 fps), re-encoded as H.264."""
+    src = DATA / "deepfake_videos" / "real" / "ffpp_c23_original_519.mp4"
+    if not src.is_file():
+        pytest.skip("shared data absent")
+    with av.open(str(src)) as i, av.open(str(path), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
+        for k, frame in enumerate(i.decode(video=0)):
+            if k >= seconds * 25:
+                break
+            rgb = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            for p in s.encode(rgb):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    return path
+
+
+@pytest.fixture(scope="module")
+def meso_run(tmp_path_factory) -> Path:
+    """A run holding MesoNet's published Meso4 DF weights (uncalibrated)."""
+    weights = DATA / "pretrained_mesonet" / "weights" / "Meso4_DF.h5"
+    if not weights.is_file():
+        pytest.skip("shared data absent")
+    run = RunDir.create(tmp_path_factory.mktemp("meso") / "meso4")
+    run.save_model(models.load_weights(models.create("meso4"), weights))
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("simplenet") / "simplenet", "simplenet")
+
+
+def post_video(c: TestClient, data: bytes, name: str = "a.mp4", ctype: str = "video/mp4", **q):
+    return c.post("/v1/scan", params=q, files={"file": (name, data, ctype)})
+
+
+def test_a_short_real_video_is_scored_per_frame_and_face(meso_run, tmp_path):
+    """16 evenly spaced frames of a 1.5 s FF++ clip: a face in each (dlib), each face's score is
+    MesoNet's on the FF++ crop of that box, frame = max over faces, video = mean over frames."""
+    clip = real_clip(tmp_path / "clip.mp4")
+    c = local(create_app(meso_run))
+    r = post_video(c, clip.read_bytes(), explain=True)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    v = body["video"]
+    assert (v["width"], v["height"], v["frames_total"], v["codec"]) == (640, 480, 38, "h264")
+    indices = [f["index"] for f in body["frames"]]
+    assert indices == sample_indices(38, frames=16).tolist() and v["frames_sampled"] == 16
+    assert v["frames_with_face"] == 16 and all(len(f["faces"]) == 1 for f in body["frames"])
+    frame_p = [max(x["p_fake"] for x in f["faces"]) for f in body["frames"]]
+    assert [f["p_fake"] for f in body["frames"]] == frame_p
+    assert body["p_fake"] == pytest.approx(np.mean(frame_p), abs=1e-12)
+    assert v["p_fake_max"] == max(frame_p)
+    assert body["label"] == ("fake" if body["p_fake"] >= 0.5 else "real")
+    # the library on the same frames and boxes
+    frames = read_video_frames(clip, frames=16)
+    model = RunDir.open(meso_run).load_model()
+    for img, f in list(zip(frames.images, body["frames"], strict=True))[::5]:
+        x0, y0, x1, y1 = f["faces"][0]["box"]
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+        face = detect_faces(img)[0]  # the box the service rounded to 0.1 px
+        crop = crop_face(img, face.box, 256)
+        x = torch.from_numpy(crop).permute(2, 0, 1).float().div(255)[None]
+        want = float(fake_scores(predict_logits(model, x))[0])
+        assert f["faces"][0]["p_fake_raw"] == pytest.approx(want, abs=1e-5)
+    best = int(np.argmax(frame_p))
+    assert body["gradcam_frame"] == indices[best] and body["explain_method"] == "grad_cam"
+    png = Image.open(io.BytesIO(base64.b64decode(body["gradcam_png"])))
+    assert png.format == "PNG" and png.size[0] == png.size[1] == 256  # the face crop
+
+
+def test_a_video_without_faces_is_no_face_with_its_reason(image_run, tmp_path):
+    """Grey synthetic frames: every sampled frame is no_face, the video gets no made-up score."""
+    data = write_video(tmp_path / "grey.mp4", n=20).read_bytes()
+    body = post_video(local(create_app(image_run)), data).json()
+    assert body["label"] == "no_face" and body["p_fake"] is None
+    assert body["reason"] == "no face in any of the 16 sampled frames"
+    assert all(f["p_fake"] is None and f["faces"] == [] for f in body["frames"])
+
+
+def test_faces_none_scores_whole_frames_and_webm_is_read(image_run, tmp_path):
+    """A WebM (VP9) upload, whole frames scored (faces=none is a server rule): the frame score
+    equals the model on the frame resized to the run's input."""
+    path = tmp_path / "a.webm"
+    with av.open(str(path), "w") as o:
+        s = o.add_stream("libvpx-vp9", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        for i in range(6):
+            for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    app = create_app(image_run, media_rules=MediaRules(faces="none"))
+    r = post_video(local(app), path.read_bytes(), "a.webm", "video/webm")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["frames"]) == 6 and body["video"]["frames_with_face"] == 6
+    img = read_video_frames(path, frames=16).images[3]
+    whole = Image.fromarray(img).resize((64, 64), Image.Resampling.BILINEAR)  # crop of mode none
+    x = image_tensor(resized(whole, (64, 64)))[None]
+    want = float(fake_scores(predict_logits(RunDir.open(image_run).load_model(), x))[0])
+    assert body["frames"][3]["p_fake"] == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("rules", "kw", "words"),
+    [
+        ({"max_video_s": 1.0}, {}, "duration 2.0 s exceeds the limit of 1 s"),
+        ({"max_video_frames": 10}, {}, "20 frames (declared) exceed the limit of 10"),
+        ({}, {"max_pixels": 64 * 32 - 1}, "frames of 64x32 pixels exceed the limit of 2047"),
+    ],
+)
+def test_a_video_over_a_limit_is_refused_before_any_frame_is_decoded(
+    image_run, tmp_path, monkeypatch, rules, kw, words
+):
+    def no_decoding(*a, **k):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(media_video, "_rotation", no_decoding)
+    monkeypatch.setattr(media_extract, "iter_video_frames", no_decoding)
+    data = write_video(tmp_path / "v.mp4", n=20).read_bytes()  # 2 s, 20 frames of 64x32
+    c = local(create_app(image_run, media_rules=MediaRules(**rules), **kw))
+    r = post_video(c, data, "v.mp4")
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error.startswith("'v.mp4': ") and words in error and "send a shorter or smaller" in error
+    assert "deepshield-upload" not in error  # the temporary file is never named
+
+
+def test_a_video_reserves_one_frame_to_probe_then_the_frames_decoding_holds(
+    image_run, tmp_path, monkeypatch
+):
+    """The decoding budget holds the pixel limit while the header is probed, then FRAMES_HELD
+    frames of the video's size while frames are decoded and scored; all released after."""
+    import deepshield.service.app as service_app
+
+    held = {}
+
+    def spy(name, fn):
+        def call(*a, **k):
+            held[name] = app.state.budget.in_flight
+            return fn(*a, **k)
+
+        monkeypatch.setattr(service_app, name, call)
+
+    spy("probe_upload", service_app.probe_upload)
+    spy("scan_video", service_app.scan_video)
+    app = create_app(image_run, max_pixels=10_000)
+    assert post_video(local(app), write_video(tmp_path / "v.mp4").read_bytes()).status_code == 200
+    assert held == {"probe_upload": 10_000, "scan_video": 64 * 32 * FRAMES_HELD}
+    assert app.state.budget.in_flight == 0
+
+
+def test_bad_videos_are_4xx_saying_what_to_send(image_run, tmp_path):
+    good = write_video(tmp_path / "fast.mp4", n=20, faststart=True).read_bytes()
+    i = good.index(b"mdat") + 4
+    audio_only = tmp_path / "voice.m4a"
+    with av.open(str(audio_only), "w", format="mp4") as o:
+        _mux_sine(o, o.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
+    cases = [
+        (("a.mp4", b"just some text\n" * 20, "video/mp4"), 415, "MP4/WEBM/AVI file"),
+        (("a.mp4", audio_only.read_bytes(), "video/mp4"), 422, "no video stream (audio only)"),
+        (("a.mp4", good[:i] + bytes(len(good) - i), "video/mp4"), 422, "corrupt video data"),
+        (("a.mp4", good[: len(good) // 2], "video/mp4"), 422, "truncated"),
+        (("a.webm", good, "video/webm"), 415, "declared WEBM"),
+    ]
+    c = local(create_app(image_run))
+    for upload, status, words in cases:
+        r = c.post("/v1/scan", files={"file": upload})
+        assert r.status_code == status, (upload[0], r.text)
+        error = r.json()["error"]
+        assert words in error and "\n" not in error and "deepshield-upload" not in error, error
+    assert post_video(c, good).status_code == 200  # and the server goes on
+
+
+def test_a_video_to_a_speech_run_names_what_it_takes(tmp_path):
+    c = local(create_app(tiny_run(tmp_path / "mel", "mel_cnn")))
+    r = post_video(c, write_video(tmp_path / "v.mp4").read_bytes())
+    assert r.status_code == 415 and "this model takes WAV/FLAC" in r.json()["error"]
+
+
+def test_audio_longer_than_the_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    """0.7 s declared against a 0.5 s limit: 413 before decode_audio is called."""
+    import deepshield.service.app as service_app
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(service_app, "decode_audio", no_decoding)
+    app = create_app(tiny_run(tmp_path / "mel", "mel_cnn"), media_rules=MediaRules(max_audio_s=0.5))
+    r = local(app).post("/v1/scan", files={"file": ("a.wav", wav_bytes(0.7), "audio/wav")})
+    assert r.status_code == 413 and "declares 0.7 s of audio" in r.json()["error"], r.text
+
+
+def test_serve_command_sets_the_video_and_audio_rules(image_run, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda service, **kw: seen.update(app=service))
+    args = ["serve", str(image_run), "--frames", "4", "--max-seconds", "2.5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    health = local(seen["app"]).get("/healthz").json()
+    assert health["video"] == {
+        "frames": 4,
+        "faces": "largest",
+        "max_seconds": 2.5,
+        "max_frames": 150,
+    }
