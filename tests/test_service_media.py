@@ -78,13 +78,14 @@ def served_names() -> list[str]:
 
 @pytest.mark.parametrize("name", served_names())
 def test_every_model_kind_scans_and_explains_or_says_why_not(tmp_path, name):
-    """200 or 4xx for /v1/scan and /v1/scan?explain=true; a generator is refused at start."""
+    """200 or 4xx for /v1/scan and /v1/scan?explain=true, of a photo and a video (whole frames)
+    or of a WAV; a generator is refused at start."""
     path = tiny_run(tmp_path / name.replace(":", "_"), name)
     if models.spec(name).kind == "generator":
         with pytest.raises(RunError, match="serves image and speech detectors"):
             create_app(path)
         return
-    c = local(create_app(path))
+    c = local(create_app(path, media_rules=MediaRules(frames=3, faces="none")))
     info = c.get("/healthz").json()
     upload = ("a.wav", wav_bytes(), "audio/wav") if info["kind"] == "audio" else None
     upload = upload or ("a.png", png_bytes(), "image/png")
@@ -103,6 +104,10 @@ def test_every_model_kind_scans_and_explains_or_says_why_not(tmp_path, name):
     assert png.format == "PNG" and png.mode == "RGB"
     if info["kind"] == "image":  # drawn on the upload itself
         assert png.size == (48, 48)
+        video = write_video(tmp_path / "v.mp4", n=6).read_bytes()
+        r = post_video(c, video, explain=True)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["frames"]) == 3 and r.json()["gradcam_png"]
 
 
 def test_saliency_explains_an_image_model_without_conv_layers(tmp_path):
