@@ -161,23 +161,7 @@ def test_aasist_l_with_the_official_weights_explains_a_flac(tmp_path):
 
 
 # -- video uploads ----------------------------------------------------------------------------
-def real_clip(path: Path, seconds: float = 1.5) -> Path:
-    """The first `seconds` of a shared FF++ original (640x480, 25 fps), re-encoded as H.264."""
-    src = DATA / "deepfake_videos" / "real" / "ffpp_c23_original_519.mp4"
-    if not src.is_file():
-        pytest.skip("shared data absent")
-    with av.open(str(src)) as i, av.open(str(path), "w") as o:
-        s = o.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
-        for k, frame in enumerate(i.decode(video=0)):
-            if k >= seconds * 25:
-                break
-            rgb = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            for p in s.encode(rgb):
-                o.mux(p)
-        for p in s.encode():
-            o.mux(p)
-    return path
+SMALL_CLIP = DATA / "deepfake_videos" / "real" / "ffpp_original_004_crf40.mp4"  # 181 KB, 720p
 
 
 @pytest.fixture(scope="module")
@@ -200,18 +184,19 @@ def post_video(c: TestClient, data: bytes, name: str = "a.mp4", ctype: str = "vi
     return c.post("/v1/scan", params=q, files={"file": (name, data, ctype)})
 
 
-def test_a_short_real_video_is_scored_per_frame_and_face(meso_run, tmp_path):
-    """16 evenly spaced frames of a 1.5 s FF++ clip: a face in each (dlib), each face's score is
-    MesoNet's on the FF++ crop of that box, frame = max over faces, video = mean over frames."""
-    clip = real_clip(tmp_path / "clip.mp4")
+def test_a_short_real_video_is_scored_per_frame_and_face(meso_run):
+    """16 evenly spaced frames of the shared 12 s FF++ clip (181 KB): a face in each (dlib), each
+    face's score is MesoNet's on the FF++ crop of that box, frame = max over faces, video = mean
+    over frames."""
+    clip = SMALL_CLIP
     c = local(create_app(meso_run))
     r = post_video(c, clip.read_bytes(), explain=True)
     assert r.status_code == 200, r.text
     body = r.json()
     v = body["video"]
-    assert (v["width"], v["height"], v["frames_total"], v["codec"]) == (640, 480, 38, "h264")
+    assert (v["width"], v["height"], v["frames_total"], v["codec"]) == (1280, 720, 309, "h264")
     indices = [f["index"] for f in body["frames"]]
-    assert indices == sample_indices(38, frames=16).tolist() and v["frames_sampled"] == 16
+    assert indices == sample_indices(309, frames=16).tolist() and v["frames_sampled"] == 16
     assert v["frames_with_face"] == 16 and all(len(f["faces"]) == 1 for f in body["frames"])
     frame_p = [max(x["p_fake"] for x in f["faces"]) for f in body["frames"]]
     assert [f["p_fake"] for f in body["frames"]] == frame_p
@@ -223,7 +208,7 @@ def test_a_short_real_video_is_scored_per_frame_and_face(meso_run, tmp_path):
     model = RunDir.open(meso_run).load_model()
     for img, f in list(zip(frames.images, body["frames"], strict=True))[::5]:
         x0, y0, x1, y1 = f["faces"][0]["box"]
-        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+        assert 0 <= x0 < x1 <= 1280 and 0 <= y0 < y1 <= 720
         face = detect_faces(img)[0]  # the box the service rounded to 0.1 px
         crop = crop_face(img, face.box, 256)
         x = torch.from_numpy(crop).permute(2, 0, 1).float().div(255)[None]
