@@ -30,8 +30,7 @@ from deepshield.service.guards import LOOPBACK_NAMES, DecodeBudget, check_host, 
 from deepshield.service.media_uploads import (
     FRAMES_HELD,
     MediaRules,
-    check_audio_duration,
-    declared_audio,
+    audio_cost,
     probe_upload,
     scan_video,
     temporary_folder,
@@ -118,9 +117,7 @@ def create_app(
         at the pixel limit; the limit itself when the header says nothing."""
         kind = sniff(up.data)
         if kind in AUDIO_TYPES and scanner.kind == "audio":
-            check_audio_duration(up, rules)
-            declared = declared_audio(up)
-            return max_pixels if declared is None else declared[1]
+            return audio_cost(up, rules, max_pixels)
         if kind not in IMAGE_TYPES:
             return 0  # refused from its magic bytes, before any decoding
         size = header_size(up.data, kind)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from deepshield.media.faces import FaceMode
 from deepshield.service.scanner import EXPLAIN_SIDE, Scanner, image_tensor, resized
 from deepshield.service.uploads import Upload, UploadError, check_type
 
-# Frames a decode holds at once, counted in the budget: the frame being scored, the best face's
-# frame kept for the overlay, and the decoder's reference and threaded frames (an estimate).
+# Frames of its size a video decode holds at once, counted in the budget (the frame being
+# scored, its detection copy, the decoder's reference and threaded frames): the server's peak
+# memory grew by ~7 RGB frames per frame size (9 in-process), benchmarks/serve_video.py.
 FRAMES_HELD = 8
 
 
@@ -149,22 +151,31 @@ def scan_video(
         "frames": rows,
     }
     if explain and best is not None:
-        crop = Image.fromarray(best[2])
+        crop = Image.fromarray(best.crop)
         side = min(EXPLAIN_SIDE, crop.size[0])
         display = image_tensor(resized(crop, (side, side)))
         out |= scanner.explanation(scanner.pixels(crop), label, display)
-        out["gradcam_frame"] = best[1]
+        out["gradcam_frame"] = best.frame
     return out
 
 
+@dataclass(frozen=True)
+class _Top:
+    """The face a video's overlay is drawn on: its P(fake), frame index and uint8 [S,S,3] crop."""
+
+    p_fake: float
+    frame: int
+    crop: np.ndarray
+
+
 def _score_frames(
-    scanner: Scanner, found: Any
-) -> tuple[list[dict], list[float | None], list[float | None], tuple | None]:
-    """(frame rows, frame P(fake) or None, raw ones, (score, index, crop) of the top face)."""
+    scanner: Scanner, found: Iterator[media.FrameFaces]
+) -> tuple[list[dict], list[float | None], list[float | None], _Top | None]:
+    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake))."""
     rows: list[dict] = []
     frame_p: list[float | None] = []
     frame_raw: list[float | None] = []
-    best: tuple | None = None
+    best: _Top | None = None
     for ff in found:
         row: dict[str, Any] = {"index": ff.index, "time": round(ff.time, 3), "p_fake": None}
         rows.append(row | {"faces": []})
@@ -182,8 +193,8 @@ def _score_frames(
             for f, pk, rk in zip(ff.faces, p, raw, strict=True)
         ]
         k = int(np.argmax(p))
-        if best is None or p[k] > best[0]:
-            best = (float(p[k]), ff.index, ff.crops[k])
+        if best is None or p[k] > best.p_fake:
+            best = _Top(float(p[k]), ff.index, ff.crops[k])
     return rows, frame_p, frame_raw, best
 
 
@@ -201,15 +212,19 @@ def declared_audio(up: Upload) -> tuple[float, int] | None:
     return info.frames / info.samplerate, info.frames * info.channels
 
 
-def check_audio_duration(up: Upload, rules: MediaRules) -> None:
-    """413 when the header declares more than rules.max_audio_s of audio (before decoding)."""
+def audio_cost(up: Upload, rules: MediaRules, unknown: int) -> int:
+    """Samples (all channels) decoding the audio upload holds, from its header (`unknown` when
+    the header says nothing); 413 when it declares more than rules.max_audio_s of audio."""
     found = declared_audio(up)
-    if found is not None and found[0] > rules.max_audio_s:
+    if found is None:
+        return unknown
+    if found[0] > rules.max_audio_s:
         raise UploadError(
             413,
             f"{_name(up)} declares {found[0]:,.1f} s of audio, over this server's "
             f"{rules.max_audio_s:g} s limit: send a shorter clip",
         )
+    return found[1]
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:
