@@ -189,3 +189,26 @@ def test_train_refuses_a_bad_decision_flag_before_any_work(tmp_path, flag, value
     )
     assert result.exit_code == 2 and flag in result.output and words in result.output
     assert not out.exists()
+
+
+def test_the_decision_rule_is_part_of_the_config_and_a_flag_overrides_the_file(
+    tmp_path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from test_sweep import TINY
+
+    monkeypatch.setenv("DEEPSHIELD_CACHE", str(tmp_path / "cache"))
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY.model_copy(update={"operating_point": "fpr=0.1"}).model_dump_json())
+    from_file, flagged = tmp_path / "file", tmp_path / "flag"
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-c", str(cfg), "--out", str(from_file)]).exit_code == 0
+    args = ["train", "-c", str(cfg), "--operating-point", "eer", "--calibration", "isotonic"]
+    assert runner.invoke(app, [*args, "--out", str(flagged)]).exit_code == 0
+    for run, rule, calibration in ((from_file, "fpr=0.1", "platt"), (flagged, "eer", "isotonic")):
+        recorded = RunDir(run).read_yaml("config.yaml")
+        assert (recorded["operating_point"], recorded["calibration"]) == (rule, calibration)
+        decision = json.loads((run / DECISION_FILE).read_text())
+        assert decision["rule"] == rule and decision["calibrator"]["method"] == calibration

@@ -41,6 +41,16 @@ class TrainConfig(BaseModel):
     adv_alpha: float | None = Field(None, gt=0)  # step size [pgd: 2.5*eps/steps, fgsm-rs: 1.25*eps]
     seed: int = 0
     device: str = "auto"
+    operating_point: str = "eer"  # threshold rule on validation: eer, fpr=F or cost
+    calibration: Literal["platt", "isotonic"] = "platt"  # calibrator of the run's decision
+
+    @field_validator("operating_point")
+    @classmethod
+    def _operating_point_rule(cls, v: str) -> str:
+        from deepshield.metrics.decision import operating_threshold
+
+        operating_threshold([0, 1], [0.0, 1.0], v)  # ConfigError names the accepted rules
+        return v
 
     @field_validator("optimizer", mode="before")
     @classmethod

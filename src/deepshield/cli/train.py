@@ -84,15 +84,15 @@ def train_cmd(
         callback=LINF,
     ),
     rule: str = typer.Option(
-        "eer",
+        None,
         "--operating-point",
-        help="Threshold rule of the run's decision, on validation: eer, fpr=F or cost.",
+        help="Threshold rule of the run's decision, on validation: eer, fpr=F or cost [eer].",
         callback=operating_point,
     ),
     calibration: str = typer.Option(
-        "platt",
+        None,
         "--calibration",
-        help="Calibrator of the run's decision: platt or isotonic.",
+        help="Calibrator of the run's decision: platt or isotonic [platt].",
         callback=choice("platt", "isotonic"),
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
@@ -123,6 +123,8 @@ def train_cmd(
         "adv_eps": parse_floats(adv_eps, "--adv-eps")[0] if adv_eps else None,
         "adv_steps": adv_steps,
         "adv_alpha": parse_floats(adv_alpha, "--adv-alpha")[0] if adv_alpha else None,
+        "operating_point": rule,
+        "calibration": calibration,
     }
     base.update({k: v for k, v in flags.items() if v is not None})
     if data_arg:
@@ -134,7 +136,7 @@ def train_cmd(
         }
     cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
     with distributed.session(cfg.device):
-        run = run_training(cfg, out, force=force, operating_point=rule, calibration=calibration)
+        run = run_training(cfg, out, force=force)
         if distributed.is_main():
             _print_summary(run.path)
 
