@@ -171,7 +171,30 @@ def test_evaluation_decision_table_equals_a_brute_force_count(tmp_path_factory) 
         abs(y[bins == k].mean() - p[bins == k].mean()) * (bins == k).sum() for k in set(bins)
     ) / len(y)
     assert table["ece_calibrated"] == pytest.approx(ece)
+    llr = d.calibrator.params["a"] * raw + d.calibrator.params["b"]  # calibrated log-odds
+    llr -= np.log(y_val_fake_share(run) / (1 - y_val_fake_share(run)))  # minus the val prior
+    bits = 0.5 * (
+        np.log2(1 + np.exp(-llr[y == 1])).mean() + np.log2(1 + np.exp(llr[y == 0])).mean()
+    )
+    assert table["cllr_calibrated"] == pytest.approx(bits)
+    assert 0 <= table["min_cllr"] <= min(table["cllr_calibrated"], table["cllr_raw"]) + 1e-12
+    from deepshield.metrics import asvspoof5  # actDCF: the cost where the LLR says "fake"
+
+    miss, fa = (
+        np.mean(llr[y == 0] > -asvspoof5.ASVSPOOF5_DCF.bayes_threshold),
+        np.mean(llr[y == 1] <= -asvspoof5.ASVSPOOF5_DCF.bayes_threshold),
+    )
+    assert table["act_dcf_calibrated"] == pytest.approx(
+        asvspoof5.ASVSPOOF5_DCF.normalized(miss, fa)
+    )
+    assert table["min_dcf"] <= table["act_dcf_calibrated"] + 1e-12
     assert run.file("plots/reliability.png").is_file()
+
+
+def y_val_fake_share(run: RunDir) -> float:
+    """Share of fakes in the run's validation split (from decision.json's counts)."""
+    counts = run.read_json(DECISION_FILE)["val_counts"]
+    return counts["fake"] / counts["n"]
 
 
 @pytest.mark.parametrize(

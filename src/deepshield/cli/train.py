@@ -162,14 +162,21 @@ def _print_summary(path: Path) -> None:
 
 
 def _decision_line(d: dict, split: str) -> str:
-    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates."""
+    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates
+    (and a second, the warning, when the threshold was fitted on few samples of a class)."""
     run = next(r for r in d["operating_points"] if r["point"] == "run")
     t = run["threshold"]
     return (
         f"decision: {d['rule']} threshold {t if isinstance(t, str) else round(t, 4)} on "
         f"{d['score']}; on {split} FPR {run['fpr']:.4f}, FNR {run['fnr']:.4f}; ECE raw "
         f"{d['ece_raw']:.4f}, calibrated {d['ece_calibrated']:.4f}"
+        + (
+            f"; Cllr raw {d['cllr_raw']:.4g}, calibrated {d['cllr_calibrated']:.4g}"
+            if "cllr_raw" in d
+            else ""
+        )
         + ("" if d["calibrated"] else f" ({d['note']})")
+        + (f"\nwarning: {d['warning']}" if d.get("warning") else "")
     )
 
 
