@@ -82,6 +82,23 @@ def parse_config(data: dict[str, Any], cls: type[C], source: str = "config") -> 
         raise ConfigError(f"{source}: {where}: {err['msg']}") from e
 
 
+def config_with_flags(
+    cls: type[C],
+    path: str | Path | None,
+    flags: dict[str, Any],
+    nested: dict[str, dict[str, Any] | None] | None = None,
+) -> C:
+    """The one "config file plus flags" rule of the command line: the YAML file (or the
+    defaults), each flag that is not None over it (0 and False are values), and each `nested`
+    dict (e.g. --data-arg pairs under data_kwargs) merged over the file's dict of that key."""
+    base = load_config(path, cls).model_dump() if path else {}
+    base.update({k: v for k, v in flags.items() if v is not None})
+    for key, extra in (nested or {}).items():
+        if extra:
+            base[key] = {**(base.get(key) or {}), **extra}
+    return parse_config(base, cls, source=str(path) if path else "flags")
+
+
 def dump_config(cfg: BaseModel) -> str:
     """YAML text of a config (round-trips through load_config)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

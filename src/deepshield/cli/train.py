@@ -101,11 +101,10 @@ def train_cmd(
 
     Data-parallel on N processes: `torchrun --nproc_per_node=N -m deepshield train ...`
     (--batch-size stays the global batch; docs/scaling.md)."""
-    from deepshield.config import TrainConfig, load_config, parse_config
+    from deepshield.config import TrainConfig, config_with_flags
     from deepshield.runs.training import run_training
     from deepshield.train import distributed
 
-    base = load_config(config).model_dump() if config else {}
     flags = {
         "dataset": dataset,
         "model": model,
@@ -126,15 +125,11 @@ def train_cmd(
         "operating_point": rule,
         "calibration": calibration,
     }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if data_arg:
-        base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
-    if model_arg:
-        base["model_kwargs"] = {
-            **base.get("model_kwargs", {}),
-            **parse_kv(model_arg, "--model-arg"),
-        }
-    cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
+    nested = {
+        "data_kwargs": parse_kv(data_arg, "--data-arg") if data_arg else None,
+        "model_kwargs": parse_kv(model_arg, "--model-arg") if model_arg else None,
+    }
+    cfg = config_with_flags(TrainConfig, config, flags, nested)
     with distributed.session(cfg.device):
         run = run_training(cfg, out, force=force)
         if distributed.is_main():
