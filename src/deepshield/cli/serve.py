@@ -91,9 +91,11 @@ def serve_cmd(
     info = service.state.scanner.describe()
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
-        f"serving {info['model']} from {run_dir} (threshold {info['threshold']:g}, "
+        f"serving {info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
         f"{info['threshold_source']}) at http://{shown}:{port}/"
     )
     if not info["calibrated"]:
         typer.echo(f"note: {info['calibration']}")
+    if info["threshold_warning"]:
+        typer.echo(f"warning: {info['threshold_warning']}")
     uvicorn.run(service, host=host, port=port, log_level="info")

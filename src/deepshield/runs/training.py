@@ -53,13 +53,11 @@ def run_training(
     out: str | Path | None = None,
     *,
     force: bool = False,
-    operating_point: str = "eer",
-    calibration: str = "platt",
 ) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
 
     A two-class run with both classes in validation gets its decision.json (`calibrate_run`
-    with `operating_point` and `calibration`) once the best model is final, before the test
+    with `cfg.operating_point` and `cfg.calibration`) once the best model is final, before the test
     evaluation that reports it; other runs get none (`decision_skipped` says why).
 
     An interrupted run with the same config resumes from its last checkpoint and rebuilds
@@ -109,7 +107,9 @@ def run_training(
     skipped = decision_skipped(splits)
     with distributed.main_first("fitting the run's decision"):
         if distributed.is_main() and skipped is None:
-            calibrate_run(run.path, rule=operating_point, calibration=calibration, device=device)
+            calibrate_run(
+                run.path, rule=cfg.operating_point, calibration=cfg.calibration, device=device
+            )
     finish_run(run, cfg, splits, history, skipped)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)

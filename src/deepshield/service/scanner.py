@@ -81,6 +81,7 @@ class Scanner:
         self.calibrated = bool(decision is not None and decision.calibrated)
         self.calibration = decision.note if decision is not None else UNCALIBRATED
         self.threshold, self.threshold_source = self._threshold(threshold)
+        self.threshold_warning = self._threshold_warning(threshold)
         dataset = self.run.read_json("dataset.json") if self.run.exists("dataset.json") else {}
         config = self.run.read_yaml("config.yaml") if self.run.exists("config.yaml") else {}
         data_kwargs = (config or {}).get("data_kwargs") or {}
@@ -162,6 +163,18 @@ class Scanner:
             raise ConfigError(f"threshold {value}: P(fake) thresholds lie in [0, 1]")
         return value, "caller"
 
+    def _threshold_warning(self, threshold: float | str | None) -> str | None:
+        """The count warning of a threshold fitted on few samples of a class (the decision's on
+        validation, or the test EER one), None for a caller's number or enough samples."""
+        from deepshield.metrics.decision import few_per_class
+
+        if threshold is None:
+            return self.decision.warning if self.calibrated else None
+        if threshold == "eer":
+            test = self.run.read_json("metrics.json").get("test") or {}
+            return few_per_class(test.get("n_real", 0), test.get("n_fake", 0), "test samples")
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What /healthz reports about the model."""
         out = {
@@ -170,6 +183,7 @@ class Scanner:
             "kind": self.kind,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "threshold_warning": self.threshold_warning,
             "calibrated": self.calibrated,
             "calibration": self.calibration,
             "input_source": self.input_source,
@@ -241,6 +255,7 @@ class Scanner:
             "calibrated": self.calibrated,
             "label": label,
             "threshold": self.threshold,
+            "threshold_warning": self.threshold_warning,
             "model": self.name,
             "run": self.run.path.name,
         }
