@@ -132,6 +132,7 @@ def scan_video(
         "label": label,
         "reason": agg.reason,
         "threshold": scanner.threshold,
+        "threshold_warning": scanner.threshold_warning,
         "model": scanner.name,
         "run": scanner.run.path.name,
         "video": {
