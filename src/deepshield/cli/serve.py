@@ -53,8 +53,8 @@ def serve_cmd(
     max_seconds: float = typer.Option(
         None,
         "--max-seconds",
-        help="Longest video or audio upload accepted, checked from its header before decoding "
-        "[video 120, audio 600].",
+        help="Longest video or audio upload accepted in seconds, checked from its header before "
+        "decoding (default: 120 for video, 600 for audio).",
         min=0.1,
     ),
 ) -> None:
