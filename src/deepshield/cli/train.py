@@ -198,17 +198,16 @@ def evaluate_cmd(
 def _evaluate(
     run_dir: Path, dataset: str | None, split: str, data_arg: list[str] | None, device: torch.device
 ) -> None:
-    import re
 
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.files import write_json
-    from deepshield.run import RunDir, data_options
+    from deepshield.run import RunDir, data_options, file_tag
     from deepshield.runs.evaluation import collapse_warning, write_evaluation
     from deepshield.train import distributed
 
     run = RunDir.open(run_dir)
-    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(TrainConfig)
     spec = dataset or cfg.dataset
     kwargs = data_options(
         cfg.data_kwargs, dataset, parse_kv(data_arg, "--data-arg") if data_arg else None
@@ -218,7 +217,7 @@ def _evaluate(
         if (spec, kwargs) != (cfg.dataset, cfg.data_kwargs):
             _check_shape(run, cfg, tuple(splits.split(split).x.shape[1:]), spec)
     model = run.load_model("best").to(device)
-    tag = "" if spec == cfg.dataset and not data_arg else re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
+    tag = "" if spec == cfg.dataset and not data_arg else file_tag(spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
     metrics = write_evaluation(run, model, splits, split, tag=tag)
     if not distributed.is_main():

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deepshield import data, models
-from deepshield.config import TrainConfig, parse_config
+from deepshield.config import TrainConfig
 from deepshield.data.split import stratified_take
 from deepshield.data.splits import Splits
 from deepshield.defenses.adversarial_detector import (
@@ -26,7 +26,7 @@ from deepshield.runtime import resolve_device, seed_all
 
 def _protected(cfg: DetectorConfig) -> tuple[RunDir, TrainConfig]:
     run = RunDir.open(cfg.protect)
-    pcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    pcfg = run.read_config(TrainConfig)
     return run, pcfg
 
 

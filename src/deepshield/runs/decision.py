@@ -133,10 +133,10 @@ def run_val_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels [N], raw P(fake) [N]) of the run's best model on its validation split."""
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.predict import fake_scores, predict_logits
 
-    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(TrainConfig)
     val = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs).split("val")
     model = run.load_model("best").to(device)
     scores = fake_scores(predict_logits(model, val, device=device)).numpy()

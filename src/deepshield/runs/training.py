@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, check_run, start_run
+from deepshield.run import RunDir, check_run, file_tag, start_run
 from deepshield.runs.decision import calibrate_run
 from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
@@ -29,7 +28,7 @@ from deepshield.train.trainer import Trainer
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/<name> or runs/<model>-<dataset>-s<seed>."""
     name = cfg.name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
-    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    return Path("runs") / file_tag(name).strip("_")
 
 
 def init_weights_path(init: str | Path) -> Path:
