@@ -27,7 +27,12 @@ from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, audio
 ENVELOPE_BYTES = 16 * 1024
 
 IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
-AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "m4a", "aac")
+AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "webm")  # speech runs: the audio reader
+VIDEO_TYPES = (
+    "mp4",
+    "webm",
+    "avi",
+)  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: Matroska
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
 _MIME = {
     "png": ("image/png",),
@@ -38,8 +43,10 @@ _MIME = {
     "flac": ("audio/flac", "audio/x-flac"),
     "ogg": ("audio/ogg", "audio/opus", "audio/vorbis", "application/ogg"),
     "mp3": ("audio/mpeg", "audio/mp3"),
-    "m4a": ("audio/mp4", "audio/x-m4a", "audio/m4a"),
     "aac": ("audio/aac", "audio/x-aac"),
+    "mp4": ("video/mp4", "video/quicktime", "video/x-m4v", "audio/mp4", "audio/x-m4a"),
+    "webm": ("video/webm", "video/x-matroska", "audio/webm"),
+    "avi": ("video/x-msvideo", "video/avi", "video/msvideo"),
 }
 _EXTENSIONS = {
     "png": (".png",),
@@ -50,8 +57,10 @@ _EXTENSIONS = {
     "flac": (".flac",),
     "ogg": (".ogg", ".oga", ".opus"),
     "mp3": (".mp3",),
-    "m4a": (".m4a",),
     "aac": (".aac",),
+    "mp4": (".mp4", ".m4v", ".mov", ".m4a", ".3gp"),
+    "webm": (".webm", ".mkv"),
+    "avi": (".avi",),
 }
 _BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -209,8 +218,8 @@ def _name(up: Upload) -> str:
 
 # -- types ------------------------------------------------------------------------------------
 def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, or an audio container of
-    `deepshield.media.audio.audio_kind` (wav, flac, ogg, mp3, m4a, aac), or None."""
+    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, the
+    audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -219,8 +228,18 @@ def sniff(data: bytes) -> str | None:
         return "webp"
     if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
         return "bmp"
+    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
+        return "wav"
+    if data.startswith(b"fLaC"):
+        return "flac"
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
+        return "webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
     kind = audio_kind(data)
-    return kind if kind in AUDIO_TYPES else None
+    return kind if kind in ("ogg", "mp3", "aac") else None
 
 
 def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
