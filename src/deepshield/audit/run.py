@@ -331,8 +331,12 @@ class Audit:
             ("noise", self.noise),
             ("transfer", lambda: self.transfer(log)),
             ("explanations", self.explanations),
-            ("everyday", lambda: run_grid(self.run, "quick", n=self.budget.n, seed=self.seed,
-                                          device=str(self.device))),  # fmt: skip
+            (
+                "everyday",
+                lambda: run_grid(
+                    self.run, "quick", n=self.budget.n, seed=self.seed, device=str(self.device)
+                ),
+            ),
         ]
 
     def curves(self) -> dict[str, Any]:
