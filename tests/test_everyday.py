@@ -220,3 +220,22 @@ def test_video_run_gives_video_level_numbers_and_the_same_crf_pair_check(tmp_pat
             assert v["as stored"] == pytest.approx(video["scores"][v["video"]], abs=1e-9)
             assert 0 <= v["crf 23"] <= 1 and 0 <= v["crf 40"] <= 1
     assert run.is_done("shortcuts") and (run.path / "sections/shortcuts.html").is_file()
+
+
+def test_cli_prints_the_summary_and_the_shortcut_lines(tmp_path, monkeypatch, capsys):
+    from deepshield.cli import main
+
+    run = make_run(tmp_path / "run", IMAGE)
+    grid = grid_file(tmp_path, ["jpeg:50"])
+    argv = ["deepshield", "robustness", str(run.path), "--grid", str(grid), "--n", "10",
+            "--shortcuts"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    main()
+    out = capsys.readouterr().out.splitlines()
+    saved = json.loads((run.path / "everyday_grid.json").read_text())
+    assert out[0].startswith(f"grid grid (1 settings): AUC {saved['clean']['auc']:.3f}")
+    assert [line.split(":")[0] for line in out[1:4]] == ["shortcut format"] * 2 + [
+        "shortcut resolution"
+    ]
+    assert saved["params"]["n"] == 10 and saved["subset"].startswith("10 of 18")
+    assert run.is_done("everyday_grid") and run.is_done("shortcuts")

@@ -235,7 +235,7 @@ def run_grid(
     params = {**ctx.params, "grid": str(grid), "specs": [s.spec for s in steps]}
     done = _resumed(run, name, params)
     run.set_done(step_name, False)
-    result = {"params": params, "modality": ctx.data.modality, "subset": ctx.data.note,
+    result = {"params": params, "label": label, "modality": ctx.data.modality, "subset": ctx.data.note,
               "decision_note": ctx.decision.note, **done}  # fmt: skip
     if result.get("clean") is None:
         result["clean"] = _score_row("clean", ctx, None)
@@ -390,7 +390,7 @@ def grid_summary(result: dict[str, Any]) -> dict[str, Any]:
         "rows": [{"setting": r["setting"], **{m: r[m] for m in METRICS}} for r in rows],
     }
     out["line"] = (
-        f"{out['grid']} grid ({len(rows)} settings): AUC {clean['auc']:.3f} as stored, lowest "
+        f"{result['label']} grid ({len(rows)} settings): AUC {clean['auc']:.3f} as stored, lowest "
         f"{worst_auc['auc']:.3f} under {worst_auc['setting']}; fakes passed as real at the run's "
         f"threshold {clean['fake_passed_as_real']:.3f} as stored, up to "
         f"{worst_pass['fake_passed_as_real']:.3f} under {worst_pass['setting']}"
@@ -441,11 +441,15 @@ def shortcut_settings(modality: str) -> list[tuple[str, str, Transform]]:
 MEANING = (
     "Here reals and fakes go through the same encoder, so nothing that tells them apart is added; "
     "a genuine detector keeps its separation under a light, identical re-encoding. A large drop "
-    f"(AUC down by more than {SHORTCUT_DROP:.2f}, flagged) means the detector told the classes "
-    "apart partly by how their files were stored (compression, format, resolution) rather than "
-    "by what was generated: on data where both classes are stored alike, as in the field, it "
-    "will do worse than its test numbers say. The lossless control should change nothing; a "
-    "change there means the stored data are not plain 8-bit (16-bit) samples."
+    f"(AUC down by more than {SHORTCUT_DROP:.2f}, flagged) under the format check means the "
+    "detector told the classes apart partly by how their files were stored (compression, "
+    "format) rather than by what was generated: on data where both classes are stored alike, "
+    "as in the field, it will do worse than its test numbers say. The lossless control should "
+    "change nothing; a change there means the stored data are not plain 8-bit (16-bit) samples. "
+    "A large drop under the resolution check means the separation lives in detail finer than "
+    "the common size keeps: a shortcut when the two classes were collected at different sizes "
+    "or rates (check where the data came from), otherwise a detector that any downscaling "
+    "(every upload to a social network) defeats."
 )
 
 
