@@ -210,8 +210,8 @@ def test_video_run_gives_video_level_numbers_and_the_same_crf_pair_check(tmp_pat
     grid = everyday.run_grid(run.path, grid_file(tmp_path, ["jpeg:50"]))
     result = json.loads((run.path / "everyday_grid.json").read_text())
     video = result["clean"]["video"]
-    assert video["n"] == 4 and set(video["scores"]) == {f"{c}/p{i}.mp4" for c in
-                                                       ("real", "fake") for i in (1, 2)}  # fmt: skip
+    names = {f"{c}/p{i}.mp4" for c in ("real", "fake") for i in (1, 2)}
+    assert video["n"] == 4 and set(video["scores"]) == names
     assert grid["rows"][0]["setting"] == "jpeg:50" and result["rows"][0]["video"]["n"] == 4
     checks = everyday.shortcut_checks(run.path, crfs=(23, 40))
     assert [p["pair"] for p in checks["pairs"]] == ["p1", "p2"]

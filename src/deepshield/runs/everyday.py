@@ -235,8 +235,14 @@ def run_grid(
     params = {**ctx.params, "grid": str(grid), "specs": [s.spec for s in steps]}
     done = _resumed(run, name, params)
     run.set_done(step_name, False)
-    result = {"params": params, "label": label, "modality": ctx.data.modality, "subset": ctx.data.note,
-              "decision_note": ctx.decision.note, **done}  # fmt: skip
+    result = {
+        "params": params,
+        "label": label,
+        "modality": ctx.data.modality,
+        "subset": ctx.data.note,
+        "decision_note": ctx.decision.note,
+        **done,
+    }
     if result.get("clean") is None:
         result["clean"] = _score_row("clean", ctx, None)
         run.write_json(name, result)
@@ -588,8 +594,12 @@ def _video_score(ctx: Scoring, path: Path) -> float | None:
     from deepshield.data.sources.video_folder import file_digest, video_crops
 
     kw = ctx.params["data_kwargs"]
-    arrays = video_crops(path, file_digest(path), frames=int(kw.get("frames", 32)),
-                         size=int(kw.get("size", 256)), faces=str(kw.get("faces", "largest")))  # fmt: skip
+    options = {
+        "frames": int(kw.get("frames", 32)),
+        "size": int(kw.get("size", 256)),
+        "faces": str(kw.get("faces", "largest")),
+    }
+    arrays = video_crops(path, file_digest(path), **options)
     crops = torch.from_numpy(arrays["crops"]).permute(0, 3, 1, 2).float() / 255  # [K,3,S,S]
     if not len(crops):
         return None
@@ -604,8 +614,8 @@ def _pairs_html(pairs: list[dict[str, Any]]) -> str:
     rows = []
     for p in pairs:
         for v in p["videos"]:
-            rows.append({"pair": p["pair"], "video": v["video"], "label": v["label"],
-                         **{k: v[k] for k in v if k == "as stored" or k.startswith("crf")}})  # fmt: skip
+            scores = {k: v[k] for k in v if k == "as stored" or k.startswith("crf")}
+            rows.append({"pair": p["pair"], "video": v["video"], "label": v["label"], **scores})
         rows.append({"pair": p["pair"], "video": "gap: fake - real", "label": "",
                      **p["gap_fake_minus_real"]})  # fmt: skip
     return (
