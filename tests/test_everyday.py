@@ -239,3 +239,15 @@ def test_cli_prints_the_summary_and_the_shortcut_lines(tmp_path, monkeypatch, ca
     ]
     assert saved["params"]["n"] == 10 and saved["subset"].startswith("10 of 18")
     assert run.is_done("everyday_grid") and run.is_done("shortcuts")
+
+
+def test_another_dataset_gets_its_own_files_and_command(tmp_path):
+    run = make_run(tmp_path / "run", IMAGE)
+    grid = grid_file(tmp_path, ["jpeg:50"])
+    everyday.run_grid(run.path, grid, dataset="synthetic-faces:hard", data_kwargs={"n": 60})
+    saved = json.loads((run.path / "everyday_grid_synthetic-faces_hard.json").read_text())
+    assert saved["params"]["dataset"] == "synthetic-faces:hard"
+    assert saved["params"]["data_kwargs"] == {"n": 60}  # -d: the flags alone, not the run's
+    assert saved["command"].endswith("-d synthetic-faces:hard --data-arg n=60")
+    assert saved["subset"].startswith("8 of 8")  # the test split of these 60 images
+    assert not (run.path / "everyday_grid.json").exists()

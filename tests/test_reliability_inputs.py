@@ -240,6 +240,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("robustness {run} --n 0", "'--n'", ""),
     ("robustness {run} --batch-size 0", "'--batch-size'", ""),
     ("robustness {run} --device foo", "unknown device 'foo'", ""),
+    ("robustness {run} -d nosuchdata", "unknown dataset 'nosuchdata'", ""),
+    ("robustness {run} --data-arg bogus=1", "no option bogus", ""),
     # studies
     ("study", "Missing argument", ""),
     ("study {user}/absent.yaml", "absent.yaml", ""),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deepshield.cli.app import app
+from deepshield.cli.app import app, parse_kv
 from deepshield.cli.checks import COUNT, split_choice
 
 
@@ -24,6 +24,8 @@ def robustness_cmd(
     shortcuts: bool = typer.Option(
         False, "--shortcuts", help="Also the shortcut checks (reals and fakes stored alike)."
     ),
+    dataset: str = typer.Option(None, "-d", "--dataset", help="Score another dataset's split."),
+    data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Scoring batch size.", **COUNT),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
 ) -> None:
@@ -34,7 +36,8 @@ def robustness_cmd(
     from deepshield.runtime import resolve_device
 
     dev = str(resolve_device(device))
-    options = {"split": split, "n": n, "seed": seed, "batch_size": batch_size, "device": dev}
+    options = {"split": split, "n": n, "seed": seed, "batch_size": batch_size, "device": dev,
+               "dataset": dataset, "data_kwargs": parse_kv(data_arg, "--data-arg") or None}  # fmt: skip
     summary = run_grid(run_dir, grid, **options, log=_log)
     print(summary["line"])
     if shortcuts:

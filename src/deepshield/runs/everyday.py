@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,21 +63,30 @@ class EvalSet:
     video_names: list[str] | None = None
 
 
-def load_eval_set(cfg: Any, split: str = "test", n: int | None = None, seed: int = 0) -> EvalSet:
-    """`n` samples of the run's `split` (class-stratified by `seed`; all when None)."""
+def load_eval_set(
+    dataset: str,
+    options: dict[str, Any],
+    split: str = "test",
+    n: int | None = None,
+    *,
+    seed: int = 0,
+    split_seed: int = 0,
+) -> EvalSet:
+    """`n` samples of `split` of `dataset` (loaded with `options`, split by `split_seed`),
+    class-stratified by `seed`; all when n is None."""
     from deepshield import data
     from deepshield.data.splits import stratified_subset
 
-    splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    splits = data.load(dataset, seed=split_seed, **options)
     if splits.num_classes != 2:
         raise RunError(
-            f"{cfg.dataset} has {splits.num_classes} classes: the robustness grid needs a "
+            f"{dataset} has {splits.num_classes} classes: the robustness grid needs a "
             "two-class detector run (label 1 = fake)"
         )
     modality = "speech" if splits.modality == "audio" else "image"
     if modality == "speech" and splits.sample_rate not in (None, 16000):
         raise ConfigError(
-            f"{cfg.dataset} is at {splits.sample_rate} Hz; the speech grid works at 16 kHz: "
+            f"{dataset} is at {splits.sample_rate} Hz; the speech grid works at 16 kHz: "
             "load the data with rate=16000"
         )
     drawn = stratified_subset(splits.split(split), n, seed=seed, classes=splits.classes)
@@ -85,7 +94,7 @@ def load_eval_set(cfg: Any, split: str = "test", n: int | None = None, seed: int
     meta = drawn.data.meta
     video = "video" in meta and "frame" in meta
     return EvalSet(
-        x, y, modality, cfg.dataset, split, drawn.note,
+        x, y, modality, dataset, split, drawn.note,
         meta["video"] if video else None, meta["frame"] if video else None,
         splits.meta_names.get("video") if video else None,
     )  # fmt: skip
@@ -164,6 +173,15 @@ def grid_label(grid: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).stem).strip("_.") or "grid"
 
 
+def dataset_tag(dataset: str | None) -> str:
+    """ "" for the run's own data; "_<kind>_<folder name>" for another dataset (file names)."""
+    if not dataset:
+        return ""
+    kind, _, arg = dataset.partition(":")
+    name = Path(arg).name if arg else ""
+    return "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(p for p in (kind, name) if p))
+
+
 def _parsed(specs: Sequence[str], modality: str) -> list[Transform]:
     return [parse_spec(s, modality) for s in specs]
 
@@ -185,9 +203,17 @@ class Scoring:
 
 
 def _context(
-    run: RunDir, split: str, n: int | None, seed: int, batch_size: int, device: str
+    run: RunDir,
+    split: str,
+    n: int | None,
+    seed: int,
+    batch_size: int,
+    device: str,
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
 ) -> Scoring:
     from deepshield.attacks.checks import check_count
+    from deepshield.run import data_options
     from deepshield.runs.attack_sweep import run_config
 
     if split not in SPLITS:
@@ -196,12 +222,14 @@ def _context(
         check_count("n", n)
     check_count("batch_size", batch_size)
     cfg = run_config(run)
-    data = load_eval_set(cfg, split, n, seed)
+    spec = dataset or cfg.dataset
+    options = data_options(cfg.data_kwargs, dataset, data_kwargs)
+    data = load_eval_set(spec, options, split, n, seed=seed, split_seed=cfg.seed)
     model = run.load_model("best").to(device)
     decision = load_decision(run.path)
     params = {
-        "dataset": cfg.dataset,
-        "data_kwargs": cfg.data_kwargs,
+        "dataset": spec,
+        "data_kwargs": options,
         "split": split,
         "n": n,
         "seed": seed,
@@ -220,17 +248,20 @@ def run_grid(
     seed: int = 0,
     batch_size: int = 64,
     device: str = "cpu",
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Score every setting of `grid` (quick, full or a YAML file of specs) on the run's split,
-    write everyday_<grid>.json, its plot and report section; return `grid_summary` (card-ready).
-    Bad grids, specs and options raise before anything is written."""
+    """Score every setting of `grid` (quick, full or a YAML file of specs) on the run's split (of
+    `dataset` with `data_kwargs` merged over the run's, when given), write everyday_<grid>.json,
+    its plot and report section; return `grid_summary` (card-ready). Bad grids, specs and options
+    raise before anything is written."""
     grid_specs(grid, "image")  # an unknown name or a malformed file fails before the data load
     run = _open(run)
-    ctx = _context(run, split, n, seed, batch_size, device)
+    ctx = _context(run, split, n, seed, batch_size, device, dataset, data_kwargs)
     specs = grid_specs(grid, ctx.data.modality)
     steps = _parsed(specs, ctx.data.modality)
-    label = grid_label(grid)
+    label = grid_label(grid) + dataset_tag(dataset)
     name, step_name = f"everyday_{label}.json", f"everyday_{label}"
     params = {**ctx.params, "grid": str(grid), "specs": [s.spec for s in steps]}
     done = _resumed(run, name, params)
@@ -256,7 +287,7 @@ def run_grid(
         run.write_json(name, result)  # a killed run resumes after this setting
     order = {s.spec: i for i, s in enumerate(steps)}
     result["rows"].sort(key=lambda r: order[r["setting"]])
-    result["command"] = _command(run.path, grid, split, n, seed)
+    result["command"] = _command(run.path, grid, split, n, seed, dataset, data_kwargs)
     run.write_json(name, result)
     _grid_report(run, label, result)
     run.set_done(step_name)
@@ -281,10 +312,22 @@ def _score_row(setting: str, ctx: Scoring, step: Transform | None) -> dict[str, 
     return {"setting": setting, **setting_metrics(ctx.data.y, raw, ctx.decision, ctx.data)}
 
 
-def _command(path: Path, grid: str | Path, split: str, n: int | None, seed: int) -> str:
+def _command(
+    path: Path,
+    grid: str | Path,
+    split: str,
+    n: int | None,
+    seed: int,
+    dataset: str | None,
+    data_kwargs: Mapping[str, Any] | None,
+) -> str:
+    """The `deepshield robustness` command that reproduces a grid."""
     parts = [f"deepshield robustness {path} --grid {grid} --split {split} --seed {seed}"]
     if n is not None:
         parts.append(f"--n {n}")
+    if dataset:
+        parts.append(f"-d {dataset}")
+    parts += [f"--data-arg {k}={v}" for k, v in (data_kwargs or {}).items()]
     return " ".join(parts)
 
 
@@ -355,7 +398,7 @@ def _grid_report(run: RunDir, label: str, result: dict[str, Any]) -> None:
         f"threshold: {decision}. {EXPLAIN.format(score=score)} Dashed lines: clean. Command: "
         f"<code>{result['command']}</code></p>"
     )
-    run.add_section(f"everyday_{label}", f"Everyday processing ({label} grid)",
+    run.add_section(f"everyday_{label}", f"Everyday processing ({label})",
                     table(rows, digits=3) + text + html, order=32)  # fmt: skip
 
 
@@ -468,6 +511,8 @@ def shortcut_checks(
     batch_size: int = 64,
     device: str = "cpu",
     crfs: Sequence[int] = PAIR_CRFS,
+    dataset: str | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """The format and resolution checks (and, for video-folder runs, the same-CRF re-encoding of
@@ -476,8 +521,9 @@ def shortcut_checks(
 
     crfs = [check_crf(c) for c in crfs]
     run = _open(run)
-    ctx = _context(run, split, n, seed, batch_size, device)
-    run.set_done("shortcuts", False)
+    ctx = _context(run, split, n, seed, batch_size, device, dataset, data_kwargs)
+    key = "shortcuts" + dataset_tag(dataset)
+    run.set_done(key, False)
     clean, rows = shortcut_rows(ctx, log)
     result: dict[str, Any] = {
         "params": {**ctx.params, "crfs": crfs},
@@ -489,9 +535,9 @@ def shortcut_checks(
         "meaning": MEANING,
     }
     result["flagged"] = [r["setting"] for r in result["checks"] if r["flagged"]]
-    run.write_json("shortcuts.json", result)
-    _shortcut_report(run, result)
-    run.set_done("shortcuts")
+    run.write_json(f"{key}.json", result)
+    _shortcut_report(run, key, result)
+    run.set_done(key)
     return result
 
 
@@ -509,7 +555,7 @@ def shortcut_rows(ctx: Scoring, log: Log | None = None) -> tuple[dict, list[dict
     return clean, rows
 
 
-def _shortcut_report(run: RunDir, result: dict[str, Any]) -> None:
+def _shortcut_report(run: RunDir, key: str, result: dict[str, Any]) -> None:
     rows = [
         {
             "check": r["check"],
@@ -533,7 +579,10 @@ def _shortcut_report(run: RunDir, result: dict[str, Any]) -> None:
     if result["flagged"]:
         html = f"<p><b>Possible shortcut: AUC fell by more than {SHORTCUT_DROP:.2f} under "
         html += f"{', '.join(result['flagged'])}.</b></p>" + html
-    run.add_section("shortcuts", "Shortcut checks: reals and fakes stored alike", html, order=33)
+    title = "Shortcut checks: reals and fakes stored alike"
+    if key != "shortcuts":
+        title += f" ({result['params']['dataset']})"
+    run.add_section(key, title, html, order=33)
 
 
 # -------------------------------------------------------------------- video pairs (CRF)
