@@ -45,7 +45,7 @@ def robustness_cmd(
         for row in result["checks"]:
             flag = "  SHORTCUT?" if row["flagged"] else ""
             print(f"shortcut {row['check']}: {row['what']}: AUC {row['auc']:.3f} "
-                  f"(change {-row['auc_drop']:+.3f}){flag}")  # fmt: skip
+                  f"(change {row['auc'] - result['clean']['auc']:+.3f}){flag}")  # fmt: skip
         for pair in result["pairs"] or []:
             gaps = ", ".join(f"{k} {v:+.3f}" for k, v in pair["gap_fake_minus_real"].items()
                              if v is not None)  # fmt: skip

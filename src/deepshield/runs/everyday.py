@@ -566,7 +566,7 @@ def _shortcut_report(run: RunDir, key: str, result: dict[str, Any]) -> None:
             "check": r["check"],
             "both classes": r["what"],
             "AUC": r["auc"],
-            "AUC change": -r["auc_drop"],
+            "AUC change": r["auc"] - result["clean"]["auc"],
             "mean P(fake) reals": r["mean_p_real"],
             "mean P(fake) fakes": r["mean_p_fake"],
             "flag": "SHORTCUT?" if r["flagged"] else "",
