@@ -240,6 +240,21 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("calibrate {run} --operating-point best", "operating-point rule 'best'", ""),
     ("calibrate {run} --calibration foo", "'foo' is not one of platt, isotonic", ""),
     ("calibrate {run} --unsure 0.7", "'--unsure'", ""),
+    # robustness to everyday processing
+    ("robustness", "Missing argument", SUB),
+    ("robustness {user}/absent", "absent", ""),
+    ("robustness {user}", "not a deepshield run", ""),
+    ("robustness {run} --grid nosuch", "grid 'nosuch' is neither quick nor full", SUB),
+    ("robustness {run} --grid {yaml}", "must be a YAML list of specs", ""),
+    ("robustness {run} --grid {user}/grid_jpeg0.yaml", "'jpeg:0': 0 is out of range", SUB),
+    ("robustness {run} --grid {user}/grid_blur.yaml", "'blur:-1': -1 is out of range", ""),
+    ("robustness {run} --grid {user}/grid_codec.yaml", "unknown image processing 'mp3'", ""),
+    ("robustness {run} --split foo", "'foo' is not one of train, val, test", ""),
+    ("robustness {run} --n 0", "'--n'", ""),
+    ("robustness {run} --batch-size 0", "'--batch-size'", ""),
+    ("robustness {run} --device foo", "unknown device 'foo'", ""),
+    ("robustness {run} -d nosuchdata", "unknown dataset 'nosuchdata'", ""),
+    ("robustness {run} --data-arg bogus=1", "no option bogus", ""),
     # studies
     ("study", "Missing argument", ""),
     ("study {user}/absent.yaml", "absent.yaml", ""),
@@ -259,6 +274,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.new("RGB", (40, 40), (90, 120, 150)).save(user / "photo.png")
     (user / "bad.yaml").write_text("model: [unclosed\n")
     _bad_audio_folders(user)
+    for name, spec in (("jpeg0", "jpeg:0"), ("blur", "blur:-1"), ("codec", "mp3:0.5")):
+        (user / f"grid_{name}.yaml").write_text(f"- {spec}\n")
     cwd = tmp_path_factory.mktemp("cwd")
     return {
         "run": run,
