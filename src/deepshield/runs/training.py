@@ -12,6 +12,7 @@ from torch import nn
 from deepshield import data, models
 from deepshield.config import TrainConfig
 from deepshield.defenses.training import is_defended, training_hooks
+from deepshield.train.augment import check_augment
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
@@ -78,6 +79,7 @@ def run_training(
     seed_all(cfg.seed)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    check_augment(cfg.augment, splits.train.x.shape[1:])
     device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)
     if cfg.init:
@@ -100,7 +102,7 @@ def run_training(
         if cfg.class_weights == "balanced"
         else None
     )
-    hooks = training_hooks(cfg)  # Lipschitz penalty, adversarial training
+    hooks = training_hooks(cfg, distributed.rank())  # augmentations, Lipschitz, adv. training
     objective, sampler = _objective(model, splits, cfg, weight)
     trainer = Trainer(
         model, cfg, run, objective=objective, device=device, train_sampler=sampler, **hooks
