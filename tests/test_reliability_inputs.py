@@ -119,7 +119,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("attack {run} --eot-transforms jpeg101", "'jpeg:101': 101 is out of range", ""),
     ("attack {run} --eot-transforms ,", "no EOT transforms given", ""),
     ("attack {run} --eval-after jpeg0", "'jpeg:0': 0 is out of range", ""),
-    ("attack {run} --eval-after foo", "unknown processing 'foo'", ""),
+    ("attack {run} --eval-after foo:1", "unknown processing 'foo:1'", ""),
     ("attack {run} --seed abc", "'--seed'", ""),
     ("attack {run} --device foo", "foo", ""),
     # explain
