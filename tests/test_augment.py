@@ -147,9 +147,9 @@ def test_bad_augment_configs_name_the_field(augment, words):
 
 
 def test_image_augmentations_on_speech_are_refused_before_training():
-    with pytest.raises(ConfigError, match="augment.jpeg does not apply"):
+    with pytest.raises(ConfigError, match=r"augment\.jpeg does not apply"):
         check_augment(AugmentConfig.model_validate({"jpeg": {}}), [16000])
-    with pytest.raises(ConfigError, match="augment.snr does not apply"):
+    with pytest.raises(ConfigError, match=r"augment\.snr does not apply"):
         check_augment(AugmentConfig.model_validate({"snr": {}}), [3, 32, 32])
     check_augment(AugmentConfig.model_validate(AUGMENT_PRESETS["speech"]), [16000])
 

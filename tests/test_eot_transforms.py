@@ -211,7 +211,12 @@ class _SmallCNN(nn.Module):
 
 @pytest.mark.parametrize(
     "attack,norm,eps",
-    [("pgd", "linf", 8 / 255), ("pgd", "l2", 0.5), ("apgd", "linf", 4 / 255), ("fgsm", "linf", 0.03)],
+    [
+        ("pgd", "linf", 8 / 255),
+        ("pgd", "l2", 0.5),
+        ("apgd", "linf", 4 / 255),
+        ("fgsm", "linf", 0.03),
+    ],
 )
 def test_attacks_with_eot_stay_in_budget_and_range(attack, norm, eps):
     model, x = _SmallCNN(), _photos(32)

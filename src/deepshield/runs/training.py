@@ -12,7 +12,6 @@ from torch import nn
 from deepshield import data, models
 from deepshield.config import TrainConfig
 from deepshield.defenses.training import is_defended, training_hooks
-from deepshield.train.augment import check_augment
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
@@ -22,6 +21,7 @@ from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
+from deepshield.train.augment import check_augment
 from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
 from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
