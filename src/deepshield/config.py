@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from deepshield.errors import ConfigError
 
@@ -32,72 +39,51 @@ def _range(v: tuple[Any, Any], lo: float, hi: float, what: str) -> tuple[Any, An
     return v
 
 
+def _strength(lo: float, hi: float, what: str) -> AfterValidator:
+    """Validator of a [low, high] strength range inside [lo, hi] (`_range`)."""
+    return AfterValidator(lambda v: _range(v, lo, hi, what))
+
+
+def _band(v: tuple[float, float]) -> tuple[float, float]:
+    if not 1 <= v[0] < v[1] < 8000:
+        raise ValueError(f"band {list(v)} Hz: use 1 <= low < high < 8000")
+    return v
+
+
 class JpegAugment(_Op):
     """Real JPEG (Pillow, 4:2:0) at a quality drawn uniformly from [low, high] (integers)."""
 
-    quality: tuple[int, int] = (30, 95)
-
-    @field_validator("quality")
-    @classmethod
-    def _quality(cls, v: tuple[int, int]) -> tuple[int, int]:
-        return _range(v, 1, 100, "JPEG quality")
+    quality: Annotated[tuple[int, int], _strength(1, 100, "JPEG quality")] = (30, 95)
 
 
 class BlurAugment(_Op):
     """Gaussian blur with sigma (pixels) drawn from [low, high]."""
 
-    sigma: tuple[float, float] = (0.2, 1.5)
-
-    @field_validator("sigma")
-    @classmethod
-    def _sigma(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 0.01, 50, "blur sigma")
+    sigma: Annotated[tuple[float, float], _strength(0.01, 50, "blur sigma")] = (0.2, 1.5)
 
 
 class ResizeAugment(_Op):
     """Downscale by a factor drawn from [low, high] and back (bilinear, antialias)."""
 
-    scale: tuple[float, float] = (0.5, 1.0)
-
-    @field_validator("scale")
-    @classmethod
-    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 0.01, 1, "resize scale")
+    scale: Annotated[tuple[float, float], _strength(0.01, 1, "resize scale")] = (0.5, 1.0)
 
 
 class NoiseAugment(_Op):
     """Gaussian pixel noise with sigma drawn from [low, high], clipped to [0, 1]."""
 
-    sigma: tuple[float, float] = (0.0, 0.03)
-
-    @field_validator("sigma")
-    @classmethod
-    def _sigma(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 0, 1, "noise sigma")
+    sigma: Annotated[tuple[float, float], _strength(0, 1, "noise sigma")] = (0.0, 0.03)
 
 
 class SnrAugment(_Op):
     """White noise at an SNR (dB) drawn from [low, high]."""
 
-    db: tuple[float, float] = (10.0, 30.0)
-
-    @field_validator("db")
-    @classmethod
-    def _db(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, -20, 100, "SNR (dB)")
+    db: Annotated[tuple[float, float], _strength(-20, 100, "SNR (dB)")] = (10.0, 30.0)
 
 
 class BandpassAugment(_Op):
     """A telephone band: zero-phase Butterworth band-pass [low, high] Hz at 16 kHz."""
 
-    band: tuple[float, float] = (300.0, 3400.0)
-
-    @field_validator("band")
-    @classmethod
-    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 1 <= v[0] < v[1] < 8000:
-            raise ValueError(f"band {list(v)} Hz: use 1 <= low < high < 8000")
-        return v
+    band: Annotated[tuple[float, float], AfterValidator(_band)] = (300.0, 3400.0)
 
 
 class CodecAugment(_Op):
@@ -106,12 +92,7 @@ class CodecAugment(_Op):
     codecs: list[Literal["vorbis", "opus", "mp3"]] = Field(
         default_factory=lambda: ["vorbis", "opus"], min_length=1
     )
-    level: tuple[float, float] = (0.2, 0.9)
-
-    @field_validator("level")
-    @classmethod
-    def _level(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 0, 1, "codec level")
+    level: Annotated[tuple[float, float], _strength(0, 1, "codec level")] = (0.2, 0.9)
 
 
 class AugmentConfig(BaseModel):
