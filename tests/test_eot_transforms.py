@@ -251,3 +251,30 @@ def test_sweep_scores_every_point_after_the_real_processing():
     torch.testing.assert_close(result.clean_logits, clean_after)
     torch.testing.assert_close(result.adv_logits[0], clean_after)  # eps 0: the clean point
     assert result.linf[1].max() <= 4 / 255 + 1e-6  # norms of the crafted, unprocessed points
+
+
+def test_attack_run_records_the_eot_flags_and_reruns_from_its_command(
+    tmp_path_factory, monkeypatch
+):
+    """`deepshield attack RUN --eot-transforms jpeg75 --eval-after jpeg75` on a trained run: the
+    result's name, JSON and reproducing command carry both options, and the command run again
+    through the CLI gives the same rows."""
+    import shlex
+
+    from deepshield.cli import main
+    from deepshield.runs.attack_sweep import attack_run
+    from test_sweep import trained_tiny_run
+
+    run = trained_tiny_run(tmp_path_factory)
+    spec = AttackSpec("pgd", (0.0, 8 / 255), steps=2, eot_transforms=("jpeg75",),
+                      eval_after="jpeg75")  # fmt: skip
+    record = attack_run(run.path, spec, n=10)
+    assert record["name"] == "pgd_eot_jpeg75_after_jpeg75"
+    assert record["eot_transforms"] == ["jpeg:75"] and record["eval_after"] == "jpeg:75"
+    assert "--eot-transforms jpeg:75 --eval-after jpeg:75" in record["command"]
+    argv = shlex.split(record["command"])
+    argv[argv.index("--out") + 1] = "again"
+    monkeypatch.setattr("sys.argv", argv)
+    main()  # returns: exit code 0
+    again = run.read_json("attack_again.json")
+    assert again["rows"] == record["rows"]
