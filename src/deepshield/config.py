@@ -158,6 +158,16 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig | None = None  # everyday-processing augmentations (None: off)
     seed: int = 0
     device: str = "auto"
+    operating_point: str = "eer"  # threshold rule on validation: eer, fpr=F or cost
+    calibration: Literal["platt", "isotonic"] = "platt"  # calibrator of the run's decision
+
+    @field_validator("operating_point")
+    @classmethod
+    def _operating_point_rule(cls, v: str) -> str:
+        from deepshield.metrics.decision import operating_threshold
+
+        operating_threshold([0, 1], [0.0, 1.0], v)  # ConfigError names the accepted rules
+        return v
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -187,6 +197,23 @@ def parse_config(data: dict[str, Any], cls: type[C], source: str = "config") -> 
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{source}: {where}: {err['msg']}") from e
+
+
+def config_with_flags(
+    cls: type[C],
+    path: str | Path | None,
+    flags: dict[str, Any],
+    nested: dict[str, dict[str, Any] | None] | None = None,
+) -> C:
+    """The one "config file plus flags" rule of the command line: the YAML file (or the
+    defaults), each flag that is not None over it (0 and False are values), and each `nested`
+    dict (e.g. --data-arg pairs under data_kwargs) merged over the file's dict of that key."""
+    base = load_config(path, cls).model_dump() if path else {}
+    base.update({k: v for k, v in flags.items() if v is not None})
+    for key, extra in (nested or {}).items():
+        if extra:
+            base[key] = {**(base.get(key) or {}), **extra}
+    return parse_config(base, cls, source=str(path) if path else "flags")
 
 
 def dump_config(cfg: BaseModel) -> str:

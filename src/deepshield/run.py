@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel
@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_save_figure, atomic_write_bytes, atomic_write_text, write_json
+
+C = TypeVar("C", bound=BaseModel)
 
 MANIFEST = "manifest.json"
 _TEMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (files.atomic_write_bytes)
@@ -40,6 +42,12 @@ def check_name(name: str, flag: str = "--out") -> str:
             "not a path; it is written inside the run folder"
         )
     return name
+
+
+def file_tag(text: str) -> str:
+    """A dataset spec or path as a piece of an artifact name: runs of other characters than
+    letters, digits and _ . - become one "_" ("../x/faces" -> ".._x_faces")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def _relative(name: str) -> str:
@@ -131,6 +139,12 @@ class RunDir:
         if not isinstance(obj, dict):
             raise RunError(f"{p}: damaged (not a mapping of settings); {_REBUILD}")
         return obj
+
+    def read_config(self, cls: type[C], name: str = "config.yaml") -> C:
+        """The run's recorded config (config.yaml) validated as `cls`; one line naming the file."""
+        from deepshield.config import parse_config
+
+        return parse_config(self.read_yaml(name), cls, str(self.file(name)))
 
     def save_plot(self, fig: Any, name: str) -> Path:
         """Save a matplotlib figure as plots/<name>.png and close it."""

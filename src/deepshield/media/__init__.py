@@ -19,6 +19,7 @@ from deepshield.media.faces import (
 from deepshield.media.images import image_size, read_media_image
 from deepshield.media.video import (
     VIDEO_EXTENSIONS,
+    MediaLimitError,
     MediaLimits,
     VideoFrames,
     VideoInfo,
@@ -34,6 +35,7 @@ __all__ = [
     "CropOptions",
     "Face",
     "FrameFaces",
+    "MediaLimitError",
     "MediaLimits",
     "VideoFrames",
     "VideoInfo",

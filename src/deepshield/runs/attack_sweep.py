@@ -8,7 +8,6 @@ Under torchrun every rank attacks its share of the batches and only rank 0 write
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +20,11 @@ from torch import nn
 from deepshield import data
 from deepshield.attacks.checks import check_count
 from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
-from deepshield.config import TrainConfig, parse_config
+from deepshield.config import TrainConfig
 from deepshield.data.splits import stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, check_name, data_options
+from deepshield.run import RunDir, check_name, data_options, file_tag
 from deepshield.train import distributed
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class AttackData:
 
 def run_config(run: RunDir) -> TrainConfig:
     """The TrainConfig a run was trained with (its config.yaml)."""
-    return parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    return run.read_config(TrainConfig)
 
 
 def check_options(split: str, n: int | None, batch_size: int) -> None:
@@ -103,7 +102,7 @@ def sweep_name(
         parts.append(split)
     if tag:
         parts.append(tag)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)).strip("_")
+    return file_tag("_".join(parts)).strip("_")
 
 
 def attack_run(
@@ -153,7 +152,7 @@ def attack_run(
     result = transfer_sweep(
         crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size
     )
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset) if dataset else ""
+    tag = file_tag(dataset) if dataset else ""
     if threat is not None:
         tag = "_".join(t for t in (threat.tag(), tag) if t)
     name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)

@@ -34,17 +34,18 @@ def countermeasure_metrics(ds: TensorSet, scores: np.ndarray, splits: Splits) ->
     """CM numbers for `ds` (labels 1 = spoof) with scores [N] = P(spoof).
 
     Keys: min_tdcf (2021 revised form), min_tdcf_2019 (legacy form), tdcf_asv (the ASV assumed),
+    undefined {key: why it is None},
     and when the samples carry meta["system"]: per_system {name: {eer, n_spoof, seen}} with the EER
     of all bona fide trials against that system's spoofs, and eer_seen / eer_unseen pooling the
     systems that do / do not occur in `splits.train`.
     """
     y = ds.y.numpy()
-    out: dict[str, Any] = {"tdcf_asv": ASV_ASSUMPTION}
+    out: dict[str, Any] = {"tdcf_asv": ASV_ASSUMPTION, "undefined": {}}
     for key, model in (("min_tdcf", CostModel()), ("min_tdcf_2019", LegacyCostModel())):
         try:
             out[key] = min_tdcf(y, scores, cost_model=model)[0]
-        except InputError:  # fewer than 3 distinct scores: no t-DCF curve
-            out[key] = None
+        except InputError as e:  # one class, or fewer than 3 distinct scores: no t-DCF curve
+            out[key], out["undefined"][key] = None, f"{e} ({len(y)} clips)"
     if "system" not in ds.meta:
         return out
     system = ds.meta["system"].numpy()
@@ -68,6 +69,9 @@ def countermeasure_metrics(ds: TensorSet, scores: np.ndarray, splits: Splits) ->
         m = groups[seen]
         has_both = bona.any() and (y[m] == 1).any()
         out[key] = eer(y[m], scores[m])[0] if has_both else None
+        if not has_both:
+            kind = "seen in" if seen else "unseen in"
+            out["undefined"][key] = f"no spoofs of systems {kind} training, or no bona fide"
     return out
 
 

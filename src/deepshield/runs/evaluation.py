@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 import torch
@@ -120,14 +121,26 @@ def decision_html(d: dict[str, Any]) -> str:
         for r in d["operating_points"]
     ]
     cal = [
-        {"score": name, "ECE": d[f"ece_{key}"], "Brier": d[f"brier_{key}"]}
+        {
+            "score": name,
+            "ECE": d[f"ece_{key}"],
+            "Brier": d[f"brier_{key}"],
+            "Cllr (bits)": d.get(f"cllr_{key}"),
+            "minCllr": d.get("min_cllr"),
+            "actDCF": d.get(f"act_dcf_{key}"),
+            "minDCF": d.get("min_dcf"),
+        }
         for name, key in (("raw P(fake)", "raw"), ("calibrated P(fake)", "calibrated"))
     ]
     head = (
         f"<h3>Decision ({d['rule']} threshold on {d['score']})</h3><p class='muted'>{d['note']}. "
         "eer and fpr=0.01 are chosen on this split (hindsight); run is the threshold fixed on "
-        f"validation, so its FPR/FNR are the actual error rates. ECE: {d['ece_bins']}.</p>"
+        f"validation, so its FPR/FNR are the actual error rates. ECE: {d['ece_bins']}. Cllr reads "
+        "P(fake) as an LLR at the validation prior; minCllr is its ranking-only floor. actDCF: the "
+        "ASVspoof 5 cost at the Bayes threshold of those LLRs; minDCF the best in hindsight.</p>"
     )
+    if d.get("warning"):
+        head += f"<p class='warn'>{escape(d['warning'])}.</p>"
     return head + table(rows) + table(cal)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, check_run, start_run
+from deepshield.run import RunDir, check_run, file_tag, start_run
 from deepshield.runs.decision import calibrate_run
 from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
@@ -30,7 +29,7 @@ from deepshield.train.trainer import Trainer
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/<name> or runs/<model>-<dataset>-s<seed>."""
     name = cfg.name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
-    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    return Path("runs") / file_tag(name).strip("_")
 
 
 def init_weights_path(init: str | Path) -> Path:
@@ -54,13 +53,11 @@ def run_training(
     out: str | Path | None = None,
     *,
     force: bool = False,
-    operating_point: str = "eer",
-    calibration: str = "platt",
 ) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
 
     A two-class run with both classes in validation gets its decision.json (`calibrate_run`
-    with `operating_point` and `calibration`) once the best model is final, before the test
+    with `cfg.operating_point` and `cfg.calibration`) once the best model is final, before the test
     evaluation that reports it; other runs get none (`decision_skipped` says why).
 
     An interrupted run with the same config resumes from its last checkpoint and rebuilds
@@ -111,7 +108,9 @@ def run_training(
     skipped = decision_skipped(splits)
     with distributed.main_first("fitting the run's decision"):
         if distributed.is_main() and skipped is None:
-            calibrate_run(run.path, rule=operating_point, calibration=calibration, device=device)
+            calibrate_run(
+                run.path, rule=cfg.operating_point, calibration=cfg.calibration, device=device
+            )
     finish_run(run, cfg, splits, history, skipped)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)

@@ -28,6 +28,11 @@ ENVELOPE_BYTES = 16 * 1024
 
 IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
 AUDIO_TYPES = ("wav", "flac")
+VIDEO_TYPES = (
+    "mp4",
+    "webm",
+    "avi",
+)  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: Matroska
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
 _MIME = {
     "png": ("image/png",),
@@ -36,6 +41,9 @@ _MIME = {
     "bmp": ("image/bmp", "image/x-bmp", "image/x-ms-bmp"),
     "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
     "flac": ("audio/flac", "audio/x-flac"),
+    "mp4": ("video/mp4", "video/quicktime", "video/x-m4v", "audio/mp4", "audio/x-m4a"),
+    "webm": ("video/webm", "video/x-matroska", "audio/webm"),
+    "avi": ("video/x-msvideo", "video/avi", "video/msvideo"),
 }
 _EXTENSIONS = {
     "png": (".png",),
@@ -44,6 +52,9 @@ _EXTENSIONS = {
     "bmp": (".bmp", ".dib"),
     "wav": (".wav", ".wave"),
     "flac": (".flac",),
+    "mp4": (".mp4", ".m4v", ".mov", ".m4a", ".3gp"),
+    "webm": (".webm", ".mkv"),
+    "avi": (".avi",),
 }
 _BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -201,7 +212,8 @@ def _name(up: Upload) -> str:
 
 # -- types ------------------------------------------------------------------------------------
 def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, or None."""
+    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, or
+    None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -214,6 +226,12 @@ def sniff(data: bytes) -> str | None:
         return "bmp"
     if data.startswith(b"fLaC"):
         return "flac"
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
+        return "webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
     return None
 
 
