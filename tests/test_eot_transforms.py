@@ -278,3 +278,15 @@ def test_attack_run_records_the_eot_flags_and_reruns_from_its_command(
     main()  # returns: exit code 0
     again = run.read_json("attack_again.json")
     assert again["rows"] == record["rows"]
+
+
+def test_study_attacks_take_the_eot_options():
+    from deepshield.studies.config import StudyAttack
+
+    entry = StudyAttack(attack="pgd", eps=["0", "8/255"], eot_transforms=["jpeg75", "blur1"],
+                        eval_after="chain:resize:0.75+jpeg:75")  # fmt: skip
+    spec = entry.spec(0)
+    assert spec.eot_transforms == ("jpeg:75", "blur:1")
+    assert spec.eval_after == "chain:resize:0.75+jpeg:75"
+    with pytest.raises(ValueError, match="webp has no differentiable stand-in"):
+        StudyAttack(attack="pgd", eps=[0.1], eot_transforms=["webp80"])
