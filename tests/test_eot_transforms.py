@@ -216,12 +216,13 @@ class _SmallCNN(nn.Module):
         ("pgd", "l2", 0.5),
         ("apgd", "linf", 4 / 255),
         ("fgsm", "linf", 0.03),
+        ("square", "linf", 8 / 255),
     ],
 )
 def test_attacks_with_eot_stay_in_budget_and_range(attack, norm, eps):
     model, x = _SmallCNN(), _photos(32)
     y = torch.tensor([0, 1, 0, 1, 0, 1])
-    steps = None if attack == "fgsm" else 5
+    steps = {"fgsm": None, "square": 100}.get(attack, 5)  # Square: queries
     x_adv = get_attack(attack)(
         model, x, y, eps, norm=norm, steps=steps, eot_transforms="jpeg75,resize0.75,blur1"
     )
