@@ -74,6 +74,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("train --config {user}/absent.yaml", "absent.yaml", ""),
     ("train --config {yaml}", "bad.yaml", ""),
     ("train --init {user}/absent.pth --out {user}/t", "absent.pth", ""),
+    ("train --augment foo --out {user}/t", "'foo' is not one of image, speech", SUB),
+    ("train --augment speech --data-arg n=40 --out {user}/t", "augment.snr does not apply", ""),
     # evaluate
     ("evaluate", "Missing argument", SUB),
     ("evaluate {user}/absent", "absent", ""),
@@ -121,6 +123,11 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("attack {run} --purify foo", "foo", ""),
     ("attack {run} --eot-samples 0", "'--eot-samples'", ""),
     ("attack {run} --dip-iters 0", "'--dip-iters'", ""),
+    ("attack {run} --eot-transforms webp80", "webp has no differentiable stand-in", SUB),
+    ("attack {run} --eot-transforms jpeg101", "'jpeg:101': 101 is out of range", ""),
+    ("attack {run} --eot-transforms ,", "no EOT transforms given", ""),
+    ("attack {run} --eval-after jpeg0", "'jpeg:0': 0 is out of range", ""),
+    ("attack {run} --eval-after foo:1", "unknown processing 'foo:1'", ""),
     ("attack {run} --seed abc", "'--seed'", ""),
     ("attack {run} --device foo", "foo", ""),
     # explain

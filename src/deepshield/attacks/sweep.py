@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.checks import check_batch, check_count, check_norm, check_number
+from deepshield.attacks.eot_transforms import processing_spec, real_transform, stand_ins
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import as_logits, margin
@@ -53,6 +54,9 @@ class AttackSpec:
     models such as a purifier with random initialisation). For CW-L2 (`Attack.minimal`) eps is
     an L2 budget: accuracy at eps counts an example as broken only when the smallest
     perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
+    eot_transforms: craft through differentiable stand-ins of processing, e.g. ("jpeg:75",)
+    (`attacks.eot_transforms`). eval_after: a real processing spec (`data.processing`, e.g.
+    "jpeg:75") applied to every point, clean ones included, before the models score it.
     """
 
     attack: str = "pgd"
@@ -63,6 +67,8 @@ class AttackSpec:
     mask: str = "full"
     seed: int = 0
     eot_samples: int = 1
+    eot_transforms: tuple[str, ...] = ()
+    eval_after: str | None = None
 
     def checked(self) -> AttackSpec:
         """This spec with eps as floats and the attack's defaults filled in; InputError /
@@ -84,7 +90,10 @@ class AttackSpec:
         steps = entry.steps if self.steps is None or entry.fixed else self.steps
         norm = "l2" if entry.minimal else self.norm  # an L2 search, whatever was passed
         entry.refuse(norm, self.mask.strip() != "full", self.restarts, self.eot_samples)
-        return replace(self, attack=entry.name, eps=eps, steps=steps, norm=norm)
+        eot = tuple(t.spec for t in stand_ins(self.eot_transforms)) if self.eot_transforms else ()
+        after = None if self.eval_after is None else processing_spec(self.eval_after)
+        return replace(self, attack=entry.name, eps=eps, steps=steps, norm=norm,
+                       eot_transforms=eot, eval_after=after)  # fmt: skip
 
     def check_fits(self, shape: Sequence[int]) -> None:
         """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""
@@ -113,7 +122,19 @@ class AttackSpec:
             "mask": self.mask,
             "seed": self.seed,
             "eot_samples": self.eot_samples,
+            "eot_transforms": list(self.eot_transforms),
+            "eval_after": self.eval_after,
         }
+
+    def processed(self, points: Sequence[Tensor]) -> list[Tensor]:
+        """The points as the models see them: after the real `eval_after` processing (images
+        [B,3,H,W] or speech [B,T]), the clean point (the first) once; unchanged without it."""
+        if self.eval_after is None:
+            return list(points)
+        modality = "image" if points[0].dim() == 4 else "speech"
+        real = real_transform(self.eval_after, modality)
+        first = real(points[0])
+        return [first, *(first if p is points[0] else real(p) for p in points[1:])]
 
 
 @dataclass
@@ -251,12 +272,16 @@ def transfer_sweep(
         mask = spec.batch_mask(len(xb), b, xb.shape[1:])
         queries: dict[float, Tensor] = {}
         points = [xb, *_craft(attack, crafter, xb, yb, spec, mask, queries)]  # 1 + E x [b, ...]
+        seen = spec.processed(points)  # what the models score
         if spec.attack in QUERY_COUNTED:  # 0 queries where not attacked (eps 0)
             none = torch.zeros(len(xb), dtype=torch.long)
             spent.append(torch.stack([queries.get(e, none) for e in spec.eps], 1))  # [b, E]
         for key, m in evaluated.items():
-            clean = _logits(m, xb)  # [b, C]; eps 0 reuses it
-            at_points = (clean if p is xb else _logits(m, p) for p in points[1:])
+            clean = _logits(m, seen[0])  # [b, C]; eps 0 reuses it
+            at_points = (
+                clean if p is xb else _logits(m, s)
+                for p, s in zip(points[1:], seen[1:], strict=True)
+            )
             raw[key].append(torch.stack([clean, *at_points], 1))  # [b, 1 + E, C]
         source = nested_sources(spec.eps, raw[crafter_key][-1], yb.cpu())  # [b, E]
         sources.append(source)
@@ -336,6 +361,7 @@ def _craft(
     def run(eps: float) -> Tensor:
         options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
         options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+        options.update(eot_transforms=spec.eot_transforms)
         if spent is not None and spec.attack in QUERY_COUNTED:
             found = QUERY_COUNTED[spec.attack](crafter, x, y, eps, **options)
             spent[eps] = found.queries.cpu()

@@ -83,6 +83,12 @@ def train_cmd(
         help="Step size, in [0, 1] [pgd 2.5*eps/steps, fgsm-rs 1.25*eps].",
         callback=LINF,
     ),
+    augment: str = typer.Option(
+        None,
+        "--augment",
+        help="Everyday-processing augmentations: image or speech (presets; config: augment).",
+        callback=choice("image", "speech"),
+    ),
     rule: str = typer.Option(
         None,
         "--operating-point",
@@ -101,7 +107,7 @@ def train_cmd(
 
     Data-parallel on N processes: `torchrun --nproc_per_node=N -m deepshield train ...`
     (--batch-size stays the global batch; docs/scaling.md)."""
-    from deepshield.config import TrainConfig, config_with_flags
+    from deepshield.config import AUGMENT_PRESETS, TrainConfig, config_with_flags
     from deepshield.runs.training import run_training
     from deepshield.train import distributed
 
@@ -124,6 +130,7 @@ def train_cmd(
         "adv_alpha": parse_floats(adv_alpha, "--adv-alpha")[0] if adv_alpha else None,
         "operating_point": rule,
         "calibration": calibration,
+        "augment": AUGMENT_PRESETS[augment] if augment else None,
     }
     nested = {
         "data_kwargs": parse_kv(data_arg, "--data-arg") if data_arg else None,

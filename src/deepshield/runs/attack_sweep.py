@@ -87,10 +87,15 @@ def load_attack_data(
 def sweep_name(
     spec: AttackSpec, *, surrogate: str | Path | None = None, split: str = "test", tag: str = ""
 ) -> str:
-    """Default result name: attack[_mask][_from_<surrogate folder>][_split][_tag]."""
+    """Default result name: attack[_mask][_eot_<transforms>][_after_<processing>]
+    [_from_<surrogate folder>][_split][_tag]."""
     parts = [spec.attack]
     if spec.mask.strip() != "full":
         parts.append(spec.mask.replace(":", ""))
+    if spec.eot_transforms:
+        parts.append("eot_" + "_".join(t.replace(":", "") for t in spec.eot_transforms))
+    if spec.eval_after:
+        parts.append("after_" + spec.eval_after.replace(":", ""))
     if surrogate is not None:
         parts.append(f"from_{Path(surrogate).name}")
     if split != "test":
@@ -199,6 +204,10 @@ def _command(
     ]
     if spec.eot_samples > 1:
         parts.append(f"--eot-samples {spec.eot_samples}")
+    if spec.eot_transforms:
+        parts.append(f"--eot-transforms {','.join(spec.eot_transforms)}")
+    if spec.eval_after:
+        parts.append(f"--eval-after {spec.eval_after}")
     if n is not None:
         parts.append(f"--n {n}")
     if dataset:
@@ -352,6 +361,12 @@ def section_html(record: Mapping[str, Any]) -> str:
         f" restarts {record['restarts']}, EOT passes {record.get('eot_samples', 1)}, seed "
         f"{record['seed']}, {record['world_size']} process(es)"
     )
+    if record.get("eot_transforms"):
+        settings += (
+            f"; crafted in expectation over differentiable {', '.join(record['eot_transforms'])}"
+        )
+    if record.get("eval_after"):
+        settings += f"; every image scored after real {record['eval_after']} (clean ones too)"
     evasion = (
         "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
         " a fake pushes it towards real, so its fakes passed as real equal the column above)."

@@ -20,6 +20,7 @@ from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
+from deepshield.train.augment import check_augment
 from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
 from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
@@ -75,6 +76,7 @@ def run_training(
     seed_all(cfg.seed)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    check_augment(cfg.augment, splits.train.x.shape[1:])
     device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)
     if cfg.init:
@@ -97,7 +99,7 @@ def run_training(
         if cfg.class_weights == "balanced"
         else None
     )
-    hooks = training_hooks(cfg)  # Lipschitz penalty, adversarial training
+    hooks = training_hooks(cfg, distributed.rank())  # augmentations, Lipschitz, adv. training
     objective, sampler = _objective(model, splits, cfg, weight)
     trainer = Trainer(
         model, cfg, run, objective=objective, device=device, train_sampler=sampler, **hooks
