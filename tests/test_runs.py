@@ -87,6 +87,21 @@ def test_another_command_needs_force_and_a_bare_config_is_replaced(tmp_path: Pat
         open_run(tmp_path / "r", "defend detector", {"x": 1})
 
 
+def test_a_run_written_before_a_setting_was_added_still_resumes(tmp_path: Path) -> None:
+    """A config.yaml without settings the config class gained since (at their defaults) is the
+    same config; a real difference still needs --force."""
+    run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
+    run.write_json("metrics.json", {})
+    run.set_done("train")
+    older = run.read_yaml("config.yaml")
+    for added in ("operating_point", "calibration", "augment"):
+        older.pop(added, None)
+    run.write_yaml("config.yaml", older)
+    assert open_run(tmp_path / "r", "train", TrainConfig(seed=1))[1]  # complete, not refused
+    with pytest.raises(RunError, match="seed differ"):
+        open_run(tmp_path / "r", "train", TrainConfig(seed=2))
+
+
 def test_a_damaged_manifest_is_named_and_nothing_is_removed(tmp_path: Path) -> None:
     run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
     run.write_json("metrics.json", {})

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
 from deepshield.errors import ConfigError, RunError
@@ -312,6 +312,17 @@ def _config_dict(config: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config)))
 
 
+def _as_config(saved: Any, config: BaseModel | Mapping[str, Any]) -> Any:
+    """A saved config as `config`'s class dumps it, so a setting added to the class since (with
+    its default) does not make an older run of the same settings look different."""
+    if not isinstance(config, BaseModel) or not isinstance(saved, dict):
+        return saved
+    try:
+        return type(config).model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
+
+
 def _differences(old: Any, new: Mapping[str, Any]) -> list[str]:
     if not isinstance(old, dict):
         return ["(the whole file)"]
@@ -358,7 +369,7 @@ def check_run(
     want = _config_dict(config)
     saved = run.file(config_file)
     has_manifest = (run.path / MANIFEST).is_file()
-    old = _saved_config(run, config_file) if saved.is_file() else None
+    old = _as_config(_saved_config(run, config_file), config) if saved.is_file() else None
     same = m["command"] in (None, command) and old in (None, want)
     started = set(m["files"]) - {config_file}  # only a config: nothing computed to lose
     same = same or (has_manifest and not started and not m["done"])
