@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 
 from conftest import shared_path
-from deepshield.errors import ConfigError
+from deepshield import media
+from deepshield.errors import ConfigError, RunError
+from deepshield.run import RunDir
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
 from test_media_faces import _png_header_only
@@ -39,15 +41,20 @@ def _face() -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _face_video(path: Path, face: np.ndarray, n: int = 6) -> Path:
-    """Lossless H.264 4:4:4 MP4: n frames of the face, shifted by i px (10 fps)."""
+def _face_video(path: Path, face: np.ndarray, n: int = 6, *, portrait: bool = False) -> Path:
+    """Lossless H.264 4:4:4 MP4: n frames of the face, shifted by i px (10 fps). `portrait`: a
+    phone's portrait clip, 160 wide x 200 tall upright, stored on its side (200x160, the face
+    turned clockwise) with a display matrix that turns it back (90 degrees counter-clockwise)."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=10, options={"qp": "0"})
-    s.width, s.height, s.pix_fmt = 160, 160, "yuv444p"
+    s.width, s.height, s.pix_fmt = (200, 160) if portrait else (160, 160), "yuv444p"
+    if portrait:
+        s.set_display_rotation(90)
     for i in range(n):
-        frame = np.full((160, 160, 3), 127, np.uint8)
+        frame = np.full((200 if portrait else 160, 160, 3), 127, np.uint8)
         frame[16 + i : 144 + i, 16:144] = face
-        for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        stored = np.ascontiguousarray(np.rot90(frame, k=-1)) if portrait else frame
+        for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
             c.mux(p)
     for p in s.encode():
         c.mux(p)
@@ -74,7 +81,29 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _png_header_only(src / "huge.png", 12000, 9000)  # over the 100 Mpx limit
     (src / "readme.txt").write_text("junk\n")
     (src / "voice.wav").write_bytes(b"RIFF....")  # audio, but no speech detector given
+    _bad_videos(src / "clips", tmp_path_factory.mktemp("v"))
+    _png_header_only(src / "giant.png", 20000, 20000)
+    _face_video(src / "clips" / "portrait.mp4", face, n=3, portrait=True)
     return {"run": run, "src": src}
+
+
+def _bad_videos(folder: Path, tmp: Path) -> None:
+    """Videos issue 18 lists as bad input: garbled bytes mid-stream, an unknown codec tag, an
+    audio-only MP4, a video stream without frames, and a clip whose frames hold no face."""
+    good = write_video(tmp / "g.mp4", n=30, faststart=True).read_bytes()
+    data = bytearray(good)
+    mid = len(data) // 2
+    data[mid : mid + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (folder / "garbled.mp4").write_bytes(bytes(data))
+    (folder / "codec.mp4").write_bytes(good.replace(b"avc1", b"zzzz"))
+    c = av.open(str(folder / "voice_only.mp4"), "w")
+    _mux_sine(c, c.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
+    c.close()
+    c = av.open(str(folder / "empty.mp4"), "w")
+    s = c.add_stream("libx264", rate=10)
+    s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+    c.close()
+    write_video(folder / "faceless.mp4", n=8)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +128,14 @@ def test_csv_has_the_columns_and_one_row_per_media_file(scanned) -> None:
     names = set(scanned["rows"])
     assert names == {"face.png", "face.mp4", "blank.png", "onepx.png", "notes.mp4", "cut.mp4"} | {
         "huge.png",
+        "giant.png",
         "voice.wav",
+        "garbled.mp4",
+        "codec.mp4",
+        "voice_only.mp4",
+        "empty.mp4",
+        "faceless.mp4",
+        "portrait.mp4",
     }
     doc = json.loads((scanned["out"] / "scan.json").read_text())
     assert [Path(p).name for p in doc["not_scanned"]] == ["readme.txt"]
@@ -111,7 +147,7 @@ def test_csv_has_the_columns_and_one_row_per_media_file(scanned) -> None:
 def test_verdicts_follow_the_runs_threshold_and_band(scanned, case) -> None:
     d = load_decision(case["run"])
     scored = [r for r in scanned["rows"].values() if r["score"]]
-    assert {Path(r["path"]).name for r in scored} == {"face.png", "face.mp4"}
+    assert {Path(r["path"]).name for r in scored} == {"face.png", "face.mp4", "portrait.mp4"}
     for r in scored:
         p = float(r["score"])
         expect = (
@@ -146,10 +182,24 @@ def test_video_score_is_the_mean_of_frame_scores_in_the_frame_csv(scanned) -> No
 
 
 def test_faceless_images_are_no_face_without_a_score(scanned) -> None:
-    for name in ("blank.png", "onepx.png"):
+    for name in ("blank.png", "onepx.png", "faceless.mp4"):
         r = scanned["rows"][name]
         assert (r["verdict"], r["score"], r["error"], r["faces"]) == ("no_face", "", "", "0")
     assert all(not f["score"] for f in scanned["frames"] if f["path"].endswith("blank.png"))
+    clip = [f for f in scanned["frames"] if f["path"].endswith("faceless.mp4")]
+    assert len(clip) == FRAMES and all(not f["score"] and not f["face"] for f in clip)
+
+
+def test_portrait_video_is_turned_upright_before_faces_are_searched(scanned, case, tmp_path):
+    r = scanned["rows"]["portrait.mp4"]
+    assert r["verdict"] != "no_face" and int(r["frames_with_face"]) == int(r["frames"]) == 3
+    boxes = [f for f in scanned["frames"] if f["path"] == r["path"]]
+    assert all(float(f["x1"]) <= 160 and float(f["y1"]) <= 200 for f in boxes)  # upright frame
+    assert all(float(f["y1"]) > 160 for f in boxes)  # only possible in the 160x200 frame
+    stored = np.rot90(
+        media.read_video_frames(case["src"] / "clips" / "portrait.mp4").images, 3, (1, 2)
+    )
+    assert all(not media.detect_faces(np.ascontiguousarray(img)) for img in stored)  # on its side
 
 
 @pytest.mark.parametrize(
@@ -157,7 +207,12 @@ def test_faceless_images_are_no_face_without_a_score(scanned) -> None:
     [
         ("notes.mp4", "not a readable video container"),
         ("cut.mp4", "truncated"),
+        ("garbled.mp4", "corrupt video data"),
+        ("codec.mp4", "codec"),
+        ("voice_only.mp4", "no video stream (audio only)"),
+        ("empty.mp4", "holds no frames"),
         ("huge.png", "exceeds the limit"),
+        ("giant.png", "20000x20000 pixels exceeds the limit"),
         ("voice.wav", "--speech-run"),
     ],
 )
@@ -206,19 +261,32 @@ def test_shards_partition_the_files_and_limit_takes_the_first(case, scanned, tmp
         sc.parse_shard("2/2")
 
 
-def test_out_folder_with_other_files_or_settings_is_refused(case, scanned, tmp_path) -> None:
+def test_out_folder_follows_the_run_layers_ownership(case, scanned, tmp_path) -> None:
+    """A folder of user files is refused; another detector/decision/sampling needs --force, which
+    removes only what the scan wrote; the `scan` marker is set after the last artifact."""
     user = tmp_path / "evidence-notes"
     user.mkdir()
     (user / "notes.txt").write_text("keep me\n")
-    with pytest.raises(ConfigError, match="did not write"):
-        sc.scan([case["src"] / "face.png"], user, detector=scanned["det"])
+    for force in (False, True):
+        with pytest.raises(RunError, match="did not write"):
+            sc.scan([case["src"] / "face.png"], user, detector=scanned["det"], force=force)
     assert (user / "notes.txt").read_text() == "keep me\n" and len(list(user.iterdir())) == 1
     out = tmp_path / "o"
-    sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"])
-    with pytest.raises(ConfigError, match="other settings"):
-        sc.scan(
-            [case["src"] / "blank.png"], out, detector=scanned["det"], opts=sc.ScanOptions(frames=8)
-        )
+    sc.scan([case["src"] / "face.png"], out, detector=scanned["det"])
+    run = RunDir(out)
+    assert run.is_done("scan") and run.manifest()["command"] == "scan"
+    assert run.foreign() == []  # every file written (thumbnails, overlays) is owned
+    (out / "notes.txt").write_text("added by the user\n")
+    again = sc.scan([case["src"] / "face.png"], out, detector=scanned["det"])  # complete: resumed
+    assert (again.scanned, again.resumed) == (0, 1)
+    eight = sc.ScanOptions(frames=8)
+    with pytest.raises(RunError, match=r"frames differ.*--force"):
+        sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"], opts=eight)
+    s = sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"], opts=eight, force=True)
+    assert s.scanned == 1 and (out / "notes.txt").read_text() == "added by the user\n"
+    with open(out / "scan.csv") as f:
+        assert [Path(r["path"]).name for r in csv.DictReader(f)] == ["blank.png"]
+    assert not (out / "faces").exists() and RunDir(out).is_done("scan")
 
 
 def test_meso4_with_keras_weights_scans_uncalibrated_at_one_half(
