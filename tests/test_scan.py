@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -47,7 +50,8 @@ def _face_video(path: Path, face: np.ndarray, n: int = 6, *, portrait: bool = Fa
     turned clockwise) with a display matrix that turns it back (90 degrees counter-clockwise)."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=10, options={"qp": "0"})
-    s.width, s.height, s.pix_fmt = (200, 160) if portrait else (160, 160), "yuv444p"
+    s.width, s.height = (200, 160) if portrait else (160, 160)
+    s.pix_fmt = "yuv444p"
     if portrait:
         s.set_display_rotation(90)
     for i in range(n):
@@ -395,41 +399,119 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
         sc.run_detector(run, torch.device("cpu"))
 
 
-def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(case, scanned, tmp_path) -> None:
-    import signal
-    import time
+TIMES = ("seconds", "cpu_seconds")  # the only columns two scans of the same files may differ in
 
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(12):
-        shutil.copy(case["src"] / "clips" / "face.mp4", src / f"c{i:02d}.mp4")
-    out = tmp_path / "o"
-    argv = [str(SCRIPT), "--threads", "1", "scan", str(src), "--run", str(case["run"])]
-    proc = subprocess.Popen(
-        [*argv, "--out", str(out), "--frames", "2"],
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    """scan.csv rows in file order, without the time columns."""
+    with open(out / "scan.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMES} for r in csv.DictReader(f)]
+
+
+def _same_scan(out: Path, reference: Path) -> None:
+    """`out` holds the scan `reference` holds: rows, frame rows, thumbnails and overlays, and
+    the final marker."""
+    assert _rows(out) == _rows(reference)
+    assert (out / "scan_frames.csv").read_text() == (reference / "scan_frames.csv").read_text()
+    for folder in ("faces", "evidence"):
+        assert sorted(p.name for p in (out / folder).glob("*.jpg")) == sorted(
+            p.name for p in (reference / folder).glob("*.jpg")
+        )
+    assert RunDir(out).is_done("scan") and RunDir(out).foreign() == []
+
+
+def _clips(case: dict, folder: Path, n: int) -> Path:
+    """`folder` with n copies of the face clip, the face photo and a text file named .mp4."""
+    folder.mkdir()
+    for i in range(n):
+        shutil.copy(case["src"] / "clips" / "face.mp4", folder / f"c{i:02d}.mp4")
+    shutil.copy(case["src"] / "face.png", folder / "face.png")
+    shutil.copy(case["src"] / "clips" / "notes.mp4", folder / "notes.mp4")
+    return folder
+
+
+def _script(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(SCRIPT), "--threads", "1", *map(str, args)],
         env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 90
+
+
+def _wait_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 120) -> None:
+    """Until scan.csv holds n rows (or the process ended)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         csv_path = out / "scan.csv"
-        if csv_path.is_file() and csv_path.read_text().count("\n") >= 3:  # header + 2 files
-            break
-        time.sleep(0.05)
+        if csv_path.is_file() and csv_path.read_bytes().count(b"\n") >= n + 1:
+            return
+        time.sleep(0.01)
+
+
+def test_workers_give_the_same_rows_in_the_same_order(case, scanned, tmp_path) -> None:
+    opts = sc.ScanOptions(frames=FRAMES)
+    s = sc.scan([case["src"]], tmp_path / "w", detector=scanned["det"], opts=opts, workers=2)
+    assert s.scanned == len(scanned["rows"])
+    _same_scan(tmp_path / "w", scanned["out"])
+    doc = json.loads((tmp_path / "w" / "scan.json").read_text())
+    assert doc["this_call"]["workers"] == 2 and doc["status"] == "complete"
+
+
+def test_tracking_between_frames_finds_the_face_in_every_frame(case, scanned, tmp_path) -> None:
+    clip = case["src"] / "clips" / "face.mp4"
+    opts = sc.ScanOptions(frames=6, detect_every=3)
+    row = sc.scan([clip], tmp_path / "t", detector=scanned["det"], opts=opts).rows[0]
+    full = sc.scan([clip], tmp_path / "f", detector=scanned["det"], opts=sc.ScanOptions(frames=6))
+    assert row["frames_with_face"] == full.rows[0]["frames_with_face"] == 6
+    with pytest.raises(RunError, match="detect_every differ"):  # other boxes, other scores
+        sc.scan([clip], tmp_path / "t", detector=scanned["det"], opts=sc.ScanOptions(frames=6))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(case, tmp_path, workers) -> None:
+    src = _clips(case, tmp_path / "many", 10)
+    args = ["scan", src, "--run", case["run"], "--frames", "2", "--workers", workers]
+    reference = tmp_path / "ref"
+    assert _script(*args, "--out", reference).wait(timeout=300) == 0
+    out = tmp_path / "o"
+    proc = _script(*args, "--out", out)
+    _wait_rows(proc, out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the scan finished before the interrupt arrived")
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
-    with open(out / "scan.csv") as f:
-        kept = [r["path"] for r in csv.DictReader(f)]
-    assert 2 <= len(kept) < 12 and len(set(kept)) == len(kept)
-    again = sc.scan([src], out, detector=scanned["det"], opts=sc.ScanOptions(frames=2))
-    assert again.resumed == len(kept) and again.scanned == 12 - len(kept)
-    with open(out / "scan.csv") as f:
-        assert sorted(r["path"] for r in csv.DictReader(f)) == sorted(str(p) for p in src.iterdir())
+    assert "interrupted" in err and "Traceback" not in err
+    kept = _rows(out)
+    assert 2 <= len(kept) < 12 and not RunDir(out).is_done("scan")
+    again = _script(*args, "--out", out)
+    said, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"({len(kept)} already in scan.csv)" in said
+    _same_scan(out, reference)
+
+
+def test_kill_9_mid_scan_then_rerun_equals_an_uninterrupted_scan(case, tmp_path) -> None:
+    """kill -9 at random points (before the first row, after the k-th, with or without workers),
+    then the same command again: the same scan as one never interrupted."""
+    src = _clips(case, tmp_path / "many", 8)
+    args = ["scan", src, "--run", case["run"], "--frames", "2"]
+    reference = tmp_path / "ref"
+    assert _script(*args, "--out", reference).wait(timeout=300) == 0
+    rng = random.Random(0)
+    for i, (rows, workers) in enumerate([(0, 0), (1, 0), (4, 0), (3, 2), (6, 2)]):
+        out = tmp_path / f"k{i}"
+        proc = _script(*args, "--workers", workers, "--out", out)
+        _wait_rows(proc, out, rows)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        again = _script(*args, "--workers", workers, "--out", out)
+        _, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err
+        _same_scan(out, reference)
 
 
 def test_faces_none_scores_the_whole_image_and_draws_on_it(case, scanned, tmp_path) -> None:

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from deepshield import media
-from deepshield.errors import ConfigError, DataError, DeepshieldError
+from deepshield.errors import ConfigError, DataError, DeepshieldError, RunError
 from deepshield.files import atomic_write_bytes, atomic_write_text, write_json
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
@@ -604,9 +604,22 @@ def extractions(
             if not pending:
                 return
             job = pending.popleft()
-            yield job.result() if job is not None else None
+            yield _result(job) if job is not None else None
     finally:
         _stop(pool)
+
+
+def _result(job: Any) -> Extraction:
+    """A worker's Extraction; RunError when the worker process died (the scan so far is kept)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return job.result()
+    except BrokenProcessPool as e:
+        raise RunError(
+            f"a scan worker process died ({e}); the rows so far are kept: re-run to resume "
+            "(with --workers 0 the progress shows the file it stops at)"
+        ) from e
 
 
 # -- the workflow --------------------------------------------------------------------------------
