@@ -546,15 +546,28 @@ def resume_state(out: RunDir) -> set[str]:
 
 
 # -- worker processes ----------------------------------------------------------------------------
-def _worker_start() -> None:
+def _alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the state letter after the command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _worker_start(main: int) -> None:
     """In a worker: Ctrl-C is left to the main process (which stops the workers), and the
-    worker exits when its parent is gone (the main process killed with -9: the forkserver
-    then exits too)."""
+    worker exits once the main process `main` is gone (killed with -9: the forkserver, the
+    workers' parent, waits for them)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while _alive(main):
             time.sleep(0.5)
         os._exit(1)
 
@@ -569,7 +582,9 @@ def _pool(workers: int) -> Any:
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
         ctx.set_forkserver_preload([__name__])  # imported once, then forked per worker
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start)
+    return ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_start, initargs=(os.getpid(),)
+    )
 
 
 def _stop(pool: Any) -> None:
