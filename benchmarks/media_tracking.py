@@ -17,18 +17,10 @@ import os
 import time
 from pathlib import Path
 
-from deepshield.media import CropOptions, read_video_frames
+from deepshield.media import CropOptions, box_iou, read_video_frames
 from deepshield.media.extract import track_faces
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def clip_row(path: Path, frames: int, everies: list[int]) -> dict:
@@ -48,7 +40,7 @@ def clip_row(path: Path, frames: int, everies: list[int]) -> dict:
         boxes = [ff.faces[0].box if ff.faces else None for ff, _ in track_faces(iter(stream), opts)]
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         reference = reference or boxes
-        ious = [_iou(a, b) for a, b in zip(boxes, reference, strict=True) if a and b]
+        ious = [box_iou(a, b) for a, b in zip(boxes, reference, strict=True) if a and b]
         row[str(k)] = {"found": sum(b is not None for b in boxes), "frames": len(boxes),
                        "cpu_s": cpu / len(boxes), "wall_s": wall / len(boxes),
                        "iou_mean": sum(ious) / len(ious) if ious else None,

@@ -17,6 +17,7 @@ from deepshield.media import (
     CropOptions,
     MediaLimits,
     aligned_crop,
+    box_iou,
     crop_box,
     crop_face,
     crops_to_tensor,
@@ -140,11 +141,10 @@ def test_photo_size_is_checked_from_the_header(tmp_path):
         read_media_image(text)
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return ix * iy / (area - ix * iy)
+def test_box_iou_closed_form():
+    assert box_iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)  # 1 / (4 + 4 - 1)
+    assert box_iou((0, 0, 2, 2), (0, 0, 2, 2)) == 1.0
+    assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
 
 
 def _on_canvas(face: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -159,7 +159,7 @@ def test_tracking_finds_the_face_near_its_last_box_and_falls_back_when_lost():
     (prev,) = detect_faces(before)
     (full,) = detect_faces(after)
     (near,) = detect_faces_near(after, [prev])
-    assert _iou(near.box, full.box) > 0.6  # the same face, found in the window only
+    assert box_iou(near.box, full.box) > 0.6  # the same face, found in the window only
     w = prev.box[2] - prev.box[0]
     far = Face(box=(470 - w, 290 - w, 470.0, 290.0), score=1.0)  # a box where no face is
     assert detect_faces_near(after, [far]) == []

@@ -16,6 +16,7 @@ from deepshield.media.extract import (
 from deepshield.media.faces import (
     Face,
     aligned_crop,
+    box_iou,
     crop_box,
     crop_face,
     crops_to_tensor,
@@ -48,6 +49,7 @@ __all__ = [
     "VideoInfo",
     "VideoScore",
     "aligned_crop",
+    "box_iou",
     "crop_box",
     "crop_face",
     "crops_to_tensor",
