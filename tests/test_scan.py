@@ -421,7 +421,7 @@ def _same_scan(out: Path, reference: Path) -> None:
 
 def _clips(case: dict, folder: Path, n: int) -> Path:
     """`folder` with n copies of the face clip, the face photo and a text file named .mp4."""
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for i in range(n):
         shutil.copy(case["src"] / "clips" / "face.mp4", folder / f"c{i:02d}.mp4")
     shutil.copy(case["src"] / "face.png", folder / "face.png")
@@ -468,13 +468,20 @@ def test_tracking_between_frames_finds_the_face_in_every_frame(case, scanned, tm
         sc.scan([clip], tmp_path / "t", detector=scanned["det"], opts=sc.ScanOptions(frames=6))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(case, tmp_path, workers) -> None:
-    src = _clips(case, tmp_path / "many", 10)
-    args = ["scan", src, "--run", case["run"], "--frames", "2", "--workers", workers]
-    reference = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def many(case, tmp_path_factory) -> dict[str, Path]:
+    """A folder of 12 files (10 clips) and its scan by the installed script, never interrupted:
+    the reference of the Ctrl-C and kill -9 tests (all run with these ARGS)."""
+    src = _clips(case, tmp_path_factory.mktemp("many") / "src", 10)
+    args = ["scan", src, "--run", case["run"], "--frames", "2"]
+    reference = tmp_path_factory.mktemp("many") / "ref"
     assert _script(*args, "--out", reference).wait(timeout=300) == 0
-    out = tmp_path / "o"
+    return {"src": src, "args": args, "reference": reference}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(many, tmp_path, workers) -> None:
+    args, out = [*many["args"], "--workers", workers], tmp_path / "o"
     proc = _script(*args, "--out", out)
     _wait_rows(proc, out, 2)
     proc.send_signal(signal.SIGINT)
@@ -489,28 +496,31 @@ def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(case, tmp_path, worker
     said, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert f"({len(kept)} already in scan.csv)" in said
-    _same_scan(out, reference)
+    _same_scan(out, many["reference"])
 
 
-def test_kill_9_mid_scan_then_rerun_equals_an_uninterrupted_scan(case, tmp_path) -> None:
-    """kill -9 at random points (before the first row, after the k-th, with or without workers),
-    then the same command again: the same scan as one never interrupted."""
-    src = _clips(case, tmp_path / "many", 8)
-    args = ["scan", src, "--run", case["run"], "--frames", "2"]
-    reference = tmp_path / "ref"
-    assert _script(*args, "--out", reference).wait(timeout=300) == 0
-    rng = random.Random(0)
-    for i, (rows, workers) in enumerate([(0, 0), (1, 0), (4, 0), (3, 2), (6, 2)]):
-        out = tmp_path / f"k{i}"
-        proc = _script(*args, "--workers", workers, "--out", out)
-        _wait_rows(proc, out, rows)
-        time.sleep(rng.uniform(0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        again = _script(*args, "--workers", workers, "--out", out)
-        _, err = again.communicate(timeout=300)
-        assert again.returncode == 0, err
-        _same_scan(out, reference)
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("rows", "workers"),
+    [(0, 0), (4, 0), (3, 2), pytest.param(1, 0, marks=SLOW), pytest.param(6, 2, marks=SLOW)],
+)
+def test_kill_9_mid_scan_then_rerun_equals_an_uninterrupted_scan(
+    many, tmp_path, rows, workers
+) -> None:
+    """kill -9 after the given number of rows (and a random delay up to 0.3 s), with or without
+    workers, then the same command again: the same scan as one never interrupted."""
+    args, out = [*many["args"], "--workers", workers], tmp_path / "o"
+    proc = _script(*args, "--out", out)
+    _wait_rows(proc, out, rows)
+    time.sleep(random.Random(rows).uniform(0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)  # the workers are gone too: their pipes closed
+    again = _script(*args, "--out", out)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    _same_scan(out, many["reference"])
 
 
 def test_faces_none_scores_the_whole_image_and_draws_on_it(case, scanned, tmp_path) -> None:
