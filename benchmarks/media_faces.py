@@ -14,7 +14,13 @@ import os
 import time
 from pathlib import Path
 
-from deepshield.media import crop_face, detect_faces, read_media_image, read_video_frames
+from deepshield.media import (
+    box_iou,
+    crop_face,
+    detect_faces,
+    read_media_image,
+    read_video_frames,
+)
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -26,14 +32,6 @@ def _clock() -> tuple[float, float]:
 def _since(start: tuple[float, float]) -> tuple[float, float]:
     wall, cpu = _clock()
     return wall - start[0], cpu - start[1]
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def clip_row(path: Path, frames: int, sides: list[int | None]) -> dict:
@@ -59,7 +57,7 @@ def clip_row(path: Path, frames: int, sides: list[int | None]) -> dict:
                 crop_face(img, box, 256)
         crop_wall, crop_cpu = _since(start)
         reference = reference or boxes
-        ious = [_iou(a, b) for a, b in zip(boxes, reference, strict=True) if a and b]
+        ious = [box_iou(a, b) for a, b in zip(boxes, reference, strict=True) if a and b]
         row[name] = {"recall": found / frames, "extra_boxes": extra,
                      "detect_wall_s": wall / frames, "detect_cpu_s": cpu / frames,
                      "crop_cpu_s": crop_cpu / frames, "crop_wall_s": crop_wall / frames,

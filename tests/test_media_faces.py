@@ -17,16 +17,18 @@ from deepshield.media import (
     CropOptions,
     MediaLimits,
     aligned_crop,
+    box_iou,
     crop_box,
     crop_face,
     crops_to_tensor,
     detect_faces,
+    detect_faces_near,
     face_crops,
     image_faces,
     read_media_image,
     video_faces,
 )
-from deepshield.media.faces import eye_angle
+from deepshield.media.faces import Face, eye_angle
 
 
 def _ffhq(i: int) -> np.ndarray:
@@ -139,6 +141,32 @@ def test_photo_size_is_checked_from_the_header(tmp_path):
         read_media_image(text)
 
 
+def test_box_iou_closed_form():
+    assert box_iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)  # 1 / (4 + 4 - 1)
+    assert box_iou((0, 0, 2, 2), (0, 0, 2, 2)) == 1.0
+    assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+
+
+def _on_canvas(face: np.ndarray, x: int, y: int) -> np.ndarray:
+    canvas = np.full((300, 480, 3), 100, np.uint8)
+    canvas[y : y + face.shape[0], x : x + face.shape[1]] = face
+    return canvas
+
+
+def test_tracking_finds_the_face_near_its_last_box_and_falls_back_when_lost():
+    face = np.asarray(Image.fromarray(_ffhq(0)).resize((200, 200), Image.Resampling.BILINEAR))
+    before, after = _on_canvas(face, 40, 30), _on_canvas(face, 52, 38)  # moved 12, 8 px
+    (prev,) = detect_faces(before)
+    (full,) = detect_faces(after)
+    (near,) = detect_faces_near(after, [prev])
+    assert box_iou(near.box, full.box) > 0.6  # the same face, found in the window only
+    w = prev.box[2] - prev.box[0]
+    far = Face(box=(470 - w, 290 - w, 470.0, 290.0), score=1.0)  # a box where no face is
+    assert detect_faces_near(after, [far]) == []
+    faces, crops = face_crops(after, 64, previous=[far])  # lost: the whole frame searched
+    assert faces == [full] and np.array_equal(crops[0], face_crops(after, 64)[1][0])
+
+
 def test_video_faces_marks_frames_without_a_face(tmp_path):
     face = np.asarray(Image.fromarray(_ffhq(0)).resize((256, 256), Image.Resampling.BILINEAR))
     blank = np.full_like(face, 90)
@@ -159,6 +187,8 @@ def test_video_faces_marks_frames_without_a_face(tmp_path):
     assert info.frames == 6 and [f.index for f in frames] == list(range(6))
     assert [f.no_face for f in frames] == [False, True] * 3
     assert all(f.crops[0].shape == (64, 64, 3) for f in frames if not f.no_face)
+    _, tracked = video_faces(path, CropOptions(size=64, detect_every=3), frames=None, every=1)
+    assert [f.no_face for f in tracked] == [False, True] * 3  # a lost face is not invented
     expected = detect_faces(face)[0].box
     np.testing.assert_allclose(frames[0].faces[0].box, expected, atol=8)
     photo = image_faces(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"))

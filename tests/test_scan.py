@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -20,7 +23,9 @@ import torch
 from PIL import Image
 
 from conftest import shared_path
-from deepshield.errors import ConfigError
+from deepshield import media
+from deepshield.errors import ConfigError, RunError
+from deepshield.run import RunDir
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
 from test_media_faces import _png_header_only
@@ -39,15 +44,22 @@ def _face() -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _face_video(path: Path, face: np.ndarray, n: int = 6) -> Path:
-    """Lossless H.264 4:4:4 MP4: n frames of the face, shifted by i px (10 fps)."""
+def _face_video(path: Path, face: np.ndarray, n: int = 6, *, portrait: bool = False) -> Path:
+    """Lossless H.264 4:4:4 MP4: n frames of the face, shifted by i px (10 fps). `portrait`: a
+    phone's portrait clip, 160 wide x 200 tall upright, stored on its side (200x160, the face
+    turned clockwise) with a display matrix that turns it back (90 degrees counter-clockwise)."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=10, options={"qp": "0"})
-    s.width, s.height, s.pix_fmt = 160, 160, "yuv444p"
+    s.width, s.height = (200, 160) if portrait else (160, 160)
+    s.pix_fmt = "yuv444p"
+    if portrait:
+        s.set_display_rotation(90)
     for i in range(n):
-        frame = np.full((160, 160, 3), 127, np.uint8)
-        frame[16 + i : 144 + i, 16:144] = face
-        for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        frame = np.full((200 if portrait else 160, 160, 3), 127, np.uint8)
+        top = 56 if portrait else 16  # portrait: low in the frame, below row 160
+        frame[top + i : top + 128 + i, 16:144] = face
+        stored = np.ascontiguousarray(np.rot90(frame, k=-1)) if portrait else frame
+        for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
             c.mux(p)
     for p in s.encode():
         c.mux(p)
@@ -74,7 +86,27 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _png_header_only(src / "huge.png", 12000, 9000)  # over the 100 Mpx limit
     (src / "readme.txt").write_text("junk\n")
     (src / "voice.wav").write_bytes(b"RIFF....")  # audio, but no speech detector given
+    _bad_videos(src / "clips", tmp_path_factory.mktemp("v"))
+    _png_header_only(src / "giant.png", 20000, 20000)
+    _face_video(src / "clips" / "portrait.mp4", face, n=3, portrait=True)
     return {"run": run, "src": src}
+
+
+def _bad_videos(folder: Path, tmp: Path) -> None:
+    """Videos issue 18 lists as bad input: garbled bytes mid-stream, an unknown codec tag, an
+    audio-only MP4, a clip of which no frame decodes, and a clip whose frames hold no face."""
+    good = write_video(tmp / "g.mp4", n=30, faststart=True).read_bytes()
+    data = bytearray(good)
+    mid = len(data) // 2
+    data[mid : mid + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (folder / "garbled.mp4").write_bytes(bytes(data))
+    (folder / "codec.mp4").write_bytes(good.replace(b"avc1", b"zzzz"))
+    c = av.open(str(folder / "voice_only.mp4"), "w")
+    _mux_sine(c, c.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
+    c.close()
+    start = good.index(b"mdat") + 4  # every packet zeroed: no frame decodes
+    (folder / "undecodable.mp4").write_bytes(good[:start] + bytes(len(good) - start))
+    write_video(folder / "faceless.mp4", n=8)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +131,14 @@ def test_csv_has_the_columns_and_one_row_per_media_file(scanned) -> None:
     names = set(scanned["rows"])
     assert names == {"face.png", "face.mp4", "blank.png", "onepx.png", "notes.mp4", "cut.mp4"} | {
         "huge.png",
+        "giant.png",
         "voice.wav",
+        "garbled.mp4",
+        "codec.mp4",
+        "voice_only.mp4",
+        "undecodable.mp4",
+        "faceless.mp4",
+        "portrait.mp4",
     }
     doc = json.loads((scanned["out"] / "scan.json").read_text())
     assert [Path(p).name for p in doc["not_scanned"]] == ["readme.txt"]
@@ -111,7 +150,7 @@ def test_csv_has_the_columns_and_one_row_per_media_file(scanned) -> None:
 def test_verdicts_follow_the_runs_threshold_and_band(scanned, case) -> None:
     d = load_decision(case["run"])
     scored = [r for r in scanned["rows"].values() if r["score"]]
-    assert {Path(r["path"]).name for r in scored} == {"face.png", "face.mp4"}
+    assert {Path(r["path"]).name for r in scored} == {"face.png", "face.mp4", "portrait.mp4"}
     for r in scored:
         p = float(r["score"])
         expect = (
@@ -146,10 +185,24 @@ def test_video_score_is_the_mean_of_frame_scores_in_the_frame_csv(scanned) -> No
 
 
 def test_faceless_images_are_no_face_without_a_score(scanned) -> None:
-    for name in ("blank.png", "onepx.png"):
+    for name in ("blank.png", "onepx.png", "faceless.mp4"):
         r = scanned["rows"][name]
         assert (r["verdict"], r["score"], r["error"], r["faces"]) == ("no_face", "", "", "0")
     assert all(not f["score"] for f in scanned["frames"] if f["path"].endswith("blank.png"))
+    clip = [f for f in scanned["frames"] if f["path"].endswith("faceless.mp4")]
+    assert len(clip) == FRAMES and all(not f["score"] and not f["face"] for f in clip)
+
+
+def test_portrait_video_is_turned_upright_before_faces_are_searched(scanned, case, tmp_path):
+    r = scanned["rows"]["portrait.mp4"]
+    assert r["verdict"] != "no_face" and int(r["frames_with_face"]) == int(r["frames"]) == 3
+    boxes = [f for f in scanned["frames"] if f["path"] == r["path"]]
+    assert all(float(f["x1"]) <= 160 and float(f["y1"]) <= 200 for f in boxes)  # upright frame
+    assert all(float(f["y1"]) > 160 for f in boxes)  # only possible in the 160x200 frame
+    stored = np.rot90(
+        media.read_video_frames(case["src"] / "clips" / "portrait.mp4").images, 3, (1, 2)
+    )
+    assert all(not media.detect_faces(np.ascontiguousarray(img)) for img in stored)  # on its side
 
 
 @pytest.mark.parametrize(
@@ -157,7 +210,12 @@ def test_faceless_images_are_no_face_without_a_score(scanned) -> None:
     [
         ("notes.mp4", "not a readable video container"),
         ("cut.mp4", "truncated"),
+        ("garbled.mp4", "corrupt video data"),
+        ("codec.mp4", "codec"),
+        ("voice_only.mp4", "no video stream (audio only)"),
+        ("undecodable.mp4", "corrupt video data"),
         ("huge.png", "exceeds the limit"),
+        ("giant.png", "too large to decode safely"),  # Pillow's own bound, from the header
         ("voice.wav", "--speech-run"),
     ],
 )
@@ -206,19 +264,32 @@ def test_shards_partition_the_files_and_limit_takes_the_first(case, scanned, tmp
         sc.parse_shard("2/2")
 
 
-def test_out_folder_with_other_files_or_settings_is_refused(case, scanned, tmp_path) -> None:
+def test_out_folder_follows_the_run_layers_ownership(case, scanned, tmp_path) -> None:
+    """A folder of user files is refused; another detector/decision/sampling needs --force, which
+    removes only what the scan wrote; the `scan` marker is set after the last artifact."""
     user = tmp_path / "evidence-notes"
     user.mkdir()
     (user / "notes.txt").write_text("keep me\n")
-    with pytest.raises(ConfigError, match="did not write"):
-        sc.scan([case["src"] / "face.png"], user, detector=scanned["det"])
+    for force in (False, True):
+        with pytest.raises(RunError, match="did not write"):
+            sc.scan([case["src"] / "face.png"], user, detector=scanned["det"], force=force)
     assert (user / "notes.txt").read_text() == "keep me\n" and len(list(user.iterdir())) == 1
     out = tmp_path / "o"
-    sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"])
-    with pytest.raises(ConfigError, match="other settings"):
-        sc.scan(
-            [case["src"] / "blank.png"], out, detector=scanned["det"], opts=sc.ScanOptions(frames=8)
-        )
+    sc.scan([case["src"] / "face.png"], out, detector=scanned["det"])
+    run = RunDir(out)
+    assert run.is_done("scan") and run.manifest()["command"] == "scan"
+    assert run.foreign() == []  # every file written (thumbnails, overlays) is owned
+    (out / "notes.txt").write_text("added by the user\n")
+    again = sc.scan([case["src"] / "face.png"], out, detector=scanned["det"])  # complete: resumed
+    assert (again.scanned, again.resumed) == (0, 1)
+    eight = sc.ScanOptions(frames=8)
+    with pytest.raises(RunError, match=r"frames differ.*--force"):
+        sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"], opts=eight)
+    s = sc.scan([case["src"] / "blank.png"], out, detector=scanned["det"], opts=eight, force=True)
+    assert s.scanned == 1 and (out / "notes.txt").read_text() == "added by the user\n"
+    with open(out / "scan.csv") as f:
+        assert [Path(r["path"]).name for r in csv.DictReader(f)] == ["blank.png"]
+    assert not (out / "faces").exists() and RunDir(out).is_done("scan")
 
 
 def test_meso4_with_keras_weights_scans_uncalibrated_at_one_half(
@@ -328,41 +399,129 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
         sc.run_detector(run, torch.device("cpu"))
 
 
-def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(case, scanned, tmp_path) -> None:
-    import signal
-    import time
+TIMES = ("seconds", "cpu_seconds")  # the only columns two scans of the same files may differ in
 
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(12):
-        shutil.copy(case["src"] / "clips" / "face.mp4", src / f"c{i:02d}.mp4")
-    out = tmp_path / "o"
-    argv = [str(SCRIPT), "--threads", "1", "scan", str(src), "--run", str(case["run"])]
-    proc = subprocess.Popen(
-        [*argv, "--out", str(out), "--frames", "2"],
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    """scan.csv rows in file order, without the time columns."""
+    with open(out / "scan.csv") as f:
+        return [{k: v for k, v in r.items() if k not in TIMES} for r in csv.DictReader(f)]
+
+
+def _same_scan(out: Path, reference: Path) -> None:
+    """`out` holds the scan `reference` holds: rows, frame rows, thumbnails and overlays, and
+    the final marker."""
+    assert _rows(out) == _rows(reference)
+    assert (out / "scan_frames.csv").read_text() == (reference / "scan_frames.csv").read_text()
+    for folder in ("faces", "evidence"):
+        assert sorted(p.name for p in (out / folder).glob("*.jpg")) == sorted(
+            p.name for p in (reference / folder).glob("*.jpg")
+        )
+    assert RunDir(out).is_done("scan") and RunDir(out).foreign() == []
+
+
+def _clips(case: dict, folder: Path, n: int) -> Path:
+    """`folder` with n copies of the face clip, the face photo and a text file named .mp4."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        shutil.copy(case["src"] / "clips" / "face.mp4", folder / f"c{i:02d}.mp4")
+    shutil.copy(case["src"] / "face.png", folder / "face.png")
+    shutil.copy(case["src"] / "clips" / "notes.mp4", folder / "notes.mp4")
+    return folder
+
+
+def _script(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(SCRIPT), "--threads", "1", *map(str, args)],
         env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 90
+
+
+def _wait_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 120) -> None:
+    """Until scan.csv holds n rows (or the process ended)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         csv_path = out / "scan.csv"
-        if csv_path.is_file() and csv_path.read_text().count("\n") >= 3:  # header + 2 files
-            break
-        time.sleep(0.05)
+        if csv_path.is_file() and csv_path.read_bytes().count(b"\n") >= n + 1:
+            return
+        time.sleep(0.01)
+
+
+def test_workers_give_the_same_rows_in_the_same_order(case, scanned, tmp_path) -> None:
+    opts = sc.ScanOptions(frames=FRAMES)
+    s = sc.scan([case["src"]], tmp_path / "w", detector=scanned["det"], opts=opts, workers=2)
+    assert s.scanned == len(scanned["rows"])
+    _same_scan(tmp_path / "w", scanned["out"])
+    doc = json.loads((tmp_path / "w" / "scan.json").read_text())
+    assert doc["this_call"]["workers"] == 2 and doc["status"] == "complete"
+
+
+def test_tracking_between_frames_finds_the_face_in_every_frame(case, scanned, tmp_path) -> None:
+    clip = case["src"] / "clips" / "face.mp4"
+    opts = sc.ScanOptions(frames=6, detect_every=3)
+    row = sc.scan([clip], tmp_path / "t", detector=scanned["det"], opts=opts).rows[0]
+    full = sc.scan([clip], tmp_path / "f", detector=scanned["det"], opts=sc.ScanOptions(frames=6))
+    assert row["frames_with_face"] == full.rows[0]["frames_with_face"] == 6
+    with pytest.raises(RunError, match="detect_every differ"):  # other boxes, other scores
+        sc.scan([clip], tmp_path / "t", detector=scanned["det"], opts=sc.ScanOptions(frames=6))
+
+
+@pytest.fixture(scope="module")
+def many(case, tmp_path_factory) -> dict[str, Path]:
+    """A folder of 12 files (10 clips) and its scan by the installed script, never interrupted:
+    the reference of the Ctrl-C and kill -9 tests (all run with these ARGS)."""
+    src = _clips(case, tmp_path_factory.mktemp("many") / "src", 10)
+    args = ["scan", src, "--run", case["run"], "--frames", "2"]
+    reference = tmp_path_factory.mktemp("many") / "ref"
+    assert _script(*args, "--out", reference).wait(timeout=300) == 0
+    return {"src": src, "args": args, "reference": reference}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(many, tmp_path, workers) -> None:
+    args, out = [*many["args"], "--workers", workers], tmp_path / "o"
+    proc = _script(*args, "--out", out)
+    _wait_rows(proc, out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the scan finished before the interrupt arrived")
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
-    with open(out / "scan.csv") as f:
-        kept = [r["path"] for r in csv.DictReader(f)]
-    assert 2 <= len(kept) < 12 and len(set(kept)) == len(kept)
-    again = sc.scan([src], out, detector=scanned["det"], opts=sc.ScanOptions(frames=2))
-    assert again.resumed == len(kept) and again.scanned == 12 - len(kept)
-    with open(out / "scan.csv") as f:
-        assert sorted(r["path"] for r in csv.DictReader(f)) == sorted(str(p) for p in src.iterdir())
+    assert "interrupted" in err and "Traceback" not in err
+    kept = _rows(out)
+    assert 2 <= len(kept) < 12 and not RunDir(out).is_done("scan")
+    again = _script(*args, "--out", out)
+    said, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"({len(kept)} already in scan.csv)" in said
+    _same_scan(out, many["reference"])
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("rows", "workers"),
+    [(0, 0), (4, 0), (3, 2), pytest.param(1, 0, marks=SLOW), pytest.param(6, 2, marks=SLOW)],
+)
+def test_kill_9_mid_scan_then_rerun_equals_an_uninterrupted_scan(
+    many, tmp_path, rows, workers
+) -> None:
+    """kill -9 after the given number of rows (and a random delay up to 0.3 s), with or without
+    workers, then the same command again: the same scan as one never interrupted."""
+    args, out = [*many["args"], "--workers", workers], tmp_path / "o"
+    proc = _script(*args, "--out", out)
+    _wait_rows(proc, out, rows)
+    time.sleep(random.Random(rows).uniform(0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)  # the workers are gone too: their pipes closed
+    again = _script(*args, "--out", out)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    _same_scan(out, many["reference"])
 
 
 def test_faces_none_scores_the_whole_image_and_draws_on_it(case, scanned, tmp_path) -> None:

@@ -60,6 +60,11 @@ def _relative(name: str) -> str:
     return p.as_posix()
 
 
+def _owned(name: str, owned: set[str]) -> bool:
+    """True when `name` is in `owned` or inside one of its folders (names ending in "/")."""
+    return name in owned or any(d.endswith("/") and name.startswith(d) for d in owned)
+
+
 class RunDir:
     """One run's folder; every capability reads and writes its results through this."""
 
@@ -173,15 +178,18 @@ class RunDir:
         write_json(self.path / MANIFEST, {"deepshield_run": 1, **m})
 
     def claim(self, *names: str) -> None:
-        """Record `names` (paths inside the folder; folders end in "/") as written by deepshield."""
+        """Record `names` (paths inside the folder; folders end in "/") as written by deepshield;
+        a name inside a folder already claimed is owned with it (the manifest is not rewritten)."""
         new = [_relative(n.rstrip("/")) + ("/" if n.endswith("/") else "") for n in names]
-        new = [n for n in new if n not in self._claimed]
+        new = [n for n in new if not _owned(n, self._claimed)]
         if not new:
             return
         m = self.manifest()
-        if not set(new) <= set(m["files"]):
+        listed = set(m["files"])
+        missing = [n for n in new if not _owned(n, listed)]
+        if missing:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._write_manifest({**m, "files": m["files"] + new})
+            self._write_manifest({**m, "files": m["files"] + missing})
         self._claimed.update(new)
 
     def foreign(self) -> list[str]:

@@ -84,6 +84,21 @@ def scan_cmd(
         None, "--shard", help="I/N: only the files whose path hash mod N is I."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        help="Processes that decode files and find faces (0: in this process); scoring stays here.",
+        min=0,
+    ),
+    detect_every: int = typer.Option(
+        1,
+        "--detect-every",
+        help="Search the whole frame for faces every K sampled frames, track them in between.",
+        **COUNT,
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a scan with other settings in --out (only its own files)."
+    ),
 ) -> None:
     """Score media files with a detector: P(fake), a verdict (fake / real / unsure / no_face /
     error) and the evidence; writes scan.csv, scan_frames.csv, scan.json and report.html."""
@@ -107,10 +122,12 @@ def scan_cmd(
         out,
         detector=det,
         speech=speech,
-        opts=sc.ScanOptions(frames=frames, faces=faces),
+        opts=sc.ScanOptions(frames=frames, faces=faces, detect_every=detect_every),
         limit=limit,
         shard=shard_at,
         progress=lambda files: progress.track(files, "scanning", total=len(files)),
+        workers=workers,
+        force=force,
     )
     if summary.single_error:  # one file asked for, and it failed: one line, exit 2
         raise DataError(summary.single_error)

@@ -5,14 +5,23 @@ Frames are uint8 [H,W,3] RGB numpy arrays (rotation applied); crops become float
 """
 
 from deepshield.media.aggregate import VideoScore, frame_score, video_score
-from deepshield.media.extract import CropOptions, FrameFaces, image_faces, video_faces
+from deepshield.media.extract import (
+    CropOptions,
+    FileFaces,
+    FrameFaces,
+    file_faces,
+    image_faces,
+    video_faces,
+)
 from deepshield.media.faces import (
     Face,
     aligned_crop,
+    box_iou,
     crop_box,
     crop_face,
     crops_to_tensor,
     detect_faces,
+    detect_faces_near,
     face_crops,
     landmark_model_path,
 )
@@ -33,6 +42,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "CropOptions",
     "Face",
+    "FileFaces",
     "FrameFaces",
     "MediaLimitError",
     "MediaLimits",
@@ -40,11 +50,14 @@ __all__ = [
     "VideoInfo",
     "VideoScore",
     "aligned_crop",
+    "box_iou",
     "crop_box",
     "crop_face",
     "crops_to_tensor",
     "detect_faces",
+    "detect_faces_near",
     "face_crops",
+    "file_faces",
     "frame_score",
     "image_faces",
     "image_size",

@@ -1,4 +1,8 @@
-"""Media file -> face crops per frame, the unit a scan scores (no face = an empty frame, no_face)."""
+"""Media file -> face crops per frame, the unit a scan scores (no face = an empty frame, no_face).
+
+Between full detections faces can be tracked (`CropOptions.detect_every`): on the other sampled
+frames each face is searched for only around its previous box (`detect_faces_near`), and the
+whole frame again when it is lost."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from deepshield.media.faces import Border, Face, FaceMode, face_crops
 from deepshield.media.images import read_media_image
@@ -36,7 +41,9 @@ class FrameFaces:
 
 @dataclass(frozen=True)
 class CropOptions:
-    """How faces are found and cropped: crop `size` px, mode, detection side, margin, border."""
+    """How faces are found and cropped: crop `size` px, mode, detection side, margin, border;
+    `detect_every` k: the whole frame is searched on every k-th sampled frame of a video (and
+    when a face is lost), faces are tracked in between (1: every frame searched)."""
 
     size: int = 256
     mode: FaceMode = "largest"
@@ -44,9 +51,12 @@ class CropOptions:
     scale: float = 1.3
     border: Border = "ffpp"
     align: bool = False
+    detect_every: int = 1
 
 
-def _frame_faces(index: int, time: float, img: np.ndarray, opts: CropOptions) -> FrameFaces:
+def _frame_faces(
+    index: int, time: float, img: np.ndarray, opts: CropOptions, previous: list[Face] | None = None
+) -> FrameFaces:
     faces, crops = face_crops(
         img,
         opts.size,
@@ -55,8 +65,21 @@ def _frame_faces(index: int, time: float, img: np.ndarray, opts: CropOptions) ->
         scale=opts.scale,
         border=opts.border,
         align=opts.align,
+        previous=previous,
     )
     return FrameFaces(index, time, faces, crops)
+
+
+def track_faces(
+    stream: Iterator[tuple[int, float, np.ndarray]], opts: CropOptions
+) -> Iterator[tuple[FrameFaces, np.ndarray]]:
+    """(faces of the frame, the frame) for each decoded frame, tracking between detections."""
+    previous: list[Face] = []
+    for k, (i, t, img) in enumerate(stream):
+        track = opts.detect_every > 1 and k % opts.detect_every != 0
+        ff = _frame_faces(i, t, img, opts, previous if track else None)
+        previous = ff.faces
+        yield ff, img
 
 
 def image_faces(
@@ -79,4 +102,52 @@ def video_faces(
     info = probe_video(path, limits)
     indices = sample_indices(info.frames, frames=frames, every=every)
     stream = iter_video_frames(info, indices, limits)
-    return info, (_frame_faces(i, t, img, opts) for i, t, img in stream)
+    return info, (ff for ff, _ in track_faces(stream, opts))
+
+
+@dataclass(frozen=True)
+class FileFaces:
+    """A photo's or video's sampled frames with their faces, each frame also as a `view`
+    (uint8 RGB, longer side at most the `view_side` asked for) to draw evidence on; `width` x
+    `height` px is the upright full frame the boxes refer to."""
+
+    frames: list[FrameFaces]
+    views: list[np.ndarray]
+    width: int
+    height: int
+
+
+def _view(img: np.ndarray, side: int) -> np.ndarray:
+    """uint8 [H,W,3] downscaled (bilinear) so its longer side is at most `side`."""
+    h, w = img.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale == 1.0:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
+
+
+def file_faces(
+    path: str | Path,
+    kind: str,
+    opts: CropOptions,
+    *,
+    frames: int = 32,
+    view_side: int = 480,
+    limits: MediaLimits | None = None,
+) -> FileFaces:
+    """Every sampled frame of a photo (`kind` "image") or video ("video") with its faces and
+    crops, decoded, detected and cropped in this process (what a scan worker runs)."""
+    limits = limits or MediaLimits()
+    if kind == "image":
+        img = read_media_image(path, limits)
+        stream: Iterator[tuple[int, float, np.ndarray]] = iter([(0, 0.0, img)])
+    else:
+        info = probe_video(path, limits)
+        stream = iter_video_frames(info, sample_indices(info.frames, frames=frames), limits)
+    out, views, size = [], [], (0, 0)
+    for ff, img in track_faces(stream, opts):
+        out.append(ff)
+        views.append(_view(img, view_side))
+        size = (img.shape[1], img.shape[0])
+    return FileFaces(out, views, *size)

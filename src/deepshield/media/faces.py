@@ -38,6 +38,15 @@ class Face:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
 
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when they do not overlap."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @lru_cache(maxsize=1)
 def _hog_detector() -> dlib.fhog_object_detector:
     return dlib.get_frontal_face_detector()
@@ -64,6 +73,39 @@ def _shape_predictor(points: int) -> dlib.shape_predictor:
     return dlib.shape_predictor(str(landmark_model_path(points)))
 
 
+def _hog(
+    img: np.ndarray, scale: float, offset: tuple[int, int], upsample: int, threshold: float
+) -> list[Face]:
+    """HOG faces of uint8 [h,w,3] `img` resized by `scale` (<= 1), boxes mapped back to full-frame
+    pixels: divided by the exact per-axis resize factors, then shifted by `offset` (x, y)."""
+    h, w = img.shape[:2]
+    sx = sy = 1.0
+    small = img
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
+        sx, sy = size[0] / w, size[1] / h  # the exact factors used, per axis
+    rects, scores, _ = _hog_detector().run(small, upsample, threshold)
+    ox, oy = offset
+    return [
+        Face(
+            box=(
+                ox + r.left() / sx,
+                oy + r.top() / sy,
+                ox + (r.right() + 1) / sx,
+                oy + (r.bottom() + 1) / sy,
+            ),
+            score=float(s),
+        )
+        for r, s in zip(rects, scores, strict=True)
+    ]
+
+
+def _check_rgb(img: np.ndarray) -> None:
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise DataError(f"face detection needs uint8 [H,W,3] RGB, got {img.dtype} {img.shape}")
+
+
 def detect_faces(
     img: np.ndarray, *, max_side: int | None = 640, upsample: int = 0, threshold: float = 0.0
 ) -> list[Face]:
@@ -73,25 +115,37 @@ def detect_faces(
     faces smaller than its 80 px window at 4x the cost per step); `threshold` is dlib's
     adjust_threshold (higher = fewer, surer detections). Sorted by area, largest first.
     """
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise DataError(f"face detection needs uint8 [H,W,3] RGB, got {img.dtype} {img.shape}")
-    h, w = img.shape[:2]
-    sx = sy = 1.0
-    small = img
-    if max_side is not None and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-        sx, sy = size[0] / w, size[1] / h  # the exact factors used, per axis
-    rects, scores, _ = _hog_detector().run(small, upsample, threshold)
-    faces = [
-        Face(
-            box=(r.left() / sx, r.top() / sy, (r.right() + 1) / sx, (r.bottom() + 1) / sy),
-            score=float(s),
-        )
-        for r, s in zip(rects, scores, strict=True)
-    ]
+    _check_rgb(img)
+    longest = max(img.shape[:2])
+    scale = 1.0 if max_side is None or longest <= max_side else max_side / longest
+    faces = _hog(img, scale, (0, 0), upsample, threshold)
     return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def detect_faces_near(
+    img: np.ndarray, previous: list[Face], *, margin: float = 2.0, face_px: int = 100
+) -> list[Face]:
+    """Track faces into a new frame: each `previous` face is searched for only in a square window
+    `margin` x its box size around its centre, scaled so the face is about `face_px` px (HOG's
+    window is 80 px), the largest hit kept. [] when any previous face is not found again: the
+    caller then detects on the whole frame. Sorted by area, largest first."""
+    _check_rgb(img)
+    h, w = img.shape[:2]
+    found = []
+    for prev in previous:
+        x0, y0, x1, y1 = prev.box
+        size = max(x1 - x0, y1 - y0, 1.0)
+        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, margin * size / 2
+        left, top = max(0, int(cx - half)), max(0, int(cy - half))
+        right, bottom = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+        if right - left < 2 or bottom - top < 2:
+            return []
+        window = img[top:bottom, left:right]
+        hits = _hog(window, min(1.0, face_px / size), (left, top), 0, 0.0)
+        if not hits:
+            return []
+        found.append(max(hits, key=lambda f: f.area))
+    return sorted(found, key=lambda f: f.area, reverse=True)
 
 
 def select_faces(faces: list[Face], mode: FaceMode) -> list[Face]:
@@ -187,13 +241,17 @@ def face_crops(
     scale: float = 1.3,
     border: Border = "ffpp",
     align: bool = False,
+    previous: list[Face] | None = None,
 ) -> tuple[list[Face], list[np.ndarray]]:
-    """Detect and crop: (faces, uint8 [size,size,3] crops); ([], []) = no_face; mode none: whole image."""
+    """Detect and crop: (faces, uint8 [size,size,3] crops); ([], []) = no_face; mode none: whole
+    image. With `previous` faces (of an earlier frame) they are tracked (`detect_faces_near`)
+    and the whole frame is searched only when one is lost."""
     if mode == "none":
         h, w = img.shape[:2]
         whole = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
         return [Face(box=(0.0, 0.0, float(w), float(h)), score=float("nan"))], [whole]
-    faces = select_faces(detect_faces(img, max_side=max_side), mode)
+    faces = detect_faces_near(img, previous) if previous else []
+    faces = select_faces(faces or detect_faces(img, max_side=max_side), mode)
     if align:
         crops = [aligned_crop(img, f.box, size, scale=scale) for f in faces]
     else:

@@ -7,16 +7,24 @@ band; `no_face` and `error` rows never get a score. Outputs in the --out folder:
 row per file, appended per file: a crash or Ctrl-C leaves a consistent CSV and a rerun skips
 the files in it), scan_frames.csv (one row per sampled frame and face), faces/ and evidence/
 (face thumbnails and Grad-CAM overlays on the original frames), scan.json and report.html.
+The folder is a run folder (`deepshield.run`): it owns only the files its manifest lists, and
+the `scan` marker is set after the last artifact. With `workers`, files are decoded, their faces
+found and cropped in worker processes; the main process scores the crops, in file order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import heapq
 import io
+import multiprocessing
 import os
+import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,11 +36,13 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from deepshield import media
-from deepshield.errors import ConfigError, DataError, DeepshieldError
+from deepshield.errors import ConfigError, DataError, DeepshieldError, RunError
 from deepshield.files import atomic_write_bytes, atomic_write_text, write_json
 from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
 from deepshield.media.degenerate import degenerate_reason
+from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
+from deepshield.run import RunDir, open_run
 from deepshield.runs.decision import Decision, load_decision
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -57,44 +67,11 @@ SCAN_COLUMNS = [
     "cpu_seconds",
 ]
 FRAME_COLUMNS = ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "score_raw"]
-OWN_FILES = ("scan.csv", "scan_frames.csv", "scan.json", "report.html")
-OWN_DIRS = ("faces", "evidence")
+OUTPUTS = ("scan.csv", "scan_frames.csv", "scan.json", "report.html", "faces/", "evidence/")
+COMMAND = "scan"  # the command recorded in the folder's manifest, and its final marker
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
+SCORE_BATCH = 64  # face crops per forward pass
 AUDIO_RATE = 16000  # audio tracks are read at this rate, then resampled to the run's
-
-
-# -- the output folder -------------------------------------------------------------------------
-class ScanFolder:
-    """The scan's --out folder, created and written only through this class (the one place to
-    switch to the run layer's ownership manifest). A folder holding anything a scan does not
-    write is refused, so no file a scan did not write is touched."""
-
-    def __init__(self, out: str | Path) -> None:
-        self.path = Path(out)
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path}: is a file; give a folder for the scan's outputs")
-        self.path.mkdir(parents=True, exist_ok=True)
-        foreign = sorted(
-            p.name
-            for p in self.path.iterdir()
-            if p.name not in OWN_FILES + OWN_DIRS
-            and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # atomic writes' temps
-        )
-        if foreign:
-            raise ConfigError(
-                f"--out {self.path}: holds files a scan did not write ({', '.join(foreign[:3])}); "
-                "give an empty or new folder (or one a previous scan wrote, to resume it)"
-            )
-
-    def file(self, name: str) -> Path:
-        """Path of one of the scan's files: OWN_FILES, or OWN_DIRS/<file> (folder created)."""
-        top, _, rest = name.partition("/")
-        if not (name in OWN_FILES or (top in OWN_DIRS and rest and "/" not in rest)):
-            raise ValueError(f"{name!r} is not a file the scan writes")
-        path = self.path / name
-        if rest:
-            path.parent.mkdir(exist_ok=True)
-        return path
 
 
 # -- detectors ---------------------------------------------------------------------------------
@@ -230,12 +207,14 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class ScanOptions:
     """How files are scanned: frames (and audio windows) per file, face mode, Grad-CAM frames
-    per file, media bounds."""
+    per file, media bounds, and `detect_every` k (faces searched in the whole frame on every
+    k-th sampled frame, tracked around their last box in between; 1 = every frame)."""
 
     frames: int = 32
     faces: FaceMode = "largest"
     top_frames: int = 3  # frames per file with a Grad-CAM overlay
     limits: media.MediaLimits = field(default_factory=media.MediaLimits)
+    detect_every: int = 1
 
 
 @dataclass(order=True)
@@ -244,7 +223,7 @@ class _Kept:
 
     score: float
     index: int
-    image: np.ndarray = field(compare=False)
+    image: np.ndarray = field(compare=False)  # the frame's view (longer side <= OVERLAY_SIDE)
     face: Face = field(compare=False)
     crop: np.ndarray = field(compare=False)
 
@@ -254,14 +233,35 @@ def file_id(path: str) -> str:
     return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
 
 
-def _frames(path: Path, kind: str, opts: ScanOptions) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(index, time s, uint8 [H,W,3]) of a photo (one frame) or a video's sampled frames."""
-    if kind == "image":
-        yield 0, 0.0, media.read_media_image(path, opts.limits)
-        return
-    info = media.probe_video(path, opts.limits)
-    indices = media.sample_indices(info.frames, frames=opts.frames)
-    yield from media.iter_video_frames(info, indices, opts.limits)
+@dataclass(frozen=True)
+class Extraction:
+    """A photo's or video's frames and faces (or the one-line error that stopped it), with the
+    wall and CPU seconds it took where it was made (a worker process)."""
+
+    faces: FileFaces | None
+    error: str | None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+def _crop_options(det: Detector, opts: ScanOptions) -> CropOptions:
+    """How the detector's face crops are made: square at its input height."""
+    return CropOptions(size=det.size[0], mode=opts.faces, detect_every=opts.detect_every)
+
+
+def extract(
+    path: str, kind: str, crop: CropOptions, frames: int, limits: media.MediaLimits
+) -> Extraction:
+    """Decode `path`, find and crop its faces (a worker's job); errors become `error`."""
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        got = media.file_faces(
+            path, kind, crop, frames=frames, view_side=OVERLAY_SIDE, limits=limits
+        )
+        faces, error = got, None
+    except Exception as e:  # the file's row says what went wrong; the scan goes on
+        faces, error = None, _one_line(e)
+    return Extraction(faces, error, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def _crops_input(det: Detector, crops: list[np.ndarray]) -> torch.Tensor:
@@ -272,25 +272,38 @@ def _crops_input(det: Detector, crops: list[np.ndarray]) -> torch.Tensor:
     return x
 
 
+def _face_scores(det: Detector, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated, raw) P(fake) float64 [N] of N face crops, scored SCORE_BATCH at a time."""
+    if not crops:
+        return np.zeros(0), np.zeros(0)
+    raw = np.concatenate(
+        [
+            det.raw_scores(_crops_input(det, crops[i : i + SCORE_BATCH]))
+            for i in range(0, len(crops), SCORE_BATCH)
+        ]
+    )
+    return det.decision.calibrate(raw), raw
+
+
 def _score_visual(
-    det: Detector, path: Path, kind: str, opts: ScanOptions, out: ScanFolder
+    det: Detector, path: Path, got: FileFaces, opts: ScanOptions, out: RunDir
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(row fields, frame rows) of an image or video; thumbnails and overlays saved in out."""
     frame_rows: list[dict[str, Any]] = []
     frame_p: list[float | None] = []
     frame_raw: list[float | None] = []
     kept: list[_Kept] = []
-    faces_total = 0
-    for index, t, img in _frames(path, kind, opts):
-        faces, crops = media.face_crops(img, det.size[0], mode=opts.faces)
+    p_all, raw_all = _face_scores(det, [c for ff in got.frames for c in ff.crops])
+    at = 0
+    for ff, view in zip(got.frames, got.views, strict=True):
+        index, t, faces = ff.index, ff.time, ff.faces
         if not faces:
             frame_p.append(None)
             frame_raw.append(None)
             frame_rows.append({"path": str(path), "frame": index, "time": t})
             continue
-        raw = det.raw_scores(_crops_input(det, crops))  # [F]
-        p = det.decision.calibrate(raw)  # [F]
-        faces_total += len(faces)
+        p, raw = p_all[at : at + len(faces)], raw_all[at : at + len(faces)]  # [F]
+        at += len(faces)
         frame_p.append(media.frame_score(p))
         frame_raw.append(media.frame_score(raw))
         for k, (face, pk, rk) in enumerate(zip(faces, p, raw, strict=True)):
@@ -300,12 +313,12 @@ def _score_visual(
                 | {"x1": x1, "y1": y1, "score": float(pk), "score_raw": float(rk)}
             )
         best = int(np.argmax(p))
-        item = _Kept(float(p[best]), index, img, faces[best], crops[best])
+        item = _Kept(float(p[best]), index, view, faces[best], ff.crops[best])
         (heapq.heappush if len(kept) < opts.top_frames else heapq.heappushpop)(kept, item)
     agg = media.video_score(frame_p)
     agg_raw = media.video_score(frame_raw)
     row: dict[str, Any] = {
-        "faces": faces_total,
+        "faces": at,
         "frames": agg.frames,
         "frames_with_face": agg.frames_with_face,
         "score": agg.score,
@@ -317,26 +330,36 @@ def _score_visual(
         row["verdict"] = "no_face"
     else:
         row["verdict"] = det.decision.verdict(agg.score)
-        _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts)
+        full = (got.width, got.height)
+        _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
     return row, frame_rows
 
 
 def _save_evidence(
-    det: Detector, path: str, kept: list[_Kept], out: ScanFolder, opts: ScanOptions
+    det: Detector,
+    path: str,
+    kept: list[_Kept],
+    out: RunDir,
+    opts: ScanOptions,
+    full: tuple[int, int],
 ) -> None:
     """The top face's thumbnail (faces/<id>.jpg) and a Grad-CAM overlay of the fake class on each
-    kept frame (evidence/<id>_<frame>.jpg), drawn on the original frame around the crop."""
+    kept frame (evidence/<id>_<frame>.jpg), drawn on the frame around the crop; `full` is the
+    (width, height) of the frame the face boxes refer to."""
     fid = file_id(path)
-    _save_jpeg(kept[0].crop, out.file(f"faces/{fid}.jpg"))
+    _save_jpeg(kept[0].crop, out.output(f"faces/{fid}.jpg"))
     if getattr(det.model, "cam_layer", None) is None:
         return  # a model without a conv layer: no Grad-CAM
     for k in kept:
-        _save_jpeg(_overlay_on_frame(det, k, opts), out.file(f"evidence/{fid}_{k.index}.jpg"))
+        pic = _overlay_on_frame(det, k, opts, full)
+        _save_jpeg(pic, out.output(f"evidence/{fid}_{k.index}.jpg"))
 
 
-def _overlay_on_frame(det: Detector, k: _Kept, opts: ScanOptions) -> np.ndarray:
-    """uint8 [h,w,3]: the frame (longer side <= OVERLAY_SIDE) with Grad-CAM of the fake class
-    over the face crop's square and the face box drawn."""
+def _overlay_on_frame(
+    det: Detector, k: _Kept, opts: ScanOptions, full: tuple[int, int]
+) -> np.ndarray:
+    """uint8 [h,w,3]: the frame's view with Grad-CAM of the fake class over the face crop's
+    square (from the full frame's coordinates, scaled to the view) and the face box drawn."""
     from deepshield.explain import grad_cam
     from deepshield.report.overlay import overlay
 
@@ -345,7 +368,9 @@ def _overlay_on_frame(det: Detector, k: _Kept, opts: ScanOptions) -> np.ndarray:
     with torch.enable_grad():
         cam = grad_cam(det.model, x, target)[0].detach().cpu()  # [H, W] in [0, 1]
     h, w = k.image.shape[:2]
-    left, top, side = (0, 0, 0) if opts.faces == "none" else media.crop_box(k.face.box, w, h)
+    s = w / full[0]  # view px per frame px
+    left, top, side = (0, 0, 0) if opts.faces == "none" else media.crop_box(k.face.box, *full)
+    left, top, side = round(left * s), round(top * s), max(1, round(side * s)) if side else 0
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = (h, w) if not side else (min(top + side, h), min(left + side, w))
     size = (h, w) if not side else (side, side)
@@ -356,10 +381,8 @@ def _overlay_on_frame(det: Detector, k: _Kept, opts: ScanOptions) -> np.ndarray:
     frame[y0:y1, x0:x1] = overlay(region, heat, alpha=0.4, as_uint8=True)
     pic = Image.fromarray(frame)
     if side:
-        ImageDraw.Draw(pic).rectangle(k.face.box, outline=(255, 255, 255), width=max(2, w // 300))
-    scale = min(1.0, OVERLAY_SIDE / max(w, h))
-    if scale < 1.0:
-        pic = pic.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        box = [v * s for v in k.face.box]
+        ImageDraw.Draw(pic).rectangle(box, outline=(255, 255, 255), width=max(2, w // 300))
     return np.asarray(pic)
 
 
@@ -402,17 +425,26 @@ def scan_file(
     det: Detector | None,
     speech: Detector | None,
     opts: ScanOptions,
-    out: ScanFolder,
+    out: RunDir,
+    got: Extraction | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(scan.csv row, scan_frames.csv rows) of one file; errors become the row's `error`."""
+    """(scan.csv row, scan_frames.csv rows) of one file; errors become the row's `error`.
+    `got`: the file's frames and faces made by a worker (made here when None); its time is
+    added to the row's."""
     kind = file_kind(path) or "unknown"
     row: dict[str, Any] = {"path": str(path), "kind": kind}
     frames: list[dict[str, Any]] = []
     start, cpu = time.perf_counter(), time.process_time()
+    before = (got.wall_s, got.cpu_s) if got is not None else (0.0, 0.0)
     try:
         if kind in ("image", "video") and det is not None:
             row["threshold"] = det.decision.threshold
-            fields, frames = _score_visual(det, path, kind, opts, out)
+            if got is None:
+                crop = _crop_options(det, opts)
+                got = extract(str(path), kind, crop, opts.frames, opts.limits)
+            if got.error is not None:
+                raise DataError(got.error)
+            fields, frames = _score_visual(det, path, got.faces, opts, out)
             row.update(fields)
         elif kind == "audio" or (kind == "video" and speech is not None):  # sound only
             if speech is None:
@@ -433,8 +465,8 @@ def scan_file(
         frames = []
     if kind == "video" and det is not None and speech is not None:  # even when no picture
         _add_audio_track(row, path, speech, opts)
-    row["seconds"] = round(time.perf_counter() - start, 3)  # wall
-    row["cpu_seconds"] = round(time.process_time() - cpu, 3)  # all threads of the process
+    row["seconds"] = round(time.perf_counter() - start + before[0], 3)  # wall
+    row["cpu_seconds"] = round(time.process_time() - cpu + before[1], 3)  # all threads, both
     return row, frames
 
 
@@ -495,7 +527,7 @@ def complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
     return list(reader)
 
 
-def resume_state(out: ScanFolder) -> set[str]:
+def resume_state(out: RunDir) -> set[str]:
     """Paths already in scan.csv; frame rows of files not in it (a crash between the two
     appends) are dropped from scan_frames.csv."""
     done = {r["path"] for r in complete_rows(out.file("scan.csv"), SCAN_COLUMNS)}
@@ -507,8 +539,100 @@ def resume_state(out: ScanFolder) -> set[str]:
         w = csv.DictWriter(buf, FRAME_COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(keep)
-        atomic_write_text(frames_csv, buf.getvalue())
+        atomic_write_text(out.output("scan_frames.csv"), buf.getvalue())
     return done
+
+
+# -- worker processes ----------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the state letter after the command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _worker_start(main: int) -> None:
+    """In a worker: Ctrl-C is left to the main process (which stops the workers), and the
+    worker exits once the main process `main` is gone (killed with -9: the forkserver, the
+    workers' parent, waits for them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while _alive(main):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _pool(workers: int) -> Any:
+    """`workers` processes that run `extract` (forkserver: no copy of the main's threads)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload([__name__])  # imported once, then forked per worker
+    return ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_start, initargs=(os.getpid(),)
+    )
+
+
+def _stop(pool: Any) -> None:
+    """Stop the workers now (Ctrl-C, an error): queued jobs are dropped, running ones killed."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public kill
+        proc.terminate()
+
+
+def extractions(
+    files: list[Path], det: Detector | None, opts: ScanOptions, workers: int
+) -> Iterator[Extraction | None]:
+    """Per file, in order: its frames and faces made by one of `workers` processes (at most
+    2 x workers files ahead), or None (no workers, or a file without pictures to look at:
+    `scan_file` does it)."""
+    if workers < 1 or det is None:
+        yield from (None for _ in files)
+        return
+    crop = _crop_options(det, opts)
+    pool = _pool(workers)
+    pending: deque[Any] = deque()
+    jobs = iter(files)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                f = next(jobs, None)
+                if f is None:
+                    break
+                kind = file_kind(f)
+                job = (str(f), kind, crop, opts.frames, opts.limits)
+                pending.append(pool.submit(extract, *job) if kind in ("image", "video") else None)
+            if not pending:
+                return
+            job = pending.popleft()
+            yield _result(job) if job is not None else None
+    finally:
+        _stop(pool)
+
+
+def _result(job: Any) -> Extraction:
+    """A worker's Extraction; RunError when the worker process died (the scan so far is kept)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return job.result()
+    except BrokenProcessPool as e:
+        raise RunError(
+            f"a scan worker process died ({e}); the rows so far are kept: re-run to resume "
+            "(with --workers 0 the progress shows the file it stops at)"
+        ) from e
 
 
 # -- the workflow --------------------------------------------------------------------------------
@@ -526,30 +650,14 @@ class ScanSummary:
     single_error: str | None = None
 
 
-def _check_settings(out: ScanFolder, settings: dict[str, Any]) -> None:
-    """A scan.json from an earlier call must hold the same detector, decision and sampling."""
-    import json
-
-    path = out.file("scan.json")
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text()).get("settings", {})
-    except (json.JSONDecodeError, AttributeError):
-        return
-
-    def same(key: str) -> bool:  # a detector is its weights and decision, wherever it lies
-        a, b = old.get(key), settings.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {**a, "source": None} == {**b, "source": None}
-        return a == b
-
-    diff = [k for k in ("detector", "speech_detector", "frames", "faces") if not same(k)]
-    if diff:
-        raise ConfigError(
-            f"--out {out.path}: holds a scan made with other settings ({', '.join(diff)}); "
-            "give another --out, or the same settings to resume it"
-        )
+def _config(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a scan's results depend on (the folder's config.yaml): detectors (their weights
+    and decision, wherever they lie), frames, faces and tracking; not shard, limit or workers."""
+    keys = ("detector", "speech_detector", "frames", "faces", "detect_every")
+    unplaced = (
+        {**v, "source": None} if isinstance(v, dict) else v for v in map(settings.get, keys)
+    )
+    return dict(zip(keys, unplaced, strict=True))
 
 
 def scan(
@@ -562,60 +670,82 @@ def scan(
     limit: int | None = None,
     shard: tuple[int, int] | None = None,
     progress: Callable[[list[Path]], Any] | None = None,
+    workers: int = 0,
+    force: bool = False,
 ) -> ScanSummary:
-    """Scan files and folders into `out`; files already in its scan.csv are skipped (resume)."""
-    from deepshield.runs.scan_report import write_report
-
+    """Scan files and folders into the run folder `out`; files already in its scan.csv are
+    skipped (resume). `force` replaces a scan made with other settings (only its own files)."""
     opts = opts or ScanOptions()
     files, skipped = list_files(paths)
     single = len(paths) == 1 and len(files) == 1 and not Path(paths[0]).is_dir()
     files = [f for f in files if in_shard(str(f), shard)][:limit]
-    folder = ScanFolder(out)
     settings = {
         "detector": detector.describe() if detector else None,
         "speech_detector": speech.describe() if speech else None,
         "frames": opts.frames,
         "faces": opts.faces,
+        "detect_every": opts.detect_every,
         "shard": list(shard) if shard else None,
         "limit": limit,
     }
-    _check_settings(folder, settings)
-    done = resume_state(folder)
+    run, complete = open_run(out, COMMAND, _config(settings), force=force)
+    run.claim(*OUTPUTS)
+    done = resume_state(run)
     todo = [f for f in files if str(f) not in done]
-    write_json(folder.file("scan.json"), {"settings": settings, "status": "running"})
     wall, cpu = time.perf_counter(), time.process_time()
     rows = []
-    for f in progress(todo) if progress else todo:
-        row, frame_rows = scan_file(f, detector, speech, opts, folder)
-        append_rows(folder.file("scan_frames.csv"), FRAME_COLUMNS, frame_rows)
-        append_rows(
-            folder.file("scan.csv"), SCAN_COLUMNS, [row]
-        )  # last: the file counts as scanned
-        rows.append(row)
+    if todo or not complete:
+        run.set_done(COMMAND, False)  # cleared before any artifact changes
+        write_json(run.output("scan.json"), {"settings": settings, "status": "running"})
+        work = extractions(todo, detector, opts, workers)
+        with contextlib.closing(work):
+            for f, got in zip(progress(todo) if progress else todo, work, strict=True):
+                row, frame_rows = scan_file(f, detector, speech, opts, run, got)
+                append_rows(run.output("scan_frames.csv"), FRAME_COLUMNS, frame_rows)
+                append_rows(run.output("scan.csv"), SCAN_COLUMNS, [row])  # last: it counts
+                rows.append(row)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    all_rows = complete_rows(folder.file("scan.csv"), SCAN_COLUMNS)
+    all_rows = complete_rows(run.file("scan.csv"), SCAN_COLUMNS)
     counts: dict[str, int] = {}
     for r in all_rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    summary = ScanSummary(folder.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu)
-    write_json(
-        folder.file("scan.json"),
-        {
-            "settings": settings,
-            "status": "complete",
-            "counts": counts,
-            "not_scanned": skipped,
-            "this_call": {"scanned": len(rows), "resumed": summary.resumed}
-            | {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)},
-            "files": [_typed(r) for r in all_rows],
-        },
-    )
-    write_report(folder, settings, all_rows)
+    summary = ScanSummary(run.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu)
+    if todo or not complete:
+        _finish(run, settings, counts, skipped, summary, all_rows, workers)
     if single:
         only = next((r for r in all_rows if r["path"] == str(files[0])), None) if files else None
         if only is not None and only["verdict"] == "error":
             summary.single_error = only["error"]
     return summary
+
+
+def _finish(
+    run: RunDir,
+    settings: dict[str, Any],
+    counts: dict[str, int],
+    skipped: list[str],
+    summary: ScanSummary,
+    rows: list[dict[str, str]],
+    workers: int,
+) -> None:
+    """scan.json and report.html from every row, then the final marker."""
+    from deepshield.runs.scan_report import write_report
+
+    this_call = {"scanned": summary.scanned, "resumed": summary.resumed, "workers": workers}
+    write_json(
+        run.output("scan.json"),
+        {
+            "settings": settings,
+            "status": "complete",
+            "counts": counts,
+            "not_scanned": skipped,
+            "this_call": this_call
+            | {"wall_s": round(summary.wall_s, 3), "cpu_s": round(summary.cpu_s, 3)},
+            "files": [_typed(r) for r in rows],
+        },
+    )
+    write_report(run, settings, rows)
+    run.set_done(COMMAND)
 
 
 NUMBER_COLUMNS = {"faces": int, "frames": int, "frames_with_face": int}

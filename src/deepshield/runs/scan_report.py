@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from deepshield.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from deepshield.runs.scan import ScanFolder
+    from deepshield.run import RunDir
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#1d2329}
@@ -21,7 +21,7 @@ img.thumb{width:96px;height:96px}
 """
 
 
-def _frame_scores(out: ScanFolder) -> dict[str, dict[int, float | None]]:
+def _frame_scores(out: RunDir) -> dict[str, dict[int, float | None]]:
     """path -> {frame index: frame score (max over faces) or None (no_face)}."""
     from deepshield.runs.scan import FRAME_COLUMNS, complete_rows
 
@@ -59,7 +59,7 @@ def strip_svg(scores: list[float | None], threshold: float, width: int = 320) ->
     )
 
 
-def _row_html(r: dict[str, str], out: ScanFolder, frames: dict[int, float | None]) -> str:
+def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -> str:
     from deepshield.runs.scan import file_id
 
     fid = file_id(r["path"])
@@ -88,7 +88,7 @@ def _row_html(r: dict[str, str], out: ScanFolder, frames: dict[int, float | None
     )
 
 
-def write_report(out: ScanFolder, settings: dict[str, Any], rows: list[dict[str, str]]) -> Path:
+def write_report(out: RunDir, settings: dict[str, Any], rows: list[dict[str, str]]) -> Path:
     """Write out/report.html from scan.csv rows, scan_frames.csv and the saved images."""
     det = settings.get("detector") or settings.get("speech_detector") or {}
     dec = det.get("decision", {})
@@ -113,4 +113,4 @@ def write_report(out: ScanFolder, settings: dict[str, Any], rows: list[dict[str,
         f"<th>file</th><th>P(fake)</th><th>verdict</th><th>evidence</th></tr>{body}</table>"
         "</body></html>"
     )
-    return atomic_write_text(out.file("report.html"), page)
+    return atomic_write_text(out.output("report.html"), page)
