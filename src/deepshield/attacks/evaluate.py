@@ -62,7 +62,8 @@ class Scored:
 
     def accuracy(self, name: str = "model") -> float:
         """Share of samples model `name` classifies as y (0 for no samples)."""
-        return float((self.predictions(name) == self.y).float().mean()) if len(self.y) else 0.0
+        correct = int((self.predictions(name) == self.y).sum())
+        return correct / len(self.y) if len(self.y) else 0.0
 
 
 def model_device(model: nn.Module, x: Tensor) -> torch.device:
