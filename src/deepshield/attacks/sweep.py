@@ -17,6 +17,10 @@ points crafted at budgets <= eps, judged by the crafting model's margin z_y - ma
 (accuracy, AUC, EER, fakes passed) are therefore monotone in eps by construction; a transfer
 target sees the points its surrogate chose. Each budget's own ("raw") result is kept too, and
 each row says how many samples borrowed a point from a smaller budget.
+
+Budgets run one at a time, in increasing eps, each a pass of the evaluation engine
+(`attacks.evaluate.score_dataset`) over the data; a `BudgetStore` keeps every budget as it
+finishes, so an interrupted sweep resumes at the first unfinished one.
 """
 
 from __future__ import annotations
@@ -236,7 +240,7 @@ def transfer_sweep(
     batch_size: int = 128,
     store: BudgetStore | None = None,
 ) -> dict[str, SweepResult]:
-    """Craft on `crafter` once per batch and eps, evaluate every target -> {name: SweepResult}.
+    """Craft on `crafter` once per eps and batch, evaluate every target -> {name: SweepResult}.
 
     A target that is `crafter` itself gets the white-box result. x: [N,...] in [0,1], y: [N];
     batches go to the crafter's device (`evaluate.score_dataset`, the evaluation engine).
@@ -285,14 +289,8 @@ class _Budgets:
         index: Tensor,
         run: Callable[..., Scored],
     ) -> None:
-        self.spec, self.crafter, self.clean, self.grid_x, self.index = (
-            spec,
-            crafter,
-            clean,
-            grid_x,
-            index,
-        )
-        self.run = run
+        self.spec, self.crafter, self.clean, self.run = spec, crafter, clean, run
+        self.grid_x, self.index = grid_x, index  # the grid's samples [g, ...] and indices [g]
         self.attack = get_attack(spec.attack)
         self._search: Scored | None = None
 
