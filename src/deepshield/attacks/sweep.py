@@ -129,7 +129,7 @@ class SweepResult:
     eps[k] itself; source: [E, N] which point is used (0: x, j + 1: the one crafted at eps[j]);
     l2, linf: [E, N] norms of x_adv - x of the points used; surrogate_logits: [E, N, C] of the
     crafting model when it is another model (transfer), else None; grid: a few images of the
-    first batch (rank 0 only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in
+    first batch (images only, rank 0 only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in
     [0,1] (the points used), "mask" [k,1,H,W] (absent for full-image attacks); queries: [E, N]
     model queries spent per sample by the run at eps[k] itself (QUERY_COUNTED attacks, 0 where
     not attacked), else None.
@@ -263,6 +263,7 @@ def transfer_sweep(
     )
     clean = run(description="clean inputs")
     index = _grid_index(y[:batch_size], clean.logits[crafter_key].shape[1] == 2)
+    index = index if x.dim() == 4 else index[:0]  # the report grid is for images only
     budget = _Budgets(spec, crafter, clean, x[index], index, run)
     parts: dict[int, dict[str, Tensor]] = {}
     for k in sorted(range(len(spec.eps)), key=lambda k: spec.eps[k]):
