@@ -79,18 +79,17 @@ def plain_pgd(m: nn.Module, x: Tensor, y: Tensor, steps: int) -> Tensor:
     return x_adv
 
 
-def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Round-robin timing: per function the fastest (CPU seconds, wall seconds) of `repeats` runs
-    after one warm-up."""
+def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Round-robin timing: per function the fastest process CPU time of `repeats` runs after one
+    warm-up."""
     for fn in fns.values():
         fn()
-    best = dict.fromkeys(fns, (float("inf"), float("inf")))
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
         for name, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
+            t0 = time.process_time()
             fn()
-            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-            best[name] = (min(best[name][0], cpu), min(best[name][1], wall))
+            best[name] = min(best[name], time.process_time() - t0)
     return best
 
 
@@ -112,7 +111,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in a.models.split(","):
         m = model(name)
-        times = fastest(
+        cpu = fastest(
             {
                 f"{who}{n}": fn
                 for n in (1, a.steps)
@@ -123,7 +122,6 @@ def main() -> None:
             },
             a.repeats,
         )
-        cpu = times
         plain = (cpu[f"plain{a.steps}"] - cpu["plain1"]) / (a.steps - 1)
         ours = (cpu[f"deepshield{a.steps}"] - cpu["deepshield1"]) / (a.steps - 1)
         call = cpu[f"deepshield{a.steps}"] / cpu[f"plain{a.steps}"]
