@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from deepshield.data.audio import load_clips
 from deepshield.data.processing import available_codecs, load_grid
+from deepshield.media.audio import read_clips
 from deepshield.media.images import read_image, resize, stack_images
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -35,7 +35,7 @@ def main() -> None:
     faces = sorted((SHARED / "data/faces_ffhq_vs_tpdne/real").glob("*.png"))[: args.images]
     x = stack_images([resize(read_image(p), (args.size, args.size)) for p in faces]).float() / 255
     clips = sorted((SHARED / "data/speech_wavefake_ljspeech/real").glob("*.wav"))
-    speech = load_clips(clips, length=32000).double()
+    speech = read_clips(clips, length=32000)[0].double()
     print(f"codecs offered by this libsndfile: {available_codecs()}")
     print(f"| setting | {len(faces)} faces, {args.size} px: PSNR dB |")
     print("|---|---|")

@@ -96,7 +96,8 @@ def test_quick_audit_items_equal_the_library_and_the_sweep_files(plain):
     run, audit = plain
     items = audit["items"]
     assert set(items) == {"clean", "fgsm", "pgd_linf", "pgd_l2", "cw_l2", "masking_rerun",
-                          "noise", "transfer", "explanations", "masking"}  # fmt: skip
+                          "noise", "transfer", "explanations", "everyday", "masking"}  # fmt: skip
+    assert items["everyday"]["settings"] == 8  # the quick processing grid (runs.everyday)
     assert set(items["masking_rerun"]) == {"attack", "seconds"}  # nothing suspicious: no re-run
     assert not any("error" in v for v in items.values())
 
@@ -253,7 +254,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(Audit, "explanations", broken)
     lines: list[str] = []
     audit = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 7  # with masking_rerun
+    assert sum("kept from" in line for line in lines) == 8  # with masking_rerun and everyday
     assert audit["items"]["explanations"]["error"] == "explain failed on purpose: nothing to fix"
     on_disk = run.read_json("audit.json")
     assert on_disk["items"]["transfer"]["rows"] == first["items"]["transfer"]["rows"]  # seeded
@@ -277,7 +278,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     monkeypatch.setattr(audit_module, "attack_run", no_sweeps)
     lines.clear()
     resumed = audit_run(run.path, budget="quick", log=lines.append)
-    assert sum("kept from" in line for line in lines) == 8  # all but the failed step
+    assert sum("kept from" in line for line in lines) == 9  # all but the failed step
     assert resumed["items"]["explanations"]["sanity"] == first["items"]["explanations"]["sanity"]
     assert [(r["item"], r["score"], r["status"]) for r in resumed["card"]] == [
         (r["item"], r["score"], r["status"]) for r in first["card"]

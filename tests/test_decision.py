@@ -171,7 +171,30 @@ def test_evaluation_decision_table_equals_a_brute_force_count(tmp_path_factory) 
         abs(y[bins == k].mean() - p[bins == k].mean()) * (bins == k).sum() for k in set(bins)
     ) / len(y)
     assert table["ece_calibrated"] == pytest.approx(ece)
+    llr = d.calibrator.params["a"] * raw + d.calibrator.params["b"]  # calibrated log-odds
+    llr -= np.log(y_val_fake_share(run) / (1 - y_val_fake_share(run)))  # minus the val prior
+    bits = 0.5 * (
+        np.log2(1 + np.exp(-llr[y == 1])).mean() + np.log2(1 + np.exp(llr[y == 0])).mean()
+    )
+    assert table["cllr_calibrated"] == pytest.approx(bits)
+    assert 0 <= table["min_cllr"] <= min(table["cllr_calibrated"], table["cllr_raw"]) + 1e-12
+    from deepshield.metrics import asvspoof5  # actDCF: the cost where the LLR says "fake"
+
+    miss, fa = (
+        np.mean(llr[y == 0] > -asvspoof5.ASVSPOOF5_DCF.bayes_threshold),
+        np.mean(llr[y == 1] <= -asvspoof5.ASVSPOOF5_DCF.bayes_threshold),
+    )
+    assert table["act_dcf_calibrated"] == pytest.approx(
+        asvspoof5.ASVSPOOF5_DCF.normalized(miss, fa)
+    )
+    assert table["min_dcf"] <= table["act_dcf_calibrated"] + 1e-12
     assert run.file("plots/reliability.png").is_file()
+
+
+def y_val_fake_share(run: RunDir) -> float:
+    """Share of fakes in the run's validation split (from decision.json's counts)."""
+    counts = run.read_json(DECISION_FILE)["val_counts"]
+    return counts["fake"] / counts["n"]
 
 
 @pytest.mark.parametrize(
@@ -189,3 +212,26 @@ def test_train_refuses_a_bad_decision_flag_before_any_work(tmp_path, flag, value
     )
     assert result.exit_code == 2 and flag in result.output and words in result.output
     assert not out.exists()
+
+
+def test_the_decision_rule_is_part_of_the_config_and_a_flag_overrides_the_file(
+    tmp_path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from test_sweep import TINY
+
+    monkeypatch.setenv("DEEPSHIELD_CACHE", str(tmp_path / "cache"))
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY.model_copy(update={"operating_point": "fpr=0.1"}).model_dump_json())
+    from_file, flagged = tmp_path / "file", tmp_path / "flag"
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-c", str(cfg), "--out", str(from_file)]).exit_code == 0
+    args = ["train", "-c", str(cfg), "--operating-point", "eer", "--calibration", "isotonic"]
+    assert runner.invoke(app, [*args, "--out", str(flagged)]).exit_code == 0
+    for run, rule, calibration in ((from_file, "fpr=0.1", "platt"), (flagged, "eer", "isotonic")):
+        recorded = RunDir(run).read_yaml("config.yaml")
+        assert (recorded["operating_point"], recorded["calibration"]) == (rule, calibration)
+        decision = json.loads((run / DECISION_FILE).read_text())
+        assert decision["rule"] == rule and decision["calibrator"]["method"] == calibration

@@ -16,10 +16,10 @@ from deepshield.media import (
     MediaLimits,
     detect_faces,
     probe_video,
-    read_audio_track,
     read_video_frames,
     sample_indices,
 )
+from deepshield.media.audio import read_audio
 
 W, H, FPS = 64, 32, 10
 
@@ -165,14 +165,14 @@ def test_bad_videos_raise_data_error_naming_the_file(tmp_path):
 def test_audio_track_is_mono_16k_and_keeps_the_tone(tmp_path):
     path = write_video(tmp_path / "av.mp4", n=20, audio=True)
     assert probe_video(path).has_audio
-    wave = read_audio_track(path)
-    assert wave.dtype == np.float32 and wave.ndim == 1
+    wave, record = read_audio(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1 and record.container == "m4a"
     assert len(wave) == pytest.approx(2.0 * 16000, rel=0.05)
     assert np.abs(wave).max() <= 1.0
     spectrum = np.abs(np.fft.rfft(wave[4000:20000]))
     assert np.fft.rfftfreq(16000, 1 / 16000)[spectrum.argmax()] == pytest.approx(440, abs=2)
     with pytest.raises(DataError, match="no audio track"):
-        read_audio_track(write_video(tmp_path / "silent.mp4", n=3))
+        read_audio(write_video(tmp_path / "silent.mp4", n=3))
 
 
 def test_reads_an_ffpp_h264_444_clip():
@@ -206,7 +206,7 @@ def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
     stereo = np.stack([0.8 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], axis=1)
     path = tmp_path / "voice.wav"
     sf.write(path, stereo, 8000, subtype="PCM_16")
-    wave = read_audio_track(path)
+    wave = read_audio(path)[0]
     assert len(wave) == pytest.approx(16000, abs=64)
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
     assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -72,6 +74,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("train --config {user}/absent.yaml", "absent.yaml", ""),
     ("train --config {yaml}", "bad.yaml", ""),
     ("train --init {user}/absent.pth --out {user}/t", "absent.pth", ""),
+    ("train --augment foo --out {user}/t", "'foo' is not one of image, speech", SUB),
+    ("train --augment speech --data-arg n=40 --out {user}/t", "augment.snr does not apply", ""),
     # evaluate
     ("evaluate", "Missing argument", SUB),
     ("evaluate {user}/absent", "absent", ""),
@@ -85,6 +89,12 @@ CLI_ROWS: list[tuple[str, str, str]] = [
         "",
     ),
     ("evaluate {run} -d nosuch", "unknown dataset 'nosuch'", ""),
+    # audio files, read by the one audio reader (deepshield.media.audio)
+    ("evaluate {run} -d speech-folder:{user}/audio-truncated", "truncated audio", ""),
+    ("datasets speech-folder:{user}/audio-truncated", "declares 16,000 data bytes but 5,000", SUB),
+    ("datasets speech-folder:{user}/audio-2khz", "sample rate 2000 Hz", ""),
+    ("datasets speech-folder:{user}/audio-text", "not an audio file", ""),
+    ("datasets speech-folder:{user}/audio-short", "needs at least 0.1 s", ""),
     ("evaluate {run} --device foo", "foo", ""),
     # attack
     ("attack", "Missing argument", SUB),
@@ -113,6 +123,11 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("attack {run} --purify foo", "foo", ""),
     ("attack {run} --eot-samples 0", "'--eot-samples'", ""),
     ("attack {run} --dip-iters 0", "'--dip-iters'", ""),
+    ("attack {run} --eot-transforms webp80", "webp has no differentiable stand-in", SUB),
+    ("attack {run} --eot-transforms jpeg101", "'jpeg:101': 101 is out of range", ""),
+    ("attack {run} --eot-transforms ,", "no EOT transforms given", ""),
+    ("attack {run} --eval-after jpeg0", "'jpeg:0': 0 is out of range", ""),
+    ("attack {run} --eval-after foo:1", "unknown processing 'foo:1'", ""),
     ("attack {run} --seed abc", "'--seed'", ""),
     ("attack {run} --device foo", "foo", ""),
     # explain
@@ -173,6 +188,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("train-generator --config {user}/absent.yaml", "absent.yaml", ""),
     ("disrupt", "--generator", SUB),
     ("disrupt -g {run} --eps 3", "'--eps'", ""),
+    ("train-generator -d {user} --out {user}/g", "no real/ and fake/ subfolders", ""),
     ("disrupt -g {run} -n 0", "'-n' / '--n'", SUB),
     ("disrupt -g {run} --method foo", "'foo' is not one of fgsm, ifgsm, pgd", ""),
     ("disrupt -g {run} --steps 0", "'--steps'", ""),
@@ -190,6 +206,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("protect nosuch", "No such command 'nosuch'", ""),
     ("protect train --steps 0", "'--steps'", ""),
     ("protect train --data-arg bogus=1 --out {user}/p", "no option bogus", ""),
+    ("protect train -d {user} --out {user}/p", "no real/ and fake/ subfolders", ""),
     ("protect train --config {user}/absent.yaml", "absent.yaml", ""),
     ("protect apply", "Missing argument", ""),
     ("protect apply {png} --run {user}/absent --out {user}/o", "templates.json", ""),
@@ -206,6 +223,9 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {run} --threshold foo", "threshold", ""),
     ("serve {run} --size 0", "'--size'", ""),
     ("serve {run} --decode-mpx 0", "'--decode-mpx'", ""),
+    ("serve {run} --frames 0", "'--frames'", ""),
+    ("serve {run} --max-seconds 0", "'--max-seconds'", ""),
+    ("serve {run} --max-seconds abc", "'--max-seconds'", ""),
     ("serve {run} --host 0.0.0.0", "pass --token TOKEN", SUB),
     ("serve {user}/absent", "absent", ""),
     ("serve {user}", "not a deepshield run", ""),
@@ -227,6 +247,21 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("calibrate {run} --operating-point best", "operating-point rule 'best'", ""),
     ("calibrate {run} --calibration foo", "'foo' is not one of platt, isotonic", ""),
     ("calibrate {run} --unsure 0.7", "'--unsure'", ""),
+    # robustness to everyday processing
+    ("robustness", "Missing argument", SUB),
+    ("robustness {user}/absent", "absent", ""),
+    ("robustness {user}", "not a deepshield run", ""),
+    ("robustness {run} --grid nosuch", "grid 'nosuch' is neither quick nor full", SUB),
+    ("robustness {run} --grid {yaml}", "must be a YAML list of specs", ""),
+    ("robustness {run} --grid {user}/grid_jpeg0.yaml", "'jpeg:0': 0 is out of range", SUB),
+    ("robustness {run} --grid {user}/grid_blur.yaml", "'blur:-1': -1 is out of range", ""),
+    ("robustness {run} --grid {user}/grid_codec.yaml", "unknown image processing 'mp3'", ""),
+    ("robustness {run} --split foo", "'foo' is not one of train, val, test", ""),
+    ("robustness {run} --n 0", "'--n'", ""),
+    ("robustness {run} --batch-size 0", "'--batch-size'", ""),
+    ("robustness {run} --device foo", "unknown device 'foo'", ""),
+    ("robustness {run} -d nosuchdata", "unknown dataset 'nosuchdata'", ""),
+    ("robustness {run} --data-arg bogus=1", "no option bogus", ""),
     # studies
     ("study", "Missing argument", ""),
     ("study {user}/absent.yaml", "absent.yaml", ""),
@@ -245,6 +280,9 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (user / "notes.txt").write_text("evidence log: do not lose\n")
     Image.new("RGB", (40, 40), (90, 120, 150)).save(user / "photo.png")
     (user / "bad.yaml").write_text("model: [unclosed\n")
+    _bad_audio_folders(user)
+    for name, spec in (("jpeg0", "jpeg:0"), ("blur", "blur:-1"), ("codec", "mp3:0.5")):
+        (user / f"grid_{name}.yaml").write_text(f"- {spec}\n")
     cwd = tmp_path_factory.mktemp("cwd")
     return {
         "run": run,
@@ -253,6 +291,25 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "yaml": user / "bad.yaml",
         "cwd": cwd,
     }
+
+
+def _bad_audio_folders(user: Path) -> None:
+    """user/audio-<case>/{bonafide,spoof}: one good 0.5 s tone and one bad file per folder."""
+    import numpy as np
+    import soundfile as sf
+
+    tone = (0.3 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220)).astype(np.float32)
+    for case in ("truncated", "2khz", "text", "short"):
+        root = user / f"audio-{case}"
+        (root / "bonafide").mkdir(parents=True)
+        (root / "spoof").mkdir()
+        sf.write(root / "spoof" / "good.wav", tone, 16000, subtype="PCM_16")
+    bad = user / "audio-truncated" / "bonafide" / "bad.wav"
+    sf.write(bad, tone, 16000, subtype="PCM_16")  # 16,000 data bytes
+    bad.write_bytes(bad.read_bytes()[:5044])
+    sf.write(user / "audio-2khz" / "bonafide" / "bad.wav", tone[:1000], 2000)
+    (user / "audio-text" / "bonafide" / "bad.wav").write_text("not audio\n" * 30)
+    sf.write(user / "audio-short" / "bonafide" / "bad.flac", tone[:800], 16000)
 
 
 def tree(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -344,7 +401,30 @@ def png_header_only(w: int, h: int) -> bytes:
     return png_bytes()[:16] + w.to_bytes(4, "big") + h.to_bytes(4, "big") + png_bytes()[24:33]
 
 
+def mp4_bytes(frames: int, fps: int, *, audio_only: bool = False) -> bytes:
+    """An H.264 MP4 of `frames` grey 16x16 frames at `fps` (moov last), or 0.2 s of AAC only."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("aac" if audio_only else "libx264", rate=48000 if audio_only else fps)
+        if audio_only:
+            s.layout = "mono"
+            chunks = [av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")]
+            for k, f in enumerate(chunks * 10):
+                f.sample_rate, f.pts = 48000, 1024 * k
+        else:
+            s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+            chunks = [av.VideoFrame.from_ndarray(np.full((16, 16, 3), 99, np.uint8), "rgb24")]
+            chunks *= frames
+        for f in [*chunks, None]:
+            for p in s.encode(f):
+                c.mux(p)
+    return buf.getvalue()
+
+
 GOOD = png_bytes()
+VIDEO = mp4_bytes(20, 10)
+FRAMES = slice(VIDEO.index(b"mdat") + 4, VIDEO.index(b"moov") - 4)  # the frames' bytes
+ZEROED = VIDEO[: FRAMES.start] + bytes(FRAMES.stop - FRAMES.start) + VIDEO[FRAMES.stop :]
 # (what, request keyword arguments for client.request, expected status, words in "error")
 SERVICE_ROWS: list[tuple[str, dict, int, str]] = [
     ("foreign Host", {"headers": {"host": "evil.example"}}, 400, "--allowed-host evil.example"),
@@ -392,6 +472,32 @@ SERVICE_ROWS: list[tuple[str, dict, int, str]] = [
         413,
         "upload limit",
     ),
+    ("text named .mp4", {"files": {"file": ("a.mp4", b"hello " * 9, "video/mp4")}}, 415, "MP4"),
+    (
+        "audio-only MP4 to an image run",
+        {"files": {"file": ("a.mp4", mp4_bytes(0, 0, audio_only=True), "video/mp4")}},
+        422,
+        "no video stream (audio only): give a video file",
+    ),
+    (
+        "MP4 whose frames do not decode",
+        {"files": {"file": ("a.mp4", ZEROED, "video/mp4")}},
+        422,
+        "corrupt video data",
+    ),
+    (
+        "MP4 cut short",
+        {"files": {"file": ("a.mp4", VIDEO[: FRAMES.stop], "video/mp4")}},  # no moov box
+        422,
+        "not a readable video container",
+    ),
+    (
+        "video longer than 120 s",
+        {"files": {"file": ("a.mp4", mp4_bytes(125, 1), "video/mp4")}},
+        413,
+        "exceeds the limit of 120 s: send a shorter",
+    ),
+    ("MP4 named .webm", {"files": {"file": ("a.webm", VIDEO, "video/webm")}}, 415, "declared WEBM"),
     (
         "explain=maybe",
         {"params": {"explain": "maybe"}, "files": {"file": ("a.png", GOOD, "image/png")}},

@@ -68,3 +68,21 @@ def test_report_collects_sections_in_order(tmp_path):
     run.add_section("a", "First again", "<p>uno</p>", order=10)  # replaced, not duplicated
     html = run.file("report.html").read_text()
     assert "First again" in html and "<p>one</p>" not in html
+
+
+def test_config_with_flags_keeps_zero_flags_and_merges_nested_options(tmp_path) -> None:
+    """The one "config file plus flags" rule: flags that are not None win (0 is a value),
+    nested KEY=VALUE options merge over the file's, everything else comes from the file."""
+    from deepshield.config import TrainConfig, config_with_flags
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "seed: 5\nlr: 0.01\ndata_kwargs: {n: 300, size: 32}\nmodel_kwargs: {width: 8}\n"
+    )
+    cfg = config_with_flags(
+        TrainConfig, path, {"seed": 0, "lr": None, "epochs": 2}, {"data_kwargs": {"n": 50}}
+    )
+    assert (cfg.seed, cfg.lr, cfg.epochs) == (0, 0.01, 2)
+    assert cfg.data_kwargs == {"n": 50, "size": 32} and cfg.model_kwargs == {"width": 8}
+    plain = config_with_flags(TrainConfig, None, {"lr": None}, {"data_kwargs": None})
+    assert plain == TrainConfig()

@@ -87,6 +87,21 @@ def test_another_command_needs_force_and_a_bare_config_is_replaced(tmp_path: Pat
         open_run(tmp_path / "r", "defend detector", {"x": 1})
 
 
+def test_a_run_written_before_a_setting_was_added_still_resumes(tmp_path: Path) -> None:
+    """A config.yaml without settings the config class gained since (at their defaults) is the
+    same config; a real difference still needs --force."""
+    run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
+    run.write_json("metrics.json", {})
+    run.set_done("train")
+    older = run.read_yaml("config.yaml")
+    for added in ("operating_point", "calibration", "augment"):
+        older.pop(added, None)
+    run.write_yaml("config.yaml", older)
+    assert open_run(tmp_path / "r", "train", TrainConfig(seed=1))[1]  # complete, not refused
+    with pytest.raises(RunError, match="seed differ"):
+        open_run(tmp_path / "r", "train", TrainConfig(seed=2))
+
+
 def test_a_damaged_manifest_is_named_and_nothing_is_removed(tmp_path: Path) -> None:
     run, _ = open_run(tmp_path / "r", "train", TrainConfig(seed=1))
     run.write_json("metrics.json", {})
@@ -504,3 +519,72 @@ def test_one_report_builds_report_html_once_with_every_section(tmp_path, monkeyp
     )
     run.add_section("c", "Third", "<p>gamma</p>")  # outside: rebuilt at once again
     assert len(builds) == 2 and "gamma" in run.file("report.html").read_text()
+
+
+# -- studies on the run layer -------------------------------------------------------------------
+STUDY_YAML = {
+    "name": "killed",
+    "data": {"dataset": "synthetic-faces:easy", "data_kwargs": {"n": 140, "size": 32}},
+    "models": [
+        {"name": "a", "train": {"model": "mlp3", "epochs": 2, "batch_size": 35}},
+        {"name": "b", "train": {"model": "simplenet", "epochs": 1, "batch_size": 35}},
+    ],
+    "attacks": [
+        {"attack": "fgsm", "eps": [0, "4/255"], "label": "fgsm_wb"},
+        {"attack": "pgd", "eps": [0, "8/255"], "steps": 3, "surrogate": "a", "n": 20},
+    ],
+}
+STUDY_FILES = ("a/last.pt", "a/metrics.json", "b/last.pt", "b/metrics.json",
+               "a/attack_fgsm_wb.json", "b/attack_fgsm_wb.json", "summary.json", "summary.md")  # fmt: skip
+
+
+def study_records(out: Path) -> list[dict]:
+    """summary.json without wall times and folder names."""
+    drop = ("run", "seconds", "command", "surrogate")
+    return [
+        {k: v for k, v in r.items() if k not in drop}
+        for r in json.loads((out / "summary.json").read_text())
+    ]
+
+
+def test_study_refuses_a_users_folder_and_another_study_without_force(tmp_path: Path) -> None:
+    import yaml
+
+    from deepshield.studies import load_study, run_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**STUDY_YAML, "attacks": STUDY_YAML["attacks"][:1]}))
+    study = load_study(path)
+    user = tmp_path / "case"
+    notes = user_file(user)
+    with pytest.raises(RunError, match=r"notes\.txt"):
+        run_study(study, user, log=lambda s: None)
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and notes.is_file()
+    other = study.model_copy(update={"seed": 1})
+    out = tmp_path / "out"
+    earlier, _ = open_run(out, "study", other)  # an earlier study there, with a summary
+    earlier.write_json("summary.json", [])
+    with pytest.raises(RunError, match="--force"):
+        run_study(study, out, log=lambda s: None)
+
+
+def test_study_killed_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    """kill -9 during `deepshield study` (while training its models, between sweeps): the rerun
+    finishes with the summary of a study never interrupted and sets the final marker last."""
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(STUDY_YAML))
+    ref = tmp_path / "ref"
+    proc = launch(["study", path, "--out", ref])
+    events = watch(proc, ref, files=STUDY_FILES)
+    assert proc.wait() == 0 and RunDir(ref).is_done("study")
+    print("\n| killed after | + s | process | complete after the kill |\n|---|---|---|---|")
+    for i, (name, nth, delay) in enumerate(kill_points(2, seed=3, events=events)):
+        out = tmp_path / f"cut{i}"
+        met = kill_after(["study", path, "--out", out], delay, (name, nth), folder=out)
+        print(f"| {name} #{nth} | {delay:.3f} | {met} | {RunDir(out).is_done('study')} |")
+        done = deepshield("study", path, "--out", out)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert RunDir(out).is_done("study") and study_records(out) == study_records(ref)
+        assert RunDir(out).foreign() == []

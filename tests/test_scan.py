@@ -278,7 +278,7 @@ def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, cap
 def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp_path) -> None:
     import soundfile as sf
 
-    from deepshield.data.audio import fix_length
+    from deepshield.media.audio import fix_length
     from deepshield.predict import fake_scores, predict_logits
 
     run = tmp_path / "speech"
@@ -314,15 +314,16 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
     assert row["verdict"] == "error" and "audio only" in row["error"]
     assert row["audio_verdict"] == d.verdict(row["audio_score"]) and not row.get("audio_error")
     sf.write(tmp_path / "silence.wav", np.zeros(8000, np.float32), 16000)
-    sf.write(tmp_path / "blip.wav", tone[:200].astype(np.float32), 16000)  # 5 % of a clip
+    sf.write(tmp_path / "blip.wav", tone[:200].astype(np.float32), 16000)  # under 0.1 s
     silent, blip = sc.scan(
         [tmp_path / "silence.wav", tmp_path / "blip.wav"],
         tmp_path / "o4",
         detector=None,
         speech=speech,
     ).rows
-    assert (silent["verdict"], silent["score"]) == ("unsure", None) and "silent" in silent["note"]
-    assert (blip["verdict"], blip["score"]) == ("unsure", None) and "far shorter" in blip["note"]
+    assert (silent["verdict"], silent["score"]) == ("unsure", None)
+    assert "digital silence" in silent["note"]
+    assert blip["verdict"] == "error" and "needs at least 0.1 s" in blip["error"]
     with pytest.raises(ConfigError, match="holds a audio model"):
         sc.run_detector(run, torch.device("cpu"))
 

@@ -179,3 +179,34 @@ def test_page_uploads_a_file_and_shows_the_verdict_and_heat_map(browser, tmp_pat
         browser.send_file("#file", image)
         state = browser.wait_for(once("s.heatmap > 0"))
         assert float(state["p"]) == pytest.approx(expected["p_fake"], abs=1e-9)
+
+
+def test_page_shows_a_videos_per_frame_strip(browser, tmp_path):
+    """A video upload: one bar per sampled frame, each bar's tooltip its frame's P(fake) as the
+    API answers it, the verdict the video's."""
+    from deepshield.service.media_uploads import MediaRules
+    from test_media_video import write_video
+
+    torch.manual_seed(0)
+    run = RunDir.create(tmp_path / "run")
+    run.save_model(models.create("simplenet"))
+    video = write_video(tmp_path / "clip.mp4", n=12)
+    app = create_app(run.path, media_rules=MediaRules(frames=5, faces="none"))
+    with running(app) as url:
+        expected = httpx.post(
+            f"{url}/v1/scan", files={"file": ("clip.mp4", video.read_bytes(), "video/mp4")}
+        ).json()
+        browser.go(url + "/")
+        browser.wait_for("return document.getElementById('accepts').textContent.includes('MP4')")
+        browser.send_file("#file", video)
+        bars = browser.wait_for(
+            "const b = [...document.querySelectorAll('#strip div')].map((d) => d.title);"
+            "return document.getElementById('strip-box').hidden ? null : b;"
+        )
+        want = [
+            f"frame {f['index']} at {f['time']:.2f} s: P(fake) {f['p_fake']:.3f}"
+            for f in expected["frames"]
+        ]
+        assert [b.split(";")[0] for b in bars] == want
+        text = browser.run("return document.getElementById('verdict').textContent")
+        assert text == f"{expected['label'].upper()}: P(fake) = {expected['p_fake']:.4f}"

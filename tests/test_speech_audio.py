@@ -1,4 +1,4 @@
-"""Audio I/O: reading, mono mix, resampling, repeat-padding and clear errors."""
+"""The audio reader (deepshield.media.audio): mono mix, resampling, tiling, clear errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from conftest import shared_path
-from deepshield.data.audio import fix_length, load_clip, load_clips, read_audio, resample
 from deepshield.errors import DataError
+from deepshield.media.audio import fix_length, read_audio, read_clip, read_clips, resample
 
 
 def _sine(freq: float, sr: int, seconds: float, phase: float = 0.0) -> np.ndarray:
@@ -21,15 +21,16 @@ def test_stereo_is_mixed_to_mono(tmp_path):
     left = 0.5 * _sine(440, 16000, 0.5)
     right = -0.25 * _sine(440, 16000, 0.5)
     sf.write(tmp_path / "st.wav", np.stack([left, right], 1), 16000, subtype="FLOAT")
-    x = read_audio(tmp_path / "st.wav")
+    x, record = read_audio(tmp_path / "st.wav")
+    assert record.channels == 2 and record.done() == ["mixed 2 channels to mono"]
     assert x.dtype == np.float32 and x.ndim == 1
     np.testing.assert_allclose(x, 0.125 * _sine(440, 16000, 0.5), atol=1e-6)
 
 
 def test_int16_flac_scaled_to_unit_range(tmp_path):
-    pcm = (np.array([0, 16384, -32768, 32767] * 100)).astype(np.int16)
+    pcm = (np.array([0, 16384, -32768, 32767] * 500)).astype(np.int16)  # 0.125 s
     sf.write(tmp_path / "a.flac", pcm, 16000, subtype="PCM_16")
-    x = read_audio(tmp_path / "a.flac")
+    x = read_audio(tmp_path / "a.flac")[0]
     np.testing.assert_allclose(x[:4], [0.0, 0.5, -1.0, 32767 / 32768], atol=1e-7)
 
 
@@ -44,7 +45,7 @@ def test_resampling_a_sine_gives_the_same_sine_at_16k():
 
 def test_read_audio_resamples_to_the_requested_rate(tmp_path):
     sf.write(tmp_path / "t.wav", 0.5 * _sine(300, 44100, 0.5), 44100)
-    x = read_audio(tmp_path / "t.wav", sample_rate=16000)
+    x = read_audio(tmp_path / "t.wav", rate=16000)[0]
     assert len(x) == 8000
     np.testing.assert_allclose(x[200:-200], 0.5 * _sine(300, 16000, 0.5)[200:-200], atol=2e-3)
 
@@ -72,10 +73,10 @@ def test_unreadable_files_raise_data_error_naming_the_file(tmp_path, content):
 
 def test_empty_and_missing_audio_raise_data_error(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
-    with pytest.raises(DataError, match=r"empty\.wav: audio file has no samples"):
+    with pytest.raises(DataError, match=r"empty\.wav: 0\.000 s of audio; deepshield needs"):
         read_audio(tmp_path / "empty.wav")
     with pytest.raises(DataError, match=r"nope\.flac: audio file not found"):
-        load_clip(tmp_path / "nope.flac")
+        read_clip(tmp_path / "nope.flac")
 
 
 def test_real_asvspoof_flac_matches_soundfile_and_is_padded():
@@ -84,7 +85,8 @@ def test_real_asvspoof_flac_matches_soundfile_and_is_padded():
     )  # 22,831 samples
     ref, sr = sf.read(path, dtype="float32")
     assert sr == 16000
-    x = load_clip(path)
+    x, record = read_clip(path)
+    assert record.kept_samples == len(ref) and record.tiled == 64600 / len(ref)
     assert x.shape == (64600,) and x.dtype == np.float32
     np.testing.assert_array_equal(x[: len(ref)], ref)
     np.testing.assert_array_equal(x[len(ref) : 2 * len(ref)], ref)
@@ -95,7 +97,101 @@ def test_real_22k_wavefake_clips_load_at_16k():
     files = sorted(real.glob("*.wav"))[:2]
     frames = [sf.info(f).frames for f in files]
     for f, n in zip(files, frames, strict=True):
-        assert len(read_audio(f)) == -(-n * 320 // 441)  # ceil(n * 16000 / 22050)
-    batch = load_clips(files, length=16000)
+        assert len(read_audio(f)[0]) == -(-n * 320 // 441)  # ceil(n * 16000 / 22050)
+    batch, rows = read_clips(files, length=16000)
+    assert rows.shape[0] == 2
     assert batch.shape == (2, 16000) and batch.dtype == torch.float32
     assert batch.abs().max() <= 1.0 and batch.abs().max() > 0.05
+
+
+# -- the record and the degenerate-clip policy --------------------------------------------------
+def _real_clips() -> list:
+    asv = shared_path("data", "asvspoof2019_la_eval_samples", "flac")
+    wavefake = shared_path("data", "speech_wavefake_ljspeech")
+    return sorted(asv.glob("*.flac")) + sorted(wavefake.rglob("*.wav"))
+
+
+@pytest.mark.parametrize("length", [64600, 16000])
+def test_no_real_shared_clip_is_called_degenerate(length):
+    """The policy's thresholds leave every real clip (21: ASVspoof LA + WaveFake) scored."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    files = _real_clips()
+    assert len(files) == 21
+    reasons = {f.name: degenerate_reason(read_clip(f, length=length)[1]) for f in files}
+    assert set(reasons.values()) == {None}, reasons
+
+
+def test_silence_threshold_in_closed_form(tmp_path):
+    """A sine of amplitude A has RMS A/sqrt(2): -69 dBFS passes, -71 dBFS is near-silence."""
+    from deepshield.media.degenerate import SILENCE_DBFS, degenerate_reason
+
+    for db, flagged in ((SILENCE_DBFS + 1, False), (SILENCE_DBFS - 1, True)):
+        amp = np.sqrt(2) * 10 ** (db / 20)
+        sf.write(tmp_path / "s.wav", amp * _sine(440, 16000, 1.0), 16000, subtype="FLOAT")
+        record = read_clip(tmp_path / "s.wav", length=16000)[1]
+        assert record.rms_dbfs == pytest.approx(db, abs=0.01)
+        assert (degenerate_reason(record) is not None) == flagged
+    sf.write(tmp_path / "z.wav", np.zeros(1600), 16000)
+    assert degenerate_reason(read_clip(tmp_path / "z.wav", length=16000)[1]).startswith("digital")
+
+
+@pytest.mark.parametrize(("share", "flagged"), [(0.005, False), (0.02, True)])
+def test_clipping_share_counts_full_scale_16_bit_samples(tmp_path, share, flagged):
+    from deepshield.media.degenerate import degenerate_reason
+
+    x = 0.3 * _sine(300, 16000, 1.0)
+    x[: int(share * len(x))] = 1.0  # 32767 / 32768 once written as 16-bit PCM
+    sf.write(tmp_path / "c.wav", x, 16000, subtype="PCM_16")
+    record = read_clip(tmp_path / "c.wav", length=16000)[1]
+    assert record.clipped_fraction == pytest.approx(share, abs=1 / 16000)
+    assert (degenerate_reason(record) is not None) == flagged
+
+
+@pytest.mark.parametrize(("seconds", "flagged"), [(0.24, True), (0.26, False)])
+def test_far_too_short_is_a_quarter_of_the_models_clip(tmp_path, seconds, flagged):
+    from deepshield.media.degenerate import degenerate_reason
+
+    sf.write(tmp_path / "t.wav", 0.3 * _sine(300, 16000, seconds), 16000)
+    record = read_clip(tmp_path / "t.wav", length=16000)[1]
+    assert record.tiled == pytest.approx(1 / seconds, rel=1e-3)
+    assert (degenerate_reason(record) is not None) == flagged
+
+
+def test_record_round_trips_through_a_meta_row(tmp_path):
+    from deepshield.media.audio import AudioRecord
+
+    sf.write(tmp_path / "z.flac", np.zeros((8820, 2)), 44100, subtype="PCM_24")  # 0.2 s
+    record = read_clip(tmp_path / "z.flac", length=16000)[1]
+    assert record.rms_dbfs == -np.inf and record.as_dict()["rms_dbfs"] is None
+    assert AudioRecord.from_row(record.to_row()) == record
+    assert record.done()[:2] == ["mixed 2 channels to mono", "resampled from 44100 Hz to 16000 Hz"]
+
+
+def test_speech_folder_reads_mp3_and_names_the_files_it_skips(tmp_path):
+    from deepshield.data import load
+    from deepshield.media.audio import records
+
+    for c in ("bonafide", "spoof"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            sf.write(tmp_path / c / f"{c}{i}.mp3", 0.3 * _sine(200 + 50 * i, 16000, 0.5), 16000)
+    (tmp_path / "spoof" / "notes.txt").write_text("which vocoder\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*notes\.txt"):
+        s = load(f"speech-folder:{tmp_path}", split="test", length=8000)
+    assert len(s.test) == 4
+    assert [r.container for r in records(s.test.meta["audio"])] == ["mp3"] * 4
+
+
+def test_a_file_declaring_over_an_hour_is_refused_from_its_header(tmp_path):
+    """61 minutes of silence compress to ~90 KB of FLAC: refused before any frame is decoded."""
+    import time
+
+    path = tmp_path / "long.flac"
+    with sf.SoundFile(path, "w", 8000, 1, format="FLAC") as f:
+        for _ in range(61):
+            f.write(np.zeros(8000 * 60, np.float32))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"long\.flac: audio longer than 3600 s"):
+        read_audio(path.read_bytes(), name="long.flac")
+    assert time.perf_counter() - start < 0.5  # decoding 29 M frames takes seconds

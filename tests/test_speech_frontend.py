@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import shared_path
-from deepshield.data.audio import read_audio
 from deepshield.data.speech_synth import random_speaker, synthesize
+from deepshield.media.audio import read_audio
 from deepshield.models.frontend import LogMel, Spectrogram
 
 CONFIGS = [
@@ -44,7 +44,7 @@ def clips() -> dict[str, np.ndarray]:
     real = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_3757378.flac")
     rng = np.random.default_rng(0)
     synthetic = synthesize(random_speaker(rng), 24000, rng).astype(np.float32)
-    return {"real": read_audio(real)[:48000], "synthetic": synthetic}
+    return {"real": read_audio(real)[0][:48000], "synthetic": synthetic}
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)

@@ -9,9 +9,9 @@ import torch
 
 from conftest import shared_path
 from deepshield.data import all_sources, load
-from deepshield.data.audio import load_clip
 from deepshield.data.sources.asvspoof import read_protocol
 from deepshield.errors import ConfigError, DataError
+from deepshield.media.audio import read_clip
 
 
 def _write_folder(root, n_per_class=5, names=("bonafide", "spoof"), rates=(8000, 16000, 44100)):
@@ -82,7 +82,7 @@ def test_speech_folder_errors_name_the_problem(tmp_path):
         load(f"speech-folder:{tmp_path / 'absent'}")
     root = _write_folder(tmp_path / "bad", n_per_class=3)
     (root / "spoof" / "spoof_1.wav").write_bytes(b"garbage" * 50)
-    with pytest.raises(DataError, match=r"spoof_1\.wav: cannot read audio"):
+    with pytest.raises(DataError, match=r"spoof_1\.wav: not an audio file"):
         load(f"speech-folder:{root}")
     with pytest.raises(ConfigError):
         load("speech-folder")
@@ -107,7 +107,7 @@ def test_asvspoof_real_eval_clips_follow_the_protocol():
     assert s.test.y.tolist() == [int(f[4] == "spoof") for f in lines]
     codes = dict(item.split("=") for item in s.notes.split(": ", 1)[1].split(" (")[0].split(", "))
     assert [codes[str(c)] for c in s.test.meta["system"].tolist()] == [f[3] for f in lines]
-    first = load_clip(protocol.parent / "flac" / f"{lines[0][1]}.flac")
+    first = read_clip(protocol.parent / "flac" / f"{lines[0][1]}.flac")[0]
     assert torch.equal(s.test.x[0], torch.from_numpy(first))
 
 

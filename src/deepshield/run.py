@@ -18,14 +18,16 @@ import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_save_figure, atomic_write_bytes, atomic_write_text, write_json
+
+C = TypeVar("C", bound=BaseModel)
 
 MANIFEST = "manifest.json"
 _TEMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (files.atomic_write_bytes)
@@ -40,6 +42,12 @@ def check_name(name: str, flag: str = "--out") -> str:
             "not a path; it is written inside the run folder"
         )
     return name
+
+
+def file_tag(text: str) -> str:
+    """A dataset spec or path as a piece of an artifact name: runs of other characters than
+    letters, digits and _ . - become one "_" ("../x/faces" -> ".._x_faces")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def _relative(name: str) -> str:
@@ -131,6 +139,12 @@ class RunDir:
         if not isinstance(obj, dict):
             raise RunError(f"{p}: damaged (not a mapping of settings); {_REBUILD}")
         return obj
+
+    def read_config(self, cls: type[C], name: str = "config.yaml") -> C:
+        """The run's recorded config (config.yaml) validated as `cls`; one line naming the file."""
+        from deepshield.config import parse_config
+
+        return parse_config(self.read_yaml(name), cls, str(self.file(name)))
 
     def save_plot(self, fig: Any, name: str) -> Path:
         """Save a matplotlib figure as plots/<name>.png and close it."""
@@ -298,6 +312,17 @@ def _config_dict(config: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config)))
 
 
+def _as_config(saved: Any, config: BaseModel | Mapping[str, Any]) -> Any:
+    """A saved config as `config`'s class dumps it, so a setting added to the class since (with
+    its default) does not make an older run of the same settings look different."""
+    if not isinstance(config, BaseModel) or not isinstance(saved, dict):
+        return saved
+    try:
+        return type(config).model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
+
+
 def _differences(old: Any, new: Mapping[str, Any]) -> list[str]:
     if not isinstance(old, dict):
         return ["(the whole file)"]
@@ -344,7 +369,7 @@ def check_run(
     want = _config_dict(config)
     saved = run.file(config_file)
     has_manifest = (run.path / MANIFEST).is_file()
-    old = _saved_config(run, config_file) if saved.is_file() else None
+    old = _as_config(_saved_config(run, config_file), config) if saved.is_file() else None
     same = m["command"] in (None, command) and old in (None, want)
     started = set(m["files"]) - {config_file}  # only a config: nothing computed to lose
     same = same or (has_manifest and not started and not m["done"])

@@ -89,12 +89,14 @@ def score_dataset(
     keep: Sequence[int] | Tensor | None = None,
     sharded: bool = False,
     description: str | None = None,
+    view: Callable[[Tensor], Tensor] | None = None,
 ) -> Scored:
     """x: [N,...], y: [N] -> Scored: each batch transformed (e.g. attacked) then scored by every
     model (a single module is named "model"; none: only transformed, e.g. to keep the
     examples; device: default the first model's, else x's). keep: global sample indices whose transformed
     inputs come back in Scored.kept. description: the progress bar's text (per batch, with the
-    attack's steps when it reports them)."""
+    attack's steps when it reports them). view: what the models score of each transformed batch
+    (e.g. real JPEG after the attack); norms and kept inputs are of the batch before it."""
     named = {"model": models} if isinstance(models, nn.Module) else dict(models)
     batch_size = check_count("batch_size", batch_size)
     check_batch(y, x)
@@ -116,8 +118,9 @@ def score_dataset(
             out = transform(xb, yb, b)
             xt, more = out if isinstance(out, tuple) else (out, {})
             xt = xt.detach()
+        seen = view(xt) if view is not None and named else xt
         for name, m in named.items():
-            logits[name].append(batch_logits(m, xt))
+            logits[name].append(batch_logits(m, seen))
         delta = (xt - xb).flatten(1)  # [b, D]
         norms.append(torch.stack([delta.norm(dim=1), delta.abs().amax(dim=1)], 1).float().cpu())
         for key, value in more.items():

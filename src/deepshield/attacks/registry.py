@@ -1,7 +1,7 @@
 """Attacks by name, with one calling convention for the CLI, sweeps and the audit.
 
     ATTACKS[name](model, x, y, eps, *, norm="linf", steps=None, seed=0, mask=None, restarts=1,
-                  eot_samples=1) -> x_adv
+                  eot_samples=1, eot_transforms=()) -> x_adv
 
 x: [B,...] in [0,1] (or model.bounds), y: labels [B]. Each entry (`Attack`) holds the attack's
 defaults and what it supports, once: `steps` (iterations; queries for Square) taken when
@@ -10,12 +10,15 @@ targeted use (through its function) and whether the disruption of generators run
 option an attack cannot honour raises InputError rather than being silently dropped. CW-L2 is
 `minimal`: eps is ignored and it searches the smallest L2 perturbation (sweeps keep it where
 its norm fits eps). Seeds: 0 by default for every attack (the same call, the same x_adv).
+eot_transforms (every attack, images only): craft on the model in expectation over
+differentiable stand-ins of everyday processing, e.g. "jpeg75,resize0.75,blur1"
+(`attacks.eot_transforms.ExpectedOverTransforms`), so the examples survive that processing.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 from deepshield.attacks.apgd import apgd, apgd_targeted
 from deepshield.attacks.autoattack import autoattack
 from deepshield.attacks.cw import cw_l2
+from deepshield.attacks.eot_transforms import ExpectedOverTransforms, stand_ins
 from deepshield.attacks.gradient import fgsm, ifgsm, pgd
 from deepshield.attacks.square import SquareResult, square_search
 from deepshield.errors import ConfigError, InputError
@@ -74,13 +78,28 @@ class Attack:
         mask: Tensor | None = None,
         restarts: int = 1,
         eot_samples: int = 1,
+        eot_transforms: str | Sequence[str] = (),
     ) -> Tensor:
         """x: [B,...] -> x_adv under budget eps (module docstring)."""
         norm = "l2" if self.minimal else norm  # an L2 search, whatever was passed
         self.refuse(norm, mask is not None, restarts, eot_samples)
         steps = self.steps if steps is None or self.fixed else steps
+        model = over_transforms(model, x, eot_transforms)
         return self.run(model, x, y, eps, norm=norm, steps=steps, seed=seed, mask=mask,
                         restarts=restarts, eot_samples=eot_samples)  # fmt: skip
+
+
+def over_transforms(model: nn.Module, x: Tensor, names: str | Sequence[str]) -> nn.Module:
+    """`model` itself when `names` is empty, else the model in expectation over the stand-ins
+    of `names` (images x [B,3,H,W] only; InputError for other inputs)."""
+    if not names:
+        return model
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise InputError(
+            f"EOT transforms work on images [B, 3, H, W], got {list(x.shape)}: "
+            "leave --eot-transforms out for speech"
+        )
+    return ExpectedOverTransforms(model, stand_ins(names))
 
 
 def _fgsm(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples) -> Tensor:
@@ -120,11 +139,12 @@ def _square(model, x, y, eps, *, norm, steps, seed, mask, restarts, eot_samples)
 
 def square_with_queries(model: nn.Module, x: Tensor, y: Tensor, eps: float, *,
                         norm: str = "linf", steps: int | None = None, seed: int | None = 0,
-                        mask: Tensor | None = None, restarts: int = 1,
-                        eot_samples: int = 1) -> SquareResult:  # fmt: skip
+                        mask: Tensor | None = None, restarts: int = 1, eot_samples: int = 1,
+                        eot_transforms: str | Sequence[str] = ()) -> SquareResult:  # fmt: skip
     """The registry's Square attack with the queries it spent per sample (`SquareResult`)."""
     entry = ATTACKS["square"]
     entry.refuse(norm, mask is not None, restarts, eot_samples)
+    model = over_transforms(model, x, eot_transforms)
     return square_search(model, x, y, eps, norm=norm, queries=steps or entry.steps, seed=seed)
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.checks import check_batch, check_count, check_norm, check_number
+from deepshield.attacks.eot_transforms import processing_spec, real_transform, stand_ins
 from deepshield.attacks.evaluate import Scored, Transform, model_device, score_dataset
 from deepshield.attacks.masks import parse_mask
 from deepshield.attacks.objectives import margin
@@ -57,6 +58,9 @@ class AttackSpec:
     models such as a purifier with random initialisation). For CW-L2 (`Attack.minimal`) eps is
     an L2 budget: accuracy at eps counts an example as broken only when the smallest
     perturbation CW found has L2 norm <= eps (a robust-accuracy-vs-L2 curve).
+    eot_transforms: craft through differentiable stand-ins of processing, e.g. ("jpeg:75",)
+    (`attacks.eot_transforms`). eval_after: a real processing spec (`data.processing`, e.g.
+    "jpeg:75") applied to every point, clean ones included, before the models score it.
     """
 
     attack: str = "pgd"
@@ -67,6 +71,8 @@ class AttackSpec:
     mask: str = "full"
     seed: int = 0
     eot_samples: int = 1
+    eot_transforms: tuple[str, ...] = ()
+    eval_after: str | None = None
 
     def checked(self) -> AttackSpec:
         """This spec with eps as floats and the attack's defaults filled in; InputError /
@@ -88,7 +94,10 @@ class AttackSpec:
         steps = entry.steps if self.steps is None or entry.fixed else self.steps
         norm = "l2" if entry.minimal else self.norm  # an L2 search, whatever was passed
         entry.refuse(norm, self.mask.strip() != "full", self.restarts, self.eot_samples)
-        return replace(self, attack=entry.name, eps=eps, steps=steps, norm=norm)
+        eot = tuple(t.spec for t in stand_ins(self.eot_transforms)) if self.eot_transforms else ()
+        after = None if self.eval_after is None else processing_spec(self.eval_after)
+        return replace(self, attack=entry.name, eps=eps, steps=steps, norm=norm,
+                       eot_transforms=eot, eval_after=after)  # fmt: skip
 
     def check_fits(self, shape: Sequence[int]) -> None:
         """InputError when the mask does not fit samples of `shape` (images [C, H, W])."""
@@ -117,7 +126,21 @@ class AttackSpec:
             "mask": self.mask,
             "seed": self.seed,
             "eot_samples": self.eot_samples,
+            "eot_transforms": list(self.eot_transforms),
+            "eval_after": self.eval_after,
         }
+
+    def scored_view(self) -> Callable[[Tensor], Tensor] | None:
+        """What the models score of a batch: the real `eval_after` processing (images
+        [B,3,H,W] or speech [B,T]), or None (the points as they are)."""
+        if self.eval_after is None:
+            return None
+        after = self.eval_after
+
+        def view(x: Tensor) -> Tensor:
+            return real_transform(after, "image" if x.dim() == 4 else "speech")(x)
+
+        return view
 
 
 @dataclass
@@ -259,8 +282,9 @@ def transfer_sweep(
     crafter_key = next((k for k, m in targets.items() if m is crafter), "_crafter")
     evaluated = {**targets, crafter_key: crafter}  # every model once; the crafter included
     run = functools.partial(
-        score_dataset, evaluated, x, y, batch_size=batch_size, device=device, sharded=True
-    )
+        score_dataset, evaluated, x, y, batch_size=batch_size, device=device, sharded=True,
+        view=spec.scored_view(),
+    )  # fmt: skip
     clean = run(description="clean inputs")
     index = _grid_index(y[:batch_size], clean.logits[crafter_key].shape[1] == 2)
     index = index if x.dim() == 4 else index[:0]  # the report grid is for images only
@@ -335,6 +359,7 @@ class _Budgets:
             options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
             mask = spec.batch_mask(len(xb), b, xb.shape[1:])
             options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+            options.update(eot_transforms=spec.eot_transforms)
             if spec.attack in QUERY_COUNTED:
                 found = QUERY_COUNTED[spec.attack](crafter, xb, yb, eps, **options)
                 return found.x_adv, {"queries": found.queries}

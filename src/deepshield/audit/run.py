@@ -41,6 +41,7 @@ from deepshield.config import TrainConfig
 from deepshield.errors import DeepshieldError, RunError
 from deepshield.run import RunDir, one_report
 from deepshield.runs.attack_sweep import AttackData, attack_run, load_attack_data, run_config
+from deepshield.runs.everyday import run_grid
 
 AUDIT_FILE = "audit.json"
 SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
@@ -330,6 +331,12 @@ class Audit:
             ("noise", self.noise),
             ("transfer", lambda: self.transfer(log)),
             ("explanations", self.explanations),
+            (
+                "everyday",
+                lambda: run_grid(
+                    self.run, "quick", n=self.budget.n, seed=self.seed, device=str(self.device)
+                ),
+            ),
         ]
 
     def curves(self) -> dict[str, Any]:

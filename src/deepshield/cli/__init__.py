@@ -27,6 +27,7 @@ from deepshield.cli import (  # noqa: F401
     info,
     metrics,
     protect,
+    robustness,
     scan,
     serve,
     study,

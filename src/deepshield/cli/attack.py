@@ -75,11 +75,21 @@ def attack_cmd(
     dip_iters: int = typer.Option(
         None, "--dip-iters", help="With --purify dip: iterations [500].", **COUNT
     ),
+    eot_transforms: str = typer.Option(
+        None,
+        "--eot-transforms",
+        help="Craft through differentiable processing, e.g. jpeg75,resize0.75,blur1 (images).",
+    ),
+    eval_after: str = typer.Option(
+        None, "--eval-after", help="Score every image after this real processing, e.g. jpeg75."
+    ),
 ) -> None:
     """Attack a trained model at several budgets; writes attack_<name>.json, plots, report section.
 
     Detectors also get the evasion view (only fakes attacked). --purify dip evaluates the model
     behind Deep Image Prior purification, attacked --adaptive none|bpda|eot (docs/robustness.md).
+    --eot-transforms crafts examples that survive processing, --eval-after scores them after
+    the real encoder (docs/robustness-eot.md).
     Sharded over N processes with
     `torchrun --nproc_per_node=N -m deepshield attack ...` (same numbers as one process)."""
     from deepshield.attacks.sweep import AttackSpec
@@ -97,6 +107,8 @@ def attack_cmd(
         mask=mask,
         seed=seed,
         eot_samples=passes,
+        eot_transforms=tuple(eot_transforms.split(",")) if eot_transforms is not None else (),
+        eval_after=eval_after,
     ).checked()
     check_linf(list(spec.eps), "--eps", spec.norm)
     check_options(split, n, batch_size)

@@ -41,11 +41,14 @@ def detector_cmd(
 ) -> None:
     """Train a detector of adversarial examples crafted against a protected model; report its
     accuracy, AUC and EER on held-out data and on attacks it never saw."""
-    from deepshield.config import load_config, parse_config
+    from deepshield.config import config_with_flags
     from deepshield.defenses.adversarial_detector import DetectorConfig, real_attack_note
     from deepshield.runs.adversarial_detector import train_adversarial_detector
 
-    base = load_config(config, DetectorConfig).model_dump() if config else {}
+    if protect is None and config is None:
+        from deepshield.errors import ConfigError
+
+        raise ConfigError("no protected model: pass --protect RUN_DIR (a `deepshield train` run)")
     flags = {
         "protect": str(protect) if protect else None,
         "attack": attack,
@@ -53,17 +56,9 @@ def detector_cmd(
         "limit": limit,
         "evaluate": [s.strip() for s in evaluate.split(",") if s.strip()] if evaluate else None,
     }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    train = dict(base.get("train") or {})
-    given = {"model": model, "epochs": epochs, "seed": seed}
-    train.update({k: v for k, v in given.items() if v is not None})  # --seed 0 is a seed
-    if train:
-        base["train"] = train
-    if "protect" not in base:
-        from deepshield.errors import ConfigError
-
-        raise ConfigError("no protected model: pass --protect RUN_DIR (a `deepshield train` run)")
-    cfg = parse_config(base, DetectorConfig, source=str(config) if config else "flags")
+    given = {"model": model, "epochs": epochs, "seed": seed}  # --seed 0 is a seed
+    train = {k: v for k, v in given.items() if v is not None}
+    cfg = config_with_flags(DetectorConfig, config, flags, {"train": train})
     out = out or Path("runs") / f"advdet-{cfg.attack}-{cfg.eps:g}"
     run = train_adversarial_detector(cfg, out, force=force)
     rows = run.read_json("detector.json")["rows"]

@@ -48,26 +48,19 @@ def train_generator_cmd(
 ) -> None:
     """Train a small image-translation generator on attribute edits; write a generator run."""
     from deepshield import data
-    from deepshield.config import load_config, parse_config
+    from deepshield.config import config_with_flags
     from deepshield.disrupt.config import GeneratorConfig
     from deepshield.runs.generators import train_generator
 
-    base = load_config(config, GeneratorConfig).model_dump() if config else {}
     flags = {"model": model, "dataset": dataset, "steps": steps, "batch_size": batch_size,
              "lr": lr, "seed": seed, "device": device, "init": None if init is None else str(init)}  # fmt: skip
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if model_arg:
-        base["model_kwargs"] = {
-            **base.get("model_kwargs", {}),
-            **parse_kv(model_arg, "--model-arg"),
-        }
-    if data_arg:
-        base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
     adv_flags = {"mode": adv, "eps": adv_eps, "steps": adv_steps}
-    base["adversarial"] = {
-        **base.get("adversarial", {}), **{k: v for k, v in adv_flags.items() if v is not None}
-    }  # fmt: skip
-    cfg = parse_config(base, GeneratorConfig, source=str(config) if config else "flags")
+    nested = {
+        "model_kwargs": parse_kv(model_arg, "--model-arg") if model_arg else None,
+        "data_kwargs": parse_kv(data_arg, "--data-arg") if data_arg else None,
+        "adversarial": {k: v for k, v in adv_flags.items() if v is not None},
+    }
+    cfg = config_with_flags(GeneratorConfig, config, flags, nested)
     data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / (cfg.name or f"generator-{cfg.model}-s{cfg.seed}")
     run = train_generator(cfg, out, force=force, log=typer.echo)

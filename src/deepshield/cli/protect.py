@@ -34,16 +34,13 @@ def train_cmd(
 ) -> None:
     """Learn a template set with its detector and a passive baseline; evaluate both."""
     from deepshield import data
-    from deepshield.config import load_config, parse_config
+    from deepshield.config import config_with_flags
     from deepshield.proactive.config import ProactiveConfig
     from deepshield.runs.proactive import run_experiment
 
-    base = load_config(config, ProactiveConfig).model_dump() if config else {}
     flags = {"dataset": dataset, "steps": steps, "seed": seed}
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if data_arg:
-        base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
-    cfg = parse_config(base, ProactiveConfig, source=str(config) if config else "flags")
+    data_kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
+    cfg = config_with_flags(ProactiveConfig, config, flags, {"data_kwargs": data_kwargs})
     data.check(cfg.dataset, cfg.data_kwargs)
     out = out or Path("runs") / f"proactive-s{cfg.seed}"
     metrics = run_experiment(cfg, out, force=force, log=typer.echo)

@@ -116,6 +116,8 @@ def scan_cmd(
         raise DataError(summary.single_error)
     if not det.decision.calibrated:
         typer.echo(f"note: {det.decision.note}")
+    if det.decision.warning:
+        typer.echo(f"warning: {det.decision.warning}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     typer.echo(
         f"scanned {summary.scanned} files ({summary.resumed} already in scan.csv) in "

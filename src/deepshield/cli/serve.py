@@ -47,6 +47,16 @@ def serve_cmd(
         "[33.6: two images at the 4096x4096 limit].",
         min=1.0,
     ),
+    frames: int = typer.Option(
+        16, "--frames", help="Frames of a video upload scanned, evenly spaced.", **COUNT
+    ),
+    max_seconds: float = typer.Option(
+        None,
+        "--max-seconds",
+        help="Longest video or audio upload accepted in seconds, checked from its header before "
+        "decoding (default: 120 for video, 600 for audio).",
+        min=0.1,
+    ),
 ) -> None:
     """Serve a detector over HTTP: POST /v1/scan, GET /healthz and a drop-a-file page at /."""
     import uvicorn
@@ -57,6 +67,7 @@ def serve_cmd(
     from deepshield.service import create_app
     from deepshield.service.app import DECODE_BUDGET
     from deepshield.service.guards import allowed_hosts_for, is_loopback
+    from deepshield.service.media_uploads import MediaRules
 
     if max_mb <= 0:
         raise ConfigError(f"--max-mb {max_mb}: give a positive upload limit in MB")
@@ -75,13 +86,16 @@ def serve_cmd(
         token=token or None,
         decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
         decision=load_decision(run_dir),
+        media_rules=MediaRules(frames=frames).with_max_seconds(max_seconds),
     )
     info = service.state.scanner.describe()
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
-        f"serving {info['model']} from {run_dir} (threshold {info['threshold']:g}, "
+        f"serving {info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
         f"{info['threshold_source']}) at http://{shown}:{port}/"
     )
     if not info["calibrated"]:
         typer.echo(f"note: {info['calibration']}")
+    if info["threshold_warning"]:
+        typer.echo(f"warning: {info['threshold_warning']}")
     uvicorn.run(service, host=host, port=port, log_level="info")

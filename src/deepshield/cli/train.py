@@ -83,16 +83,22 @@ def train_cmd(
         help="Step size, in [0, 1] [pgd 2.5*eps/steps, fgsm-rs 1.25*eps].",
         callback=LINF,
     ),
+    augment: str = typer.Option(
+        None,
+        "--augment",
+        help="Everyday-processing augmentations: image or speech (presets; config: augment).",
+        callback=choice("image", "speech"),
+    ),
     rule: str = typer.Option(
-        "eer",
+        None,
         "--operating-point",
-        help="Threshold rule of the run's decision, on validation: eer, fpr=F or cost.",
+        help="Threshold rule of the run's decision, on validation: eer, fpr=F or cost [eer].",
         callback=operating_point,
     ),
     calibration: str = typer.Option(
-        "platt",
+        None,
         "--calibration",
-        help="Calibrator of the run's decision: platt or isotonic.",
+        help="Calibrator of the run's decision: platt or isotonic [platt].",
         callback=choice("platt", "isotonic"),
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
@@ -101,11 +107,10 @@ def train_cmd(
 
     Data-parallel on N processes: `torchrun --nproc_per_node=N -m deepshield train ...`
     (--batch-size stays the global batch; docs/scaling.md)."""
-    from deepshield.config import TrainConfig, load_config, parse_config
+    from deepshield.config import AUGMENT_PRESETS, TrainConfig, config_with_flags
     from deepshield.runs.training import run_training
     from deepshield.train import distributed
 
-    base = load_config(config).model_dump() if config else {}
     flags = {
         "dataset": dataset,
         "model": model,
@@ -123,18 +128,17 @@ def train_cmd(
         "adv_eps": parse_floats(adv_eps, "--adv-eps")[0] if adv_eps else None,
         "adv_steps": adv_steps,
         "adv_alpha": parse_floats(adv_alpha, "--adv-alpha")[0] if adv_alpha else None,
+        "operating_point": rule,
+        "calibration": calibration,
+        "augment": AUGMENT_PRESETS[augment] if augment else None,
     }
-    base.update({k: v for k, v in flags.items() if v is not None})
-    if data_arg:
-        base["data_kwargs"] = {**base.get("data_kwargs", {}), **parse_kv(data_arg, "--data-arg")}
-    if model_arg:
-        base["model_kwargs"] = {
-            **base.get("model_kwargs", {}),
-            **parse_kv(model_arg, "--model-arg"),
-        }
-    cfg = parse_config(base, TrainConfig, source=str(config) if config else "flags")
+    nested = {
+        "data_kwargs": parse_kv(data_arg, "--data-arg") if data_arg else None,
+        "model_kwargs": parse_kv(model_arg, "--model-arg") if model_arg else None,
+    }
+    cfg = config_with_flags(TrainConfig, config, flags, nested)
     with distributed.session(cfg.device):
-        run = run_training(cfg, out, force=force, operating_point=rule, calibration=calibration)
+        run = run_training(cfg, out, force=force)
         if distributed.is_main():
             _print_summary(run.path)
 
@@ -160,14 +164,21 @@ def _print_summary(path: Path) -> None:
 
 
 def _decision_line(d: dict, split: str) -> str:
-    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates."""
+    """One line of an evaluation's `decision` entry: the run's threshold and its actual rates
+    (and a second, the warning, when the threshold was fitted on few samples of a class)."""
     run = next(r for r in d["operating_points"] if r["point"] == "run")
     t = run["threshold"]
     return (
         f"decision: {d['rule']} threshold {t if isinstance(t, str) else round(t, 4)} on "
         f"{d['score']}; on {split} FPR {run['fpr']:.4f}, FNR {run['fnr']:.4f}; ECE raw "
         f"{d['ece_raw']:.4f}, calibrated {d['ece_calibrated']:.4f}"
+        + (
+            f"; Cllr raw {d['cllr_raw']:.4g}, calibrated {d['cllr_calibrated']:.4g}"
+            if "cllr_raw" in d
+            else ""
+        )
         + ("" if d["calibrated"] else f" ({d['note']})")
+        + (f"\nwarning: {d['warning']}" if d.get("warning") else "")
     )
 
 
@@ -194,17 +205,16 @@ def evaluate_cmd(
 def _evaluate(
     run_dir: Path, dataset: str | None, split: str, data_arg: list[str] | None, device: torch.device
 ) -> None:
-    import re
 
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.files import write_json
-    from deepshield.run import RunDir, data_options
+    from deepshield.run import RunDir, data_options, file_tag
     from deepshield.runs.evaluation import collapse_warning, write_evaluation
     from deepshield.train import distributed
 
     run = RunDir.open(run_dir)
-    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(TrainConfig)
     spec = dataset or cfg.dataset
     kwargs = data_options(
         cfg.data_kwargs, dataset, parse_kv(data_arg, "--data-arg") if data_arg else None
@@ -214,7 +224,7 @@ def _evaluate(
         if (spec, kwargs) != (cfg.dataset, cfg.data_kwargs):
             _check_shape(run, cfg, tuple(splits.split(split).x.shape[1:]), spec)
     model = run.load_model("best").to(device)
-    tag = "" if spec == cfg.dataset and not data_arg else re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
+    tag = "" if spec == cfg.dataset and not data_arg else file_tag(spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
     metrics = write_evaluation(run, model, splits, split, tag=tag)
     if not distributed.is_main():
@@ -228,6 +238,10 @@ def _evaluate(
         typer.echo(f"{level} level: " + ", ".join(f"{k} {video[level][k]}" for k in VIDEO_KEYS))
     if metrics.get("decision"):
         typer.echo(_decision_line(metrics["decision"], split))
+    if metrics.get("files"):  # speech: per-clip verdicts and what the reader did to each clip
+        from deepshield.runs.countermeasure import unsure_line
+
+        typer.echo(unsure_line(metrics["files"]))
     warning = collapse_warning(metrics, cfg)
     if warning:
         typer.echo(warning)

@@ -33,8 +33,8 @@ from PIL import Image
 from pydantic import RootModel, ValidationError
 from scipy import signal
 
-from deepshield.data.audio import resample
 from deepshield.errors import ConfigError, InputError
+from deepshield.media.audio import resample
 
 SPEECH_RATE = 16000
 # speech codec spec name -> (libsndfile format, subtype)

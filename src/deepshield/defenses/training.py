@@ -7,17 +7,24 @@ from typing import Any
 from deepshield.config import TrainConfig
 from deepshield.defenses.adversarial_training import AdversarialBatch
 from deepshield.defenses.lipschitz import LipschitzPenalty
+from deepshield.train.augment import Augmenter, BatchChain
 
 
-def training_hooks(cfg: TrainConfig) -> dict[str, Any]:
+def training_hooks(cfg: TrainConfig, rank: int = 0) -> dict[str, Any]:
     """Trainer keyword arguments: penalties=[LipschitzPenalty] when cfg.lipschitz > 0 and
-    batch_transform=AdversarialBatch when cfg.adv_train != "none"."""
+    batch_transform: the augmentations of cfg.augment (`train.augment.Augmenter`, seeded by
+    cfg.seed and `rank`), then AdversarialBatch when cfg.adv_train != "none"."""
     penalties = [LipschitzPenalty(cfg.lipschitz)] if cfg.lipschitz > 0 else []
-    transform = None
+    transforms: list[Any] = []
+    if cfg.augment is not None:
+        transforms.append(Augmenter(cfg.augment, cfg.seed, rank))
     if cfg.adv_train != "none":
-        transform = AdversarialBatch(
-            cfg.adv_train, cfg.adv_eps, steps=cfg.adv_steps, alpha=cfg.adv_alpha
+        transforms.append(
+            AdversarialBatch(cfg.adv_train, cfg.adv_eps, steps=cfg.adv_steps, alpha=cfg.adv_alpha)
         )
+    transform = transforms[0] if len(transforms) == 1 else None
+    if len(transforms) > 1:
+        transform = BatchChain(transforms)
     return {"penalties": penalties, "batch_transform": transform}
 
 

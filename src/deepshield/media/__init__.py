@@ -19,12 +19,12 @@ from deepshield.media.faces import (
 from deepshield.media.images import image_size, read_media_image
 from deepshield.media.video import (
     VIDEO_EXTENSIONS,
+    MediaLimitError,
     MediaLimits,
     VideoFrames,
     VideoInfo,
     iter_video_frames,
     probe_video,
-    read_audio_track,
     read_video_frames,
     sample_indices,
 )
@@ -34,6 +34,7 @@ __all__ = [
     "CropOptions",
     "Face",
     "FrameFaces",
+    "MediaLimitError",
     "MediaLimits",
     "VideoFrames",
     "VideoInfo",
@@ -50,7 +51,6 @@ __all__ = [
     "iter_video_frames",
     "landmark_model_path",
     "probe_video",
-    "read_audio_track",
     "read_media_image",
     "read_video_frames",
     "sample_indices",

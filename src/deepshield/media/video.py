@@ -24,6 +24,15 @@ class MediaLimits:
     max_frame_pixels: int = 8192 * 4320  # 8K video
     max_image_pixels: int = 100_000_000  # a 20000x20000 image (400 Mpx) is refused
     max_frames_out: int = 1024  # frames one call may return ([N,H,W,3] uint8 in memory)
+    max_frames: int = 1_000_000  # frames in the stream (decoding reaches the last one sampled)
+
+
+class MediaLimitError(DataError):
+    """A file over one of its MediaLimits: `detail` says which bound and by how much."""
+
+    def __init__(self, path: Path, detail: str, fix: str) -> None:
+        super().__init__(f"{path}: {detail}: {fix}")
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,19 @@ def _rotation(path: Path, stream_index: int) -> int:
 
 def _check_duration(path: Path, duration: float, limits: MediaLimits) -> None:
     if duration > limits.max_duration_s:
-        raise DataError(
-            f"{path}: duration {duration:.1f} s exceeds the limit of {limits.max_duration_s:.0f} s: "
-            "cut the video or raise max_duration_s"
+        raise MediaLimitError(
+            path,
+            f"duration {duration:.1f} s exceeds the limit of {limits.max_duration_s:.0f} s",
+            "cut the video or raise max_duration_s",
+        )
+
+
+def _check_frames(path: Path, frames: int, limits: MediaLimits, how: str) -> None:
+    if frames > limits.max_frames:
+        raise MediaLimitError(
+            path,
+            f"{frames} frames ({how}) exceed the limit of {limits.max_frames}",
+            "cut the video or raise max_frames",
         )
 
 
@@ -116,9 +135,10 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         raise DataError(f"{path}: file not found: check the path")
     size = os.path.getsize(path)
     if size > limits.max_file_bytes:
-        raise DataError(
-            f"{path}: {size} bytes exceeds the limit of {limits.max_file_bytes}: "
-            "cut the video or raise max_file_bytes"
+        raise MediaLimitError(
+            path,
+            f"{size} bytes exceeds the limit of {limits.max_file_bytes}",
+            "cut the video or raise max_file_bytes",
         )
     container = _open(path)
     try:
@@ -136,12 +156,15 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     if w * h <= 0:
         raise DataError(f"{path}: video frame size {w}x{h} is empty: re-encode or remove the file")
     if w * h > limits.max_frame_pixels:
-        raise DataError(
-            f"{path}: frames of {w}x{h} pixels exceed the limit of {limits.max_frame_pixels}: "
-            "downscale the video or raise max_frame_pixels"
+        raise MediaLimitError(
+            path,
+            f"frames of {w}x{h} pixels exceed the limit of {limits.max_frame_pixels}",
+            "downscale the video or raise max_frame_pixels",
         )
     _check_duration(path, duration, limits)
+    _check_frames(path, declared or 0, limits, "declared")
     frames = _count_packets(path, index)
+    _check_frames(path, frames, limits, "present")
     if frames == 0:
         raise DataError(f"{path}: the video stream holds no frames: re-encode or remove the file")
     if declared and frames < declared:
@@ -196,9 +219,11 @@ def iter_video_frames(
             if i not in wanted:
                 continue
             if frame.width * frame.height > limits.max_frame_pixels:
-                raise DataError(
-                    f"{path}: frame {i} is {frame.width}x{frame.height}, above the limit of "
-                    f"{limits.max_frame_pixels} pixels: downscale the video"
+                raise MediaLimitError(
+                    path,
+                    f"frame {i} is {frame.width}x{frame.height}, above the limit of "
+                    f"{limits.max_frame_pixels} pixels",
+                    "downscale the video",
                 )
             rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
             yield i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation)
@@ -237,38 +262,3 @@ def read_video_frames(
         indices=np.array([i for i, _, _ in decoded], dtype=np.int64),
         times=np.array([t for _, t, _ in decoded], dtype=np.float64),
     )
-
-
-def read_audio_track(
-    path: str | Path, *, rate: int = 16000, limits: MediaLimits | None = None
-) -> np.ndarray:
-    """Audio track of a media file -> mono float32 [T] in [-1, 1] at `rate` Hz."""
-    path, limits = Path(path), limits or MediaLimits()
-    if not path.is_file():
-        raise DataError(f"{path}: file not found: check the path")
-    container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise DataError(f"{path}: no audio track: scan the video frames only")
-        stream = container.streams.audio[0]
-        # channels kept (planar) and averaged below, as data/audio.py mixes to mono; FFmpeg's own
-        # downmix would scale a stereo signal by 1/sqrt(2)
-        resampler = av.AudioResampler(format="fltp", rate=rate)
-        chunks, max_samples = [], int(limits.max_duration_s * rate)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().mean(axis=0))  # [C, n] -> [n]
-            if sum(len(c) for c in chunks) > max_samples:
-                raise DataError(
-                    f"{path}: audio longer than {limits.max_duration_s:.0f} s: cut it or raise "
-                    "max_duration_s"
-                )
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().mean(axis=0))
-    except av.error.FFmpegError as e:
-        raise DataError(f"{path}: corrupt audio data ({e}): re-encode or remove the file") from e
-    finally:
-        container.close()
-    if not chunks:
-        raise DataError(f"{path}: the audio track holds no samples: re-encode or remove the file")
-    return np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)

@@ -98,6 +98,20 @@ def min_cost_point(y_true: Any, scores: Any, costs: DcfCosts = ASVSPOOF5_DCF) ->
     return OperatingPoint(float(thresholds[i]), float(fpr[i]), float(tpr[i]))
 
 
+MIN_PER_CLASS = 20  # fewer samples of a class than this: a threshold fitted on them is rough
+
+
+def few_per_class(n_real: int, n_fake: int, what: str = "validation samples") -> str | None:
+    """The warning for a threshold fitted on fewer than MIN_PER_CLASS samples of a class (None
+    when both classes have enough): the counts, so a reader can weigh the error rates."""
+    if min(n_real, n_fake) >= MIN_PER_CLASS:
+        return None
+    return (
+        f"threshold fitted on only {n_real} real and {n_fake} fake {what} (fewer than "
+        f"{MIN_PER_CLASS} of a class): its error rates are rough"
+    )
+
+
 def operating_threshold(y_true: Any, scores: Any, rule: str = "eer") -> float:
     """The threshold a run uses, chosen on validation scores by a stated rule: "eer" (the EER
     point), "fpr=F" (most fakes caught with FPR <= F, e.g. fpr=0.01), "cost" (the ASVspoof 5

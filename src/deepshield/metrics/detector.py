@@ -20,13 +20,13 @@ def detector_metrics(y_true: Any, scores: Any, threshold: float = 0.5) -> dict[s
     collapsed / collapsed_to (one class called for >= 95 % of the split, see
     `classification.collapsed`), auc, eer, eer_threshold. Values are plain floats/ints/bools
     (JSON-ready); with only one class present, the rate of the absent class and auc / eer /
-    eer_threshold are None.
+    eer_threshold are None, and `undefined` {key: reason} says why.
     """
     y, s = inputs.binary_labels(y_true), inputs.scores(scores)
     inputs.same_length(y, s, ("y_true", "scores"))
     both = bool((y == 0).any() and (y == 1).any())
     rate, rate_threshold = eer(y, s) if both else (None, None)
-    return {
+    out = {
         "n": int(y.size),
         "n_real": int((y == 0).sum()),
         "n_fake": int((y == 1).sum()),
@@ -36,3 +36,10 @@ def detector_metrics(y_true: Any, scores: Any, threshold: float = 0.5) -> dict[s
         "eer": rate,
         "eer_threshold": rate_threshold,
     }
+    if not both:
+        only = "fake" if (y == 1).any() else "real"
+        why = f"only {only} samples ({y.size}): a ranking metric needs both classes"
+        out["undefined"] = {k: why for k in ("auc", "eer", "eer_threshold")}
+        absent = "real_flagged_as_fake" if only == "fake" else "fake_passed_as_real"
+        out["undefined"][absent] = f"no {'real' if only == 'fake' else 'fake'} samples"
+    return out

@@ -177,3 +177,36 @@ def plot_reliability(y_true: Any, p_fake: Any, n_bins: int = 15) -> Figure:
     hist.bar(r.edges[:-1], r.counts, width=np.diff(r.edges), align="edge", alpha=0.6)
     hist.set(xlabel="P(fake)", ylabel="samples")
     return fig
+
+
+def plot_strength_panels(
+    panels: Mapping[str, tuple[Sequence[float], Mapping[str, Sequence[float]]]],
+    clean: Mapping[str, float],
+    ylabel: str = "value",
+) -> Figure:
+    """One panel per transform kind: each metric (a marked line) against the kind's strength
+    parameter, and the metric's clean value as a dashed line of the same colour.
+    panels: {kind: (strengths [S], {metric: values [S]})}; clean: {metric: value}."""
+    if not panels:
+        raise InputError("plot_strength_panels got no panels; pass at least one transform kind")
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols, 3.2 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(np.atleast_1d(fig.subplots(rows, cols)).flat)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (kind, (xs, series)) in zip(axes, panels.items(), strict=False):
+        order = np.argsort(np.asarray(xs, dtype=np.float64))
+        for i, (name, ys) in enumerate(series.items()):
+            if len(ys) != len(xs):
+                raise InputError(f"{kind}: {name} has {len(ys)} values for {len(xs)} strengths")
+            color = f"C{i}"
+            ax.plot(np.asarray(xs)[order], np.asarray(ys)[order], marker="o", color=color,
+                    label=name)  # fmt: skip
+            if name in clean:
+                ax.axhline(clean[name], color=color, linestyle="--", linewidth=0.8)
+        ax.set(xlabel=kind, ylabel=ylabel, ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return fig

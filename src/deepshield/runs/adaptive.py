@@ -24,7 +24,6 @@ def attack_detector_run(
     detector`) and its protected model, on n samples (class-stratified by seed) of `split` of the
     protected run's dataset; writes adaptive_detector.json and a report section into the run."""
     from deepshield.attacks.checks import check_count, check_number
-    from deepshield.config import parse_config
     from deepshield.defenses.adversarial_detector import DetectorConfig
     from deepshield.report.html import table
     from deepshield.run import RunDir
@@ -34,7 +33,7 @@ def attack_detector_run(
     check_count("steps", steps)
     eps = [check_number("eps", e, strict=True) for e in eps]
     run = RunDir.open(run_dir)
-    cfg = parse_config(run.read_yaml("config.yaml"), DetectorConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(DetectorConfig)
     if not run.exists("best.safetensors"):
         raise ConfigError(f"{run.path}: no trained detector (best.safetensors); finish its "
                           "training with `deepshield defend detector --config ...` first")  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deepshield import data, models
-from deepshield.config import TrainConfig, parse_config
+from deepshield.config import TrainConfig
 from deepshield.data.split import stratified_take
 from deepshield.data.splits import Splits
 from deepshield.defenses.adversarial_detector import (
@@ -20,13 +20,13 @@ from deepshield.defenses.adversarial_detector import (
     real_attack_note,
 )
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, open_run
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runtime import resolve_device, seed_all
 
 
 def _protected(cfg: DetectorConfig) -> tuple[RunDir, TrainConfig]:
     run = RunDir.open(cfg.protect)
-    pcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    pcfg = run.read_config(TrainConfig)
     return run, pcfg
 
 
@@ -49,7 +49,7 @@ def train_adversarial_detector(
     from deepshield.train.trainer import Trainer
 
     protected_run, pcfg = _protected(cfg)
-    run, complete = open_run(out, "defend detector", cfg, force=force)
+    run, complete, replace = check_run(out, "defend detector", cfg, force=force)
     if complete:
         return run
     seed_all(cfg.train.seed)
@@ -58,10 +58,11 @@ def train_adversarial_detector(
     source = _limited(
         data.load(pcfg.dataset, seed=pcfg.seed, **pcfg.data_kwargs), cfg.limit, cfg.train.seed
     )
+    detector = models.create(cfg.train.model, num_classes=2, **cfg.train.model_kwargs).to(device)
+    start_run(run, "defend detector", cfg, replace=replace)  # inputs are good: write from here
     splits = adversarial_splits(
         protected, source, cfg.attack, cfg.eps, steps=cfg.steps, seed=cfg.train.seed
     )
-    detector = models.create(cfg.train.model, num_classes=2, **cfg.train.model_kwargs).to(device)
     history = Trainer(detector, cfg.train, run, device=device).fit(splits)
     detector = run.load_model("best").to(device)
     write_evaluation(run, detector, splits, "test")

@@ -14,7 +14,6 @@ once the sweep's artifacts are written.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +27,12 @@ from torch import nn
 from deepshield import data
 from deepshield.attacks.checks import check_count
 from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
-from deepshield.config import TrainConfig, parse_config
+from deepshield.config import TrainConfig
 from deepshield.data.splits import stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_write_bytes
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, check_name, data_options
+from deepshield.run import RunDir, check_name, data_options, file_tag
 from deepshield.runs.decision import Decision, at_threshold, decision_summary, load_decision
 from deepshield.train import distributed
 
@@ -59,7 +58,7 @@ class AttackData:
 
 def run_config(run: RunDir) -> TrainConfig:
     """The TrainConfig a run was trained with (its config.yaml)."""
-    return parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    return run.read_config(TrainConfig)
 
 
 def check_options(split: str, n: int | None, batch_size: int) -> None:
@@ -97,17 +96,22 @@ def load_attack_data(
 def sweep_name(
     spec: AttackSpec, *, surrogate: str | Path | None = None, split: str = "test", tag: str = ""
 ) -> str:
-    """Default result name: attack[_mask][_from_<surrogate folder>][_split][_tag]."""
+    """Default result name: attack[_mask][_eot_<transforms>][_after_<processing>]
+    [_from_<surrogate folder>][_split][_tag]."""
     parts = [spec.attack]
     if spec.mask.strip() != "full":
         parts.append(spec.mask.replace(":", ""))
+    if spec.eot_transforms:
+        parts.append("eot_" + "_".join(t.replace(":", "") for t in spec.eot_transforms))
+    if spec.eval_after:
+        parts.append("after_" + spec.eval_after.replace(":", ""))
     if surrogate is not None:
         parts.append(f"from_{Path(surrogate).name}")
     if split != "test":
         parts.append(split)
     if tag:
         parts.append(tag)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)).strip("_")
+    return file_tag("_".join(parts)).strip("_")
 
 
 def attack_run(
@@ -154,7 +158,7 @@ def attack_run(
     _check_classes(model, crafter, batch, sur)
     if threat is not None:
         crafter, model = threat.models(model, spec.seed)
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset) if dataset else ""
+    tag = file_tag(dataset) if dataset else ""
     if threat is not None:
         tag = "_".join(t for t in (threat.tag(), tag) if t)
     name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)
@@ -261,6 +265,10 @@ def _command(
     ]
     if spec.eot_samples > 1:
         parts.append(f"--eot-samples {spec.eot_samples}")
+    if spec.eot_transforms:
+        parts.append(f"--eot-transforms {','.join(spec.eot_transforms)}")
+    if spec.eval_after:
+        parts.append(f"--eval-after {spec.eval_after}")
     if n is not None:
         parts.append(f"--n {n}")
     if dataset:
@@ -435,6 +443,12 @@ def section_html(record: Mapping[str, Any]) -> str:
         f" restarts {record['restarts']}, EOT passes {record.get('eot_samples', 1)}, seed "
         f"{record['seed']}, {record['world_size']} process(es)"
     )
+    if record.get("eot_transforms"):
+        settings += (
+            f"; crafted in expectation over differentiable {', '.join(record['eot_transforms'])}"
+        )
+    if record.get("eval_after"):
+        settings += f"; every image scored after real {record['eval_after']} (clean ones too)"
     evasion = (
         "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
         " a fake pushes it towards real, so its fakes passed as real equal the column above)."

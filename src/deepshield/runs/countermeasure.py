@@ -11,6 +11,8 @@ are passed to `metrics.min_tdcf(..., asv=...)`.
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import InputError
+from deepshield.files import atomic_write_text
 from deepshield.metrics import CostModel, LegacyCostModel, eer, min_tdcf, write_scores
 from deepshield.report.html import table
 from deepshield.run import RunDir
@@ -34,17 +37,18 @@ def countermeasure_metrics(ds: TensorSet, scores: np.ndarray, splits: Splits) ->
     """CM numbers for `ds` (labels 1 = spoof) with scores [N] = P(spoof).
 
     Keys: min_tdcf (2021 revised form), min_tdcf_2019 (legacy form), tdcf_asv (the ASV assumed),
+    undefined {key: why it is None},
     and when the samples carry meta["system"]: per_system {name: {eer, n_spoof, seen}} with the EER
     of all bona fide trials against that system's spoofs, and eer_seen / eer_unseen pooling the
     systems that do / do not occur in `splits.train`.
     """
     y = ds.y.numpy()
-    out: dict[str, Any] = {"tdcf_asv": ASV_ASSUMPTION}
+    out: dict[str, Any] = {"tdcf_asv": ASV_ASSUMPTION, "undefined": {}}
     for key, model in (("min_tdcf", CostModel()), ("min_tdcf_2019", LegacyCostModel())):
         try:
             out[key] = min_tdcf(y, scores, cost_model=model)[0]
-        except InputError:  # fewer than 3 distinct scores: no t-DCF curve
-            out[key] = None
+        except InputError as e:  # one class, or fewer than 3 distinct scores: no t-DCF curve
+            out[key], out["undefined"][key] = None, f"{e} ({len(y)} clips)"
     if "system" not in ds.meta:
         return out
     system = ds.meta["system"].numpy()
@@ -68,6 +72,9 @@ def countermeasure_metrics(ds: TensorSet, scores: np.ndarray, splits: Splits) ->
         m = groups[seen]
         has_both = bona.any() and (y[m] == 1).any()
         out[key] = eer(y[m], scores[m])[0] if has_both else None
+        if not has_both:
+            kind = "seen in" if seen else "unseen in"
+            out["undefined"][key] = f"no spoofs of systems {kind} training, or no bona fide"
     return out
 
 
@@ -96,3 +103,73 @@ def countermeasure_html(metrics: dict[str, Any], score_file: str) -> str:
         per = [{"system": k, **v} for k, v in metrics["per_system"].items()]
         html += "<h3>EER per attack system (all bona fide vs that system)</h3>" + table(per)
     return html + f"<p>ASVspoof score file: <code>{score_file}</code></p>"
+
+
+FILE_COLUMNS = [
+    "file",
+    "label",
+    "p_fake",
+    "p_fake_raw",
+    "verdict",
+    "unsure_reason",
+    "container",
+    "encoding",
+    "bit_depth",
+    "channels",
+    "source_rate",
+    "source_seconds",
+    "rms_dbfs",
+    "clipped_fraction",
+    "tiled",
+    "cut_seconds",
+    "done",
+]
+
+
+def file_verdicts(ds: TensorSet, raw: np.ndarray, decision: Any) -> list[dict[str, Any]]:
+    """Per clip of `ds` (raw P(fake) [N]): the calibrated p_fake, the verdict the scan service
+    gives (fake when p_fake >= the decision's threshold, else real; "unsure" with the reason for a
+    degenerate clip, `media.degenerate`) and the reader's record (meta["audio"], when present)."""
+    from deepshield.media.audio import records
+    from deepshield.media.degenerate import verdict
+
+    p = decision.calibrate(raw)
+    recs = list(records(ds.meta["audio"])) if "audio" in ds.meta else [None] * len(ds)
+    rows = []
+    for name, label, pf, pr, rec in zip(ds.names, ds.y.tolist(), p, raw, recs, strict=True):
+        shown, reason = verdict("fake" if pf >= decision.threshold else "real", rec)
+        row = {"file": name, "label": label, "p_fake": float(pf), "p_fake_raw": float(pr)}
+        row.update(verdict=shown, unsure_reason=reason)
+        if rec is not None:
+            d = rec.as_dict()
+            row.update({k: d[k] for k in FILE_COLUMNS[6:-1]}, done="; ".join(d["done"]))
+        rows.append(row)
+    return rows
+
+
+def write_file_verdicts(run: RunDir, name: str, rows: list[dict[str, Any]]) -> Path:
+    """`name` (CSV, FILE_COLUMNS) in the run folder: one row per clip from `file_verdicts`."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, FILE_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return atomic_write_text(run.output(name), buf.getvalue())
+
+
+UNSURE_LISTED = 50  # unsure clips named in the evaluation's JSON (all are in the CSV)
+
+
+def unsure_summary(rows: list[dict[str, Any]], csv_name: str) -> dict[str, Any]:
+    """The evaluation's `files` entry: where the per-file CSV is, how many clips are unsure and
+    the reasons of the first UNSURE_LISTED of them."""
+    unsure = [(r["file"], r["unsure_reason"]) for r in rows if r["verdict"] == "unsure"]
+    listed = dict(unsure[:UNSURE_LISTED])
+    return {"csv": csv_name, "n": len(rows), "unsure": len(unsure), "unsure_files": listed}
+
+
+def unsure_line(files: dict[str, Any]) -> str:
+    """One line: how many clips are unsure and where each clip's verdict and record are."""
+    head = f"{files['unsure']} of {files['n']} clips unsure (degenerate audio)"
+    shown = list(files["unsure_files"].items())[:3]
+    more = "; ".join(f"{k}: {v}" for k, v in shown) + (" ..." if files["unsure"] > 3 else "")
+    return f"{head}{': ' + more if shown else ''}; per clip: {files['csv']}"

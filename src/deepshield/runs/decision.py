@@ -17,6 +17,7 @@ import torch
 
 from deepshield.errors import ConfigError, RunError
 from deepshield.metrics import Calibrator, operating_threshold
+from deepshield.metrics.decision import few_per_class
 from deepshield.run import RunDir
 
 DECISION_FILE = "decision.json"
@@ -37,6 +38,13 @@ class Decision:
     calibrator: Calibrator | None = None
     val_counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+
+    @property
+    def warning(self) -> str | None:
+        """Said wherever the threshold is used when it was fitted on few samples of a class."""
+        if not self.val_counts:
+            return None
+        return few_per_class(self.val_counts.get("real", 0), self.val_counts.get("fake", 0))
 
     @property
     def calibrated(self) -> bool:
@@ -72,6 +80,7 @@ class Decision:
             "calibrator": self.calibrator.to_dict() if self.calibrator else None,
             "val_counts": self.val_counts,
             "note": self.note,
+            "warning": self.warning,
         }
 
     @classmethod
@@ -124,10 +133,10 @@ def run_val_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels [N], raw P(fake) [N]) of the run's best model on its validation split."""
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.predict import fake_scores, predict_logits
 
-    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(TrainConfig)
     val = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs).split("val")
     model = run.load_model("best").to(device)
     scores = fake_scores(predict_logits(model, val, device=device)).numpy()
@@ -167,17 +176,29 @@ def _json_threshold(t: float) -> float | str:
     return "inf" if math.isinf(t) else float(t)
 
 
+def _llrs(raw: np.ndarray, decision: Decision) -> tuple[np.ndarray, np.ndarray]:
+    """(LLRs of the raw P(fake) read as a posterior at the validation prior, calibrated LLRs)."""
+    prior = decision.calibrator.params["prior_log_odds"] if decision.calibrated else 0.0
+    p = np.clip(raw, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        raw_llr = np.log(p) - np.log1p(-p) - prior
+    return raw_llr, decision.calibrator.llr(raw) if decision.calibrated else raw_llr
+
+
 def decision_metrics(y: Any, raw: Any, decision: Decision) -> dict[str, Any]:
     """The `decision` entry of an evaluation, from labels [N] (1 = fake) and raw P(fake) [N]:
     operating points (threshold, FPR, FNR) on the calibrated P(fake) at this split's EER, at
     FPR <= 1 % on this split and at the run's threshold (its actual error rates), and ECE / Brier
-    of the raw and the calibrated P(fake)."""
-    from deepshield.metrics import brier, ece
+    of the raw and the calibrated P(fake), Cllr of both read as LLRs with minCllr, and the
+    ASVspoof 5 minDCF / actDCF (raw and calibrated)."""
+    from deepshield.metrics import brier, cllr, ece, min_cllr
     from deepshield.metrics.calibration import ECE_BINS
     from deepshield.metrics.decision import rates_at, tpr_at_fpr
 
     y = np.asarray(y).reshape(-1)
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     p = decision.calibrate(raw)
+    raw_llr, cal_llr = _llrs(raw, decision)
     points = {
         "eer": operating_threshold(y, p, "eer"),
         "fpr=0.01": tpr_at_fpr(y, p, 0.01).threshold,
@@ -193,6 +214,7 @@ def decision_metrics(y: Any, raw: Any, decision: Decision) -> dict[str, Any]:
         "rule": decision.rule,
         "calibrated": decision.calibrated,
         "note": decision.note,
+        "warning": decision.warning,
         "score": "calibrated P(fake)" if decision.calibrated else "raw P(fake)",
         "operating_points": rows,
         "ece_bins": f"{ECE_BINS} equal-width bins on [0, 1]",
@@ -200,6 +222,23 @@ def decision_metrics(y: Any, raw: Any, decision: Decision) -> dict[str, Any]:
         "ece_calibrated": ece(y, p),
         "brier_raw": brier(y, raw),
         "brier_calibrated": brier(y, p),
+        "cllr_raw": _json_threshold(cllr(y, raw_llr)),
+        "cllr_calibrated": _json_threshold(cllr(y, cal_llr)),
+        "min_cllr": min_cllr(y, raw),
+        **_dcfs(y, raw, raw_llr, cal_llr),
+    }
+
+
+def _dcfs(y: np.ndarray, raw: np.ndarray, raw_llr: np.ndarray, cal_llr: np.ndarray) -> dict:
+    """ASVspoof 5 minDCF of the raw scores and actDCF of the raw and calibrated LLRs (bona fide =
+    real = label 0; an LLR for "bona fide" is minus the fake LLR)."""
+    from deepshield.metrics import asvspoof5
+
+    real, fake = y == 0, y == 1
+    return {
+        "min_dcf": asvspoof5.min_dcf(-raw[real], -raw[fake]).value,
+        "act_dcf_raw": asvspoof5.act_dcf(-raw_llr[real], -raw_llr[fake]).value,
+        "act_dcf_calibrated": asvspoof5.act_dcf(-cal_llr[real], -cal_llr[fake]).value,
     }
 
 

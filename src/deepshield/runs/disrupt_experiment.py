@@ -31,7 +31,7 @@ from deepshield.disrupt.views import is_conditional
 from deepshield.files import atomic_write_text
 from deepshield.report.grids import image_grid
 from deepshield.report.html import table
-from deepshield.run import RunDir, open_run
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runs.generators import load_generator, train_generator
 
 _TITLES = {
@@ -156,11 +156,13 @@ def run_experiment(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Train/reuse the generators, measure cfg.tables, write the run folder; -> metrics."""
-    run, _ = open_run(out, "disrupt", cfg, force=force)  # resumes table by table
+    run, complete, replace = check_run(out, "disrupt", cfg, force=force)
+    x01 = real_images(cfg.dataset, cfg.data_kwargs, cfg.seed, "test")[: cfg.n_images]
+    if not complete:  # the data is good: the folder is written from here on
+        start_run(run, "disrupt", cfg, replace=replace)  # resumes table by table
     run.claim("generators/")
     metrics: dict[str, Any] = run.read_json("metrics.json") if run.exists("metrics.json") else {}
     setting = Setting(cfg.eps, cfg.steps, cfg.alpha, cfg.threshold, cfg.batch_size, cfg.seed)
-    x01 = real_images(cfg.dataset, cfg.data_kwargs, cfg.seed, "test")[: cfg.n_images]
     generators_dir = run.path / "generators"
     dirs = {}
     for name, gcfg in cfg.generators.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 import torch
@@ -73,13 +74,22 @@ def write_evaluation(
         s = fake_scores(logits).numpy()
         metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
+    if splits.modality == "audio" and splits.num_classes == 2:  # per clip: verdict, reason, record
+        from deepshield.runs import countermeasure as cm
+        from deepshield.runs.decision import load_decision
+
+        rows = cm.file_verdicts(ds, fake_scores(logits).numpy(), load_decision(run.path))
+        name = f"files{suffix or '_' + split}.csv"
+        cm.write_file_verdicts(run, name, rows)
+        metrics["files"] = cm.unsure_summary(rows, name)
+        extra = f"<p>{cm.unsure_line(metrics['files'])}</p>"
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
         from deepshield.runs import countermeasure as cm
 
         s = fake_scores(logits).numpy()
         metrics.update(cm.countermeasure_metrics(ds, s, splits))
         score_file = cm.write_score_file(run, f"scores{suffix or '_' + split}.txt", ds, s, splits)
-        extra = cm.countermeasure_html(metrics, score_file.name)
+        extra += cm.countermeasure_html(metrics, score_file.name)
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))]
     for level in ("frame", "video") if "video_level" in metrics else ():
         rows += [
@@ -120,14 +130,26 @@ def decision_html(d: dict[str, Any]) -> str:
         for r in d["operating_points"]
     ]
     cal = [
-        {"score": name, "ECE": d[f"ece_{key}"], "Brier": d[f"brier_{key}"]}
+        {
+            "score": name,
+            "ECE": d[f"ece_{key}"],
+            "Brier": d[f"brier_{key}"],
+            "Cllr (bits)": d.get(f"cllr_{key}"),
+            "minCllr": d.get("min_cllr"),
+            "actDCF": d.get(f"act_dcf_{key}"),
+            "minDCF": d.get("min_dcf"),
+        }
         for name, key in (("raw P(fake)", "raw"), ("calibrated P(fake)", "calibrated"))
     ]
     head = (
         f"<h3>Decision ({d['rule']} threshold on {d['score']})</h3><p class='muted'>{d['note']}. "
         "eer and fpr=0.01 are chosen on this split (hindsight); run is the threshold fixed on "
-        f"validation, so its FPR/FNR are the actual error rates. ECE: {d['ece_bins']}.</p>"
+        f"validation, so its FPR/FNR are the actual error rates. ECE: {d['ece_bins']}. Cllr reads "
+        "P(fake) as an LLR at the validation prior; minCllr is its ranking-only floor. actDCF: the "
+        "ASVspoof 5 cost at the Bayes threshold of those LLRs; minDCF the best in hindsight.</p>"
     )
+    if d.get("warning"):
+        head += f"<p class='warn'>{escape(d['warning'])}.</p>"
     return head + table(rows) + table(cal)
 
 

@@ -4,7 +4,6 @@ localisation checks, `explain_<method>.json` and a report.html section."""
 from __future__ import annotations
 
 import html
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,7 @@ from deepshield.explain.sanity import DEFAULT_BOUND, sanity_randomization
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.html import figure, table
 from deepshield.report.overlay import explanation_grid, outcome_indices
-from deepshield.run import RunDir, data_options
+from deepshield.run import RunDir, data_options, file_tag
 
 # Accepted spellings of each method -> its name in deepshield.explain.METHODS.
 METHOD_ALIASES = {
@@ -64,7 +63,7 @@ def output_tag(
     parts = [FILE_TAGS[method], dataset or ""]
     parts += [f"{k}-{v}" for k, v in sorted((data_kwargs or {}).items())]
     parts.append("" if split == "test" else split)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(p for p in parts if p)).strip("_")
+    return file_tag("_".join(p for p in parts if p)).strip("_")
 
 
 def explain_run(
@@ -177,9 +176,9 @@ def _load_splits(
     """(splits, spec, options): the run's dataset with its config's options updated by
     `data_kwargs`, or `dataset` with `data_kwargs` only; split by the run's seed."""
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
 
-    cfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    cfg = run.read_config(TrainConfig)
     spec = dataset or cfg.dataset
     options = data_options(cfg.data_kwargs, dataset, data_kwargs)
     return data.load(spec, seed=cfg.seed, **options), spec, options

@@ -18,7 +18,7 @@ from deepshield.errors import RunError
 from deepshield.models import create, load_weights
 from deepshield.report.grids import image_grid
 from deepshield.report.html import table
-from deepshield.run import RunDir, open_run
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runtime import resolve_device
 from deepshield.train.gan import GANTrainer
 
@@ -41,13 +41,14 @@ def train_generator(
     log: Callable[[str], None] = lambda _: None,
 ) -> RunDir:
     """Train cfg's generator on the dataset's real train images; write the run folder `out`."""
-    run, complete = open_run(out, "disrupt train-generator", cfg, force=force)
+    run, complete, replace = check_run(out, "disrupt train-generator", cfg, force=force)
     if complete:
         log(f"{run.path}: finished run with this config, reused")
         return run
     device = resolve_device(cfg.device)
     images = real_images(cfg.dataset, cfg.data_kwargs, cfg.seed, "train")
     generator = build_generator(cfg).to(device)
+    start_run(run, "disrupt train-generator", cfg, replace=replace)  # inputs are good
     adv = cfg.adversarial
     trainer = GANTrainer(
         generator,

@@ -27,7 +27,7 @@ from deepshield.proactive.figures import plot_examples, plot_history, plot_templ
 from deepshield.proactive.templates import TemplateSet
 from deepshield.proactive.training import DetectorTrainer
 from deepshield.report.html import table
-from deepshield.run import RunDir, open_run
+from deepshield.run import RunDir, check_run, start_run
 
 
 def clean_images(cfg: ProactiveConfig) -> dict[str, torch.Tensor]:
@@ -54,8 +54,10 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train generators, the proactive and the passive detector; evaluate; -> metrics."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    run, _ = open_run(out, "protect train", cfg, force=force)  # reuses what is there
+    run, complete, replace = check_run(out, "protect train", cfg, force=force)
     images = clean_images(cfg)
+    if not complete:  # the data is good: the folder is written from here on
+        start_run(run, "protect train", cfg, replace=replace)  # reuses what is there
     log(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in images.items())} clean images")
     names = cfg.seen + cfg.unseen
     nets = manip.load_or_train_generators(

@@ -45,7 +45,7 @@ def purification_inputs(
     """n fakes (and their adversarial versions against the run's detector) and n reals drawn
     (by seed) from the `split` of a real/fake image detector run."""
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.defenses.robustness import craft
     from deepshield.errors import ConfigError
     from deepshield.run import RunDir
@@ -55,7 +55,7 @@ def purification_inputs(
     if n < 1:
         raise ConfigError(f"--n {n}: give a positive number of images per class")
     run = RunDir.open(run_dir)
-    tcfg = parse_config(run.read_yaml("config.yaml"), TrainConfig, str(run.file("config.yaml")))
+    tcfg = run.read_config(TrainConfig)
     splits = data.load(tcfg.dataset, seed=tcfg.seed, **tcfg.data_kwargs)
     if splits.num_classes != 2 or splits.modality != "image":
         raise ConfigError(

@@ -56,16 +56,13 @@ def compare_runs(
     """robustness_table (at each eps) of the best models of several runs on the first run's test
     split (all runs must share dataset, options and seed); written into the first run."""
     from deepshield import data
-    from deepshield.config import TrainConfig, parse_config
+    from deepshield.config import TrainConfig
     from deepshield.data.splits import stratified_subset
 
     if len(run_dirs) < 2:
         raise ConfigError("compare needs two or more run folders (e.g. a plain and a defended run)")
     runs = [RunDir.open(d) for d in run_dirs]
-    cfgs = [
-        parse_config(r.read_yaml("config.yaml"), TrainConfig, str(r.file("config.yaml")))
-        for r in runs
-    ]
+    cfgs = [r.read_config(TrainConfig) for r in runs]
     key = (cfgs[0].dataset, cfgs[0].data_kwargs, cfgs[0].seed)
     for r, c in zip(runs[1:], cfgs[1:], strict=True):
         if (c.dataset, c.data_kwargs, c.seed) != key:

@@ -18,7 +18,7 @@ import io
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,12 @@ from torch import nn
 from deepshield import media
 from deepshield.errors import ConfigError, DataError, DeepshieldError
 from deepshield.files import atomic_write_bytes, atomic_write_text, write_json
+from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
+from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.faces import Face, FaceMode
 from deepshield.runs.decision import Decision, load_decision
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 SCAN_COLUMNS = [
     "path",
     "kind",
@@ -60,8 +61,6 @@ OWN_FILES = ("scan.csv", "scan_frames.csv", "scan.json", "report.html")
 OWN_DIRS = ("faces", "evidence")
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
 AUDIO_RATE = 16000  # audio tracks are read at this rate, then resampled to the run's
-SILENCE = 1e-4  # peak amplitude below which a track is silent (nothing to judge)
-TOO_SHORT = 0.1  # a track shorter than this share of the detector's clip is not judged
 
 
 # -- the output folder -------------------------------------------------------------------------
@@ -373,22 +372,21 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
 def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.VideoScore:
     """Calibrated P(fake) of the file's first audio track: mean (and max) over windows of the
     run's clip length, at most `opts.frames` of them evenly spaced (the last window, when shorter
-    than half a clip, is left out unless it is the only one; a short clip is padded). A silent
-    or far too short track gets no score, with the `reason`."""
-    wave = media.read_audio_track(path, rate=AUDIO_RATE, limits=opts.limits)  # mono [T]
+    than half a clip, is left out unless it is the only one; a short clip is tiled). Read by the
+    one audio reader; a degenerate track (`media.degenerate`) gets no score, with the `reason`;
+    otherwise `reason` holds the reader's record of the file."""
+    wave, record = read_audio(path, rate=AUDIO_RATE)  # mono [T]
     step = max(1, round(speech.size[0] * AUDIO_RATE / speech.sample_rate))  # samples per window
-    reason = None
-    if len(wave) < TOO_SHORT * step:
-        reason = f"audio of {len(wave) / AUDIO_RATE:.3f} s, far shorter than the detector's clip"
-    elif float(np.abs(wave).max()) < SILENCE:
-        reason = f"silent audio (peak below {SILENCE:g})"
+    record = replace(record, kept_samples=min(len(wave), step), clip_samples=step)
+    reason = degenerate_reason(record)
     if reason:
         return media.VideoScore(None, None, None, 1, 0, 0, f"{reason}: nothing to judge")
     starts = np.arange(0, max(len(wave) - step // 2, 1), step)
     if len(starts) > opts.frames:
         starts = starts[np.linspace(0, len(starts) - 1, opts.frames).round().astype(int)]
     x = torch.cat([speech.waveform(wave[s : s + step], AUDIO_RATE) for s in starts])  # [W, T']
-    return media.video_score(speech.decision.calibrate(speech.raw_scores(x)).tolist())
+    scores = media.video_score(speech.decision.calibrate(speech.raw_scores(x)).tolist())
+    return replace(scores, reason=record.summary())
 
 
 def _one_line(e: BaseException) -> str:

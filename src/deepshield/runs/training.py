@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,13 @@ from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
 from deepshield.report.html import figure, table
-from deepshield.run import RunDir, check_run, start_run
+from deepshield.run import RunDir, check_run, file_tag, start_run
 from deepshield.runs.decision import calibrate_run
 from deepshield.runs.evaluation import collapse_warning, write_evaluation
 from deepshield.runs.robustness import write_training_robustness
 from deepshield.runtime import seed_all
 from deepshield.train import distributed
+from deepshield.train.augment import check_augment
 from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
 from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
 from deepshield.train.trainer import Trainer
@@ -29,7 +29,7 @@ from deepshield.train.trainer import Trainer
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/<name> or runs/<model>-<dataset>-s<seed>."""
     name = cfg.name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}"
-    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    return Path("runs") / file_tag(name).strip("_")
 
 
 def init_weights_path(init: str | Path) -> Path:
@@ -53,13 +53,11 @@ def run_training(
     out: str | Path | None = None,
     *,
     force: bool = False,
-    operating_point: str = "eer",
-    calibration: str = "platt",
 ) -> RunDir:
     """Train a detector (or classifier) as `cfg` says; write the run folder; return it.
 
     A two-class run with both classes in validation gets its decision.json (`calibrate_run`
-    with `operating_point` and `calibration`) once the best model is final, before the test
+    with `cfg.operating_point` and `cfg.calibration`) once the best model is final, before the test
     evaluation that reports it; other runs get none (`decision_skipped` says why).
 
     An interrupted run with the same config resumes from its last checkpoint and rebuilds
@@ -78,6 +76,7 @@ def run_training(
     seed_all(cfg.seed)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    check_augment(cfg.augment, splits.train.x.shape[1:])
     device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)
     if cfg.init:
@@ -100,7 +99,7 @@ def run_training(
         if cfg.class_weights == "balanced"
         else None
     )
-    hooks = training_hooks(cfg)  # Lipschitz penalty, adversarial training
+    hooks = training_hooks(cfg, distributed.rank())  # augmentations, Lipschitz, adv. training
     objective, sampler = _objective(model, splits, cfg, weight)
     trainer = Trainer(
         model, cfg, run, objective=objective, device=device, train_sampler=sampler, **hooks
@@ -109,7 +108,9 @@ def run_training(
     skipped = decision_skipped(splits)
     with distributed.main_first("fitting the run's decision"):
         if distributed.is_main() and skipped is None:
-            calibrate_run(run.path, rule=operating_point, calibration=calibration, device=device)
+            calibrate_run(
+                run.path, rule=cfg.operating_point, calibration=cfg.calibration, device=device
+            )
     finish_run(run, cfg, splits, history, skipped)
     if is_defended(cfg) and distributed.is_main():
         write_training_robustness(run, run.load_model("best").to(device), splits, cfg.adv_eps)

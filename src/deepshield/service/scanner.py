@@ -39,6 +39,7 @@ from deepshield.run import RunDir
 DEFAULT_SAMPLE_RATE = 16000
 UNCALIBRATED = "uncalibrated: raw P(fake) of the model, no decision of the run given"
 EXPLAIN_SIDE = 512  # the longer side of an image overlay, at most (never upscaled)
+AUDIO_VIEW = (1024, 128)  # a speech overlay's width at most and height at least, px
 
 
 class Scanner:
@@ -58,12 +59,11 @@ class Scanner:
         decision: Any = None,
     ) -> None:
         """decision: the run's `deepshield.runs.decision.Decision` (None: uncalibrated)."""
-        from deepshield.models import spec
-
         self.run = RunDir.open(run_dir)
         model_json = self.run.read_json("model.json")
         self.name: str = model_json["name"]
-        self.kind: str = spec(self.name).kind
+        self.spec = input_spec(self.name)
+        self.kind: str = self.spec.kind
         if self.kind not in ("image", "audio"):
             raise RunError(
                 f"{self.run.path}: model {self.name} is a {self.kind} model; the scan service "
@@ -81,6 +81,7 @@ class Scanner:
         self.calibrated = bool(decision is not None and decision.calibrated)
         self.calibration = decision.note if decision is not None else UNCALIBRATED
         self.threshold, self.threshold_source = self._threshold(threshold)
+        self.threshold_warning = self._threshold_warning(threshold)
         dataset = self.run.read_json("dataset.json") if self.run.exists("dataset.json") else {}
         config = self.run.read_yaml("config.yaml") if self.run.exists("config.yaml") else {}
         data_kwargs = (config or {}).get("data_kwargs") or {}
@@ -88,7 +89,9 @@ class Scanner:
             dataset.get("sample_rate") or data_kwargs.get("sample_rate") or DEFAULT_SAMPLE_RATE
         )
         self.input_source, self.input_size = self._input_size(input_size, dataset, data_kwargs)
-        self.explainable = getattr(self.model, "cam_layer", None) is not None
+        self._check_input_size()
+        self.explain_method = explain_method(self.model, self.kind)
+        self.explainable = self.explain_method is not None
         self._lock = threading.Lock()
 
     def _input_size(
@@ -96,9 +99,7 @@ class Scanner:
     ) -> tuple[str, tuple[int, ...]]:
         """(where it was found, (H, W) for image models or (T,) for speech models): the first
         of the caller's, dataset.json's, config.yaml data_kwargs' and the registry's."""
-        from deepshield.models import spec
-
-        registry = ("model registry input_size", spec(self.name).input_size)
+        registry = ("model registry input_size", self.spec.input_size)
         if self.kind == "image":
             found = [
                 ("caller", given),
@@ -116,6 +117,21 @@ class Scanner:
             ]
         source, size = next((s, v) for s, v in found if v is not None)
         return source, _size(size, 2 if self.kind == "image" else 1, source)
+
+    def _check_input_size(self) -> None:
+        """One zero input of the served size through the model: a size the model cannot take
+        (e.g. mlp3 at anything but 32 px) is refused at start, not answered 500 per request."""
+        shape = (1, 3, *self.input_size) if self.kind == "image" else (1, *self.input_size)
+        try:
+            with torch.no_grad():
+                self.model(torch.zeros(shape, device=self.device))
+        except RuntimeError as e:
+            size = "x".join(map(str, self.input_size))
+            why = " ".join(str(e).split())[:160]
+            raise ConfigError(
+                f"model {self.name} cannot take input of size {size} (from {self.input_source}): "
+                f"{why}; serve it at the size it was trained at (--size)"
+            ) from e
 
     def _threshold(self, threshold: float | str | None) -> tuple[float, str]:
         """(threshold on p_fake, where it came from): the run's decision (0.5 when uncalibrated),
@@ -147,6 +163,18 @@ class Scanner:
             raise ConfigError(f"threshold {value}: P(fake) thresholds lie in [0, 1]")
         return value, "caller"
 
+    def _threshold_warning(self, threshold: float | str | None) -> str | None:
+        """The count warning of a threshold fitted on few samples of a class (the decision's on
+        validation, or the test EER one), None for a caller's number or enough samples."""
+        from deepshield.metrics.decision import few_per_class
+
+        if threshold is None:
+            return self.decision.warning if self.calibrated else None
+        if threshold == "eer":
+            test = self.run.read_json("metrics.json").get("test") or {}
+            return few_per_class(test.get("n_real", 0), test.get("n_fake", 0), "test samples")
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What /healthz reports about the model."""
         out = {
@@ -155,10 +183,12 @@ class Scanner:
             "kind": self.kind,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "threshold_warning": self.threshold_warning,
             "calibrated": self.calibrated,
             "calibration": self.calibration,
             "input_source": self.input_source,
             "explain": self.explainable,
+            "explain_method": self.explain_method,
         }
         if self.kind == "image":
             out["input_size"] = list(self.input_size)
@@ -173,13 +203,6 @@ class Scanner:
         h, w = self.input_size
         return image_tensor(resized(im, (w, h))).unsqueeze(0)  # [1, 3, H, W]
 
-    def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-        """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
-        from deepshield.data.audio import fix_length, resample
-
-        x = fix_length(resample(wave, sample_rate, self.sample_rate), self.input_size[0])
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
-
     def scan_image(self, im: Image.Image, explain: bool = False) -> dict:
         """Scan an RGB image; the overlay is drawn on the image itself (longer side at most
         EXPLAIN_SIDE px), not on the model's resized view."""
@@ -190,48 +213,90 @@ class Scanner:
             display = image_tensor(resized(im, size))
         return self.scan(self.pixels(im), explain, display)
 
-    def scan_audio(self, wave: np.ndarray, sample_rate: int, explain: bool = False) -> dict:
-        """Scan a mono waveform [T] in [-1, 1] recorded at `sample_rate`."""
-        return self.scan(self.waveform(wave, sample_rate), explain)
+    def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
+        from deepshield.media.audio import fix_length, resample
+
+        x = fix_length(resample(wave, sample_rate, self.sample_rate), self.input_size[0])
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
+
+    def scan_audio(self, clip: np.ndarray, record: Any, explain: bool = False) -> dict:
+        """Scan the model's input clip [T] in [-1, 1] (`deepshield.media.audio.read_clip`); the
+        answer gains `audio` (the record of what was done) and `unsure_reason`: a degenerate
+        clip (`deepshield.media.degenerate`) is labelled "unsure" instead of fake/real."""
+        from deepshield.media.degenerate import verdict
+
+        x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(0)
+        out = self.scan(x, explain)
+        out["label"], out["unsure_reason"] = verdict(out["label"], record)
+        out["audio"] = record.as_dict()
+        return out
+
+    def probabilities(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """x: [N,3,H,W] in [0,1] or [N,T] in [-1,1] -> (p_fake [N], raw P(fake) [N]) float64,
+        p_fake calibrated by the run's decision when it has a calibrator."""
+        with self._lock:
+            raw = fake_scores(predict_logits(self.model, x, device=self.device)).double().numpy()
+        p = np.asarray(self.decision.calibrate(raw), dtype=np.float64) if self.calibrated else raw
+        return p, raw
+
+    def label(self, p_fake: float) -> str:
+        """'fake' when p_fake >= the threshold, else 'real'."""
+        return "fake" if p_fake >= self.threshold else "real"
 
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
         """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a
-        decision), p_fake_raw, calibrated, label, threshold, model, run} (+ gradcam_png: base64 PNG of the Grad-CAM overlay with `explain`). `display` [3,h,w]
-        in [0,1]: the image the map is drawn on (default: x itself)."""
+        decision), p_fake_raw, calibrated, label, threshold, model, run}; with `explain` also
+        gradcam_png (base64 PNG of the map drawn on the input), gradcam_class and
+        explain_method (grad_cam, or saliency for an image model without a conv layer).
+        `display` [3,h,w] in [0,1]: the image the map is drawn on (default: x itself)."""
         if explain and not self.explainable:
             raise InputError(
-                f"model {self.name} declares no conv layer for Grad-CAM: scan without explain"
+                f"model {self.name} has no conv layer for Grad-CAM and no saliency view for "
+                f"{self.kind} input: scan without explain=true"
             )
-        with self._lock:
-            raw = float(fake_scores(predict_logits(self.model, x, device=self.device))[0])
-            p_fake = float(self.decision.calibrate([raw])[0]) if self.calibrated else raw
-            label = "fake" if p_fake >= self.threshold else "real"
-            cam = self._cam(x, label) if explain else None
+        p, raw = self.probabilities(x)
+        label = self.label(float(p[0]))
         out = {
-            "p_fake": p_fake,
-            "p_fake_raw": raw,
+            "p_fake": float(p[0]),
+            "p_fake_raw": float(raw[0]),
             "calibrated": self.calibrated,
             "label": label,
             "threshold": self.threshold,
+            "threshold_warning": self.threshold_warning,
             "model": self.name,
             "run": self.run.path.name,
         }
-        if cam is not None:
+        if explain:
+            out |= self.explanation(x, label, display)
+        return out
+
+    def explanation(self, x: torch.Tensor, label: str, display: torch.Tensor | None) -> dict:
+        """{gradcam_png, gradcam_class, explain_method} of the verdict's class for x [1, ...]."""
+        with self._lock:
+            cam = self._map(x, label)
             png = (
                 self._image_overlay(x, cam, display)
                 if self.kind == "image"
                 else self._audio_overlay(x, cam)
             )
-            out["gradcam_png"] = base64.b64encode(png).decode("ascii")
-            out["gradcam_class"] = label
-        return out
+        return {
+            "gradcam_png": base64.b64encode(png).decode("ascii"),
+            "gradcam_class": label,
+            "explain_method": self.explain_method,
+        }
 
-    def _cam(self, x: torch.Tensor, label: str) -> torch.Tensor:
-        """Grad-CAM [H,W] (image) or [F,T'] (speech front end) of the verdict's class."""
-        from deepshield.explain import grad_cam
+    def _map(self, x: torch.Tensor, label: str) -> torch.Tensor:
+        """The verdict's class map in [0,1]: Grad-CAM [H,W] (image) or [F,T'] (speech front
+        end), or gradient saliency [H,W] normalised by its maximum."""
+        from deepshield.explain import grad_cam, saliency
 
         target = 0 if self.num_classes == 1 else int(label == "fake")
-        return grad_cam(self.model, x.to(self.device), target)[0].cpu()
+        x = x.to(self.device)
+        if self.explain_method == "grad_cam":
+            return grad_cam(self.model, x, target)[0].cpu()
+        s = saliency(self.model, x, target)[0].cpu()  # [H, W] >= 0
+        return s / s.max() if s.max() > 0 else s
 
     def _image_overlay(
         self, x: torch.Tensor, cam: torch.Tensor, display: torch.Tensor | None
@@ -242,17 +307,44 @@ class Scanner:
         return _png(overlay(base, cam, alpha=0.45, as_uint8=True))
 
     def _audio_overlay(self, x: torch.Tensor, cam: torch.Tensor) -> bytes:
-        """The map on the front end's log-mel / spectrogram (low frequencies at the bottom)."""
+        """The map on the front end's time-frequency view (log-mel, or AASIST's pooled sinc
+        sub-bands), as the model computes it from x; low frequencies at the bottom."""
         from deepshield.explain.grad_cam import frontend_module
+        from deepshield.explain.layers import recorded
         from deepshield.report.overlay import heatmap_colors, overlay
 
         frontend = frontend_module(self.model)
         if frontend is None or cam.ndim != 2:
             return _png(np.round(heatmap_colors(cam.flip(0)) * 255).astype(np.uint8))
-        with torch.no_grad():
-            spec = frontend(x.to(self.device))[0].float().cpu()  # [F, T']
+        with torch.no_grad(), recorded(frontend) as seen:
+            self.model(x.to(self.device))  # the front end sees what the model gives it
+        spec = seen[-1][0].float().cpu()  # [F, T'] or [1, F, T']
+        spec = spec.reshape(spec.shape[-2:]) if spec.ndim == 3 and spec.shape[0] == 1 else spec
+        if tuple(spec.shape) != tuple(cam.shape):
+            return _png(np.round(heatmap_colors(cam.flip(0)) * 255).astype(np.uint8))
         spec = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-12)  # [F, T'] in [0,1]
-        return _png(overlay(spec.flip(0)[None], cam.flip(0), alpha=0.45, as_uint8=True))
+        rgb = overlay(spec.flip(0)[None], cam.flip(0), alpha=0.45, as_uint8=True)  # [F, T', 3]
+        return _png(_spectrogram_view(rgb))
+
+
+def input_spec(name: str) -> Any:
+    """The registry entry saying what model `name` takes (its kind and input size): its own,
+    or for a wrapper (siamese:resnet18) its backbone's."""
+    from deepshield.models import spec
+
+    s = spec(name)
+    if s.kind != "wrapper":
+        return s
+    inner = name.split(":", 1)[1] if ":" in name else s.defaults.get("inner", "")
+    return input_spec(inner) if inner else s
+
+
+def explain_method(model: torch.nn.Module, kind: str) -> str | None:
+    """How the service explains a scan: Grad-CAM at the model's declared conv layer, gradient
+    saliency for an image model without one, None (not available) otherwise."""
+    if getattr(model, "cam_layer", None) is not None:
+        return "grad_cam"
+    return "saliency" if kind == "image" else None
 
 
 def resized(im: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -264,6 +356,16 @@ def image_tensor(im: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
     a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # [H, W, 3]
     return a.permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
+
+
+def _spectrogram_view(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [F, T', 3] time-frequency overlay -> at most AUDIO_VIEW[0] px wide (time) and at
+    least AUDIO_VIEW[1] px tall (frequency), bilinear: AASIST's 23 x 21,490 map becomes legible."""
+    h, w = rgb.shape[:2]
+    size = (min(w, AUDIO_VIEW[0]), max(h, AUDIO_VIEW[1]))
+    if size == (w, h):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 def _png(rgb: np.ndarray) -> bytes:

@@ -14,7 +14,6 @@ import struct
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from math import ceil
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,12 +21,18 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
+from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, audio_kind, read_clip
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
 
 IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
-AUDIO_TYPES = ("wav", "flac")
+AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "webm")  # speech runs: the audio reader
+VIDEO_TYPES = (
+    "mp4",
+    "webm",
+    "avi",
+)  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: Matroska
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
 _MIME = {
     "png": ("image/png",),
@@ -36,6 +41,12 @@ _MIME = {
     "bmp": ("image/bmp", "image/x-bmp", "image/x-ms-bmp"),
     "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
     "flac": ("audio/flac", "audio/x-flac"),
+    "ogg": ("audio/ogg", "audio/opus", "audio/vorbis", "application/ogg"),
+    "mp3": ("audio/mpeg", "audio/mp3"),
+    "aac": ("audio/aac", "audio/x-aac"),
+    "mp4": ("video/mp4", "video/quicktime", "video/x-m4v", "audio/mp4", "audio/x-m4a"),
+    "webm": ("video/webm", "video/x-matroska", "audio/webm"),
+    "avi": ("video/x-msvideo", "video/avi", "video/msvideo"),
 }
 _EXTENSIONS = {
     "png": (".png",),
@@ -44,6 +55,12 @@ _EXTENSIONS = {
     "bmp": (".bmp", ".dib"),
     "wav": (".wav", ".wave"),
     "flac": (".flac",),
+    "ogg": (".ogg", ".oga", ".opus"),
+    "mp3": (".mp3",),
+    "aac": (".aac",),
+    "mp4": (".mp4", ".m4v", ".mov", ".m4a", ".3gp"),
+    "webm": (".webm", ".mkv"),
+    "avi": (".avi",),
 }
 _BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -201,20 +218,28 @@ def _name(up: Upload) -> str:
 
 # -- types ------------------------------------------------------------------------------------
 def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, or None."""
+    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, the
+    audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
     if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
         return "bmp"
+    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
+        return "wav"
     if data.startswith(b"fLaC"):
         return "flac"
-    return None
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
+        return "webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
+    kind = audio_kind(data)
+    return kind if kind in ("ogg", "mp3", "aac") else None
 
 
 def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
@@ -393,42 +418,15 @@ def _why(e: Exception) -> str:
 
 # -- audio ------------------------------------------------------------------------------------
 def decode_audio(
-    up: Upload, kind: str, *, clip_samples: int, sample_rate: int, min_seconds: float
-) -> tuple[np.ndarray, int]:
-    """Decode at most the frames that make one clip of `clip_samples` samples at the model's
-    `sample_rate` from a wav/flac upload -> (mono float32 [T] in [-1, 1] at the file's rate,
-    that rate).
-
-    Only the header is read before the frame budget is fixed, so a file claiming hours of
-    audio costs no more to decode than one clip.
-    """
-    import soundfile as sf
-
+    up: Upload, *, clip_samples: int, sample_rate: int
+) -> tuple[np.ndarray, AudioRecord]:
+    """An audio upload as the model's input through the one audio reader
+    (`deepshield.media.audio.read_clip`, as datasets and `evaluate` read files): mono float32
+    [clip_samples] in [-1, 1] at `sample_rate`, and the record of what was done. A file the
+    reader refuses gets its message: 415 when the bytes are no audio format, else 422
+    (truncated, corrupt, too short, rate out of range)."""
+    name = up.filename or "the upload"
     try:
-        f = sf.SoundFile(io.BytesIO(up.data))
-    except Exception as e:  # libsndfile: corrupt header, unsupported codec
-        raise UploadError(
-            422, f"{_name(up)} starts like a {kind.upper()} file but cannot be read: {_why(e)}"
-        ) from e
-    with f:
-        sr = f.samplerate
-        if not 4000 <= sr <= 384000:
-            raise UploadError(
-                422, f"{_name(up)} declares a {sr} Hz sample rate: use 4 kHz to 384 kHz audio"
-            )
-        budget = ceil(clip_samples * sr / sample_rate)
-        try:
-            x = f.read(frames=budget, dtype="float32", always_2d=True)  # [T, C]
-        except Exception as e:
-            raise UploadError(
-                422, f"{_name(up)}: the {kind.upper()} data is corrupt ({_why(e)}): re-export it"
-            ) from e
-    if len(x) < min_seconds * sr:
-        raise UploadError(
-            422,
-            f"{_name(up)} holds {len(x) / sr:.3f} s of audio: the scan needs at least "
-            f"{min_seconds:g} s",
-        )
-    if not np.isfinite(x).all():
-        raise UploadError(422, f"{_name(up)} holds NaN or inf samples: re-export the file")
-    return np.clip(x.mean(axis=1), -1.0, 1.0), sr  # [T]
+        return read_clip(up.data, name=name, rate=sample_rate, length=clip_samples)
+    except AudioError as e:
+        raise UploadError(415 if isinstance(e, NotAudioError) else 422, str(e)) from e

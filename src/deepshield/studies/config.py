@@ -71,6 +71,8 @@ class StudyAttack(BaseModel):
     surrogate: str | None = None
     n: int | None = Field(None, ge=1)  # default: the study's n
     label: str | None = Field(None, pattern=_NAME)  # result name; default from the settings
+    eot_transforms: list[str] = Field(default_factory=list)  # e.g. [jpeg75, resize0.75]
+    eval_after: str | None = None  # score after this real processing, e.g. jpeg75
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -93,6 +95,8 @@ class StudyAttack(BaseModel):
             restarts=self.restarts,
             mask=self.mask,
             seed=seed if self.seed is None else self.seed,
+            eot_transforms=tuple(self.eot_transforms),
+            eval_after=self.eval_after,
         ).checked()
 
     @model_validator(mode="after")

@@ -1,7 +1,9 @@
 """Run an AttackStudy: train the models it needs (complete runs are kept), sweep each attack on its
 targets (white-box, or crafted once on a surrogate and evaluated on every target), and write
-<out>/summary.json and <out>/summary.md. Finished sweeps with the same settings are reused, so
-an interrupted study resumes where it stopped.
+<out>/summary.json and <out>/summary.md. <out> is a run folder (the run layer's rules: a folder
+of a user's files is refused, another study there needs --force, the final marker is set after
+the summary). Finished sweeps with the same settings are reused, so an interrupted study resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 from deepshield.attacks.sweep import AttackSpec, transfer_sweep
 from deepshield.config import TrainConfig
 from deepshield.errors import ConfigError
-from deepshield.files import atomic_write_text, write_json
-from deepshield.run import RunDir
+from deepshield.files import atomic_write_text
+from deepshield.run import RunDir, check_run, start_run
 from deepshield.runs.attack_sweep import (
     AttackData,
     clean_warning,
@@ -39,6 +41,11 @@ def run_study(
     """Train, attack and summarise `study` under `out` (default runs/studies/<name>); return the
     sweep records. force: redo sweeps whose results exist (trained runs are always kept)."""
     root = Path(out or Path("runs") / "studies" / study.name)
+    folder, _, _ = check_run(root, "study", study, force=force)  # a user's files are refused
+    for m in study.models:  # every model on the study's data, before anything is written
+        _check_same_data(m.train or run_config(RunDir.open(m.run)), study, m.name)
+    start_run(folder, "study", study)  # --force redoes sweeps; trained model runs are kept
+    folder.claim(*(f"{m.name}/" for m in study.models if m.run is None))
     runs = {m.name: _model_run(study, m.name, root, log) for m in study.models}
     device = resolve_device(study.device)
     data: dict[int | None, AttackData] = {}
@@ -93,9 +100,9 @@ def run_study(
             records.append(write_sweep(runs[t], label, results[t], spec, batch, info))
         log(f"[study] attack {i + 1}/{len(study.attacks)} {label} on {', '.join(targets)}: "
             f"{seconds:.0f} s")  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "summary.json", records)
-    atomic_write_text(root / "summary.md", summary_markdown(study, records))
+    folder.write_json("summary.json", records)
+    atomic_write_text(folder.output("summary.md"), summary_markdown(study, records))
+    folder.set_done("study")  # the final marker, after every artifact
     log(f"[study] wrote {root / 'summary.md'}")
     return records
 
@@ -106,11 +113,8 @@ def _model_run(study: AttackStudy, name: str, root: Path, log: Callable[[str], N
 
     entry = next(m for m in study.models if m.name == name)
     if entry.run is not None:
-        run = RunDir.open(entry.run)
-        _check_same_data(run_config(run), study, name)
-        return run
+        return RunDir.open(entry.run)
     assert entry.train is not None
-    _check_same_data(entry.train, study, name)
     t0 = time.perf_counter()
     run = run_training(entry.train, root / name)
     acc = run.read_json("metrics.json")["test_acc_at_best_val"]

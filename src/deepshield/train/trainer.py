@@ -110,6 +110,8 @@ class Trainer:
             sampler=sampler,
         )
         bare = unwrap(self.model)  # hooks run their own forwards outside DDP's bookkeeping
+        if hasattr(self.batch_transform, "set_epoch"):  # e.g. augmentations seeded per epoch
+            self.batch_transform.set_epoch(epoch)
         sums: dict[str, float] = {"loss": 0.0, "correct": 0.0}
         n = 0
         for step, (x, y) in enumerate(track(batches, f"epoch {epoch} train", total=len(batches))):

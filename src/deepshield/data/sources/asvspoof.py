@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepshield.data.audio import CLIP_LENGTH, SAMPLE_RATE, load_clips
 from deepshield.data.registry import register_source
 from deepshield.data.sources.audio_folder import split_indices
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
+from deepshield.media.audio import CLIP_LENGTH, SAMPLE_RATE, read_clips
 
 KEYS = {"bonafide": 0, "spoof": 1}
 
@@ -110,10 +110,9 @@ def load_asvspoof(
             )
     y = np.asarray([t.label for t in trials], dtype=np.int64)
     codes, ids = system_codes(trials)
-    x = load_clips(files, SAMPLE_RATE, length)  # [N, length]
-    full = TensorSet(
-        x, torch.from_numpy(y), [t.utterance for t in trials], {"system": torch.from_numpy(codes)}
-    )
+    x, records = read_clips(files, SAMPLE_RATE, length)  # [N, length], [N, R]
+    meta = {"system": torch.from_numpy(codes), "audio": records}
+    full = TensorSet(x, torch.from_numpy(y), [t.utterance for t in trials], meta)
     if split is None:
         parts = split_indices(y, val_frac, test_frac, seed)
     else:

@@ -1,7 +1,9 @@
 """`speech-folder:ROOT`: bona fide and spoofed audio in class folders.
 
-Layout `ROOT/{bonafide,spoof}/**/*.{wav,flac,ogg}` (or `{real,fake}`); files are read as 16 kHz
-mono, cut or repeat-padded to `length` samples and split stratified by `seed`. A root that holds
+Layout `ROOT/{bonafide,spoof}/**/*.{wav,flac,ogg,opus,mp3,m4a,aac}` (or `{real,fake}`); files are
+read by `deepshield.media.audio` as 16 kHz mono, cut or tiled to `length` samples (meta["audio"]
+holds each clip's record of what was done) and split stratified by `seed`. Other files in the class
+folders are skipped with a warning that lists them. A root that holds
 `train/` and `test/` (each with class folders, `val/` optional) keeps that split instead.
 `labels="labels.csv"` lists the files instead: a CSV under ROOT with columns `path` (relative to
 ROOT) and `label` (0 bona fide, 1 spoof). `split="test"` (or train / val) puts every file there.
@@ -11,16 +13,17 @@ ROOT) and `label` (0 bona fide, 1 spoof). `split="test"` (or train / val) puts e
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from deepshield.data.audio import AUDIO_EXTENSIONS, CLIP_LENGTH, SAMPLE_RATE, load_clips
 from deepshield.data.registry import register_source
 from deepshield.data.split import stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
+from deepshield.media.audio import CLIP_LENGTH, SAMPLE_RATE, audio_files, is_audio_file, read_clips
 
 CLASS_FOLDERS = {"bonafide": 0, "real": 0, "spoof": 1, "fake": 1}
 
@@ -33,7 +36,20 @@ def is_audio_folder(root: str | Path) -> bool:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Audio files under `folder`; a warning names the other visible files, which are skipped."""
+    other = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and not is_audio_file(p)
+    ]
+    if other:
+        names = ", ".join(str(p) for p in sorted(other)[:5]) + (" ..." if len(other) > 5 else "")
+        warnings.warn(
+            f"{folder}: skipped {len(other)} file(s) without an audio extension "
+            f"(.wav .flac .ogg .opus .mp3 .m4a .aac): {names}",
+            stacklevel=2,
+        )
+    return audio_files(folder)
 
 
 def _scan(root: Path) -> tuple[list[Path], np.ndarray]:
@@ -49,7 +65,7 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray]:
     for label, names in ((0, "bonafide/ or real/"), (1, "spoof/ or fake/")):
         if not (y == label).any():
             raise DataError(
-                f"{root}: no audio files (.wav/.flac/.ogg) in {names}; expected the layout "
+                f"{root}: no audio files (.wav/.flac/.ogg/.mp3/.m4a) in {names}; expected the layout "
                 "ROOT/{bonafide,spoof}/*.flac (or ROOT/{real,fake}/)"
             )
     return files, y
@@ -96,8 +112,8 @@ def split_indices(
 
 
 def _tensor_set(files: list[Path], y: np.ndarray, sample_rate: int, length: int) -> TensorSet:
-    x = load_clips(files, sample_rate, length)  # [N, length]
-    return TensorSet(x, torch.from_numpy(y), [f.stem for f in files])
+    x, records = read_clips(files, sample_rate, length)  # [N, length], [N, R]
+    return TensorSet(x, torch.from_numpy(y), [f.stem for f in files], {"audio": records})
 
 
 @register_source(

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepshield.data.audio import CLIP_LENGTH, SAMPLE_RATE
 from deepshield.data.registry import register_source
 from deepshield.data.speech_synth import VOCODERS, random_speaker, record, synthesize
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError
 from deepshield.files import atomic_write_bytes
+from deepshield.media.audio import CLIP_LENGTH, SAMPLE_RATE
 from deepshield.progress import track
 
 SYSTEMS = ("bonafide", "griffin-lim", "lpc-vocoder", "sinusoidal")
