@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from deepshield import progress
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.norms import Budget
 
@@ -149,6 +150,7 @@ def attack_loop(
                 if mask is not None:
                     grad = grad * mask
                 x_adv = project(step(x_adv, grad, loss))
+                progress.tick()
             if strongest is not None:
                 with torch.no_grad():  # the final iterate: the only point not yet evaluated
                     out, loss, _ = expected(x_adv, grad=False)

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from deepshield import progress
 from deepshield.attacks.checks import check_attack, check_count, check_labels, check_number
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.objectives import margin
@@ -85,6 +86,7 @@ def cw_l2(
                     closer = gap < closest_gap
                     closest_gap = torch.where(closer, gap, closest_gap)
                     closest = torch.where(_sample_view(closer, x), x_adv, closest)
+                progress.tick()
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(upper.isfinite(), (lower + upper) / 2, const * 10)

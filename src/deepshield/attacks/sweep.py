@@ -17,25 +17,29 @@ points crafted at budgets <= eps, judged by the crafting model's margin z_y - ma
 (accuracy, AUC, EER, fakes passed) are therefore monotone in eps by construction; a transfer
 target sees the points its surrogate chose. Each budget's own ("raw") result is kept too, and
 each row says how many samples borrowed a point from a smaller budget.
+
+Budgets run one at a time, in increasing eps, each a pass of the evaluation engine
+(`attacks.evaluate.score_dataset`) over the data; a `BudgetStore` keeps every budget as it
+finishes, so an interrupted sweep resumes at the first unfinished one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.checks import check_batch, check_count, check_norm, check_number
 from deepshield.attacks.eot_transforms import processing_spec, real_transform, stand_ins
+from deepshield.attacks.evaluate import Scored, Transform, model_device, score_dataset
 from deepshield.attacks.masks import parse_mask
-from deepshield.attacks.mode import attack_mode
-from deepshield.attacks.objectives import as_logits, margin
-from deepshield.attacks.registry import Attack, get_attack, square_with_queries
+from deepshield.attacks.objectives import margin
+from deepshield.attacks.registry import get_attack, square_with_queries
 from deepshield.errors import InputError
-from deepshield.train import distributed
 
 GRID_SIZE = 6  # images kept for the clean / adversarial / perturbation grid
 # Query-based attacks whose sweeps keep the model queries spent per sample (SweepResult.queries).
@@ -126,15 +130,17 @@ class AttackSpec:
             "eval_after": self.eval_after,
         }
 
-    def processed(self, points: Sequence[Tensor]) -> list[Tensor]:
-        """The points as the models see them: after the real `eval_after` processing (images
-        [B,3,H,W] or speech [B,T]), the clean point (the first) once; unchanged without it."""
+    def scored_view(self) -> Callable[[Tensor], Tensor] | None:
+        """What the models score of a batch: the real `eval_after` processing (images
+        [B,3,H,W] or speech [B,T]), or None (the points as they are)."""
         if self.eval_after is None:
-            return list(points)
-        modality = "image" if points[0].dim() == 4 else "speech"
-        real = real_transform(self.eval_after, modality)
-        first = real(points[0])
-        return [first, *(first if p is points[0] else real(p) for p in points[1:])]
+            return None
+        after = self.eval_after
+
+        def view(x: Tensor) -> Tensor:
+            return real_transform(after, "image" if x.dim() == 4 else "speech")(x)
+
+        return view
 
 
 @dataclass
@@ -146,7 +152,7 @@ class SweepResult:
     eps[k] itself; source: [E, N] which point is used (0: x, j + 1: the one crafted at eps[j]);
     l2, linf: [E, N] norms of x_adv - x of the points used; surrogate_logits: [E, N, C] of the
     crafting model when it is another model (transfer), else None; grid: a few images of the
-    first batch (rank 0 only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in
+    first batch (images only, rank 0 only): "index" [k], "clean" [k,C,H,W], "adversarial" [E,k,C,H,W] in
     [0,1] (the points used), "mask" [k,1,H,W] (absent for full-image attacks); queries: [E, N]
     model queries spent per sample by the run at eps[k] itself (QUERY_COUNTED attacks, 0 where
     not attacked), else None.
@@ -235,6 +241,18 @@ def attack_sweep(
     return transfer_sweep(crafter, {"model": model}, x, y, spec, batch_size=batch_size)["model"]
 
 
+class BudgetStore(Protocol):
+    """Where a sweep keeps each budget's results as it finishes, so that an interrupted sweep
+    resumes at the first unfinished budget (the run layer keeps them in the run folder)."""
+
+    def load(self, k: int) -> dict[str, Tensor] | None:
+        """The tensors `save` got for budget k, or None when it has not finished."""
+
+    def save(self, k: int, tensors: dict[str, Tensor]) -> None:
+        """Keep budget k's tensors (CPU): "logits.<model>" [N, C], "l2", "linf" [N], optional
+        "kept" [g, ...] (grid samples) and "queries" [N]."""
+
+
 def transfer_sweep(
     crafter: nn.Module,
     targets: Mapping[str, nn.Module],
@@ -243,12 +261,16 @@ def transfer_sweep(
     spec: AttackSpec,
     *,
     batch_size: int = 128,
+    store: BudgetStore | None = None,
 ) -> dict[str, SweepResult]:
-    """Craft on `crafter` once per batch and eps, evaluate every target -> {name: SweepResult}.
+    """Craft on `crafter` once per eps and batch, evaluate every target -> {name: SweepResult}.
 
     A target that is `crafter` itself gets the white-box result. x: [N,...] in [0,1], y: [N];
-    batches go to the crafter's device. Under torchrun each rank attacks its share of the
-    batches and every rank gets all N results.
+    batches go to the crafter's device (`evaluate.score_dataset`, the evaluation engine).
+    Budgets run one after the other in increasing eps (each a pass over the data, with its own
+    progress bar); `store` keeps each finished budget and gives back those an interrupted
+    sweep finished. Under torchrun each rank attacks its share of the batches and every rank
+    gets all N results.
     """
     spec = spec.checked()
     batch_size = check_count("batch_size", batch_size)
@@ -256,66 +278,155 @@ def transfer_sweep(
     if len(x) == 0:
         raise InputError("no samples to attack: pass --n >= 1 and a non-empty split")
     spec.check_fits(x.shape[1:])
-    attack = get_attack(spec.attack)
-    device = next(crafter.parameters(), x).device
+    device = model_device(crafter, x)
     crafter_key = next((k for k, m in targets.items() if m is crafter), "_crafter")
     evaluated = {**targets, crafter_key: crafter}  # every model once; the crafter included
-    n_batches = -(-len(x) // batch_size)
-    raw: dict[str, list[Tensor]] = {k: [] for k in evaluated}  # per batch [b, 1 + E, C]
-    sources: list[Tensor] = []
-    norms: list[Tensor] = []
-    spent: list[Tensor] = []  # Square: queries per sample [b, E]
-    grid: dict[str, Tensor] | None = None
-    for b in distributed.shard_indices(n_batches):  # contiguous global batches of this rank
-        xb = x[b * batch_size : (b + 1) * batch_size].to(device)  # [b, ...]
-        yb = y[b * batch_size : (b + 1) * batch_size].to(device)  # [b]
-        mask = spec.batch_mask(len(xb), b, xb.shape[1:])
-        queries: dict[float, Tensor] = {}
-        points = [xb, *_craft(attack, crafter, xb, yb, spec, mask, queries)]  # 1 + E x [b, ...]
-        seen = spec.processed(points)  # what the models score
-        if spec.attack in QUERY_COUNTED:  # 0 queries where not attacked (eps 0)
-            none = torch.zeros(len(xb), dtype=torch.long)
-            spent.append(torch.stack([queries.get(e, none) for e in spec.eps], 1))  # [b, E]
-        for key, m in evaluated.items():
-            clean = _logits(m, seen[0])  # [b, C]; eps 0 reuses it
-            at_points = (
-                clean if p is xb else _logits(m, s)
-                for p, s in zip(points[1:], seen[1:], strict=True)
-            )
-            raw[key].append(torch.stack([clean, *at_points], 1))  # [b, 1 + E, C]
-        source = nested_sources(spec.eps, raw[crafter_key][-1], yb.cpu())  # [b, E]
-        sources.append(source)
-        used = _pick(torch.stack(points), source.to(device))  # [E, b, ...]
-        delta = (used - xb).flatten(2)  # [E, b, D]
-        norms.append(torch.stack([delta.norm(dim=2), delta.abs().amax(dim=2)], -1).transpose(0, 1))
-        if b == 0:
-            grid = _grid(xb, yb, list(used), mask, raw[crafter_key][0].shape[2] == 2)
-    eps_count = len(spec.eps)
-    norm_all = distributed.gather_tensors(_cat(norms, (eps_count, 2)))  # [N, E, 2]
-    source_all = distributed.gather_tensors(_cat(sources, (eps_count,), torch.long)).T  # [E, N]
-    logits = {}
-    for key, m in evaluated.items():
-        width = _width(m, x[:1].to(device))
-        logits[key] = distributed.gather_tensors(_cat(raw[key], (eps_count + 1, width)))
-    crafted = _used_logits(logits[crafter_key], source_all)
+    run = functools.partial(
+        score_dataset, evaluated, x, y, batch_size=batch_size, device=device, sharded=True,
+        view=spec.scored_view(),
+    )  # fmt: skip
+    clean = run(description="clean inputs")
+    index = _grid_index(y[:batch_size], clean.logits[crafter_key].shape[1] == 2)
+    index = index if x.dim() == 4 else index[:0]  # the report grid is for images only
+    budget = _Budgets(spec, crafter, clean, x[index], index, run)
+    parts: dict[int, dict[str, Tensor]] = {}
+    for k in sorted(range(len(spec.eps)), key=lambda k: spec.eps[k]):
+        found = store.load(k) if store is not None else None
+        if found is None:
+            found = budget.result(k)
+            if store is not None:
+                store.save(k, found)
+        parts[k] = found
+    return _assemble(spec, clean, parts, targets, crafter_key, x[:batch_size], index)
+
+
+class _Budgets:
+    """Each budget's pass over the data: the attack at that eps through the engine (eps 0: the
+    clean pass; minimal-perturbation attacks: one search at the largest eps, kept per sample
+    where its L2 norm fits the budget)."""
+
+    def __init__(
+        self,
+        spec: AttackSpec,
+        crafter: nn.Module,
+        clean: Scored,
+        grid_x: Tensor,
+        index: Tensor,
+        run: Callable[..., Scored],
+    ) -> None:
+        self.spec, self.crafter, self.clean, self.run = spec, crafter, clean, run
+        self.grid_x, self.index = grid_x, index  # the grid's samples [g, ...] and indices [g]
+        self.attack = get_attack(spec.attack)
+        self._search: Scored | None = None
+
+    def result(self, k: int) -> dict[str, Tensor]:
+        """Budget k's tensors (`BudgetStore.save`)."""
+        eps = self.spec.eps[k]
+        if eps == 0:
+            n = len(self.clean.y)
+            return self._tensors(self.clean, torch.zeros(n), torch.zeros(n), self.grid_x)
+        if not self.attack.minimal:
+            label = f"{self.spec.attack} eps {eps:.4g} (budget {k + 1} of {len(self.spec.eps)})"
+            found = self.run(self._transform(eps), keep=self.index, description=label)
+            return self._tensors(found, found.l2, found.linf, found.kept)
+        search = self._minimal_search()
+        within = search.l2 <= eps  # [N]
+        logits = {
+            name: torch.where(within[:, None], v, self.clean.logits[name])
+            for name, v in search.logits.items()
+        }
+        kept = search.kept
+        if kept is not None:
+            inside = within[self.index].view(-1, *([1] * (kept.dim() - 1)))
+            kept = torch.where(inside, kept, self.grid_x)
+        zero = torch.zeros_like(search.l2)
+        used = Scored(self.clean.y, logits, search.l2, search.linf, kept, search.extras)
+        return self._tensors(
+            used, torch.where(within, search.l2, zero), torch.where(within, search.linf, zero), kept
+        )
+
+    def _minimal_search(self) -> Scored:
+        if self._search is None:
+            top = max(self.spec.eps)
+            label = f"{self.spec.attack} search up to {top:.4g}"
+            self._search = self.run(self._transform(top), keep=self.index, description=label)
+        return self._search
+
+    def _transform(self, eps: float) -> Transform:
+        spec, crafter, attack = self.spec, self.crafter, self.attack
+
+        def craft(xb: Tensor, yb: Tensor, b: int) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+            options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
+            mask = spec.batch_mask(len(xb), b, xb.shape[1:])
+            options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
+            options.update(eot_transforms=spec.eot_transforms)
+            if spec.attack in QUERY_COUNTED:
+                found = QUERY_COUNTED[spec.attack](crafter, xb, yb, eps, **options)
+                return found.x_adv, {"queries": found.queries}
+            return attack(crafter, xb, yb, eps, **options)
+
+        return craft
+
+    def _tensors(
+        self, found: Scored, l2: Tensor, linf: Tensor, kept: Tensor | None
+    ) -> dict[str, Tensor]:
+        out = {f"logits.{name}": v.contiguous() for name, v in found.logits.items()}
+        out.update(l2=l2.float().contiguous(), linf=linf.float().contiguous())
+        if kept is not None:
+            out["kept"] = kept.contiguous()
+        if self.spec.attack in QUERY_COUNTED:
+            none = torch.zeros(len(self.clean.y), dtype=torch.long)
+            out["queries"] = found.extras.get("queries", none).long().contiguous()
+        return out
+
+
+def _assemble(
+    spec: AttackSpec,
+    clean: Scored,
+    parts: Mapping[int, Mapping[str, Tensor]],
+    targets: Mapping[str, nn.Module],
+    crafter_key: str,
+    first_batch: Tensor,
+    index: Tensor,
+) -> dict[str, SweepResult]:
+    """The SweepResult of every target from the clean pass and each budget's tensors."""
+    budgets = range(len(spec.eps))
+    logits = {  # [N, 1 + E, C]: x, then the point crafted at each budget
+        name: torch.stack([v, *(parts[k][f"logits.{name}"] for k in budgets)], 1)
+        for name, v in clean.logits.items()
+    }
+    y = clean.y
+    source = nested_sources(spec.eps, logits[crafter_key], y).T.contiguous()  # [E, N]
+    zero = torch.zeros(len(y))
+    norms = {  # [1 + E, N] per norm; x itself has 0
+        key: torch.stack([zero, *(parts[k][key] for k in budgets)]) for key in ("l2", "linf")
+    }
+    used = {key: v.gather(0, source) for key, v in norms.items()}  # [E, N]
+    crafted = _used_logits(logits[crafter_key], source)
     queries = None
     if spec.attack in QUERY_COUNTED:
-        queries = distributed.gather_tensors(_cat(spent, (eps_count,), torch.long)).T.contiguous()
+        queries = torch.stack([parts[k]["queries"] for k in budgets]).contiguous()  # [E, N]
+    grid = None
+    if all("kept" in parts[k] for k in budgets) and len(index):
+        points = torch.stack([first_batch[index], *(parts[k]["kept"] for k in budgets)])
+        shown = _pick(points, source[:, index].T)  # [E, g, ...]
+        mask = spec.batch_mask(len(first_batch), 0, first_batch.shape[1:])
+        grid = _grid(first_batch, index, shown, mask)
     return {
         name: SweepResult(
             eps=list(spec.eps),
-            y=y.cpu(),
+            y=y,
             clean_logits=logits[name][:, 0].contiguous(),
-            adv_logits=_used_logits(logits[name], source_all),
-            l2=norm_all[..., 0].T.contiguous(),
-            linf=norm_all[..., 1].T.contiguous(),
+            adv_logits=_used_logits(logits[name], source),
+            l2=used["l2"].contiguous(),
+            linf=used["linf"].contiguous(),
             raw_adv_logits=logits[name][:, 1:].transpose(0, 1).contiguous(),
-            source=source_all.contiguous(),
-            surrogate_logits=None if m is crafter else crafted,
+            source=source,
+            surrogate_logits=None if name == crafter_key else crafted,
             grid=grid,
             queries=queries,
         )
-        for name, m in targets.items()
+        for name in targets
     }
 
 
@@ -346,70 +457,24 @@ def _used_logits(logits: Tensor, source: Tensor) -> Tensor:
     return logits.gather(1, index).transpose(0, 1).contiguous()
 
 
-def _craft(
-    attack: Attack,
-    crafter: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    spec: AttackSpec,
-    mask: Tensor | None,
-    spent: dict[float, Tensor] | None = None,
-) -> list[Tensor]:
-    """x: [b,...] -> its adversarial version under each of spec.eps (eps 0: x itself). `spent`
-    receives, per eps attacked, the queries per sample [b] of a QUERY_COUNTED attack."""
-
-    def run(eps: float) -> Tensor:
-        options = {"steps": spec.steps, "norm": spec.norm, "seed": spec.seed}
-        options.update(mask=mask, restarts=spec.restarts, eot_samples=spec.eot_samples)
-        options.update(eot_transforms=spec.eot_transforms)
-        if spent is not None and spec.attack in QUERY_COUNTED:
-            found = QUERY_COUNTED[spec.attack](crafter, x, y, eps, **options)
-            spent[eps] = found.queries.cpu()
-            return found.x_adv.detach()
-        return attack(crafter, x, y, eps, **options).detach()
-
-    if max(spec.eps) == 0:
-        return [x for _ in spec.eps]
-    if not attack.minimal:
-        return [run(eps) if eps > 0 else x for eps in spec.eps]
-    smallest = run(max(spec.eps))  # one search; kept where its L2 norm fits the budget
-    l2 = (smallest - x).flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))  # [b, 1, ...]
-    return [torch.where(l2 <= eps, smallest, x) if eps > 0 else x for eps in spec.eps]
-
-
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    """Two-or-more-class logits [B, C] of `model` (eval mode, no grad) on x, on CPU."""
-    with attack_mode(model), torch.no_grad():
-        return as_logits(model(x)).float().cpu()
-
-
-def _width(model: nn.Module, x1: Tensor) -> int:
-    """Number of classes of `model`, from its output on one sample."""
-    return _logits(model, x1).shape[1]
-
-
-def _cat(
-    parts: list[Tensor], trailing: tuple[int, ...], dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """Concatenate per-batch results; an empty shard gives [0, *trailing]."""
-    return torch.cat(parts) if parts else torch.zeros((0, *trailing), dtype=dtype)
-
-
-def _grid(
-    x: Tensor, y: Tensor, adv: list[Tensor], mask: Tensor | None, detector: bool
-) -> dict[str, Tensor]:
-    """A few images of a batch for the report grid: both classes for a detector, else the first."""
+def _grid_index(y: Tensor, detector: bool) -> Tensor:
+    """The samples of the first batch (labels y [b]) shown in the report grid: both classes for a
+    detector (GRID_SIZE / 2 each), else the first GRID_SIZE."""
     if detector:
         half = GRID_SIZE // 2
         idx = torch.cat([torch.nonzero(y == c).flatten()[:half] for c in (0, 1)])
-        idx = idx.sort().values
-    else:
-        idx = torch.arange(min(GRID_SIZE, len(x)))
+        return idx.sort().values
+    return torch.arange(min(GRID_SIZE, len(y)))
+
+
+def _grid(x: Tensor, idx: Tensor, adv: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+    """The report grid's tensors: x [b, ...] the first batch, idx [g] the shown samples, adv
+    [E, g, ...] their points used under each budget, mask the batch's mask or None."""
     grid = {
         "index": idx.cpu(),
-        "clean": x[idx].cpu(),  # [k, C, H, W]
-        "adversarial": torch.stack([a[idx] for a in adv]).cpu(),  # [E, k, C, H, W]
+        "clean": x[idx].cpu(),  # [g, C, H, W]
+        "adversarial": adv.cpu(),  # [E, g, C, H, W]
     }
     if mask is not None:
-        grid["mask"] = mask.expand(len(x), *mask.shape[1:])[idx].cpu()  # [k, 1, H, W]
+        grid["mask"] = mask.expand(len(x), *mask.shape[1:])[idx].cpu()  # [g, 1, H, W]
     return grid

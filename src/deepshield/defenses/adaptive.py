@@ -34,12 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.adaptive import BPDA
+from deepshield.attacks.evaluate import Scored, attack_transform, score_dataset
 from deepshield.attacks.gradient import pgd
 from deepshield.attacks.objectives import detector_aware_loss
+from deepshield.attacks.registry import get_attack
+from deepshield.defenses.adversarial_detector import Guarded, eight_bit
 from deepshield.defenses.dip import FAST, DipConfig
 from deepshield.defenses.purifier import DipPurifier, Purified
 from deepshield.errors import ConfigError
@@ -142,19 +144,13 @@ def purifier_threat(
 NON_ADAPTIVE = ("fgsm", "pgd")
 
 
-def _eight_bit(x: Tensor) -> Tensor:
-    """Round images in [0,1] to the 8-bit grid, as the detector's training pairs were."""
-    return (x * 255).round() / 255
-
-
-@torch.no_grad()
-def _outcome(protected: nn.Module, detector: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Per sample [N] bool: the classifier is right, the detector flags x as adversarial."""
-    from deepshield.predict import fake_scores, predict_logits
-
-    right = predict_logits(protected, x).argmax(1) == y
-    flagged = fake_scores(predict_logits(detector, x)) >= 0.5
-    return {"right": right, "flagged": flagged}
+def _outcome(scored: Scored) -> dict[str, Tensor]:
+    """Per sample [N] bool: the classifier is right, the detector flags the input as adversarial
+    (P(adversarial) >= 0.5), from the engine's scores of models "protected" and "detector"."""
+    return {
+        "right": scored.predictions("protected") == scored.y,
+        "flagged": scored.scores("detector") >= 0.5,
+    }
 
 
 def _row(
@@ -200,25 +196,22 @@ def detector_attack_table(
     Examples are rounded to 8 bits before evaluation. PGD: `steps` steps of 2.5 eps / steps,
     random start.
     """
-    from deepshield.defenses.adversarial_detector import Guarded
-    from deepshield.defenses.robustness import craft
-
     guarded = Guarded(protected, detector)
-    device = next(protected.parameters()).device
-    clean = _outcome(protected, detector, x, y)
+    both = {"protected": protected, "detector": detector}
+
+    def table_row(name: str, adaptive: bool, e: float, model: nn.Module, **kw: Any) -> None:
+        attack = pgd if adaptive else get_attack(name)  # the registry's has no loss_fn
+        transform = attack_transform(
+            attack, model, e, batch_size=batch_size, seed=seed, steps=steps, post=eight_bit, **kw
+        )
+        scored = score_dataset(both, x, y, transform, batch_size=batch_size)
+        rows.append(_row(name, adaptive, e, _outcome(scored), target))
+
+    clean = _outcome(score_dataset(both, x, y, batch_size=batch_size))
     target = clean["right"] & ~clean["flagged"]  # [N]
     rows = [_row("clean", False, 0.0, clean, target)]
     for e in eps:
         for name in NON_ADAPTIVE:
-            adv = craft(protected, x, y, name, e, steps=steps, seed=seed, batch_size=batch_size)
-            outcome = _outcome(protected, detector, _eight_bit(adv), y)
-            rows.append(_row(name, False, e, outcome, target))
-        parts = []
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            found = pgd(guarded, xb, yb, e, steps=steps, loss_fn=detector_aware_loss,
-                        seed=seed + i)  # fmt: skip
-            parts.append(found.cpu())
-        adv = _eight_bit(torch.cat(parts))
-        rows.append(_row("pgd", True, e, _outcome(protected, detector, adv, y), target))
+            table_row(name, False, e, protected)
+        table_row("pgd", True, e, guarded, loss_fn=detector_aware_loss)
     return rows

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from deepshield.attacks.evaluate import attack_transform, score_dataset
 from deepshield.attacks.registry import get_attack
 from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError
-from deepshield.predict import fake_scores, predict_logits
 
 CLASSES = ["clean", "adversarial"]
 DEFAULT_EVALUATE = ["fgsm:0.07", "fgsm:0.03", "fgsm:0.1", "pgd:0.07", "cw_l2"]
@@ -81,6 +81,11 @@ def parse_attack(spec: str, default_eps: float = 0.0) -> tuple[str, float]:
     return name, value
 
 
+def eight_bit(x: Tensor) -> Tensor:
+    """Images in [0,1] rounded to the 8-bit grid (as stored images are), same shape."""
+    return (x * 255).round() / 255
+
+
 def adversarial_pairs(
     protected: nn.Module,
     ds: TensorSet,
@@ -92,23 +97,21 @@ def adversarial_pairs(
     batch_size: int = 256,
 ) -> TensorSet:
     """Each sample of `ds` clean (label 0) and attacked against `protected` (label 1): 2N samples,
-    x uint8 [2N,C,H,W]. meta["fooled"]: [2N] bool, the protected model is wrong on the sample."""
-    fn = get_attack(attack)
-    device = next(protected.parameters()).device
+    x uint8 [2N,C,H,W]. meta["fooled"]: [2N] bool, the protected model is wrong on the sample
+    (the attacked images judged after rounding to 8 bits, as they are stored)."""
     x, y = ds.tensors()
-    adv, wrong_clean, wrong_adv = [], [], []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        xa = fn(protected, xb, yb, eps, steps=steps, seed=seed + i)
-        xa = (xa * 255).round().to(torch.uint8).cpu()  # [b, C, H, W], 8-bit like the clean set
-        adv.append(xa)
-        wrong_clean.append(predict_logits(protected, xb).argmax(1) != yb.cpu())
-        wrong_adv.append(predict_logits(protected, xa.float() / 255).argmax(1) != yb.cpu())
-    clean = (x * 255).round().to(torch.uint8)
+    transform = attack_transform(
+        get_attack(attack), protected, eps, batch_size=batch_size, seed=seed, steps=steps,
+        post=eight_bit,
+    )  # fmt: skip
+    clean = score_dataset(protected, x, y, batch_size=batch_size)
+    adv = score_dataset(protected, x, y, transform, batch_size=batch_size, keep=range(len(x)))
+    attacked = adv.kept if adv.kept is not None else x[:0]
+    as_bytes = [(v * 255).round().to(torch.uint8) for v in (x, attacked)]  # [N, C, H, W] each
     names = list(ds.names) + [f"{n}:{attack}" for n in ds.names]
-    fooled = torch.cat([*wrong_clean, *wrong_adv])  # [2N]
+    fooled = torch.cat([clean.predictions() != y, adv.predictions() != y])  # [2N]
     labels = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).long()
-    return TensorSet(torch.cat([clean, *adv]), labels, names, {"fooled": fooled})
+    return TensorSet(torch.cat(as_bytes), labels, names, {"fooled": fooled})
 
 
 def adversarial_splits(
@@ -140,7 +143,7 @@ def detection_row(
     matters; None when the attack fooled nothing, so a harmless row never reads as a success)."""
     from deepshield.metrics import detector_metrics
 
-    scores = fake_scores(predict_logits(detector, pairs))  # P(adversarial) [2N]
+    scores = score_dataset(detector, *pairs.tensors(), batch_size=128).scores()  # P(adv) [2N]
     m = detector_metrics(pairs.y.numpy(), scores.numpy(), threshold=threshold)
     n = len(pairs) // 2
     wrong_clean, wrong_adv = pairs.meta["fooled"][:n], pairs.meta["fooled"][n:]  # [N] each

@@ -10,32 +10,49 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deepshield.attacks.mode import attack_mode
+from deepshield.attacks.evaluate import (
+    Scored,
+    Transform,
+    attack_transform,
+    model_device,
+    score_dataset,
+)
 from deepshield.attacks.registry import get_attack
 
 
-@torch.no_grad()
 def predictions(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
-    """Predicted classes [N] of x [N,...] (eval mode, restored after)."""
-    device = next(model.parameters()).device
-    out = []
-    with attack_mode(model):
-        for i in range(0, len(x), batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())  # [b]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    """Predicted classes [N] of x [N,...] (frozen eval, restored after)."""
+    return score_dataset(
+        model, x, torch.zeros(len(x), dtype=torch.long), batch_size=batch_size
+    ).predictions()
 
 
 def accuracy_on(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Share of x [N,...] that `model` classifies as y [N] (eval mode, restored after)."""
-    return float((predictions(model, x, batch_size) == y).float().mean()) if len(x) else 0.0
+    """Share of x [N,...] that `model` classifies as y [N] (frozen eval, restored after)."""
+    return score_dataset(model, x, y, batch_size=batch_size).accuracy()
+
+
+def _rates(scored: Scored, name: str) -> dict[str, Any]:
+    """`metrics.class_rates` of model `name` in `scored` (a detector: y in {0, 1})."""
+    from deepshield.metrics import class_rates
+
+    return class_rates(scored.y.numpy(), scored.predictions(name).numpy())
 
 
 def rates_on(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> dict[str, Any]:
     """`metrics.class_rates` of `model` on x [N,...], y [N] in {0, 1} (a detector): accuracy,
     balanced accuracy, fakes passed as real, reals flagged as fake, collapsed."""
-    from deepshield.metrics import class_rates
+    return _rates(score_dataset(model, x, y, batch_size=batch_size), "model")
 
-    return class_rates(y.numpy(), predictions(model, x, batch_size).numpy())
+
+def attacked_by(
+    model: nn.Module, attack: str, eps: float, *, steps: int = 10, seed: int = 0, batch_size: int
+) -> Transform:
+    """The engine transform of a registered attack against `model` (batch seeds: seed + index of
+    the batch's first sample)."""
+    return attack_transform(
+        get_attack(attack), model, eps, batch_size=batch_size, seed=seed, steps=steps
+    )
 
 
 def craft(
@@ -50,13 +67,12 @@ def craft(
     batch_size: int = 256,
 ) -> Tensor:
     """Adversarial examples of x [N,...] in [0,1] against `model` with a registered attack."""
-    fn = get_attack(attack)
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        out.append(fn(model, xb, yb, eps, steps=steps, seed=seed + i).cpu())
-    return torch.cat(out)
+    transform = attacked_by(model, attack, eps, steps=steps, seed=seed, batch_size=batch_size)
+    found = score_dataset(
+        {}, x, y, transform, batch_size=batch_size, device=model_device(model, x),
+        keep=range(len(x)),
+    )  # fmt: skip
+    return found.kept if found.kept is not None else x[:0].clone()
 
 
 def robustness_table(
@@ -75,21 +91,23 @@ def robustness_table(
     For detectors (y in {0, 1}, 1 = fake) each accuracy comes with its balanced accuracy, the
     white-box and clean rows with fakes passed as real and reals flagged as fake, and "collapsed"
     says the model calls one class for >= 95 % of the clean images (its accuracy then only
-    reflects the class balance)."""
-    adversarial = {
-        name: craft(m, x, y, attack, eps, steps=steps, seed=seed) for name, m in models.items()
-    }
+    reflects the class balance). Each model crafts once; every model scores its examples."""
+    clean = score_dataset(models, x, y)
+    crafted = {}
+    for name, m in models.items():
+        transform = attacked_by(m, attack, eps, steps=steps, seed=seed, batch_size=256)
+        crafted[name] = score_dataset(models, x, y, transform)
     detector = bool(len(y)) and int(y.max()) <= 1
     rows = []
-    for name, model in models.items():
+    for name in models:
         row: dict[str, Any] = {"model": name, "eps": eps}
-        views = {"clean": x, "white-box": adversarial[name]}
-        views.update({f"from {s}": adversarial[s] for s in models if s != name})
-        for view, inputs in views.items():
+        views = {"clean": clean, "white-box": crafted[name]}
+        views.update({f"from {s}": crafted[s] for s in models if s != name})
+        for view, scored in views.items():
             if not detector:
-                row[view] = accuracy_on(model, inputs, y)
+                row[view] = scored.accuracy(name)
                 continue
-            r = rates_on(model, inputs, y)
+            r = _rates(scored, name)
             row[view] = r["accuracy"]
             row[f"{view} balanced"] = r["balanced_accuracy"]
             if not view.startswith("from "):

@@ -4,16 +4,23 @@ vs eps), plots/attack_<name>_grid.png (clean / adversarial / amplified perturbat
 attack_<name>_grid.safetensors (the grid's tensors) and a report.html section.
 
 Under torchrun every rank attacks its share of the batches and only rank 0 writes.
+
+Each budget's per-sample results are written as it finishes (attack_<name>_budgets/K.safetensors,
+with the sweep's identity in key.json): a sweep that is interrupted (Ctrl-C, a killed job) and
+run again with the same settings resumes at the first unfinished budget. The folder is removed
+once the sweep's artifacts are written.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,8 +30,10 @@ from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
 from deepshield.config import TrainConfig
 from deepshield.data.splits import stratified_subset
 from deepshield.errors import ConfigError, RunError
+from deepshield.files import atomic_write_bytes
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_name, data_options, file_tag
+from deepshield.runs.decision import Decision, at_threshold, decision_summary, load_decision
 from deepshield.train import distributed
 
 if TYPE_CHECKING:
@@ -149,13 +158,22 @@ def attack_run(
     _check_classes(model, crafter, batch, sur)
     if threat is not None:
         crafter, model = threat.models(model, spec.seed)
-    result = transfer_sweep(
-        crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size
-    )
     tag = file_tag(dataset) if dataset else ""
     if threat is not None:
         tag = "_".join(t for t in (threat.tag(), tag) if t)
     name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)
+    key = {
+        **spec.to_dict(),
+        "data": [batch.dataset, batch.options, batch.split, batch.subset, len(batch.y)],
+        "weights": [run.weights_sha256("best"), sur.weights_sha256("best") if sur else None],
+        "defence": None if threat is None else threat.to_dict(),
+        "batch_size": batch_size,
+        "world_size": distributed.world_size(),
+    }
+    store = BudgetFiles(run, name, key)
+    result = transfer_sweep(
+        crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size, store=store
+    )
     info = {
         "run": str(run.path),
         "model": run.read_json("model.json")["name"],
@@ -169,7 +187,50 @@ def attack_run(
     }
     if threat is not None:
         info["command"] += " " + threat.flags()
-    return write_sweep(run, name, result["model"], spec, batch, info)
+    record = write_sweep(run, name, result["model"], spec, batch, info)
+    store.clear()
+    return record
+
+
+class BudgetFiles:
+    """`sweep.BudgetStore` in a run folder: budget k of sweep `name` in
+    attack_<name>_budgets/<k>.safetensors, used only by a sweep with the same identity `key`
+    (settings, data, weights; key.json). Rank 0 writes; every rank reads."""
+
+    def __init__(self, run: RunDir, name: str, key: Mapping[str, Any]) -> None:
+        self.run, self.folder = run, f"attack_{name}_budgets"
+        self.key = json.loads(json.dumps(key))  # as JSON reads it back
+        path = f"{self.folder}/key.json"
+        self.valid = run.exists(path) and run.read_json(path) == self.key
+
+    def load(self, k: int) -> dict[str, torch.Tensor] | None:
+        """Budget k's tensors when a sweep with this key finished it, else None."""
+        from safetensors.torch import load_file
+
+        name = f"{self.folder}/{k}.safetensors"
+        return load_file(self.run.file(name)) if self.valid and self.run.exists(name) else None
+
+    def save(self, k: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Write budget k atomically (rank 0); the first write of a new key drops older budgets."""
+        from safetensors.torch import save
+
+        if not distributed.is_main():
+            return
+        if not self.valid:
+            self.clear()
+            self.run.output(f"{self.folder}/")
+            self.run.write_json(f"{self.folder}/key.json", self.key)
+            self.valid = True
+        atomic_write_bytes(self.run.output(f"{self.folder}/{k}.safetensors"), save(tensors))
+
+    def clear(self) -> None:
+        """Remove the budget files (rank 0): the sweep's artifacts hold its results."""
+        folder = self.run.file(self.folder)
+        if distributed.is_main() and folder.is_dir():
+            for f in folder.iterdir():
+                f.unlink()
+            folder.rmdir()
+        self.valid = False
 
 
 def _check_classes(model: nn.Module, crafter: nn.Module, batch: AttackData, sur: Any) -> None:
@@ -228,8 +289,20 @@ def _eps_text(eps: float, norm: str = "linf") -> str:
     return repr(eps)
 
 
-def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> dict[str, Any]:
-    """The JSON of a sweep: parameters, data, clean metrics and one row per eps."""
+def sweep_record(
+    result: SweepResult, spec: AttackSpec, batch: AttackData, decision: Decision | None = None
+) -> dict[str, Any]:
+    """The JSON of a sweep: parameters, data, clean metrics and one row per eps; for a detector
+    with a run `decision`, the clean entry and every row also hold the actual error rates at the
+    run's threshold (`decision.at_threshold`) and "decision" says which threshold."""
+    rows = [{**row, **row_statistics(result, k)} for k, row in enumerate(result.rows())]
+    clean = result.clean()
+    threshold: dict[str, Any] = {}
+    if result.detector and decision is not None:
+        threshold["decision"] = decision_summary(decision)
+        clean.update(at_threshold(result.y.numpy(), _p_fake(result.clean_logits), decision))
+        for k, row in enumerate(rows):
+            row.update(at_threshold(result.y.numpy(), _p_fake(result.adv_logits[k]), decision))
     return {
         **spec.to_dict(),
         "dataset": batch.dataset,
@@ -241,9 +314,15 @@ def sweep_record(result: SweepResult, spec: AttackSpec, batch: AttackData) -> di
         "detector": result.detector,
         "grid": batch.x.dim() == 4,  # image grid (rank 0 holds its tensors)
         "world_size": distributed.world_size(),
-        "clean": result.clean(),
-        "rows": [{**row, **row_statistics(result, k)} for k, row in enumerate(result.rows())],
+        "clean": clean,
+        "rows": rows,
+        **threshold,
     }
+
+
+def _p_fake(logits: torch.Tensor) -> np.ndarray:
+    """Raw P(fake) [N] of two-class logits [N, 2]."""
+    return logits.softmax(1)[:, 1].double().numpy()
 
 
 def row_statistics(result: SweepResult, k: int) -> dict[str, Any]:
@@ -272,9 +351,8 @@ def write_sweep(
     only); return the JSON record (on every rank)."""
     from safetensors.torch import save
 
-    from deepshield.files import atomic_write_bytes
-
-    record = {"name": name, **info, **sweep_record(result, spec, batch)}
+    decision = load_decision(run.path) if result.detector else None
+    record = {"name": name, **info, **sweep_record(result, spec, batch, decision)}
     if not distributed.is_main():
         return record
     run.set_done(f"attack_{name}", False)  # complete again only once every artifact is written
@@ -314,6 +392,10 @@ def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             row["EER"] = r["eer"]
             row["fakes passed as real"] = r["fake_passed_as_real"]
             row["reals flagged as fake"] = r.get("real_flagged_as_fake")
+            if "fakes_passed_at_threshold" in r:
+                row["fakes passed at run threshold"] = r["fakes_passed_at_threshold"]
+                row["reals flagged at run threshold"] = r["reals_flagged_at_threshold"]
+                row["mean P(fake), calibrated"] = r["p_fake_calibrated_mean"]
             row["evasion: accuracy"] = r["evasion"]["accuracy"]
             row["evasion: AUC"] = r["evasion"]["auc"]
         if "surrogate_accuracy" in r:
@@ -376,6 +458,14 @@ def section_html(record: Mapping[str, Any]) -> str:
         if record["detector"]
         else ""
     )
+    decision = record.get("decision")
+    if decision:
+        score = "calibrated P(fake)" if decision["calibrated"] else "raw P(fake)"
+        evasion += (
+            f"<p class='muted'>At the run's threshold: {score} &gt;= {decision['threshold']} "
+            f"({decision['rule']} rule; {decision['note']}) is called fake; 'fakes passed at run "
+            "threshold' is the share of fakes an analyst using that threshold calls real.</p>"
+        )
     warning = clean_warning(record)
     if warning:
         evasion = f"<p><b>{warning}</b></p>" + evasion

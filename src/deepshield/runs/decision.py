@@ -240,3 +240,29 @@ def _dcfs(y: np.ndarray, raw: np.ndarray, raw_llr: np.ndarray, cal_llr: np.ndarr
         "act_dcf_raw": asvspoof5.act_dcf(-raw_llr[real], -raw_llr[fake]).value,
         "act_dcf_calibrated": asvspoof5.act_dcf(-cal_llr[real], -cal_llr[fake]).value,
     }
+
+
+def at_threshold(y: Any, raw: Any, decision: Decision) -> dict[str, float | None]:
+    """Actual error rates at the run's threshold from labels [N] (1 = fake) and raw P(fake) [N]:
+    fakes_passed_at_threshold (share of fakes whose calibrated P(fake) is below the threshold,
+    i.e. called real), reals_flagged_at_threshold (share of reals at or above it) and
+    p_fake_calibrated_mean (over all samples); None for a class with no sample."""
+    y = np.asarray(y).reshape(-1)
+    p = decision.calibrate(raw)
+    flagged = p >= decision.threshold  # [N]
+    fakes, reals = flagged[y == 1], flagged[y == 0]
+    return {
+        "fakes_passed_at_threshold": float(1 - fakes.mean()) if fakes.size else None,
+        "reals_flagged_at_threshold": float(reals.mean()) if reals.size else None,
+        "p_fake_calibrated_mean": float(p.mean()) if p.size else None,
+    }
+
+
+def decision_summary(decision: Decision) -> dict[str, Any]:
+    """The decision a table's at-threshold columns used: rule, threshold, calibrated, note."""
+    return {
+        "rule": decision.rule,
+        "threshold": _json_threshold(decision.threshold),
+        "calibrated": decision.calibrated,
+        "note": decision.note,
+    }
