@@ -25,12 +25,8 @@ from dataclasses import asdict, replace
 import torch
 
 from deepshield.defenses.dip import FAST, PAPER
-from deepshield.defenses.purifier import (
-    DipPurifier,
-    purification_inputs,
-    purification_table,
-    timing,
-)
+from deepshield.defenses.purifier import DipPurifier, purification_table, timing
+from deepshield.runs.purify import purification_inputs
 
 
 def main() -> None:
