@@ -293,15 +293,18 @@ def test_defend_purify_bad_options_are_one_line(detector_run, args, message, mon
 @pytest.mark.cuda
 def test_cuda_dip_is_reproducible_per_image_and_independent_of_the_chunk():
     """Device generators: the same seed gives the same image whatever the chunk (up to the
-    grouped convolution's float32 rounding), and the result stays on the device's images."""
+    grouped convolution's float32 rounding: on the CPU the mean difference is below 1e-4 per
+    image, while another seed moves each image by 0.04-0.06), and results stay on the device."""
     x = smooth_images(4).cuda()
     one = dip_reconstruct(x, EARLY, mode="grouped", chunk=1, seed=3)
     four = dip_reconstruct(x, EARLY, mode="grouped", chunk=4, seed=3)
-    again = dip_reconstruct(x, EARLY, mode="grouped", chunk=4, seed=3)
+    other = dip_reconstruct(x, EARLY, mode="grouped", chunk=4, seed=4)
     assert one.images.is_cuda and (four.iters < EARLY.iters).all()
-    assert torch.allclose(one.images, four.images, atol=1e-2)
-    assert torch.allclose(four.images, again.images, atol=1e-4)
     assert (four.psnr >= EARLY.stop_psnr).all()
+    assert ((one.iters - four.iters).abs() <= 2).all()
+    same = (one.images - four.images).abs().mean((1, 2, 3))  # [4]
+    assert (same < 2e-3).all(), same
+    assert ((other.images - four.images).abs().mean((1, 2, 3)) > 1e-2).all()
 
 
 @pytest.mark.cuda
