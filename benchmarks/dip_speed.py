@@ -32,6 +32,11 @@ from deepshield.defenses.purifier import DipPurifier, purification_table, timing
 from deepshield.runs.purify import purification_inputs
 
 
+def share(value: float | None) -> str:
+    """A share to 3 decimals, or "-" where its group is empty (None)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="detector run folder (64x64 real/fake images)")
@@ -98,9 +103,11 @@ def main() -> None:
             if r["defence"] == "none" and name != next(iter(results)):
                 continue
             label = "detector alone" if r["defence"] == "none" else name
+            shares = [
+                share(r[k]) for k in ("recall_perturbed", "recall_unperturbed", "real_retained")
+            ]
             print(f"{label:30} {r['threshold']:>5g} {r['defence']:>9} "
-                  f"{r['recall_perturbed']:>10.3f} {r['recall_unperturbed']:>12.3f} "
-                  f"{r['real_retained']:>11.3f}")  # fmt: skip
+                  f"{shares[0]:>10} {shares[1]:>12} {shares[2]:>11}")  # fmt: skip
     slow = results["slow (per-image, paper)"]
     for name in list(configs)[1 : 1 + len(chunks)]:
         fast = results[name]

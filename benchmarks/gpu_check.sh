@@ -2,12 +2,12 @@
 # One GPU check (issue 21): the demo, PGD speed, AutoAttack cost, DIP speed, training
 # throughput and the `cuda` tests, with every figure of docs/performance.md printed at the end.
 #
-#   bash benchmarks/gpu_check.sh [--cpu] [--out DIR]
+#   bash benchmarks/gpu_check.sh [--cpu] [--no-demo] [--out DIR]
 #
 # Default: sizes of docs/performance.md on one CUDA GPU (about 5 minutes on an H200-class GPU;
 # each step has its own time limit, so one slow step cannot eat the others').
 # --cpu: a smoke check of the same steps at small sizes on the CPU (the demo still runs in
-#        full; its wall time there is a CPU figure, not a GPU one).
+#        full; its wall time there is a CPU figure, not a GPU one). --no-demo skips the demo.
 # Environment: PYTHON (default python3) with deepshield's dependencies installed;
 # DEEPSHIELD_SHARED (default ../shared) for the CIFAR-10 batches AutoAttack needs (the step is
 # skipped, saying so, when they are absent). Logs of every step are kept in DIR (default
@@ -15,12 +15,14 @@
 set -u
 cd "$(dirname "$0")/.."
 MODE=gpu
+DEMO=1
 OUT=gpu_check_out
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) MODE=cpu ;;
+        --no-demo) DEMO=0 ;;
         --out) OUT="$2"; shift ;;
-        *) echo "gpu_check.sh: unknown option $1 (use --cpu, --out DIR)" >&2; exit 2 ;;
+        *) echo "gpu_check.sh: unknown option $1 (use --cpu, --no-demo, --out DIR)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -48,32 +50,35 @@ else
     ATTACK=(--batch 8 --repeats 1)
     AA=(--n 8 --eps 2/255 --epochs 1)
     TRAIN=(-e 1 --data-arg n=200)
-    DIP=(--n 2 --slow-iters 20 --fast-iters 20 --chunk 2)
+    DIP=(--n 4 --slow-iters 20 --fast-iters 20 --chunk 2)
     THROUGHPUT=(--n 32 --batch 16 --repeats 1)
     TESTS=(tests/test_dip.py tests/test_runs.py tests/test_attacks.py)
 fi
 
-# step NAME LIMIT_S CMD...: run CMD with a time limit, log to $OUT/NAME.log, record wall seconds.
+# step NAME LIMIT_S CMD...: run CMD with a time limit, log to $OUT/NAME.log, record its wall and
+# CPU seconds in $OUT/NAME.wall.
 step() {
     local name=$1 limit=$2
     shift 2
     echo "== $name: $*"
-    local t0 rc tenths
-    t0=$(date +%s%N)
-    timeout "$((limit * SLOWER))" "$@" >"$OUT/$name.log" 2>&1
+    local rc TIMEFORMAT='%R %U %S'  # bash's time: wall, user and system seconds of the step
+    { time timeout "$((limit * SLOWER))" "$@" >"$OUT/$name.log" 2>&1; } 2>"$OUT/$name.time"
     rc=$?
-    tenths=$((($(date +%s%N) - t0) / 100000000))
-    echo "$((tenths / 10)).$((tenths % 10))" >"$OUT/$name.wall"
+    awk '{printf "%.1f s wall, %.1f CPU-s\n", $1, $2 + $3}' "$OUT/$name.time" >"$OUT/$name.wall"
     if [ $rc -ne 0 ]; then
         FAILED=$((FAILED + 1))
         echo "   FAILED (exit $rc; 124 = over $((limit * SLOWER)) s): tail of $OUT/$name.log"
         tail -5 "$OUT/$name.log" | sed 's/^/   /'
     else
-        echo "   done in $(cat "$OUT/$name.wall") s"
+        echo "   done: $(cat "$OUT/$name.wall")"
     fi
 }
 
-step demo 300 "$PY" -m deepshield -q --threads "$THREADS" demo --out "$OUT/demo"
+if [ "$DEMO" = 1 ]; then
+    step demo 300 "$PY" -m deepshield -q --threads "$THREADS" demo --out "$OUT/demo"
+else
+    echo "== demo: skipped (--no-demo)"
+fi
 step attack_speed 240 "$PY" benchmarks/attack_speed.py --device "$DEV" --threads "$THREADS" \
     "${ATTACK[@]}"
 if [ -d "$SHARED/data/cifar10/cifar-10-batches-py" ]; then
@@ -92,7 +97,9 @@ step pytest_cuda 300 "$PY" -m pytest -q -m cuda -p no:cacheprovider "${TESTS[@]}
 
 echo
 echo "======== figures ($MODE; $("$PY" -c 'import torch; print("torch", torch.__version__, "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device")'); $(date -u +%Y-%m-%dT%H:%MZ))"
-echo "-- deepshield demo: $(cat "$OUT/demo.wall") s wall ($(grep -h 'finished in' "$OUT/demo.log"))"
+if [ -f "$OUT/demo.wall" ]; then
+    echo "-- deepshield demo: $(cat "$OUT/demo.wall") ($(grep -h 'finished in' "$OUT/demo.log"))"
+fi
 echo "-- PGD-10 (attack_speed.py; ratio = time / plain loop):"
 grep -hE '^(small_cnn|resnet18_cifar):|^(plain loop|deepshield|torchattacks|ART)' "$OUT/attack_speed.log"
 if [ -f "$OUT/autoattack.log" ]; then
