@@ -1,15 +1,17 @@
 """AutoAttack: deepshield's standard and fast cascades vs the reference (pyautoattack), in one run.
 
     PYTHONPATH=src python benchmarks/autoattack_cost.py [--n 932] [--eps 2/255] [--norm linf]
-        [--epochs 12] [--threads 1] [--skip-reference] [--json out.json]
+        [--epochs 12] [--threads 1] [--device cpu|cuda] [--skip-reference] [--json out.json]
 
 A small CNN (three stride-2 convs, ~30 k parameters) is trained on the 4,660 lossless CIFAR-10
 training images of ../shared (seed 0) and attacked on the first n lossless test images. Every
 model call goes through `CountingModel`, which counts the images passed forward and backward;
 the table gives robust accuracy after each stage, those counts, the ratios of each cascade's
 passes to the reference's, and CPU time (process time: unlike wall time, it does not grow when
-other jobs share the machine; with --threads 1 it is the compute the attack needs). The reference runs its own standard version (APGD-CE,
-APGD-T, FAB-T, Square) with seed 0; its per-stage figures are read from its log.
+other jobs share the machine; with --threads 1 it is the compute the attack needs) and wall time
+(the measure on a GPU, `--device cuda`, where CPU time counts only the host's work). The
+reference runs its own standard version (APGD-CE, APGD-T, FAB-T, Square) with seed 0; its
+per-stage figures are read from its log.
 """
 
 from __future__ import annotations
@@ -58,13 +60,13 @@ def load(folder: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def train(x: Tensor, y: Tensor, epochs: int) -> nn.Module:
-    """Adam 2e-3, batch 64, seed 0: the same weights every run."""
+    """Adam 2e-3, batch 64, seed 0, on x's device: the same weights every run (on one device)."""
     torch.manual_seed(0)
-    net = small_cnn()
+    net = small_cnn().to(x.device)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(epochs):
-        order = torch.randperm(len(x), generator=g)
+        order = torch.randperm(len(x), generator=g).to(x.device)
         for i in range(0, len(x), 64):
             idx = order[i : i + 64]
             loss = F.cross_entropy(net(x[idx]), y[idx])
@@ -115,10 +117,13 @@ def run_reference(net: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -
     logger = logging.getLogger("auto-attack")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(log)
-    start = time.process_time()
-    aa = AutoAttack(counter, eps=eps, norm={"linf": "Linf", "l2": "L2"}[norm], seed=0)
+    start, wall = time.process_time(), finish(x)
+    aa = AutoAttack(
+        counter, eps=eps, norm={"linf": "Linf", "l2": "L2"}[norm], seed=0, device=x.device
+    )
     x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=500)
     seconds = time.process_time() - start
+    wall = finish(x) - wall
     logger.removeHandler(log)
     return {
         "stages": log.stages,
@@ -126,21 +131,30 @@ def run_reference(net: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str) -
         "forwards": counter.forwards,
         "backwards": counter.backwards,
         "seconds": seconds,
+        "wall_seconds": wall,
         "max_norm": max_norm(x_adv - x, norm),
     }
 
 
+def finish(x: Tensor) -> float:
+    """perf_counter() once x's device has finished its queued work."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
+
+
 def run_ours(net: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str, version: str) -> dict:
     counter = CountingModel(net)
-    start = time.process_time()
+    start, wall = time.process_time(), finish(x)
     x_adv, report = autoattack(counter, x, y, eps, norm=norm, version=version, seed=0)
-    seconds = time.process_time() - start
+    seconds, wall = time.process_time() - start, finish(x) - wall
     return {
         "stages": report.as_dict()["stages"],
         "robust_accuracy": accuracy(net, x_adv, y),
         "forwards": counter.forwards,
         "backwards": counter.backwards,
         "seconds": seconds,
+        "wall_seconds": wall,
         "max_norm": max_norm(x_adv - x, norm),
     }
 
@@ -153,18 +167,20 @@ def main() -> None:
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     eps = float(Fraction(args.eps))
 
-    x_train, y_train, x_test, y_test = load(args.data / "cifar-10-batches-py")
+    dev = torch.device(args.device)
+    x_train, y_train, x_test, y_test = (t.to(dev) for t in load(args.data / "cifar-10-batches-py"))
     net = train(x_train, y_train, args.epochs)
     x, y = x_test[: args.n], y_test[: args.n]
     print(
         f"small CNN, {args.epochs} epochs; {len(x)} test images, clean accuracy "
-        f"{accuracy(net, x, y):.2%}; {args.norm} eps {args.eps}; {args.threads} thread(s)"
+        f"{accuracy(net, x, y):.2%}; {args.norm} eps {args.eps}; {args.threads} thread(s); {dev}"
     )
 
     results = {}
@@ -175,16 +191,17 @@ def main() -> None:
 
     base = results.get("reference standard (pyautoattack)")
     print(
-        "\n| run | stages: robust accuracy | robust acc. | forward | backward | passes vs ref | CPU s |"
+        "\n| run | stages: robust accuracy | robust acc. | forward | backward | passes vs ref "
+        "| CPU s | wall s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         stages = ", ".join(f"{s['name']} {s['robust_accuracy']:.2%}" for s in r["stages"])
         passes = r["forwards"] + r["backwards"]
         ratio = f"1/{(base['forwards'] + base['backwards']) / passes:.1f}" if base else "-"
         print(
             f"| {name} | {stages} | {r['robust_accuracy']:.2%} | {r['forwards']:,} | "
-            f"{r['backwards']:,} | {ratio} | {r['seconds']:.0f} |"
+            f"{r['backwards']:,} | {ratio} | {r['seconds']:.0f} | {r['wall_seconds']:.1f} |"
         )
         assert r["max_norm"] <= eps + 1e-6, f"{name} left the eps ball: {r['max_norm']}"
     if args.json:

@@ -2,17 +2,20 @@
 
     PYTHONPATH=src python benchmarks/dip_speed.py --run RUN_DIR [--n 16] [--eps 0.02]
         [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--fast-preset fast|paper]
-        [--chunk 16] [--shared] [--json out.json]
+        [--chunk 16[,64]] [--device cpu|cuda] [--shared] [--json out.json]
 
 RUN_DIR is a real/fake image detector run (`deepshield train`, 64x64 images). n fakes (with
 their white-box FGSM versions) and n reals of its test split go through Gandhi & Jain's table
 (`defenses.purifier.purification_table`) twice, with the same images and seeds:
 - slow: per image, the paper's network and settings (`dip.PAPER`), a fixed number of iterations;
-- fast: `chunk` images at once as one grouped model (`dip.FAST`), early stopping per image;
+- fast: `chunk` images at once as one grouped model (`dip.FAST`), early stopping per image
+  (one fast configuration per value of `--chunk 16,64`, each compared with the slow one);
   `--fast-preset paper` runs the paper's network and running average grouped instead, for
   `--fast-iters` iterations (e.g. 400).
 It prints time per image (wall and CPU seconds; on a busy machine CPU seconds are the better
 measure), the recall table of both, the speed-up and the recall ratio fast / slow.
+--device cuda runs the detector and the purification on the GPU (wall seconds are then the
+measure: CPU seconds count only the host's work).
 --shared adds the shared-network batch mode for comparison.
 """
 
@@ -25,12 +28,13 @@ from dataclasses import asdict, replace
 import torch
 
 from deepshield.defenses.dip import FAST, PAPER
-from deepshield.defenses.purifier import (
-    DipPurifier,
-    purification_inputs,
-    purification_table,
-    timing,
-)
+from deepshield.defenses.purifier import DipPurifier, purification_table, timing
+from deepshield.runs.purify import purification_inputs
+
+
+def share(value: float | None) -> str:
+    """A share to 3 decimals, or "-" where its group is empty (None)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -47,7 +51,8 @@ def main() -> None:
         default="fast",
         help="network of the fast configuration: FAST (early stop) or PAPER's",
     )
-    ap.add_argument("--chunk", type=int, default=16, help="images per grouped model")
+    ap.add_argument("--chunk", default="16", help="images per grouped model, e.g. 16 or 16,64")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--shared", action="store_true", help="also measure the shared network")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write all numbers to this file")
@@ -55,6 +60,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     inputs = purification_inputs(args.run, eps=args.eps, n=args.n, seed=args.seed)
+    dev = torch.device(args.device)
+    detector = inputs.detector.to(dev)
+    fakes, fakes_adv, reals = (t.to(dev) for t in (inputs.fakes, inputs.fakes_adv, inputs.reals))
+    chunks = [int(c) for c in args.chunk.split(",")]
     fast_label = (
         "fast (grouped, early stop)"
         if args.fast_preset == "fast"
@@ -64,23 +73,21 @@ def main() -> None:
         "slow (per-image, paper)": DipPurifier(
             replace(PAPER, iters=args.slow_iters), mode="per-image", seed=args.seed
         ),
-        fast_label: DipPurifier(
+    }
+    for chunk in chunks:
+        configs[fast_label if len(chunks) == 1 else f"{fast_label}, chunk {chunk}"] = DipPurifier(
             replace(FAST if args.fast_preset == "fast" else PAPER, iters=args.fast_iters),
             mode="grouped",
-            chunk=args.chunk,
+            chunk=chunk,
             seed=args.seed,
-        ),
-    }
+        )
     if args.shared:
         configs["shared network, early stop"] = DipPurifier(
-            replace(FAST, iters=args.fast_iters), mode="shared", chunk=args.chunk, seed=args.seed
+            replace(FAST, iters=args.fast_iters), mode="shared", chunk=chunks[0], seed=args.seed
         )
     results = {}
     for name, purifier in configs.items():
-        table = purification_table(
-            inputs.detector, purifier, inputs.fakes, inputs.fakes_adv, inputs.reals,
-            blur_baseline=False,
-        )  # fmt: skip
+        table = purification_table(detector, purifier, fakes, fakes_adv, reals, blur_baseline=False)
         images = table.pop("images")
         table.update(timing(purifier.last, len(images["input"])), dip=asdict(purifier.cfg))
         results[name] = table
@@ -88,7 +95,7 @@ def main() -> None:
               f"({table['cpu_seconds_per_image']:.2f} CPU-s), {table['mean_iters']:.0f} iterations, "
               f"PSNR to input {table['mean_psnr_to_input']:.1f} dB", flush=True)  # fmt: skip
 
-    print(f"\n{inputs.dataset}, FGSM eps={args.eps:g} (white-box), {args.threads} threads")
+    print(f"\n{inputs.dataset}, FGSM eps={args.eps:g} (white-box), {args.threads} threads, {dev}")
     head = f"{'configuration':30} {'t':>5} {'defence':>9} {'perturbed':>10} {'unperturbed':>12} {'reals kept':>11}"
     print(head)
     for name, table in results.items():
@@ -96,18 +103,22 @@ def main() -> None:
             if r["defence"] == "none" and name != next(iter(results)):
                 continue
             label = "detector alone" if r["defence"] == "none" else name
+            shares = [
+                share(r[k]) for k in ("recall_perturbed", "recall_unperturbed", "real_retained")
+            ]
             print(f"{label:30} {r['threshold']:>5g} {r['defence']:>9} "
-                  f"{r['recall_perturbed']:>10.3f} {r['recall_unperturbed']:>12.3f} "
-                  f"{r['real_retained']:>11.3f}")  # fmt: skip
-    slow, fast = (results[k] for k in list(configs)[:2])
-    speedup = slow["cpu_seconds_per_image"] / fast["cpu_seconds_per_image"]
-    wall = slow["seconds_per_image"] / fast["seconds_per_image"]
-    print(f"\nspeed-up fast vs slow: {speedup:.1f}x in CPU seconds ({wall:.1f}x wall)")
-    for s_row, f_row in zip(slow["rows"], fast["rows"], strict=True):
-        if s_row["defence"] == "purified":
-            slow_r, fast_r = s_row["recall_perturbed"], f_row["recall_perturbed"]
-            ratio = f"{fast_r / slow_r:.3f}" if slow_r else f"undefined (slow recall {slow_r})"
-            print(f"recall ratio (perturbed fakes) at t={s_row['threshold']:g}: {ratio}")
+                  f"{shares[0]:>10} {shares[1]:>12} {shares[2]:>11}")  # fmt: skip
+    slow = results["slow (per-image, paper)"]
+    for name in list(configs)[1 : 1 + len(chunks)]:
+        fast = results[name]
+        speedup = slow["cpu_seconds_per_image"] / fast["cpu_seconds_per_image"]
+        wall = slow["seconds_per_image"] / fast["seconds_per_image"]
+        print(f"\n{name}: speed-up vs slow {speedup:.1f}x in CPU seconds ({wall:.1f}x wall)")
+        for s_row, f_row in zip(slow["rows"], fast["rows"], strict=True):
+            if s_row["defence"] == "purified":
+                slow_r, fast_r = s_row["recall_perturbed"], f_row["recall_perturbed"]
+                ratio = f"{fast_r / slow_r:.3f}" if slow_r else f"undefined (slow recall {slow_r})"
+                print(f"recall ratio (perturbed fakes) at t={s_row['threshold']:g}: {ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=2)

@@ -25,6 +25,12 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `cuda` skip, with a reason, where torch sees no CUDA device."""
+    if item.get_closest_marker("cuda") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (marked cuda; run with -m cuda on a GPU machine)")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep dataset caches of tests out of the user's home (one cache per test session)."""

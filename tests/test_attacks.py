@@ -24,7 +24,7 @@ from deepshield.errors import ConfigError, InputError
 
 H = W = 8
 CLASSES = 5
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def small_net(seed: int = 0, classes: int = CLASSES) -> nn.Module:

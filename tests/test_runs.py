@@ -175,7 +175,7 @@ def test_last_pt_alone_resumes_a_run_whose_derived_files_were_lost(tmp_path: Pat
     assert torch.load(run.file("last.pt"), weights_only=True)["epoch"] == 4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_resume_on_cuda_equals_uninterrupted(tmp_path: Path) -> None:
     """Dropout on CUDA draws from the device's generator: last.pt must restore it too."""
     dev = torch.device("cuda")

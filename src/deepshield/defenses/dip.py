@@ -14,6 +14,14 @@ Batch modes (same stopping rule):
   depend on the other images of the batch.
 - "shared": one network for the whole chunk, images told apart by their noise; its weights and
   batch norm statistics are shared, so images do interact.
+
+On the device: each image's generator lives on the images' device (a CUDA generator for CUDA
+images), so its network, input noise and per-iteration noise are drawn there, per image, and the
+same seed gives the same image whatever the chunk. The stopping rule is applied on the device
+(masked updates); the host reads the stop flags every `check_every` iterations only, to end the
+loop once every image has stopped. On the CPU the streams are those of CPU generators seeded as
+before, so CPU results are unchanged; a CUDA generator draws a different stream (Philox), so a GPU
+reconstruction differs from the CPU one for the same seed.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from deepshield.errors import ConfigError, InputError
 
 MODES = ("grouped", "per-image", "shared")
 NOISE_SCALE = 0.1  # z ~ U(0, 0.1), the reference implementation's input noise
+ACCELERATOR_CHECK_EVERY = 25  # iterations between reads of the stop flags off a CPU
 
 
 @dataclass(frozen=True)
@@ -112,22 +121,36 @@ def _check(x: Tensor, cfg: DipConfig) -> None:
         raise InputError("DIP input must be finite and in [0, 1]: pass un-normalised images")
 
 
-def _fit(x: Tensor, gens: list[torch.Generator], cfg: DipConfig, shared: bool) -> Reconstruction:
-    """Reconstruct x [G,C,H,W] with one grouped model (or one shared network); gens: one per image."""
+def check_interval(device: torch.device, check_every: int | None) -> int:
+    """Iterations between host reads of the stop flags: 1 on the CPU (no round trip), else 25."""
+    if check_every is None:
+        return 1 if device.type == "cpu" else ACCELERATOR_CHECK_EVERY
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ConfigError(f"DIP check_every={check_every!r}: give a positive number of iterations")
+    return check_every
+
+
+def _fit(
+    x: Tensor, gens: list[torch.Generator], cfg: DipConfig, shared: bool, check_every: int
+) -> Reconstruction:
+    """Reconstruct x [G,C,H,W] with one grouped model (or one shared network); gens: one per image,
+    on x's device. Everything stays on the device; the stop flags are read every `check_every`."""
     g, c, h, w = x.shape
     net = DipSkip(cfg.depth, cfg.channels, cfg.skip, out_ch=c, groups=1 if shared else g)
-    init_dip(net, gens[:1] if shared else gens)
-    net = net.to(x.device, x.dtype)
-    z = torch.cat([torch.rand(cfg.depth, h, w, generator=gen) for gen in gens]) * NOISE_SCALE
-    z = z.view(g, cfg.depth, h, w) if shared else z.view(1, g * cfg.depth, h, w)
-    z = z.to(x)
+    init_dip(net.to(x.device), gens[:1] if shared else gens)
+    net = net.to(x.dtype)
+    z = torch.cat([torch.rand(cfg.depth, h, w, generator=gen, device=x.device) for gen in gens])
+    z = z * NOISE_SCALE
+    z = (z.view(g, cfg.depth, h, w) if shared else z.view(1, g * cfg.depth, h, w)).to(x)
+    draws = torch.empty(g, cfg.depth, h, w, device=x.device)  # float32: the generators' stream
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     result, avg = x.clone(), None
-    iters = torch.full((g,), cfg.iters, dtype=torch.long)
-    done = torch.zeros(g, dtype=torch.bool)
+    iters = torch.full((g,), cfg.iters, dtype=torch.long, device=x.device)
+    done = torch.zeros(g, dtype=torch.bool, device=x.device)
     for step in range(1, cfg.iters + 1):
-        noise = torch.cat([torch.randn(cfg.depth, h, w, generator=gen) for gen in gens])
-        noise = (noise * cfg.reg_noise).view_as(z).to(x)
+        for draw, gen in zip(draws, gens, strict=True):
+            torch.randn(draw.shape, generator=gen, out=draw)  # [depth, H, W], image i's stream
+        noise = (draws * cfg.reg_noise).view_as(z).to(x)
         out = net(z + noise).view(g, c, h, w)  # [G, C, H, W]
         mse = (out - x).square().flatten(1).mean(1)  # [G]
         optimizer.zero_grad(set_to_none=True)
@@ -140,15 +163,18 @@ def _fit(x: Tensor, gens: list[torch.Generator], cfg: DipConfig, shared: bool) -
                 if avg is None or not cfg.smoothing
                 else avg * cfg.smoothing + out * (1 - cfg.smoothing)
             )
-            reached = psnr(avg, x).cpu() >= cfg.stop_psnr if cfg.stop_psnr is not None else done
-            stop = ~done & (reached | (step == cfg.iters))  # [G]
-            if stop.any():
-                result[stop.to(x.device)] = avg[stop.to(x.device)]
-                iters[stop] = step
-                done |= stop
-        if done.all():
+            if step == cfg.iters:
+                stop = ~done
+            elif cfg.stop_psnr is not None:
+                stop = ~done & (psnr(avg, x) >= cfg.stop_psnr)  # [G], decided on the device
+            else:
+                continue
+            result = torch.where(stop.view(g, 1, 1, 1), avg, result)
+            iters = torch.where(stop, step, iters)
+            done = done | stop
+        if step % check_every == 0 and bool(done.all()):  # the only host read in the loop
             break
-    return Reconstruction(images=result, iters=iters, psnr=psnr(result, x).cpu())
+    return Reconstruction(images=result, iters=iters.cpu(), psnr=psnr(result, x).cpu())
 
 
 def dip_reconstruct(
@@ -158,23 +184,27 @@ def dip_reconstruct(
     mode: str = "grouped",
     chunk: int = 16,
     seed: int = 0,
+    check_every: int | None = None,
 ) -> Reconstruction:
     """x: [B,C,H,W] in [0,1] -> Reconstruction (images [B,C,H,W] in [0,1], iterations, PSNR).
 
     Image i is seeded with seed + i. mode: "grouped" (chunk images per grouped model),
     "per-image" or "shared" (chunk images per shared network); see the module docstring.
+    check_every: iterations between host reads of the stop flags (default 1 on the CPU, 25 on
+    an accelerator); images that stop in between keep their result, so it changes only speed.
     """
     check_mode(mode, chunk)
     _check(x, cfg)
+    every = check_interval(x.device, check_every)
     x = x.detach()
     size = 1 if mode == "per-image" else chunk
     t0, c0 = time.perf_counter(), time.process_time()
     parts = []
     for start in range(0, len(x), size):
         xb = x[start : start + size]
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(xb))]
+        gens = [torch.Generator(x.device).manual_seed(seed + start + i) for i in range(len(xb))]
         with torch.enable_grad():
-            parts.append(_fit(xb, gens, cfg, shared=mode == "shared"))
+            parts.append(_fit(xb, gens, cfg, shared=mode == "shared", check_every=every))
     return Reconstruction(
         images=torch.cat([p.images for p in parts]),
         iters=torch.cat([p.iters for p in parts]),

@@ -129,7 +129,8 @@ class DipSkip(nn.Module):
 def init_dip(net: DipSkip, generators: Sequence[torch.Generator]) -> DipSkip:
     """Initialise group g of `net` from generators[g] (one per group), layer by layer in order.
 
-    Convolutions get PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
+    Convolutions get PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias
+    (drawn on each generator's device: a CUDA generator fills a CUDA network without a copy),
     batch norms weight 1 and bias 0. Group g then equals a DipSkip(groups=1) initialised from a
     generator in the same state.
     """
@@ -141,10 +142,10 @@ def init_dip(net: DipSkip, generators: Sequence[torch.Generator]) -> DipSkip:
             per_group = m.out_channels // net.groups
             for g, gen in enumerate(generators):
                 rows = slice(g * per_group, (g + 1) * per_group)
-                w = torch.rand(m.weight[rows].shape, generator=gen) * 2 - 1  # U(-1, 1)
+                w = torch.rand(m.weight[rows].shape, generator=gen, device=gen.device) * 2 - 1
                 m.weight[rows] = (w * bound).to(m.weight)
                 if m.bias is not None:
-                    b = torch.rand(per_group, generator=gen) * 2 - 1
+                    b = torch.rand(per_group, generator=gen, device=gen.device) * 2 - 1
                     m.bias[rows] = (b * bound).to(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
