@@ -8,6 +8,7 @@ accuracy (the "unbounded attack" check).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -73,8 +74,8 @@ class AuditBudget:
         return dict(self.reference_eps)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready fields (tuples as lists, as audit.json reads them back)."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 BUDGETS: dict[str, AuditBudget] = {
