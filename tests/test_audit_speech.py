@@ -15,7 +15,7 @@ import torch
 import test_speech_evaluation  # noqa: F401  (registers the test-toy-speech source)
 from deepshield.attacks import fgsm
 from deepshield.audit import audit_run
-from deepshield.audit.budgets import SPEECH_BUDGETS, get_budget
+from deepshield.audit.budgets import BUDGETS, SPEECH_BUDGETS, get_budget
 from deepshield.audit.speech import budget_snr_db, countermeasure_costs, snr_db
 from deepshield.config import TrainConfig
 from deepshield.data.processing import white_noise_snr
@@ -50,6 +50,10 @@ def test_the_speech_budget_states_its_ladders_for_waveforms():
     quick = get_budget("quick", "audio")
     assert quick.eps_linf[-1] == 0.1 and quick.snr_db and quick.reference["linf"] == 1e-3
     assert get_budget("quick").snr_db == () and get_budget("quick").eps_linf[-1] == 64 / 255
+    for budget in (*BUDGETS.values(), *SPEECH_BUDGETS.values()):  # the card reads them there
+        assert budget.reference["linf"] in budget.eps_linf, budget.name
+        assert budget.reference["l2"] in budget.eps_l2, budget.name
+        assert budget.eps_linf[0] == 0 and budget.eps_l2[0] == 0  # eps 0: the clean row
 
 
 def test_snr_of_an_linf_budget_is_the_closed_form_and_fgsm_reaches_it():
@@ -85,6 +89,8 @@ def test_speech_card_has_every_section_in_range(speech_audit):
     assert items["clean"]["accuracy"] >= 0.9  # a working detector, so every item is graded
     assert "SNR >=" in card["white-box L-inf"]["summary"]
     assert "actDCF" in card["clean detection"]["summary"]
+    cal = card["calibration"]  # the toy validation split holds 12 bona fide, 12 spoofs
+    assert cal["status"] == "warn" and "fitted on 12 real and 12 fake" in cal["summary"]
     html = run.file("report.html").read_text()
     for title in ("White noise at given SNRs", "ASVspoof costs of the clean scores",
                   "SNR (dB) the budget allows at worst"):  # fmt: skip

@@ -22,6 +22,7 @@ REFERENCE_EPS = {"linf": 4 / 255, "l2": 1.0}
 # worst (every sample moved by eps); L2 is over the whole clip (0.1 over 1 s: RMS 7.9e-4).
 SPEECH_LINF_LADDER = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1)
 SPEECH_L2_LADDER = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+SPEECH_MINIMAL_LINF_LADDER = (0.0, 1e-4, 1e-3, 1e-2, 0.1)  # decades: 4 attacked budgets
 SPEECH_REFERENCE_EPS = {"linf": 1e-3, "l2": 0.1}
 SPEECH_SNR_DB = (40.0, 30.0, 20.0, 10.0)  # white noise at these SNRs (the noise item of speech)
 SPEECH_REFERENCE_SNR = 20.0  # the SNR the card's noise score is read at
@@ -148,18 +149,19 @@ BUDGETS["minimal"] = replace(
     batch_size=10,
     rerun=False,
     note="minimal budget (for costly models such as AASIST-L on a CPU): 10 samples, FGSM and "
-    "PGD L-inf with 3 steps only (no L2 attacks), 2 noise draws, no APGD re-run of suspicious "
-    "budgets, sanity check on 4 samples x 1 repeat",
+    "PGD L-inf with 3 steps only (no L2 attacks; speech: L-inf budgets 1e-4, 1e-3, 1e-2, 0.1), "
+    "2 noise draws, no APGD re-run of suspicious budgets, sanity check on 4 samples x 1 repeat",
 )
 
 
 def _speech(b: AuditBudget) -> AuditBudget:
-    """The speech version of an image budget: waveform ladders and references, white noise at
-    SPEECH_SNR_DB, a mel_cnn surrogate of half the default widths (quick, minimal)."""
+    """The speech version of an image budget: waveform ladders (minimal: decades only) and
+    references, white noise at SPEECH_SNR_DB, a mel_cnn surrogate of half the default widths
+    (quick, minimal)."""
     small = b.name in ("quick", "minimal")
     return replace(
         b,
-        eps_linf=SPEECH_LINF_LADDER,
+        eps_linf=SPEECH_MINIMAL_LINF_LADDER if b.name == "minimal" else SPEECH_LINF_LADDER,
         eps_l2=SPEECH_L2_LADDER,
         reference_eps=tuple(SPEECH_REFERENCE_EPS.items()),
         snr_db=SPEECH_SNR_DB,

@@ -40,6 +40,7 @@ TITLES = {
 }
 CLEAN_PASS, CLEAN_WARN = 0.9, 0.75  # clean AUC (speech noise: balanced accuracy) pass / warn
 ECE_PASS, ECE_WARN = 0.05, 0.15  # ECE of the calibrated P(fake) at or below: pass / warn
+FEW_CLIPS = 20  # a decision fitted on fewer validation samples of a class is flagged
 ROBUST_PASS, ROBUST_WARN = 0.9, 0.5  # share of fakes still detected at the reference budget
 
 
@@ -184,6 +185,14 @@ def _calibration(items: Mapping[str, Any], reference: Mapping[str, float]) -> di
         f"{_threshold(run_point['threshold'])}: fakes passed {_num(run_point['fnr'])}, reals "
         f"flagged {_num(run_point['fpr'])}"
     )
+    counts = d.get("val_counts") or {}
+    if d["calibrated"] and min(counts.get("fake", 0), counts.get("real", 0)) < FEW_CLIPS:
+        status = "warn"
+        summary = (
+            f"FEW: calibrator and threshold fitted on {counts.get('real', 0)} real and "
+            f"{counts.get('fake', 0)} fake validation samples (< {FEW_CLIPS} of a class); "
+            + summary
+        )
     if not d["calibrated"]:
         status = "warn"
         summary = f"NOT CALIBRATED ({d['note']}); " + summary

@@ -113,9 +113,9 @@ class Audit:
         self.items: dict[str, Any] = {}
 
     def attacked(self, n: int | None = None) -> AttackData:
-        """The samples an attack item uses: the first `n` (default the budget's) of a
-        class-stratified draw by the seed from the test split loaded once (the draw
-        `deepshield attack --n` makes, so the items' commands reproduce them)."""
+        """The samples an attack item uses: `n` (default the budget's) of the test split loaded
+        once, drawn class-stratified by the seed (the draw `deepshield attack --n` makes, so
+        the items' commands reproduce them)."""
         n = self.budget.n if n is None else n
         if n not in self._drawn:
             d = self.data
@@ -207,6 +207,7 @@ class Audit:
         out = {**{k: m[k] for k in keys}, "plots": plots, "files": plots, "command": command}
         if m["auc"] is not None:  # both classes: calibration and the run's operating point
             out["decision"] = decision_metrics(y.numpy(), scores.numpy(), self.decision)
+            out["decision"]["val_counts"] = self.decision.val_counts  # what it was fitted on
             out.update(at_threshold(y, scores, self.decision))
             if self.modality == "audio":
                 out["countermeasure"] = speech.countermeasure_costs(
