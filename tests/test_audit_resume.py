@@ -49,7 +49,8 @@ def test_audit_killed_then_rerun_equals_uninterrupted(trained: Path, tmp_path: P
     events = watch(proc, ref, files=AUDIT_FILES)
     assert proc.wait() == 0 and RunDir(ref).is_done("audit")
     print("\n| killed after | + s | process | complete after the kill |\n|---|---|---|---|")
-    points = [("(start)", 0, 0.5 * events[0][0]), *kill_points(2, seed=3, events=events)]
+    training = ("audit_surrogate_minimal/last.pt", 1, 0.0)  # while the surrogate trains
+    points = [("(start)", 0, 0.5 * events[0][0]), training, *kill_points(2, seed=3, events=events)]
     for i, (name, nth, delay) in enumerate(points):  # each on a fresh copy of the trained run
         run = copy_of(trained, tmp_path / f"cut{i}")
         notes = user_file(run)

@@ -330,6 +330,7 @@ class Audit:
 
             cfg = self._surrogate_config()
             log(f"[audit]   training the surrogate {cfg.model} {cfg.model_kwargs} ...")
+            self.run.claim(f"{self.surrogate_dir().name}/")  # the run owns its surrogate's folder
             sur = run_training(cfg, self.surrogate_dir())
         item = self.sweep("transfer", self._pgd("linf"), self.budget.n, surrogate=sur)
         metrics = sur.read_json("metrics.json")
