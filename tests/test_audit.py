@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,6 +34,7 @@ from deepshield.models.registry import HALF, register
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
 from deepshield.runs.attack_sweep import load_attack_data, run_config
+from deepshield.runs.decision import load_decision
 from test_attack_cli import cli
 from test_sweep import TINY, trained_tiny_run
 
@@ -115,7 +117,8 @@ def test_quick_audit_items_equal_the_library_and_the_sweep_files(plain):
                         ("pgd_l2", quick.eps_l2), ("transfer", quick.eps_linf)):  # fmt: skip
         rows = items[key]["rows"]
         assert [r["eps"] for r in rows] == list(ladder)
-        assert rows == run.read_json(items[key]["file"])["rows"]
+        written = run.read_json(items[key]["file"])["rows"]  # the audit adds at-threshold rates
+        assert [{k: r[k] for k in w} for r, w in zip(rows, written, strict=True)] == written
         assert rows[0]["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-12)  # eps 0 = clean
         assert items[key]["eps_half"] == eps_half(rows)
     assert items["cw_l2"]["n"] == quick.cw_n and items["pgd_linf"]["n"] == len(batch.y)
@@ -145,7 +148,7 @@ def test_card_scores_follow_from_the_items(plain):
     _, audit = plain
     card = {r["item"]: r for r in audit["card"]}
     items = audit["items"]
-    assert list(card) == ["clean detection", "white-box L-inf", "white-box L2",
+    assert list(card) == ["clean detection", "calibration", "white-box L-inf", "white-box L2",
                           "transfer (black-box)", "gradient masking", "explanations"]  # fmt: skip
     assert card["clean detection"]["score"] == items["clean"]["auc"]
     at4 = [next(r for r in items[k]["rows"] if r["eps"] == 4 / 255)["fake_passed_as_real"]
@@ -161,6 +164,32 @@ def test_card_scores_follow_from_the_items(plain):
         assert row["score"] is None or 0 <= row["score"] <= 1
         assert row["status"] in ("pass", "warn", "fail")
         assert all(c.startswith("deepshield ") for c in row["commands"])
+
+
+def test_rates_at_the_runs_threshold_are_counts_and_grow_with_eps(plain):
+    run, audit = plain
+    items = audit["items"]
+    decision = load_decision(run.path)
+    assert decision.calibrated  # train fitted decision.json on validation
+    drawn = load_attack_data(run_config(run), n=BUDGETS["quick"].n, seed=0)  # attack --n draw
+    raw = fake_scores(predict_logits(run.load_model("best"), drawn.x)).numpy()
+    p, y = decision.calibrate(raw), drawn.y.numpy()
+    fakes = np.mean(p[y == 1] < decision.threshold)  # passed: below the threshold
+    reals = np.mean(p[y == 0] >= decision.threshold)
+    for key in ("fgsm", "pgd_linf", "pgd_l2", "noise", "transfer"):
+        clean = items[key]["rows"][0]  # eps 0
+        assert clean["fakes_passed_at_threshold"] == pytest.approx(fakes, abs=1e-12), key
+        assert clean["reals_flagged_at_threshold"] == pytest.approx(reals, abs=1e-12), key
+    for key in ("pgd_linf", "pgd_l2"):  # nested budgets: a fake's P(fake) never rises with eps
+        passed = [r["fakes_passed_at_threshold"] for r in items[key]["rows"]]
+        assert all(b >= a for a, b in itertools.pairwise(passed)), (key, passed)
+    d = items["clean"]["decision"]
+    run_point = next(r for r in d["operating_points"] if r["point"] == "run")
+    assert items["clean"]["fakes_passed_at_threshold"] == pytest.approx(run_point["fnr"])
+    card = {r["item"]: r for r in audit["card"]}
+    assert card["calibration"]["score"] == pytest.approx(1 - d["ece_calibrated"])
+    html = run.file("report.html").read_text()
+    assert "at the run&#x27;s threshold" in html or "at the run's threshold" in html
 
 
 def test_masking_checks_stay_silent_on_a_plain_detector(plain):
@@ -275,7 +304,7 @@ def test_failed_step_keeps_earlier_results_and_a_rerun_resumes(plain, tmp_path, 
     def no_sweeps(*a, **k):
         raise AssertionError("a finished sweep was recomputed")
 
-    monkeypatch.setattr(audit_module, "attack_run", no_sweeps)
+    monkeypatch.setattr(audit_module, "sweep_loaded", no_sweeps)
     lines.clear()
     resumed = audit_run(run.path, budget="quick", log=lines.append)
     assert sum("kept from" in line for line in lines) == 9  # all but the failed step

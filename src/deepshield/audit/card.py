@@ -2,8 +2,11 @@
 its figures and its report.html section.
 
 Scores (docs/audit.md): clean = AUC (fail for a collapsed detector, one that calls >= 95 % of the
-test images one class); white-box L-inf / L2 and transfer = share of fakes still
-detected at the reference budget (REFERENCE_EPS), worst case over the attacks of the item;
+test images one class); calibration = 1 - ECE of the calibrated P(fake) on the clean test split;
+white-box L-inf / L2 and transfer = share of fakes still
+detected at the reference budget (the budget's `reference`), worst case over the attacks of the
+item (the summary adds the share passed at the run's own threshold); speech: white noise =
+balanced accuracy at the reference SNR;
 gradient masking = share of the checks passed; explanations = 1 when the randomisation sanity
 check passes; a collapsed detector fails every robustness item (no attack is needed to pass fakes
 through it, or none can, and neither says anything about robustness). Status: pass / warn / fail
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -35,7 +38,9 @@ TITLES = {
     "noise": "random noise",
     "transfer": "transfer (PGD L-inf from the surrogate)",
 }
-CLEAN_PASS, CLEAN_WARN = 0.9, 0.75  # clean AUC at or above: pass / warn
+CLEAN_PASS, CLEAN_WARN = 0.9, 0.75  # clean AUC (speech noise: balanced accuracy) pass / warn
+ECE_PASS, ECE_WARN = 0.05, 0.15  # ECE of the calibrated P(fake) at or below: pass / warn
+FEW_CLIPS = 20  # a decision fitted on fewer validation samples of a class is flagged
 ROBUST_PASS, ROBUST_WARN = 0.9, 0.5  # share of fakes still detected at the reference budget
 
 
@@ -61,10 +66,12 @@ def collapsed_clean(items: Mapping[str, Any]) -> str | None:
     return c.get("collapsed_to") if isinstance(c, Mapping) and c.get("collapsed") else None
 
 
-def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dict[str, Any]:
+def _robustness(
+    items: Mapping[str, Any], keys: Sequence[str], norm: str, reference: Mapping[str, float]
+) -> dict[str, Any]:
     """Worst case over the attacks `keys` at the reference budget of `norm`; a collapsed
     detector fails (it passes no fake, or flags every real, without any attack)."""
-    ref = REFERENCE_EPS[norm]
+    ref = reference[norm]
     present = [k for k in keys if _ok(items.get(k))]
     if not present:
         return _missing(items, keys)
@@ -79,11 +86,14 @@ def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dic
             "reference_eps": ref,
             "commands": [items[k]["command"] for k in present],
         }
-    passed = {}
+    passed, at_threshold, snr = {}, {}, None
     for k in present:
         row = row_at(items[k]["rows"], ref)
         if row is not None and row.get("fake_passed_as_real") is not None:
             passed[k] = row["fake_passed_as_real"]
+        if row is not None and row.get("fakes_passed_at_threshold") is not None:
+            at_threshold[k] = row["fakes_passed_at_threshold"]
+        snr = snr if row is None or row.get("snr_db_budget") is None else row["snr_db_budget"]
     halves = {k: eps_half(items[k]["rows"]) for k in present}
     found = [e for e in halves.values() if e is not None]
     first = min(found) if found else None
@@ -100,8 +110,11 @@ def _robustness(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> dic
     )
     if worst is not None:
         attacks = ", ".join(TITLES[k] for k in passed)
-        summary += f"; at {eps_text(ref, norm)} {100 * worst:.0f}% pass"
+        where = eps_text(ref, norm) + ("" if snr is None else f" (SNR >= {snr:.0f} dB)")
+        summary += f"; at {where} {100 * worst:.0f}% pass"
         summary += f" (worst of {attacks})" if several else ""
+        if at_threshold:
+            summary += f", {100 * max(at_threshold.values()):.0f}% at the run's threshold"
     return {
         "score": score,
         "status": _robust_status(score),
@@ -128,7 +141,7 @@ def _missing(items: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return {"score": None, "status": "skipped", "summary": "not run", "commands": []}
 
 
-def _clean(items: Mapping[str, Any]) -> dict[str, Any]:
+def _clean(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
     c = items.get("clean")
     if not c or "error" in c:
         return _missing(items, ["clean"])
@@ -138,8 +151,14 @@ def _clean(items: Mapping[str, Any]) -> dict[str, Any]:
         f"accuracy {c['accuracy']:.3f}, balanced accuracy {_num(c.get('balanced_accuracy'))}, "
         f"fakes passed as real {_num(c['fake_passed_as_real'])}, reals flagged as fake "
         f"{_num(c['real_flagged_as_fake'])}, AUC {_num(auc)}, EER {_num(c['eer'])} on {c['n']} "
-        "test images"
+        "test samples"
     )
+    cm = c.get("countermeasure")
+    if cm:
+        summary += (
+            f"; min t-DCF {_num(cm['min_tdcf'])}, minDCF {_num(cm['min_dcf'])}, actDCF "
+            f"{_num(cm['act_dcf'])} (ASVspoof 5 costs), Cllr {_num(cm['cllr'])} bits"
+        )
     collapsed = collapsed_clean(items)
     if collapsed is not None:  # whatever its AUC, at its threshold it tells nothing apart
         status = "fail"
@@ -147,11 +166,89 @@ def _clean(items: Mapping[str, Any]) -> dict[str, Any]:
     return {"score": auc, "status": status, "summary": summary, "commands": [c["command"]]}
 
 
-def _transfer(items: Mapping[str, Any]) -> dict[str, Any]:
+def _calibration(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
+    """ECE / Brier of the raw and the calibrated P(fake) on the clean test split, and the actual
+    error rates at the run's threshold (fixed on validation)."""
+    c = items.get("clean")
+    if not c or "error" in c:
+        return _missing(items, ["clean"])
+    d = c.get("decision")
+    if d is None:
+        return {"score": None, "status": "skipped", "summary": "one class only on the test split",
+                "commands": []}  # fmt: skip
+    ece = d["ece_calibrated"]
+    status = "pass" if ece <= ECE_PASS else "warn" if ece <= ECE_WARN else "fail"
+    run_point = next(r for r in d["operating_points"] if r["point"] == "run")
+    summary = (
+        f"ECE {_num(d['ece_raw'])} raw -> {_num(ece)} calibrated, Brier {_num(d['brier_raw'])} "
+        f"-> {_num(d['brier_calibrated'])}; at the run's {d['rule']} threshold "
+        f"{_threshold(run_point['threshold'])}: fakes passed {_num(run_point['fnr'])}, reals "
+        f"flagged {_num(run_point['fpr'])}"
+    )
+    counts = d.get("val_counts") or {}
+    if d["calibrated"] and min(counts.get("fake", 0), counts.get("real", 0)) < FEW_CLIPS:
+        status = "warn"
+        summary = (
+            f"FEW: calibrator and threshold fitted on {counts.get('real', 0)} real and "
+            f"{counts.get('fake', 0)} fake validation samples (< {FEW_CLIPS} of a class); "
+            + summary
+        )
+    if not d["calibrated"]:
+        status = "warn"
+        summary = f"NOT CALIBRATED ({d['note']}); " + summary
+    return {"score": 1 - ece, "status": status, "summary": summary, "commands": [c["command"]]}
+
+
+def _threshold(t: float | str) -> str:
+    return t if isinstance(t, str) else f"{t:.3f}"
+
+
+def _snr_noise(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
+    """Speech: balanced accuracy under white noise at the reference SNR (fakes passed and reals
+    flagged at every SNR in the summary)."""
+    item = items.get("snr_noise")
+    if not _ok(item):
+        return _missing(items, ["snr_noise"])
+    ref = item["reference_snr_db"]
+    row = next((r for r in item["rows"] if r["snr_db"] == ref), None)
+    score = None if row is None else row.get("balanced_accuracy")
+    status = (
+        "skipped" if score is None
+        else "pass" if score >= CLEAN_PASS else "warn" if score >= CLEAN_WARN else "fail"
+    )  # fmt: skip
+    per = "; ".join(
+        f"{r['snr_db']:g} dB: fakes passed {_num(r['fake_passed_as_real'])}, reals flagged "
+        f"{_num(r['real_flagged_as_fake'])}"
+        for r in item["rows"]
+    )
+    summary = f"balanced accuracy {_num(score)} at {ref:g} dB SNR; {per}"
+    return {"score": score, "status": status, "summary": summary, "commands": [item["command"]]}
+
+
+EVERYDAY_PASS, EVERYDAY_WARN = 0.05, 0.15  # the largest AUC drop under the quick processing grid
+
+
+def _everyday(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
+    """Everyday processing (runs.everyday quick grid, real encoders): score = the lowest AUC over
+    the settings; pass when no setting costs more than 0.05 AUC, warn up to 0.15."""
+    item = items.get("everyday")
+    if not _ok(item):
+        return _missing(items, ["everyday"])
+    drop = item["largest_auc_drop"]
+    status = "pass" if drop <= EVERYDAY_PASS else "warn" if drop <= EVERYDAY_WARN else "fail"
+    return {
+        "score": item["lowest_auc"]["auc"],
+        "status": status,
+        "summary": item["line"],
+        "commands": ["deepshield robustness RUN_DIR --grid quick"],
+    }
+
+
+def _transfer(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
     if not _ok(items.get("transfer")):
         return _missing(items, ["transfer"])
     t = items["transfer"]
-    out = _robustness(items, ["transfer"], "linf")
+    out = _robustness(items, ["transfer"], "linf", reference)
     out["summary"] = (
         f"surrogate {t['surrogate']['model']} ({t['surrogate']['run']}): " + out["summary"]
     )
@@ -160,7 +257,7 @@ def _transfer(items: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _masking(items: Mapping[str, Any]) -> dict[str, Any]:
+def _masking(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
     m = items.get("masking")
     if not m or "error" in m:
         return _missing(items, ["masking"])
@@ -181,7 +278,7 @@ def _masking(items: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _explanations(items: Mapping[str, Any]) -> dict[str, Any]:
+def _explanations(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str, Any]:
     e = items.get("explanations")
     if not e or "error" in e:
         return _missing(items, ["explanations"])
@@ -200,23 +297,44 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def score_card(items: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per card item: item, score (0..1 or None), status, summary, commands."""
-    rows = {
-        "clean detection": _clean(items),
-        "white-box L-inf": _robustness(items, LINF_ATTACKS, "linf"),
-        "white-box L2": _robustness(items, L2_ATTACKS, "l2"),
-        "transfer (black-box)": _transfer(items),
-        "gradient masking": _masking(items),
-        "explanations": _explanations(items),
-    }
-    return [{"item": k, **v} for k, v in rows.items()]
+Row = Callable[[Mapping[str, Any], Mapping[str, float]], dict[str, Any]]
+# The card's rows in order: (title, function of (items, reference eps), shown only when this
+# item key is present (None: always)). A new audit item (e.g. a processing grid) adds one here.
+CARD_ROWS: list[tuple[str, Row, str | None]] = [
+    ("clean detection", _clean, None),
+    ("calibration", _calibration, None),
+    ("white-box L-inf", lambda i, r: _robustness(i, LINF_ATTACKS, "linf", r), None),
+    ("white-box L2", lambda i, r: _robustness(i, L2_ATTACKS, "l2", r), None),
+    ("transfer (black-box)", _transfer, None),
+    ("white noise (SNR)", _snr_noise, "snr_noise"),
+    ("gradient masking", _masking, None),
+    ("explanations", _explanations, None),
+    ("everyday processing", _everyday, "everyday"),
+]
+
+
+def score_card(
+    items: Mapping[str, Any], reference: Mapping[str, float] = REFERENCE_EPS, note: str = ""
+) -> list[dict[str, Any]]:
+    """One row per card item: item, score (0..1 or None), status, summary, commands. `note`
+    (what the budget leaves out) is added to the summary of items the budget skipped."""
+    out = []
+    for title, row, needs in CARD_ROWS:
+        if needs is not None and needs not in items:
+            continue
+        r = row(items, reference)
+        if r["status"] == "skipped" and note:
+            r["summary"] += f" ({note})"
+        out.append({"item": title, **r})
+    return out
 
 
 # -- figures and the report section -----------------------------------------------------------
 
 
-def curves_figure(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> Figure | None:
+def curves_figure(
+    items: Mapping[str, Any], keys: Sequence[str], norm: str, modality: str = "image"
+) -> Figure | None:
     """Fakes passed as real vs eps for each sweep of `keys` present (None when none is)."""
     from deepshield.report.plots import plot_curve
 
@@ -228,16 +346,24 @@ def curves_figure(items: Mapping[str, Any], keys: Sequence[str], norm: str) -> F
     for k in present:
         by_eps = {r["eps"]: r.get("fake_passed_as_real") for r in items[k]["rows"]}
         series[TITLES[k]] = [math.nan if by_eps.get(e) is None else by_eps[e] for e in xs]
-    scale = 255 if norm == "linf" else 1
+    audio = modality == "audio"
+    scale = 255 if norm == "linf" and not audio else 1
+    unit = "L-inf" if norm == "linf" else "L2"
+    xlabel = (
+        f"eps ({unit}, waveform in [-1, 1])" if audio
+        else "eps (x 1/255, L-inf)" if norm == "linf" else "eps (L2, pixels in [0, 1])"
+    )  # fmt: skip
     fig = plot_curve(
         [e * scale for e in xs],
         series,
-        xlabel="eps (x 1/255, L-inf)" if norm == "linf" else "eps (L2, pixels in [0, 1])",
+        xlabel=xlabel,
         ylabel="fakes passed as real",
-        title=f"Evasion under {'L-inf' if norm == 'linf' else 'L2'} attacks",
+        title=f"Evasion under {unit} attacks",
     )
     ax = fig.axes[0]
-    ax.set_xscale("symlog", linthresh=1 if norm == "linf" else 0.25)
+    positive = [e * scale for e in xs if e > 0]
+    linthresh = min(positive) if audio and positive else 1 if norm == "linf" else 0.25
+    ax.set_xscale("symlog", linthresh=linthresh)
     ax.set_ylim(-0.02, 1.02)
     return fig
 
@@ -268,7 +394,9 @@ def card_html(audit: Mapping[str, Any]) -> str:
                 for c in masking["checks"]
             ]
         )
-    body += _sweep_table(items)
+    body += _clean_tables(items)
+    body += _sweep_table(items, audit.get("modality", "image"))
+    body += _snr_table(items)
     commands = [audit["command"]] + [c for r in card for c in r["commands"]]
     body += "<h3>Reproduce</h3><pre>" + html.escape("\n".join(dict.fromkeys(commands))) + "</pre>"
     return body
@@ -285,22 +413,70 @@ def _status_table(rows: list[dict[str, Any]]) -> str:
 
 SWEEP_TABLES = {  # row key -> title of the card's per-attack tables
     "fake_passed_as_real": "Fakes passed as real",
+    "fakes_passed_at_threshold": "Fakes passed as real at the run's threshold",
     "real_flagged_as_fake": "Reals flagged as fake",
+    "reals_flagged_at_threshold": "Reals flagged as fake at the run's threshold",
     "balanced_accuracy": "Balanced accuracy",
+}
+SPEECH_TABLES = {  # speech sweeps add their budgets as SNRs
+    "snr_db_budget": "SNR (dB) the budget allows at worst, median over clips",
+    "snr_db_median": "SNR (dB) of the perturbations used, median over clips",
 }
 
 
-def _sweep_table(items: Mapping[str, Any]) -> str:
-    """Fakes passed as real, reals flagged as fake and balanced accuracy per attack and eps (one
-    row per sweep; "broke" says whether the attack fooled any image at some budget)."""
+def _clean_tables(items: Mapping[str, Any]) -> str:
+    """The clean item's operating points and raw vs calibrated ECE / Brier, and for speech its
+    ASVspoof costs."""
+    c = items.get("clean")
+    if not c or "decision" not in c:
+        return ""
+    from deepshield.runs.evaluation import decision_html
+
+    out = decision_html(c["decision"])
+    cm = c.get("countermeasure")
+    if cm:
+        rows = [{"metric": k, "value": cm[k]} for k in ("min_tdcf", "min_dcf", "act_dcf", "cllr",
+                                                        "min_cllr")]  # fmt: skip
+        out += "<h3>ASVspoof costs of the clean scores</h3>" + table(rows, digits=4)
+        out += (
+            "<p class='muted'>min t-DCF: 2021 form, ideal ASV (as `deepshield evaluate`); minDCF,"
+            " actDCF, Cllr: ASVspoof 5 track 1 costs on the calibrated P(fake) read as LLRs "
+            "(the log-odds of bona fide)"
+            + "".join(f"; {k}: undefined, {html.escape(v)}" for k, v in cm["undefined"].items())
+            + ".</p>"
+        )
+    return out
+
+
+def _snr_table(items: Mapping[str, Any]) -> str:
+    """Speech: the detector's rates under white noise at each SNR."""
+    item = items.get("snr_noise")
+    if not _ok(item):
+        return ""
+    return (
+        f"<h3>White noise at given SNRs ({item['n']} clips)</h3>"
+        + table([{"SNR (dB)": r["snr_db"], **{k: r.get(k) for k in (
+            "accuracy", "balanced_accuracy", "fake_passed_as_real", "real_flagged_as_fake",
+            "fakes_passed_at_threshold", "reals_flagged_at_threshold")}}
+            for r in item["rows"]], digits=3)
+    )  # fmt: skip
+
+
+def _sweep_table(items: Mapping[str, Any], modality: str = "image") -> str:
+    """Fakes passed as real, reals flagged as fake (at 0.5 and at the run's threshold) and
+    balanced accuracy per attack and eps (one row per sweep; "broke" says whether the attack
+    fooled any sample at some budget); speech adds the budgets as SNRs."""
     out = ""
+    tables = {**SWEEP_TABLES, **(SPEECH_TABLES if modality == "audio" else {})}
     for norm, keys in (("linf", (*LINF_ATTACKS, "noise", "transfer")), ("l2", L2_ATTACKS)):
         present = [k for k in keys if _ok(items.get(k))]
         if not present:
             continue
         xs = sorted({r["eps"] for k in present for r in items[k]["rows"]})
         unit = "L-inf" if norm == "linf" else "L2"
-        for key, title in SWEEP_TABLES.items():
+        for key, title in tables.items():
+            if not any(key in r for k in present for r in items[k]["rows"]):
+                continue
             rows = []
             for k in present:
                 by_eps = {r["eps"]: r.get(key) for r in items[k]["rows"]}
@@ -326,10 +502,11 @@ def _broke(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _settings(audit: Mapping[str, Any]) -> str:
     b = audit["budget"]
+    note = f" {b['note']}." if b.get("note") else ""
     return (
         f"budget {b['name']}: {audit.get('subset') or audit['n_attacked']} of the "
         f"{audit['dataset']} test split attacked, "
         f"PGD {b['steps']} steps "
-        f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} images, AutoAttack "
-        f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s."
+        f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} samples, AutoAttack "
+        f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s." + note
     )

@@ -64,8 +64,12 @@ def _skipped(name: str, missing: str) -> Check:
 
 
 def eps_text(eps: float, norm: str = "linf") -> str:
-    """A budget for people: L-inf in units of 1/255 ('8/255'), L2 as a number ('0.5')."""
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
+    """A budget for people: an L-inf multiple of 1/255 (image ladders) as '8/255', any other
+    budget (L2, speech waveforms) as a number ('0.5', '0.001')."""
+    k = eps * 255
+    if eps == 0:
+        return "0"
+    return f"{k:.3g}/255" if norm == "linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def _reran(reruns: Reruns | None, key: str) -> dict[float, float]:

@@ -45,9 +45,10 @@ def noise_rows(
     draws: int,
     seed: int,
     batch_size: int = 128,
-) -> list[dict[str, Any]]:
-    """One row per eps of the random-noise baseline on a detector: eps, accuracy, auc, eer,
-    fake_passed_as_real, real_flagged_as_fake, balanced_accuracy (keys of a sweep's rows)."""
+) -> tuple[list[dict[str, Any]], list[Tensor]]:
+    """The random-noise baseline on a detector: (one row per eps: eps, accuracy, auc, eer,
+    fake_passed_as_real, real_flagged_as_fake, balanced_accuracy (keys of a sweep's rows), the
+    P(fake) [N] at each eps)."""
 
     def attack(m: nn.Module, xb: Tensor, yb: Tensor, e: float) -> Tensor:
         return random_noise(m, xb, yb, e, draws=draws, seed=seed)
@@ -58,4 +59,4 @@ def noise_rows(
         m = detector_metrics(y.numpy(), scores.numpy(), threshold=0.5)
         keys = ("auc", "eer", "fake_passed_as_real", "real_flagged_as_fake", "balanced_accuracy")
         rows.append({"eps": e, "accuracy": acc, **{k: m[k] for k in keys}})
-    return rows
+    return rows, list(result.scores)

@@ -1,18 +1,28 @@
 """`deepshield audit`: grade a run's detector end to end, from the library's own functions.
 
+The run folder, its config, test data, model, decision (decision.json) and surrogate model are
+opened once (`Audit.__init__`); every item reuses them.
+
 Steps (each an item of audit.json, written as soon as it is done):
-  clean        accuracy, AUC, EER, ROC and DET on the test split;
+  clean        accuracy, AUC, EER, ROC and DET on the test split; calibration (ECE / Brier raw vs
+               calibrated, operating points) under the run's decision; speech: min t-DCF,
+               minDCF, actDCF, Cllr;
   fgsm, pgd_linf, pgd_l2, cw_l2, autoattack
-               white-box sweeps (`attacks.sweep_run.attack_run`, files attack_audit_<item>.*);
+               white-box sweeps (`runs.attack_sweep.sweep_loaded`, files attack_audit_<item>.*);
+               every budget row also gives fakes passed / reals flagged at the run's threshold
+               and, for speech, the budget as an SNR;
   noise        the random-noise baseline (`audit.noise`);
-  transfer     PGD L-inf crafted on a surrogate run (given, or trained here: a simplenet of
-               other widths on the run's data and config, in <run>/audit_surrogate_<budget>);
-  explanations the Grad-CAM sanity check (`explain.report.explain_run`) and the Grad-CAM grid of
-               fakes that pass under attack;
+  snr_noise    speech: white noise at the budget's SNRs (`audit.speech`);
+  transfer     PGD L-inf crafted on a surrogate run (given, or trained here: a simplenet, for
+               speech a mel_cnn, of other widths on the run's data and config, in
+               <run>/audit_surrogate_<budget>);
+  explanations the Grad-CAM sanity check (`runs.explain.explain_run`) and (images) the Grad-CAM
+               grid of fakes that pass under attack;
 then the gradient-masking checks (`audit.checks`) and the card (`audit.card`): audit.json and the
-report.html section "audit". Re-running the same command resumes: finished items are kept
-(`force=True` recomputes them); an item whose step fails records its one-line error and the
-audit goes on.
+report.html section "audit", then the final marker "audit" (`RunDir.set_done`). Re-running the
+same command resumes: finished items whose files are all there are kept (`force=True`
+recomputes them), the rest is rebuilt; an item whose step fails records its one-line error and
+the audit goes on (and is not marked complete).
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ from typing import Any
 
 import torch
 
-from deepshield.attacks.sweep import AttackSpec
-from deepshield.audit.budgets import AuditBudget, get_budget
+from deepshield.attacks.sweep import AttackSpec, SweepResult
+from deepshield.audit import speech
+from deepshield.audit.budgets import SPEECH_REFERENCE_SNR, AuditBudget, get_budget
 from deepshield.audit.card import (
     L2_ATTACKS,
     LINF_ATTACKS,
@@ -38,14 +49,26 @@ from deepshield.audit.checks import masking_checks, rerun_suspicious
 from deepshield.audit.evasion import evasion_grid
 from deepshield.audit.noise import noise_rows
 from deepshield.config import TrainConfig
+from deepshield.data.splits import TensorSet, stratified_subset
 from deepshield.errors import DeepshieldError, RunError
+from deepshield.metrics.decision import rates_at
 from deepshield.run import RunDir, one_report
-from deepshield.runs.attack_sweep import AttackData, attack_run, load_attack_data, run_config
+from deepshield.runs.attack_sweep import AttackData, load_attack_data, run_config, sweep_loaded
+from deepshield.runs.decision import Decision, decision_metrics, load_decision
 from deepshield.runs.everyday import run_grid
 
 AUDIT_FILE = "audit.json"
+DONE = "audit"  # the final marker, set once audit.json, every figure and report.html are written
 SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
 Log = Callable[[str], None]
+
+
+def at_threshold(y: torch.Tensor, p_fake: torch.Tensor, decision: Decision) -> dict[str, float]:
+    """Fakes passed as real and reals flagged as fake at the run's threshold, for labels y [N]
+    (1 = fake) and raw P(fake) [N] (calibrated by the run's decision first), from
+    `metrics.decision.rates_at`."""
+    r = rates_at(y.numpy(), decision.calibrate(p_fake.numpy()), decision.threshold)
+    return {"fakes_passed_at_threshold": r["fnr"], "reals_flagged_at_threshold": r["fpr"]}
 
 
 class Audit:
@@ -62,7 +85,8 @@ class Audit:
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.budget = budget if isinstance(budget, AuditBudget) else get_budget(budget)
+        if not isinstance(budget, AuditBudget):
+            get_budget(budget)  # a bad name fails before any data is loaded
         self.run = RunDir.open(run_dir)
         self.cfg = run_config(self.run)
         self.surrogate = None
@@ -74,29 +98,41 @@ class Audit:
         self.seed = seed
         self.device = torch.device(device)
         self.data = load_attack_data(self.cfg, dataset=dataset, data_kwargs=self.data_kwargs)
+        self.modality = "audio" if self.data.x.dim() == 2 else "image"
+        self.budget = (
+            budget if isinstance(budget, AuditBudget) else get_budget(budget, self.modality)
+        )
         self.model = self.run.load_model("best").to(self.device)
         self._check_detector(self.data)
+        self.decision = load_decision(self.run.path)
+        self._surrogate_model: torch.nn.Module | None = None
+        self._drawn: dict[int, AttackData] = {}
         self.digests = (  # an audit of other weights is not resumed
             self.run.weights_sha256(),
             self.surrogate.weights_sha256() if self.surrogate else None,
         )
         self.items: dict[str, Any] = {}
 
-    def attacked(self) -> AttackData:
-        """The images every attack item uses: the budget's n, class-stratified by the seed (the
-        same draw `attack_run` makes for the sweeps)."""
-        return load_attack_data(
-            self.cfg, dataset=self.dataset, data_kwargs=self.data_kwargs, n=self.budget.n,
-            seed=self.seed,
-        )  # fmt: skip
+    def attacked(self, n: int | None = None) -> AttackData:
+        """The samples an attack item uses: `n` (default the budget's) of the test split loaded
+        once, drawn class-stratified by the seed (the draw `deepshield attack --n` makes, so
+        the items' commands reproduce them)."""
+        n = self.budget.n if n is None else n
+        if n not in self._drawn:
+            d = self.data
+            drawn = stratified_subset(TensorSet(d.x, d.y), n, seed=self.seed, classes=d.classes)
+            x, y = drawn.data.tensors()
+            self._drawn[n] = AttackData(x, y, d.classes, d.dataset, d.split, drawn.note,
+                                        d.options)  # fmt: skip
+        return self._drawn[n]
 
     # -- settings and files --------------------------------------------------------------------
     def _check_detector(self, data: AttackData) -> None:
-        if data.x.dim() != 4 or len(data.classes) != 2:
-            kind = "speech" if data.x.dim() == 2 else f"{len(data.classes)}-class"
+        if data.x.dim() not in (2, 4) or len(data.classes) != 2:
             raise RunError(
-                f"{self.run.path}: `deepshield audit` grades two-class image detectors, this is a "
-                f"{kind} run: use `deepshield attack` and `deepshield evaluate` on it"
+                f"{self.run.path}: `deepshield audit` grades two-class image and speech "
+                f"detectors, this is a {len(data.classes)}-class run: use `deepshield attack` "
+                "and `deepshield evaluate` on it"
             )
         classes = self.model.deepshield_spec["num_classes"]
         if classes != 2:
@@ -116,6 +152,7 @@ class Audit:
             "seed": self.seed,
             "surrogate": str(self.surrogate.path) if self.surrogate else None,
             "draw": "class-stratified",  # audits of the first n images are not resumed
+            "decision": self.decision.to_dict(),  # other threshold: other at-threshold rates
         }
 
     def _data_args(self) -> str:
@@ -134,12 +171,18 @@ class Audit:
         return cmd + self._data_flags()
 
     def resume(self, force: bool) -> None:
-        """Keep the finished items of an audit.json with the same settings (unless force)."""
+        """Keep the finished items of an audit.json with the same settings (unless force) whose
+        files are all there; the others are computed again."""
         if force or not self.run.exists(AUDIT_FILE):
             return
         old = self.run.read_json(AUDIT_FILE)
-        if old.get("settings") == self.settings():
-            self.items = {k: v for k, v in old.get("items", {}).items() if "error" not in v}
+        if old.get("settings") != self.settings():
+            return
+        self.items = {
+            k: v
+            for k, v in old.get("items", {}).items()
+            if "error" not in v and all(self.run.file(f).is_file() for f in v.get("files", []))
+        }
 
     # -- the steps ----------------------------------------------------------------------------
     def clean(self) -> dict[str, Any]:
@@ -162,33 +205,68 @@ class Audit:
                 "fake_passed_as_real", "real_flagged_as_fake", "predicted_fake_share",
                 "collapsed", "collapsed_to")  # fmt: skip
         command = f"deepshield evaluate {self.run.path}{self._data_flags()}"
-        return {**{k: m[k] for k in keys}, "plots": plots, "command": command}
+        out = {**{k: m[k] for k in keys}, "plots": plots, "files": plots, "command": command}
+        if m["auc"] is not None:  # both classes: calibration and the run's operating point
+            out["decision"] = decision_metrics(y.numpy(), scores.numpy(), self.decision)
+            out["decision"]["val_counts"] = self.decision.val_counts  # what it was fitted on
+            out.update(at_threshold(y, scores, self.decision))
+            if self.modality == "audio":
+                out["countermeasure"] = speech.countermeasure_costs(
+                    y.numpy(), self.decision.calibrate(scores.numpy())
+                )
+        return out
 
     def sweep(self, key: str, spec: AttackSpec, n: int, surrogate: RunDir | None = None) -> dict:
-        """A white-box (or, with a surrogate, transfer) sweep through `attack_run`."""
-        record = attack_run(
-            self.run.path,
+        """A white-box (or, with a surrogate, transfer) sweep on the model and data loaded once
+        (`sweep_loaded`), its rows completed by `_row_extras`."""
+        spec = spec.checked()
+        batch = self.attacked(n)
+        record, result = sweep_loaded(
+            self.run,
             spec,
+            batch,
+            self.model,
+            crafter=self.surrogate_model(surrogate) if surrogate is not None else None,
+            surrogate=surrogate,
             dataset=self.dataset,
-            data_kwargs=self.data_kwargs,
             n=n,
             batch_size=self.budget.batch_size,
-            surrogate=surrogate.path if surrogate is not None else None,
             name=f"audit_{key}",
-            device=self.device,
         )
+        name = f"attack_audit_{key}"
+        files = [f"{name}.json", f"plots/{name}.png", f"sections/{name}.html"]
         return {
-            "file": f"attack_audit_{key}.json",
+            "file": f"{name}.json",
+            "files": files,
             "attack": record["attack"],
             "norm": record["norm"],
             "steps": record["steps"],
             "restarts": record["restarts"],
             "n": record["n"],
             "subset": record["subset"],
-            "rows": record["rows"],
+            "rows": self._row_extras(record["rows"], result, batch.x, spec.norm),
             "eps_half": eps_half(record["rows"]),
             "command": record["command"] + self._data_args(),  # it already has -d
         }
+
+    def _row_extras(
+        self, rows: list[dict[str, Any]], result: SweepResult, x: torch.Tensor, norm: str
+    ) -> list[dict[str, Any]]:
+        """Each sweep row with the rates at the run's threshold (where the sweep lacks them)
+        and, for speech, its budget as an SNR."""
+        out = []
+        for k, row in enumerate(rows):
+            extra = at_threshold(result.y, result.adv_logits[k].softmax(1)[:, 1], self.decision)
+            if self.modality == "audio":
+                extra.update(speech.snr_columns(x, row["eps"], norm, result.l2[k]))
+            out.append({**extra, **row})
+        return out
+
+    def surrogate_model(self, run: RunDir) -> torch.nn.Module:
+        """The surrogate run's best model, loaded once."""
+        if self._surrogate_model is None:
+            self._surrogate_model = run.load_model("best").to(self.device)
+        return self._surrogate_model
 
     def white_box(self, key: str) -> dict[str, Any]:
         """The white-box sweep `key` of SWEEP_KEYS with the budget's settings."""
@@ -208,17 +286,18 @@ class Audit:
         return AttackSpec("pgd", eps, steps=b.steps, norm=norm, restarts=b.restarts, seed=self.seed)
 
     def masking_rerun(self) -> dict[str, Any]:
-        """Suspicious PGD budgets re-run with a stronger attack (`checks.rerun_suspicious`)."""
-        n = min(self.budget.n, len(self.data.y))
+        """Suspicious PGD budgets re-run with a stronger attack (`checks.rerun_suspicious`), on
+        the samples the sweeps attacked."""
+        drawn = self.attacked()
         sweeps = {k: self.items.get(k, {}).get("rows") for k in ("pgd_linf", "pgd_l2")}
-        return rerun_suspicious(self.model, self.data.x[:n], self.data.y[:n], sweeps,
-                                seed=self.seed, batch_size=self.budget.batch_size)  # fmt: skip
+        return rerun_suspicious(self.model, drawn.x, drawn.y, sweeps, seed=self.seed,
+                                batch_size=self.budget.batch_size)  # fmt: skip
 
     def noise(self) -> dict[str, Any]:
         """The random-noise baseline over the L-inf ladder on the attacked images."""
         b = self.budget
         drawn = self.attacked()
-        rows = noise_rows(
+        rows, scores = noise_rows(
             self.model,
             drawn.x,
             drawn.y,
@@ -227,8 +306,21 @@ class Audit:
             seed=self.seed,
             batch_size=b.batch_size,
         )
+        rows = [{**at_threshold(drawn.y, p, self.decision), **r}
+                for r, p in zip(rows, scores, strict=True)]  # fmt: skip
         return {"n": len(drawn.y), "subset": drawn.subset, "draws": b.noise_draws, "rows": rows,
                 "eps_half": eps_half(rows), "command": self.command()}  # fmt: skip
+
+    def snr_noise(self) -> dict[str, Any]:
+        """Speech: white noise at the budget's SNRs on the attacked clips (`speech.noise_rows`)."""
+        b = self.budget
+        drawn = self.attacked()
+        rows, scores = speech.noise_rows(self.model, drawn.x, drawn.y, b.snr_db, seed=self.seed,
+                                         batch_size=b.batch_size)  # fmt: skip
+        rows = [{**at_threshold(drawn.y, p, self.decision), **r}
+                for r, p in zip(rows, scores, strict=True)]  # fmt: skip
+        return {"n": len(drawn.y), "subset": drawn.subset, "rows": rows,
+                "reference_snr_db": SPEECH_REFERENCE_SNR, "command": self.command()}  # fmt: skip
 
     def transfer(self, log: Log) -> dict[str, Any]:
         """PGD L-inf crafted on the surrogate run (trained first when none was given)."""
@@ -239,6 +331,7 @@ class Audit:
 
             cfg = self._surrogate_config()
             log(f"[audit]   training the surrogate {cfg.model} {cfg.model_kwargs} ...")
+            self.run.claim(f"{self.surrogate_dir().name}/")  # the run owns its surrogate's folder
             sur = run_training(cfg, self.surrogate_dir())
         item = self.sweep("transfer", self._pgd("linf"), self.budget.n, surrogate=sur)
         metrics = sur.read_json("metrics.json")
@@ -258,24 +351,31 @@ class Audit:
         return self.run.path / f"audit_surrogate_{self.budget.name}"
 
     def _surrogate_config(self) -> TrainConfig:
-        """The run's config with a simplenet of the budget's widths (same seed: same split),
-        fewer epochs and no defence; another seed where that is the run's own model."""
+        """The run's config with a simplenet (speech: mel_cnn) of the budget's widths (same seed:
+        same split), fewer epochs and no defence, trained from scratch (a run fine-tuned from
+        --init gets the default learning rate); another seed where that is the run's own
+        model."""
         widths = list(self.budget.surrogate_widths)
-        same = self.cfg.model == "simplenet" and self.cfg.model_kwargs.get("widths") == widths
+        model = "mel_cnn" if self.modality == "audio" else "simplenet"
+        same = self.cfg.model == model and self.cfg.model_kwargs.get("widths") == widths
         update = {
             "name": None,
-            "model": "simplenet",
+            "model": model,
             "model_kwargs": {"widths": widths},
             "epochs": min(self.cfg.epochs, self.budget.surrogate_epochs),
             "adv_train": "none",
             "lipschitz": 0.0,
             "device": str(self.device),
             "seed": self.cfg.seed + 1 if same else self.cfg.seed,
+            "init": None,
         }
+        if self.cfg.init is not None:
+            update["lr"] = TrainConfig.model_fields["lr"].default
         return TrainConfig.model_validate({**self.cfg.model_dump(), **update})
 
     def explanations(self) -> dict[str, Any]:
-        """The Grad-CAM sanity check (explain_run) and the grid of fakes passing under attack."""
+        """The Grad-CAM sanity check (explain_run) and (images) the grid of fakes passing under
+        attack."""
         from deepshield.runs.explain import explain_run
 
         b = self.budget
@@ -291,25 +391,17 @@ class Audit:
             seed=self.seed,
             device=self.device,
         )
-        pgd = self.items.get("pgd_linf", {})
-        eps = pgd.get("eps_half") or max(b.eps_linf)
-        drawn = self.attacked()
-        fig, info = evasion_grid(
-            self.model, drawn.x, drawn.y, eps,
-            k=b.grid_fakes, steps=b.steps, seed=self.seed, batch_size=b.batch_size,
-        )  # fmt: skip
-        grid = None
-        if fig is not None:
-            self.run.save_plot(fig, "audit_evasion_gradcam")
-            grid = "plots/audit_evasion_gradcam.png"
+        grid, info = self._evasion_grid()
         san = summary["sanity"]
         command = (
             f"deepshield explain {self.run.path} --method gradcam --n {b.grid_fakes} "
             f"--max-samples {b.explain_samples} --sanity-samples {b.sanity_samples} "
             f"--sanity-repeats {b.sanity_repeats} --seed {self.seed}{self._data_flags()}"
         )
+        file = f"explain_{summary['tag']}.json"
         return {
-            "file": f"explain_{summary['tag']}.json",
+            "file": file,
+            "files": [file] + ([grid] if grid else []),
             "sanity": {
                 k: san[k] for k in ("spearman_mean", "bound", "passed", "samples", "repeats")
             },
@@ -318,17 +410,37 @@ class Audit:
             "command": command,
         }
 
+    def _evasion_grid(self) -> tuple[str | None, dict[str, Any]]:
+        """(plots/audit_evasion_gradcam.png or None, counts): Grad-CAM of fakes that pass as real
+        under PGD L-inf at the sweep's eps_half (images only)."""
+        if self.modality == "audio":
+            return None, {"skipped": "the evasion grid is drawn for image detectors only"}
+        b = self.budget
+        eps = self.items.get("pgd_linf", {}).get("eps_half") or max(b.eps_linf)
+        drawn = self.attacked()
+        fig, info = evasion_grid(
+            self.model, drawn.x, drawn.y, eps,
+            k=b.grid_fakes, steps=b.steps, seed=self.seed, batch_size=b.batch_size,
+        )  # fmt: skip
+        if fig is None:
+            return None, info
+        self.run.save_plot(fig, "audit_evasion_gradcam")
+        return "plots/audit_evasion_gradcam.png", info
+
     # -- the whole audit ----------------------------------------------------------------------
     def steps(self, log: Log) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-        """(item, function computing it) in the order the audit runs them."""
-        keys = ["fgsm", "pgd_linf", "pgd_l2", "cw_l2"]
-        if self.budget.autoattack:
-            keys.append("autoattack")
+        """(item, function computing it) in the order the audit runs them. A new item (e.g. a
+        processing grid) is one more (key, function) here and one row in `card.CARD_ROWS`."""
+        b = self.budget
+        keys = [k for k in SWEEP_KEYS if k in b.attacks and (k != "autoattack" or b.autoattack)]
+        noise: list[tuple[str, Callable[[], dict[str, Any]]]] = [("noise", self.noise)]
+        if b.snr_db:
+            noise.append(("snr_noise", self.snr_noise))
         return [
             ("clean", self.clean),
             *((k, lambda k=k: self.white_box(k)) for k in keys),
-            ("masking_rerun", self.masking_rerun),
-            ("noise", self.noise),
+            *([("masking_rerun", self.masking_rerun)] if b.rerun else []),
+            *noise,
             ("transfer", lambda: self.transfer(log)),
             ("explanations", self.explanations),
             (
@@ -343,7 +455,7 @@ class Audit:
         """{plots/audit_<norm>.png: figure} of fakes passed as real vs eps, per norm with sweeps."""
         out = {}
         for norm, keys in (("linf", (*LINF_ATTACKS, "noise", "transfer")), ("l2", L2_ATTACKS)):
-            fig = curves_figure(self.items, keys, norm)
+            fig = curves_figure(self.items, keys, norm, self.modality)
             if fig is not None:
                 out[f"plots/audit_{norm}.png"] = fig
         return out
@@ -360,6 +472,7 @@ class Audit:
             "run": str(self.run.path),
             "model": self.run.read_json("model.json")["name"],
             "dataset": self.data.dataset,
+            "modality": self.modality,
             "budget": self.budget.to_dict(),
             "seed": self.seed,
             "n_attacked": n,
@@ -367,7 +480,7 @@ class Audit:
             "settings": self.settings(),
             "command": self.command(),
             "seconds": round(sum(v.get("seconds", 0.0) for v in self.items.values()), 1),
-            "card": score_card(self.items),
+            "card": score_card(self.items, self.budget.reference, self.budget.note),
             "items": self.items,
             "figures": [*self.items.get("clean", {}).get("plots", []), *curves]
             + ([grid] if grid else []),
@@ -392,8 +505,10 @@ class Audit:
 
     def execute(self, log: Log = print, force: bool = False) -> dict[str, Any]:
         """Run the missing steps in order, writing audit.json after each; then the card (also
-        when a step raises); return audit.json's content. report.html is built once, at the end."""
+        when a step raises); return audit.json's content. report.html is built once, at the end;
+        the final marker follows it when every item has its result."""
         self.resume(force)
+        self.run.set_done(DONE, False)  # complete again only once every artifact is rewritten
         with one_report(self.run.path):
             try:
                 for key, step in self.steps(log):
@@ -411,6 +526,8 @@ class Audit:
                     self.save()
             finally:
                 audit = self.write_card()
+        if not any("error" in v for v in self.items.values()):
+            self.run.set_done(DONE)
         return audit
 
 

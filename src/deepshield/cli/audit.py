@@ -16,7 +16,9 @@ def audit_cmd(
         None, "-d", "--dataset", help="Audit on another dataset's test split."
     ),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
-    budget: str = typer.Option("quick", "--budget", help="quick, standard or thorough."),
+    budget: str = typer.Option(
+        "quick", "--budget", help="quick, standard, thorough or minimal (costly models)."
+    ),
     surrogate: Path = typer.Option(
         None,
         "--surrogate",
@@ -26,8 +28,9 @@ def audit_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     force: bool = typer.Option(False, "--force", help="Recompute items kept in audit.json."),
 ) -> None:
-    """Clean metrics, white-box and transfer attacks, gradient-masking checks and explanation
-    sanity of a run's detector; writes audit.json and a report card into report.html.
+    """Clean metrics and calibration, white-box and transfer attacks, gradient-masking checks and
+    explanation sanity of a run's image or speech detector; writes audit.json and a report card
+    into report.html.
 
     Re-running the same command resumes (finished items are kept); docs/audit.md."""
     from deepshield.audit import audit_run

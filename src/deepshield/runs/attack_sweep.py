@@ -152,20 +152,48 @@ def attack_run(
     batch = load_attack_data(
         cfg, dataset=dataset, data_kwargs=data_kwargs, split=split, n=n, seed=spec.seed
     )
-    spec.check_fits(batch.x.shape[1:])
     model = run.load_model("best").to(device)
-    crafter = sur.load_model("best").to(device) if sur is not None else model
-    _check_classes(model, crafter, batch, sur)
+    crafter = sur.load_model("best").to(device) if sur is not None else None
+    return sweep_loaded(run, spec, batch, model, crafter=crafter, surrogate=sur, dataset=dataset,
+                        n=n, batch_size=batch_size, name=name, threat=threat, t0=t0)[0]  # fmt: skip
+
+
+def sweep_loaded(
+    run: RunDir,
+    spec: AttackSpec,
+    batch: AttackData,
+    model: nn.Module,
+    *,
+    crafter: nn.Module | None = None,
+    surrogate: RunDir | None = None,
+    dataset: str | None = None,
+    n: int | None = None,
+    batch_size: int = 128,
+    name: str | None = None,
+    threat: PurifierThreat | None = None,
+    t0: float | None = None,
+) -> tuple[dict[str, Any], SweepResult]:
+    """`attack_run` on a model and data already loaded (the audit loads them once): sweep
+    `spec` (crafted on `crafter`, the model of the run `surrogate`, when given), write the
+    results into `run`; -> (the JSON written, the per-sample SweepResult)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    spec.check_fits(batch.x.shape[1:])
+    crafter = model if crafter is None else crafter
+    _check_classes(model, crafter, batch, surrogate)
     if threat is not None:
         crafter, model = threat.models(model, spec.seed)
     tag = file_tag(dataset) if dataset else ""
     if threat is not None:
         tag = "_".join(t for t in (threat.tag(), tag) if t)
-    name = name or sweep_name(spec, surrogate=surrogate, split=split, tag=tag)
+    sur_path = surrogate.path if surrogate is not None else None
+    name = name or sweep_name(spec, surrogate=sur_path, split=batch.split, tag=tag)
     key = {
         **spec.to_dict(),
         "data": [batch.dataset, batch.options, batch.split, batch.subset, len(batch.y)],
-        "weights": [run.weights_sha256("best"), sur.weights_sha256("best") if sur else None],
+        "weights": [
+            run.weights_sha256("best"),
+            surrogate.weights_sha256("best") if surrogate is not None else None,
+        ],
         "defence": None if threat is None else threat.to_dict(),
         "batch_size": batch_size,
         "world_size": distributed.world_size(),
@@ -173,23 +201,23 @@ def attack_run(
     store = BudgetFiles(run, name, key)
     result = transfer_sweep(
         crafter, {"model": model}, batch.x, batch.y, spec, batch_size=batch_size, store=store
-    )
+    )["model"]
     info = {
         "run": str(run.path),
         "model": run.read_json("model.json")["name"],
         "surrogate": None
-        if sur is None
-        else {"run": str(sur.path), "model": sur.read_json("model.json")["name"]},
+        if surrogate is None
+        else {"run": str(surrogate.path), "model": surrogate.read_json("model.json")["name"]},
         "defence": None if threat is None else threat.to_dict(),
         "batch_size": batch_size,
         "seconds": round(time.perf_counter() - t0, 2),
-        "command": _command(run.path, spec, dataset, split, n, batch_size, surrogate, name),
+        "command": _command(run.path, spec, dataset, batch.split, n, batch_size, sur_path, name),
     }
     if threat is not None:
         info["command"] += " " + threat.flags()
-    record = write_sweep(run, name, result["model"], spec, batch, info)
+    record = write_sweep(run, name, result, spec, batch, info)
     store.clear()
-    return record
+    return record, result
 
 
 class BudgetFiles:
