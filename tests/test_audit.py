@@ -149,7 +149,14 @@ def test_card_scores_follow_from_the_items(plain):
     card = {r["item"]: r for r in audit["card"]}
     items = audit["items"]
     assert list(card) == ["clean detection", "calibration", "white-box L-inf", "white-box L2",
-                          "transfer (black-box)", "gradient masking", "explanations"]  # fmt: skip
+                          "transfer (black-box)", "gradient masking", "explanations",
+                          "everyday processing"]  # fmt: skip
+    every = items["everyday"]  # the lowest AUC under real processing; its drop sets the status
+    assert card["everyday processing"]["score"] == min(r["auc"] for r in every["rows"])
+    drop = every["largest_auc_drop"]
+    assert card["everyday processing"]["status"] == (
+        "pass" if drop <= 0.05 else "warn" if drop <= 0.15 else "fail"
+    )
     assert card["clean detection"]["score"] == items["clean"]["auc"]
     at4 = [next(r for r in items[k]["rows"] if r["eps"] == 4 / 255)["fake_passed_as_real"]
            for k in ("fgsm", "pgd_linf")]  # fmt: skip
@@ -318,7 +325,7 @@ def test_cli_prints_the_card_of_a_finished_audit(plain, monkeypatch, capsys):
     run, audit = plain
     assert cli(monkeypatch, "audit", run.path) == 0  # same settings: every item is kept
     out = capsys.readouterr().out
-    assert out.count("kept from") == 9
+    assert out.count("kept from") == len(set(audit["items"]) - {"masking"})  # every step's item
     for row in audit["card"]:
         assert row["item"] in out
     assert f"wrote {run.path / 'audit.json'}" in out
