@@ -80,7 +80,8 @@ def test_speech_card_has_every_section_in_range(speech_audit):
     card = {r["item"]: r for r in audit["card"]}
     assert list(card) == ["clean detection", "calibration", "white-box L-inf", "white-box L2",
                           "transfer (black-box)", "white noise (SNR)", "gradient masking",
-                          "explanations"]  # fmt: skip
+                          "explanations", "everyday processing"]  # fmt: skip
+    assert audit["items"]["everyday"]["grid"] == "quick"  # the speech grid: codecs, noise, band
     for row in audit["card"]:
         assert row["score"] is None or 0 <= row["score"] <= 1, row
         assert row["status"] in ("pass", "warn", "fail"), row
