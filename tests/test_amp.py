@@ -87,17 +87,25 @@ def test_pgd_in_bf16_stays_in_budget_and_as_strong_as_fp32():
     assert 0.3 < ref_rate < 0.9  # the largest budget breaks some images, not all: a real test
 
 
-def test_bf16_training_learns_in_float32_weights():
+@pytest.mark.parametrize(
+    ("device", "amp", "dtype"),
+    [
+        ("cpu", "bf16", torch.bfloat16),
+        pytest.param("cuda", "bf16", torch.bfloat16, marks=pytest.mark.cuda),
+        pytest.param("cuda", "fp16", torch.float16, marks=pytest.mark.cuda),  # GradScaler
+    ],
+)
+def test_mixed_precision_training_learns_in_float32_weights(device, amp, dtype):
     x, y = brightness_set(512, seed=3)
-    model = tiny_net(seed=1)
+    model = tiny_net(seed=1).to(device)
     seen = output_dtypes(model)
-    cfg = TrainConfig(lr=1e-2, batch_size=64, amp="bf16", device="cpu")
-    trainer = Trainer(model, cfg, device=torch.device("cpu"))
+    cfg = TrainConfig(lr=1e-2, batch_size=64, amp=amp, device=device)
+    trainer = Trainer(model, cfg, device=torch.device(device))
     ds = TensorSet(x, y)
     before = trainer.evaluate(ds)["loss"]
     losses = [trainer.train_epoch(ds, epoch)["loss"] for epoch in range(1, 5)]
     after = trainer.evaluate(ds)
-    assert torch.bfloat16 in seen
+    assert dtype in seen and (trainer.scaler is not None) == (amp == "fp16")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert losses[-1] < losses[0] and after["loss"] < before
     assert after["acc"] > 0.8

@@ -251,7 +251,7 @@ def _evaluate(
     if not distributed.is_main():
         return
     out = run.output(f"eval{'_' + tag if tag else ''}.json")
-    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, **metrics})
+    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, "amp": amp, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
     video = metrics.get("video_level")
