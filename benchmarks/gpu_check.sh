@@ -93,6 +93,8 @@ step dip_speed 300 "$PY" benchmarks/dip_speed.py --run "$OUT/sf-plain" --device 
     --threads "$THREADS" "${DIP[@]}"
 step train_throughput 240 "$PY" benchmarks/train_throughput.py --device "$DEV" \
     --threads "$THREADS" "${THROUGHPUT[@]}"
+step train_throughput_bf16 240 "$PY" benchmarks/train_throughput.py --device "$DEV" \
+    --threads "$THREADS" "${THROUGHPUT[@]}" --amp bf16
 step pytest_cuda 300 "$PY" -m pytest -q -m cuda -p no:cacheprovider "${TESTS[@]}"
 
 echo
@@ -109,7 +111,8 @@ fi
 echo "-- DIP (dip_speed.py; per image):"
 grep -hE 's/image|speed-up|recall ratio' "$OUT/dip_speed.log"
 echo "-- training (train_throughput.py):"
-grep -hE '^(resnet18|plain loop|deepshield Trainer|train throughput)' "$OUT/train_throughput.log"
+grep -hE '^(resnet18|plain loop|deepshield Trainer|train throughput)' "$OUT/train_throughput.log" \
+    "$OUT/train_throughput_bf16.log"
 echo "-- pytest -m cuda: $(tail -1 "$OUT/pytest_cuda.log")"
 echo "-- failed steps: $FAILED"
 exit "$FAILED"

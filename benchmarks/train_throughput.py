@@ -1,15 +1,18 @@
-"""Training throughput: deepshield's Trainer vs a plain PyTorch loop, same model and data, fp32.
+"""Training throughput: deepshield's Trainer vs a plain PyTorch loop, same model and data.
 
     PYTHONPATH=src python benchmarks/train_throughput.py [--model resnet18] [--size 64]
         [--n 2048] [--batch 128] [--repeats 3] [--device cuda|cpu] [--threads N]
+        [--amp off|bf16|fp16]
 
 One epoch of `n` random 64x64 images (uint8 in memory, as a loaded image folder is), labels 0/1,
 Adam lr 1e-3, batch `batch`, on `models.create(model, num_classes=2)`. Both sides start from the
 same weights and read the same uint8 tensor: the Trainer through `Trainer.train_epoch` (its
 loader, loss checks and per-batch metrics), the plain loop as ten lines of PyTorch (shuffle,
 slice, to device, forward, cross-entropy, backward, step). They alternate `repeats` times after
-one warm-up epoch each; the table gives the best images/s and the Trainer's overhead. The Trainer
-has no mixed precision yet, so only fp32 is measured.
+one warm-up epoch each; the table gives the best images/s and the Trainer's overhead.
+--amp bf16 (or fp16, CUDA only): both sides run forward and loss under the same autocast
+(`deepshield.precision`), the plain loop's fp16 through a GradScaler as the Trainer's; compare
+the printed figure with a run at --amp off for the fp32 vs bf16 ratio.
 """
 
 from __future__ import annotations
@@ -25,22 +28,30 @@ from torch import Tensor, nn
 from deepshield.config import TrainConfig
 from deepshield.data.splits import TensorSet
 from deepshield.models import create
+from deepshield.precision import autocast, grad_scaler
 from deepshield.train.trainer import Trainer
 
 
 def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, batch: int,
-                device: torch.device) -> None:  # fmt: skip
-    """The reference: one epoch of a plain PyTorch training loop."""
+                device: torch.device, amp: str = "off",
+                scaler: torch.amp.GradScaler | None = None) -> None:  # fmt: skip
+    """The reference: one epoch of a plain PyTorch training loop (autocast as `amp` says)."""
     model.train()
     order = torch.randperm(len(y))
     for i in range(0, len(y), batch):
         idx = order[i : i + batch]
         xb = x[idx].to(device).float().div_(255)
         yb = y[idx].to(device)
-        loss = F.cross_entropy(model(xb), yb)
+        with autocast(amp, device):
+            loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
@@ -63,6 +74,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -72,16 +84,19 @@ def main() -> None:
 
     torch.manual_seed(0)
     start = create(args.model, num_classes=2).state_dict()
-    cfg = TrainConfig(model=args.model, lr=1e-3, batch_size=args.batch, optimizer="Adam")
+    cfg = TrainConfig(
+        model=args.model, lr=1e-3, batch_size=args.batch, optimizer="Adam", amp=args.amp
+    )
     ours = create(args.model, num_classes=2).to(device)
     ours.load_state_dict(start)
     trainer = Trainer(ours, cfg, device=device)
     plain = create(args.model, num_classes=2).to(device)
     plain.load_state_dict(start)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    scaler = grad_scaler(args.amp, device)
     ds = TensorSet(x, y)
     runs: dict[str, Callable[[int], object]] = {
-        "plain loop": lambda e: plain_epoch(plain, opt, x, y, args.batch, device),
+        "plain loop": lambda e: plain_epoch(plain, opt, x, y, args.batch, device, args.amp, scaler),
         "deepshield Trainer": lambda e: trainer.train_epoch(ds, e),
     }
     for fn in runs.values():  # warm-up (cuDNN autotuning, allocator)
@@ -91,7 +106,7 @@ def main() -> None:
         for k, fn in runs.items():
             wall, cpu = timed(lambda: fn(rep), device)  # noqa: B023
             best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
-    print(f"\n{args.model} at {args.size}px, fp32, batch {args.batch}, {args.n} images/epoch, "
+    print(f"\n{args.model} at {args.size}px, amp {args.amp}, batch {args.batch}, {args.n} images/epoch, "
           f"{device}, {torch.get_num_threads()} threads, best of {args.repeats}")  # fmt: skip
     for k, (wall, cpu) in best.items():
         print(f"{k:<20} {args.n / wall:>10.1f} images/s wall {args.n / cpu:>10.1f} images/CPU-s")
@@ -99,7 +114,7 @@ def main() -> None:
     i = 0 if device.type != "cpu" else 1
     unit = "images/s" if i == 0 else "images/CPU-s"
     ours, ref = args.n / best["deepshield Trainer"][i], args.n / best["plain loop"][i]
-    print(f"train throughput fp32: Trainer {ours:.1f} {unit}, plain loop {ref:.1f} {unit}, "
+    print(f"train throughput amp {args.amp}: Trainer {ours:.1f} {unit}, plain loop {ref:.1f} {unit}, "
           f"Trainer overhead {ref / ours - 1:+.1%}")  # fmt: skip
 
 

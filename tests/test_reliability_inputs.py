@@ -68,6 +68,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("train -m nosuchmodel --out {user}/t", "unknown model 'nosuchmodel'", ""),
     ("train -o nosuchopt --out {user}/t", "'Adam', 'AdamW' or 'SGD'", ""),
     ("train --class-weights foo --out {user}/t", "class_weights", ""),
+    ("train --amp fp8 --out {user}/t", "'fp8' is not one of off, bf16, fp16", ""),
+    ("train --amp fp16 --device cpu --out {user}/t", "--amp fp16 needs a CUDA device", SUB),
     ("train --scheduler foo --out {user}/t", "scheduler", ""),
     ("train --adv-train foo --out {user}/t", "adv_train", ""),
     ("train --device foo --out {user}/t", "foo", ""),
@@ -96,6 +98,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("datasets speech-folder:{user}/audio-text", "not an audio file", ""),
     ("datasets speech-folder:{user}/audio-short", "needs at least 0.1 s", ""),
     ("evaluate {run} --device foo", "foo", ""),
+    ("evaluate {run} --amp half", "'half' is not one of off, bf16, fp16", ""),
+    ("evaluate {run} --amp fp16", "--amp fp16 needs a CUDA device", ""),
     # attack
     ("attack", "Missing argument", SUB),
     ("attack {user}/absent", "absent", ""),
@@ -130,6 +134,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("attack {run} --eval-after foo:1", "unknown processing 'foo:1'", ""),
     ("attack {run} --seed abc", "'--seed'", ""),
     ("attack {run} --device foo", "foo", ""),
+    ("attack {run} --amp bf17", "'bf17' is not one of off, bf16, fp16", ""),
+    ("attack {run} --amp fp16", "--amp fp16 needs a CUDA device", SUB),
     # explain
     ("explain", "Missing argument", ""),
     ("explain {user}/absent", "absent", ""),

@@ -158,6 +158,7 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig | None = None  # everyday-processing augmentations (None: off)
     seed: int = 0
     device: str = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: CUDA only)
     operating_point: str = "eer"  # threshold rule on validation: eer, fpr=F or cost
     calibration: Literal["platt", "isotonic"] = "platt"  # calibrator of the run's decision
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from deepshield.attacks.norms import NORMS
@@ -51,7 +52,7 @@ def check_images(x: Tensor, bounds: tuple[float, float]) -> None:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise InputError(f"x {shape} must be a float tensor [B,...] with B >= 1: pass a batch")
     lo, hi = bounds
-    low, high = x.min().item(), x.max().item()
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()  # one read-back per call
     if not (math.isfinite(low) and math.isfinite(high)):
         raise InputError("x contains NaN or inf: clean the input batch before attacking it")
     if low < lo or high > hi:
@@ -95,9 +96,10 @@ def check_labels(output: Tensor, y: Tensor) -> None:
             f"model output {tuple(output.shape)} is not logits [B,C] or [B]: "
             "pass loss_fn(output, y) -> per-sample loss"
         )
-    if y.min().item() < 0 or y.max().item() >= classes:
+    low, high = torch.stack(torch.aminmax(y)).tolist()  # one read-back per call
+    if low < 0 or high >= classes:
         raise InputError(
-            f"labels span [{y.min().item()}, {y.max().item()}] but the model has {classes} "
+            f"labels span [{low}, {high}] but the model has {classes} "
             f"classes: pass labels in 0..{classes - 1}"
         )
 

@@ -12,6 +12,10 @@ and run (a successful one first, then the highest objective), never a weaker las
 costs no extra forward pass per step (the step's own output and loss are reused) and one
 gradient-free forward pass per run for the final iterate.
 
+Mixed precision: under an ambient `torch.autocast` (`deepshield.precision.autocast`) the model's
+forward and backward run in the lower precision; its output is cast to float32 before the
+objective, and the iterate, step and projection stay float32 (autocast is off around them).
+
 Starts: with one run, x or a random point (random_start); with restarts = N > 1, one run from x
 and N - 1 from random points, so restarts never lose what the plain start from x finds.
 """
@@ -19,6 +23,7 @@ and N - 1 from random points, so restarts never lose what the plain start from x
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 import torch
@@ -31,6 +36,7 @@ from deepshield.attacks.norms import Budget
 Objective = Callable[[Tensor, Tensor], Tensor]  # (model output, y) -> loss per sample [B]
 Success = Callable[[Tensor, Tensor], Tensor]  # (model output, y) -> attack succeeded [B] bool
 Projection = Callable[[Tensor], Tensor]  # candidate x_adv -> nearest feasible x_adv
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class StepRule(Protocol):
@@ -114,6 +120,8 @@ def attack_loop(
 
     def evaluate(x_adv: Tensor) -> tuple[Tensor, Tensor]:
         out = model(x_adv)
+        if out.dtype in LOW_PRECISION:  # an autocast forward: the objective in float32
+            out = out.float()
         return out, sense * objective(out, y)  # loss in ascent sense [B]
 
     def expected(x_adv: Tensor, grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -131,14 +139,21 @@ def attack_loop(
         mean_grad = total_grad / eot_samples if grad else None
         return out.detach(), total_loss / eot_samples, mean_grad
 
+    def full_precision() -> AbstractContextManager[object]:
+        """Autocast off (the iterate, step and projection in float32) when it is on."""
+        kind = x.device.type
+        amp = torch.is_autocast_enabled(kind)
+        return torch.autocast(kind, enabled=False) if amp else nullcontext()
+
     start = budget if start_radius is None else Budget(budget.norm, start_radius)
     # with on_step the objective changes from step to step: losses are not comparable and the
     # last iterate of the last run is returned
     strongest = _Strongest(x) if on_step is None else None
     with attack_mode(model), torch.enable_grad():
         for from_random in random_starts(restarts, random_start):
-            x_adv = project(x + start.sample(x, mask, generator)) if from_random else x
-            step.reset(x_adv, project)
+            with full_precision():
+                x_adv = project(x + start.sample(x, mask, generator)) if from_random else x
+                step.reset(x_adv, project)
             for i in range(steps):
                 if on_step is not None:
                     on_step(i)
@@ -147,9 +162,10 @@ def attack_loop(
                 x_adv = x_adv.detach()
                 if strongest is not None:
                     strongest.update(x_adv, loss, None if success is None else success(out, y))
-                if mask is not None:
-                    grad = grad * mask
-                x_adv = project(step(x_adv, grad, loss))
+                with full_precision():
+                    if mask is not None:
+                        grad = grad * mask
+                    x_adv = project(step(x_adv, grad, loss))
                 progress.tick()
             if strongest is not None:
                 with torch.no_grad():  # the final iterate: the only point not yet evaluated

@@ -58,6 +58,12 @@ def attack_cmd(
     ),
     out: str = typer.Option(None, "--out", help="Result name: attack_<NAME>.json [from flags]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    amp: str = typer.Option(
+        "off",
+        "--amp",
+        help="Mixed precision of forwards and gradients: off, bf16 or fp16 (CUDA only) [off].",
+        callback=choice("off", "bf16", "fp16"),
+    ),
     purify: str = typer.Option(
         None, "--purify", help="Evaluate the model behind a purifier: dip (Deep Image Prior)."
     ),
@@ -94,6 +100,7 @@ def attack_cmd(
     `torchrun --nproc_per_node=N -m deepshield attack ...` (same numbers as one process)."""
     from deepshield.attacks.sweep import AttackSpec
     from deepshield.defenses.adaptive import purifier_threat
+    from deepshield.precision import autocast
     from deepshield.runs.attack_sweep import attack_run, check_options
     from deepshield.train import distributed
 
@@ -113,7 +120,7 @@ def attack_cmd(
     check_linf(list(spec.eps), "--eps", spec.norm)
     check_options(split, n, batch_size)
     kwargs = parse_kv(data_arg, "--data-arg") if data_arg else None
-    with distributed.session(device) as dev:
+    with distributed.session(device) as dev, autocast(amp, dev):
         record = attack_run(
             run_dir,
             spec,

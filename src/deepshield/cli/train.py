@@ -101,6 +101,12 @@ def train_cmd(
         help="Calibrator of the run's decision: platt or isotonic [platt].",
         callback=choice("platt", "isotonic"),
     ),
+    amp: str = typer.Option(
+        None,
+        "--amp",
+        help="Mixed precision: off, bf16 or fp16 (CUDA only) [off].",
+        callback=choice("off", "bf16", "fp16"),
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
     """Train a detector; writes runs/NAME with history, metrics, plots and report.html.
@@ -123,6 +129,7 @@ def train_cmd(
         "class_weights": class_weights,
         "scheduler": scheduler,
         "device": device,
+        "amp": amp,
         "lipschitz": lipschitz,
         "adv_train": adv_train,
         "adv_eps": parse_floats(adv_eps, "--adv-eps")[0] if adv_eps else None,
@@ -192,6 +199,12 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    amp: str = typer.Option(
+        "off",
+        "--amp",
+        help="Mixed precision of the forwards: off, bf16 or fp16 (CUDA only) [off].",
+        callback=choice("off", "bf16", "fp16"),
+    ),
 ) -> None:
     """Evaluate a trained run on its test split or on another dataset; updates report.html.
 
@@ -199,20 +212,27 @@ def evaluate_cmd(
     from deepshield.train import distributed
 
     with distributed.session(device) as dev:
-        _evaluate(run_dir, dataset, split, data_arg, dev)
+        _evaluate(run_dir, dataset, split, data_arg, dev, amp)
 
 
 def _evaluate(
-    run_dir: Path, dataset: str | None, split: str, data_arg: list[str] | None, device: torch.device
+    run_dir: Path,
+    dataset: str | None,
+    split: str,
+    data_arg: list[str] | None,
+    device: torch.device,
+    amp: str,
 ) -> None:
 
     from deepshield import data
     from deepshield.config import TrainConfig
     from deepshield.files import write_json
+    from deepshield.precision import autocast, check_amp
     from deepshield.run import RunDir, data_options, file_tag
     from deepshield.runs.evaluation import collapse_warning, write_evaluation
     from deepshield.train import distributed
 
+    check_amp(amp, device)
     run = RunDir.open(run_dir)
     cfg = run.read_config(TrainConfig)
     spec = dataset or cfg.dataset
@@ -226,11 +246,12 @@ def _evaluate(
     model = run.load_model("best").to(device)
     tag = "" if spec == cfg.dataset and not data_arg else file_tag(spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
-    metrics = write_evaluation(run, model, splits, split, tag=tag)
+    with autocast(amp, device):
+        metrics = write_evaluation(run, model, splits, split, tag=tag)
     if not distributed.is_main():
         return
     out = run.output(f"eval{'_' + tag if tag else ''}.json")
-    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, **metrics})
+    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, "amp": amp, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
     video = metrics.get("video_level")

@@ -13,6 +13,7 @@ from deepshield.config import TrainConfig
 from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
+from deepshield.precision import check_amp
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_run, file_tag, start_run
 from deepshield.runs.decision import calibrate_run
@@ -66,6 +67,7 @@ def run_training(
     data and the model are loaded. Under torchrun every rank trains
     (DistributedDataParallel) and only rank 0 writes the folder.
     """
+    check_amp(cfg.amp, distributed.device_for_rank(cfg.device))  # before any work
     run = RunDir(out or default_run_dir(cfg))
     complete, replace = None, False
     with distributed.main_first("preparing the run folder"):

@@ -27,6 +27,7 @@ from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, RunError, TrainingError
 from deepshield.files import atomic_write_bytes
+from deepshield.precision import autocast, grad_scaler
 from deepshield.predict import loader
 from deepshield.progress import track
 from deepshield.train import distributed
@@ -88,6 +89,7 @@ class Trainer:
         self.train_sampler = train_sampler  # default under torchrun: distributed.train_sampler
         self.is_main = distributed.is_main() if is_main is None else is_main  # only it writes
         self.optimizer = make_optimizer(model, cfg)
+        self.scaler = grad_scaler(cfg.amp, self.device)  # fp16 only; ConfigError off CUDA
         self.history: dict[str, Any] = {"epochs": [], "best_epoch": None}
         self.best_val: tuple[float, float] = (-math.inf, -math.inf)  # (val acc, -val loss)
         self.start_epoch = 1
@@ -119,11 +121,12 @@ class Trainer:
             if self.batch_transform is not None:
                 x, y = self.batch_transform(bare, x, y)
                 self.model.train()
-            loss, logits = self.objective(self.model, x, y)
-            for pen in self.penalties:
-                value = pen(bare, x, y, logits)
-                sums[pen.name] = sums.get(pen.name, 0.0) + float(value.detach()) * len(y)
-                loss = loss + value
+            with autocast(self.cfg.amp, self.device):
+                loss, logits = self.objective(self.model, x, y)
+                for pen in self.penalties:
+                    value = pen(bare, x, y, logits)
+                    sums[pen.name] = sums.get(pen.name, 0.0) + float(value.detach()) * len(y)
+                    loss = loss + value
             seen = distributed.all_reduce_sum(loss) if self.world > 1 else loss.detach()
             if not torch.isfinite(seen):
                 raise TrainingError(
@@ -131,8 +134,7 @@ class Trainer:
                     f"(now {self.cfg.lr:g}) or check the data for NaN/inf (checkpoints so far are kept)"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self._step(loss)
             sums["loss"] += float(loss.detach()) * len(y)
             sums["correct"] += float((logits.detach().argmax(1) == y).sum())
             n += len(y)
@@ -140,6 +142,16 @@ class Trainer:
         out = {"loss": sums.pop("loss") / max(n, 1), "acc": sums.pop("correct") / max(n, 1)}
         out.update({k: v / max(n, 1) for k, v in sums.items()})
         return out
+
+    def _step(self, loss: torch.Tensor) -> None:
+        """Backward and optimiser step; under fp16 through the loss scaler."""
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _sum_over_ranks(self, sums: dict[str, float], n: int) -> tuple[dict[str, float], int]:
         """Per-rank sums and count -> totals over all ranks (unchanged on one process)."""
@@ -159,7 +171,8 @@ class Trainer:
         shard = distributed.shard_indices(len(ds))
         for x, y in loader(ds, max(self.cfg.batch_size, 128), sampler=shard):
             x, y = x.to(self.device), y.to(self.device)
-            logits = bare(x)
+            with autocast(self.cfg.amp, self.device):
+                logits = bare(x).float()
             sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
             sums["correct"] += float((logits.argmax(1) == y).sum())
             n += len(y)
@@ -218,6 +231,8 @@ class Trainer:
             "best_val": torch.tensor(self.best_val, dtype=torch.float64),
             "history": json.dumps(self.history),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run.output(CHECKPOINT), buf.getvalue())
@@ -244,6 +259,8 @@ class Trainer:
             bare = unwrap(self.model)
             bare.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
         except Exception as e:
             raise RunError(
                 f"{path}: damaged, cannot resume ({type(e).__name__}); delete last.pt to restart "
