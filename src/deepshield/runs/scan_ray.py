@@ -1,0 +1,157 @@
+"""`deepshield scan --engine ray`: the scan's per-file pipeline on Ray actors.
+
+Each actor holds one replica of the detector(s), on a GPU when the cluster has them, and runs
+`scan.scan_file` (decode, faces, scores, evidence) on the files sent to it; the thumbnails and
+overlays it draws come back as bytes with the file's rows, and the main process writes them and
+appends the rows in file order, so the run folder is the local engine's. Files are read by path
+on the workers: on a cluster every node must see them at the same path (shared storage).
+Connects to `RAY_ADDRESS` when it is set, else starts a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from deepshield.errors import ConfigError, RunError
+from deepshield.files import atomic_write_bytes
+from deepshield.run import RunDir
+from deepshield.runs.scan import Detector, ScanOptions, scan_file
+
+INSTALL = "pip install 'deepshield[ray]'"
+
+
+def require_ray() -> ModuleType:
+    """The `ray` module; ConfigError naming the extra to install when it is missing."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError(
+            f"--engine ray: ray is not installed; {INSTALL} (or use --engine local)"
+        ) from e
+    return ray
+
+
+class _Outputs:
+    """A worker's stand-in for the run folder: files go to a private temporary folder and are
+    handed back as {name: bytes} by `take` (then removed)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root
+
+    def output(self, name: str) -> Path:
+        """Where `name` ("faces/x.jpg") is written in the temporary folder."""
+        p = self.path / name.rstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def take(self) -> dict[str, bytes]:
+        """Every file written since the last call, by its name in the run folder."""
+        got = {
+            p.relative_to(self.path).as_posix(): p.read_bytes()
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file()
+        }
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+        return got
+
+
+def _on(det: Detector | None, device: torch.device) -> Detector | None:
+    """The detector with its model moved to `device`."""
+    return None if det is None else replace(det, model=det.model.to(device), device=device)
+
+
+class Replica:
+    """One worker: a replica of the detector(s) scoring files with `scan_file`."""
+
+    def __init__(
+        self, det: Detector | None, speech: Detector | None, opts: ScanOptions, gpu: bool
+    ) -> None:
+        device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+        self.det, self.speech, self.opts = _on(det, device), _on(speech, device), opts
+        self.out = _Outputs(Path(tempfile.mkdtemp(prefix="deepshield-scan-")))
+
+    def scan(self, path: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
+        """(scan.csv row, scan_frames.csv rows, {evidence name: JPEG bytes}) of one file."""
+        row, frames = scan_file(Path(path), self.det, self.speech, self.opts, self.out)  # type: ignore[arg-type]
+        return row, frames, self.out.take()
+
+
+def _actors(ray: ModuleType, workers: int, args: tuple[Any, ...]) -> list[Any]:
+    """`workers` Replica actors (0: one per GPU of the cluster, else one per CPU), each with
+    one CPU and an equal share of the GPUs (at most one)."""
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    n = workers or gpus or max(1, int(res.get("CPU", 1)))
+    share = min(1.0, gpus / n) if gpus else 0
+    cls = ray.remote(num_cpus=1, num_gpus=share)(Replica)
+    det, speech, opts = args
+    refs = ray.put(det), ray.put(speech)  # one copy of the weights in the object store
+    return [cls.remote(refs[0], refs[1], opts, bool(gpus)) for _ in range(n)]
+
+
+def _connect(ray: ModuleType) -> bool:
+    """Connect to RAY_ADDRESS (else start a local instance); True when this call started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as e:
+        raise ConfigError(
+            f"RAY_ADDRESS: no Ray cluster reached ({' '.join(str(e).split())}); "
+            "check the address (`ray status`) or unset it for a local instance"
+        ) from e
+    return True
+
+
+def ray_scanned(
+    files: list[Path],
+    det: Detector | None,
+    speech: Detector | None,
+    opts: ScanOptions,
+    run: RunDir,
+    workers: int,
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Per file, in order: (row, frame rows) made by a Ray actor, its evidence files already
+    written into `run`. At most 2 files per actor are in flight."""
+    ray = require_ray()
+    started = _connect(ray)
+    actors: list[Any] = []
+    try:
+        actors = _actors(ray, workers, (det, speech, opts))
+        pending: deque[Any] = deque()
+        jobs = iter(enumerate(files))
+        while True:
+            while len(pending) < 2 * len(actors) and (job := next(jobs, None)) is not None:
+                pending.append(actors[job[0] % len(actors)].scan.remote(str(job[1])))
+            if not pending:
+                return
+            row, frames, outputs = _result(ray, pending.popleft())
+            for name, data in outputs.items():
+                atomic_write_bytes(run.output(name), data)
+            yield row, frames
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _result(ray: ModuleType, ref: Any) -> Any:
+    """An actor's answer; RunError when the actor died (the rows so far are kept)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        raise RunError(
+            f"a Ray scan worker failed ({type(e).__name__}); the rows so far are kept: "
+            "re-run to resume"
+        ) from e
