@@ -1,6 +1,7 @@
 """`deepshield scan --engine ray` on a local Ray instance (2 CPUs): the folder of test_scan
 (photos, a face video, faceless and bad files) scanned by Ray actors gives the local engine's
-rows, frame rows, thumbnails and overlays; a scan begun locally resumes on Ray."""
+rows, frame rows, thumbnails and overlays; a scan begun locally resumes on Ray; no cluster at
+RAY_ADDRESS is one line and an untouched --out."""
 
 from __future__ import annotations
 
@@ -8,10 +9,28 @@ import json
 
 import pytest
 
+from conftest import shared_path
 from deepshield.runs import scan as sc
+from test_reliability_inputs import assert_one_error_line, run_in_process
 from test_scan import FRAMES, _rows, _same_scan, case, scanned  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray", reason="ray not installed: pip install 'deepshield[ray]'")
+
+
+def test_no_cluster_at_ray_address_is_one_line_and_writes_nothing(
+    request, monkeypatch, capsys, tmp_path
+) -> None:
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already connected in this process")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # auto: a running cluster on this machine (none)
+    png = request.getfixturevalue("case")["src"] / "face.png"
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    argv = ["scan", str(png), "--model", "meso4", "--weights", str(weights)]
+    argv += ["--engine", "ray", "--out", str(tmp_path / "s")]
+    code, err = run_in_process(argv, monkeypatch, capsys)
+    assert code == 2
+    assert_one_error_line(err, "RAY_ADDRESS: no Ray cluster reached")
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.fixture(scope="module")

@@ -121,10 +121,10 @@ def scan_cmd(
             "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
-    if engine == "ray":
-        from deepshield.runs.scan_ray import require_ray
+    if engine == "ray":  # no ray, no cluster: one line before any model is loaded
+        from deepshield.runs.scan_ray import connect
 
-        require_ray()
+        connect()
     dev = resolve_device(device)
     det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
     speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None

@@ -709,6 +709,10 @@ def scan(
         "shard": list(shard) if shard else None,
         "limit": limit,
     }
+    if engine == "ray":
+        from deepshield.runs.scan_ray import connect
+
+        connect()  # before the folder is touched: no ray, no cluster -> nothing written
     run, complete = open_run(out, COMMAND, _config(settings), force=force)
     run.claim(*OUTPUTS)
     done = resume_state(run)

@@ -5,7 +5,8 @@ Each actor holds one replica of the detector(s), on a GPU when the cluster has t
 overlays it draws come back as bytes with the file's rows, and the main process writes them and
 appends the rows in file order, so the run folder is the local engine's. Files are read by path
 on the workers: on a cluster every node must see them at the same path (shared storage).
-Connects to `RAY_ADDRESS` when it is set, else starts a local Ray instance.
+Connects to `RAY_ADDRESS` when it is set, else starts a local Ray instance (kept until the
+process ends, for the next scan).
 """
 
 from __future__ import annotations
@@ -88,21 +89,25 @@ class Replica:
 
 def _actors(ray: ModuleType, workers: int, args: tuple[Any, ...]) -> list[Any]:
     """`workers` Replica actors (0: one per GPU of the cluster, else one per CPU), each with
-    one CPU and an equal share of the GPUs (at most one)."""
+    one CPU and an equal share of the GPUs (at most one); `args`: (detector, speech detector,
+    options), the detectors' models moved to the CPU here before they are shipped."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     n = workers or gpus or max(1, int(res.get("CPU", 1)))
     share = min(1.0, gpus / n) if gpus else 0
     cls = ray.remote(num_cpus=1, num_gpus=share)(Replica)
-    det, speech, opts = args
+    cpu = torch.device("cpu")  # shipped on the CPU: a node without CUDA can load them
+    det, speech, opts = _on(args[0], cpu), _on(args[1], cpu), args[2]
     refs = ray.put(det), ray.put(speech)  # one copy of the weights in the object store
     return [cls.remote(refs[0], refs[1], opts, bool(gpus)) for _ in range(n)]
 
 
-def _connect(ray: ModuleType) -> bool:
-    """Connect to RAY_ADDRESS (else start a local instance); True when this call started it."""
+def connect() -> None:
+    """Connect to RAY_ADDRESS, else start a local instance (it lives until the process ends);
+    ConfigError when ray is missing or no cluster answers at RAY_ADDRESS."""
+    ray = require_ray()
     if ray.is_initialized():
-        return False
+        return
     try:
         ray.init(logging_level="ERROR", log_to_driver=False)
     except ConnectionError as e:
@@ -110,7 +115,6 @@ def _connect(ray: ModuleType) -> bool:
             f"RAY_ADDRESS: no Ray cluster reached ({' '.join(str(e).split())}); "
             "check the address (`ray status`) or unset it for a local instance"
         ) from e
-    return True
 
 
 def ray_scanned(
@@ -124,7 +128,7 @@ def ray_scanned(
     """Per file, in order: (row, frame rows) made by a Ray actor, its evidence files already
     written into `run`. At most 2 files per actor are in flight."""
     ray = require_ray()
-    started = _connect(ray)
+    connect()
     actors: list[Any] = []
     try:
         actors = _actors(ray, workers, (det, speech, opts))
@@ -142,8 +146,6 @@ def ray_scanned(
     finally:
         for a in actors:
             ray.kill(a)
-        if started:
-            ray.shutdown()
 
 
 def _result(ray: ModuleType, ref: Any) -> Any:
