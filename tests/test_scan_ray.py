@@ -6,13 +6,19 @@ RAY_ADDRESS is one line and an untouched --out."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import shared_path
 from deepshield.runs import scan as sc
+from deepshield.runs.decision import calibrate_run
+from test_media_video import write_video
 from test_reliability_inputs import assert_one_error_line, run_in_process
 from test_scan import FRAMES, _rows, _same_scan, case, scanned  # noqa: F401 (fixtures)
+from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
 
 ray = pytest.importorskip("ray", reason="ray not installed: pip install 'deepshield[ray]'")
 
@@ -69,3 +75,20 @@ def test_a_local_scan_resumes_on_ray(request, local_ray, tmp_path) -> None:
     s = sc.scan([src], out, detector=det, opts=opts, workers=1, engine="ray")
     assert (s.resumed, s.scanned) == (4, len(ref["rows"]) - 4)
     _same_scan(out, ref["out"])
+
+
+@pytest.mark.slow  # trains the toy speech run
+def test_speech_detector_scores_audio_on_ray_as_locally(request, local_ray, tmp_path) -> None:
+    import soundfile as sf
+
+    run = tmp_path / "speech"
+    shutil.copytree(request.getfixturevalue("speech_run").path, run)  # a tiny mel_cnn run
+    calibrate_run(run)
+    t = np.arange(10400) / 16000
+    sf.write(tmp_path / "voice.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 16000)
+    files = [tmp_path / "voice.wav", write_video(tmp_path / "talk.mp4", n=20, audio=True)]
+    speech = sc.run_detector(run, torch.device("cpu"), kind="audio")
+    sc.scan(files, tmp_path / "local", detector=None, speech=speech)
+    sc.scan(files, tmp_path / "ray", detector=None, speech=speech, workers=1, engine="ray")
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert all(r["score"] and r["verdict"] != "error" for r in _rows(tmp_path / "ray"))

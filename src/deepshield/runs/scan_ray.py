@@ -25,7 +25,7 @@ import torch
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_write_bytes
 from deepshield.run import RunDir
-from deepshield.runs.scan import Detector, ScanOptions, scan_file
+from deepshield.runs.scan import Detector, ScanOptions, run_detector, scan_file
 
 INSTALL = "pip install 'deepshield[ray]'"
 
@@ -72,13 +72,15 @@ def _on(det: Detector | None, device: torch.device) -> Detector | None:
 
 
 class Replica:
-    """One worker: a replica of the detector(s) scoring files with `scan_file`."""
+    """One worker: a replica of the detector(s) scoring files with `scan_file`; the speech
+    detector is loaded here from its run folder (its waveform front end is not picklable)."""
 
     def __init__(
-        self, det: Detector | None, speech: Detector | None, opts: ScanOptions, gpu: bool
+        self, det: Detector | None, speech_run: str | None, opts: ScanOptions, gpu: bool
     ) -> None:
         device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-        self.det, self.speech, self.opts = _on(det, device), _on(speech, device), opts
+        self.det, self.opts = _on(det, device), opts
+        self.speech = run_detector(speech_run, device, kind="audio") if speech_run else None
         self.out = _Outputs(Path(tempfile.mkdtemp(prefix="deepshield-scan-")))
 
     def scan(self, path: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
@@ -90,16 +92,15 @@ class Replica:
 def _actors(ray: ModuleType, workers: int, args: tuple[Any, ...]) -> list[Any]:
     """`workers` Replica actors (0: one per GPU of the cluster, else one per CPU), each with
     one CPU and an equal share of the GPUs (at most one); `args`: (detector, speech detector,
-    options), the detectors' models moved to the CPU here before they are shipped."""
+    options), the detector's model moved to the CPU here before it is shipped."""
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     n = workers or gpus or max(1, int(res.get("CPU", 1)))
     share = min(1.0, gpus / n) if gpus else 0
     cls = ray.remote(num_cpus=1, num_gpus=share)(Replica)
-    cpu = torch.device("cpu")  # shipped on the CPU: a node without CUDA can load them
-    det, speech, opts = _on(args[0], cpu), _on(args[1], cpu), args[2]
-    refs = ray.put(det), ray.put(speech)  # one copy of the weights in the object store
-    return [cls.remote(refs[0], refs[1], opts, bool(gpus)) for _ in range(n)]
+    det = ray.put(_on(args[0], torch.device("cpu")))  # one copy, loadable without CUDA
+    speech = args[1].source if args[1] is not None else None
+    return [cls.remote(det, speech, args[2], bool(gpus)) for _ in range(n)]
 
 
 def connect() -> None:
