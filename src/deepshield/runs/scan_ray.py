@@ -150,9 +150,15 @@ def ray_scanned(
 
 
 def _result(ray: ModuleType, ref: Any) -> Any:
-    """An actor's answer; RunError when the actor died (the rows so far are kept)."""
+    """An actor's answer; RunError when the actor died (the rows so far are kept). A signal
+    handler's exception (the CLI's Ctrl-C / SIGTERM) raised inside ray.get reaches Python as
+    a SystemError caused by it: that exception is raised again, as itself."""
     try:
         return ray.get(ref)
+    except SystemError as e:
+        if e.__cause__ is None:
+            raise
+        raise e.__cause__ from None
     except ray.exceptions.RayError as e:
         raise RunError(
             f"a Ray scan worker failed ({type(e).__name__}); the rows so far are kept: "
