@@ -30,6 +30,7 @@ from test_sweep import TINY
 
 SCRIPT = Path(sys.executable).parent / "deepshield"
 SUB = "sub"  # the row runs through the installed script
+NO_RAY = "no_ray"  # the row runs in this process as if ray were not installed
 
 # (argv with {run} {user} {png} {yaml} placeholders, words the error line holds, how it runs)
 CLI_ROWS: list[tuple[str, str, str]] = [
@@ -251,6 +252,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("scan {png} --run {run} --workers -1", "'--workers'", ""),
     ("scan {png} --run {run} --detect-every 0", "'--detect-every'", ""),
     ("scan {png} --run {run} --speech-run {run}", "holds a image model", ""),
+    ("scan {png} --run {run} --engine spark", "'spark' is not one of local, ray", ""),
+    ("scan {png} --run {run} --engine ray", "pip install 'deepshield[ray]'", NO_RAY),
     ("calibrate", "Missing argument", ""),
     ("calibrate {user}", "not a deepshield run", ""),
     ("calibrate {run} --operating-point best", "operating-point rule 'best'", ""),
@@ -378,6 +381,8 @@ def test_bad_cli_input_exits_2_with_one_line_and_changes_nothing(
     args = [a.format(**places) for a in argv.split()]
     monkeypatch.chdir(places["cwd"])
     before = tree(places["run"], places["user"], places["cwd"])
+    if how == NO_RAY:  # as without the optional extra: `import ray` fails
+        monkeypatch.setitem(sys.modules, "ray", None)
     if how == SUB:
         code, err = run_script(args, places["cwd"])
     else:

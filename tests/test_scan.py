@@ -7,6 +7,7 @@ script on a single bad file (exit 2, one line)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import random
 import shutil
@@ -480,9 +481,16 @@ def many(case, tmp_path_factory) -> dict[str, Path]:
     return {"src": src, "args": args, "reference": reference}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(many, tmp_path, workers) -> None:
-    args, out = [*many["args"], "--workers", workers], tmp_path / "o"
+NO_RAY = importlib.util.find_spec("ray") is None
+RAY = [pytest.mark.slow, pytest.mark.skipif(NO_RAY, reason="ray not installed (deepshield[ray])")]
+
+
+@pytest.mark.parametrize(
+    ("workers", "engine"), [(0, "local"), (2, "local"), pytest.param(2, "ray", marks=RAY)]
+)
+def test_ctrl_c_exits_130_and_the_script_resumes_the_scan(many, tmp_path, workers, engine):
+    args = [*many["args"], "--workers", workers, "--engine", engine]
+    out = tmp_path / "o"
     proc = _script(*args, "--out", out)
     _wait_rows(proc, out, 2)
     proc.send_signal(signal.SIGINT)

@@ -90,6 +90,13 @@ def scan_cmd(
         help="Processes that decode files and find faces (0: in this process); scoring stays here.",
         min=0,
     ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local, or ray: files scanned by Ray actors (RAY_ADDRESS or a local instance; "
+        "--workers actors, 0: one per GPU, else per CPU). Needs pip install 'deepshield[ray]'.",
+        callback=choice("local", "ray"),
+    ),
     detect_every: int = typer.Option(
         1,
         "--detect-every",
@@ -114,6 +121,10 @@ def scan_cmd(
             "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
+    if engine == "ray":  # no ray, no cluster: one line before any model is loaded
+        from deepshield.runs.scan_ray import connect
+
+        connect()
     dev = resolve_device(device)
     det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
     speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None
@@ -128,6 +139,7 @@ def scan_cmd(
         progress=lambda files: progress.track(files, "scanning", total=len(files)),
         workers=workers,
         force=force,
+        engine=engine,
     )
     if summary.single_error:  # one file asked for, and it failed: one line, exit 2
         raise DataError(summary.single_error)

@@ -10,6 +10,7 @@ the files in it), scan_frames.csv (one row per sampled frame and face), faces/ a
 The folder is a run folder (`deepshield.run`): it owns only the files its manifest lists, and
 the `scan` marker is set after the last artifact. With `workers`, files are decoded, their faces
 found and cropped in worker processes; the main process scores the crops, in file order.
+With `engine="ray"`, Ray actors holding a detector replica run `scan_file` (`scan_ray`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ FRAME_COLUMNS = ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score
 OUTPUTS = ("scan.csv", "scan_frames.csv", "scan.json", "report.html", "faces/", "evidence/")
 COMMAND = "scan"  # the command recorded in the folder's manifest, and its final marker
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
+ENGINES = ("local", "ray")  # where files are scanned: this machine, or Ray actors (scan_ray)
 SCORE_BATCH = 64  # face crops per forward pass
 AUDIO_RATE = 16000  # audio tracks are read at this rate, then resampled to the run's
 
@@ -622,6 +624,21 @@ def extractions(
         _stop(pool)
 
 
+def _scanned(
+    files: list[Path],
+    det: Detector | None,
+    speech: Detector | None,
+    opts: ScanOptions,
+    run: RunDir,
+    workers: int,
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Per file, in order: (row, frame rows), scored here, decoded by `workers` processes."""
+    work = extractions(files, det, opts, workers)
+    with contextlib.closing(work):
+        for f, got in zip(files, work, strict=True):
+            yield scan_file(f, det, speech, opts, run, got)
+
+
 def _result(job: Any) -> Extraction:
     """A worker's Extraction; RunError when the worker process died (the scan so far is kept)."""
     from concurrent.futures.process import BrokenProcessPool
@@ -672,9 +689,13 @@ def scan(
     progress: Callable[[list[Path]], Any] | None = None,
     workers: int = 0,
     force: bool = False,
+    engine: str = "local",
 ) -> ScanSummary:
     """Scan files and folders into the run folder `out`; files already in its scan.csv are
-    skipped (resume). `force` replaces a scan made with other settings (only its own files)."""
+    skipped (resume). `force` replaces a scan made with other settings (only its own files).
+    `engine` "ray": the files are scanned by `workers` Ray actors (`scan_ray`), same outputs."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
     files, skipped = list_files(paths)
     single = len(paths) == 1 and len(files) == 1 and not Path(paths[0]).is_dir()
@@ -688,6 +709,10 @@ def scan(
         "shard": list(shard) if shard else None,
         "limit": limit,
     }
+    if engine == "ray":
+        from deepshield.runs.scan_ray import connect
+
+        connect()  # before the folder is touched: no ray, no cluster -> nothing written
     run, complete = open_run(out, COMMAND, _config(settings), force=force)
     run.claim(*OUTPUTS)
     done = resume_state(run)
@@ -697,10 +722,16 @@ def scan(
     if todo or not complete:
         run.set_done(COMMAND, False)  # cleared before any artifact changes
         write_json(run.output("scan.json"), {"settings": settings, "status": "running"})
-        work = extractions(todo, detector, opts, workers)
+        if engine == "ray":
+            from deepshield.runs.scan_ray import ray_scanned
+
+            work = ray_scanned(todo, detector, speech, opts, run, workers)
+        else:
+            work = _scanned(todo, detector, speech, opts, run, workers)
         with contextlib.closing(work):
-            for f, got in zip(progress(todo) if progress else todo, work, strict=True):
-                row, frame_rows = scan_file(f, detector, speech, opts, run, got)
+            for _, (row, frame_rows) in zip(
+                progress(todo) if progress else todo, work, strict=True
+            ):
                 append_rows(run.output("scan_frames.csv"), FRAME_COLUMNS, frame_rows)
                 append_rows(run.output("scan.csv"), SCAN_COLUMNS, [row])  # last: it counts
                 rows.append(row)
@@ -711,7 +742,15 @@ def scan(
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     summary = ScanSummary(run.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu)
     if todo or not complete:
-        _finish(run, settings, counts, skipped, summary, all_rows, workers)
+        _finish(
+            run,
+            settings,
+            counts,
+            skipped,
+            summary,
+            all_rows,
+            {"workers": workers, "engine": engine},
+        )
     if single:
         only = next((r for r in all_rows if r["path"] == str(files[0])), None) if files else None
         if only is not None and only["verdict"] == "error":
@@ -726,12 +765,12 @@ def _finish(
     skipped: list[str],
     summary: ScanSummary,
     rows: list[dict[str, str]],
-    workers: int,
+    how: dict[str, Any],
 ) -> None:
-    """scan.json and report.html from every row, then the final marker."""
+    """scan.json and report.html from every row, then the final marker; `how`: workers, engine."""
     from deepshield.runs.scan_report import write_report
 
-    this_call = {"scanned": summary.scanned, "resumed": summary.resumed, "workers": workers}
+    this_call = {"scanned": summary.scanned, "resumed": summary.resumed} | how
     write_json(
         run.output("scan.json"),
         {

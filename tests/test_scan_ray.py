@@ -1,0 +1,94 @@
+"""`deepshield scan --engine ray` on a local Ray instance (2 CPUs): the folder of test_scan
+(photos, a face video, faceless and bad files) scanned by Ray actors gives the local engine's
+rows, frame rows, thumbnails and overlays; a scan begun locally resumes on Ray; no cluster at
+RAY_ADDRESS is one line and an untouched --out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from deepshield.runs import scan as sc
+from deepshield.runs.decision import calibrate_run
+from test_media_video import write_video
+from test_reliability_inputs import assert_one_error_line, run_in_process
+from test_scan import FRAMES, _rows, _same_scan, case, scanned  # noqa: F401 (fixtures)
+from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
+
+ray = pytest.importorskip("ray", reason="ray not installed: pip install 'deepshield[ray]'")
+
+
+def test_no_cluster_at_ray_address_is_one_line_and_writes_nothing(
+    request, monkeypatch, capsys, tmp_path
+) -> None:
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already connected in this process")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # auto: a running cluster on this machine (none)
+    png = request.getfixturevalue("case")["src"] / "face.png"
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    argv = ["scan", str(png), "--model", "meso4", "--weights", str(weights)]
+    argv += ["--engine", "ray", "--out", str(tmp_path / "s")]
+    code, err = run_in_process(argv, monkeypatch, capsys)
+    assert code == 2
+    assert_one_error_line(err, "RAY_ADDRESS: no Ray cluster reached")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs for this module."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_engine_writes_the_local_engines_scan(request, local_ray, tmp_path) -> None:
+    src, ref = request.getfixturevalue("case")["src"], request.getfixturevalue("scanned")
+    opts = sc.ScanOptions(frames=FRAMES)
+    out = tmp_path / "r"
+    s = sc.scan([src], out, detector=ref["det"], opts=opts, workers=2, engine="ray")
+    assert s.scanned == len(ref["rows"])
+    _same_scan(out, ref["out"])
+    doc = json.loads((out / "scan.json").read_text())
+    assert doc["this_call"] | {"wall_s": 0, "cpu_s": 0} == {
+        "scanned": s.scanned,
+        "resumed": 0,
+        "workers": 2,
+        "engine": "ray",
+        "wall_s": 0,
+        "cpu_s": 0,
+    }
+
+
+@pytest.mark.slow  # a second Ray scan of the folder
+def test_a_local_scan_resumes_on_ray(request, local_ray, tmp_path) -> None:
+    src, ref = request.getfixturevalue("case")["src"], request.getfixturevalue("scanned")
+    opts = sc.ScanOptions(frames=FRAMES)
+    out, det = tmp_path / "r", ref["det"]
+    sc.scan([src], out, detector=det, opts=opts, limit=4)
+    assert len(_rows(out)) == 4
+    s = sc.scan([src], out, detector=det, opts=opts, workers=1, engine="ray")
+    assert (s.resumed, s.scanned) == (4, len(ref["rows"]) - 4)
+    _same_scan(out, ref["out"])
+
+
+@pytest.mark.slow  # trains the toy speech run
+def test_speech_detector_scores_audio_on_ray_as_locally(request, local_ray, tmp_path) -> None:
+    import soundfile as sf
+
+    run = tmp_path / "speech"
+    shutil.copytree(request.getfixturevalue("speech_run").path, run)  # a tiny mel_cnn run
+    calibrate_run(run)
+    t = np.arange(10400) / 16000
+    sf.write(tmp_path / "voice.wav", (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 16000)
+    files = [tmp_path / "voice.wav", write_video(tmp_path / "talk.mp4", n=20, audio=True)]
+    speech = sc.run_detector(run, torch.device("cpu"), kind="audio")
+    sc.scan(files, tmp_path / "local", detector=None, speech=speech)
+    sc.scan(files, tmp_path / "ray", detector=None, speech=speech, workers=1, engine="ray")
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert all(r["score"] and r["verdict"] != "error" for r in _rows(tmp_path / "ray"))
