@@ -347,3 +347,36 @@ def test_bad_input_fails_in_one_line(plain, tmp_path, monkeypatch, capsys, args,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and match in err and "\n" not in err
     assert run.file("audit.json").read_bytes() == before
+
+
+def test_the_explanations_item_reuses_the_audits_data_and_model(tmp_path_factory, monkeypatch):
+    """The audit loads the dataset and the model once; its Grad-CAM step loads neither again and
+    gives the maps a fresh load gives."""
+    from deepshield import data
+    from deepshield.audit.run import Audit
+
+    run = RunDir(tmp_path_factory.mktemp("audit") / "once")
+    shutil.copytree(trained_tiny_run(tmp_path_factory).path, run.path)
+    audit = Audit(run.path, budget=QUICK_LITE)
+    loads = {"data": 0, "model": 0}  # counted from here: the item, not the audit's setup
+    real_load, real_model = data.load, RunDir.load_model
+
+    def counted_load(*a, **k):
+        loads["data"] += 1
+        return real_load(*a, **k)
+
+    def counted_model(self, *a, **k):
+        loads["model"] += 1
+        return real_model(self, *a, **k)
+
+    monkeypatch.setattr(data, "load", counted_load)
+    monkeypatch.setattr(RunDir, "load_model", counted_model)
+    item = audit.explanations()
+    assert loads == {"data": 0, "model": 0}
+    monkeypatch.undo()
+    from deepshield.runs.explain import explain_run
+
+    b = audit.budget
+    fresh = explain_run(run.path, "grad_cam", n=b.grid_fakes, max_samples=b.explain_samples,
+                        sanity_samples=b.sanity_samples, sanity_repeats=b.sanity_repeats)  # fmt: skip
+    assert item["sanity"]["spearman_mean"] == fresh["sanity"]["spearman_mean"]

@@ -390,6 +390,8 @@ class Audit:
             sanity_repeats=b.sanity_repeats,
             seed=self.seed,
             device=self.device,
+            splits=self.data.splits,  # loaded once with the run (the same dataset and options)
+            model=self.model,
         )
         grid, info = self._evasion_grid()
         san = summary["sanity"]

@@ -28,7 +28,7 @@ from deepshield import data
 from deepshield.attacks.checks import check_count
 from deepshield.attacks.sweep import AttackSpec, SweepResult, transfer_sweep
 from deepshield.config import TrainConfig
-from deepshield.data.splits import stratified_subset
+from deepshield.data.splits import Splits, stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_write_bytes
 from deepshield.report.html import figure, table
@@ -54,6 +54,7 @@ class AttackData:
     split: str
     subset: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # the dataset options used
+    splits: Splits | None = field(default=None, repr=False, compare=False)  # loaded from
 
 
 def run_config(run: RunDir) -> TrainConfig:
@@ -90,7 +91,7 @@ def load_attack_data(
         splits.split(split), n, seed=cfg.seed if seed is None else seed, classes=splits.classes
     )
     x, y = drawn.data.tensors()
-    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs)
+    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs, splits)
 
 
 def sweep_name(

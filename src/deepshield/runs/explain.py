@@ -82,9 +82,12 @@ def explain_run(
     seed: int = 0,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
+    splits: Splits | None = None,
+    model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Explain run `run`'s best model on `split` of its dataset (or `dataset`); return the summary
-    also written to explain_<tag>.json.
+    also written to explain_<tag>.json. `splits` and `model`: that dataset (with these options)
+    and the run's best model, when the caller has them loaded already (the audit).
 
     Writes plots/explain_<tag>_<outcome>.png (up to `n` image / map pairs for each of real and
     fake, correctly and wrongly detected; each map explains the predicted class),
@@ -101,9 +104,11 @@ def explain_run(
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     method = method_name(method)
     _check_options(split, n, max_samples, sanity_samples, sanity_repeats, batch_size)
-    splits, spec, options = _load_splits(run, dataset, data_kwargs)
+    spec, options = _data_of(run, dataset, data_kwargs)
+    if splits is None:
+        splits = _load_splits(run, spec, options)
     device = torch.device(device)
-    model = run.load_model("best").to(device)
+    model = run.load_model("best").to(device) if model is None else model
     fn = _method(model, method, layer, splits.modality)
     ds = splits.split(split)
     if len(ds) == 0:
@@ -170,18 +175,23 @@ def _check_options(
         raise ConfigError(f"--max-samples={max_samples}: use at least 2 (one per class)")
 
 
-def _load_splits(
+def _data_of(
     run: RunDir, dataset: str | None, data_kwargs: dict[str, Any] | None
-) -> tuple[Splits, str, dict[str, Any]]:
-    """(splits, spec, options): the run's dataset with its config's options updated by
-    `data_kwargs`, or `dataset` with `data_kwargs` only; split by the run's seed."""
-    from deepshield import data
+) -> tuple[str, dict[str, Any]]:
+    """(spec, options): the run's dataset with its config's options updated by `data_kwargs`, or
+    `dataset` with `data_kwargs` only."""
     from deepshield.config import TrainConfig
 
     cfg = run.read_config(TrainConfig)
-    spec = dataset or cfg.dataset
-    options = data_options(cfg.data_kwargs, dataset, data_kwargs)
-    return data.load(spec, seed=cfg.seed, **options), spec, options
+    return dataset or cfg.dataset, data_options(cfg.data_kwargs, dataset, data_kwargs)
+
+
+def _load_splits(run: RunDir, spec: str, options: dict[str, Any]) -> Splits:
+    """The dataset `spec` with `options`, split by the run's seed."""
+    from deepshield import data
+    from deepshield.config import TrainConfig
+
+    return data.load(spec, seed=run.read_config(TrainConfig).seed, **options)
 
 
 def _method(model: nn.Module, method: str, layer: str | None, modality: str) -> Method:
