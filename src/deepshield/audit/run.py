@@ -448,9 +448,14 @@ class Audit:
             (
                 "everyday",
                 lambda: run_grid(
-                    self.run, "quick", n=self.budget.n, seed=self.seed, device=str(self.device),
-                    dataset=self.dataset, data_kwargs=self.data_kwargs,
-                ),  # fmt: skip
+                    self.run,
+                    "quick",
+                    n=self.budget.n,
+                    seed=self.seed,
+                    device=str(self.device),
+                    dataset=self.dataset,
+                    data_kwargs=self.data_kwargs,
+                ),
             ),
         ]
 
