@@ -113,3 +113,16 @@ def test_cosine_schedule_sets_each_epochs_rate_and_resumes(tmp_path):
     resumed = Trainer(toy_model(), cfg(epochs=3, scheduler="cosine"), run)
     resumed.fit(toy_splits())
     assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+
+
+def test_an_empty_train_or_val_split_is_one_line_not_a_sampler_traceback(tmp_path):
+    """A dataset whose options leave no training samples (e.g. video-folder split=test, the whole
+    folder as test data) is refused naming the empty split, before any folder is written."""
+    from deepshield.errors import DataError
+
+    full = toy_splits()
+    none = full.train.subset(torch.tensor([], dtype=torch.long))
+    for empty in ("train", "val"):
+        parts = {"train": full.train, "val": full.val, "test": full.test, empty: none}
+        with pytest.raises(DataError, match=f"the {empty} split is empty"):
+            Trainer(toy_model(), cfg(), RunDir.create(tmp_path / empty)).fit(Splits("toy", **parts))

@@ -24,7 +24,7 @@ from deepshield.train import distributed
 from deepshield.train.augment import check_augment
 from deepshield.train.objectives import CrossEntropy, Objective, balanced_class_weights
 from deepshield.train.siamese import BalancedPairSampler, SiameseObjective
-from deepshield.train.trainer import Trainer
+from deepshield.train.trainer import Trainer, check_trainable
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -78,6 +78,7 @@ def run_training(
     seed_all(cfg.seed)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
+    check_trainable(splits)  # before the folder is written
     check_augment(cfg.augment, splits.train.x.shape[1:])
     device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)

@@ -25,7 +25,7 @@ from torch import nn
 
 from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, TensorSet
-from deepshield.errors import ConfigError, RunError, TrainingError
+from deepshield.errors import ConfigError, DataError, RunError, TrainingError
 from deepshield.files import atomic_write_bytes
 from deepshield.precision import autocast, grad_scaler
 from deepshield.predict import loader
@@ -52,6 +52,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The bare module under a DistributedDataParallel (or DataParallel) wrapper."""
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     return model.module if isinstance(model, wrappers) else model
+
+
+def check_trainable(splits: Splits) -> None:
+    """DataError when the train or validation split is empty (nothing to train or select on)."""
+    empty = [s for s in ("train", "val") if len(splits.split(s)) == 0]
+    if empty:
+        sizes = ", ".join(f"{s} {len(splits.split(s))}" for s in ("train", "val", "test"))
+        raise DataError(
+            f"{splits.name}: the {' and '.join(empty)} split is empty ({sizes}); training needs "
+            "both: use dataset options that keep samples for training (e.g. no split=test)"
+        )
 
 
 class Trainer:
@@ -182,6 +193,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, splits: Splits) -> dict[str, Any]:
         """Train for cfg.epochs (resuming from the run's last checkpoint); return the history."""
+        check_trainable(splits)
         if self.run is not None:
             self._resume()
         for epoch in range(self.start_epoch, self.cfg.epochs + 1):
