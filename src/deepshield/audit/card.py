@@ -179,9 +179,10 @@ def _calibration(items: Mapping[str, Any], reference: Mapping[str, float]) -> di
     ece = d["ece_calibrated"]
     status = "pass" if ece <= ECE_PASS else "warn" if ece <= ECE_WARN else "fail"
     run_point = next(r for r in d["operating_points"] if r["point"] == "run")
+    where = f"the run's {d['rule']} threshold" if d["calibrated"] else "the default threshold"
     summary = (
         f"ECE {_num(d['ece_raw'])} raw -> {_num(ece)} calibrated, Brier {_num(d['brier_raw'])} "
-        f"-> {_num(d['brier_calibrated'])}; at the run's {d['rule']} threshold "
+        f"-> {_num(d['brier_calibrated'])}; at {where} "
         f"{_threshold(run_point['threshold'])}: fakes passed {_num(run_point['fnr'])}, reals "
         f"flagged {_num(run_point['fpr'])}"
     )

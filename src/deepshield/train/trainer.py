@@ -60,7 +60,8 @@ def check_trainable(splits: Splits) -> None:
     if empty:
         sizes = ", ".join(f"{s} {len(splits.split(s))}" for s in ("train", "val", "test"))
         raise DataError(
-            f"{splits.name}: the {' and '.join(empty)} split is empty ({sizes}); training needs "
+            f"{splits.name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
+            f"empty ({sizes}); training needs "
             "both: use dataset options that keep samples for training (e.g. no split=test)"
         )
 
