@@ -17,7 +17,7 @@ from deepshield.metrics import (
     rates_at,
     tpr_at_fpr,
 )
-from deepshield.metrics.decision import min_cost_point
+from deepshield.metrics.decision import min_cost_point, verdict
 
 
 def _data(seed: int, n: int = 400, decimals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +97,25 @@ def test_single_class_and_mismatched_lengths_are_refused() -> None:
         tpr_at_fpr([0, 1], [0.2, 0.3], -0.1)
     with pytest.raises(InputError, match="min_tpr=95"):
         fpr_at_tpr([0, 1], [0.2, 0.3], 95)
+
+
+@pytest.mark.parametrize(
+    ("p", "threshold", "band", "expected"),
+    [
+        (0.55, 0.5, 0.05, "fake"),  # the band's upper edge belongs to "fake"
+        (0.5499, 0.5, 0.05, "unsure"),
+        (0.45, 0.5, 0.05, "unsure"),  # the lower edge is still unsure
+        (0.4499, 0.5, 0.05, "real"),
+        (0.5, 0.5, 0.0, "fake"),  # no band: the bare threshold, fake at >= t
+        (0.4999, 0.5, 0.0, "real"),
+        (1.0, float("inf"), 0.05, "real"),  # an infinite threshold flags nothing
+    ],
+)
+def test_verdict_is_fake_at_or_above_t_plus_band_real_below_t_minus_band(
+    p, threshold, band, expected
+):
+    shown, why = verdict(p, threshold, band)
+    assert shown == expected
+    assert (why is None) == (expected != "unsure")
+    if why:
+        assert f"{p:.3f}" in why and f"{threshold - band:.3f}" in why

@@ -233,6 +233,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {run} --frames 0", "'--frames'", ""),
     ("serve {run} --max-seconds 0", "'--max-seconds'", ""),
     ("serve {run} --max-seconds abc", "'--max-seconds'", ""),
+    ("serve {run} --unsure 0.5", "'--unsure'", ""),
+    ("serve {run} --unsure -0.1", "'--unsure'", ""),
     ("serve {run} --host 0.0.0.0", "pass --token TOKEN", SUB),
     ("serve {user}/absent", "absent", ""),
     ("serve {user}", "not a deepshield run", ""),

@@ -547,3 +547,33 @@ def test_faces_none_scores_the_whole_image_and_draws_on_it(case, scanned, tmp_pa
     assert row["score_raw"] == pytest.approx(raw, abs=1e-6)
     (overlay,) = (tmp_path / "o" / "evidence").glob("*.jpg")
     assert Image.open(overlay).size == (128, 128)
+
+
+def test_scan_and_the_service_give_the_same_verdict_by_one_rule(case, scanned, tmp_path) -> None:
+    """The same photo through `scan --faces none` and /v1/scan at the same decision: the same
+    P(fake) and verdict, with the decision's threshold placed above, on and below the score."""
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from deepshield.service import create_app
+
+    face = case["src"] / "face.png"
+    d = load_decision(case["run"])
+    p = sc.scan([face], tmp_path / "p", detector=scanned["det"], opts=sc.ScanOptions(faces="none"))
+    p = float(p.rows[0]["score"])
+    for i, (t, expected) in enumerate(((p + 0.2, "real"), (p + 0.01, "unsure"), (p - 0.2, "fake"))):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(case["run"], run)
+        RunDir(run).write_json("decision.json", replace(d, threshold=t).to_dict())
+        det = sc.run_detector(run, torch.device("cpu"))
+        opts = sc.ScanOptions(faces="none")
+        row = sc.scan([face], tmp_path / f"o{i}", detector=det, opts=opts).rows[0]
+        app = create_app(run, decision=load_decision(run))
+        client = TestClient(app, base_url="http://127.0.0.1")
+        files = {"file": ("face.png", face.read_bytes(), "image/png")}
+        r = client.post("/v1/scan", files=files)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["p_fake"] == pytest.approx(float(row["score"]), abs=1e-6)
+        assert row["verdict"] == body["label"] == expected, (t, p, row, body)

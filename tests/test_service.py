@@ -116,7 +116,7 @@ def test_scan_equals_the_library_prediction_on_the_resized_pixels(
     body = r.json()
     assert 0.0 <= body["p_fake"] <= 1.0
     assert body["p_fake"] == pytest.approx(library_p_fake(run_dir, data), abs=1e-6)
-    assert body["label"] == ("fake" if body["p_fake"] >= 0.5 else "real")
+    assert body["label"] == banded(body["p_fake"], 0.5)
     assert (body["model"], body["threshold"], body["run"]) == ("simplenet", 0.5, run_dir.name)
     assert body["calibrated"] is False and body["p_fake_raw"] == body["p_fake"]
     assert "gradcam_png" not in body
@@ -159,14 +159,14 @@ def test_application_octet_stream_is_accepted_by_its_bytes(client, run_dir):
 def test_explain_returns_the_grad_cam_overlay_as_png_of_the_upload(client, run_dir):
     im = photo(90, 70)
     body = scan(client, encode(im, "PNG"), explain="true").json()
-    assert body["gradcam_class"] == body["label"]
+    assert body["gradcam_class"] == ("fake" if body["p_fake"] >= body["threshold"] else "real")
     png = Image.open(io.BytesIO(base64.b64decode(body["gradcam_png"])))
     assert png.format == "PNG" and png.size == (90, 70) and png.mode == "RGB"
     # the same overlay, computed from the library's Grad-CAM of the verdict's class
     model = RunDir.open(run_dir).load_model()
     small = im.resize((SIZE, SIZE), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(small)).permute(2, 0, 1)[None].float() / 255
-    cam = grad_cam(model, x, int(body["label"] == "fake"))[0]
+    cam = grad_cam(model, x, int(body["gradcam_class"] == "fake"))[0]
     shown = torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255
     expected = overlay(shown, cam, alpha=0.45, as_uint8=True)
     assert np.abs(np.asarray(png).astype(int) - expected.astype(int)).max() <= 1
@@ -216,9 +216,43 @@ def test_threshold_default_number_and_the_runs_eer(run_dir):
         c = local(create_app(run_dir, threshold=threshold))
         body = scan(c, data).json()
         assert body["threshold"] == expected
-        assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
-    assert scan(local(create_app(run_dir, threshold=0.0)), data).json()["label"] == "fake"
-    assert scan(local(create_app(run_dir, threshold=1.0)), data).json()["label"] == "real"
+        assert body["label"] == banded(body["p_fake"], expected)
+    assert (
+        scan(local(create_app(run_dir, threshold=0.0, unsure=0.0)), data).json()["label"] == "fake"
+    )
+    assert (
+        scan(local(create_app(run_dir, threshold=1.0, unsure=0.0)), data).json()["label"] == "real"
+    )
+
+
+def test_a_score_inside_the_band_around_the_threshold_is_unsure_with_the_reason(run_dir):
+    """The one verdict rule (as `deepshield scan`): fake at >= t + band, real below t - band,
+    unsure between, with the band named; --unsure 0 is the bare threshold."""
+    data = encode(photo(), "PNG")
+    p = scan(local(create_app(run_dir)), data).json()["p_fake"]
+    for t, band, expected in (
+        (p, 0.05, "unsure"),
+        (max(0.0, p - 0.049), 0.05, "unsure"),
+        (min(1.0, p + 0.04), 0.05, "unsure"),
+        (max(0.0, p - 0.06), 0.05, "fake"),
+        (p, 0.0, "fake"),
+        (p + 0.2, 0.1, "real"),
+    ):
+        c = local(create_app(run_dir, threshold=min(1.0, t), unsure=band))
+        body = scan(c, data).json()
+        assert body["label"] == expected, (t, band, body)
+        assert body["unsure_band"] == pytest.approx([max(0, min(1, t) - band), min(1, t + band)])
+        assert (body["unsure_reason"] is None) == (expected != "unsure")
+        if expected == "unsure":
+            assert "unsure band" in body["unsure_reason"] and f"{p:.3f}" in body["unsure_reason"]
+        assert c.get("/healthz").json()["unsure_band"] == body["unsure_band"]
+    with pytest.raises(ConfigError, match="unsure band"):
+        create_app(run_dir, unsure=0.5)
+
+
+def banded(p: float, t: float, band: float = 0.05) -> str:
+    """The verdict rule written out: fake at or above t + band, real below t - band."""
+    return "fake" if p >= t + band else "real" if p < t - band else "unsure"
 
 
 PLATT = (3.0, -2.0)  # the calibrator of `calibrated_copy`: P = sigmoid(3 raw - 2), threshold 0.3
@@ -250,7 +284,7 @@ def test_a_run_with_a_decision_serves_its_calibrated_p_fake_at_its_threshold(tmp
         assert body["p_fake_raw"] == pytest.approx(raw, abs=1e-6)
         assert body["p_fake"] == pytest.approx(sigmoid(a * raw + b), abs=1e-6)
         assert body["calibrated"] is True and body["threshold"] == pytest.approx(expected)
-        assert body["label"] == ("fake" if body["p_fake"] >= expected else "real")
+        assert body["label"] == banded(body["p_fake"], expected)
         assert c.get("/healthz").json()["calibrated"] is True
     health = local(create_app(run_dir)).get("/healthz").json()
     assert health["calibrated"] is False and health["calibration"].startswith("uncalibrated")

@@ -23,6 +23,13 @@ def serve_cmd(
         "--threshold",
         help="P(fake) threshold in [0,1], or 'eer' (the run's) [decision.json's, else 0.5].",
     ),
+    unsure: float = typer.Option(
+        None,
+        "--unsure",
+        help="Half-width of the 'unsure' band around the threshold [decision.json's, else 0.05].",
+        min=0.0,
+        max=0.49,
+    ),
     size: int = typer.Option(
         None, "--size", help="Image side (or clip samples) to feed the model [the run's].", **COUNT
     ),
@@ -80,6 +87,7 @@ def serve_cmd(
         run_dir,
         max_bytes=int(max_mb * 1024 * 1024),
         threshold=threshold,
+        unsure=unsure,
         device=resolve_device(device),
         input_size=size,
         allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
@@ -89,10 +97,11 @@ def serve_cmd(
         media_rules=MediaRules(frames=frames).with_max_seconds(max_seconds),
     )
     info = service.state.scanner.describe()
+    lo, hi = info["unsure_band"]
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
         f"serving {info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
-        f"{info['threshold_source']}) at http://{shown}:{port}/"
+        f"{info['threshold_source']}; unsure in [{lo:.4g}, {hi:.4g})) at http://{shown}:{port}/"
     )
     if not info["calibrated"]:
         typer.echo(f"note: {info['calibration']}")

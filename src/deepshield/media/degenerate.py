@@ -46,7 +46,8 @@ def degenerate_reason(record: AudioRecord) -> str | None:
     return None
 
 
-def verdict(label: str, record: AudioRecord | None) -> tuple[str, str | None]:
-    """(the verdict shown, the reason): "unsure" and why for a degenerate clip, else `label`."""
+def verdict(decided: tuple[str, str | None], record: AudioRecord | None) -> tuple[str, str | None]:
+    """(the verdict shown, why unsure): "unsure" and why for a degenerate clip, else `decided`,
+    the (verdict, reason) of the score (`deepshield.metrics.verdict`)."""
     reason = degenerate_reason(record) if record is not None else None
-    return ("unsure", reason) if reason else (label, None)
+    return ("unsure", reason) if reason else decided

@@ -30,12 +30,14 @@ from deepshield.metrics.classification import (
 )
 from deepshield.metrics.curves import auc, det, roc
 from deepshield.metrics.decision import (
+    UNSURE_BAND,
     OperatingPoint,
     average_precision,
     fpr_at_tpr,
     operating_threshold,
     rates_at,
     tpr_at_fpr,
+    verdict,
 )
 from deepshield.metrics.detector import detector_metrics
 from deepshield.metrics.eer import eer
@@ -53,6 +55,7 @@ from deepshield.metrics.video import video_metrics
 
 __all__ = [
     "COLLAPSE_SHARE",
+    "UNSURE_BAND",
     "AsvErrorRates",
     "Calibrator",
     "CostModel",
@@ -89,6 +92,7 @@ __all__ = [
     "roc",
     "score_summary",
     "tpr_at_fpr",
+    "verdict",
     "video_metrics",
     "write_pfake_scores",
     "write_scores",

@@ -98,6 +98,21 @@ def min_cost_point(y_true: Any, scores: Any, costs: DcfCosts = ASVSPOOF5_DCF) ->
     return OperatingPoint(float(thresholds[i]), float(fpr[i]), float(tpr[i]))
 
 
+UNSURE_BAND = 0.05  # default half-width, in calibrated P(fake), of the band around a threshold
+
+
+def verdict(p: float, threshold: float, band: float = UNSURE_BAND) -> tuple[str, str | None]:
+    """(verdict, why unsure) of one P(fake) in [0, 1]: "fake" when p >= threshold + band, "real"
+    when p < threshold - band, else "unsure" with the band named. The one verdict rule of every
+    command (scan, evaluate's per-file scores, the service)."""
+    if p >= threshold + band:
+        return "fake", None
+    if p < threshold - band:
+        return "real", None
+    lo, hi = max(0.0, threshold - band), min(1.0, threshold + band)
+    return "unsure", f"P(fake) {p:.3f} inside the unsure band [{lo:.3f}, {hi:.3f}) of the threshold"
+
+
 MIN_PER_CLASS = 20  # fewer samples of a class than this: a threshold fitted on them is rough
 
 

@@ -128,8 +128,9 @@ FILE_COLUMNS = [
 
 def file_verdicts(ds: TensorSet, raw: np.ndarray, decision: Any) -> list[dict[str, Any]]:
     """Per clip of `ds` (raw P(fake) [N]): the calibrated p_fake, the verdict the scan service
-    gives (fake when p_fake >= the decision's threshold, else real; "unsure" with the reason for a
-    degenerate clip, `media.degenerate`) and the reader's record (meta["audio"], when present)."""
+    and `deepshield scan` give (the decision's rule: fake / real, "unsure" inside the band around
+    the threshold or for a degenerate clip, `media.degenerate`, with the reason) and the reader's
+    record (meta["audio"], when present)."""
     from deepshield.media.audio import records
     from deepshield.media.degenerate import verdict
 
@@ -137,7 +138,7 @@ def file_verdicts(ds: TensorSet, raw: np.ndarray, decision: Any) -> list[dict[st
     recs = list(records(ds.meta["audio"])) if "audio" in ds.meta else [None] * len(ds)
     rows = []
     for name, label, pf, pr, rec in zip(ds.names, ds.y.tolist(), p, raw, recs, strict=True):
-        shown, reason = verdict("fake" if pf >= decision.threshold else "real", rec)
+        shown, reason = verdict(decision.explained_verdict(float(pf)), rec)
         row = {"file": name, "label": label, "p_fake": float(pf), "p_fake_raw": float(pr)}
         row.update(verdict=shown, unsure_reason=reason)
         if rec is not None:

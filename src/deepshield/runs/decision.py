@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from deepshield.errors import ConfigError, RunError
-from deepshield.metrics import Calibrator, operating_threshold
+from deepshield.metrics import UNSURE_BAND, Calibrator, operating_threshold, verdict
 from deepshield.metrics.decision import few_per_class
 from deepshield.run import RunDir
 
 DECISION_FILE = "decision.json"
-UNSURE_BAND = 0.05  # half-width, in calibrated P(fake), of the "unsure" band around the threshold
 UNCALIBRATED_NOTE = "uncalibrated: raw P(fake) of the model, threshold 0.5 ({})"
 
 
@@ -58,13 +57,11 @@ class Decision:
 
     def verdict(self, p: float | None) -> str | None:
         """'fake' / 'real' / 'unsure' for a calibrated P(fake); None for no score."""
-        if p is None:
-            return None
-        if p >= self.threshold + self.band:
-            return "fake"
-        if p < self.threshold - self.band:
-            return "real"
-        return "unsure"
+        return None if p is None else self.explained_verdict(p)[0]
+
+    def explained_verdict(self, p: float) -> tuple[str, str | None]:
+        """(verdict, why unsure) for a calibrated P(fake): `metrics.verdict` at this decision."""
+        return verdict(p, self.threshold, self.band)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; an infinite threshold (flag nothing) is written as the string 'inf'."""

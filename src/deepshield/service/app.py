@@ -82,13 +82,16 @@ def create_app(
     decode_wait_s: float = DECODE_WAIT_S,
     decision: Any = None,
     media_rules: MediaRules | None = None,
+    unsure: float | None = None,
 ) -> FastAPI:
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
     decision: the run's `deepshield.runs.decision.Decision` (`load_decision(run_dir)`; None:
     uncalibrated). threshold: None (the decision's, else 0.5), a number in [0, 1], or "eer" (the
-    run's test EER threshold); a scan is called fake when p_fake >= threshold, p_fake being the
-    P(fake) calibrated by the decision when it has a calibrator. input_size: the image size (N or (H, W)) or clip
+    run's test EER threshold); a scan is called fake when p_fake >= threshold + unsure, real
+    below threshold - unsure, else unsure (unsure: the band's half-width, None: the decision's,
+    else 0.05), p_fake being the P(fake) calibrated by the decision when it has a calibrator.
+    input_size: the image size (N or (H, W)) or clip
     length to feed the model, when the run's own (see `deepshield.service.scanner`) is not wanted.
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
     allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page
@@ -97,7 +100,12 @@ def create_app(
     of video and audio uploads (`MediaRules` defaults).
     """
     scanner = Scanner(
-        str(run_dir), threshold=threshold, device=device, input_size=input_size, decision=decision
+        str(run_dir),
+        threshold=threshold,
+        device=device,
+        input_size=input_size,
+        decision=decision,
+        unsure=unsure,
     )
     page = resources.files("deepshield.service").joinpath("page.html").read_text("utf-8")
     app = FastAPI(

@@ -123,15 +123,17 @@ def scan_video(
     except DataError as e:
         raise _answer(up, path, e, limits) from e
     agg, agg_raw = media.video_score(frame_p), media.video_score(frame_raw)
-    label = "no_face" if agg.score is None else scanner.label(agg.score)
+    label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
     out = {
         "kind": "video",
         "p_fake": agg.score,
         "p_fake_raw": agg_raw.score,
         "calibrated": scanner.calibrated,
         "label": label,
+        "unsure_reason": why,
         "reason": agg.reason,
         "threshold": scanner.threshold,
+        "unsure_band": scanner.unsure_band,
         "threshold_warning": scanner.threshold_warning,
         "model": scanner.name,
         "run": scanner.run.path.name,

@@ -14,9 +14,11 @@ registry `input_size`).
 Probability and threshold: given the run's decision (decision.json, written by `deepshield train`
 or `deepshield calibrate`, loaded by the caller: the run layer sits above the service) p_fake is
 the calibrated P(fake) and p_fake_raw the model's own; without one p_fake is the raw P(fake) and
-the scan says "uncalibrated". A scan is called fake when
-p_fake >= threshold: the decision's threshold (0.5 without one) unless the caller passes a number
-(on p_fake), or "eer" for the EER threshold of the run's test evaluation (metrics.json
+the scan says "uncalibrated". The verdict is the one rule of `deepshield scan` and `evaluate`
+(`deepshield.metrics.verdict`): fake when p_fake >= threshold + band, real when p_fake <
+threshold - band, else "unsure" with the reason; the band is the decision's (0.05 without one)
+and the threshold the decision's (0.5 without one) unless the caller passes a number (on
+p_fake), or "eer" for the EER threshold of the run's test evaluation (metrics.json
 test.eer_threshold, on raw scores; passed through the calibrator when there is one).
 """
 
@@ -33,6 +35,7 @@ import torch
 from PIL import Image
 
 from deepshield.errors import ConfigError, InputError, RunError
+from deepshield.metrics import UNSURE_BAND, verdict
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
 
@@ -57,8 +60,10 @@ class Scanner:
         device: str | torch.device = "cpu",
         input_size: int | tuple[int, int] | None = None,
         decision: Any = None,
+        unsure: float | None = None,
     ) -> None:
-        """decision: the run's `deepshield.runs.decision.Decision` (None: uncalibrated)."""
+        """decision: the run's `deepshield.runs.decision.Decision` (None: uncalibrated); unsure:
+        half-width of the unsure band around the threshold (None: the decision's, else 0.05)."""
         self.run = RunDir.open(run_dir)
         model_json = self.run.read_json("model.json")
         self.name: str = model_json["name"]
@@ -81,6 +86,9 @@ class Scanner:
         self.calibrated = bool(decision is not None and decision.calibrated)
         self.calibration = decision.note if decision is not None else UNCALIBRATED
         self.threshold, self.threshold_source = self._threshold(threshold)
+        self.band = unsure if unsure is not None else getattr(decision, "band", UNSURE_BAND)
+        if not 0.0 <= self.band < 0.5:
+            raise ConfigError(f"unsure band {self.band}: give a half-width in [0, 0.5) of P(fake)")
         self.threshold_warning = self._threshold_warning(threshold)
         dataset = self.run.read_json("dataset.json") if self.run.exists("dataset.json") else {}
         config = self.run.read_yaml("config.yaml") if self.run.exists("config.yaml") else {}
@@ -175,6 +183,11 @@ class Scanner:
             return few_per_class(test.get("n_real", 0), test.get("n_fake", 0), "test samples")
         return None
 
+    @property
+    def unsure_band(self) -> list[float]:
+        """[low, high) of p_fake around the threshold where the verdict is "unsure"."""
+        return [max(0.0, self.threshold - self.band), min(1.0, self.threshold + self.band)]
+
     def describe(self) -> dict[str, Any]:
         """What /healthz reports about the model."""
         out = {
@@ -182,6 +195,7 @@ class Scanner:
             "run": self.run.path.name,
             "kind": self.kind,
             "threshold": self.threshold,
+            "unsure_band": self.unsure_band,
             "threshold_source": self.threshold_source,
             "threshold_warning": self.threshold_warning,
             "calibrated": self.calibrated,
@@ -228,7 +242,7 @@ class Scanner:
 
         x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(0)
         out = self.scan(x, explain)
-        out["label"], out["unsure_reason"] = verdict(out["label"], record)
+        out["label"], out["unsure_reason"] = verdict((out["label"], out["unsure_reason"]), record)
         out["audio"] = record.as_dict()
         return out
 
@@ -240,9 +254,10 @@ class Scanner:
         p = np.asarray(self.decision.calibrate(raw), dtype=np.float64) if self.calibrated else raw
         return p, raw
 
-    def label(self, p_fake: float) -> str:
-        """'fake' when p_fake >= the threshold, else 'real'."""
-        return "fake" if p_fake >= self.threshold else "real"
+    def label(self, p_fake: float) -> tuple[str, str | None]:
+        """(verdict, why unsure): the one rule (`deepshield.metrics.verdict`) at the threshold
+        and the decision's unsure band."""
+        return verdict(p_fake, self.threshold, self.band)
 
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
         """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a
@@ -256,23 +271,26 @@ class Scanner:
                 f"{self.kind} input: scan without explain=true"
             )
         p, raw = self.probabilities(x)
-        label = self.label(float(p[0]))
+        label, why = self.label(float(p[0]))
         out = {
             "p_fake": float(p[0]),
             "p_fake_raw": float(raw[0]),
             "calibrated": self.calibrated,
             "label": label,
+            "unsure_reason": why,
             "threshold": self.threshold,
+            "unsure_band": self.unsure_band,
             "threshold_warning": self.threshold_warning,
             "model": self.name,
             "run": self.run.path.name,
         }
         if explain:
-            out |= self.explanation(x, label, display)
+            out |= self.explanation(x, "fake" if p[0] >= self.threshold else "real", display)
         return out
 
     def explanation(self, x: torch.Tensor, label: str, display: torch.Tensor | None) -> dict:
-        """{gradcam_png, gradcam_class, explain_method} of the verdict's class for x [1, ...]."""
+        """{gradcam_png, gradcam_class, explain_method} of class `label` (the side of the
+        threshold the score lies on, also for an "unsure" verdict) for x [1, ...]."""
         with self._lock:
             cam = self._map(x, label)
             png = (
