@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import random
 import shutil
 import signal
@@ -577,3 +578,71 @@ def test_scan_and_the_service_give_the_same_verdict_by_one_rule(case, scanned, t
         body = r.json()
         assert body["p_fake"] == pytest.approx(float(row["score"]), abs=1e-6)
         assert row["verdict"] == body["label"] == expected, (t, p, row, body)
+
+
+def test_each_row_names_the_exact_bytes_it_came_from(case, scanned) -> None:
+    """bytes, mtime and SHA-256 of every scanned file, recomputed here (also for error rows)."""
+    import datetime
+    import hashlib
+
+    for name, r in scanned["rows"].items():
+        path = Path(r["path"])
+        assert r["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+        assert int(r["bytes"]) == path.stat().st_size
+        when = datetime.datetime.fromisoformat(r["mtime"]).timestamp()
+        assert when == pytest.approx(path.stat().st_mtime, abs=1e-5)
+    doc = json.loads((scanned["out"] / "scan.json").read_text())
+    assert all(len(f["sha256"]) == 64 and isinstance(f["bytes"], int) for f in doc["files"])
+    assert "SHA-256" in (scanned["out"] / "report.html").read_text()
+
+
+def test_a_file_changed_since_its_scan_is_rescanned_a_touched_one_is_not(case, scanned, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(case["src"] / "face.png", src / "a.png")
+    shutil.copy(case["src"] / "blank.png", src / "b.png")
+    out, opts = tmp_path / "out", sc.ScanOptions(frames=FRAMES)
+    first = sc.scan([src], out, detector=scanned["det"], opts=opts)
+    assert first.scanned == 2
+    # b.png touched (same bytes, new time): kept; a.png rewritten with other pixels
+    os.utime(src / "b.png", ns=(10**18, 10**18))
+    face = np.asarray(Image.open(src / "a.png").convert("RGB")).copy()
+    face[:8] = 255 - face[:8]
+    Image.fromarray(face).save(src / "a.png")
+    again = sc.scan([src], out, detector=scanned["det"], opts=opts)
+    assert (again.scanned, again.resumed) == (1, 1)
+    assert again.changed == [str(src / "a.png")]
+    with open(out / "scan.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "b.png"]  # one row each
+    a = next(r for r in rows if r["path"].endswith("a.png"))
+    assert a["sha256"] != next(r for r in first.rows if r["path"].endswith("a.png"))["sha256"]
+    with open(out / "scan_frames.csv") as f:
+        assert sum(r["path"].endswith("a.png") for r in csv.DictReader(f)) == 1
+    doc = json.loads((out / "scan.json").read_text())
+    assert doc["this_call"]["changed_rescanned"] == [str(src / "a.png")]
+
+
+def test_a_scan_csv_of_the_earlier_version_is_resumed_and_upgraded(case, scanned, tmp_path):
+    """A scan.csv without the identity columns (written before they existed) resumes: its rows
+    are kept (empty identity), the header gains the columns, only new files are scanned."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(case["src"] / "blank.png", src / "b.png")
+    out, opts = tmp_path / "out", sc.ScanOptions(frames=FRAMES)
+    sc.scan([src], out, detector=scanned["det"], opts=opts)
+    old = sc.SCAN_COLUMNS[: sc.SCAN_COLUMNS.index("bytes")]
+    with open(out / "scan.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(out / "scan.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, old, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    shutil.copy(case["src"] / "onepx.png", src / "c.png")
+    again = sc.scan([src], out, detector=scanned["det"], opts=opts)
+    assert (again.scanned, again.resumed) == (1, 1)
+    with open(out / "scan.csv") as f:
+        reader = csv.DictReader(f)
+        got = {Path(r["path"]).name: r for r in reader}
+    assert reader.fieldnames == sc.SCAN_COLUMNS
+    assert got["b.png"]["sha256"] == "" and len(got["c.png"]["sha256"]) == 64

@@ -58,6 +58,7 @@ def test_ray_engine_writes_the_local_engines_scan(request, local_ray, tmp_path) 
     assert doc["this_call"] | {"wall_s": 0, "cpu_s": 0} == {
         "scanned": s.scanned,
         "resumed": 0,
+        "changed_rescanned": [],
         "workers": 2,
         "engine": "ray",
         "wall_s": 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import shutil
 import struct
@@ -117,6 +118,7 @@ def test_scan_equals_the_library_prediction_on_the_resized_pixels(
     assert 0.0 <= body["p_fake"] <= 1.0
     assert body["p_fake"] == pytest.approx(library_p_fake(run_dir, data), abs=1e-6)
     assert body["label"] == banded(body["p_fake"], 0.5)
+    assert (body["sha256"], body["bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
     assert (body["model"], body["threshold"], body["run"]) == ("simplenet", 0.5, run_dir.name)
     assert body["calibrated"] is False and body["p_fake_raw"] == body["p_fake"]
     assert "gradcam_png" not in body

@@ -5,6 +5,7 @@ weights, and video uploads (decoded with PyAV, bounded before decoding, scored p
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from deepshield import models
 from deepshield.errors import ConfigError, RunError
 from deepshield.explain import saliency
 from deepshield.media import crop_face, detect_faces, read_video_frames, sample_indices
+from deepshield.metrics import verdict
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.overlay import overlay
 from deepshield.run import RunDir
@@ -202,7 +204,9 @@ def test_a_short_real_video_is_scored_per_frame_and_face(meso_run):
     assert [f["p_fake"] for f in body["frames"]] == frame_p
     assert body["p_fake"] == pytest.approx(np.mean(frame_p), abs=1e-12)
     assert v["p_fake_max"] == max(frame_p)
-    assert body["label"] == ("fake" if body["p_fake"] >= 0.5 else "real")
+    assert body["label"] == verdict(body["p_fake"], 0.5, 0.05)[0]
+    assert body["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert body["bytes"] == clip.stat().st_size
     # the library on the same frames and boxes
     frames = read_video_frames(clip, frames=16)
     model = RunDir.open(meso_run).load_model()

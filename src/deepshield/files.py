@@ -1,12 +1,36 @@
-"""Atomic file writes: a temp file in the same folder, then os.replace (never a half-written file)."""
+"""Atomic file writes (a temp file in the same folder, then os.replace: never a half-written
+file) and the identity of a file read (size, modification time, SHA-256)."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_stamp(path: Path) -> dict[str, Any]:
+    """{bytes, mtime}: the size and the modification time (ISO 8601 UTC, microseconds) of a file."""
+    st = path.stat()
+    t = datetime.datetime.fromtimestamp(st.st_mtime_ns / 1e9, datetime.UTC)
+    return {"bytes": st.st_size, "mtime": t.isoformat(timespec="microseconds")}
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """{bytes, mtime, sha256} of a file: what ties a result to the exact bytes it came from."""
+    return file_stamp(path) | {"sha256": file_digest(path)}
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -645,7 +645,8 @@ def _pair_row(ctx: Scoring, pair: str, members: list[Any], crfs: Sequence[int]) 
 def _video_score(ctx: Scoring, path: Path) -> float | None:
     """Video P(fake) (calibrated): mean over frames of the max over the frame's crops, the crops
     made with the run's dataset options; None without a face."""
-    from deepshield.data.sources.video_folder import file_digest, video_crops
+    from deepshield.data.sources.video_folder import video_crops
+    from deepshield.files import file_digest
 
     kw = ctx.params["data_kwargs"]
     options = {

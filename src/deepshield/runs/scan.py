@@ -38,7 +38,14 @@ from torch import nn
 
 from deepshield import media
 from deepshield.errors import ConfigError, DataError, DeepshieldError, RunError
-from deepshield.files import atomic_write_bytes, atomic_write_text, write_json
+from deepshield.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    file_digest,
+    file_identity,
+    file_stamp,
+    write_json,
+)
 from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
 from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.extract import CropOptions, FileFaces
@@ -66,6 +73,9 @@ SCAN_COLUMNS = [
     "note",
     "seconds",
     "cpu_seconds",
+    "bytes",
+    "mtime",
+    "sha256",
 ]
 FRAME_COLUMNS = ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "score_raw"]
 OUTPUTS = ("scan.csv", "scan_frames.csv", "scan.json", "report.html", "faces/", "evidence/")
@@ -435,6 +445,8 @@ def scan_file(
     added to the row's."""
     kind = file_kind(path) or "unknown"
     row: dict[str, Any] = {"path": str(path), "kind": kind}
+    with contextlib.suppress(OSError):  # an unreadable file gets its error row below
+        row.update(file_identity(path))
     frames: list[dict[str, Any]] = []
     start, cpu = time.perf_counter(), time.process_time()
     before = (got.wall_s, got.cpu_s) if got is not None else (0.0, 0.0)
@@ -510,8 +522,9 @@ def append_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> N
 
 
 def complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    """Rows of a CSV this scan wrote, after cutting a partial last line; ConfigError when its
-    header is not `columns` (a file from another version or tool)."""
+    """Rows of a CSV this scan wrote, after cutting a partial last line; a CSV of an earlier
+    version (the first of `columns` only) is rewritten with them all, new cells empty;
+    ConfigError when its header is anything else (a file from another tool)."""
     if not path.is_file():
         return []
     data = path.read_bytes()
@@ -521,28 +534,53 @@ def complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
             f.truncate(cut)
         data = data[:cut]
     reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
-    if data and reader.fieldnames != columns:
+    names = reader.fieldnames or []
+    if data and names != columns and names != columns[: len(names)]:
         raise ConfigError(
             f"{path}: its columns {reader.fieldnames} are not a scan's {columns[:4]}...; "
             "give another --out"
         )
-    return list(reader)
+    rows = [{c: r.get(c) or "" for c in columns} for r in reader]
+    if data and names != columns:  # written by an earlier version: upgraded in place
+        _rewrite(path, columns, rows)
+    return rows
 
 
-def resume_state(out: RunDir) -> set[str]:
-    """Paths already in scan.csv; frame rows of files not in it (a crash between the two
-    appends) are dropped from scan_frames.csv."""
-    done = {r["path"] for r in complete_rows(out.file("scan.csv"), SCAN_COLUMNS)}
-    frames_csv = out.file("scan_frames.csv")
-    frames = complete_rows(frames_csv, FRAME_COLUMNS)
+def _rewrite(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Replace a CSV of ours (atomically) with `rows` under `columns`."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _changed(path: Path, row: dict[str, str]) -> bool:
+    """True when the file at `path` is not the one its scan.csv row was made from: its size or
+    time moved and its SHA-256 differs. A row without a digest (an earlier version's) or a file
+    that is gone counts as unchanged: the row stays as the record of what was scanned."""
+    if not row["sha256"] or not path.is_file():
+        return False
+    if file_stamp(path) == {"bytes": int(row["bytes"]), "mtime": row["mtime"]}:
+        return False
+    return file_digest(path) != row["sha256"]
+
+
+def resume_state(out: RunDir, files: list[Path] | None = None) -> tuple[set[str], list[str]]:
+    """(paths already in scan.csv, paths of `files` rescanned because they changed since).
+    The rows of changed files are dropped; so are frame rows of files not in scan.csv (a crash
+    between the two appends)."""
+    rows = complete_rows(out.file("scan.csv"), SCAN_COLUMNS)
+    listed = {str(f) for f in files or ()}
+    stale = {r["path"] for r in rows if r["path"] in listed and _changed(Path(r["path"]), r)}
+    if stale:  # scan.csv first: a crash before the frames leaves rows the next call drops
+        _rewrite(out.output("scan.csv"), SCAN_COLUMNS, [r for r in rows if r["path"] not in stale])
+    done = {r["path"] for r in rows} - stale
+    frames = complete_rows(out.file("scan_frames.csv"), FRAME_COLUMNS)
     keep = [r for r in frames if r["path"] in done]
     if len(keep) < len(frames):
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, FRAME_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(keep)
-        atomic_write_text(out.output("scan_frames.csv"), buf.getvalue())
-    return done
+        _rewrite(out.output("scan_frames.csv"), FRAME_COLUMNS, keep)
+    return done, sorted(stale)
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -665,6 +703,7 @@ class ScanSummary:
     wall_s: float
     cpu_s: float
     single_error: str | None = None
+    changed: list[str] = field(default_factory=list)  # rescanned: the file changed since
 
 
 def _config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -715,7 +754,7 @@ def scan(
         connect()  # before the folder is touched: no ray, no cluster -> nothing written
     run, complete = open_run(out, COMMAND, _config(settings), force=force)
     run.claim(*OUTPUTS)
-    done = resume_state(run)
+    done, changed = resume_state(run, files)
     todo = [f for f in files if str(f) not in done]
     wall, cpu = time.perf_counter(), time.process_time()
     rows = []
@@ -740,7 +779,9 @@ def scan(
     counts: dict[str, int] = {}
     for r in all_rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    summary = ScanSummary(run.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu)
+    summary = ScanSummary(
+        run.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu, changed=changed
+    )
     if todo or not complete:
         _finish(
             run,
@@ -770,7 +811,8 @@ def _finish(
     """scan.json and report.html from every row, then the final marker; `how`: workers, engine."""
     from deepshield.runs.scan_report import write_report
 
-    this_call = {"scanned": summary.scanned, "resumed": summary.resumed} | how
+    this_call = {"scanned": summary.scanned, "resumed": summary.resumed}
+    this_call |= {"changed_rescanned": summary.changed} | how
     write_json(
         run.output("scan.json"),
         {
@@ -787,12 +829,13 @@ def _finish(
     run.set_done(COMMAND)
 
 
-NUMBER_COLUMNS = {"faces": int, "frames": int, "frames_with_face": int}
+NUMBER_COLUMNS = {"faces": int, "frames": int, "frames_with_face": int, "bytes": int}
 
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
     """A scan.csv row with numbers as numbers and empty cells as None."""
     text = {"path", "kind", "verdict", "error", "audio_verdict", "audio_error", "note"}
+    text |= {"mtime", "sha256"}
     return {
         k: None if v == "" else v if k in text else NUMBER_COLUMNS.get(k, float)(v)
         for k, v in row.items()

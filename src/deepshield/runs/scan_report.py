@@ -79,10 +79,17 @@ def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -
         strip = strip_svg(ordered, float(r["threshold"] or 0.5))
     audio = f"<br>audio: {html.escape(r['audio_verdict'])}" if r.get("audio_verdict") else ""
     said = " ".join(filter(None, (r["error"], r.get("note"))))
+    digest = r.get("sha256") or ""
+    ident = (
+        f"<br><span class='muted' title='SHA-256 {digest}, modified {r.get('mtime')}'>"
+        f"{int(r['bytes']):,} bytes, SHA-256 {digest[:16]}...</span>"
+        if digest
+        else ""
+    )
     error = f"<br><span class='muted'>{html.escape(said)}</span>" if said else ""
     return (
         f"<tr><td>{img}</td><td>{html.escape(r['path'])}<br><span class='muted'>{r['kind']}, "
-        f"{r['faces'] or 0} faces, {r['frames'] or 0} frames</span>{error}</td>"
+        f"{r['faces'] or 0} faces, {r['frames'] or 0} frames</span>{ident}{error}</td>"
         f"<td>{score}</td><td class='{verdict}'>{verdict}{audio}</td>"
         f"<td>{strip}<div class='ev'>{evidence}</div></td></tr>"
     )

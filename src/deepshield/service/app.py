@@ -15,6 +15,7 @@ decoding budget 503 with Retry-After (`deepshield.service.guards`).
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -170,9 +171,11 @@ def create_app(
             max_bytes=max_bytes,
         )
         if scanner.kind == "image" and sniff(up.data) in VIDEO_TYPES:
-            return await scan_video_upload(up, explain)
-        async with budget.hold(decode_cost(up)):
-            return await run_in_threadpool(scan_upload, up, explain)
+            out = await scan_video_upload(up, explain)
+        else:
+            async with budget.hold(decode_cost(up)):
+                out = await run_in_threadpool(scan_upload, up, explain)
+        return out | {"bytes": len(up.data), "sha256": hashlib.sha256(up.data).hexdigest()}
 
     async def scan_video_upload(up: Upload, explain: bool) -> dict:
         """Probe under one frame's budget, then decode and score under FRAMES_HELD frames'."""

@@ -17,7 +17,6 @@ val) puts every video there (e.g. to evaluate a pretrained detector on all of th
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import warnings
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from deepshield.data.registry import register_source
 from deepshield.data.split import DEFAULT_FRACTIONS, group_split
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import ConfigError, DataError
+from deepshield.files import file_digest
 from deepshield.progress import track
 
 if TYPE_CHECKING:  # deepshield.media (dlib, PyAV) is imported only when videos are read
@@ -139,15 +139,6 @@ def list_videos(root: Path) -> list[Video]:
         if not any(v.label == label for v in videos):
             raise DataError(f"{root}: no {name} videos: add some (layouts: {_LAYOUTS})")
     return videos
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _extract(path: Path, opts: CropOptions, frames: int) -> Arrays:
