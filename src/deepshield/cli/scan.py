@@ -148,8 +148,10 @@ def scan_cmd(
     if det.decision.warning:
         typer.echo(f"warning: {det.decision.warning}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    n = summary.scanned
+    changed = f", {len(summary.changed)} rescanned as changed" if summary.changed else ""
     typer.echo(
-        f"scanned {summary.scanned} files ({summary.resumed} already in scan.csv) in "
-        f"{summary.wall_s:.1f} s: {counts}"
+        f"scanned {n} file{'s' * (n != 1)} ({summary.resumed} already in scan.csv{changed}) "
+        f"in {summary.wall_s:.1f} s: {counts}"
     )
     typer.echo(f"wrote {summary.out / 'scan.csv'} and {summary.out / 'report.html'}")
