@@ -163,6 +163,7 @@ def test_verdicts_follow_the_runs_threshold_and_band(scanned, case) -> None:
             else "unsure"
         )
         assert r["verdict"] == expect and float(r["threshold"]) == d.threshold
+        assert ("unsure band" in r["note"]) == (expect == "unsure")
     img = scanned["rows"]["face.png"]  # one face: the score is the calibrated raw score
     np.testing.assert_allclose(float(img["score"]), d.calibrate([float(img["score_raw"])])[0])
 
@@ -578,6 +579,7 @@ def test_scan_and_the_service_give_the_same_verdict_by_one_rule(case, scanned, t
         body = r.json()
         assert body["p_fake"] == pytest.approx(float(row["score"]), abs=1e-6)
         assert row["verdict"] == body["label"] == expected, (t, p, row, body)
+        assert (row["note"] or None) == body["unsure_reason"]  # the same words for "unsure"
 
 
 def test_each_row_names_the_exact_bytes_it_came_from(case, scanned) -> None:

@@ -341,7 +341,7 @@ def _score_visual(
     if agg.score is None:
         row["verdict"] = "no_face"
     else:
-        row["verdict"] = det.decision.verdict(agg.score)
+        row["verdict"], row["note"] = det.decision.explained_verdict(agg.score)
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
     return row, frame_rows
@@ -466,7 +466,11 @@ def scan_file(
             row["threshold"] = speech.decision.threshold
             agg = _score_audio(speech, path, opts)
             row.update(score=agg.score, score_max=agg.max, frames=agg.frames, note=agg.reason)
-            row["verdict"] = speech.decision.verdict(agg.score) or "unsure"
+            if agg.score is None:
+                row["verdict"] = "unsure"  # degenerate: agg.reason says why
+            else:
+                row["verdict"], why = speech.decision.explained_verdict(agg.score)
+                row["note"] = "; ".join(filter(None, (why, agg.reason)))
         elif kind in ("image", "video"):
             raise ConfigError(f"{path}: no image detector given; pass --run or --model")
         else:
