@@ -155,7 +155,8 @@ def amp_option(what: str = "the forwards", *, config: bool = False) -> typer.mod
     return typer.Option(
         None if config else "off",
         "--amp",
-        help=f"Mixed precision of {what}: off, bf16 or fp16 (CUDA only) [off].",
+        help=f"Mixed precision of {what}: off, bf16 or fp16 (CUDA only)."
+        + (" Default: off." if config else ""),  # otherwise typer shows the default
         callback=choice(*AMP_MODES),
     )
 
@@ -167,5 +168,6 @@ def channels_last_option(*, config: bool = False) -> typer.models.OptionInfo:
         None if config else False,
         "--channels-last/--no-channels-last" if config else "--channels-last",
         help="Image models in channels-last memory format (faster convolutions on a GPU, the "
-        "same results within float rounding); no effect on speech models (1-D waveforms) [off].",
+        "same results within float rounding; off by default); no effect on speech models (1-D "
+        "waveforms).",
     )
