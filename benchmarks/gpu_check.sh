@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU check (issue 21): the demo, PGD speed, AutoAttack cost, DIP speed, training
-# throughput and the `cuda` tests, with every figure of docs/performance.md printed at the end.
+# throughput (fp32, bf16, channels-last, and on a GPU bf16 + channels-last) and the `cuda` tests,
+# with every figure of docs/performance.md printed at the end.
 #
 #   bash benchmarks/gpu_check.sh [--cpu] [--no-demo] [--out DIR]
 #
@@ -11,8 +12,12 @@
 # Environment: PYTHON (default python3) with deepshield's dependencies installed;
 # DEEPSHIELD_SHARED (default ../shared) for the CIFAR-10 batches AutoAttack needs (the step is
 # skipped, saying so, when they are absent). Logs of every step are kept in DIR (default
-# gpu_check_out/); the exit status is the number of failed steps.
+# gpu_check_out/, relative to the current folder); the exit status is the number of failed
+# steps. DIR must be new, empty, or a folder this script wrote before: it lists what it writes
+# there in DIR/.gpu_check_written and, on the next run, removes only those entries; a folder
+# holding anything else (no such list) is refused, exit 2, and left as it was.
 set -u
+START=$PWD
 cd "$(dirname "$0")/.."
 MODE=gpu
 DEMO=1
@@ -26,10 +31,33 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+case "$OUT" in /*) ;; *) OUT="$START/$OUT" ;; esac  # --out relative to the caller's folder
 PY=${PYTHON:-python3}
 SHARED=${DEEPSHIELD_SHARED:-$PWD/../shared}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" DEEPSHIELD_SHARED="$SHARED"
-rm -rf "$OUT" && mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+
+# The output folder: this script deletes only what it wrote, as listed in its marker file.
+MARKER=.gpu_check_written  # one entry of $OUT a line: the files and folders this script made
+if [ -e "$OUT" ] && [ ! -d "$OUT" ]; then
+    echo "gpu_check.sh: --out $OUT is a file, not a folder; name a new or empty folder" >&2
+    exit 2
+fi
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+    if [ ! -f "$OUT/$MARKER" ]; then
+        echo "gpu_check.sh: --out $OUT holds files this script did not write (no $MARKER); nothing was changed: name a new or empty folder" >&2
+        exit 2
+    fi
+    while IFS= read -r entry; do  # the previous run's outputs only; other files are kept
+        case "$entry" in "" | . | .. | */*) continue ;; esac
+        rm -rf -- "${OUT:?}/$entry"
+    done <"$OUT/$MARKER"
+    rm -f -- "$OUT/$MARKER"
+fi
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
+: >"$OUT/$MARKER"
+# own NAME...: record entries of $OUT as written by this script (removed by its next run)
+own() { printf '%s\n' "$@" >>"$OUT/$MARKER"; }
+own cache demo sf-plain
 export DEEPSHIELD_CACHE="$OUT/cache"  # the demo starts from an empty cache
 FAILED=0
 
@@ -61,6 +89,7 @@ step() {
     local name=$1 limit=$2
     shift 2
     echo "== $name: $*"
+    own "$name.log" "$name.time" "$name.wall"
     local rc TIMEFORMAT='%R %U %S'  # bash's time: wall, user and system seconds of the step
     { time timeout "$((limit * SLOWER))" "$@" >"$OUT/$name.log" 2>&1; } 2>"$OUT/$name.time"
     rc=$?
@@ -95,6 +124,12 @@ step train_throughput 240 "$PY" benchmarks/train_throughput.py --device "$DEV" \
     --threads "$THREADS" "${THROUGHPUT[@]}"
 step train_throughput_bf16 240 "$PY" benchmarks/train_throughput.py --device "$DEV" \
     --threads "$THREADS" "${THROUGHPUT[@]}" --amp bf16
+step train_throughput_channels_last 240 "$PY" benchmarks/train_throughput.py --device "$DEV" \
+    --threads "$THREADS" "${THROUGHPUT[@]}" --channels-last
+if [ "$MODE" = gpu ]; then  # the CPU emulates bf16 (~30x slower): GPU only
+    step train_throughput_bf16_channels_last 240 "$PY" benchmarks/train_throughput.py \
+        --device "$DEV" --threads "$THREADS" "${THROUGHPUT[@]}" --amp bf16 --channels-last
+fi
 step pytest_cuda 300 "$PY" -m pytest -q -m cuda -p no:cacheprovider "${TESTS[@]}"
 
 echo
@@ -111,8 +146,11 @@ fi
 echo "-- DIP (dip_speed.py; per image):"
 grep -hE 's/image|speed-up|recall ratio' "$OUT/dip_speed.log"
 echo "-- training (train_throughput.py):"
-grep -hE '^(resnet18|plain loop|deepshield Trainer|train throughput)' "$OUT/train_throughput.log" \
-    "$OUT/train_throughput_bf16.log"
+for log in train_throughput train_throughput_bf16 train_throughput_channels_last \
+    train_throughput_bf16_channels_last; do  # fp32, bf16, channels-last, both (GPU only)
+    [ -f "$OUT/$log.log" ] && grep -hE '^(resnet18|plain loop|deepshield Trainer|train throughput)' \
+        "$OUT/$log.log"
+done
 echo "-- pytest -m cuda: $(tail -1 "$OUT/pytest_cuda.log")"
 echo "-- failed steps: $FAILED"
 exit "$FAILED"

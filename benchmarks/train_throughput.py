@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/train_throughput.py [--model resnet18] [--size 64]
         [--n 2048] [--batch 128] [--repeats 3] [--device cuda|cpu] [--threads N]
-        [--amp off|bf16|fp16]
+        [--amp off|bf16|fp16] [--channels-last]
 
 One epoch of `n` random 64x64 images (uint8 in memory, as a loaded image folder is), labels 0/1,
 Adam lr 1e-3, batch `batch`, on `models.create(model, num_classes=2)`. Both sides start from the
@@ -13,6 +13,9 @@ one warm-up epoch each; the table gives the best images/s and the Trainer's over
 --amp bf16 (or fp16, CUDA only): both sides run forward and loss under the same autocast
 (`deepshield.precision`), the plain loop's fp16 through a GradScaler as the Trainer's; compare
 the printed figure with a run at --amp off for the fp32 vs bf16 ratio.
+--channels-last: both models in channels-last memory format (`precision.use_channels_last`:
+NHWC weights, inputs converted by a forward pre-hook), as `deepshield train --channels-last`
+runs them; compare with a run without it for the memory-format ratio.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from deepshield.config import TrainConfig
 from deepshield.data.splits import TensorSet
 from deepshield.models import create
-from deepshield.precision import autocast, grad_scaler
+from deepshield.precision import autocast, grad_scaler, use_channels_last
 from deepshield.train.trainer import Trainer
 
 
@@ -75,6 +78,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"))
+    ap.add_argument("--channels-last", action="store_true", help="NHWC models and inputs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -92,6 +96,8 @@ def main() -> None:
     trainer = Trainer(ours, cfg, device=device)
     plain = create(args.model, num_classes=2).to(device)
     plain.load_state_dict(start)
+    for model in (ours, plain):
+        use_channels_last(model, args.channels_last, (3, args.size, args.size))
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
     scaler = grad_scaler(args.amp, device)
     ds = TensorSet(x, y)
@@ -106,16 +112,18 @@ def main() -> None:
         for k, fn in runs.items():
             wall, cpu = timed(lambda: fn(rep), device)  # noqa: B023
             best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
-    print(f"\n{args.model} at {args.size}px, amp {args.amp}, batch {args.batch}, {args.n} images/epoch, "
-          f"{device}, {torch.get_num_threads()} threads, best of {args.repeats}")  # fmt: skip
+    layout = "channels-last" if args.channels_last else "contiguous"
+    print(f"\n{args.model} at {args.size}px, amp {args.amp}, {layout}, batch {args.batch}, "
+          f"{args.n} images/epoch, {device}, {torch.get_num_threads()} threads, "
+          f"best of {args.repeats}")  # fmt: skip
     for k, (wall, cpu) in best.items():
         print(f"{k:<20} {args.n / wall:>10.1f} images/s wall {args.n / cpu:>10.1f} images/CPU-s")
     # on a GPU wall time is the measure; on a shared CPU, CPU time (it does not grow with load)
     i = 0 if device.type != "cpu" else 1
     unit = "images/s" if i == 0 else "images/CPU-s"
     ours, ref = args.n / best["deepshield Trainer"][i], args.n / best["plain loop"][i]
-    print(f"train throughput amp {args.amp}: Trainer {ours:.1f} {unit}, plain loop {ref:.1f} {unit}, "
-          f"Trainer overhead {ref / ours - 1:+.1%}")  # fmt: skip
+    print(f"train throughput amp {args.amp} {layout}: Trainer {ours:.1f} {unit}, plain loop "
+          f"{ref:.1f} {unit}, Trainer overhead {ref / ours - 1:+.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":

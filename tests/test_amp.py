@@ -130,3 +130,64 @@ def test_amp_is_a_config_field_with_three_values():
     assert TrainConfig().amp == "off"
     with pytest.raises(ConfigError, match="amp"):
         parse_config({"amp": "fp8"}, TrainConfig)
+
+
+# -- channels-last ---------------------------------------------------------------------------------
+def test_channels_last_gives_the_contiguous_logits_on_resnet18():
+    from deepshield.models import create
+    from deepshield.precision import use_channels_last
+
+    torch.manual_seed(0)
+    model = create("resnet18", num_classes=2).eval()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        assert use_channels_last(model, True, (3, 64, 64))
+        got = model(x)  # a contiguous input: the pre-hook makes it NHWC
+    assert model.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_leaves_speech_models_and_the_flag_off_alone():
+    from deepshield.models import create
+    from deepshield.precision import use_channels_last
+
+    speech = create("mel_cnn", num_classes=2, widths=[4, 8], n_mels=32)
+    assert not use_channels_last(speech, True, (16000,))  # samples [T]: a 1-D waveform
+    image = tiny_net()
+    assert not use_channels_last(image, False, (3, SIZE, SIZE))
+    for m in (speech, image):
+        assert all(p.is_contiguous() for p in m.parameters())
+        assert not m._forward_pre_hooks
+
+
+def test_pgd_on_a_channels_last_model_succeeds_on_the_same_images():
+    """Same model, images and seed: the attack's success per image equals the contiguous one's
+    and the adversarial images agree to float rounding."""
+    from deepshield.precision import use_channels_last
+
+    model, x, y = trained_net()
+    ref = pgd(model, x, y, 8 / 255, steps=10)
+    use_channels_last(model, True, (3, SIZE, SIZE))
+    adv = pgd(model, x, y, 8 / 255, steps=10)
+    assert adv.is_contiguous() or adv.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref_broken = model(ref).argmax(1) != y
+        broken = model(adv).argmax(1) != y
+    assert 0.2 < ref_broken.float().mean() < 0.9  # a real test: some images break, not all
+    assert torch.equal(broken, ref_broken)
+    # equal but for a few pixels where a near-zero gradient changed sign (at most two steps)
+    assert (adv - ref).abs().max() <= 2 * (8 / 255) / 4 + 1e-6
+
+
+def test_training_in_channels_last_follows_the_contiguous_run():
+    from deepshield.precision import use_channels_last
+
+    x, y = brightness_set(256, seed=3)
+    losses = []
+    for channels_last in (False, True):
+        model = tiny_net(seed=1)
+        use_channels_last(model, channels_last, (3, SIZE, SIZE))
+        trainer = Trainer(model, TrainConfig(lr=1e-2, batch_size=64), device=torch.device("cpu"))
+        losses.append([trainer.train_epoch(TensorSet(x, y), e)["loss"] for e in (1, 2)])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)

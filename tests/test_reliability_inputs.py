@@ -71,6 +71,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("train --class-weights foo --out {user}/t", "class_weights", ""),
     ("train --amp fp8 --out {user}/t", "'fp8' is not one of off, bf16, fp16", ""),
     ("train --amp fp16 --device cpu --out {user}/t", "--amp fp16 needs a CUDA device", SUB),
+    ("train --channels-last yes --out {user}/t", "unexpected extra argument(s) (yes)", ""),
+    ("train --config {user}/channels.yaml --out {user}/t", "channels_last: Input should be", ""),
     ("train --scheduler foo --out {user}/t", "scheduler", ""),
     ("train --adv-train foo --out {user}/t", "adv_train", ""),
     ("train --device foo --out {user}/t", "foo", ""),
@@ -101,6 +103,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("evaluate {run} --device foo", "foo", ""),
     ("evaluate {run} --amp half", "'half' is not one of off, bf16, fp16", ""),
     ("evaluate {run} --amp fp16", "--amp fp16 needs a CUDA device", ""),
+    ("evaluate {run} --channels-last=1", "'--channels-last' does not take a value", ""),
     # attack
     ("attack", "Missing argument", SUB),
     ("attack {user}/absent", "absent", ""),
@@ -137,6 +140,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("attack {run} --device foo", "foo", ""),
     ("attack {run} --amp bf17", "'bf17' is not one of off, bf16, fp16", ""),
     ("attack {run} --amp fp16", "--amp fp16 needs a CUDA device", SUB),
+    ("attack {run} --no-channels-last", "No such option: --no-channels-last", ""),
     # explain
     ("explain", "Missing argument", ""),
     ("explain {user}/absent", "absent", ""),
@@ -155,6 +159,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("audit {run} --data-arg bogus=1", "no option bogus", ""),
     ("audit {run} --surrogate {user}/absent", "absent", ""),
     ("audit {run} --seed abc", "'--seed'", ""),
+    ("audit {run} --amp half", "'half' is not one of off, bf16, fp16", ""),
+    ("audit {run} --amp fp16", "--amp fp16 needs a CUDA device", SUB),
     # defend
     ("defend nosuch", "No such command 'nosuch'", SUB),
     ("defend detector", "--protect", ""),
@@ -256,6 +262,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("scan {png} --run {run} --speech-run {run}", "holds a image model", ""),
     ("scan {png} --run {run} --engine spark", "'spark' is not one of local, ray", ""),
     ("scan {png} --run {run} --engine ray", "pip install 'deepshield[ray]'", NO_RAY),
+    ("scan {png} --run {run} --amp fp8", "'fp8' is not one of off, bf16, fp16", ""),
+    ("scan {png} --run {run} --out {user}/s --amp fp16", "--amp fp16 needs a CUDA device", SUB),
     ("calibrate", "Missing argument", ""),
     ("calibrate {user}", "not a deepshield run", ""),
     ("calibrate {run} --operating-point best", "operating-point rule 'best'", ""),
@@ -276,6 +284,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("robustness {run} --device foo", "unknown device 'foo'", ""),
     ("robustness {run} -d nosuchdata", "unknown dataset 'nosuchdata'", ""),
     ("robustness {run} --data-arg bogus=1", "no option bogus", ""),
+    ("robustness {run} --amp fp16", "--amp fp16 needs a CUDA device", ""),
     # studies
     ("study", "Missing argument", ""),
     ("study {user}/absent.yaml", "absent.yaml", ""),
@@ -294,6 +303,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (user / "notes.txt").write_text("evidence log: do not lose\n")
     Image.new("RGB", (40, 40), (90, 120, 150)).save(user / "photo.png")
     (user / "bad.yaml").write_text("model: [unclosed\n")
+    (user / "channels.yaml").write_text("channels_last: maybe\n")
     _bad_audio_folders(user)
     for name, spec in (("jpeg0", "jpeg:0"), ("blur", "blur:-1"), ("codec", "mp3:0.5")):
         (user / f"grid_{name}.yaml").write_text(f"- {spec}\n")

@@ -159,6 +159,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision (fp16: CUDA only)
+    channels_last: bool = False  # image models in channels-last memory format (speech: no effect)
     operating_point: str = "eer"  # threshold rule on validation: eer, fpr=F or cost
     calibration: Literal["platt", "isotonic"] = "platt"  # calibrator of the run's decision
 

@@ -23,7 +23,6 @@ and N - 1 from random points, so restarts never lose what the plain start from x
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 import torch
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from deepshield import progress
 from deepshield.attacks.mode import attack_mode
 from deepshield.attacks.norms import Budget
+from deepshield.precision import full_precision
 
 Objective = Callable[[Tensor, Tensor], Tensor]  # (model output, y) -> loss per sample [B]
 Success = Callable[[Tensor, Tensor], Tensor]  # (model output, y) -> attack succeeded [B] bool
@@ -139,19 +139,13 @@ def attack_loop(
         mean_grad = total_grad / eot_samples if grad else None
         return out.detach(), total_loss / eot_samples, mean_grad
 
-    def full_precision() -> AbstractContextManager[object]:
-        """Autocast off (the iterate, step and projection in float32) when it is on."""
-        kind = x.device.type
-        amp = torch.is_autocast_enabled(kind)
-        return torch.autocast(kind, enabled=False) if amp else nullcontext()
-
     start = budget if start_radius is None else Budget(budget.norm, start_radius)
     # with on_step the objective changes from step to step: losses are not comparable and the
     # last iterate of the last run is returned
     strongest = _Strongest(x) if on_step is None else None
     with attack_mode(model), torch.enable_grad():
         for from_random in random_starts(restarts, random_start):
-            with full_precision():
+            with full_precision(x.device):  # iterate, step, projection in float32
                 x_adv = project(x + start.sample(x, mask, generator)) if from_random else x
                 step.reset(x_adv, project)
             for i in range(steps):
@@ -162,7 +156,7 @@ def attack_loop(
                 x_adv = x_adv.detach()
                 if strongest is not None:
                     strongest.update(x_adv, loss, None if success is None else success(out, y))
-                with full_precision():
+                with full_precision(x.device):
                     if mask is not None:
                         grad = grad * mask
                     x_adv = project(step(x_adv, grad, loss))

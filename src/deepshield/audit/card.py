@@ -504,10 +504,13 @@ def _broke(rows: Sequence[Mapping[str, Any]]) -> str:
 def _settings(audit: Mapping[str, Any]) -> str:
     b = audit["budget"]
     note = f" {b['note']}." if b.get("note") else ""
+    amp = audit.get("settings", {}).get("amp", "off")
+    precision = "float32" if amp == "off" else f"{amp} (--amp; attack iterates in float32)"
     return (
         f"budget {b['name']}: {audit.get('subset') or audit['n_attacked']} of the "
         f"{audit['dataset']} test split attacked, "
         f"PGD {b['steps']} steps "
         f"x {b['restarts']} restart(s), CW-L2 on {b['cw_n']} samples, AutoAttack "
-        f"{b['autoattack'] or 'off'}, seed {audit['seed']}; {audit.get('seconds', 0):.0f} s." + note
+        f"{b['autoattack'] or 'off'}, seed {audit['seed']}, forwards in {precision}; "
+        f"{audit.get('seconds', 0):.0f} s." + note
     )

@@ -23,6 +23,12 @@ report.html section "audit", then the final marker "audit" (`RunDir.set_done`). 
 same command resumes: finished items whose files are all there are kept (`force=True`
 recomputes them), the rest is rebuilt; an item whose step fails records its one-line error and
 the audit goes on (and is not marked complete).
+
+Mixed precision (`amp`, `--amp bf16|fp16`): every item's forwards and gradients run under that
+autocast (`deepshield.precision`; attack iterates stay float32), recorded in the settings (an
+audit.json of another precision is not resumed), the card and the items' commands; a surrogate
+trained here trains in its config's precision, and the Grad-CAM sanity check runs in float32
+(as `deepshield explain` makes it).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from deepshield.config import TrainConfig
 from deepshield.data.splits import TensorSet, stratified_subset
 from deepshield.errors import DeepshieldError, RunError
 from deepshield.metrics.decision import rates_at
+from deepshield.precision import autocast, check_amp, full_precision, precision_flags
 from deepshield.run import RunDir, one_report
 from deepshield.runs.attack_sweep import AttackData, load_attack_data, run_config, sweep_loaded
 from deepshield.runs.decision import Decision, decision_metrics, load_decision
@@ -84,7 +91,9 @@ class Audit:
         surrogate: str | Path | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        amp: str = "off",
     ) -> None:
+        check_amp(amp, device)  # fp16 off CUDA: one line before any data is loaded
         if not isinstance(budget, AuditBudget):
             get_budget(budget)  # a bad name fails before any data is loaded
         self.run = RunDir.open(run_dir)
@@ -97,6 +106,7 @@ class Audit:
         self.data_kwargs = dict(data_kwargs) if data_kwargs is not None else None
         self.seed = seed
         self.device = torch.device(device)
+        self.amp = amp
         self.data = load_attack_data(self.cfg, dataset=dataset, data_kwargs=self.data_kwargs)
         self.modality = "audio" if self.data.x.dim() == 2 else "image"
         self.budget = (
@@ -153,6 +163,7 @@ class Audit:
             "surrogate": str(self.surrogate.path) if self.surrogate else None,
             "draw": "class-stratified",  # audits of the first n images are not resumed
             "decision": self.decision.to_dict(),  # other threshold: other at-threshold rates
+            "amp": self.amp,  # the precision of every item's forwards and gradients
         }
 
     def _data_args(self) -> str:
@@ -168,7 +179,7 @@ class Audit:
         cmd = f"deepshield audit {self.run.path} --budget {self.budget.name} --seed {self.seed}"
         if self.surrogate is not None:
             cmd += f" --surrogate {self.surrogate.path}"
-        return cmd + self._data_flags()
+        return cmd + self._data_flags() + precision_flags(self.amp)
 
     def resume(self, force: bool) -> None:
         """Keep the finished items of an audit.json with the same settings (unless force) whose
@@ -176,7 +187,7 @@ class Audit:
         if force or not self.run.exists(AUDIT_FILE):
             return
         old = self.run.read_json(AUDIT_FILE)
-        if old.get("settings") != self.settings():
+        if {"amp": "off", **old.get("settings", {})} != self.settings():  # older: float32
             return
         self.items = {
             k: v
@@ -205,6 +216,7 @@ class Audit:
                 "fake_passed_as_real", "real_flagged_as_fake", "predicted_fake_share",
                 "collapsed", "collapsed_to")  # fmt: skip
         command = f"deepshield evaluate {self.run.path}{self._data_flags()}"
+        command += precision_flags(self.amp)
         out = {**{k: m[k] for k in keys}, "plots": plots, "files": plots, "command": command}
         if m["auc"] is not None:  # both classes: calibration and the run's operating point
             out["decision"] = decision_metrics(y.numpy(), scores.numpy(), self.decision)
@@ -332,7 +344,8 @@ class Audit:
             cfg = self._surrogate_config()
             log(f"[audit]   training the surrogate {cfg.model} {cfg.model_kwargs} ...")
             self.run.claim(f"{self.surrogate_dir().name}/")  # the run owns its surrogate's folder
-            sur = run_training(cfg, self.surrogate_dir())
+            with full_precision(self.device):  # trained in its config's precision, not --amp's
+                sur = run_training(cfg, self.surrogate_dir())
         item = self.sweep("transfer", self._pgd("linf"), self.budget.n, surrogate=sur)
         metrics = sur.read_json("metrics.json")
         item["surrogate"] = {
@@ -374,25 +387,26 @@ class Audit:
         return TrainConfig.model_validate({**self.cfg.model_dump(), **update})
 
     def explanations(self) -> dict[str, Any]:
-        """The Grad-CAM sanity check (explain_run) and (images) the grid of fakes passing under
-        attack."""
+        """The Grad-CAM sanity check (explain_run; in float32, as `deepshield explain` makes it)
+        and (images) the grid of fakes passing under attack (PGD under the audit's --amp)."""
         from deepshield.runs.explain import explain_run
 
         b = self.budget
-        summary = explain_run(
-            self.run,
-            "grad_cam",
-            dataset=self.dataset,
-            data_kwargs=self.data_kwargs,
-            n=b.grid_fakes,
-            max_samples=b.explain_samples,
-            sanity_samples=b.sanity_samples,
-            sanity_repeats=b.sanity_repeats,
-            seed=self.seed,
-            device=self.device,
-            splits=self.data.splits,  # loaded once with the run (the same dataset and options)
-            model=self.model,
-        )
+        with full_precision(self.device):
+            summary = explain_run(
+                self.run,
+                "grad_cam",
+                dataset=self.dataset,
+                data_kwargs=self.data_kwargs,
+                n=b.grid_fakes,
+                max_samples=b.explain_samples,
+                sanity_samples=b.sanity_samples,
+                sanity_repeats=b.sanity_repeats,
+                seed=self.seed,
+                device=self.device,
+                splits=self.data.splits,  # loaded once with the run (the same dataset and options)
+                model=self.model,
+            )
         grid, info = self._evasion_grid()
         san = summary["sanity"]
         command = (
@@ -526,7 +540,8 @@ class Audit:
                     log(f"[audit] {key} ...")
                     t0 = time.perf_counter()
                     try:
-                        self.items[key] = step()
+                        with autocast(self.amp, self.device):
+                            self.items[key] = step()
                     except DeepshieldError as e:
                         self.items[key] = {"error": str(e)}
                         log(f"[audit]   {key} failed: {e}")
@@ -548,6 +563,7 @@ def audit_run(
     surrogate: str | Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    amp: str = "off",
     force: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
@@ -563,5 +579,6 @@ def audit_run(
         surrogate=surrogate,
         seed=seed,
         device=device,
+        amp=amp,
     )
     return audit.execute(log, force)

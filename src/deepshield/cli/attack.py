@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_floats, parse_kv
-from deepshield.cli.checks import COUNT, NONNEGATIVE, check_linf, choice, mask, split_choice
+from deepshield.cli.checks import (
+    COUNT,
+    NONNEGATIVE,
+    amp_option,
+    channels_last_option,
+    check_linf,
+    choice,
+    mask,
+    split_choice,
+)
 
 
 @app.command("attack")
@@ -58,12 +67,8 @@ def attack_cmd(
     ),
     out: str = typer.Option(None, "--out", help="Result name: attack_<NAME>.json [from flags]."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
-    amp: str = typer.Option(
-        "off",
-        "--amp",
-        help="Mixed precision of forwards and gradients: off, bf16 or fp16 (CUDA only) [off].",
-        callback=choice("off", "bf16", "fp16"),
-    ),
+    amp: str = amp_option("the forwards and gradients"),
+    channels_last: bool = channels_last_option(),
     purify: str = typer.Option(
         None, "--purify", help="Evaluate the model behind a purifier: dip (Deep Image Prior)."
     ),
@@ -133,6 +138,7 @@ def attack_cmd(
             name=out,
             device=dev,
             threat=threat,
+            channels_last=channels_last,
         )
         if distributed.is_main():  # inside the session: rank() is still known
             _print_rows(record)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
+from deepshield.cli.checks import amp_option
 
 
 @app.command("audit")
@@ -26,6 +27,7 @@ def audit_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the attacks and checks."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    amp: str = amp_option("every item's forwards and gradients"),
     force: bool = typer.Option(False, "--force", help="Recompute items kept in audit.json."),
 ) -> None:
     """Clean metrics and calibration, white-box and transfer attacks, gradient-masking checks and
@@ -45,6 +47,7 @@ def audit_cmd(
         surrogate=surrogate,
         seed=seed,
         device=resolve_device(device),
+        amp=amp,
         force=force,
         log=typer.echo,
     )

@@ -145,3 +145,29 @@ def mask(value: str) -> str:
             f"{value!r}: SIZE is the square's side in pixels, an integer >= 1 (e.g. {kind}:8)"
         )
     return value
+
+
+def amp_option(what: str = "the forwards", *, config: bool = False) -> typer.models.OptionInfo:
+    """--amp: mixed precision of `what` (`deepshield.precision`), off by default; `config`: the
+    flag is left None when not given, so a config file's `amp:` holds (train)."""
+    from deepshield.precision import AMP_MODES
+
+    return typer.Option(
+        None if config else "off",
+        "--amp",
+        help=f"Mixed precision of {what}: off, bf16 or fp16 (CUDA only)."
+        + (" Default: off." if config else ""),  # otherwise typer shows the default
+        callback=choice(*AMP_MODES),
+    )
+
+
+def channels_last_option(*, config: bool = False) -> typer.models.OptionInfo:
+    """--channels-last (`deepshield.precision.use_channels_last`), off by default; `config`:
+    also --no-channels-last, and None when neither is given (a config file's key holds)."""
+    return typer.Option(
+        None if config else False,
+        "--channels-last/--no-channels-last" if config else "--channels-last",
+        help="Image models in channels-last memory format (faster convolutions on a GPU, the "
+        "same results within float rounding; off by default); no effect on speech models (1-D "
+        "waveforms).",
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app, parse_kv
-from deepshield.cli.checks import COUNT, split_choice
+from deepshield.cli.checks import COUNT, amp_option, split_choice
 
 
 @app.command("robustness")
@@ -28,20 +28,23 @@ def robustness_cmd(
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Scoring batch size.", **COUNT),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
+    amp: str = amp_option(),
 ) -> None:
     """Score the run's split under each setting of a processing grid (real encoders): AUC, EER,
     and error rates at the run's threshold; writes everyday_<grid>.json, a plot and a report
     section. --shortcuts adds shortcuts.json (same re-encoding of both classes)."""
+    from deepshield.precision import autocast
     from deepshield.runs.everyday import run_grid, shortcut_checks
     from deepshield.runtime import resolve_device
 
     dev = str(resolve_device(device))
     options = {"split": split, "n": n, "seed": seed, "batch_size": batch_size, "device": dev,
                "dataset": dataset, "data_kwargs": parse_kv(data_arg, "--data-arg") or None}  # fmt: skip
-    summary = run_grid(run_dir, grid, **options, log=_log)
-    print(summary["line"])
-    if shortcuts:
-        result = shortcut_checks(run_dir, **options, log=_log)
+    with autocast(amp, dev):  # the scoring forwards; fp16 off CUDA: one line
+        summary = run_grid(run_dir, grid, **options, log=_log)
+        print(summary["line"])
+        result = shortcut_checks(run_dir, **options, log=_log) if shortcuts else None
+    if result is not None:
         for row in result["checks"]:
             flag = "  SHORTCUT?" if row["flagged"] else ""
             print(f"shortcut {row['check']}: {row['what']}: AUC {row['auc']:.3f} "

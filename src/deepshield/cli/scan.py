@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from deepshield.cli.app import app
-from deepshield.cli.checks import COUNT, choice, operating_point
+from deepshield.cli.checks import COUNT, amp_option, choice, operating_point
 
 
 @app.command("calibrate")
@@ -103,6 +103,7 @@ def scan_cmd(
         help="Search the whole frame for faces every K sampled frames, track them in between.",
         **COUNT,
     ),
+    amp: str = amp_option("the scoring of face crops and audio windows"),
     force: bool = typer.Option(
         False, "--force", help="Replace a scan with other settings in --out (only its own files)."
     ),
@@ -111,6 +112,7 @@ def scan_cmd(
     error) and the evidence; writes scan.csv, scan_frames.csv, scan.json and report.html."""
     from deepshield import progress
     from deepshield.errors import ConfigError, DataError
+    from deepshield.precision import check_amp
     from deepshield.runs import scan as sc
     from deepshield.runtime import resolve_device
 
@@ -121,11 +123,12 @@ def scan_cmd(
             "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
+    dev = resolve_device(device)
+    check_amp(amp, dev)  # fp16 off CUDA: one line
     if engine == "ray":  # no ray, no cluster: one line before any model is loaded
         from deepshield.runs.scan_ray import connect
 
         connect()
-    dev = resolve_device(device)
     det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
     speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None
     summary = sc.scan(
@@ -133,7 +136,7 @@ def scan_cmd(
         out,
         detector=det,
         speech=speech,
-        opts=sc.ScanOptions(frames=frames, faces=faces, detect_every=detect_every),
+        opts=sc.ScanOptions(frames=frames, faces=faces, detect_every=detect_every, amp=amp),
         limit=limit,
         shard=shard_at,
         progress=lambda files: progress.track(files, "scanning", total=len(files)),

@@ -11,6 +11,8 @@ from deepshield.cli.app import app, parse_floats, parse_kv
 from deepshield.cli.checks import (
     COUNT,
     LINF,
+    amp_option,
+    channels_last_option,
     choice,
     model_name,
     operating_point,
@@ -101,12 +103,8 @@ def train_cmd(
         help="Calibrator of the run's decision: platt or isotonic [platt].",
         callback=choice("platt", "isotonic"),
     ),
-    amp: str = typer.Option(
-        None,
-        "--amp",
-        help="Mixed precision: off, bf16 or fp16 (CUDA only) [off].",
-        callback=choice("off", "bf16", "fp16"),
-    ),
+    amp: str = amp_option("the forwards and losses", config=True),
+    channels_last: bool = channels_last_option(config=True),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run folder."),
 ) -> None:
     """Train a detector; writes runs/NAME with history, metrics, plots and report.html.
@@ -130,6 +128,7 @@ def train_cmd(
         "scheduler": scheduler,
         "device": device,
         "amp": amp,
+        "channels_last": channels_last,
         "lipschitz": lipschitz,
         "adv_train": adv_train,
         "adv_eps": parse_floats(adv_eps, "--adv-eps")[0] if adv_eps else None,
@@ -199,12 +198,8 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     data_arg: list[str] = typer.Option(None, "--data-arg", help="Dataset option KEY=VALUE."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
-    amp: str = typer.Option(
-        "off",
-        "--amp",
-        help="Mixed precision of the forwards: off, bf16 or fp16 (CUDA only) [off].",
-        callback=choice("off", "bf16", "fp16"),
-    ),
+    amp: str = amp_option(),
+    channels_last: bool = channels_last_option(),
 ) -> None:
     """Evaluate a trained run on its test split or on another dataset; updates report.html.
 
@@ -212,7 +207,7 @@ def evaluate_cmd(
     from deepshield.train import distributed
 
     with distributed.session(device) as dev:
-        _evaluate(run_dir, dataset, split, data_arg, dev, amp)
+        _evaluate(run_dir, dataset, split, data_arg, dev, amp, channels_last)
 
 
 def _evaluate(
@@ -222,12 +217,13 @@ def _evaluate(
     data_arg: list[str] | None,
     device: torch.device,
     amp: str,
+    channels_last: bool,
 ) -> None:
 
     from deepshield import data
     from deepshield.config import TrainConfig
     from deepshield.files import write_json
-    from deepshield.precision import autocast, check_amp
+    from deepshield.precision import autocast, check_amp, use_channels_last
     from deepshield.run import RunDir, data_options, file_tag
     from deepshield.runs.evaluation import collapse_warning, write_evaluation
     from deepshield.train import distributed
@@ -244,6 +240,7 @@ def _evaluate(
         if (spec, kwargs) != (cfg.dataset, cfg.data_kwargs):
             _check_shape(run, cfg, tuple(splits.split(split).x.shape[1:]), spec)
     model = run.load_model("best").to(device)
+    channels_last = use_channels_last(model, channels_last, tuple(splits.split(split).x.shape[1:]))
     tag = "" if spec == cfg.dataset and not data_arg else file_tag(spec)
     tag = "_".join(t for t in (tag, "" if split == "test" else split) if t)
     with autocast(amp, device):
@@ -251,7 +248,8 @@ def _evaluate(
     if not distributed.is_main():
         return
     out = run.output(f"eval{'_' + tag if tag else ''}.json")
-    write_json(out, {"dataset": spec, "data_kwargs": kwargs, "split": split, "amp": amp, **metrics})
+    how = {"split": split, "amp": amp, "channels_last": channels_last}
+    write_json(out, {"dataset": spec, "data_kwargs": kwargs, **how, **metrics})
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{spec} [{split}]: {shown}")
     video = metrics.get("video_level")

@@ -31,6 +31,7 @@ from deepshield.config import TrainConfig
 from deepshield.data.splits import Splits, stratified_subset
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_write_bytes
+from deepshield.precision import ambient_amp, precision_flags, use_channels_last
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_name, data_options, file_tag
 from deepshield.runs.decision import Decision, at_threshold, decision_summary, load_decision
@@ -128,12 +129,15 @@ def attack_run(
     name: str | None = None,
     device: torch.device | str = "cpu",
     threat: PurifierThreat | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Sweep `spec` on a run's best model (crafted on `surrogate`'s model when given, i.e. a
     transfer attack), write the results into the run folder; return the JSON written.
 
     threat: evaluate the model behind a DIP purifier instead, attacked as threat.adaptive says
     (`defenses.adaptive`: none, bpda, eot with spec.eot_samples passes per gradient).
+    channels_last: image models (and a surrogate) in channels-last memory format. Mixed
+    precision is the caller's autocast (`deepshield.precision.autocast`), recorded as "amp".
     Every bad argument raises before the data is loaded or a model is attacked.
     """
     spec = spec.checked()
@@ -155,8 +159,12 @@ def attack_run(
     )
     model = run.load_model("best").to(device)
     crafter = sur.load_model("best").to(device) if sur is not None else None
+    channels_last = use_channels_last(model, channels_last, tuple(batch.x.shape[1:]))
+    if crafter is not None:
+        use_channels_last(crafter, channels_last, tuple(batch.x.shape[1:]))
     return sweep_loaded(run, spec, batch, model, crafter=crafter, surrogate=sur, dataset=dataset,
-                        n=n, batch_size=batch_size, name=name, threat=threat, t0=t0)[0]  # fmt: skip
+                        n=n, batch_size=batch_size, name=name, threat=threat, t0=t0,
+                        channels_last=channels_last)[0]  # fmt: skip
 
 
 def sweep_loaded(
@@ -173,11 +181,15 @@ def sweep_loaded(
     name: str | None = None,
     threat: PurifierThreat | None = None,
     t0: float | None = None,
+    channels_last: bool = False,
 ) -> tuple[dict[str, Any], SweepResult]:
     """`attack_run` on a model and data already loaded (the audit loads them once): sweep
     `spec` (crafted on `crafter`, the model of the run `surrogate`, when given), write the
-    results into `run`; -> (the JSON written, the per-sample SweepResult)."""
+    results into `run`; -> (the JSON written, the per-sample SweepResult). The autocast in
+    effect (`ambient_amp`) and `channels_last` (the models' memory format, set by the caller)
+    are recorded; budgets finished under another precision are not resumed."""
     t0 = time.perf_counter() if t0 is None else t0
+    amp = ambient_amp(next(model.parameters()).device)
     spec.check_fits(batch.x.shape[1:])
     crafter = model if crafter is None else crafter
     _check_classes(model, crafter, batch, surrogate)
@@ -198,6 +210,7 @@ def sweep_loaded(
         "defence": None if threat is None else threat.to_dict(),
         "batch_size": batch_size,
         "world_size": distributed.world_size(),
+        "amp": amp,
     }
     store = BudgetFiles(run, name, key)
     result = transfer_sweep(
@@ -211,8 +224,11 @@ def sweep_loaded(
         else {"run": str(surrogate.path), "model": surrogate.read_json("model.json")["name"]},
         "defence": None if threat is None else threat.to_dict(),
         "batch_size": batch_size,
+        "amp": amp,
+        "channels_last": channels_last,
         "seconds": round(time.perf_counter() - t0, 2),
-        "command": _command(run.path, spec, dataset, batch.split, n, batch_size, sur_path, name),
+        "command": _command(run.path, spec, dataset, batch.split, n, batch_size, sur_path, name)
+        + precision_flags(amp, channels_last),
     }
     if threat is not None:
         info["command"] += " " + threat.flags()
@@ -478,6 +494,10 @@ def section_html(record: Mapping[str, Any]) -> str:
         )
     if record.get("eval_after"):
         settings += f"; every image scored after real {record['eval_after']} (clean ones too)"
+    if record.get("amp", "off") != "off":
+        settings += f"; forwards and gradients in {record['amp']} (--amp)"
+    if record.get("channels_last"):
+        settings += "; models in channels-last memory format"
     evasion = (
         "<p class='muted'>evasion: real images kept clean, fakes attacked (an untargeted attack on"
         " a fake pushes it towards real, so its fakes passed as real equal the column above)."

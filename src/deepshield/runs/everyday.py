@@ -36,6 +36,7 @@ from torch import nn
 from deepshield.attacks.evaluate import robust_accuracy
 from deepshield.data.processing import Transform, grid_specs, parse_spec, pil_roundtrip
 from deepshield.errors import ConfigError, RunError
+from deepshield.precision import ambient_amp, precision_flags
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
 from deepshield.runs.decision import Decision, load_decision
@@ -236,6 +237,9 @@ def _context(
         "weights_sha256": run.weights_sha256(),
         "decision": decision.to_dict(),
     }
+    amp = ambient_amp(device)  # the caller's autocast; off is left out (older results resume)
+    if amp != "off":
+        params["amp"] = amp
     return Scoring(model, data, decision, batch_size, params)
 
 
@@ -288,6 +292,7 @@ def run_grid(
     order = {s.spec: i for i, s in enumerate(steps)}
     result["rows"].sort(key=lambda r: order[r["setting"]])
     result["command"] = _command(run.path, grid, split, n, seed, dataset, data_kwargs)
+    result["command"] += precision_flags(params.get("amp", "off"))
     run.write_json(name, result)
     _grid_report(run, label, result)
     run.set_done(step_name)

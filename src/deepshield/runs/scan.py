@@ -50,6 +50,7 @@ from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
 from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
+from deepshield.precision import autocast, check_amp
 from deepshield.run import RunDir, open_run
 from deepshield.runs.decision import Decision, load_decision
 
@@ -116,11 +117,13 @@ class Detector:
         }
 
     @torch.no_grad()
-    def raw_scores(self, x: torch.Tensor) -> np.ndarray:
-        """Model input [N, ...] -> raw P(fake) float64 [N]."""
+    def raw_scores(self, x: torch.Tensor, amp: str = "off") -> np.ndarray:
+        """Model input [N, ...] -> raw P(fake) float64 [N], the forward in `amp` precision."""
         from deepshield.predict import fake_scores, predict_logits
 
-        return fake_scores(predict_logits(self.model, x, device=self.device)).double().numpy()
+        with autocast(amp, self.device):
+            logits = predict_logits(self.model, x, device=self.device)  # float32
+        return fake_scores(logits).double().numpy()
 
 
 def run_detector(run_dir: str | Path, device: torch.device, kind: str = "image") -> Detector:
@@ -219,14 +222,17 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class ScanOptions:
     """How files are scanned: frames (and audio windows) per file, face mode, Grad-CAM frames
-    per file, media bounds, and `detect_every` k (faces searched in the whole frame on every
-    k-th sampled frame, tracked around their last box in between; 1 = every frame)."""
+    per file, media bounds, `detect_every` k (faces searched in the whole frame on every
+    k-th sampled frame, tracked around their last box in between; 1 = every frame) and `amp`,
+    the precision face crops and audio windows are scored in (`deepshield.precision`; the
+    Grad-CAM evidence is drawn in float32)."""
 
     frames: int = 32
     faces: FaceMode = "largest"
     top_frames: int = 3  # frames per file with a Grad-CAM overlay
     limits: media.MediaLimits = field(default_factory=media.MediaLimits)
     detect_every: int = 1
+    amp: str = "off"
 
 
 @dataclass(order=True)
@@ -284,13 +290,14 @@ def _crops_input(det: Detector, crops: list[np.ndarray]) -> torch.Tensor:
     return x
 
 
-def _face_scores(det: Detector, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(calibrated, raw) P(fake) float64 [N] of N face crops, scored SCORE_BATCH at a time."""
+def _face_scores(det: Detector, crops: list[np.ndarray], amp: str) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated, raw) P(fake) float64 [N] of N face crops, scored SCORE_BATCH at a time in
+    `amp` precision."""
     if not crops:
         return np.zeros(0), np.zeros(0)
     raw = np.concatenate(
         [
-            det.raw_scores(_crops_input(det, crops[i : i + SCORE_BATCH]))
+            det.raw_scores(_crops_input(det, crops[i : i + SCORE_BATCH]), amp)
             for i in range(0, len(crops), SCORE_BATCH)
         ]
     )
@@ -305,7 +312,7 @@ def _score_visual(
     frame_p: list[float | None] = []
     frame_raw: list[float | None] = []
     kept: list[_Kept] = []
-    p_all, raw_all = _face_scores(det, [c for ff in got.frames for c in ff.crops])
+    p_all, raw_all = _face_scores(det, [c for ff in got.frames for c in ff.crops], opts.amp)
     at = 0
     for ff, view in zip(got.frames, got.views, strict=True):
         index, t, faces = ff.index, ff.time, ff.faces
@@ -420,7 +427,8 @@ def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.Video
     if len(starts) > opts.frames:
         starts = starts[np.linspace(0, len(starts) - 1, opts.frames).round().astype(int)]
     x = torch.cat([speech.waveform(wave[s : s + step], AUDIO_RATE) for s in starts])  # [W, T']
-    scores = media.video_score(speech.decision.calibrate(speech.raw_scores(x)).tolist())
+    raw = speech.raw_scores(x, opts.amp)  # [W]
+    scores = media.video_score(speech.decision.calibrate(raw).tolist())
     return replace(scores, reason=record.summary())
 
 
@@ -712,12 +720,15 @@ class ScanSummary:
 
 def _config(settings: dict[str, Any]) -> dict[str, Any]:
     """What a scan's results depend on (the folder's config.yaml): detectors (their weights
-    and decision, wherever they lie), frames, faces and tracking; not shard, limit or workers."""
-    keys = ("detector", "speech_detector", "frames", "faces", "detect_every")
+    and decision, wherever they lie), frames, faces, tracking and precision; not shard, limit
+    or workers. `amp` is left out when off, so a scan made before --amp existed (float32)
+    resumes with the same flags."""
+    keys = ("detector", "speech_detector", "frames", "faces", "detect_every", "amp")
     unplaced = (
         {**v, "source": None} if isinstance(v, dict) else v for v in map(settings.get, keys)
     )
-    return dict(zip(keys, unplaced, strict=True))
+    config = dict(zip(keys, unplaced, strict=True))
+    return config if config["amp"] != "off" else {k: v for k, v in config.items() if k != "amp"}
 
 
 def scan(
@@ -740,6 +751,8 @@ def scan(
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
+    for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
+        check_amp(opts.amp, d.device)
     files, skipped = list_files(paths)
     single = len(paths) == 1 and len(files) == 1 and not Path(paths[0]).is_dir()
     files = [f for f in files if in_shard(str(f), shard)][:limit]
@@ -749,6 +762,7 @@ def scan(
         "frames": opts.frames,
         "faces": opts.faces,
         "detect_every": opts.detect_every,
+        "amp": opts.amp,
         "shard": list(shard) if shard else None,
         "limit": limit,
     }

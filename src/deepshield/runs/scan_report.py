@@ -108,7 +108,9 @@ def write_report(out: RunDir, settings: dict[str, Any], rows: list[dict[str, str
         f"<code>{html.escape(str(det.get('source')))}</code> (weights SHA-256 "
         f"{str(det.get('weights_sha256'))[:12]}...). Decision: threshold "
         f"{dec.get('threshold')} on {'calibrated' if dec.get('calibrated') else 'raw'} P(fake), "
-        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i></p>"
+        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i>"
+        + (f" Scored in {settings['amp']} (--amp)." if settings.get("amp", "off") != "off" else "")
+        + "</p>"
         f"<p>{', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}. Frame strips: one bar "
         "per sampled frame (height = P(fake), red above the threshold, grey = no face); overlays: "
         "Grad-CAM of the fake class on the highest-scoring frames, box = the face found.</p>"

@@ -13,7 +13,7 @@ from deepshield.config import TrainConfig
 from deepshield.defenses.training import is_defended, training_hooks
 from deepshield.errors import ConfigError
 from deepshield.models.architectures.siamese import Siamese
-from deepshield.precision import check_amp
+from deepshield.precision import check_amp, use_channels_last
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir, check_run, file_tag, start_run
 from deepshield.runs.decision import calibrate_run
@@ -85,6 +85,7 @@ def run_training(
     if cfg.init:
         models.load_weights(model, init_weights_path(cfg.init))
     model = model.to(device)
+    use_channels_last(model, cfg.channels_last, tuple(splits.train.x.shape[1:]))
     if distributed.is_main():  # data and model are good: the folder is written from here on
         start_run(run, "train", cfg, replace=replace)
         run.write_json(
