@@ -720,3 +720,21 @@ def test_main_gives_back_the_signal_handlers_it_set(monkeypatch, capsys):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     assert run_in_process(["nosuch"], monkeypatch, capsys)[0] == 2
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_help_shows_bracketed_defaults_from_the_installed_script() -> None:
+    """Help texts are plain text: "[fgsm]" or "[decision.json's, else 0.5]" in an option's help
+    is printed, not taken for markup and dropped (as rich markup did)."""
+    for argv, shown in (
+        (["serve", "--help"], "[decision.json's, else 0.5]"),
+        (["defend", "detector", "--help"], "[fgsm]"),
+    ):
+        done = subprocess.run(
+            [str(SCRIPT), *argv],
+            env=script_env() | {"COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert shown in " ".join(done.stdout.split()), done.stdout
