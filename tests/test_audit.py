@@ -157,6 +157,9 @@ def test_card_scores_follow_from_the_items(plain):
     assert card["everyday processing"]["status"] == (
         "pass" if drop <= 0.05 else "warn" if drop <= 0.15 else "fail"
     )
+    (command,) = card["everyday processing"]["commands"]  # the grid's own, with the run's path
+    assert command.startswith("deepshield robustness ") and "--grid quick" in command
+    assert "RUN_DIR" not in command and command == every["command"]
     assert card["clean detection"]["score"] == items["clean"]["auc"]
     at4 = [next(r for r in items[k]["rows"] if r["eps"] == 4 / 255)["fake_passed_as_real"]
            for k in ("fgsm", "pgd_linf")]  # fmt: skip

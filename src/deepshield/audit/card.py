@@ -241,7 +241,7 @@ def _everyday(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[
         "score": item["lowest_auc"]["auc"],
         "status": status,
         "summary": item["line"],
-        "commands": ["deepshield robustness RUN_DIR --grid quick"],
+        "commands": [item.get("command") or "deepshield robustness RUN_DIR --grid quick"],
     }
 
 

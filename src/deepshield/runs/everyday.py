@@ -442,6 +442,7 @@ def grid_summary(result: dict[str, Any]) -> dict[str, Any]:
         },
         "largest_auc_drop": clean["auc"] - worst_auc["auc"],
         "rows": [{"setting": r["setting"], **{m: r[m] for m in METRICS}} for r in rows],
+        "command": result.get("command"),
     }
     passed = worst_pass["fake_passed_as_real"]
     most = (
