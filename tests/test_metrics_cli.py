@@ -240,3 +240,26 @@ def test_text_output_names_undefined_metrics_and_missing_keys(tmp_path, monkeypa
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2 and "pass its key file with --keys" in capsys.readouterr().err
+
+
+def test_a_runs_test_scores_are_a_file_deepshield_metrics_reads(
+    tmp_path_factory, monkeypatch, capsys
+):
+    """Every detector evaluation writes pfake_<split>.csv (the P(fake) shown, one row per sample
+    id); scored by `deepshield metrics` it gives the evaluation's own EER and AUC."""
+    from test_sweep import trained_tiny_run
+
+    run = trained_tiny_run(tmp_path_factory)
+    test = json.loads(run.file("metrics.json").read_text())["test"]
+    assert test["score_file"] == {
+        "csv": "pfake_test.csv",
+        "format": "deepshield P(fake)",
+        "calibrated": test["decision"]["calibrated"],
+    }
+    with open(run.file("pfake_test.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == test["n"] and len({r["utt"] for r in rows}) == len(rows)
+    got = run_json(monkeypatch, capsys, run.file("pfake_test.csv"))
+    assert got["auc"] == pytest.approx(test["auc"], abs=1e-9)
+    assert got["eer"] == pytest.approx(test["eer"], abs=1e-9)
+    assert "pfake_test.csv" in run.file("manifest.json").read_text()  # the run owns it

@@ -67,6 +67,7 @@ def write_evaluation(
         metrics["decision"], fig = _decision(run, y, s)
         run.save_plot(fig, f"reliability{suffix}")
         plots.append(f"plots/reliability{suffix}.png")
+        metrics["score_file"] = _write_pfake(run, f"pfake{suffix or '_' + split}.csv", ds, s)
     if "video" in ds.meta and "frame" in ds.meta and len(ds) and splits.num_classes == 2:
         from deepshield.metrics import video_metrics
 
@@ -101,6 +102,13 @@ def write_evaluation(
     html = table(rows) + extra
     if "decision" in metrics:
         html += decision_html(metrics["decision"])
+    if "score_file" in metrics:
+        f = metrics["score_file"]
+        shown = "calibrated" if f["calibrated"] else "raw"
+        html += (
+            f"<p>Per-sample {shown} P(fake): <code>{f['csv']}</code> (score it again, or with "
+            f"another system's file: <code>deepshield metrics {f['csv']}</code>).</p>"
+        )
     if metrics.get("collapsed"):
         html = f"<p><b>{collapse_warning(metrics)}</b></p>" + html
     html += "<div class='figs'>" + "".join(figure(p) for p in plots) + "</div>"
@@ -116,6 +124,23 @@ def _decision(run: RunDir, y: Any, raw: Any) -> tuple[dict[str, Any], Any]:
 
     d = load_decision(run.path)
     return decision_metrics(y, raw, d), plot_reliability(y, d.calibrate(raw))
+
+
+def _write_pfake(run: RunDir, name: str, ds: Any, raw: Any) -> dict[str, Any]:
+    """The split's scores as a deepshield P(fake) file (`utt,label,p_fake`, the P(fake) shown:
+    calibrated by the run's decision when it has one), which `deepshield metrics` reads; a
+    sample id that repeats (e.g. two faces of one frame) gets #2, #3, ..."""
+    from deepshield.metrics import write_pfake_scores
+    from deepshield.runs.decision import load_decision
+
+    seen: dict[str, int] = {}
+    ids = []
+    for n in ds.names:
+        seen[n] = seen.get(n, 0) + 1
+        ids.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    d = load_decision(run.path)
+    write_pfake_scores(run.output(name), ids, ds.y.numpy(), d.calibrate(raw))
+    return {"csv": name, "format": "deepshield P(fake)", "calibrated": d.calibrated}
 
 
 def decision_html(d: dict[str, Any]) -> str:
