@@ -246,8 +246,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {user}", "not a deepshield run", ""),
     # scan and calibrate
     ("scan", "Missing argument", SUB),
-    ("scan {png}", "give either --run RUN_DIR or --model", ""),
-    ("scan {png} --run {run} --model meso4", "give either --run RUN_DIR or --model", ""),
+    ("scan {png}", "give a detector: --run RUN_DIR, --model NAME --weights FILE", ""),
+    ("scan {png} --run {run} --model meso4", "--model and --weights go together", ""),
     ("scan {png} --model meso4", "--model and --weights go together", ""),
     ("scan {png} --model meso4 --weights {user}/absent.h5", "absent.h5: no such file", ""),
     ("scan {png} --run {run} --shard 2/2", "--shard '2/2'", ""),

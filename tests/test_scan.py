@@ -648,3 +648,47 @@ def test_a_scan_csv_of_the_earlier_version_is_resumed_and_upgraded(case, scanned
         got = {Path(r["path"]).name: r for r in reader}
     assert reader.fieldnames == sc.SCAN_COLUMNS
     assert got["b.png"]["sha256"] == "" and len(got["c.png"]["sha256"]) == 64
+
+
+AASIST_L = ("data", "pretrained_aasist", "AASIST-L.pth")
+LA_CLIPS = {
+    "LA_E_6828287": "fake",
+    "LA_E_2834763": "fake",
+    "LA_E_6314733": "real",
+    "LA_E_3757378": "real",
+}  # fmt: skip  (ASVspoof 2019 LA eval protocol: spoof / bona fide)
+
+
+def test_official_aasist_weights_scan_audio_files_by_model_and_weights(tmp_path) -> None:
+    from deepshield.media.audio import model_input, read_audio
+
+    """`--model aasist_l --weights AASIST-L.pth` fills the speech slot: the protocol's spoofs
+    are fake and its bona fide clips real (the official output rows are swapped on load), each
+    score the model's P(fake) of the clip read, resampled and tiled as the reader does."""
+    weights = shared_path(*AASIST_L)
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac")
+    det, speech = sc.detectors(None, "aasist_l", weights, None, torch.device("cpu"))
+    assert det is None and speech is not None and speech.size == (64600,)
+    files = [flac / f"{u}.flac" for u in LA_CLIPS]
+    s = sc.scan(files, tmp_path / "o", detector=None, speech=speech)
+    for f, row in zip(files, s.rows, strict=True):
+        assert row["kind"] == "audio" and row["verdict"] == LA_CLIPS[f.stem], row
+        wave, _ = read_audio(f, rate=16000)
+        assert len(wave) < 64600  # one window, tiled to the model's length
+        x = model_input(wave, 16000, 16000, 64600)
+        with torch.no_grad():
+            p = torch.softmax(speech.model(x), 1)[0, 1].item()
+        assert row["score"] == pytest.approx(p, abs=1e-5)
+    doc = json.loads((tmp_path / "o" / "scan.json").read_text())
+    assert doc["settings"]["speech_detector"]["decision"]["calibrated"] is False
+
+
+def test_two_detectors_of_one_kind_are_refused_in_one_line(case, tmp_path) -> None:
+    weights = shared_path(*AASIST_L)
+    with pytest.raises(ConfigError, match="two speech detectors"):  # refused before any load
+        sc.detectors(None, "aasist_l", weights, tmp_path / "never-opened", torch.device("cpu"))
+    meso = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    with pytest.raises(ConfigError, match="two image detectors"):
+        sc.detectors(case["run"], "meso4", meso, None, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="give a detector"):
+        sc.detectors(None, None, None, None, torch.device("cpu"))

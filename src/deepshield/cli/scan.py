@@ -57,10 +57,13 @@ def scan_cmd(
     paths: list[Path] = typer.Argument(..., help="Images, videos, audio files or folders."),
     run_dir: Path = typer.Option(None, "--run", help="An image detector run folder."),
     model: str = typer.Option(
-        None, "--model", help="A registry model (e.g. meso4), with --weights."
+        None,
+        "--model",
+        help="A registry detector with --weights: an image model (e.g. meso4) or a speech model "
+        "(e.g. aasist_l, for audio files and video sound); uncalibrated, threshold 0.5.",
     ),
     weights: Path = typer.Option(
-        None, "--weights", help="Weights file for --model (e.g. Meso4_DF.h5)."
+        None, "--weights", help="Weights file for --model (e.g. Meso4_DF.h5, AASIST-L.pth)."
     ),
     speech_run: Path = typer.Option(
         None,
@@ -116,8 +119,6 @@ def scan_cmd(
     from deepshield.runs import scan as sc
     from deepshield.runtime import resolve_device
 
-    if (run_dir is None) == (model is None):
-        raise ConfigError("give either --run RUN_DIR or --model NAME --weights FILE")
     if (model is None) != (weights is None):
         raise ConfigError(
             "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
@@ -129,8 +130,7 @@ def scan_cmd(
         from deepshield.runs.scan_ray import connect
 
         connect()
-    det = sc.run_detector(run_dir, dev) if run_dir else sc.file_detector(model, weights, dev)
-    speech = sc.run_detector(speech_run, dev, kind="audio") if speech_run else None
+    det, speech = sc.detectors(run_dir, model, weights, speech_run, dev)
     summary = sc.scan(
         list(paths),
         out,
@@ -146,10 +146,11 @@ def scan_cmd(
     )
     if summary.single_error:  # one file asked for, and it failed: one line, exit 2
         raise DataError(summary.single_error)
-    if not det.decision.calibrated:
-        typer.echo(f"note: {det.decision.note}")
-    if det.decision.warning:
-        typer.echo(f"warning: {det.decision.warning}")
+    for d in filter(None, (det, speech)):
+        if not d.decision.calibrated:
+            typer.echo(f"note: {d.name}: {d.decision.note}")
+        if d.decision.warning:
+            typer.echo(f"warning: {d.name}: {d.decision.warning}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     n = summary.scanned
     changed = f", {len(summary.changed)} rescanned as changed" if summary.changed else ""

@@ -489,6 +489,13 @@ def fix_length(x: np.ndarray, length: int = CLIP_LENGTH) -> np.ndarray:
     return np.tile(x, reps)[:length]
 
 
+def model_input(wave: np.ndarray, rate: int, model_rate: int, length: int) -> torch.Tensor:
+    """Mono [T] at `rate` -> a speech model's input [1, length] float32 in [-1, 1]: resampled to
+    `model_rate`, then cut or tiled to `length` samples (`fix_length`)."""
+    x = fix_length(resample(wave, rate, model_rate), length)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
+
+
 def is_audio_file(path: Path) -> bool:
     """True for a visible file with an audio extension (case-insensitive)."""
     return (

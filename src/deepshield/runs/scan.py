@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from deepshield.files import (
     file_stamp,
     write_json,
 )
-from deepshield.media.audio import AUDIO_EXTENSIONS, read_audio
+from deepshield.media.audio import AUDIO_EXTENSIONS, model_input, read_audio
 from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
@@ -149,21 +150,66 @@ def run_detector(run_dir: str | Path, device: torch.device, kind: str = "image")
     )
 
 
+SPEECH_RATE = 16000  # the rate of the registry's speech models (AASIST, mel_cnn)
+
+
 def file_detector(name: str, weights: str | Path, device: torch.device) -> Detector:
-    """A registry model with a weights file (e.g. meso4 + Meso4_DF.h5); uncalibrated at 0.5."""
+    """A registry detector with a weights file, uncalibrated at 0.5: an image model (e.g. meso4
+    + Meso4_DF.h5) or a speech model (e.g. aasist_l + the official AASIST-L.pth), which sees
+    16 kHz clips of its registry length."""
     from deepshield import models
 
     weights = Path(weights)
     if not weights.is_file():
         raise ConfigError(f"--weights {weights}: no such file; give the detector's weights file")
     spec = models.spec(name)
-    if spec.kind != "image":
-        raise ConfigError(f"--model {name}: a {spec.kind} model; scan takes image detectors here")
+    if spec.kind not in ("image", "audio"):
+        raise ConfigError(
+            f"--model {name}: a {spec.kind} model; scan takes image or speech detectors"
+        )
     model = models.load_weights(models.create(name), weights).to(device).eval()
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = file_digest(weights)
     decision = load_decision(None)
+    if spec.kind == "audio":
+        (length,) = spec.input_size[-1:]
+        clip = partial(model_input, model_rate=SPEECH_RATE, length=length)
+        return Detector(
+            model, name, "audio", (length,), 2, str(weights), digest, decision, device, clip
+        )
     size = tuple(spec.input_size[-2:])
     return Detector(model, name, "image", size, 2, str(weights), digest, decision, device)
+
+
+def detectors(
+    run_dir: str | Path | None,
+    model: str | None,
+    weights: str | Path | None,
+    speech_run: str | Path | None,
+    device: torch.device,
+) -> tuple[Detector | None, Detector | None]:
+    """(image detector, speech detector) from the scan's flags: --run and --speech-run folders,
+    and --model/--weights, which fills the slot of its kind; ConfigError when a slot is given
+    twice or none is given, before any model is loaded."""
+    from deepshield import models
+
+    kind = models.spec(model).kind if model is not None else None
+    if kind == "image" and run_dir is not None:
+        raise ConfigError(f"--run and --model {model}: two image detectors; give one")
+    if kind == "audio" and speech_run is not None:
+        raise ConfigError(f"--speech-run and --model {model}: two speech detectors; give one")
+    if run_dir is None and model is None and speech_run is None:
+        raise ConfigError(
+            "give a detector: --run RUN_DIR, --model NAME --weights FILE (an image model such "
+            "as meso4, or a speech model such as aasist_l) or --speech-run RUN_DIR"
+        )
+    from_file = file_detector(model, weights, device) if model is not None else None
+    det = run_detector(run_dir, device) if run_dir is not None else None
+    speech = run_detector(speech_run, device, kind="audio") if speech_run is not None else None
+    if from_file is not None and from_file.kind == "image":
+        det = from_file
+    elif from_file is not None:
+        speech = from_file
+    return det, speech
 
 
 # -- files -------------------------------------------------------------------------------------

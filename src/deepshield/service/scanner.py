@@ -229,10 +229,9 @@ class Scanner:
 
     def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
         """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
-        from deepshield.media.audio import fix_length, resample
+        from deepshield.media.audio import model_input
 
-        x = fix_length(resample(wave, sample_rate, self.sample_rate), self.input_size[0])
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)
+        return model_input(wave, sample_rate, self.sample_rate, self.input_size[0])
 
     def scan_audio(self, clip: np.ndarray, record: Any, explain: bool = False) -> dict:
         """Scan the model's input clip [T] in [-1, 1] (`deepshield.media.audio.read_clip`); the
