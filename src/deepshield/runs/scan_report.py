@@ -79,6 +79,12 @@ def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -
         strip = strip_svg(ordered, float(r["threshold"] or 0.5))
     audio = f"<br>audio: {html.escape(r['audio_verdict'])}" if r.get("audio_verdict") else ""
     said = " ".join(filter(None, (r["error"], r.get("note"))))
+    n = int(float(r["frames"] or 0))
+    parts = (
+        f"{n} window{'s' * (n != 1)} of the model's clip"
+        if r["kind"] == "audio"
+        else f"{r['faces'] or 0} faces, {r['frames'] or 0} frames"
+    )
     digest = r.get("sha256") or ""
     ident = (
         f"<br><span class='muted' title='SHA-256 {digest}, modified {r.get('mtime')}'>"
@@ -89,7 +95,7 @@ def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -
     error = f"<br><span class='muted'>{html.escape(said)}</span>" if said else ""
     return (
         f"<tr><td>{img}</td><td>{html.escape(r['path'])}<br><span class='muted'>{r['kind']}, "
-        f"{r['faces'] or 0} faces, {r['frames'] or 0} frames</span>{ident}{error}</td>"
+        f"{parts}</span>{ident}{error}</td>"
         f"<td>{score}</td><td class='{verdict}'>{verdict}{audio}</td>"
         f"<td>{strip}<div class='ev'>{evidence}</div></td></tr>"
     )
