@@ -46,7 +46,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("demo --seed abc", "'--seed'", SUB),
     # train
     ("train --bogus", "No such option: --bogus", SUB),
-    ("train -e 0", "'-e' / '--epochs'", SUB),
+    ("train -e 0", "epochs 0 takes the init weights as they are", SUB),
+    ("train -e -1", "'-e' / '--epochs'", ""),
     ("train -e -1", "'-e' / '--epochs'", ""),
     ("train --epochs 1.5", "'-e' / '--epochs'", ""),
     ("train -b 0", "'--batch-size'", ""),

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from deepshield.errors import ConfigError
@@ -144,7 +145,7 @@ class TrainConfig(BaseModel):
     init: str | None = None  # start from these weights: a .safetensors/.pth file or a run folder
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=0)  # 0: the init weights as they are (evaluated, calibrated)
     optimizer: Literal["Adam", "AdamW", "SGD"] = "Adam"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -170,6 +171,15 @@ class TrainConfig(BaseModel):
 
         operating_threshold([0, 1], [0.0, 1.0], v)  # ConfigError names the accepted rules
         return v
+
+    @model_validator(mode="after")
+    def _no_epochs_needs_init(self) -> TrainConfig:
+        if self.epochs == 0 and not self.init:
+            raise ValueError(
+                "epochs 0 takes the init weights as they are (no training): give init (--init "
+                "FILE or RUN_DIR), or at least 1 epoch"
+            )
+        return self
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -197,8 +207,9 @@ def parse_config(data: dict[str, Any], cls: type[C], source: str = "config") -> 
         return cls.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {err['msg']}") from e
+        msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{msg}") from e
 
 
 def config_with_flags(

@@ -40,7 +40,14 @@ def train_cmd(
     ),
     lr: float = typer.Option(None, "--lr", help="Learning rate [0.001].", min=0.0),
     batch_size: int = typer.Option(None, "-b", "--batch-size", help="Batch size [32].", **COUNT),
-    epochs: int = typer.Option(None, "-e", "--epochs", help="Epochs [5].", **COUNT),
+    epochs: int = typer.Option(
+        None,
+        "-e",
+        "--epochs",
+        help="Epochs [5]; 0 with --init: those weights as they are (no training), evaluated on "
+        "the test split and calibrated on validation, e.g. the official AASIST or MesoNet files.",
+        min=0,
+    ),
     optimizer: str = typer.Option(None, "-o", "--optimizer", help="Adam, AdamW or SGD [Adam]."),
     seed: int = typer.Option(None, "--seed", help="Seed [0]."),
     out: Path = typer.Option(None, "--out", help="Run folder [runs/<model>-<dataset>-s<seed>]."),

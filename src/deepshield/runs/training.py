@@ -78,7 +78,7 @@ def run_training(
     seed_all(cfg.seed)
     with distributed.main_first("loading the dataset"):  # rank 0 fills the cache once
         splits = data.load(cfg.dataset, seed=cfg.seed, **cfg.data_kwargs)
-    check_trainable(splits)  # before the folder is written
+    check_trainable(splits, cfg.epochs)  # before the folder is written
     check_augment(cfg.augment, splits.train.x.shape[1:])
     device = distributed.device_for_rank(cfg.device)
     model = models.create(cfg.model, num_classes=splits.num_classes, **cfg.model_kwargs)
@@ -128,8 +128,10 @@ def decision_skipped(splits: data.Splits) -> str | None:
     or its validation split lacks a class."""
     if splits.num_classes != 2:
         return f"no decision.json: {splits.num_classes} classes, decisions are for real/fake runs"
-    if len(torch.unique(splits.val.y)) != 2:
-        return "no decision.json: the validation split holds one class, nothing to calibrate on"
+    held = len(torch.unique(splits.val.y))
+    if held != 2:
+        what = "no samples" if held == 0 else "one class"
+        return f"no decision.json: the validation split holds {what}, nothing to calibrate on"
     return None
 
 
@@ -175,7 +177,7 @@ def finish_run(
         return
     metrics = {
         "best_epoch": best,
-        "val_acc_at_best": row["val"]["acc"],
+        "val_acc_at_best": (row.get("val") or {}).get("acc"),
         "test_acc_at_best_val": row["test"]["acc"],
         "test": test,
         "param_count": models.param_count(model),
@@ -193,7 +195,10 @@ def finish_run(
         {"item": "dataset", "value": splits.name},
         {"item": "optimizer", "value": f"{cfg.optimizer} lr={cfg.lr:g} batch={cfg.batch_size}"},
         {"item": "objective", "value": _objective_text(model)},
-        {"item": "epochs (best val)", "value": f"{cfg.epochs} ({best})"},
+        {
+            "item": "epochs (best val)",
+            "value": f"{cfg.epochs} ({best})" if cfg.epochs else f"0: the weights of {cfg.init}",
+        },
         {"item": "test accuracy at best val epoch", "value": f"{row['test']['acc']:.4f}"},
     ]
     if "balanced_accuracy" in test:

@@ -54,15 +54,22 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, wrappers) else model
 
 
-def check_trainable(splits: Splits) -> None:
-    """DataError when the train or validation split is empty (nothing to train or select on)."""
-    empty = [s for s in ("train", "val") if len(splits.split(s)) == 0]
+def check_trainable(splits: Splits, epochs: int = 1) -> None:
+    """DataError when the train or validation split is empty (nothing to train or select on);
+    with `epochs` 0 (the initial weights scored as they are) only an empty test split is."""
+    needed = ("train", "val") if epochs > 0 else ("test",)
+    empty = [s for s in needed if len(splits.split(s)) == 0]
     if empty:
         sizes = ", ".join(f"{s} {len(splits.split(s))}" for s in ("train", "val", "test"))
+        fix = (
+            "training needs both: use dataset options that keep samples for training (e.g. no "
+            "split=test)"
+            if epochs > 0
+            else "scoring the weights needs test samples: use dataset options that keep some"
+        )
         raise DataError(
             f"{splits.name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
-            f"empty ({sizes}); training needs "
-            "both: use dataset options that keep samples for training (e.g. no split=test)"
+            f"empty ({sizes}); {fix}"
         )
 
 
@@ -193,10 +200,19 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, splits: Splits) -> dict[str, Any]:
-        """Train for cfg.epochs (resuming from the run's last checkpoint); return the history."""
-        check_trainable(splits)
+        """Train for cfg.epochs (resuming from the run's last checkpoint); return the history.
+        cfg.epochs 0: the model as it is becomes epoch 0 (its val and test scores, best)."""
+        check_trainable(splits, self.cfg.epochs)
         if self.run is not None:
             self._resume()
+        if self.cfg.epochs == 0 and not self.history["epochs"]:
+            row = {"epoch": 0, "train": None}
+            row |= {
+                s: self.evaluate(splits.split(s)) for s in ("val", "test") if len(splits.split(s))
+            }
+            self.history["epochs"].append(row)
+            self.history["best_epoch"] = 0
+            self._save(0, True)
         for epoch in range(self.start_epoch, self.cfg.epochs + 1):
             self._set_lr(epoch)
             t0 = time.perf_counter()
