@@ -739,3 +739,26 @@ def test_help_shows_bracketed_defaults_from_the_installed_script() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert shown in " ".join(done.stdout.split()), done.stdout
+
+
+def test_an_interrupt_that_lands_in_a_callback_is_not_lost(capsys):
+    """CI once sent SIGINT while the import system ran a module-lock weakref callback: Python
+    printed 'Exception ignored' and the training went on for its 500 epochs. The interrupt is
+    now delivered again once the main thread is out of the callback."""
+    import weakref
+
+    from deepshield.cli import Interrupted, _interrupt, _interrupts_raise
+
+    class Thing:
+        pass
+
+    with pytest.raises(Interrupted) as caught, _interrupts_raise():
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: _interrupt(signal.SIGINT, None))  # noqa: F841
+        del thing  # the callback raises where Python can only ignore it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # plain Python code: the re-sent signal lands here
+            pass
+    assert caught.value.exit_code == 130
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

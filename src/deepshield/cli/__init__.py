@@ -7,6 +7,7 @@ is malformed), 130 Ctrl-C, 143 SIGTERM (one line each).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -58,18 +59,42 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+RESIGNAL_S = 0.01  # delay before an interrupt lost in a callback is delivered again
+
+
+def _unraisable(previous: object) -> object:
+    """A sys.unraisablehook that does not lose Ctrl-C: an `Interrupted` raised where Python can
+    only ignore it (a weakref callback such as the import system's module-lock cleanup, a
+    __del__) is delivered again from a helper thread a moment later, when the main thread is
+    back in code that can unwind; any other unraisable error goes to `previous`."""
+
+    def hook(u: sys.UnraisableHookArgs) -> None:
+        if u.exc_type is not None and issubclass(u.exc_type, Interrupted):
+            signum = u.exc_value.exit_code - 128  # type: ignore[union-attr]
+            again = threading.Timer(RESIGNAL_S, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        previous(u)  # type: ignore[operator]
+
+    return hook
+
+
 @contextmanager
 def _interrupts_raise() -> Iterator[None]:
     """Within: Ctrl-C and SIGTERM raise `Interrupted` (typer would turn a KeyboardInterrupt into
-    a silent return code, and SIGTERM would kill the process without a word). The previous
-    handlers come back after, for callers that run `main` in their own process (tests)."""
+    a silent return code, and SIGTERM would kill the process without a word), also when the
+    signal lands in a callback that would swallow it. The previous handlers come back after,
+    for callers that run `main` in their own process (tests)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
     previous = {sig: signal.signal(sig, _interrupt) for sig in SIGNALS}
+    hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
