@@ -3,11 +3,14 @@ file) and the identity of a file read (size, modification time, SHA-256)."""
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
+import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 `text` to `path` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(
+    path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
+) -> Path:
+    """A CSV with a header of `columns` and one line per row (None written as an empty cell),
+    replaced atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -11,8 +11,6 @@ are passed to `metrics.min_tdcf(..., asv=...)`.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import numpy as np
 
 from deepshield.data.splits import Splits, TensorSet
 from deepshield.errors import InputError
-from deepshield.files import atomic_write_text
+from deepshield.files import atomic_write_csv
 from deepshield.metrics import CostModel, LegacyCostModel, eer, min_tdcf, write_scores
 from deepshield.report.html import table
 from deepshield.run import RunDir
@@ -150,11 +148,7 @@ def file_verdicts(ds: TensorSet, raw: np.ndarray, decision: Any) -> list[dict[st
 
 def write_file_verdicts(run: RunDir, name: str, rows: list[dict[str, Any]]) -> Path:
     """`name` (CSV, FILE_COLUMNS) in the run folder: one row per clip from `file_verdicts`."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, FILE_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return atomic_write_text(run.output(name), buf.getvalue())
+    return atomic_write_csv(run.output(name), FILE_COLUMNS, rows)
 
 
 UNSURE_LISTED = 50  # unsure clips named in the evaluation's JSON (all are in the CSV)

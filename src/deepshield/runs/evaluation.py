@@ -12,6 +12,7 @@ from deepshield.data.splits import Splits, TensorSet
 from deepshield.predict import fake_scores
 from deepshield.report.html import figure, table
 from deepshield.run import RunDir
+from deepshield.runs.decision import Decision, decision_metrics, load_decision
 from deepshield.train import distributed
 
 
@@ -47,7 +48,7 @@ def write_evaluation(
 ) -> dict[str, Any]:
     """Evaluate on `splits.<split>`, write eval plots and a report section; return the metrics.
     Under torchrun every rank takes part in the (sharded) evaluation and only rank 0 writes."""
-    from deepshield.report.plots import plot_det, plot_roc, plot_score_hist
+    from deepshield.report.plots import plot_det, plot_reliability, plot_roc, plot_score_hist
 
     ds = splits.split(split)
     metrics, logits = evaluate_model(model, ds, splits.num_classes)
@@ -55,8 +56,9 @@ def write_evaluation(
         return metrics
     suffix = f"_{tag}" if tag else ""
     plots = []
+    y, s = ds.y.numpy(), fake_scores(logits).numpy() if splits.num_classes == 2 else None
+    decision = load_decision(run.path) if splits.num_classes == 2 else None
     if "auc" in metrics:
-        y, s = ds.y.numpy(), fake_scores(logits).numpy()
         for name, fig in (
             ("roc", plot_roc(y, s, tuple(splits.classes))),
             ("det", plot_det(y, s)),
@@ -64,22 +66,21 @@ def write_evaluation(
         ):
             run.save_plot(fig, f"{name}{suffix}")
             plots.append(f"plots/{name}{suffix}.png")
-        metrics["decision"], fig = _decision(run, y, s)
-        run.save_plot(fig, f"reliability{suffix}")
+        metrics["decision"] = decision_metrics(y, s, decision)
+        run.save_plot(plot_reliability(y, decision.calibrate(s)), f"reliability{suffix}")
         plots.append(f"plots/reliability{suffix}.png")
-        metrics["score_file"] = _write_pfake(run, f"pfake{suffix or '_' + split}.csv", ds, s)
+        name = f"pfake{suffix or '_' + split}.csv"
+        metrics["score_file"] = _write_pfake(run, name, ds, decision.calibrate(s), decision)
     if "video" in ds.meta and "frame" in ds.meta and len(ds) and splits.num_classes == 2:
         from deepshield.metrics import video_metrics
 
         names = splits.meta_names.get("video")
-        s = fake_scores(logits).numpy()
         metrics["video_level"] = video_metrics(ds.y, s, ds.meta["video"], ds.meta["frame"], names)
     extra = ""
     if splits.modality == "audio" and splits.num_classes == 2:  # per clip: verdict, reason, record
         from deepshield.runs import countermeasure as cm
-        from deepshield.runs.decision import load_decision
 
-        rows = cm.file_verdicts(ds, fake_scores(logits).numpy(), load_decision(run.path))
+        rows = cm.file_verdicts(ds, s, decision)
         name = f"files{suffix or '_' + split}.csv"
         cm.write_file_verdicts(run, name, rows)
         metrics["files"] = cm.unsure_summary(rows, name)
@@ -87,7 +88,6 @@ def write_evaluation(
     if "auc" in metrics and splits.modality == "audio":  # a spoofing countermeasure
         from deepshield.runs import countermeasure as cm
 
-        s = fake_scores(logits).numpy()
         metrics.update(cm.countermeasure_metrics(ds, s, splits))
         score_file = cm.write_score_file(run, f"scores{suffix or '_' + split}.txt", ds, s, splits)
         extra += cm.countermeasure_html(metrics, score_file.name)
@@ -116,31 +116,21 @@ def write_evaluation(
     return metrics
 
 
-def _decision(run: RunDir, y: Any, raw: Any) -> tuple[dict[str, Any], Any]:
-    """(the evaluation's `decision` entry, the reliability diagram of the shown P(fake)) for
-    labels [N] and raw P(fake) [N], under the run's decision.json (or the uncalibrated one)."""
-    from deepshield.report.plots import plot_reliability
-    from deepshield.runs.decision import decision_metrics, load_decision
-
-    d = load_decision(run.path)
-    return decision_metrics(y, raw, d), plot_reliability(y, d.calibrate(raw))
-
-
-def _write_pfake(run: RunDir, name: str, ds: Any, raw: Any) -> dict[str, Any]:
-    """The split's scores as a deepshield P(fake) file (`utt,label,p_fake`, the P(fake) shown:
-    calibrated by the run's decision when it has one), which `deepshield metrics` reads; a
-    sample id that repeats (e.g. two faces of one frame) gets #2, #3, ..."""
+def _write_pfake(
+    run: RunDir, name: str, ds: TensorSet, shown: Any, decision: Decision
+) -> dict[str, Any]:
+    """The split's P(fake) as shown [N] (calibrated by `decision` when it has a calibrator) as a
+    deepshield P(fake) file (`utt,label,p_fake`), which `deepshield metrics` reads; a sample id
+    that repeats (e.g. two faces of one frame) gets #2, #3, ..."""
     from deepshield.metrics import write_pfake_scores
-    from deepshield.runs.decision import load_decision
 
     seen: dict[str, int] = {}
     ids = []
     for n in ds.names:
         seen[n] = seen.get(n, 0) + 1
         ids.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    d = load_decision(run.path)
-    write_pfake_scores(run.output(name), ids, ds.y.numpy(), d.calibrate(raw))
-    return {"csv": name, "format": "deepshield P(fake)", "calibrated": d.calibrated}
+    write_pfake_scores(run.output(name), ids, ds.y.numpy(), shown)
+    return {"csv": name, "format": "deepshield P(fake)", "calibrated": decision.calibrated}
 
 
 def decision_html(d: dict[str, Any]) -> str:

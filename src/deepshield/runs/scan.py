@@ -41,7 +41,7 @@ from deepshield import media
 from deepshield.errors import ConfigError, DataError, DeepshieldError, RunError
 from deepshield.files import (
     atomic_write_bytes,
-    atomic_write_text,
+    atomic_write_csv,
     file_digest,
     file_identity,
     file_stamp,
@@ -600,17 +600,8 @@ def complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
         )
     rows = [{c: r.get(c) or "" for c in columns} for r in reader]
     if data and names != columns:  # written by an earlier version: upgraded in place
-        _rewrite(path, columns, rows)
+        atomic_write_csv(path, columns, rows)
     return rows
-
-
-def _rewrite(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """Replace a CSV of ours (atomically) with `rows` under `columns`."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _changed(path: Path, row: dict[str, str]) -> bool:
@@ -624,20 +615,22 @@ def _changed(path: Path, row: dict[str, str]) -> bool:
     return file_digest(path) != row["sha256"]
 
 
-def resume_state(out: RunDir, files: list[Path] | None = None) -> tuple[set[str], list[str]]:
+def resume_state(out: RunDir, files: list[Path]) -> tuple[set[str], list[str]]:
     """(paths already in scan.csv, paths of `files` rescanned because they changed since).
     The rows of changed files are dropped; so are frame rows of files not in scan.csv (a crash
     between the two appends)."""
     rows = complete_rows(out.file("scan.csv"), SCAN_COLUMNS)
-    listed = {str(f) for f in files or ()}
+    listed = {str(f) for f in files}
     stale = {r["path"] for r in rows if r["path"] in listed and _changed(Path(r["path"]), r)}
     if stale:  # scan.csv first: a crash before the frames leaves rows the next call drops
-        _rewrite(out.output("scan.csv"), SCAN_COLUMNS, [r for r in rows if r["path"] not in stale])
+        atomic_write_csv(
+            out.output("scan.csv"), SCAN_COLUMNS, [r for r in rows if r["path"] not in stale]
+        )
     done = {r["path"] for r in rows} - stale
     frames = complete_rows(out.file("scan_frames.csv"), FRAME_COLUMNS)
     keep = [r for r in frames if r["path"] in done]
     if len(keep) < len(frames):
-        _rewrite(out.output("scan_frames.csv"), FRAME_COLUMNS, keep)
+        atomic_write_csv(out.output("scan_frames.csv"), FRAME_COLUMNS, keep)
     return done, sorted(stale)
 
 

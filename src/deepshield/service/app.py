@@ -175,7 +175,8 @@ def create_app(
         else:
             async with budget.hold(decode_cost(up)):
                 out = await run_in_threadpool(scan_upload, up, explain)
-        return out | {"bytes": len(up.data), "sha256": hashlib.sha256(up.data).hexdigest()}
+        digest = await run_in_threadpool(lambda: hashlib.sha256(up.data).hexdigest())
+        return out | {"bytes": len(up.data), "sha256": digest}
 
     async def scan_video_upload(up: Upload, explain: bool) -> dict:
         """Probe under one frame's budget, then decode and score under FRAMES_HELD frames'."""
