@@ -86,6 +86,18 @@ def _truncated_mp3(path: Path, x: np.ndarray) -> None:
     path.write_bytes(data[: len(data) // 2])  # its Xing header still counts every frame
 
 
+def _ogg_cut_between_pages(path: Path, x: np.ndarray) -> None:
+    sf.write(path, x, 16000, format="OGG", subtype="VORBIS")
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"OggS")])  # whole pages, the last (end of stream) gone
+
+
+def _opus_cut_inside_a_page(path: Path, x: np.ndarray) -> None:
+    sf.write(path, x, 16000, format="OGG", subtype="OPUS")
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"OggS") - 100])
+
+
 def _text(path: Path, x: np.ndarray) -> None:
     path.write_text("speaker notes, not audio\n" * 20)
 
@@ -124,6 +136,20 @@ CASES: list[tuple[str, str, Callable, str, Callable[[dict], bool] | None]] = [
         "tr.mp3",
         _truncated_mp3,
         "error: truncated audio: its header declares",
+        None,
+    ),
+    (
+        "ogg cut between pages",
+        "tr.ogg",
+        _ogg_cut_between_pages,
+        "error: truncated audio: its last Ogg page has no end-of-stream mark",
+        None,
+    ),
+    (
+        "opus cut inside a page",
+        "tr.opus",
+        _opus_cut_inside_a_page,
+        "error: truncated audio: its last Ogg page is incomplete",
         None,
     ),
     ("text named .wav", "notes.wav", _text, "error: not an audio file", None),

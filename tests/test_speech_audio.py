@@ -195,3 +195,20 @@ def test_a_file_declaring_over_an_hour_is_refused_from_its_header(tmp_path):
     with pytest.raises(DataError, match=r"long\.flac: audio longer than 3600 s"):
         read_audio(path.read_bytes(), name="long.flac")
     assert time.perf_counter() - start < 0.5  # decoding 29 M frames takes seconds
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_cut_anywhere_is_refused_and_the_whole_file_is_read(tmp_path, subtype):
+    """Ogg declares no length, and libvorbis/libopus read a cut file as a shorter clip: the last
+    page must end the file and carry the end-of-stream mark. Every cut, between pages or
+    inside one (header, segment table or payload), is refused; the whole file reads."""
+    x = np.random.default_rng(0).uniform(-0.3, 0.3, 3 * 16000).astype(np.float32)
+    path = tmp_path / "a.ogg"
+    sf.write(path, x, 16000, format="OGG", subtype=subtype)
+    data = path.read_bytes()
+    pages = [i for i in range(len(data)) if data[i : i + 4] == b"OggS"]
+    assert len(read_audio(data, name="whole.ogg")[0]) == len(x)
+    cuts = {*pages[2:], *(p + k for p in pages[2:] for k in (3, 20, 27, 40)), len(data) - 1}
+    for cut in sorted(cuts):
+        with pytest.raises(DataError, match=r"cut\.ogg: truncated audio: its last Ogg page"):
+            read_audio(data[:cut], name="cut.ogg")

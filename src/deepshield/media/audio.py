@@ -13,8 +13,9 @@ file and the fix):
     other rate is resampled to the model's rate with `resample` (polyphase FIR, exact ratio);
   - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS;
   - a WAV whose data chunk declares more bytes than follow, a FLAC that decodes to fewer frames
-    than its header declares, an MP3/M4A shorter than its header's duration, and any decoder
-    error are refused as truncated or corrupt;
+    than its header declares, an MP3/M4A shorter than its header's duration, an OGG/Opus whose
+    last page is cut or lacks the end-of-stream mark, and any decoder error are refused as
+    truncated or corrupt;
   - the model sees the first `length` samples; a shorter clip is tiled (repeated) and cut, as
     AASIST's evaluation `pad` does, so a model never sees digital silence it was not trained on.
 `AudioRecord` says what was done (channels mixed, rate converted, tiled xK, seconds cut, bit
@@ -51,6 +52,7 @@ AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", "
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
 _BLOCK = 1 << 16  # frames decoded per soundfile read
 _HEAD = 1 << 16  # bytes read to tell the type and walk a WAV's chunk headers
+_OGG_PAGE_MAX = 27 + 255 + 255 * 255  # header, segment table, payload: the largest Ogg page
 # containers libsndfile reads here; MP3 goes to PyAV, which reads its Xing frame count without
 # libmpg123's warnings on stderr
 _SF_FORMATS = ("wav", "flac", "ogg")
@@ -233,6 +235,22 @@ def _wav_truncation(head: bytes, size: int) -> str | None:
     return None
 
 
+def _ogg_truncation(tail: bytes) -> str | None:
+    """Why an Ogg file ending with `tail` (its last _OGG_PAGE_MAX bytes or all of it) was cut,
+    else None: a whole stream ends with a complete page carrying the end-of-stream flag, and a
+    cut one (at a page boundary or inside a page) does not; libvorbis and libopus read either
+    as a shorter clip, and no header declares the length."""
+    start = tail.rfind(b"OggS")
+    while start >= 0:
+        n = tail[start + 26] if start + 27 <= len(tail) else 0
+        table = tail[start + 27 : start + 27 + n]  # [n] segment lengths
+        whole = start + 27 <= len(tail) and tail[start + 4] == 0 and len(table) == n
+        if whole and start + 27 + n + sum(table) == len(tail):  # a page that ends the file
+            return None if tail[start + 5] & 0x04 else "its last Ogg page has no end-of-stream mark"
+        start = tail.rfind(b"OggS", 0, start)
+    return "its last Ogg page is incomplete (the file was cut inside it)"
+
+
 # -- decoding --------------------------------------------------------------------------------
 def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None) -> _Decoded:
     """Decode with libsndfile in blocks, keeping the first `keep_seconds` (all: None)."""
@@ -327,12 +345,18 @@ def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) ->
     import soundfile as sf
 
     if data is not None:
-        head, size = data[:_HEAD], len(data)
+        head, size, tail = data[:_HEAD], len(data), data[-_OGG_PAGE_MAX:]
     else:
         with open(str(path), "rb") as f:
             head, size = f.read(_HEAD), os.fstat(f.fileno()).st_size
+            f.seek(max(size - _OGG_PAGE_MAX, 0))
+            tail = f.read()
     kind = audio_kind(head) or "other"
-    why = _wav_truncation(head, size) if kind == "wav" else None
+    why = None
+    if kind == "wav":
+        why = _wav_truncation(head, size)
+    elif kind == "ogg":
+        why = _ogg_truncation(tail)
     if why:
         raise _Truncated(why)
 
