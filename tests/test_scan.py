@@ -372,6 +372,8 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
     assert voice["score"] == pytest.approx(p.mean(), abs=1e-5)
     assert voice["score_max"] == pytest.approx(p.max(), abs=1e-5)
     assert voice["verdict"] == d.verdict(voice["score"])
+    assert voice["note"].endswith("; scored 3 windows of 0.25 s (0.65 s of 0.65 s)")
+    assert "cut after" not in voice["note"]  # the reader's one-clip phrase would mislead here
     # without an image detector a video is scanned by its sound alone
     assert talk["kind"] == "video" and talk["verdict"] == d.verdict(talk["score"])
     both_det = sc.run_detector(case["run"], torch.device("cpu"))
@@ -379,6 +381,10 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
     row = both.rows[0]  # faces: none in these frames; the audio track still scored
     assert row["verdict"] == "no_face" and row["audio_score"] == pytest.approx(talk["score"])
     assert row["audio_verdict"] == talk["verdict"]
+    mute = write_video(tmp_path / "mute.mp4", n=20)  # a silent video: a note, not an error
+    row = sc.scan([mute], tmp_path / "o5", detector=both_det, speech=speech).rows[0]
+    assert row["note"] == "no audio track" and not row.get("audio_error")
+    assert row.get("audio_verdict") in (None, "")
     voice_only = tmp_path / "voice_only.mp4"  # an audio-only MP4: no picture, its sound scored
     c = av.open(str(voice_only), "w")
     _mux_sine(c, c.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
@@ -667,7 +673,7 @@ def test_official_aasist_weights_scan_audio_files_by_model_and_weights(tmp_path)
     score the model's P(fake) of the clip read, resampled and tiled as the reader does."""
     weights = shared_path(*AASIST_L)
     flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac")
-    det, speech = sc.detectors(None, "aasist_l", weights, None, torch.device("cpu"))
+    det, speech = sc.detectors(None, [("aasist_l", weights)], None, torch.device("cpu"))
     assert det is None and speech is not None and speech.size == (64600,)
     files = [flac / f"{u}.flac" for u in LA_CLIPS]
     s = sc.scan(files, tmp_path / "o", detector=None, speech=speech)
@@ -686,9 +692,41 @@ def test_official_aasist_weights_scan_audio_files_by_model_and_weights(tmp_path)
 def test_two_detectors_of_one_kind_are_refused_in_one_line(case, tmp_path) -> None:
     weights = shared_path(*AASIST_L)
     with pytest.raises(ConfigError, match="two speech detectors"):  # refused before any load
-        sc.detectors(None, "aasist_l", weights, tmp_path / "never-opened", torch.device("cpu"))
+        sc.detectors(None, [("aasist_l", weights)], tmp_path / "never-opened", torch.device("cpu"))
     meso = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
     with pytest.raises(ConfigError, match="two image detectors"):
-        sc.detectors(case["run"], "meso4", meso, None, torch.device("cpu"))
+        sc.detectors(case["run"], [("meso4", meso)], None, torch.device("cpu"))
     with pytest.raises(ConfigError, match="give a detector"):
-        sc.detectors(None, None, None, None, torch.device("cpu"))
+        sc.detectors(None, [], None, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--model meso4 and --model meso4: two image"):
+        sc.detectors(None, [("meso4", meso), ("meso4", meso)], None, torch.device("cpu"))
+
+
+def test_an_image_and_a_speech_model_by_weights_scan_one_folder_together(tmp_path) -> None:
+    """`--model meso4 --weights W1 --model aasist_l --weights W2` (the installed script): the
+    face photo is scored by MesoNet and the voice clip by AASIST-L in one scan (the second pair
+    once replaced the first, and the photo was an error row); unequal pairs are one line."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"), folder)
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_2834763.flac")
+    shutil.copy(flac, folder)
+    meso = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    pairs = ["--model", "meso4", "--weights", meso, "--model", "aasist_l"]
+    argv = [SCRIPT, "--threads", "1", "scan", folder, *pairs, "--weights", shared_path(*AASIST_L)]
+    done = subprocess.run(
+        [*map(str, argv), "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "o" / "scan.csv") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert rows["real_0.png"]["kind"] == "image" and rows["real_0.png"]["error"] == ""
+    assert rows["real_0.png"]["faces"] == "1"
+    assert rows["LA_E_2834763.flac"]["verdict"] == LA_CLIPS["LA_E_2834763"]
+    doc = json.loads((tmp_path / "o" / "scan.json").read_text())["settings"]
+    assert doc["detector"]["model"] == "meso4" and doc["speech_detector"]["model"] == "aasist_l"
+    odd = subprocess.run(
+        [*map(str, argv[:-2]), "--out", str(tmp_path / "p")], capture_output=True, text=True
+    )
+    assert odd.returncode == 2 and odd.stderr.count("\n") == 1
+    assert "2 --model and 1 --weights: they go in pairs" in odd.stderr

@@ -56,13 +56,14 @@ def calibrate_cmd(
 def scan_cmd(
     paths: list[Path] = typer.Argument(..., help="Images, videos, audio files or folders."),
     run_dir: Path = typer.Option(None, "--run", help="An image detector run folder."),
-    model: str = typer.Option(
+    model: list[str] = typer.Option(
         None,
         "--model",
         help="A registry detector with --weights: an image model (e.g. meso4) or a speech model "
-        "(e.g. aasist_l, for audio files and video sound); uncalibrated, threshold 0.5.",
+        "(e.g. aasist_l, for audio files and video sound); uncalibrated, threshold 0.5. Give "
+        "--model/--weights twice for one of each kind; pairs go by order.",
     ),
-    weights: Path = typer.Option(
+    weights: list[Path] = typer.Option(
         None, "--weights", help="Weights file for --model (e.g. Meso4_DF.h5, AASIST-L.pth)."
     ),
     speech_run: Path = typer.Option(
@@ -119,9 +120,11 @@ def scan_cmd(
     from deepshield.runs import scan as sc
     from deepshield.runtime import resolve_device
 
-    if (model is None) != (weights is None):
+    model, weights = model or [], weights or []
+    if len(model) != len(weights):
         raise ConfigError(
-            "--model and --weights go together (e.g. --model meso4 --weights Meso4_DF.h5)"
+            f"{len(model)} --model and {len(weights)} --weights: they go in pairs (e.g. "
+            "--model meso4 --weights Meso4_DF.h5 --model aasist_l --weights AASIST-L.pth)"
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
     dev = resolve_device(device)
@@ -130,7 +133,7 @@ def scan_cmd(
         from deepshield.runs.scan_ray import connect
 
         connect()
-    det, speech = sc.detectors(run_dir, model, weights, speech_run, dev)
+    det, speech = sc.detectors(run_dir, list(zip(model, weights, strict=True)), speech_run, dev)
     summary = sc.scan(
         list(paths),
         out,

@@ -88,6 +88,10 @@ class NotAudioError(AudioError):
     """Bytes that are no audio format the reader knows (e.g. a text file named .wav)."""
 
 
+class NoAudioTrackError(NotAudioError):
+    """A container the reader opens that holds no audio stream (e.g. a silent video)."""
+
+
 @dataclass(frozen=True)
 class AudioRecord:
     """What was read and what was done to one clip (travels with its score).
@@ -294,7 +298,7 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
 
     with av.open(buf) as box:
         if not box.streams.audio:
-            raise _NotAudio(
+            raise _NoTrack(
                 "no audio track in it; give a file with sound (its picture needs an image detector)"
             )
         stream = box.streams.audio[0]
@@ -323,6 +327,10 @@ class _Truncated(Exception):
 
 
 class _NotAudio(Exception):
+    pass
+
+
+class _NoTrack(_NotAudio):
     pass
 
 
@@ -413,7 +421,8 @@ def read_audio(
             f"{label}: truncated audio: {e}; re-export or re-download the file"
         ) from None
     except _NotAudio as e:
-        raise NotAudioError(f"{label}: {e}") from None
+        error = NoAudioTrackError if isinstance(e, _NoTrack) else NotAudioError
+        raise error(f"{label}: {e}") from None
     except _TooLong as e:
         raise AudioError(
             f"{label}: audio longer than {MAX_SECONDS:.0f} s ({e.args[0]:.0f} s): cut it into "

@@ -47,7 +47,7 @@ from deepshield.files import (
     file_stamp,
     write_json,
 )
-from deepshield.media.audio import AUDIO_EXTENSIONS, model_input, read_audio
+from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_input, read_audio
 from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
@@ -182,33 +182,41 @@ def file_detector(name: str, weights: str | Path, device: torch.device) -> Detec
 
 def detectors(
     run_dir: str | Path | None,
-    model: str | None,
-    weights: str | Path | None,
+    pairs: list[tuple[str, str | Path]],
     speech_run: str | Path | None,
     device: torch.device,
 ) -> tuple[Detector | None, Detector | None]:
     """(image detector, speech detector) from the scan's flags: --run and --speech-run folders,
-    and --model/--weights, which fills the slot of its kind; ConfigError when a slot is given
-    twice or none is given, before any model is loaded."""
+    and (model, weights) pairs, each filling the slot of its kind (e.g. meso4 and aasist_l
+    together); ConfigError when a slot is given twice or none is given, before any model is
+    loaded."""
     from deepshield import models
 
-    kind = models.spec(model).kind if model is not None else None
-    if kind == "image" and run_dir is not None:
-        raise ConfigError(f"--run and --model {model}: two image detectors; give one")
-    if kind == "audio" and speech_run is not None:
-        raise ConfigError(f"--speech-run and --model {model}: two speech detectors; give one")
-    if run_dir is None and model is None and speech_run is None:
+    given: dict[str, list[str]] = {"image": [], "audio": []}
+    if run_dir is not None:
+        given["image"].append("--run")
+    if speech_run is not None:
+        given["audio"].append("--speech-run")
+    for name, _ in pairs:
+        given[models.spec(name).kind].append(f"--model {name}")
+    for kind, flags in given.items():
+        if len(flags) > 1:
+            what = "image" if kind == "image" else "speech"
+            raise ConfigError(f"{' and '.join(flags)}: two {what} detectors; give one")
+    if not pairs and run_dir is None and speech_run is None:
         raise ConfigError(
             "give a detector: --run RUN_DIR, --model NAME --weights FILE (an image model such "
-            "as meso4, or a speech model such as aasist_l) or --speech-run RUN_DIR"
+            "as meso4, or a speech model such as aasist_l; one of each may be given) or "
+            "--speech-run RUN_DIR"
         )
-    from_file = file_detector(model, weights, device) if model is not None else None
     det = run_detector(run_dir, device) if run_dir is not None else None
     speech = run_detector(speech_run, device, kind="audio") if speech_run is not None else None
-    if from_file is not None and from_file.kind == "image":
-        det = from_file
-    elif from_file is not None:
-        speech = from_file
+    for name, weights in pairs:
+        from_file = file_detector(name, weights, device)
+        if from_file.kind == "image":
+            det = from_file
+        else:
+            speech = from_file
     return det, speech
 
 
@@ -475,7 +483,15 @@ def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.Video
     x = torch.cat([speech.waveform(wave[s : s + step], AUDIO_RATE) for s in starts])  # [W, T']
     raw = speech.raw_scores(x, opts.amp)  # [W]
     scores = media.video_score(speech.decision.calibrate(raw).tolist())
-    return replace(scores, reason=record.summary())
+    if len(starts) == 1:
+        return replace(scores, reason=record.summary())
+    covered = sum(min(step, len(wave) - int(s)) for s in starts)  # source samples scored
+    whole = replace(record, kept_samples=0, clip_samples=0)  # the windows phrase says the rest
+    windows = (
+        f"scored {len(starts)} windows of {step / AUDIO_RATE:.2f} s "
+        f"({covered / AUDIO_RATE:.2f} s of {record.source_seconds:.2f} s)"
+    )
+    return replace(scores, reason=f"{whole.summary()}; {windows}")
 
 
 def _one_line(e: BaseException) -> str:
@@ -543,12 +559,15 @@ def scan_file(
 
 
 def _add_audio_track(row: dict[str, Any], path: Path, speech: Detector, opts: ScanOptions) -> None:
-    """audio_score / audio_verdict of a video's audio track (audio_error when it has none)."""
+    """audio_score / audio_verdict of a video's audio track (audio_error when it cannot be read;
+    "no audio track" in `note` when it has none)."""
     try:
         agg = _score_audio(speech, path, opts)
         row.update(audio_score=agg.score, audio_verdict=speech.decision.verdict(agg.score))
         if agg.score is None:
             row.update(audio_verdict="unsure", note=f"audio: {agg.reason}")
+    except NoAudioTrackError:  # a silent video: a fact, not an error
+        row["note"] = "; ".join(filter(None, (row.get("note"), "no audio track")))
     except Exception as e:  # a bad audio track is noted; the visual verdict stands
         row["audio_error"] = _one_line(e)
 
