@@ -48,3 +48,23 @@ def _seeded_rng():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+def _entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _no_files_left_in_the_working_folder():
+    """A test writes under tmp_path only: a command that falls back to a default folder such as
+    runs/... or scan/ (e.g. writing before it refuses a bad flag) fails the test that ran it."""
+    here = Path.cwd()
+    before = (_entries(here), _entries(here / "runs"))
+    yield
+    if Path.cwd() != here:  # the test changed folder (monkeypatch undoes it after this check)
+        return
+    new = sorted(_entries(here) - before[0]) + [
+        f"runs/{n}" for n in sorted(_entries(here / "runs") - before[1])
+    ]
+    if new:
+        pytest.fail(f"the test left {new} in the working folder {here}; write under tmp_path")

@@ -149,6 +149,7 @@ def test_bad_inputs_exit_2_with_one_line(
         (["disrupt", *DATA], "--generator"),
         (["train-generator", "-m", "stargan", "--adv", "both", *DATA], "adversarial"),
     ]
+    monkeypatch.chdir(tmp_path)  # the default run folder, runs/..., would land here
     for argv, message in cases:
         monkeypatch.setattr("sys.argv", ["deepshield", *argv])
         with pytest.raises(SystemExit) as exit_info:
@@ -156,6 +157,7 @@ def test_bad_inputs_exit_2_with_one_line(
         err = capsys.readouterr().err
         assert exit_info.value.code == 2, argv
         assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "runs").exists(), argv  # refused before any folder is written
 
 
 def test_adversarial_training_hook_disrupts_each_batch_within_eps() -> None:

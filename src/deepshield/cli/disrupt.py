@@ -150,12 +150,13 @@ def disrupt_cmd(
                 "eps": eps, "steps": steps, "alpha": alpha, "classes": classes, "transfer": transfer,
                 "target": target, "part": part, "dataset": dataset, "data_kwargs": kwargs,
                 "split": split, "n": n, "batch_size": batch_size, "threshold": threshold, "seed": seed}  # fmt: skip
+    chosen = parse_classes(classes, g)  # inputs checked before the run folder is written
+    x01 = real_images(dataset, kwargs, seed, split)[:n]
     out = out or Path("runs") / f"disrupt-{name}-{method}"
     run, _ = open_run(out, "disrupt images", settings, force=force)
-    x01 = real_images(dataset, kwargs, seed, split)[:n]
     setting = Setting(eps, steps, alpha, threshold, batch_size, seed)
     summary, tensors = disrupt_images(
-        g, x01, parse_classes(classes, g), method=method, setting=setting, transfer=transfer,
+        g, x01, chosen, method=method, setting=setting, transfer=transfer,
         target=_target(target), part=part,
     )  # fmt: skip
     write_disruption(run, g, summary, tensors)
