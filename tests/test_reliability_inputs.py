@@ -248,8 +248,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     # scan and calibrate
     ("scan", "Missing argument", SUB),
     ("scan {png}", "give a detector: --run RUN_DIR, --model NAME --weights FILE", ""),
-    ("scan {png} --run {run} --model meso4", "--model and --weights go together", ""),
-    ("scan {png} --model meso4", "--model and --weights go together", ""),
+    ("scan {png} --run {run} --model meso4", "1 --model and 0 --weights: they go in pairs", ""),
+    ("scan {png} --model meso4", "1 --model and 0 --weights: they go in pairs", ""),
     ("scan {png} --model meso4 --weights {user}/absent.h5", "absent.h5: no such file", ""),
     ("scan {png} --run {run} --shard 2/2", "--shard '2/2'", ""),
     ("scan {png} --run {run} --frames 0", "'--frames'", ""),
