@@ -58,9 +58,11 @@ def test_ray_engine_writes_the_local_engines_scan(request, local_ray, tmp_path) 
     assert doc["this_call"] | {"wall_s": 0, "cpu_s": 0} == {
         "scanned": s.scanned,
         "resumed": 0,
+        "rehashed": 0,
         "changed_rescanned": [],
         "workers": 2,
         "engine": "ray",
+        "verify": False,
         "wall_s": 0,
         "cpu_s": 0,
     }
