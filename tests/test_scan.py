@@ -666,6 +666,28 @@ def test_verify_rescans_a_file_rewritten_under_its_old_size_and_time(case, scann
     assert RunDir(out).is_done("scan")
 
 
+def test_verify_rescans_a_file_it_cannot_hash_instead_of_stopping(
+    scanned, case, tmp_path, monkeypatch
+):
+    """A file whose bytes cannot be read for the check (PermissionError, faked here: root reads
+    any file) is rescanned, so its new row says what reading it gives; the resume goes on."""
+    src, out, opts = tmp_path / "src", tmp_path / "out", sc.ScanOptions(frames=FRAMES)
+    src.mkdir()
+    for name in ("b.png", "c.png"):
+        shutil.copy(case["src"] / "blank.png", src / name)
+    sc.scan([src], out, detector=scanned["det"], opts=opts)
+    real = sc.file_digest
+
+    def digest(path: Path) -> str:
+        if path.name == "b.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(sc, "file_digest", digest)
+    checked = sc.scan([src], out, detector=scanned["det"], opts=opts, verify=True)
+    assert (checked.rehashed, checked.changed, checked.scanned) == (2, [str(src / "b.png")], 1)
+
+
 def test_verify_through_the_installed_script(case, scanned, tmp_path) -> None:
     """`scan --help` lists --verify; `scan --verify` on a copy of the module's scan hashes
     every file again, finds none changed and says so in one line, exit 0."""
