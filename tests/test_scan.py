@@ -769,6 +769,21 @@ def test_official_aasist_weights_scan_audio_files_by_model_and_weights(tmp_path)
     assert doc["settings"]["speech_detector"]["decision"]["calibrated"] is False
 
 
+def test_ray_amp_is_checked_against_the_workers_device_from_the_clusters_resources() -> None:
+    """The actors score on CUDA only when the cluster has GPUs: fp16 is refused on a cluster
+    without one, in one line naming the fix; bf16 runs on CPUs (the local engine's rule)."""
+    from deepshield.runs.scan_ray import check_workers_amp
+
+    with pytest.raises(ConfigError, match=r"no GPU.*use --amp bf16 or --amp off, or a cluster"):
+        check_workers_amp("fp16", {"CPU": 16.0})
+    for amp in ("off", "bf16"):
+        check_workers_amp(amp, {"CPU": 16.0})
+    for amp in ("off", "bf16", "fp16"):
+        check_workers_amp(amp, {"CPU": 16.0, "GPU": 2.0})
+    with pytest.raises(ConfigError, match="'fp8' is not one of"):
+        check_workers_amp("fp8", {"CPU": 1.0, "GPU": 1.0})
+
+
 def test_two_detectors_of_one_kind_are_refused_in_one_line(case, tmp_path) -> None:
     weights = shared_path(*AASIST_L)
     with pytest.raises(ConfigError, match="two speech detectors"):  # refused before any load

@@ -132,11 +132,12 @@ def scan_cmd(
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
     dev = resolve_device(device)
-    check_amp(amp, dev)  # fp16 off CUDA: one line
-    if engine == "ray":  # no ray, no cluster: one line before any model is loaded
-        from deepshield.runs.scan_ray import connect
+    if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: one line, no model
+        from deepshield.runs.scan_ray import check_workers_amp, connect
 
-        connect()
+        check_workers_amp(amp, connect())  # the workers' device, not --device, scores
+    else:
+        check_amp(amp, dev)  # fp16 off CUDA: one line
     det, speech = sc.detectors(run_dir, model, weights, speech_run, dev)
     summary = sc.scan(
         list(paths),

@@ -809,8 +809,13 @@ def scan(
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
-    for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
-        check_amp(opts.amp, d.device)
+    if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: nothing written
+        from deepshield.runs.scan_ray import check_workers_amp, connect
+
+        check_workers_amp(opts.amp, connect())  # the workers' device scores, not the detector's
+    else:
+        for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
+            check_amp(opts.amp, d.device)
     files, skipped = list_files(paths)
     single = len(paths) == 1 and len(files) == 1 and not Path(paths[0]).is_dir()
     files = [f for f in files if in_shard(str(f), shard)][:limit]
@@ -824,10 +829,6 @@ def scan(
         "shard": list(shard) if shard else None,
         "limit": limit,
     }
-    if engine == "ray":
-        from deepshield.runs.scan_ray import connect
-
-        connect()  # before the folder is touched: no ray, no cluster -> nothing written
     run, complete = open_run(out, COMMAND, _config(settings), force=force)
     run.claim(*OUTPUTS)
     wall, cpu = time.perf_counter(), time.process_time()  # the hashing of a resume included
