@@ -631,6 +631,89 @@ def test_a_file_changed_since_its_scan_is_rescanned_a_touched_one_is_not(case, s
     assert doc["this_call"]["changed_rescanned"] == [str(src / "a.png")]
 
 
+def test_verify_rescans_a_file_rewritten_under_its_old_size_and_time(case, scanned, tmp_path):
+    """Another face written over a.bmp (an uncompressed bitmap: the same size) and its time
+    put back: a plain resume keeps the stale row, `verify` hashes every file and rescans it,
+    and records what it did in scan.json even when nothing changed."""
+    import hashlib
+
+    from deepshield.files import file_stamp
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    a = src / "a.bmp"
+    Image.fromarray(_face()).save(a)
+    shutil.copy(case["src"] / "blank.png", src / "b.png")
+    det, opts = scanned["det"], sc.ScanOptions(frames=FRAMES)
+    first = sc.scan([src], out, detector=det, opts=opts)
+    old = next(r for r in first.rows if r["path"] == str(a))
+    st = a.stat()
+    other = shared_path("data", "faces_ffhq_vs_tpdne", "fake", "fake_0.png")
+    Image.open(other).convert("RGB").save(a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_stamp(a) == {"bytes": old["bytes"], "mtime": old["mtime"]}
+    plain = sc.scan([src], out, detector=det, opts=opts)
+    assert (plain.scanned, plain.rehashed, plain.changed) == (0, 0, [])
+    assert next(r for r in _rows(out) if r["path"] == str(a))["sha256"] == old["sha256"]  # stale
+    checked = sc.scan([src], out, detector=det, opts=opts, verify=True)
+    assert (checked.scanned, checked.resumed, checked.rehashed) == (1, 1, 2)
+    assert checked.changed == [str(a)]
+    row = next(r for r in _rows(out) if r["path"] == str(a))
+    assert row["sha256"] == hashlib.sha256(a.read_bytes()).hexdigest() != old["sha256"]
+    assert row["verdict"] != "error" and float(row["score"]) != pytest.approx(old["score"])
+    assert len(_rows(out)) == 2
+    doc = json.loads((out / "scan.json").read_text())
+    assert doc["this_call"]["verify"] is True and doc["this_call"]["rehashed"] == 2
+    assert doc["this_call"]["changed_rescanned"] == [str(a)]
+    again = sc.scan([src], out, detector=det, opts=opts, verify=True)  # nothing changed
+    assert (again.scanned, again.rehashed, again.changed) == (0, 2, [])
+    doc = json.loads((out / "scan.json").read_text())
+    assert (doc["this_call"]["rehashed"], doc["this_call"]["changed_rescanned"]) == (2, [])
+    assert RunDir(out).is_done("scan")
+
+
+def test_verify_rescans_a_file_it_cannot_hash_instead_of_stopping(
+    scanned, case, tmp_path, monkeypatch
+):
+    """A file whose bytes cannot be read for the check (PermissionError, faked here: root reads
+    any file) is rescanned, so its new row says what reading it gives; the resume goes on."""
+    src, out, opts = tmp_path / "src", tmp_path / "out", sc.ScanOptions(frames=FRAMES)
+    src.mkdir()
+    for name in ("b.png", "c.png"):
+        shutil.copy(case["src"] / "blank.png", src / name)
+    sc.scan([src], out, detector=scanned["det"], opts=opts)
+    real = sc.file_digest
+
+    def digest(path: Path) -> str:
+        if path.name == "b.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(sc, "file_digest", digest)
+    checked = sc.scan([src], out, detector=scanned["det"], opts=opts, verify=True)
+    assert (checked.rehashed, checked.changed, checked.scanned) == (2, [str(src / "b.png")], 1)
+
+
+def test_verify_through_the_installed_script(case, scanned, tmp_path) -> None:
+    """`scan --help` lists --verify; `scan --verify` on a copy of the module's scan hashes
+    every file again, finds none changed and says so in one line, exit 0."""
+    env = script_env()
+    shown = subprocess.run(
+        [str(SCRIPT), "scan", "--help"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "--verify" in shown.stdout, shown.stderr
+    out = tmp_path / "copy"
+    shutil.copytree(scanned["out"], out)
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(case["src"]), "--run", str(case["run"])]
+    argv += ["--frames", str(FRAMES), "--out", str(out), "--verify"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    n = len(scanned["rows"])
+    assert done.returncode == 0, done.stderr
+    assert f"({n} already in scan.csv, {n} verified by SHA-256, 0 changed)" in done.stdout
+    this_call = json.loads((out / "scan.json").read_text())["this_call"]
+    assert (this_call["verify"], this_call["rehashed"], this_call["scanned"]) == (True, n, 0)
+
+
 def test_a_scan_csv_of_the_earlier_version_is_resumed_and_upgraded(case, scanned, tmp_path):
     """A scan.csv without the identity columns (written before they existed) resumes: its rows
     are kept (empty identity), the header gains the columns, only new files are scanned."""
@@ -654,6 +737,9 @@ def test_a_scan_csv_of_the_earlier_version_is_resumed_and_upgraded(case, scanned
         got = {Path(r["path"]).name: r for r in reader}
     assert reader.fieldnames == sc.SCAN_COLUMNS
     assert got["b.png"]["sha256"] == "" and len(got["c.png"]["sha256"]) == 64
+    checked = sc.scan([src], out, detector=scanned["det"], opts=opts, verify=True)
+    assert checked.changed == [str(src / "b.png")]  # no digest: nothing proves the row's bytes
+    assert all(len(r["sha256"]) == 64 for r in _rows(out))
 
 
 AASIST_L = ("data", "pretrained_aasist", "AASIST-L.pth")
@@ -687,6 +773,21 @@ def test_official_aasist_weights_scan_audio_files_by_model_and_weights(tmp_path)
         assert row["score"] == pytest.approx(p, abs=1e-5)
     doc = json.loads((tmp_path / "o" / "scan.json").read_text())
     assert doc["settings"]["speech_detector"]["decision"]["calibrated"] is False
+
+
+def test_ray_amp_is_checked_against_the_workers_device_from_the_clusters_resources() -> None:
+    """The actors score on CUDA only when the cluster has GPUs: fp16 is refused on a cluster
+    without one, in one line naming the fix; bf16 runs on CPUs (the local engine's rule)."""
+    from deepshield.runs.scan_ray import check_workers_amp
+
+    with pytest.raises(ConfigError, match=r"no GPU.*use --amp bf16 or --amp off, or a cluster"):
+        check_workers_amp("fp16", {"CPU": 16.0})
+    for amp in ("off", "bf16"):
+        check_workers_amp(amp, {"CPU": 16.0})
+    for amp in ("off", "bf16", "fp16"):
+        check_workers_amp(amp, {"CPU": 16.0, "GPU": 2.0})
+    with pytest.raises(ConfigError, match="'fp8' is not one of"):
+        check_workers_amp("fp8", {"CPU": 1.0, "GPU": 1.0})
 
 
 def test_two_detectors_of_one_kind_are_refused_in_one_line(case, tmp_path) -> None:

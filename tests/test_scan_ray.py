@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import shared_path
+from deepshield.errors import ConfigError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run
 from test_media_video import write_video
@@ -58,12 +60,55 @@ def test_ray_engine_writes_the_local_engines_scan(request, local_ray, tmp_path) 
     assert doc["this_call"] | {"wall_s": 0, "cpu_s": 0} == {
         "scanned": s.scanned,
         "resumed": 0,
+        "rehashed": 0,
         "changed_rescanned": [],
         "workers": 2,
         "engine": "ray",
+        "verify": False,
         "wall_s": 0,
         "cpu_s": 0,
     }
+
+
+def test_fp16_on_a_cluster_without_gpus_is_refused_before_any_model_is_loaded(
+    request, local_ray, monkeypatch, capsys, tmp_path
+) -> None:
+    """The CLI refuses it right after connecting, in one line, before a detector is loaded;
+    the library too, also for a detector on CUDA (a driver with a GPU, whose CPU-only workers
+    turned every file into an error row)."""
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("the local Ray instance has a GPU: fp16 runs on its workers")
+    media = request.getfixturevalue("case")
+    png = media["src"] / "face.png"
+    det = sc.run_detector(media["run"], torch.device("cpu"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a detector was loaded")
+
+    monkeypatch.setattr(sc, "detectors", no_model)
+    argv = ["scan", str(png), "--run", str(media["run"]), "--engine", "ray", "--amp", "fp16"]
+    code, err = run_in_process([*argv, "--out", str(tmp_path / "s")], monkeypatch, capsys)
+    assert code == 2
+    assert_one_error_line(err, "the Ray cluster has no GPU")
+    assert "use --amp bf16 or --amp off" in err and not (tmp_path / "s").exists()
+    on_gpu = replace(det, device=torch.device("cuda"))
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPU"):
+        sc.scan(
+            [png], tmp_path / "l", detector=on_gpu, opts=sc.ScanOptions(amp="fp16"), engine="ray"
+        )
+    assert not (tmp_path / "l").exists()
+
+
+@pytest.mark.slow  # a Ray scan and a local one
+def test_bf16_runs_on_cpu_workers_as_locally(request, local_ray, tmp_path) -> None:
+    media = request.getfixturevalue("case")
+    det = sc.run_detector(media["run"], torch.device("cpu"))
+    files = [media["src"] / "face.png", media["src"] / "clips" / "face.mp4"]
+    opts = sc.ScanOptions(frames=FRAMES, amp="bf16")
+    sc.scan(files, tmp_path / "local", detector=det, opts=opts)
+    sc.scan(files, tmp_path / "ray", detector=det, opts=opts, workers=1, engine="ray")
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert all(r["verdict"] not in ("error", "no_face") for r in _rows(tmp_path / "ray"))
 
 
 @pytest.mark.slow  # a second Ray scan of the folder

@@ -111,6 +111,13 @@ def scan_cmd(
     force: bool = typer.Option(
         False, "--force", help="Replace a scan with other settings in --out (only its own files)."
     ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="On a resume, hash every file already in scan.csv again and rescan those whose "
+        "SHA-256 changed, whatever their size and time say (like rsync -c); without it only "
+        "files whose size or time moved are hashed.",
+    ),
 ) -> None:
     """Score media files with a detector: P(fake), a verdict (fake / real / unsure / no_face /
     error) and the evidence; writes scan.csv, scan_frames.csv, scan.json and report.html."""
@@ -128,11 +135,12 @@ def scan_cmd(
         )
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
     dev = resolve_device(device)
-    check_amp(amp, dev)  # fp16 off CUDA: one line
-    if engine == "ray":  # no ray, no cluster: one line before any model is loaded
-        from deepshield.runs.scan_ray import connect
+    if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: one line, no model
+        from deepshield.runs.scan_ray import check_workers_amp, connect
 
-        connect()
+        check_workers_amp(amp, connect())  # the workers' device, not --device, scores
+    else:
+        check_amp(amp, dev)  # fp16 off CUDA: one line
     det, speech = sc.detectors(run_dir, list(zip(model, weights, strict=True)), speech_run, dev)
     summary = sc.scan(
         list(paths),
@@ -146,6 +154,7 @@ def scan_cmd(
         workers=workers,
         force=force,
         engine=engine,
+        verify=verify,
     )
     if summary.single_error:  # one file asked for, and it failed: one line, exit 2
         raise DataError(summary.single_error)
@@ -157,6 +166,8 @@ def scan_cmd(
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     n = summary.scanned
     changed = f", {len(summary.changed)} rescanned as changed" if summary.changed else ""
+    if verify:
+        changed = f", {summary.rehashed} verified by SHA-256, {len(summary.changed)} changed"
     typer.echo(
         f"scanned {n} file{'s' * (n != 1)} ({summary.resumed} already in scan.csv{changed}) "
         f"in {summary.wall_s:.1f} s: {counts}"

@@ -623,24 +623,39 @@ def complete_rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
     return rows
 
 
-def _changed(path: Path, row: dict[str, str]) -> bool:
-    """True when the file at `path` is not the one its scan.csv row was made from: its size or
-    time moved and its SHA-256 differs. A row without a digest (an earlier version's) or a file
-    that is gone counts as unchanged: the row stays as the record of what was scanned."""
-    if not row["sha256"] or not path.is_file():
+def _rehash(path: Path, row: dict[str, str], verify: bool) -> bool:
+    """Whether a resume hashes `path` again to compare it with its scan.csv row: with `verify`
+    every file still there (a row without a digest, an earlier version's, then differs); else
+    only one whose size or time moved and whose row has a digest. A file that is gone is not
+    hashed: its row stays as the record of what was scanned."""
+    if not path.is_file():
         return False
-    if file_stamp(path) == {"bytes": int(row["bytes"]), "mtime": row["mtime"]}:
+    if verify:
+        return True
+    if not row["sha256"]:
         return False
-    return file_digest(path) != row["sha256"]
+    return file_stamp(path) != {"bytes": int(row["bytes"]), "mtime": row["mtime"]}
 
 
-def resume_state(out: RunDir, files: list[Path]) -> tuple[set[str], list[str]]:
-    """(paths already in scan.csv, paths of `files` rescanned because they changed since).
-    The rows of changed files are dropped; so are frame rows of files not in scan.csv (a crash
-    between the two appends)."""
+def _digest(path: Path) -> str | None:
+    """The file's SHA-256; None when it cannot be read (it is rescanned: its row says why)."""
+    try:
+        return file_digest(path)
+    except OSError:
+        return None
+
+
+def resume_state(
+    out: RunDir, files: list[Path], verify: bool = False
+) -> tuple[set[str], list[str], int]:
+    """(paths already in scan.csv, paths of `files` rescanned because their SHA-256 is no
+    longer their row's, how many files were hashed to tell). `verify`: every file of `files`
+    with a row is hashed (else only those whose size or time moved). The rows of changed files
+    are dropped; so are frame rows of files not in scan.csv (a crash between the two appends)."""
     rows = complete_rows(out.file("scan.csv"), SCAN_COLUMNS)
     listed = {str(f) for f in files}
-    stale = {r["path"] for r in rows if r["path"] in listed and _changed(Path(r["path"]), r)}
+    hashed = [r for r in rows if r["path"] in listed and _rehash(Path(r["path"]), r, verify)]
+    stale = {r["path"] for r in hashed if _digest(Path(r["path"])) != r["sha256"]}
     if stale:  # scan.csv first: a crash before the frames leaves rows the next call drops
         atomic_write_csv(
             out.output("scan.csv"), SCAN_COLUMNS, [r for r in rows if r["path"] not in stale]
@@ -650,7 +665,7 @@ def resume_state(out: RunDir, files: list[Path]) -> tuple[set[str], list[str]]:
     keep = [r for r in frames if r["path"] in done]
     if len(keep) < len(frames):
         atomic_write_csv(out.output("scan_frames.csv"), FRAME_COLUMNS, keep)
-    return done, sorted(stale)
+    return done, sorted(stale), len(hashed)
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -774,6 +789,7 @@ class ScanSummary:
     cpu_s: float
     single_error: str | None = None
     changed: list[str] = field(default_factory=list)  # rescanned: the file changed since
+    rehashed: int = 0  # files already in scan.csv hashed again to tell whether they changed
 
 
 def _config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -802,15 +818,23 @@ def scan(
     workers: int = 0,
     force: bool = False,
     engine: str = "local",
+    verify: bool = False,
 ) -> ScanSummary:
     """Scan files and folders into the run folder `out`; files already in its scan.csv are
-    skipped (resume). `force` replaces a scan made with other settings (only its own files).
-    `engine` "ray": the files are scanned by `workers` Ray actors (`scan_ray`), same outputs."""
+    skipped (resume) unless they changed since: hashed again when their size or time moved,
+    or, with `verify`, all of them (rsync -c), and rescanned when their SHA-256 differs. `force`
+    replaces a scan made with other settings (only its own files). `engine` "ray": the files
+    are scanned by `workers` Ray actors (`scan_ray`), same outputs."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
-    for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
-        check_amp(opts.amp, d.device)
+    if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: nothing written
+        from deepshield.runs.scan_ray import check_workers_amp, connect
+
+        check_workers_amp(opts.amp, connect())  # the workers' device scores, not the detector's
+    else:
+        for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
+            check_amp(opts.amp, d.device)
     files, skipped = list_files(paths)
     single = len(paths) == 1 and len(files) == 1 and not Path(paths[0]).is_dir()
     files = [f for f in files if in_shard(str(f), shard)][:limit]
@@ -824,17 +848,14 @@ def scan(
         "shard": list(shard) if shard else None,
         "limit": limit,
     }
-    if engine == "ray":
-        from deepshield.runs.scan_ray import connect
-
-        connect()  # before the folder is touched: no ray, no cluster -> nothing written
     run, complete = open_run(out, COMMAND, _config(settings), force=force)
     run.claim(*OUTPUTS)
-    done, changed = resume_state(run, files)
+    wall, cpu = time.perf_counter(), time.process_time()  # the hashing of a resume included
+    done, changed, rehashed = resume_state(run, files, verify)
     todo = [f for f in files if str(f) not in done]
-    wall, cpu = time.perf_counter(), time.process_time()
     rows = []
-    if todo or not complete:
+    record = bool(todo) or not complete or verify  # a verification is recorded, changed or not
+    if record:
         run.set_done(COMMAND, False)  # cleared before any artifact changes
         write_json(run.output("scan.json"), {"settings": settings, "status": "running"})
         if engine == "ray":
@@ -855,10 +876,11 @@ def scan(
     counts: dict[str, int] = {}
     for r in all_rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    resumed = len(files) - len(todo)
     summary = ScanSummary(
-        run.path, len(rows), len(files) - len(todo), counts, rows, wall, cpu, changed=changed
+        run.path, len(rows), resumed, counts, rows, wall, cpu, changed=changed, rehashed=rehashed
     )
-    if todo or not complete:
+    if record:
         _finish(
             run,
             settings,
@@ -866,7 +888,7 @@ def scan(
             skipped,
             summary,
             all_rows,
-            {"workers": workers, "engine": engine},
+            {"workers": workers, "engine": engine, "verify": verify},
         )
     if single:
         only = next((r for r in all_rows if r["path"] == str(files[0])), None) if files else None
@@ -884,11 +906,12 @@ def _finish(
     rows: list[dict[str, str]],
     how: dict[str, Any],
 ) -> None:
-    """scan.json and report.html from every row, then the final marker; `how`: workers, engine."""
+    """scan.json and report.html from every row, then the final marker; `how`: workers,
+    engine, verify."""
     from deepshield.runs.scan_report import write_report
 
     this_call = {"scanned": summary.scanned, "resumed": summary.resumed}
-    this_call |= {"changed_rescanned": summary.changed} | how
+    this_call |= {"rehashed": summary.rehashed, "changed_rescanned": summary.changed} | how
     write_json(
         run.output("scan.json"),
         {

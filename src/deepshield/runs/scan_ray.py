@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +24,7 @@ import torch
 
 from deepshield.errors import ConfigError, RunError
 from deepshield.files import atomic_write_bytes
+from deepshield.precision import check_amp
 from deepshield.run import RunDir
 from deepshield.runs.scan import Detector, ScanOptions, run_detector, scan_file
 
@@ -94,7 +95,7 @@ def _actors(ray: ModuleType, workers: int, args: tuple[Any, ...]) -> list[Any]:
     one CPU and an equal share of the GPUs (at most one); `args`: (detector, speech detector,
     options), the detector's model moved to the CPU here before it is shipped."""
     res = ray.cluster_resources()
-    gpus = int(res.get("GPU", 0))
+    gpus = _gpus(res)
     n = workers or gpus or max(1, int(res.get("CPU", 1)))
     share = min(1.0, gpus / n) if gpus else 0
     cls = ray.remote(num_cpus=1, num_gpus=share)(Replica)
@@ -103,19 +104,37 @@ def _actors(ray: ModuleType, workers: int, args: tuple[Any, ...]) -> list[Any]:
     return [cls.remote(det, speech, args[2], bool(gpus)) for _ in range(n)]
 
 
-def connect() -> None:
-    """Connect to RAY_ADDRESS, else start a local instance (it lives until the process ends);
-    ConfigError when ray is missing or no cluster answers at RAY_ADDRESS."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(logging_level="ERROR", log_to_driver=False)
-    except ConnectionError as e:
+def _gpus(resources: Mapping[str, float]) -> int:
+    """The whole GPUs of a cluster's resources: the actors run on CUDA when there is one."""
+    return int(resources.get("GPU", 0))
+
+
+def check_workers_amp(amp: str, resources: Mapping[str, float]) -> None:
+    """ConfigError (one line) unless the actors can score in `amp` on the device they get
+    (`precision.check_amp`'s rule): CUDA when the cluster (`resources`) has GPUs, else the CPU,
+    where fp16 is refused."""
+    if amp == "fp16" and not _gpus(resources):
         raise ConfigError(
-            f"RAY_ADDRESS: no Ray cluster reached ({' '.join(str(e).split())}); "
-            "check the address (`ray status`) or unset it for a local instance"
-        ) from e
+            "--engine ray --amp fp16: the Ray cluster has no GPU, so its workers score on the "
+            "CPU and fp16 needs CUDA: use --amp bf16 or --amp off, or a cluster with GPUs"
+        )
+    check_amp(amp, "cuda" if _gpus(resources) else "cpu")
+
+
+def connect() -> dict[str, float]:
+    """Connect to RAY_ADDRESS, else start a local instance (it lives until the process ends)
+    -> the cluster's resources; ConfigError when ray is missing or no cluster answers at
+    RAY_ADDRESS."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        try:
+            ray.init(logging_level="ERROR", log_to_driver=False)
+        except ConnectionError as e:
+            raise ConfigError(
+                f"RAY_ADDRESS: no Ray cluster reached ({' '.join(str(e).split())}); "
+                "check the address (`ray status`) or unset it for a local instance"
+            ) from e
+    return ray.cluster_resources()
 
 
 def ray_scanned(
