@@ -826,6 +826,10 @@ def test_an_image_and_a_speech_model_by_weights_scan_one_folder_together(tmp_pat
     assert rows["LA_E_2834763.flac"]["verdict"] == LA_CLIPS["LA_E_2834763"]
     doc = json.loads((tmp_path / "o" / "scan.json").read_text())["settings"]
     assert doc["detector"]["model"] == "meso4" and doc["speech_detector"]["model"] == "aasist_l"
+    page = (tmp_path / "o" / "report.html").read_text()  # the report names both, with weights
+    for role, d in (("Image", doc["detector"]), ("Speech", doc["speech_detector"])):
+        assert f"{role} detector <b>{d['model']}</b>" in page
+        assert d["weights_sha256"][:12] in page
     odd = subprocess.run(
         [*map(str, argv[:-2]), "--out", str(tmp_path / "p")], capture_output=True, text=True
     )

@@ -101,22 +101,29 @@ def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -
     )
 
 
+def _detector_html(role: str, det: dict[str, Any]) -> str:
+    """One paragraph naming a detector, its weights and its decision rule."""
+    dec = det.get("decision", {})
+    return (
+        f"<p>{role} <b>{html.escape(str(det.get('model')))}</b> from "
+        f"<code>{html.escape(str(det.get('source')))}</code> (weights SHA-256 "
+        f"{str(det.get('weights_sha256'))[:12]}...). Decision: threshold "
+        f"{dec.get('threshold')} on {'calibrated' if dec.get('calibrated') else 'raw'} P(fake), "
+        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i></p>"
+    )
+
+
 def write_report(out: RunDir, settings: dict[str, Any], rows: list[dict[str, str]]) -> Path:
     """Write out/report.html from scan.csv rows, scan_frames.csv and the saved images."""
-    det = settings.get("detector") or settings.get("speech_detector") or {}
-    dec = det.get("decision", {})
     frames = _frame_scores(out)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    head = (
-        f"<p>Detector <b>{html.escape(str(det.get('model')))}</b> from "
-        f"<code>{html.escape(str(det.get('source')))}</code> (weights SHA-256 "
-        f"{str(det.get('weights_sha256'))[:12]}...). Decision: threshold "
-        f"{dec.get('threshold')} on {'calibrated' if dec.get('calibrated') else 'raw'} P(fake), "
-        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i>"
-        + (f" Scored in {settings['amp']} (--amp)." if settings.get("amp", "off") != "off" else "")
-        + "</p>"
+    roles = (("detector", "Image detector"), ("speech_detector", "Speech detector"))
+    head = "".join(_detector_html(role, settings[k]) for k, role in roles if settings.get(k))
+    if settings.get("amp", "off") != "off":
+        head += f"<p>Scored in {settings['amp']} (--amp).</p>"
+    head += (
         f"<p>{', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}. Frame strips: one bar "
         "per sampled frame (height = P(fake), red above the threshold, grey = no face); overlays: "
         "Grad-CAM of the fake class on the highest-scoring frames, box = the face found.</p>"
