@@ -159,6 +159,50 @@ def test_certain_wrong_probability_makes_cllr_undefined(tmp_path, monkeypatch, c
     assert got["eer"] is not None and got["act_dcf"] is not None
 
 
+def _official_2021_case(name: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(bona fide CM scores, spoof CM scores, expected) of a case the official ASVspoof 2021
+    evaluation code scored (higher = bona fide)."""
+    ref = json.loads(shared_path("reference", "metrics", "asvspoof_cases.json").read_text())
+    case = next(c for c in ref["cases"] if c["name"] == name)
+    bona, spoof = np.array(case["cm_bonafide_scores"]), np.array(case["cm_spoof_scores"])
+    return bona, spoof, case["expected"]
+
+
+@pytest.mark.parametrize("name", ["ties-rounded", "imbalanced-small"])
+def test_2021_utt_score_files_give_the_official_eer_with_either_key_file(
+    tmp_path, monkeypatch, capsys, name
+):
+    """ASVspoof 2021 submissions are 'utt score' lines; the labels come from the 2021 trial
+    metadata (bona fide lines say bonafide twice) or a 2019 protocol. Trials in another order
+    in the key file than in the score file."""
+    bona, spoof, expected = _official_2021_case(name)
+    scores = np.r_[bona, spoof]
+    ids = [f"LA_E_{i:07d}" for i in range(scores.size)]
+    keys = ["bonafide"] * bona.size + ["spoof"] * spoof.size
+    s = _write(
+        tmp_path / "score.txt",
+        None,
+        [[i, repr(float(v))] for i, v in zip(ids, scores, strict=True)],
+        " ",
+    )
+    order = np.random.default_rng(0).permutation(len(ids))
+    meta = [
+        ["LA_0009", ids[i], "alaw", "ita_tx", "bonafide" if keys[i] == "bonafide" else "A07",
+         keys[i], "notrim", "eval"]
+        for i in order
+    ]  # fmt: skip
+    protocol = [
+        ["LA_0009", ids[i], "-", "-" if keys[i] == "bonafide" else "A07", keys[i]] for i in order
+    ]
+    for key_rows in (meta, protocol):
+        k = _write(tmp_path / "keys.txt", None, key_rows, " ")
+        got = run_json(monkeypatch, capsys, s, "--keys", k)
+        assert got["format"] == "asvspoof2021" and got["orientation"] == "bonafide-high"
+        assert got["eer"] == pytest.approx(expected["eer"], abs=1e-9)
+        y = np.r_[np.zeros(bona.size), np.ones(spoof.size)]
+        assert got["auc"] == pytest.approx(sk.roc_auc_score(y, -scores), abs=1e-12)
+
+
 def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (command arguments, the message the one-line error must contain)."""
     keys = ["bonafide", "spoof", "spoof", "bonafide"]
@@ -190,6 +234,14 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         tmp / "p" / "s.csv", "utt,label,p_fake", [["a", "real", 0.1], ["b", "fake", 1.3]], ","
     )
     cases["probability outside [0,1]"] = ([str(p)], "s.csv:3: p_fake 1.3 is outside [0, 1]")
+    (tmp / "u").mkdir()
+    two = _write(tmp / "u" / "score.txt", None, [["a", 0.1], ["b", 0.9]], " ")
+    cases["utt score without keys"] = ([str(two)], "score.txt holds 'utt score' lines")
+    odd = _write(tmp / "u" / "meta.txt", None, [["s", "a", "x", "y", "bonafide"], ["s", "b"]], " ")
+    cases["key line without a key"] = (
+        [str(two), "--keys", str(odd)],
+        "meta.txt:2: 's b' is not an ASVspoof protocol line",
+    )
     return cases
 
 
@@ -203,6 +255,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "mismatched lengths",
         "unknown utterance",
         "probability outside [0,1]",
+        "utt score without keys",
+        "key line without a key",
     ],
 )
 def test_bad_input_is_a_one_line_error_from_the_installed_script(tmp_path, case):

@@ -14,11 +14,14 @@ from deepshield.cli.app import app
 def metrics_cmd(
     scores: Path = typer.Argument(
         ...,
-        help="Score file: ASVspoof 5 CM or SASV, ASVspoof 2019 'utt src key score', "
-        "or deepshield's P(fake) CSV (utt,label,p_fake).",
+        help="Score file: ASVspoof 5 CM or SASV, ASVspoof 2019 'utt src key score', ASVspoof "
+        "2021 'utt score' (with --keys), or deepshield's P(fake) CSV (utt,label,p_fake).",
     ),
     keys: Path = typer.Option(
-        None, "--keys", help="Key file: ASVspoof 5 CM/SASV keys or an ASVspoof 2019 protocol."
+        None,
+        "--keys",
+        help="Key file: ASVspoof 5 CM/SASV keys, an ASVspoof 2019 protocol or ASVspoof 2021 "
+        "trial metadata.",
     ),
     orientation: str = typer.Option(
         None,

@@ -1,9 +1,10 @@
 """Score files of any system, read into one form: ASVspoof 5 CM and SASV files with their key
-files, ASVspoof 2019 `utt src key score` files (what deepshield writes, see `scorefile`), and
-deepshield's own P(fake) CSV (`utt,label,p_fake`).
+files, ASVspoof 2019 `utt src key score` files (what deepshield writes, see `scorefile`),
+ASVspoof 2021 `utt score` files with a protocol or trial-metadata key file, and deepshield's own
+P(fake) CSV (`utt,label,p_fake`).
 
-The format is read from the first line (the official headers, a `p_fake` column, or four
-fields); the score orientation is stated by the caller, never inferred from the numbers:
+The format is read from the first line (the official headers, a `p_fake` column, or four or
+two fields); the score orientation is stated by the caller, never inferred from the numbers:
 "bonafide-high" (the ASVspoof convention, the default for ASVspoof files) or "fake-high".
 A P(fake) file is fake-high by definition. Every problem is a DataError naming file and line.
 """
@@ -35,6 +36,7 @@ FORMATS = (
     "ASVspoof 5 SASV ('spk filename cm-score asv-score sasv-score' header, with --keys "
     "'spk filename cm-label asv-label')",
     "ASVspoof 2019 'utt src key score' lines (optionally --keys an LA protocol)",
+    "ASVspoof 2021 'utt score' lines (with --keys a 2019 protocol or 2021 trial metadata)",
     "deepshield P(fake) CSV (header with utt, p_fake and label, or --keys)",
 )
 
@@ -175,35 +177,67 @@ def _read_sasv(path: Path, keys: Path | None, orientation: str) -> Trials:
     return Trials("asvspoof5-sasv", orientation, spoof, cm, cm, asv_labels, cols[1], cols[2])
 
 
-def _read_2019(path: Path, keys: Path | None, orientation: str) -> Trials:
+def _trial_rows(path: Path, width: int, expected: str) -> dict[str, tuple[int, list[str]]]:
+    """{trial id (first field): (line number, fields)} of a headerless whitespace score file
+    whose lines have `width` fields."""
     rows: dict[str, tuple[int, list[str]]] = {}
     for line in _lines(path, None):
-        if len(line.fields) != 4:
-            raise DataError(
-                f"{path}:{line.lineno}: {len(line.fields)} fields; expected 'utt src key score'"
-            )
+        if len(line.fields) != width:
+            raise DataError(f"{path}:{line.lineno}: {len(line.fields)} fields; expected {expected}")
         if line.fields[0] in rows:
             raise DataError(f"{path}:{line.lineno}: trial {line.fields[0]!r} repeats")
         rows[line.fields[0]] = (line.lineno, line.fields)
+    return rows
+
+
+def _protocol(keys: Path) -> dict[str, tuple[int, str]]:
+    """{utt: (line number, "bonafide" or "spoof")} of an ASVspoof protocol: 2019 LA lines
+    'spk utt - src key', or 2021 LA/DF trial metadata 'spk utt codec channel src key trim
+    subset ...'. The utt is the second field and the key the bonafide/spoof word after it
+    (2021 repeats it in the source column of bona fide lines)."""
+    protocol: dict[str, tuple[int, str]] = {}
+    for line in _lines(keys, None):
+        words = {w for w in line.fields[2:] if w in _CM_LABELS}
+        if len(line.fields) < 5 or len(words) != 1:
+            raise DataError(
+                f"{keys}:{line.lineno}: {' '.join(line.fields)!r} is not an ASVspoof protocol "
+                "line ('spk utt - src key' of 2019, or 2021 trial metadata with one bonafide/"
+                "spoof key)"
+            )
+        if line.fields[1] in protocol:
+            raise DataError(f"{keys}:{line.lineno}: trial {line.fields[1]!r} repeats")
+        protocol[line.fields[1]] = (line.lineno, words.pop())
+    return protocol
+
+
+def _read_2019(path: Path, keys: Path | None, orientation: str) -> Trials:
+    rows = _trial_rows(path, 4, "'utt src key score'")
     ids = list(rows)
     labels = {t: (n, f[2]) for t, (n, f) in rows.items()}
     labels_path = path
     if keys is not None:
-        protocol = {}
-        for line in _lines(keys, None):
-            if len(line.fields) != 5:
-                raise DataError(
-                    f"{keys}:{line.lineno}: {len(line.fields)} fields; expected an ASVspoof 2019 "
-                    "protocol line 'spk utt - src key'"
-                )
-            protocol[line.fields[1]] = (line.lineno, line.fields)
-        ids = _join(path, rows, keys, protocol)
-        labels = {t: (n, f[4]) for t, (n, f) in protocol.items()}
+        labels = _protocol(keys)
+        ids = _join(path, rows, keys, labels)
         labels_path = keys
     spoof = np.array([_label(labels_path, *labels[t], _CM_LABELS) for t in ids])
     cm = np.array([_number(path, _Line(*rows[t]), rows[t][1][3], "score") for t in ids])
     cm = _oriented(cm, orientation)
     return Trials("asvspoof2019", orientation, spoof, cm, cm)
+
+
+def _read_2021(path: Path, keys: Path | None, orientation: str) -> Trials:
+    if keys is None:
+        raise DataError(
+            f"{path} holds 'utt score' lines (the ASVspoof 2021 format) and no labels: pass "
+            "--keys, an ASVspoof 2019 protocol or 2021 trial metadata file"
+        )
+    rows = _trial_rows(path, 2, "'utt score'")
+    labels = _protocol(keys)
+    ids = _join(path, rows, keys, labels)
+    spoof = np.array([_CM_LABELS[labels[t][1]] for t in ids])
+    cm = np.array([_number(path, _Line(*rows[t]), rows[t][1][1], "score") for t in ids])
+    cm = _oriented(cm, orientation)
+    return Trials("asvspoof2021", orientation, spoof, cm, cm)
 
 
 def _read_pfake(path: Path, keys: Path | None) -> Trials:
@@ -261,6 +295,8 @@ def _format(path: Path) -> str:
         return "deepshield-pfake"
     if len(first) == 4:
         return "asvspoof2019"
+    if len(first) == 2:
+        return "asvspoof2021"
     raise DataError(
         f"{path}:{lines[0].lineno}: first line {' '.join(first)!r} matches no score format; "
         f"expected one of: {'; '.join(FORMATS)}"
@@ -304,6 +340,7 @@ def read_trials(
             "asvspoof5-cm": _read_cm,
             "asvspoof5-sasv": _read_sasv,
             "asvspoof2019": _read_2019,
+            "asvspoof2021": _read_2021,
         }
         trials = reader[fmt](path, keys, orientation or "bonafide-high")
     _check_trials(path, trials)
