@@ -4,7 +4,8 @@ batched == per-image semantics, the Purified wrapper, the paper's table and the 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,28 @@ def test_reading_the_stop_flags_every_k_iterations_changes_only_the_work_done(mo
     last = int(every.iters.max())
     assert run_every == last < EARLY.iters
     assert len(forwards) == min(-(-last // 7) * 7, EARLY.iters)
+
+
+def test_an_observed_fixed_run_gives_every_early_stopped_and_averaged_run():
+    """observe sees each iteration's raw output and changes nothing; the output a smoothed,
+    early-stopped run keeps is the running average of the observed outputs at the first
+    iteration it reaches the target (what benchmarks/dip_sweep.py relies on)."""
+    x = smooth_images(3)
+    plain = replace(EARLY, stop_psnr=None)
+    seen: list[torch.Tensor] = []
+    observed = dip_reconstruct(x, plain, chunk=3, seed=5, observe=lambda i, o: seen.append(o))
+    assert torch.equal(observed.images, dip_reconstruct(x, plain, chunk=3, seed=5).images)
+    assert len(seen) == plain.iters and torch.equal(seen[-1], observed.images)
+    cfg = replace(EARLY, smoothing=0.9, stop_psnr=20.0)
+    real = dip_reconstruct(x, cfg, chunk=3, seed=5)
+    assert (real.iters < cfg.iters).all() and len(set(real.iters.tolist())) > 1
+    avg, checked = seen[0], 0
+    for i, out in enumerate(seen[1:], start=2):
+        avg = avg * 0.9 + out * 0.1
+        for j in torch.nonzero(real.iters == i).flatten().tolist():
+            assert torch.equal(real.images[j], avg[j])
+            checked += 1
+    assert checked == len(x)
 
 
 def test_dip_reconstructs_clean_photographs_above_22_db():
@@ -267,6 +290,32 @@ def test_defend_purify_writes_its_table_and_section(detector_run):
     assert "blur alone: recall perturbed" in result.output
     assert not re.search(r"\d\.\d{4,}", result.output)  # 3 decimals at most
     assert "Deep Image Prior purification" in detector_run.file("report.html").read_text()
+
+
+def test_balanced_preset_is_the_documented_setting_and_reachable_from_the_cli(detector_run):
+    """BALANCED (docs/defenses.md, presets table and "Speed goal"): FAST's network, lr and
+    noise, 750 iterations, no early stop, no running average; `--preset balanced` runs it."""
+    from typer.testing import CliRunner
+
+    from deepshield.cli import app
+    from deepshield.defenses.dip import BALANCED, FAST, PRESETS
+
+    assert replace(FAST, iters=750, stop_psnr=None) == BALANCED and PRESETS["balanced"] is BALANCED
+    assert (BALANCED.channels, BALANCED.skip) == ((8, 16, 32, 64), (0, 0, 4, 4))
+    assert (BALANCED.lr, BALANCED.smoothing, BALANCED.iters, BALANCED.stop_psnr) == (
+        0.01, 0.0, 750, None,
+    )  # fmt: skip
+    doc = (Path(__file__).parents[1] / "docs" / "defenses.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `BALANCED`"))
+    assert "(8, 16, 32, 64), skips (0, 0, 4, 4)" in row and "750" in row and "none" in row
+
+    args = ["defend", "purify", str(detector_run.path), "--preset", "balanced", "--iters", "3"]
+    result = CliRunner().invoke(app, [*args, "--n", "2"])
+    assert result.exit_code == 0, result.output
+    out = detector_run.read_json("purify_dip.json")
+    assert out["dip"] == {**asdict(BALANCED), "iters": 3, "channels": [8, 16, 32, 64],
+                          "skip": [0, 0, 4, 4]}  # fmt: skip
+    assert out["psnr"]["target"] is None and "no stop target" in result.output
 
 
 @pytest.mark.parametrize(

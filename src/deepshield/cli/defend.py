@@ -89,9 +89,13 @@ def purify_cmd(
     stop_psnr: float = typer.Option(
         None,
         "--stop-psnr",
-        help="Stop an image at this PSNR to its input, dB [fast 27, paper off].",
+        help="Stop an image at this PSNR to its input, dB [fast 27, balanced and paper off].",
     ),
-    preset: str = typer.Option("fast", "--preset", help="fast or paper (Gandhi & Jain's setting)."),
+    preset: str = typer.Option(
+        "fast",
+        "--preset",
+        help="fast (early stop), balanced (750 iterations) or paper (Gandhi & Jain's setting).",
+    ),
     mode: str = typer.Option("grouped", "--mode", help="grouped, per-image or shared."),
     chunk: int = typer.Option(16, "--chunk", help="Images per grouped/shared model.", **COUNT),
     attack: str = typer.Option("fgsm", "--attack", help="Attack perturbing the fakes."),
@@ -106,17 +110,16 @@ def purify_cmd(
     """Deep Image Prior purification: recall on perturbed and unperturbed fakes, reals retained."""
     from dataclasses import replace
 
-    from deepshield.defenses.dip import FAST, PAPER
+    from deepshield.defenses.dip import PRESETS
     from deepshield.defenses.purifier import psnr_line
     from deepshield.errors import ConfigError
     from deepshield.runs.purify import purify_run
 
     if method != "dip":
         raise ConfigError(f"--method {method!r}: the purification method available is dip")
-    presets = {"fast": FAST, "paper": PAPER}
-    if preset not in presets:
-        raise ConfigError(f"--preset {preset!r}: use fast or paper")
-    cfg = presets[preset]
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r}: use {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]
     if iters is not None:
         cfg = replace(cfg, iters=iters)
     if stop_psnr is not None:

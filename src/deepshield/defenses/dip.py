@@ -27,6 +27,7 @@ reconstruction differs from the CPU one for the same seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,14 @@ PAPER = DipConfig(
     smoothing=0.99,
 )
 
+# FAST's network run for a fixed 750 iterations, no early stop: a 27 dB stop leaves images
+# blurrier than the slow PAPER run, and this detector scores blur as real; at 750 iterations the
+# purified fakes' P(fake) is close to the slow run's, at about a fifth of its CPU cost
+# (docs/defenses.md, DIP section, "Speed goal").
+BALANCED = DipConfig(iters=750, stop_psnr=None)
+
+PRESETS = {"fast": FAST, "balanced": BALANCED, "paper": PAPER}
+
 
 @dataclass
 class Reconstruction:
@@ -130,11 +139,20 @@ def check_interval(device: torch.device, check_every: int | None) -> int:
     return check_every
 
 
+Observer = Callable[[int, Tensor], None]  # (iteration, raw network output [G,C,H,W]) per step
+
+
 def _fit(
-    x: Tensor, gens: list[torch.Generator], cfg: DipConfig, shared: bool, check_every: int
+    x: Tensor,
+    gens: list[torch.Generator],
+    cfg: DipConfig,
+    shared: bool,
+    check_every: int,
+    observe: Observer | None = None,
 ) -> Reconstruction:
     """Reconstruct x [G,C,H,W] with one grouped model (or one shared network); gens: one per image,
-    on x's device. Everything stays on the device; the stop flags are read every `check_every`."""
+    on x's device. Everything stays on the device; the stop flags are read every `check_every`.
+    observe, if given, sees every iteration's raw output (detached) and changes nothing."""
     g, c, h, w = x.shape
     net = DipSkip(cfg.depth, cfg.channels, cfg.skip, out_ch=c, groups=1 if shared else g)
     init_dip(net.to(x.device), gens[:1] if shared else gens)
@@ -158,6 +176,8 @@ def _fit(
         optimizer.step()
         with torch.no_grad():
             out = out.detach()
+            if observe is not None:
+                observe(step, out)
             avg = (
                 out
                 if avg is None or not cfg.smoothing
@@ -185,6 +205,7 @@ def dip_reconstruct(
     chunk: int = 16,
     seed: int = 0,
     check_every: int | None = None,
+    observe: Observer | None = None,
 ) -> Reconstruction:
     """x: [B,C,H,W] in [0,1] -> Reconstruction (images [B,C,H,W] in [0,1], iterations, PSNR).
 
@@ -192,6 +213,9 @@ def dip_reconstruct(
     "per-image" or "shared" (chunk images per shared network); see the module docstring.
     check_every: iterations between host reads of the stop flags (default 1 on the CPU, 25 on
     an accelerator); images that stop in between keep their result, so it changes only speed.
+    observe(iteration, output): called with each iteration's raw network output of the chunk
+    being fitted ([chunk,C,H,W], detached; benchmarks/dip_sweep.py derives many stopping rules
+    and averages from one run with it); it must not modify the tensor.
     """
     check_mode(mode, chunk)
     _check(x, cfg)
@@ -204,7 +228,7 @@ def dip_reconstruct(
         xb = x[start : start + size]
         gens = [torch.Generator(x.device).manual_seed(seed + start + i) for i in range(len(xb))]
         with torch.enable_grad():
-            parts.append(_fit(xb, gens, cfg, shared=mode == "shared", check_every=every))
+            parts.append(_fit(xb, gens, cfg, mode == "shared", every, observe))
     return Reconstruction(
         images=torch.cat([p.images for p in parts]),
         iters=torch.cat([p.iters for p in parts]),

@@ -123,9 +123,10 @@ def purify_run(
         if shown
         else ""
     )
+    stop = "no early stop" if cfg.stop_psnr is None else f"stop at PSNR {cfg.stop_psnr} dB"
     html = (
-        f"<p>Deep Image Prior purification ({mode}, at most {cfg.iters} iterations, stop at PSNR "
-        f"{cfg.stop_psnr} dB) of {split} images of {inputs.dataset}: {counts['perturbed']} "
+        f"<p>Deep Image Prior purification ({mode}, at most {cfg.iters} iterations, {stop}) "
+        f"of {split} images of {inputs.dataset}: {counts['perturbed']} "
         f"perturbed fakes ({attack}, eps={eps:g}, white-box on this detector, fooling it), "
         f"{counts['unperturbed']} unperturbed fakes and {counts['reals']} reals the detector gets "
         f"right.{speed} 'none': the detector on the unpurified images; 'blur alone': on each "
