@@ -835,3 +835,29 @@ def test_an_image_and_a_speech_model_by_weights_scan_one_folder_together(tmp_pat
     )
     assert odd.returncode == 2 and odd.stderr.count("\n") == 1
     assert "2 --model and 1 --weights: they go in pairs" in odd.stderr
+
+
+def test_a_file_whose_bytes_are_another_kind_than_its_name_is_an_error_row(case, tmp_path):
+    """Kinds are told from the bytes, as the service does (`media.types`): a PNG named .mp4 and
+    a WAV named .jpg are error rows naming the fix; an MP4 holding only sound named .m4a, and
+    an image type sniff does not know (GIF), are not contradictions."""
+    import soundfile as sf
+
+    folder = tmp_path / "misnamed"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(folder / "photo.mp4", format="PNG")
+    sf.write(folder / "voice.jpg", np.zeros(1600, np.float32), 16000, format="WAV")
+    Image.new("RGB", (64, 64)).save(folder / "still.gif")
+    box = av.open(str(folder / "sound.m4a"), "w", format="mp4")
+    _mux_sine(box, box.add_stream("aac", rate=16000, layout="mono"), seconds=0.5)
+    box.close()
+    det = sc.run_detector(case["run"], torch.device("cpu"))
+    rows = {Path(r["path"]).name: r for r in sc.scan([folder], tmp_path / "o", detector=det).rows}
+    assert rows["photo.mp4"]["verdict"] == "error"
+    assert (
+        "its bytes are a PNG file (image) but its name says video (.mp4)"
+        in (rows["photo.mp4"]["error"])
+    )
+    assert "its bytes are a WAV file (audio) but its name says image" in rows["voice.jpg"]["error"]
+    for name in ("still.gif", "sound.m4a"):
+        assert "its bytes" not in (rows[name].get("error") or ""), rows[name]

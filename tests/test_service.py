@@ -25,12 +25,13 @@ from typer.testing import CliRunner
 from deepshield import models
 from deepshield.errors import ConfigError, RunError
 from deepshield.explain import grad_cam
+from deepshield.media.types import sniff
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.overlay import overlay
 from deepshield.run import RunDir
 from deepshield.runs.decision import load_decision
 from deepshield.service import create_app, running
-from deepshield.service.uploads import ENVELOPE_BYTES, UploadError, header_size, read_upload, sniff
+from deepshield.service.uploads import ENVELOPE_BYTES, UploadError, header_size, read_upload
 
 SIZE = 48  # the run's training size (config.yaml data_kwargs.size), not simplenet's 64
 

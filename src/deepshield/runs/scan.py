@@ -51,6 +51,7 @@ from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_in
 from deepshield.media.degenerate import degenerate_reason
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
+from deepshield.media.types import misnamed
 from deepshield.precision import autocast, check_amp
 from deepshield.run import RunDir, open_run
 from deepshield.runs.decision import Decision, load_decision
@@ -521,6 +522,9 @@ def scan_file(
     start, cpu = time.perf_counter(), time.process_time()
     before = (got.wall_s, got.cpu_s) if got is not None else (0.0, 0.0)
     try:
+        why = misnamed(path, kind) if kind != "unknown" else None
+        if why:  # the service refuses such an upload alike (media.types)
+            raise DataError(why)
         if kind in ("image", "video") and det is not None:
             row["threshold"] = det.decision.threshold
             if got is None:

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from deepshield.errors import DeepshieldError
+from deepshield.media.types import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, sniff
 from deepshield.service.guards import LOOPBACK_NAMES, DecodeBudget, check_host, check_token
 from deepshield.service.media_uploads import (
     FRAMES_HELD,
@@ -40,9 +41,6 @@ from deepshield.service.media_uploads import (
 )
 from deepshield.service.scanner import Scanner
 from deepshield.service.uploads import (
-    AUDIO_TYPES,
-    IMAGE_TYPES,
-    VIDEO_TYPES,
     Upload,
     UploadError,
     check_type,
@@ -50,7 +48,6 @@ from deepshield.service.uploads import (
     decode_image,
     header_size,
     read_upload,
-    sniff,
 )
 
 ENDPOINTS = ": the service answers POST /v1/scan, GET /healthz and GET /"

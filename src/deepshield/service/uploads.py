@@ -21,18 +21,12 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
-from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, audio_kind, read_clip
+from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, read_clip
+from deepshield.media.types import sniff
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
 
-IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
-AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "webm")  # speech runs: the audio reader
-VIDEO_TYPES = (
-    "mp4",
-    "webm",
-    "avi",
-)  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: Matroska
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
 _MIME = {
     "png": ("image/png",),
@@ -62,7 +56,6 @@ _EXTENSIONS = {
     "webm": (".webm", ".mkv"),
     "avi": (".avi",),
 }
-_BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
@@ -217,31 +210,6 @@ def _name(up: Upload) -> str:
 
 
 # -- types ------------------------------------------------------------------------------------
-def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, the
-    audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
-        return "bmp"
-    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
-        return "wav"
-    if data.startswith(b"fLaC"):
-        return "flac"
-    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
-        return "mp4"
-    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
-        return "webm"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return "avi"
-    kind = audio_kind(data)
-    return kind if kind in ("ogg", "mp3", "aac") else None
-
-
 def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
     """The sniffed type of `up`, one of `accepted`; 415 when the bytes are none of them or
     contradict the declared Content-Type / extension (a spoofed or misnamed file)."""

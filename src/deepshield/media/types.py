@@ -1,0 +1,68 @@
+"""What a media file is, told from its first bytes (never from its name): the one rule the
+scan service and `deepshield scan` share."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from deepshield.media.audio import audio_kind
+
+IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
+AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "webm")  # what the audio reader opens
+VIDEO_TYPES = ("mp4", "webm", "avi")  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: MKV
+_BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
+HEAD_BYTES = 32  # enough for every signature below
+
+
+def sniff(data: bytes) -> str | None:
+    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, the
+    audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM") and data[14:18] in _BMP_DIB_SIZES:
+        return "bmp"
+    if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
+        return "wav"
+    if data.startswith(b"fLaC"):
+        return "flac"
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
+        return "webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
+    kind = audio_kind(data)
+    return kind if kind in ("ogg", "mp3", "aac") else None
+
+
+def kinds_of(kind: str | None) -> tuple[str, ...]:
+    """The file kinds ('image', 'video', 'audio') bytes of type `kind` (a `sniff` answer) may
+    hold: an MP4 or WebM holds video or only sound; None: unknown, anything."""
+    if kind is None:
+        return ("image", "video", "audio")
+    return tuple(
+        k
+        for k, types in (("image", IMAGE_TYPES), ("video", VIDEO_TYPES), ("audio", AUDIO_TYPES))
+        if kind in types
+    )
+
+
+def misnamed(path: Path, named: str) -> str | None:
+    """Why the file at `path`, whose extension says `named` ('image', 'video' or 'audio'), is
+    not what its name says (its bytes are another kind's), else None."""
+    try:
+        with open(path, "rb") as f:
+            kind = sniff(f.read(HEAD_BYTES))
+    except OSError:  # unreadable: the decoder's error row says so
+        return None
+    if named in kinds_of(kind):
+        return None
+    return (
+        f"{path}: its bytes are a {kind.upper()} file ({' or '.join(kinds_of(kind))}) but its "
+        f"name says {named} ({path.suffix}); rename it to its type and scan it again"
+    )
