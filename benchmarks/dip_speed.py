@@ -1,7 +1,7 @@
 """DIP purification: the slow per-image configuration vs the fast batched one, in one run.
 
     PYTHONPATH=src python benchmarks/dip_speed.py --run RUN_DIR [--n 16] [--eps 0.02]
-        [--threads 2] [--slow-iters 1500] [--fast-iters 500] [--fast-preset fast|paper]
+        [--threads 2] [--slow-iters 1500] [--fast-iters N] [--fast-preset fast[,balanced,paper]]
         [--chunk 16[,64]] [--device cpu|cuda] [--shared] [--json out.json]
 
 RUN_DIR is a real/fake image detector run (`deepshield train`, 64x64 images). n fakes (with
@@ -11,7 +11,8 @@ their white-box FGSM versions) and n reals of its test split go through Gandhi &
 - fast: `chunk` images at once as one grouped model (`dip.FAST`), early stopping per image
   (one fast configuration per value of `--chunk 16,64`, each compared with the slow one);
   `--fast-preset paper` runs the paper's network and running average grouped instead, for
-  `--fast-iters` iterations (e.g. 400).
+  `--fast-iters` iterations (e.g. 400); `balanced` runs FAST's network 750 iterations without
+  early stop; a comma-separated list (`fast,balanced`) compares each with the slow one.
 It prints time per image (wall and CPU seconds; on a busy machine CPU seconds are the better
 measure), the recall table of both, the speed-up and the recall ratio fast / slow.
 --device cuda runs the detector and the purification on the GPU (wall seconds are then the
@@ -27,7 +28,7 @@ from dataclasses import asdict, replace
 
 import torch
 
-from deepshield.defenses.dip import FAST, PAPER
+from deepshield.defenses.dip import FAST, PAPER, PRESETS
 from deepshield.defenses.purifier import DipPurifier, purification_table, timing
 from deepshield.runs.purify import purification_inputs
 
@@ -44,12 +45,15 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.02, help="FGSM budget of the perturbed fakes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slow-iters", type=int, default=PAPER.iters)
-    ap.add_argument("--fast-iters", type=int, default=FAST.iters, help="cap; early stop first")
+    ap.add_argument(
+        "--fast-iters", type=int, default=None, help="iterations (a cap where the preset stops "
+        "early) [the preset's: fast 500, balanced 750, paper 1500]",
+    )  # fmt: skip
     ap.add_argument(
         "--fast-preset",
-        choices=["fast", "paper"],
         default="fast",
-        help="network of the fast configuration: FAST (early stop) or PAPER's",
+        help="presets of the fast configurations, comma-separated: fast (FAST: early stop), "
+        "balanced (FAST's network, 750 iterations, no stop) or paper (PAPER's network grouped)",
     )
     ap.add_argument("--chunk", default="16", help="images per grouped model, e.g. 16 or 16,64")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -57,6 +61,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write all numbers to this file")
     args = ap.parse_args()
+    presets = args.fast_preset.split(",")
+    for preset in presets:
+        if preset not in PRESETS:
+            ap.error(f"--fast-preset {preset!r}: use {', '.join(PRESETS)}")
     torch.set_num_threads(args.threads)
 
     inputs = purification_inputs(args.run, eps=args.eps, n=args.n, seed=args.seed)
@@ -64,26 +72,28 @@ def main() -> None:
     detector = inputs.detector.to(dev)
     fakes, fakes_adv, reals = (t.to(dev) for t in (inputs.fakes, inputs.fakes_adv, inputs.reals))
     chunks = [int(c) for c in args.chunk.split(",")]
-    fast_label = (
-        "fast (grouped, early stop)"
-        if args.fast_preset == "fast"
-        else f"fast (grouped, paper net, {args.fast_iters} it.)"
-    )
     configs = {
         "slow (per-image, paper)": DipPurifier(
             replace(PAPER, iters=args.slow_iters), mode="per-image", seed=args.seed
         ),
     }
-    for chunk in chunks:
-        configs[fast_label if len(chunks) == 1 else f"{fast_label}, chunk {chunk}"] = DipPurifier(
-            replace(FAST if args.fast_preset == "fast" else PAPER, iters=args.fast_iters),
-            mode="grouped",
-            chunk=chunk,
-            seed=args.seed,
-        )
+    for preset in presets:
+        cfg = PRESETS[preset]
+        cfg = replace(cfg, iters=args.fast_iters) if args.fast_iters else cfg
+        label = {
+            "fast": "fast (grouped, early stop)",
+            "balanced": f"balanced (grouped, {cfg.iters} it., no stop)",
+            "paper": f"fast (grouped, paper net, {cfg.iters} it.)",
+        }[preset]
+        for chunk in chunks:
+            name = label if len(chunks) == 1 else f"{label}, chunk {chunk}"
+            configs[name] = DipPurifier(cfg, mode="grouped", chunk=chunk, seed=args.seed)
     if args.shared:
         configs["shared network, early stop"] = DipPurifier(
-            replace(FAST, iters=args.fast_iters), mode="shared", chunk=chunks[0], seed=args.seed
+            replace(FAST, iters=args.fast_iters or FAST.iters),
+            mode="shared",
+            chunk=chunks[0],
+            seed=args.seed,
         )
     results = {}
     for name, purifier in configs.items():
@@ -109,7 +119,7 @@ def main() -> None:
             print(f"{label:30} {r['threshold']:>5g} {r['defence']:>9} "
                   f"{shares[0]:>10} {shares[1]:>12} {shares[2]:>11}")  # fmt: skip
     slow = results["slow (per-image, paper)"]
-    for name in list(configs)[1 : 1 + len(chunks)]:
+    for name in list(configs)[1 : 1 + len(chunks) * len(presets)]:
         fast = results[name]
         speedup = slow["cpu_seconds_per_image"] / fast["cpu_seconds_per_image"]
         wall = slow["seconds_per_image"] / fast["seconds_per_image"]

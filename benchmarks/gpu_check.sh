@@ -70,7 +70,7 @@ if [ "$MODE" = gpu ]; then
     ATTACK=(--batch 256 --repeats 3)
     AA=(--n 256 --eps 2/255 --epochs 12)
     TRAIN=(-e 4)
-    DIP=(--n 4 --chunk 16,64)
+    DIP=(--n 4 --chunk 16,64 --fast-preset fast,balanced)
     THROUGHPUT=(--n 4096 --batch 128 --repeats 3)
     TESTS=(tests)
 else
@@ -78,7 +78,7 @@ else
     ATTACK=(--batch 8 --repeats 1)
     AA=(--n 8 --eps 2/255 --epochs 1)
     TRAIN=(-e 1 --data-arg n=200)
-    DIP=(--n 4 --slow-iters 20 --fast-iters 20 --chunk 2)
+    DIP=(--n 4 --slow-iters 20 --fast-iters 20 --chunk 2 --fast-preset fast,balanced)
     THROUGHPUT=(--n 32 --batch 16 --repeats 1)
     TESTS=(tests/test_dip.py tests/test_runs.py tests/test_attacks.py)
 fi
