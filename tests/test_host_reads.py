@@ -182,3 +182,30 @@ def test_dip_reads_its_stop_flags_once_per_check_interval():
         return reads(lambda: dip_reconstruct(x, cfg, chunk=2, check_every=k))
 
     assert count(1) - count(10) == 36
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ATTACKS)
+def test_cuda_attacks_synchronise_a_fixed_few_times_per_call_whatever_their_steps(name):
+    """On a GPU, torch's sync debug mode counts the host synchronisations themselves (reads,
+    boolean masks, nonzero): as many at 24 steps as at 4, and few."""
+    import warnings
+
+    model, x = small_cnn().cuda(), torch.rand(6, 3, 16, 16, device="cuda")
+    y = torch.randint(0, 10, (6,), device="cuda")
+    attack = ATTACKS[name]
+
+    def syncs(steps: int) -> int:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                attack(model, x, y, steps)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    attack(model, x, y, 2)  # warm-up: first-call allocations and kernel selection
+    few, many = syncs(4), syncs(24)
+    assert few == many <= 4, (few, many)
