@@ -799,6 +799,8 @@ def test_two_detectors_of_one_kind_are_refused_in_one_line(case, tmp_path) -> No
         sc.detectors(case["run"], [("meso4", meso)], None, torch.device("cpu"))
     with pytest.raises(ConfigError, match="give a detector"):
         sc.detectors(None, [], None, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--model stargan: a generator model; scan takes"):
+        sc.detectors(None, [("stargan", meso)], None, torch.device("cpu"))  # no KeyError
     with pytest.raises(ConfigError, match="--model meso4 and --model meso4: two image"):
         sc.detectors(None, [("meso4", meso), ("meso4", meso)], None, torch.device("cpu"))
 

@@ -239,6 +239,15 @@ def _wav_truncation(head: bytes, size: int) -> str | None:
     return None
 
 
+def _tail(data: bytes | None, path: str | None, size: int) -> bytes:
+    """The last _OGG_PAGE_MAX bytes (or all) of the upload `data`, else of the file at `path`."""
+    if data is not None:
+        return data[-_OGG_PAGE_MAX:]
+    with open(str(path), "rb") as f:
+        f.seek(max(size - _OGG_PAGE_MAX, 0))
+        return f.read()
+
+
 def _ogg_truncation(tail: bytes) -> str | None:
     """Why an Ogg file ending with `tail` (its last _OGG_PAGE_MAX bytes or all of it) was cut,
     else None: a whole stream ends with a complete page carrying the end-of-stream flag, and a
@@ -353,18 +362,16 @@ def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) ->
     import soundfile as sf
 
     if data is not None:
-        head, size, tail = data[:_HEAD], len(data), data[-_OGG_PAGE_MAX:]
+        head, size = data[:_HEAD], len(data)
     else:
         with open(str(path), "rb") as f:
             head, size = f.read(_HEAD), os.fstat(f.fileno()).st_size
-            f.seek(max(size - _OGG_PAGE_MAX, 0))
-            tail = f.read()
     kind = audio_kind(head) or "other"
     why = None
     if kind == "wav":
         why = _wav_truncation(head, size)
     elif kind == "ogg":
-        why = _ogg_truncation(tail)
+        why = _ogg_truncation(_tail(data, path, size))
     if why:
         raise _Truncated(why)
 

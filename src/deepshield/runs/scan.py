@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ from deepshield.media.types import misnamed
 from deepshield.precision import autocast, check_amp
 from deepshield.run import RunDir, open_run
 from deepshield.runs.decision import Decision, load_decision
+
+if TYPE_CHECKING:
+    from deepshield.models.registry import ModelSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SCAN_COLUMNS = [
@@ -154,6 +157,18 @@ def run_detector(run_dir: str | Path, device: torch.device, kind: str = "image")
 SPEECH_RATE = 16000  # the rate of the registry's speech models (AASIST, mel_cnn)
 
 
+def detector_spec(name: str) -> ModelSpec:
+    """The registry spec of `name`; ConfigError unless it is an image or a speech detector."""
+    from deepshield import models
+
+    spec = models.spec(name)
+    if spec.kind not in ("image", "audio"):
+        raise ConfigError(
+            f"--model {name}: a {spec.kind} model; scan takes image or speech detectors"
+        )
+    return spec
+
+
 def file_detector(name: str, weights: str | Path, device: torch.device) -> Detector:
     """A registry detector with a weights file, uncalibrated at 0.5: an image model (e.g. meso4
     + Meso4_DF.h5) or a speech model (e.g. aasist_l + the official AASIST-L.pth), which sees
@@ -163,11 +178,7 @@ def file_detector(name: str, weights: str | Path, device: torch.device) -> Detec
     weights = Path(weights)
     if not weights.is_file():
         raise ConfigError(f"--weights {weights}: no such file; give the detector's weights file")
-    spec = models.spec(name)
-    if spec.kind not in ("image", "audio"):
-        raise ConfigError(
-            f"--model {name}: a {spec.kind} model; scan takes image or speech detectors"
-        )
+    spec = detector_spec(name)
     model = models.load_weights(models.create(name), weights).to(device).eval()
     digest = file_digest(weights)
     decision = load_decision(None)
@@ -191,7 +202,6 @@ def detectors(
     and (model, weights) pairs, each filling the slot of its kind (e.g. meso4 and aasist_l
     together); ConfigError when a slot is given twice or none is given, before any model is
     loaded."""
-    from deepshield import models
 
     given: dict[str, list[str]] = {"image": [], "audio": []}
     if run_dir is not None:
@@ -199,7 +209,7 @@ def detectors(
     if speech_run is not None:
         given["audio"].append("--speech-run")
     for name, _ in pairs:
-        given[models.spec(name).kind].append(f"--model {name}")
+        given[detector_spec(name).kind].append(f"--model {name}")
     for kind, flags in given.items():
         if len(flags) > 1:
             what = "image" if kind == "image" else "speech"
