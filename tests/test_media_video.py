@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -15,10 +17,13 @@ from deepshield.errors import DataError
 from deepshield.media import (
     MediaLimits,
     detect_faces,
+    iter_video_frames,
     probe_video,
     read_video_frames,
+    sample_frames,
     sample_indices,
 )
+from deepshield.media import video as media_video
 from deepshield.media.audio import read_audio
 
 W, H, FPS = 64, 32, 10
@@ -188,6 +193,140 @@ def test_reads_an_ffpp_h264_444_clip():
     assert v.images.std() > 10  # real picture content, not a blank decode
     # the clip shows one face in every frame (its README): found in each sampled frame
     assert all(len(detect_faces(img)) == 1 for img in v.images)
+
+
+def write_coded(
+    path: Path, codec: str, n: int, options: dict, gaps: list[int] | None = None
+) -> Path:
+    """`codec` video of n frames with distinct content (noise seeded by the frame, a moving
+    white row); `gaps` (ms, cycled) give a variable frame rate in a 1 ms time base."""
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=25, options=options)
+    s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+    s.codec_context.gop_size = 12
+    if gaps:
+        s.codec_context.time_base = s.time_base = Fraction(1, 1000)
+    t = 0
+    for i in range(n):
+        img = np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        img[i % 64] = 255
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        if gaps:
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += gaps[i % len(gaps)]
+        for p in s.encode(frame):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+class _Counted:
+    """A container that counts the seeks and the frames decoded through it."""
+
+    def __init__(self, container: av.container.InputContainer, counts: dict) -> None:
+        self._c, self.counts = container, counts
+        self.streams = container.streams
+
+    def seek(self, *a, **k):
+        self.counts["seeks"] += 1
+        return self._c.seek(*a, **k)
+
+    def decode(self, *a, **k):
+        for frame in self._c.decode(*a, **k):
+            self.counts["frames"] += 1
+            yield frame
+
+    def close(self):
+        self._c.close()
+
+
+CODED = {
+    "h264-bframes.mp4": ("libx264", {"bframes": "3"}),
+    "h264-open-gop.mp4": ("libx264", {"x264-params": "open-gop=1:keyint=12:bframes=3"}),
+    "hevc.mp4": ("libx265", {"x265-params": "keyint=12:log-level=none"}),
+    "vp9.webm": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}),
+    "mpeg4.avi": ("mpeg4", {}),
+    "h264-vfr.mkv": ("libx264", {"bframes": "2"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CODED))
+def test_seeking_gives_the_frames_of_decoding_in_order(tmp_path, monkeypatch, name):
+    codec, options = CODED[name]
+    gaps = [20, 40, 100, 500] if "vfr" in name else None
+    info = probe_video(write_coded(tmp_path / name, codec, 90, options, gaps))
+    assert info.frames == 90 and len(info.keyframes) >= 5
+    counts = {"seeks": 0, "frames": 0}
+    opened = media_video._open
+    monkeypatch.setattr(media_video, "_open", lambda p: _Counted(opened(p), counts))
+    rng = np.random.default_rng(0)
+    for wanted in [
+        [0, 89],
+        [5, 6, 40, 41, 88],
+        *(rng.choice(90, 6, replace=False) for _ in range(4)),
+    ]:
+        seeking = list(iter_video_frames(info, np.array(wanted)))
+        decoded = counts["frames"]
+        in_order = list(iter_video_frames(info, np.array(wanted), seek=False))
+        assert [i for i, _, _ in seeking] == [i for i, _, _ in in_order] == sorted(wanted)
+        assert [t for _, t, _ in seeking] == [t for _, t, _ in in_order]
+        assert all((a == b).all() for (_, _, a), (_, _, b) in zip(seeking, in_order, strict=True))
+        counts["frames"] -= decoded
+        assert decoded < counts["frames"] or max(wanted) < 12  # seeking skipped frames
+        counts["frames"] = 0
+    assert counts["seeks"] > 0
+
+
+def test_a_frame_missing_from_the_index_falls_back_to_decoding_in_order(tmp_path):
+    info = probe_video(write_coded(tmp_path / "v.mp4", "libx264", 40, {"bframes": "2"}))
+    wrong = replace(info, pts=info.pts + 1)  # no decoded frame has the pts the index says
+    got = list(iter_video_frames(wrong, np.array([3, 30])))
+    want = list(iter_video_frames(info, np.array([3, 30]), seek=False))
+    assert [i for i, _, _ in got] == [3, 30]
+    assert all((a == b).all() for (_, _, a), (_, _, b) in zip(got, want, strict=True))
+
+
+def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path):
+    gaps = [20, 40, 100, 500]
+    path = write_coded(tmp_path / "vfr.mkv", "libx264", 60, {"bframes": "0"}, gaps)
+    info = probe_video(path)
+    pts = np.concatenate([[0], np.cumsum([gaps[i % 4] for i in range(59)])])
+    assert info.pts.tolist() == pts.tolist()
+    got = sample_frames(info, frames=7)
+    times = np.linspace(0, pts[-1], 7)
+    nearest = [int(np.abs(pts - t).argmin()) for t in times]  # brute force, ties to the earlier
+    assert got.tolist() == sorted(set(nearest))
+    assert got.tolist() != sample_indices(60, frames=7).tolist()  # by index it would differ
+    v = read_video_frames(path, frames=7)
+    assert v.indices.tolist() == got.tolist()
+    assert v.times.tolist() == pytest.approx((pts[got] / 1000).tolist())
+    # a constant rate in a 1 ms time base (33 / 34 ms steps) is sampled by index
+    cfr = probe_video(write_coded(tmp_path / "cfr.mkv", "libx264", 60, {}, [33, 33, 34]))
+    assert sample_frames(cfr, frames=7).tolist() == sample_indices(60, frames=7).tolist()
+
+
+def test_a_video_stored_after_its_audio_stream_is_read(tmp_path):
+    """The video stream's index in the file is not its index among video streams (was an
+    IndexError traceback)."""
+    path = tmp_path / "audio_first.mp4"
+    c = av.open(str(path), "w")
+    a = c.add_stream("aac", rate=48000, layout="stereo")
+    s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = W, H, "yuv444p"
+    for i in range(10):
+        for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    _mux_sine(c, a, seconds=1.0)
+    c.close()
+    v = read_video_frames(path, frames=3)
+    assert (v.info.frames, v.info.has_audio, v.indices.tolist()) == (10, True, [0, 4, 9])
+    assert (v.images[:, 16, 32, 0] / 8).round().astype(int).tolist() == [0, 4, 9]
+    wave, _ = read_audio(path)
+    assert len(wave) == pytest.approx(16000, rel=0.05)  # its 1 s of sound, at 16 kHz
 
 
 def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):

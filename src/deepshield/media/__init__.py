@@ -35,6 +35,7 @@ from deepshield.media.video import (
     iter_video_frames,
     probe_video,
     read_video_frames,
+    sample_frames,
     sample_indices,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "probe_video",
     "read_media_image",
     "read_video_frames",
+    "sample_frames",
     "sample_indices",
     "video_faces",
     "video_score",

@@ -20,7 +20,7 @@ from deepshield.media.video import (
     VideoInfo,
     iter_video_frames,
     probe_video,
-    sample_indices,
+    sample_frames,
 )
 
 
@@ -100,7 +100,7 @@ def video_faces(
     """Probe (bounds enforced now), then lazily decode, detect and crop the sampled frames."""
     limits, opts = limits or MediaLimits(), opts or CropOptions()
     info = probe_video(path, limits)
-    indices = sample_indices(info.frames, frames=frames, every=every)
+    indices = sample_frames(info, frames=frames, every=every)
     stream = iter_video_frames(info, indices, limits)
     return info, (ff for ff, _ in track_faces(stream, opts))
 
@@ -144,7 +144,7 @@ def file_faces(
         stream: Iterator[tuple[int, float, np.ndarray]] = iter([(0, 0.0, img)])
     else:
         info = probe_video(path, limits)
-        stream = iter_video_frames(info, sample_indices(info.frames, frames=frames), limits)
+        stream = iter_video_frames(info, sample_frames(info, frames=frames), limits)
     out, views, size = [], [], (0, 0)
     for ff, img in track_faces(stream, opts):
         out.append(ff)

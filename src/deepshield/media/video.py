@@ -1,10 +1,11 @@
-"""Probe and decode video files with PyAV: bounds checked from the header, N evenly spaced frames."""
+"""Probe and decode video files with PyAV: bounds checked from the header, N frames evenly
+spaced in time, each reached by seeking to its keyframe when that skips decoding."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -49,6 +50,10 @@ class VideoInfo:
     rotation: int  # counter-clockwise degrees from the display matrix (0 when absent)
     has_audio: bool
     file_bytes: int
+    # presentation times of the frames (int64 [frames], stream time base, sorted) and of the
+    # keyframes among them; None when a packet has no or a repeated timestamp
+    pts: np.ndarray | None = field(default=None, compare=False, repr=False)
+    keyframes: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,23 +91,35 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.vide
     return stream
 
 
-def _count_packets(path: Path, stream_index: int) -> int:
-    """Video packets in the file (demux only, no decoding); a truncated file has fewer."""
+def _packet_index(path: Path) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    """(video packets, their sorted pts, the keyframes' pts) of the first video stream by
+    demuxing only; a truncated file has fewer packets; no pts when one is missing or repeated."""
     container = _open(path)
     try:
-        stream = container.streams.video[stream_index]
-        return sum(1 for p in container.demux(stream) if p.size > 0)
+        stream = container.streams.video[0]
+        stamps, keys = [], []
+        for p in container.demux(stream):
+            if p.size > 0:
+                stamps.append(p.pts)
+                if p.is_keyframe:
+                    keys.append(p.pts)
     except av.error.FFmpegError as e:
         raise DataError(f"{path}: corrupt video data ({e}): re-encode or remove the file") from e
     finally:
         container.close()
+    if None in stamps or None in keys:
+        return len(stamps), None, None
+    pts = np.sort(np.array(stamps, dtype=np.int64))
+    if len(pts) > 1 and not (np.diff(pts) > 0).all():
+        return len(stamps), None, None
+    return len(stamps), pts, np.sort(np.array(keys, dtype=np.int64))
 
 
-def _rotation(path: Path, stream_index: int) -> int:
-    """Rotation of the first frame's display matrix (counter-clockwise degrees)."""
+def _rotation(path: Path) -> int:
+    """Rotation of the first video stream's first frame's display matrix (ccw degrees)."""
     container = _open(path)
     try:
-        frame = next(container.decode(video=stream_index), None)
+        frame = next(container.decode(video=0), None)
         return round(frame.rotation) if frame is not None else 0
     except av.error.FFmpegError:
         return 0  # decoding errors are reported by the decoding pass
@@ -149,7 +166,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
             duration = float(stream.duration * stream.time_base)
         else:
             duration = (container.duration or 0) / av.time_base
-        declared, index, has_audio = stream.frames, stream.index, bool(container.streams.audio)
+        declared, has_audio = stream.frames, bool(container.streams.audio)
         codec = stream.codec_context.name
     finally:
         container.close()
@@ -163,7 +180,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         )
     _check_duration(path, duration, limits)
     _check_frames(path, declared or 0, limits, "declared")
-    frames = _count_packets(path, index)
+    frames, pts, keyframes = _packet_index(path)
     _check_frames(path, frames, limits, "present")
     if frames == 0:
         raise DataError(f"{path}: the video stream holds no frames: re-encode or remove the file")
@@ -175,8 +192,10 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     if not duration and fps:  # no duration in the header: from the frames present
         duration = frames / fps
         _check_duration(path, duration, limits)
-    rotation = _rotation(path, index)
-    return VideoInfo(path, w, h, frames, duration, fps, codec, rotation, has_audio, size)
+    rotation = _rotation(path)
+    return VideoInfo(
+        path, w, h, frames, duration, fps, codec, rotation, has_audio, size, pts, keyframes
+    )
 
 
 def sample_indices(
@@ -196,47 +215,130 @@ def sample_indices(
     return np.linspace(0, n_frames - 1, frames).round().astype(np.int64)
 
 
+def _constant_rate(pts: np.ndarray) -> bool:
+    """True when every frame lies within one tick or 1 % of an interval of the straight line
+    from the first to the last frame (a constant frame rate, up to time-base rounding)."""
+    if len(pts) < 3:
+        return True
+    line = np.linspace(pts[0], pts[-1], len(pts))
+    step = (pts[-1] - pts[0]) / (len(pts) - 1)
+    return bool(np.abs(pts - line).max() <= max(1.0, 0.01 * step))
+
+
+def sample_frames(
+    info: VideoInfo, *, frames: int | None = 32, every: int | None = None
+) -> np.ndarray:
+    """Frame indices of a probed video: the frames nearest `frames` evenly spaced times from the
+    first to the last frame (evenly spaced indices at a constant frame rate), or every k-th."""
+    indices = sample_indices(info.frames, frames=frames, every=every)
+    pts = info.pts
+    if every is not None or pts is None or len(indices) == info.frames or _constant_rate(pts):
+        return indices
+    times = np.linspace(pts[0], pts[-1], frames)  # [frames] in stream ticks
+    after = np.clip(np.searchsorted(pts, times), 1, len(pts) - 1)
+    nearer = (times - pts[after - 1]) <= (pts[after] - times)
+    return np.unique(np.where(nearer, after - 1, after)).astype(np.int64)
+
+
 def rotate_upright(img: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display-matrix rotation (counter-clockwise degrees, multiple of 90) to [H,W,3]."""
     k = (round(rotation / 90.0)) % 4
     return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
 
 
-def iter_video_frames(
-    info: VideoInfo, indices: np.ndarray, limits: MediaLimits | None = None
+def _upright_rgb(
+    info: VideoInfo, i: int, frame: av.VideoFrame, limits: MediaLimits
+) -> tuple[int, float, np.ndarray]:
+    """(index, time s, uint8 [H,W,3] RGB upright) of a decoded frame, its size checked."""
+    if frame.width * frame.height > limits.max_frame_pixels:
+        raise MediaLimitError(
+            info.path,
+            f"frame {i} is {frame.width}x{frame.height}, above the limit of "
+            f"{limits.max_frame_pixels} pixels",
+            "downscale the video",
+        )
+    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation)
+
+
+def _decode_seeking(
+    info: VideoInfo, wanted: list[int], limits: MediaLimits
 ) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Yield (index, time s, uint8 [H,W,3] RGB upright) for the sorted `indices`, decoding in order."""
-    limits = limits or MediaLimits()
-    wanted, path = set(int(i) for i in indices), info.path
+    """Yield the `wanted` frames (sorted indices into info.pts), seeking to a frame's keyframe
+    whenever it lies past the last frame decoded; stops early (the caller decodes the rest in
+    order) when a frame is not where the index says or the file cannot seek."""
+    pts, keys = info.pts, info.keyframes
+    container = _open(info.path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        decoded, last = None, None  # the decoder's frames, the newest one's pts
+        for i in wanted:
+            target = int(pts[i])
+            k = np.searchsorted(keys, target, side="right") - 1
+            key = int(keys[k]) if k >= 0 else None
+            if decoded is None or (key is not None and last is not None and key > last):
+                if key is not None and key > pts[0]:
+                    container.seek(key, stream=stream)  # the keyframe at or before `key`
+                decoded, last = container.decode(stream), None
+            for frame in decoded:
+                last = frame.pts
+                if last is None or last > target:
+                    return
+                if last == target:
+                    yield _upright_rgb(info, i, frame, limits)
+                    break
+            else:
+                return
+    except av.error.FFmpegError:
+        return  # decoding in order reports what is wrong with the file
+    finally:
+        container.close()
+
+
+def _decode_in_order(
+    info: VideoInfo, wanted: list[int], limits: MediaLimits
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield the `wanted` frames (sorted decode-order indices) decoding from the first frame."""
+    path, left, last = info.path, set(wanted), max(wanted)
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        last = max(wanted, default=-1)
         for i, frame in enumerate(container.decode(stream)):
             if i > last:
                 break
-            if i not in wanted:
-                continue
-            if frame.width * frame.height > limits.max_frame_pixels:
-                raise MediaLimitError(
-                    path,
-                    f"frame {i} is {frame.width}x{frame.height}, above the limit of "
-                    f"{limits.max_frame_pixels} pixels",
-                    "downscale the video",
-                )
-            rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
-            yield i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation)
-            wanted.discard(i)
+            if i in left:
+                yield _upright_rgb(info, i, frame, limits)
+                left.discard(i)
     except av.error.FFmpegError as e:
         raise DataError(f"{path}: corrupt video data ({e}): re-encode or remove the file") from e
     finally:
         container.close()
-    if wanted:
+    if left:
         raise DataError(
-            f"{path}: frames {sorted(wanted)[:5]} of {info.frames} could not be decoded "
+            f"{path}: frames {sorted(left)[:5]} of {info.frames} could not be decoded "
             "(corrupt or truncated): re-encode or remove the file"
         )
+
+
+def iter_video_frames(
+    info: VideoInfo, indices: np.ndarray, limits: MediaLimits | None = None, *, seek: bool = True
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (index, time s, uint8 [H,W,3] RGB upright) for the sorted `indices`: seeking to each
+    frame's keyframe when the file has timestamps (and `seek`), else decoding from the start."""
+    limits = limits or MediaLimits()
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return
+    if seek and info.pts is not None and info.keyframes is not None and len(info.keyframes):
+        done = 0
+        for item in _decode_seeking(info, wanted, limits):
+            done += 1
+            yield item
+        wanted = wanted[done:]
+    if wanted:
+        yield from _decode_in_order(info, wanted, limits)
 
 
 def read_video_frames(
@@ -245,17 +347,18 @@ def read_video_frames(
     frames: int | None = 32,
     every: int | None = None,
     limits: MediaLimits | None = None,
+    seek: bool = True,
 ) -> VideoFrames:
-    """Probe, then decode `frames` evenly spaced frames (or every k-th) -> VideoFrames (uint8 RGB)."""
+    """Probe, then decode `frames` frames evenly spaced in time (or every k-th) -> VideoFrames."""
     limits = limits or MediaLimits()
     info = probe_video(path, limits)
-    indices = sample_indices(info.frames, frames=frames, every=every)
+    indices = sample_frames(info, frames=frames, every=every)
     if len(indices) > limits.max_frames_out:
         raise DataError(
             f"{info.path}: {len(indices)} frames requested, above the limit of "
             f"{limits.max_frames_out} (max_frames_out): use fewer frames or a larger every=K"
         )
-    decoded = list(iter_video_frames(info, indices, limits))
+    decoded = list(iter_video_frames(info, indices, limits, seek=seek))
     return VideoFrames(
         info=info,
         images=np.stack([img for _, _, img in decoded]),  # [N, H, W, 3]

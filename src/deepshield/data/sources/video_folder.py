@@ -41,7 +41,7 @@ CLASSES = ("real", "fake")
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _LAYOUTS = "ROOT/real/ + ROOT/fake/ video files, or ROOT/labels.csv (file,label[,method,pair])"
 _SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: frames evenly spaced in time on a variable frame rate
 
 
 @dataclass(frozen=True)
