@@ -124,6 +124,43 @@ def test_display_rotation_is_applied(tmp_path, rotation, corner):
     assert [name for name, px in corners.items() if px.min() > 240] == [corner]
 
 
+def _displayed(img: np.ndarray, matrix: list[int]) -> np.ndarray:
+    """[H,W,3] placed pixel by pixel where FFmpeg's display matrix sends it: x' = a x + c y,
+    y' = b x + d y (16.16 fixed point), shifted so the smallest x' and y' are 0."""
+    a, b, _, c, d = (v / 65536 for v in matrix[:5])
+    h, w = img.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    xs, ys = np.rint(a * x + c * y).astype(int), np.rint(b * x + d * y).astype(int)
+    out = np.zeros((ys.max() - ys.min() + 1, xs.max() - xs.min() + 1, 3), img.dtype)
+    out[ys - ys.min(), xs - xs.min()] = img
+    return out
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize(("hflip", "vflip"), [(False, False), (True, False), (False, True)])
+def test_display_matrix_rotations_and_flips_follow_its_definition(tmp_path, rotation, hflip, vflip):
+    path = tmp_path / "m.mp4"
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = W, H, "yuv444p"
+    s.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
+    img = _frame(3)
+    img[:4, W - 16 :] = 128  # a grey patch top-right: the picture has no symmetry
+    for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    with av.open(str(path)) as f:
+        stored = next(f.decode(video=0))
+        side = stored.side_data.get("DISPLAYMATRIX")  # absent: the identity
+        matrix = np.frombuffer(bytes(side), "<i4").tolist() if side else [65536, 0, 0, 0, 65536]
+        decoded = stored.to_ndarray(format="rgb24")
+    v = read_video_frames(path, frames=1)
+    assert v.info.mirrored == (hflip != vflip)
+    assert (v.images[0] == _displayed(decoded, matrix)).all()
+
+
 def test_bounds_refuse_before_decoding(tmp_path):
     path = write_video(tmp_path / "v.mp4", n=20)
     cases = [

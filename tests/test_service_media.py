@@ -271,7 +271,7 @@ def test_a_video_over_a_limit_is_refused_before_any_frame_is_decoded(
     def no_decoding(*a, **k):
         raise AssertionError("a frame was decoded")
 
-    monkeypatch.setattr(media_video, "_rotation", no_decoding)
+    monkeypatch.setattr(media_video, "_orientation", no_decoding)
     monkeypatch.setattr(media_extract, "iter_video_frames", no_decoding)
     data = write_video(tmp_path / "v.mp4", n=20).read_bytes()  # 2 s, 20 frames of 64x32
     c = local(create_app(image_run, media_rules=MediaRules(**rules), **kw))

@@ -54,11 +54,13 @@ class VideoInfo:
     # keyframes among them; None when a packet has no or a repeated timestamp
     pts: np.ndarray | None = field(default=None, compare=False, repr=False)
     keyframes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    mirrored: bool = False  # the display matrix flips left-right after rotating
 
 
 @dataclass(frozen=True)
 class VideoFrames:
-    """Decoded frames: `images` uint8 [N,H,W,3] RGB (rotation applied), frame `indices`, `times` s."""
+    """Decoded frames: `images` uint8 [N,H,W,3] RGB (display matrix applied), frame `indices`,
+    `times` s."""
 
     info: VideoInfo
     images: np.ndarray
@@ -115,16 +117,26 @@ def _packet_index(path: Path) -> tuple[int, np.ndarray | None, np.ndarray | None
     return len(stamps), pts, np.sort(np.array(keys, dtype=np.int64))
 
 
-def _rotation(path: Path) -> int:
-    """Rotation of the first video stream's first frame's display matrix (ccw degrees)."""
+def _orientation(path: Path) -> tuple[int, bool]:
+    """(counter-clockwise degrees, a multiple of 90; mirrored) of the first video frame's
+    display matrix: mirrored means flipped left-right after the rotation (FFmpeg's hflip)."""
     container = _open(path)
     try:
         frame = next(container.decode(video=0), None)
-        return round(frame.rotation) if frame is not None else 0
+        matrix = frame.side_data.get("DISPLAYMATRIX") if frame is not None else None
+        raw = bytes(matrix) if matrix is not None else b""
     except av.error.FFmpegError:
-        return 0  # decoding errors are reported by the decoding pass
+        return 0, False  # decoding errors are reported by the decoding pass
     finally:
         container.close()
+    if len(raw) != 36:
+        return 0, False
+    m = np.frombuffer(raw, dtype="<i4").astype(np.float64) / 65536.0  # [9], 16.16 fixed point
+    a, b, c, d = m[0], m[1], m[3], m[4]  # x' = a x + c y, y' = b x + d y
+    mirrored = a * d - b * c < 0
+    if mirrored:  # FFmpeg's flip negates the first column: undo it to read the rotation
+        a, c = -a, -c
+    return round(np.degrees(np.arctan2(c, a)) / 90.0) * 90 % 360, bool(mirrored)
 
 
 def _check_duration(path: Path, duration: float, limits: MediaLimits) -> None:
@@ -192,9 +204,21 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     if not duration and fps:  # no duration in the header: from the frames present
         duration = frames / fps
         _check_duration(path, duration, limits)
-    rotation = _rotation(path)
+    rotation, mirrored = _orientation(path)
     return VideoInfo(
-        path, w, h, frames, duration, fps, codec, rotation, has_audio, size, pts, keyframes
+        path,
+        w,
+        h,
+        frames,
+        duration,
+        fps,
+        codec,
+        rotation,
+        has_audio,
+        size,
+        pts,
+        keyframes,
+        mirrored,
     )
 
 
@@ -240,10 +264,14 @@ def sample_frames(
     return np.unique(np.where(nearer, after - 1, after)).astype(np.int64)
 
 
-def rotate_upright(img: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display-matrix rotation (counter-clockwise degrees, multiple of 90) to [H,W,3]."""
+def rotate_upright(img: np.ndarray, rotation: int, mirrored: bool = False) -> np.ndarray:
+    """Show [H,W,3] as its display matrix says: rotate `rotation` degrees counter-clockwise (a
+    multiple of 90), then flip left-right when `mirrored`."""
     k = (round(rotation / 90.0)) % 4
-    return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
+    out = np.rot90(img, k=k) if k else img
+    if mirrored:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out) if k or mirrored else img
 
 
 def _upright_rgb(
@@ -258,7 +286,7 @@ def _upright_rgb(
             "downscale the video",
         )
     rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
-    return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation)
+    return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation, info.mirrored)
 
 
 def _decode_seeking(
