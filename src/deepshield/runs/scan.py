@@ -843,9 +843,9 @@ def scan(
         raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
     if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: nothing written
-        from deepshield.runs.scan_ray import check_workers_amp, connect
+        from deepshield.runs.scan_ray import check_workers
 
-        check_workers_amp(opts.amp, connect())  # the workers' device scores, not the detector's
+        check_workers(opts.amp, workers)  # the workers' device scores, not the detector's
     else:
         for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
             check_amp(opts.amp, d.device)
