@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import shared_path
-from deepshield.errors import ConfigError
+from deepshield.errors import ConfigError, RunError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run
 from test_media_video import write_video
@@ -99,6 +99,26 @@ class TestGpuNodeWithoutCuda:
         assert f"Ray node {ray.nodes()[0]['NodeManagerAddress']} (" in msg
         assert "did not answer the GPU check in 1 s" in msg and len(msg.splitlines()) == 1
         assert not (tmp_path / "s").exists()
+
+    def test_a_worker_on_a_node_the_check_did_not_see_refuses_to_start(
+        self, request, monkeypatch, tmp_path
+    ) -> None:
+        """A GPU node that joins after the check (an autoscaling cluster): the actor placed on
+        it refuses to start, and the scan stops in one line naming the node and the fix
+        (before, every file it got became an error row)."""
+        from deepshield.runs import scan_ray
+
+        monkeypatch.setattr(scan_ray, "check_gpu_nodes", lambda *args: None)
+        media = request.getfixturevalue("case")
+        det = sc.run_detector(media["run"], torch.device("cpu"))
+        files, opts = [media["src"] / "face.png"], sc.ScanOptions(amp="fp16")
+        with pytest.raises(RunError) as e:
+            sc.scan(files, tmp_path / "s", detector=det, opts=opts, engine="ray")
+        msg = str(e.value)
+        assert msg.startswith("a Ray scan worker failed (") and len(msg.splitlines()) == 1
+        assert f"its torch {torch.__version__} is a CPU-only build" in msg
+        assert f"Ray node {ray.nodes()[0]['NodeManagerAddress']} (" in msg
+        assert not sc.complete_rows(tmp_path / "s" / "scan.csv", sc.SCAN_COLUMNS)
 
 
 # The instance declares no GPU (num_gpus=0): on a machine with one, the actors would score on

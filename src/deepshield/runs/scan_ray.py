@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from socket import gethostname
 from types import ModuleType
 from typing import Any
 
@@ -81,6 +82,11 @@ class Replica:
         self, det: Detector | None, speech_run: str | None, opts: ScanOptions, gpu: bool
     ) -> None:
         device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+        if opts.amp == "fp16" and device.type != "cuda":  # a node that joined after the check
+            here = {"NodeManagerAddress": require_ray().util.get_node_ip_address()}
+            raise ConfigError(
+                _no_cuda(here | {"NodeManagerHostname": gethostname()}, cuda_report())
+            )
         self.det, self.opts = _on(det, device), opts
         self.speech = run_detector(speech_run, device, kind="audio") if speech_run else None
         self.out = _Outputs(Path(tempfile.mkdtemp(prefix="deepshield-scan-")))
@@ -186,10 +192,9 @@ def check_gpu_nodes(ray: ModuleType, share: float) -> None:
         try:
             report = ray.get(ref)
         except ray.exceptions.RayError as e:
-            cause = next((x for x in reversed(str(e).splitlines()) if x.strip()), type(e).__name__)
             raise ConfigError(
                 f"--engine ray --amp fp16: the GPU check failed on Ray node {_name(node)} "
-                f"({cause.strip()}): install deepshield and a CUDA build of torch there as on "
+                f"({_cause(e)}): install deepshield and a CUDA build of torch there as on "
                 f"this machine, or {FIX}"
             ) from e
         if not report["available"]:
@@ -282,6 +287,12 @@ def _result(ray: ModuleType, ref: Any) -> Any:
         raise e.__cause__ from None
     except ray.exceptions.RayError as e:
         raise RunError(
-            f"a Ray scan worker failed ({type(e).__name__}); the rows so far are kept: "
-            "re-run to resume"
+            f"a Ray scan worker failed ({_cause(e)}); the rows so far are kept: re-run to resume"
         ) from e
+
+
+def _cause(error: Exception) -> str:
+    """What a Ray error says in one line: the last line of its text, which names the remote
+    exception (e.g. a Replica that refused to start), else its type's name."""
+    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+    return lines[-1] if lines else type(error).__name__
