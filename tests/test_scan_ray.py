@@ -100,6 +100,18 @@ class TestGpuNodeWithoutCuda:
         assert "did not answer the GPU check in 1 s" in msg and len(msg.splitlines()) == 1
         assert not (tmp_path / "s").exists()
 
+    def test_a_node_already_seen_using_cuda_is_not_asked_again(self, monkeypatch) -> None:
+        """The check of a process that saw the node fine (the CLI's, then sc.scan's) sends no
+        task: this node, unasked, passes; asked, it is refused."""
+        from deepshield.runs import scan_ray
+
+        node = ray.nodes()[0]["NodeID"]
+        monkeypatch.setattr(scan_ray, "_cuda_nodes", {node})
+        scan_ray.check_workers("fp16")
+        monkeypatch.setattr(scan_ray, "_cuda_nodes", set())
+        with pytest.raises(ConfigError, match="is a CPU-only build"):
+            scan_ray.check_workers("fp16")
+
     def test_a_worker_on_a_node_the_check_did_not_see_refuses_to_start(
         self, request, monkeypatch, tmp_path
     ) -> None:
