@@ -6,7 +6,8 @@ overlays it draws come back as bytes with the file's rows, and the main process 
 appends the rows in file order, so the run folder is the local engine's. Files are read by path
 on the workers: on a cluster every node must see them at the same path (shared storage).
 Connects to `RAY_ADDRESS` when it is set, else starts a local Ray instance (kept until the
-process ends, for the next scan).
+process ends, for the next scan). Before any file, `check_workers` refuses an --amp the workers
+cannot run; for fp16 it asks every node that advertises a GPU whether its torch can use CUDA.
 """
 
 from __future__ import annotations
