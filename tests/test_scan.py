@@ -714,6 +714,31 @@ def test_verify_through_the_installed_script(case, scanned, tmp_path) -> None:
     assert (this_call["verify"], this_call["rehashed"], this_call["scanned"]) == (True, n, 0)
 
 
+def test_verify_shows_its_hashing_as_a_progress_bar(case, scanned, tmp_path, monkeypatch) -> None:
+    """A --verify resume hashes under a bar with one step per file, each file hashed while
+    the bar stands on it (it was silent: minutes on a big folder); a plain resume of unmoved
+    files hashes nothing and draws no bar."""
+    out, n = tmp_path / "copy", len(scanned["rows"])
+    shutil.copytree(scanned["out"], out)
+    bars, hashed, after_each = [], [], []
+    digest = sc._digest
+
+    def bar(items, description, total=None):
+        bars.append((description, total))
+        for item in items:
+            yield item
+            after_each.append(len(hashed))  # files hashed once the caller is done with it
+
+    monkeypatch.setattr(sc, "track", bar)
+    monkeypatch.setattr(sc, "_digest", lambda p: hashed.append(p) or digest(p))
+    opts = sc.ScanOptions(frames=FRAMES)
+    sc.scan([case["src"]], out, detector=scanned["det"], opts=opts)
+    assert bars == [] and hashed == []
+    s = sc.scan([case["src"]], out, detector=scanned["det"], opts=opts, verify=True)
+    assert (s.rehashed, s.scanned, bars) == (n, 0, [(sc.VERIFY_BAR, n)])
+    assert after_each == list(range(1, n + 1))
+
+
 def test_a_scan_csv_of_the_earlier_version_is_resumed_and_upgraded(case, scanned, tmp_path):
     """A scan.csv without the identity columns (written before they existed) resumes: its rows
     are kept (empty identity), the header gains the columns, only new files are scanned."""

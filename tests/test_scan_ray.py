@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import shared_path
-from deepshield.errors import ConfigError
+from deepshield.errors import ConfigError, RunError
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run
 from test_media_video import write_video
@@ -23,6 +23,7 @@ from test_scan import FRAMES, _rows, _same_scan, case, scanned  # noqa: F401 (fi
 from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
 
 ray = pytest.importorskip("ray", reason="ray not installed: pip install 'deepshield[ray]'")
+QUIET = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
 
 
 def test_no_cluster_at_ray_address_is_one_line_and_writes_nothing(
@@ -41,10 +42,103 @@ def test_no_cluster_at_ray_address_is_one_line_and_writes_nothing(
     assert not (tmp_path / "s").exists()
 
 
+class TestGpuNodeWithoutCuda:
+    """fp16 on a Ray instance that advertises one GPU (declared with num_gpus=1) on this
+    machine, whose torch has no CUDA: a GPU node with a CPU-only torch build. Ray's resources
+    show a GPU, so the resources rule passes; the check asks the node's torch (before, every
+    file became an error row)."""
+
+    @pytest.fixture(scope="class", autouse=True)
+    def advertised_gpu(self):
+        """The instance, for this class's tests."""
+        if ray.is_initialized():
+            pytest.skip("a Ray instance is already connected in this process")
+        if torch.cuda.is_available():
+            pytest.skip("this machine's torch has CUDA: the GPU the instance declares is usable")
+        ray.init(num_cpus=1, num_gpus=1, **QUIET)
+        yield
+        ray.shutdown()
+
+    def test_cli_refuses_in_one_line_naming_the_node_before_any_model_is_loaded(
+        self, request, monkeypatch, capsys, tmp_path
+    ) -> None:
+        media = request.getfixturevalue("case")
+
+        def no_model(*args, **kwargs):
+            raise AssertionError("a detector was loaded")
+
+        monkeypatch.setattr(sc, "detectors", no_model)
+        argv = ["scan", str(media["src"] / "face.png"), "--run", str(media["run"])]
+        argv += ["--engine", "ray", "--amp", "fp16", "--out", str(tmp_path / "s")]
+        code, err = run_in_process(argv, monkeypatch, capsys)
+        assert code == 2
+        assert_one_error_line(err, f"Ray node {ray.nodes()[0]['NodeManagerAddress']} (")
+        assert f"its torch {torch.__version__} is a CPU-only build" in err
+        assert "install a CUDA build of torch on that node, or use --amp bf16" in err
+        assert not (tmp_path / "s").exists()
+
+    def test_a_gpu_that_stays_taken_is_not_waited_for(self, request, tmp_path) -> None:
+        """A GPU held by other work (here reserved by a placement group) is waited for up to
+        the check's timeout: sc.scan then refuses in one line naming the node, writing nothing."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        from deepshield.runs import scan_ray
+
+        media = request.getfixturevalue("case")
+        det = sc.run_detector(media["run"], torch.device("cpu"))
+        files, opts = [media["src"] / "face.png"], sc.ScanOptions(amp="fp16")
+        held = placement_group([{"GPU": 1}])
+        ray.get(held.ready(), timeout=60)
+        try:
+            with pytest.MonkeyPatch.context() as m, pytest.raises(ConfigError) as e:
+                m.setattr(scan_ray, "PROBE_TIMEOUT_S", 1.0)
+                sc.scan(files, tmp_path / "s", detector=det, opts=opts, engine="ray")
+        finally:
+            remove_placement_group(held)
+        msg = str(e.value)
+        assert f"Ray node {ray.nodes()[0]['NodeManagerAddress']} (" in msg
+        assert "did not answer the GPU check in 1 s" in msg and len(msg.splitlines()) == 1
+        assert not (tmp_path / "s").exists()
+
+    def test_a_node_already_seen_using_cuda_is_not_asked_again(self, monkeypatch) -> None:
+        """The check of a process that saw the node fine (the CLI's, then sc.scan's) sends no
+        task: this node, unasked, passes; asked, it is refused."""
+        from deepshield.runs import scan_ray
+
+        node = ray.nodes()[0]["NodeID"]
+        monkeypatch.setattr(scan_ray, "_cuda_nodes", {node})
+        scan_ray.check_workers("fp16")
+        monkeypatch.setattr(scan_ray, "_cuda_nodes", set())
+        with pytest.raises(ConfigError, match="is a CPU-only build"):
+            scan_ray.check_workers("fp16")
+
+    def test_a_worker_on_a_node_the_check_did_not_see_refuses_to_start(
+        self, request, monkeypatch, tmp_path
+    ) -> None:
+        """A GPU node that joins after the check (an autoscaling cluster): the actor placed on
+        it refuses to start, and the scan stops in one line naming the node and the fix
+        (before, every file it got became an error row)."""
+        from deepshield.runs import scan_ray
+
+        monkeypatch.setattr(scan_ray, "check_gpu_nodes", lambda *args: None)
+        media = request.getfixturevalue("case")
+        det = sc.run_detector(media["run"], torch.device("cpu"))
+        files, opts = [media["src"] / "face.png"], sc.ScanOptions(amp="fp16")
+        with pytest.raises(RunError) as e:
+            sc.scan(files, tmp_path / "s", detector=det, opts=opts, engine="ray")
+        msg = str(e.value)
+        assert msg.startswith("a Ray scan worker failed (") and len(msg.splitlines()) == 1
+        assert f"its torch {torch.__version__} is a CPU-only build" in msg
+        assert f"Ray node {ray.nodes()[0]['NodeManagerAddress']} (" in msg
+        assert not sc.complete_rows(tmp_path / "s" / "scan.csv", sc.SCAN_COLUMNS)
+
+
+# The instance declares no GPU (num_gpus=0): on a machine with one, the actors would score on
+# CUDA and the comparisons with the local engine (on the CPU) could differ by float rounding.
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance with 2 CPUs for this module."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    """A local Ray instance with 2 CPUs and no GPU (see above) for this module."""
+    ray.init(num_cpus=2, num_gpus=0, **QUIET)
     yield
     ray.shutdown()
 

@@ -136,9 +136,9 @@ def scan_cmd(
     shard_at = sc.parse_shard(shard)  # flags checked before any model is loaded
     dev = resolve_device(device)
     if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: one line, no model
-        from deepshield.runs.scan_ray import check_workers_amp, connect
+        from deepshield.runs.scan_ray import check_workers
 
-        check_workers_amp(amp, connect())  # the workers' device, not --device, scores
+        check_workers(amp, workers)  # the workers' device, not --device, scores
     else:
         check_amp(amp, dev)  # fp16 off CUDA: one line
     det, speech = sc.detectors(run_dir, list(zip(model, weights, strict=True)), speech_run, dev)

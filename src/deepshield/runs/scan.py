@@ -53,6 +53,7 @@ from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
 from deepshield.media.types import misnamed
 from deepshield.precision import autocast, check_amp
+from deepshield.progress import track
 from deepshield.run import RunDir, open_run
 from deepshield.runs.decision import Decision, load_decision
 
@@ -659,6 +660,9 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+VERIFY_BAR = "checking SHA-256 of scanned files"  # the progress bar of a resume's hashing
+
+
 def resume_state(
     out: RunDir, files: list[Path], verify: bool = False
 ) -> tuple[set[str], list[str], int]:
@@ -669,7 +673,9 @@ def resume_state(
     rows = complete_rows(out.file("scan.csv"), SCAN_COLUMNS)
     listed = {str(f) for f in files}
     hashed = [r for r in rows if r["path"] in listed and _rehash(Path(r["path"]), r, verify)]
-    stale = {r["path"] for r in hashed if _digest(Path(r["path"])) != r["sha256"]}
+    # a bar over the hashing (minutes on a big folder with --verify); none when none is hashed
+    check = track(hashed, VERIFY_BAR, total=len(hashed)) if hashed else hashed
+    stale = {r["path"] for r in check if _digest(Path(r["path"])) != r["sha256"]}
     if stale:  # scan.csv first: a crash before the frames leaves rows the next call drops
         atomic_write_csv(
             out.output("scan.csv"), SCAN_COLUMNS, [r for r in rows if r["path"] not in stale]
@@ -843,9 +849,9 @@ def scan(
         raise ConfigError(f"--engine {engine!r}: give one of {', '.join(ENGINES)}")
     opts = opts or ScanOptions()
     if engine == "ray":  # no ray, no cluster, an --amp its workers cannot run: nothing written
-        from deepshield.runs.scan_ray import check_workers_amp, connect
+        from deepshield.runs.scan_ray import check_workers
 
-        check_workers_amp(opts.amp, connect())  # the workers' device scores, not the detector's
+        check_workers(opts.amp, workers)  # the workers' device scores, not the detector's
     else:
         for d in filter(None, (detector, speech)):  # fp16 off CUDA: one line, nothing written
             check_amp(opts.amp, d.device)
