@@ -242,3 +242,21 @@ def test_serve_command_names_both_detectors(image_run, speech_run, monkeypatch):
     assert f" and mel_cnn from {speech_run} (threshold {threshold:.7g}, decision.json" in first
     health = local(seen["app"]).get("/healthz").json()
     assert health["threshold"] == 0.4 and health["speech"]["threshold"] == threshold
+
+
+def test_sound_only_mp4_over_the_audio_limit_is_refused_from_its_header(
+    image_run, speech_run, tmp_path, monkeypatch
+):
+    """An M4A declaring 1 s against a 0.5 s audio limit: 413 before the audio reader runs."""
+    m4a = tmp_path / "voice.m4a"
+    with av.open(str(m4a), "w", format="mp4") as o:
+        _mux_sine(o, o.add_stream("aac", rate=48000, layout="stereo"), seconds=1.0)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(service_app, "decode_audio", no_decoding)
+    rules = MediaRules(max_audio_s=0.5)
+    c = local(create_app(image_run, speech_run=speech_run, media_rules=rules))
+    r = c.post("/v1/scan", files={"file": ("voice.m4a", m4a.read_bytes(), "audio/mp4")})
+    assert r.status_code == 413 and "'voice.m4a' declares 1.0 s of audio" in r.json()["error"]

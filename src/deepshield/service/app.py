@@ -1,4 +1,6 @@
-"""The scan service: a FastAPI app over one run's detector.
+"""The scan service: a FastAPI app over one run's detector, or an image run's and a speech run's
+together (`speech_run`: audio uploads go to the speech detector, and a video's sound is scored
+by it beside the frames' answer: `audio_track`, `audio_error`, `note`).
 
   POST /v1/scan   multipart field `file` (image runs: PNG/JPEG/WebP/BMP photos and MP4/MOV/
                   WebM/MKV/AVI videos; speech runs: WAV/FLAC/OGG/MP3/M4A, read by the one audio

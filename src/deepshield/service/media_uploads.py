@@ -7,10 +7,14 @@ faces found and cropped as the detector's training data were (`deepshield.media`
 scored by the run's detector. Frame score = max over its faces; video score = mean over the
 frames with a face; a frame without one is `no_face` and gets no score.
 Audio (speech runs): the duration its header declares is checked before decoding.
+A video's sound (an image run served with a speech run): its audio stream's header is read with
+the probe; the track is scored by the speech detector as `deepshield scan` scores it
+(`media.track.score_track`), a track declaring more than the video limit is not decoded.
 
 Decoding memory is reserved in the service's pixel budget: for a video first one frame at the
 pixel limit (the probe decodes at most the first frame, for its rotation), then
-FRAMES_HELD frames of its declared size while frames are decoded; for audio its declared samples.
+FRAMES_HELD frames of its declared size while frames are decoded, then its track's declared
+samples while its sound is scored; for audio its declared samples.
 """
 
 from __future__ import annotations
