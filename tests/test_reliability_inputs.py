@@ -243,6 +243,8 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {run} --unsure 0.5", "'--unsure'", ""),
     ("serve {run} --unsure -0.1", "'--unsure'", ""),
     ("serve {run} --host 0.0.0.0", "pass --token TOKEN", SUB),
+    ("serve {run} --speech-run {run}", "not a speech detector (image model)", ""),
+    ("serve {run} --speech-run {user}/absent", "absent", ""),
     ("serve {user}/absent", "absent", ""),
     ("serve {user}", "not a deepshield run", ""),
     # scan and calibrate

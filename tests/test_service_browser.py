@@ -210,3 +210,33 @@ def test_page_shows_a_videos_per_frame_strip(browser, tmp_path):
         assert [b.split(";")[0] for b in bars] == want
         text = browser.run("return document.getElementById('verdict').textContent")
         assert text == f"{expected['label'].upper()}: P(fake) = {expected['p_fake']:.4f}"
+
+
+def test_page_of_an_image_and_a_speech_run_shows_both_and_a_videos_sound(browser, tmp_path):
+    """`serve IMAGE --speech-run SPEECH`: the page names both detectors, and a video with sound
+    shows the speech detector's verdict on it beside the frames' (as the API answers)."""
+    from deepshield.service.media_uploads import MediaRules
+    from test_media_video import write_video
+
+    torch.manual_seed(0)
+    image, speech = RunDir.create(tmp_path / "img"), RunDir.create(tmp_path / "voice")
+    image.save_model(models.create("simplenet"))
+    speech.save_model(models.create("mel_cnn"))
+    speech.write_yaml("config.yaml", {"data_kwargs": {"length": 8000}})
+    video = write_video(tmp_path / "talk.mp4", n=12, audio=True)
+    app = create_app(image.path, speech_run=speech.path, media_rules=MediaRules(frames=4))
+    with running(app) as url:
+        expected = httpx.post(
+            f"{url}/v1/scan", files={"file": ("talk.mp4", video.read_bytes(), "video/mp4")}
+        ).json()["audio_track"]
+        browser.go(url + "/")
+        model = browser.wait_for(
+            "const t = document.getElementById('model').textContent;"
+            "return t.includes('mel_cnn') ? t : null;"
+        )
+        assert "model simplenet (run img), image detector" in model
+        assert "model mel_cnn (run voice), speech detector, 0.50 s clips at 16000 Hz" in model
+        browser.send_file("#file", video)
+        state = browser.wait_for(once("s.status.includes('sound (')"))
+        want = f"sound (mel_cnn): {expected['label'].upper()}, P(fake) = {expected['p_fake']:.4f}"
+        assert want in state["status"]

@@ -1,4 +1,4 @@
-"""`deepshield serve`: the scan service for one run's detector."""
+"""`deepshield serve`: the scan service for one run's detector (and a speech run beside it)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ TOKEN_ENV = "DEEPSHIELD_TOKEN"
 @app.command("serve")
 def serve_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    speech_run: Path = typer.Option(
+        None,
+        "--speech-run",
+        help="A speech detector's run served beside the image run RUN_DIR: it answers audio "
+        "uploads and scores a video's sound (its own decision.json; --threshold, --unsure and "
+        "--size are RUN_DIR's).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="TCP port, 1-65535.", **PORT),
     max_mb: float = typer.Option(20.0, "--max-mb", help="Upload limit in MB (MiB)."),
@@ -95,16 +102,28 @@ def serve_cmd(
         decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
         decision=load_decision(run_dir),
         media_rules=MediaRules(frames=frames).with_max_seconds(max_seconds),
+        speech_run=speech_run,
+        speech_decision=None if speech_run is None else load_decision(speech_run),
     )
-    info = service.state.scanner.describe()
-    lo, hi = info["unsure_band"]
+    served = [(service.state.scanner.describe(), run_dir)]
+    if speech_run is not None:
+        served.append((service.state.speech.describe(), speech_run))
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(
-        f"serving {info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
-        f"{info['threshold_source']}; unsure in [{lo:.4g}, {hi:.4g})) at http://{shown}:{port}/"
-    )
-    if not info["calibrated"]:
-        typer.echo(f"note: {info['calibration']}")
-    if info["threshold_warning"]:
-        typer.echo(f"warning: {info['threshold_warning']}")
+    what = " and ".join(_served(info, path) for info, path in served)
+    typer.echo(f"serving {what} at http://{shown}:{port}/")
+    for info, _ in served:
+        who = f"{info['model']}: " if len(served) > 1 else ""
+        if not info["calibrated"]:
+            typer.echo(f"note: {who}{info['calibration']}")
+        if info["threshold_warning"]:
+            typer.echo(f"warning: {who}{info['threshold_warning']}")
     uvicorn.run(service, host=host, port=port, log_level="info")
+
+
+def _served(info: dict, run_dir: Path) -> str:
+    """'MODEL from RUN (threshold T, source; unsure in [lo, hi))' for the startup line."""
+    lo, hi = info["unsure_band"]
+    return (
+        f"{info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
+        f"{info['threshold_source']}; unsure in [{lo:.4g}, {hi:.4g}))"
+    )

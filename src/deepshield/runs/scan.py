@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,10 +47,10 @@ from deepshield.files import (
     file_stamp,
     write_json,
 )
-from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_input, read_audio
-from deepshield.media.degenerate import degenerate_reason
+from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_input
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
+from deepshield.media.track import score_track
 from deepshield.media.types import misnamed
 from deepshield.precision import autocast, check_amp
 from deepshield.progress import track
@@ -90,7 +90,6 @@ COMMAND = "scan"  # the command recorded in the folder's manifest, and its final
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
 ENGINES = ("local", "ray")  # where files are scanned: this machine, or Ray actors (scan_ray)
 SCORE_BATCH = 64  # face crops per forward pass
-AUDIO_RATE = 16000  # audio tracks are read at this rate, then resampled to the run's
 
 
 # -- detectors ---------------------------------------------------------------------------------
@@ -478,32 +477,18 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
 
 
 def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.VideoScore:
-    """Calibrated P(fake) of the file's first audio track: mean (and max) over windows of the
-    run's clip length, at most `opts.frames` of them evenly spaced (the last window, when shorter
-    than half a clip, is left out unless it is the only one; a short clip is tiled). Read by the
-    one audio reader; a degenerate track (`media.degenerate`) gets no score, with the `reason`;
-    otherwise `reason` holds the reader's record of the file."""
-    wave, record = read_audio(path, rate=AUDIO_RATE)  # mono [T]
-    step = max(1, round(speech.size[0] * AUDIO_RATE / speech.sample_rate))  # samples per window
-    record = replace(record, kept_samples=min(len(wave), step), clip_samples=step)
-    reason = degenerate_reason(record)
-    if reason:
-        return media.VideoScore(None, None, None, 1, 0, 0, f"{reason}: nothing to judge")
-    starts = np.arange(0, max(len(wave) - step // 2, 1), step)
-    if len(starts) > opts.frames:
-        starts = starts[np.linspace(0, len(starts) - 1, opts.frames).round().astype(int)]
-    x = torch.cat([speech.waveform(wave[s : s + step], AUDIO_RATE) for s in starts])  # [W, T']
-    raw = speech.raw_scores(x, opts.amp)  # [W]
-    scores = media.video_score(speech.decision.calibrate(raw).tolist())
-    if len(starts) == 1:
-        return replace(scores, reason=record.summary())
-    covered = sum(min(step, len(wave) - int(s)) for s in starts)  # source samples scored
-    whole = replace(record, kept_samples=0, clip_samples=0)  # the windows phrase says the rest
-    windows = (
-        f"scored {len(starts)} windows of {step / AUDIO_RATE:.2f} s "
-        f"({covered / AUDIO_RATE:.2f} s of {record.source_seconds:.2f} s)"
-    )
-    return replace(scores, reason=f"{whole.summary()}; {windows}")
+    """Calibrated P(fake) of the file's first audio track (`media.track.score_track`: mean and
+    max over at most `opts.frames` windows of the run's clip length); a degenerate track gets no
+    score, with the `reason`; otherwise `reason` holds the reader's record of the file."""
+
+    def scores(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        raw = speech.raw_scores(x, opts.amp)  # [W]
+        return speech.decision.calibrate(raw), raw
+
+    window, rate = speech.size[0], speech.sample_rate
+    return score_track(
+        path, window=window, model_rate=rate, max_windows=opts.frames, scores=scores
+    ).p
 
 
 def _one_line(e: BaseException) -> str:

@@ -1,5 +1,6 @@
 """The scan service: a FastAPI app that answers P(fake) and Grad-CAM for uploads to one run's
-detector (`deepshield serve RUN_DIR`; docs/service.md)."""
+detector, or to an image and a speech run together (`deepshield serve RUN_DIR [--speech-run
+SPEECH_RUN]`; docs/service.md)."""
 
 from deepshield.service.app import create_app
 from deepshield.service.background import running

@@ -1,4 +1,6 @@
-"""The scan service: a FastAPI app over one run's detector.
+"""The scan service: a FastAPI app over one run's detector, or an image run's and a speech run's
+together (`speech_run`: audio uploads go to the speech detector, and a video's sound is scored
+by it beside the frames' answer: `audio_track`, `audio_error`, `note`).
 
   POST /v1/scan   multipart field `file` (image runs: PNG/JPEG/WebP/BMP photos and MP4/MOV/
                   WebM/MKV/AVI videos; speech runs: WAV/FLAC/OGG/MP3/M4A, read by the one audio
@@ -27,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deepshield.errors import DeepshieldError
+from deepshield.errors import ConfigError, DeepshieldError
 from deepshield.media.types import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, sniff
 from deepshield.service.guards import LOOPBACK_NAMES, DecodeBudget, check_host, check_token
 from deepshield.service.media_uploads import (
@@ -35,11 +37,13 @@ from deepshield.service.media_uploads import (
     MediaRules,
     audio_cost,
     probe_upload,
+    scan_track,
     scan_video,
     temporary_folder,
+    track_cost,
     video_limits,
 )
-from deepshield.service.scanner import Scanner
+from deepshield.service.scanner import Scanner, run_kind
 from deepshield.service.uploads import (
     Upload,
     UploadError,
@@ -81,6 +85,8 @@ def create_app(
     decision: Any = None,
     media_rules: MediaRules | None = None,
     unsure: float | None = None,
+    speech_run: str | Path | None = None,
+    speech_decision: Any = None,
 ) -> FastAPI:
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
@@ -96,7 +102,13 @@ def create_app(
     needs (None: none); decode_budget: decoded pixels in flight, waited for up to decode_wait_s.
     media_rules: frames sampled from a video, face mode, and the duration / frame-count limits
     of video and audio uploads (`MediaRules` defaults).
+    speech_run: a speech detector's run served beside the image run `run_dir` (its
+    `speech_decision` its own decision.json, None: uncalibrated): it answers audio uploads and
+    scores a video's sound beside its frames (`scan_track`); threshold, unsure and input_size
+    are the image run's. ConfigError when either run is of the other kind.
     """
+    if speech_run is not None:
+        check_pair(str(run_dir), str(speech_run))
     scanner = Scanner(
         str(run_dir),
         threshold=threshold,
@@ -104,6 +116,11 @@ def create_app(
         input_size=input_size,
         decision=decision,
         unsure=unsure,
+    )
+    speech = (
+        None
+        if speech_run is None
+        else Scanner(str(speech_run), device=device, decision=speech_decision)
     )
     page = resources.files("deepshield.service").joinpath("page.html").read_text("utf-8")
     app = FastAPI(
@@ -113,16 +130,20 @@ def create_app(
         redoc_url=None,
     )
     app.state.scanner = scanner
+    app.state.speech = speech
     app.state.budget = budget = DecodeBudget(decode_budget, decode_wait_s)
     rules = media_rules or MediaRules()
     limits = video_limits(rules, max_bytes, max_pixels)
     accepted = IMAGE_TYPES + VIDEO_TYPES if scanner.kind == "image" else AUDIO_TYPES
+    if speech is not None:
+        accepted += tuple(k for k in AUDIO_TYPES if k not in accepted)
+    hearer = speech or (scanner if scanner.kind == "audio" else None)  # answers audio uploads
 
     def decode_cost(up: Upload) -> int:
         """Pixels (or audio samples) decoding `up` will hold: what its header declares, capped
         at the pixel limit; the limit itself when the header says nothing."""
         kind = sniff(up.data)
-        if kind in AUDIO_TYPES and scanner.kind == "audio":
+        if kind in AUDIO_TYPES and hearer is not None:
             return audio_cost(up, rules, max_pixels)
         if kind not in IMAGE_TYPES:
             return 0  # refused from its magic bytes, before any decoding
@@ -130,16 +151,21 @@ def create_app(
         return max_pixels if size is None else min(size[0] * size[1], max_pixels)
 
     def scan_upload(up: Upload, explain: bool) -> dict:
-        if scanner.kind == "audio":  # bytes of no known type: the audio reader says why
-            if sniff(up.data) is not None:
+        kind = sniff(up.data)
+        if hearer is not None and (scanner.kind == "audio" or kind in AUDIO_TYPES):
+            if kind is not None:  # bytes of no known type: the audio reader says why
                 check_type(up, accepted)  # an image, or a type its name or header contradicts
-            clip, record = decode_audio(
-                up, clip_samples=scanner.input_size[0], sample_rate=scanner.sample_rate
-            )
-            return scanner.scan_audio(clip, record, explain)
+            return scan_sound(up, explain)
         kind = check_type(up, accepted)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
         return scanner.scan_image(im, explain)
+
+    def scan_sound(up: Upload, explain: bool) -> dict:
+        """The audio upload `up` scored by the speech detector (one clip of its length)."""
+        clip, record = decode_audio(
+            up, clip_samples=hearer.input_size[0], sample_rate=hearer.sample_rate
+        )
+        return hearer.scan_audio(clip, record, explain)
 
     @app.post(
         "/v1/scan",
@@ -176,17 +202,24 @@ def create_app(
         return out | {"bytes": len(up.data), "sha256": digest}
 
     async def scan_video_upload(up: Upload, explain: bool) -> dict:
-        """Probe under one frame's budget, then decode and score under FRAMES_HELD frames'."""
+        """Probe under one frame's budget, then decode and score under FRAMES_HELD frames';
+        with a speech detector, then its sound under the samples its track holds (an upload
+        with sound only goes to the speech detector, under the samples it declares)."""
         folder = temporary_folder()
         try:
             async with budget.hold(max_pixels):  # the probe decodes the first frame at most
-                path, info = await run_in_threadpool(
-                    probe_upload, up, accepted, folder.name, limits
+                path, info, track = await run_in_threadpool(
+                    probe_upload, up, accepted, folder.name, limits, sound=speech is not None
                 )
+            if info is None:  # sound only
+                async with budget.hold(audio_cost(up, rules, max_pixels, track)):
+                    return await run_in_threadpool(scan_sound, up, explain)
             async with budget.hold(info.width * info.height * FRAMES_HELD):
-                return await run_in_threadpool(
-                    scan_video, scanner, up, path, limits, rules, explain
-                )
+                out = await run_in_threadpool(scan_video, scanner, up, path, limits, rules, explain)
+            if speech is not None:
+                async with budget.hold(track_cost(track, rules.max_video_s)):
+                    out |= await run_in_threadpool(scan_track, speech, up, path, track, rules)
+            return out
         finally:
             await run_in_threadpool(folder.cleanup)
 
@@ -212,6 +245,8 @@ def create_app(
             if scanner.kind == "image"
             else {"max_audio_seconds": rules.max_audio_s}
         )
+        if speech is not None:
+            media |= {"max_audio_seconds": rules.max_audio_s, "speech": speech.describe()}
         return {"status": "ok", **scanner.describe(), "max_bytes": max_bytes, **media}
 
     @app.get("/", response_class=HTMLResponse)
@@ -254,3 +289,21 @@ def create_app(
         return JSONResponse({"error": f"{where}: {err['msg']}"}, status_code=422)
 
     return app
+
+
+def check_pair(run_dir: str, speech_run: str) -> None:
+    """ConfigError unless `run_dir` holds an image detector and `speech_run` a speech one (read
+    from their model.json, before either model is loaded)."""
+    name, kind = run_kind(speech_run)
+    if kind != "audio":
+        raise ConfigError(
+            f"--speech-run {speech_run}: holds {name}, not a speech detector ({kind} model); "
+            "give a speech detector run (e.g. aasist_l, mel_cnn) to --speech-run"
+        )
+    name, kind = run_kind(run_dir)
+    if kind != "image":
+        raise ConfigError(
+            f"{run_dir}: holds {name}, not an image detector ({kind} model), while "
+            f"--speech-run {speech_run} gives the speech detector: give an image detector run "
+            "first (serve IMAGE_RUN --speech-run SPEECH_RUN)"
+        )

@@ -7,15 +7,20 @@ faces found and cropped as the detector's training data were (`deepshield.media`
 scored by the run's detector. Frame score = max over its faces; video score = mean over the
 frames with a face; a frame without one is `no_face` and gets no score.
 Audio (speech runs): the duration its header declares is checked before decoding.
+A video's sound (an image run served with a speech run): its audio stream's header is read with
+the probe; the track is scored by the speech detector as `deepshield scan` scores it
+(`media.track.score_track`), a track declaring more than the video limit is not decoded.
 
 Decoding memory is reserved in the service's pixel budget: for a video first one frame at the
 pixel limit (the probe decodes at most the first frame, for its rotation), then
-FRAMES_HELD frames of its declared size while frames are decoded; for audio its declared samples.
+FRAMES_HELD frames of its declared size while frames are decoded, then its track's declared
+samples while its sound is scored; for audio its declared samples.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,7 +33,9 @@ from PIL import Image
 
 from deepshield import media
 from deepshield.errors import DataError
+from deepshield.media.audio import NoAudioTrackError
 from deepshield.media.faces import FaceMode
+from deepshield.media.track import TrackHeader, score_track, track_header
 from deepshield.service.scanner import EXPLAIN_SIDE, Scanner, image_tensor, resized
 from deepshield.service.uploads import Upload, UploadError, check_type
 
@@ -94,13 +101,24 @@ def spool(up: Upload, kind: str, folder: str) -> Path:
 
 
 def probe_upload(
-    up: Upload, accepted: tuple[str, ...], folder: str, limits: media.MediaLimits
-) -> tuple[Path, media.VideoInfo]:
-    """(spooled path, header facts) of a video upload, its type and limits checked (4xx)."""
+    up: Upload,
+    accepted: tuple[str, ...],
+    folder: str,
+    limits: media.MediaLimits,
+    *,
+    sound: bool = False,
+) -> tuple[Path, media.VideoInfo | None, TrackHeader | None]:
+    """(spooled path, header facts, audio track header) of a video upload, its type and limits
+    checked (4xx). With `sound` (a speech detector is served beside the image one) its first
+    audio stream's header is read too, and a container holding sound only (an M4A) has no
+    video facts (None): it is the speech detector's. Without `sound` the track is None."""
     kind = check_type(up, accepted)
     path = spool(up, kind, folder)
+    video, track = track_header(path) if sound else (True, None)
+    if not video and track is not None:
+        return path, None, track
     try:
-        return path, media.probe_video(path, limits)
+        return path, media.probe_video(path, limits), track
     except DataError as e:
         raise _answer(up, path, e, limits) from e
 
@@ -124,19 +142,9 @@ def scan_video(
         raise _answer(up, path, e, limits) from e
     agg, agg_raw = media.video_score(frame_p), media.video_score(frame_raw)
     label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
-    out = {
-        "kind": "video",
-        "p_fake": agg.score,
-        "p_fake_raw": agg_raw.score,
-        "calibrated": scanner.calibrated,
-        "label": label,
-        "unsure_reason": why,
+    out = {"kind": "video"} | scanner.answer(agg.score, agg_raw.score, label, why)
+    out |= {
         "reason": agg.reason,
-        "threshold": scanner.threshold,
-        "unsure_band": scanner.unsure_band,
-        "threshold_warning": scanner.threshold_warning,
-        "model": scanner.name,
-        "run": scanner.run.path.name,
         "video": {
             "width": info.width,
             "height": info.height,
@@ -201,6 +209,56 @@ def _score_frames(
     return rows, frame_p, frame_raw, best
 
 
+def scan_track(
+    speech: Scanner, up: Upload, path: Path, track: TrackHeader | None, rules: MediaRules
+) -> dict[str, Any]:
+    """A video's sound scored by the speech detector, as `deepshield scan` scores it
+    (`media.track.score_track`: mean over at most `rules.frames` windows of its clip) ->
+    {audio_track: the detector's answer (p_fake, label, ...) + windows, p_fake_max, note, audio;
+    audio_error: why the track was not scored; note: "no audio track" for a silent video}.
+    A track declaring more than the video limit is not decoded; at most that much is held."""
+    out: dict[str, Any] = {"audio_track": None, "audio_error": None, "note": None}
+    if track is None:
+        return out | {"note": "no audio track"}
+    if track.seconds > rules.max_video_s:
+        return out | {
+            "audio_error": f"{_name(up)}: its audio track declares {track.seconds:,.1f} s, over "
+            f"this server's {rules.max_video_s:g} s limit: not decoded; send a shorter video"
+        }
+    try:
+        got = score_track(
+            path,
+            window=speech.input_size[0],
+            model_rate=speech.sample_rate,
+            max_windows=rules.frames,
+            scores=speech.probabilities,
+            keep_seconds=rules.max_video_s,
+            name=up.filename or "the upload",
+        )
+    except NoAudioTrackError:
+        return out | {"note": "no audio track"}
+    except DataError as e:  # the reader's one line; the picture's verdict stands
+        return out | {"audio_error": " ".join(str(e).split())}
+    p = got.p.score
+    label, why = ("unsure", got.note) if p is None else speech.label(p)
+    answer = speech.answer(p, got.raw.score, label, why) | {
+        "windows": got.p.frames,
+        "p_fake_max": got.p.max,
+        "note": got.note,
+        "audio": got.record.as_dict(),
+    }
+    return out | {"audio_track": answer}
+
+
+def track_cost(track: TrackHeader | None, limit_s: float) -> int:
+    """Samples (all channels) reading an audio track holds: its declared seconds, at most
+    `limit_s` (the limit itself when it declares none), at its rate; 0 without a track."""
+    if track is None:
+        return 0
+    seconds = min(track.seconds or limit_s, limit_s)
+    return math.ceil(seconds * max(track.rate, 1)) * max(track.channels, 1)
+
+
 def declared_audio(up: Upload) -> tuple[float, int] | None:
     """(seconds, samples over all channels) a WAV/FLAC header declares; None when it cannot be
     read from the header (the decoder then judges the file)."""
@@ -215,10 +273,13 @@ def declared_audio(up: Upload) -> tuple[float, int] | None:
     return info.frames / info.samplerate, info.frames * info.channels
 
 
-def audio_cost(up: Upload, rules: MediaRules, unknown: int) -> int:
-    """Samples (all channels) decoding the audio upload holds, from its header (`unknown` when
-    the header says nothing); 413 when it declares more than rules.max_audio_s of audio."""
-    found = declared_audio(up)
+def audio_cost(
+    up: Upload, rules: MediaRules, unknown: int, track: TrackHeader | None = None
+) -> int:
+    """Samples (all channels) decoding the audio upload holds, from its header (`track`: its
+    container's audio stream header, for an M4A/WebM; `unknown` when the header says nothing);
+    413 when it declares more than rules.max_audio_s of audio."""
+    found = declared_audio(up) if track is None else _declared_track(track)
     if found is None:
         return unknown
     if found[0] > rules.max_audio_s:
@@ -228,6 +289,14 @@ def audio_cost(up: Upload, rules: MediaRules, unknown: int) -> int:
             f"{rules.max_audio_s:g} s limit: send a shorter clip",
         )
     return found[1]
+
+
+def _declared_track(track: TrackHeader) -> tuple[float, int] | None:
+    """(seconds, samples over all channels) an audio stream declares; None when it declares no
+    duration."""
+    if track.seconds <= 0:
+        return None
+    return track.seconds, track_cost(track, track.seconds)
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:

@@ -258,6 +258,24 @@ class Scanner:
         and the decision's unsure band."""
         return verdict(p_fake, self.threshold, self.band)
 
+    def answer(
+        self, p_fake: float | None, raw: float | None, label: str, why: str | None
+    ) -> dict[str, Any]:
+        """The fields every answer of this detector carries: its P(fake) (calibrated, raw),
+        verdict and why unsure, and the decision and run that made them."""
+        return {
+            "p_fake": p_fake,
+            "p_fake_raw": raw,
+            "calibrated": self.calibrated,
+            "label": label,
+            "unsure_reason": why,
+            "threshold": self.threshold,
+            "unsure_band": self.unsure_band,
+            "threshold_warning": self.threshold_warning,
+            "model": self.name,
+            "run": self.run.path.name,
+        }
+
     def scan(self, x: torch.Tensor, explain: bool, display: torch.Tensor | None = None) -> dict:
         """x: [1,3,H,W] in [0,1] or [1,T] in [-1,1] -> {p_fake (calibrated when the run has a
         decision), p_fake_raw, calibrated, label, threshold, model, run}; with `explain` also
@@ -270,19 +288,7 @@ class Scanner:
                 f"{self.kind} input: scan without explain=true"
             )
         p, raw = self.probabilities(x)
-        label, why = self.label(float(p[0]))
-        out = {
-            "p_fake": float(p[0]),
-            "p_fake_raw": float(raw[0]),
-            "calibrated": self.calibrated,
-            "label": label,
-            "unsure_reason": why,
-            "threshold": self.threshold,
-            "unsure_band": self.unsure_band,
-            "threshold_warning": self.threshold_warning,
-            "model": self.name,
-            "run": self.run.path.name,
-        }
+        out = self.answer(float(p[0]), float(raw[0]), *self.label(float(p[0])))
         if explain:
             out |= self.explanation(x, "fake" if p[0] >= self.threshold else "real", display)
         return out
@@ -342,6 +348,13 @@ class Scanner:
         spec = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-12)  # [F, T'] in [0,1]
         rgb = overlay(spec.flip(0)[None], cam.flip(0), alpha=0.45, as_uint8=True)  # [F, T', 3]
         return _png(_spectrogram_view(rgb))
+
+
+def run_kind(run_dir: str) -> tuple[str, str]:
+    """(model name, kind the service serves it as: 'image', 'audio', ...) of a run folder, read
+    from its model.json without loading the model."""
+    name = RunDir.open(run_dir).read_json("model.json")["name"]
+    return name, input_spec(name).kind
 
 
 def input_spec(name: str) -> Any:
