@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import struct
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -364,6 +365,36 @@ def test_a_video_stored_after_its_audio_stream_is_read(tmp_path):
     assert (v.images[:, 16, 32, 0] / 8).round().astype(int).tolist() == [0, 4, 9]
     wave, _ = read_audio(path)
     assert len(wave) == pytest.approx(16000, rel=0.05)  # its 1 s of sound, at 16 kHz
+
+
+def _trim_edit_list(path: Path, skip: int) -> None:
+    """Make an MP4's edit list start `skip` frames later, as a phone's trim without re-encoding
+    does: the skipped frames stay stored (needed to decode the next ones) but are not shown."""
+    data = bytearray(path.read_bytes())
+    mvhd, mdhd, elst = (data.find(box) for box in (b"mvhd", b"mdhd", b"elst"))
+    assert data[mvhd + 4] == data[mdhd + 4] == data[elst + 4] == 0  # version 0 boxes
+    movie_scale = struct.unpack(">I", data[mvhd + 16 : mvhd + 20])[0]
+    media_scale = struct.unpack(">I", data[mdhd + 16 : mdhd + 20])[0]
+    length, start = struct.unpack(">Ii", data[elst + 12 : elst + 20])
+    length -= skip * movie_scale // FPS
+    start += skip * media_scale // FPS
+    data[elst + 12 : elst + 20] = struct.pack(">Ii", length, start)
+    path.write_bytes(bytes(data))
+
+
+def test_a_trimmed_mp4_shows_the_frames_its_edit_list_keeps(tmp_path):
+    """Frames an edit list skips are stored but dropped by the decoder: they are not frames of
+    the video (counting them made every trimmed clip 'could not be decoded')."""
+    path = write_video(tmp_path / "trim.mp4", n=20)
+    _trim_edit_list(path, 3)
+    v = read_video_frames(path, frames=None, every=1)
+    assert v.info.frames == 17 and v.indices.tolist() == list(range(17))
+    assert (v.images[:, 16, 32, 0] / 8).round().astype(int).tolist() == list(range(3, 20))
+    assert v.times.tolist() == pytest.approx((np.arange(17) / FPS).tolist())
+    a = read_video_frames(path, frames=4)
+    b = read_video_frames(path, frames=4, seek=False)
+    assert a.indices.tolist() == b.indices.tolist() == [0, 5, 11, 16]
+    assert (a.images == b.images).all()
 
 
 def test_corrupt_bytes_mid_stream_raise_data_error(tmp_path):

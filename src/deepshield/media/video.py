@@ -93,16 +93,30 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.vide
     return stream
 
 
-def _packet_index(path: Path) -> tuple[int, np.ndarray | None, np.ndarray | None]:
-    """(video packets, their sorted pts, the keyframes' pts) of the first video stream by
-    demuxing only; a truncated file has fewer packets; no pts when one is missing or repeated."""
+@dataclass(frozen=True)
+class _Packets:
+    """The first video stream's packets, by demuxing only: `stored` (a truncated file has fewer
+    than its header declares), `frames` shown (an edit list, e.g. a phone's trim, flags the
+    others to be discarded: decoders drop them), their sorted `pts` and the keyframes' `keys`
+    (discarded ones included: a seek may land there); no pts when one is missing or repeated."""
+
+    stored: int
+    frames: int
+    pts: np.ndarray | None
+    keys: np.ndarray | None
+
+
+def _packet_index(path: Path) -> _Packets:
+    """Demux the first video stream without decoding -> _Packets."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stamps, keys = [], []
+        stored, stamps, keys = 0, [], []
         for p in container.demux(stream):
             if p.size > 0:
-                stamps.append(p.pts)
+                stored += 1
+                if not p.is_discard:
+                    stamps.append(p.pts)
                 if p.is_keyframe:
                     keys.append(p.pts)
     except av.error.FFmpegError as e:
@@ -110,11 +124,11 @@ def _packet_index(path: Path) -> tuple[int, np.ndarray | None, np.ndarray | None
     finally:
         container.close()
     if None in stamps or None in keys:
-        return len(stamps), None, None
+        return _Packets(stored, len(stamps), None, None)
     pts = np.sort(np.array(stamps, dtype=np.int64))
     if len(pts) > 1 and not (np.diff(pts) > 0).all():
-        return len(stamps), None, None
-    return len(stamps), pts, np.sort(np.array(keys, dtype=np.int64))
+        return _Packets(stored, len(stamps), None, None)
+    return _Packets(stored, len(stamps), pts, np.sort(np.array(keys, dtype=np.int64)))
 
 
 def _orientation(path: Path) -> tuple[int, bool]:
@@ -192,14 +206,15 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         )
     _check_duration(path, duration, limits)
     _check_frames(path, declared or 0, limits, "declared")
-    frames, pts, keyframes = _packet_index(path)
-    _check_frames(path, frames, limits, "present")
+    packets = _packet_index(path)
+    _check_frames(path, packets.stored, limits, "present")
+    frames = packets.frames
     if frames == 0:
         raise DataError(f"{path}: the video stream holds no frames: re-encode or remove the file")
-    if declared and frames < declared:
+    if declared and packets.stored < declared:
         raise DataError(
-            f"{path}: truncated: the header declares {declared} frames, {frames} are present: "
-            "copy the file again or re-encode what is left"
+            f"{path}: truncated: the header declares {declared} frames, {packets.stored} are "
+            "present: copy the file again or re-encode what is left"
         )
     if not duration and fps:  # no duration in the header: from the frames present
         duration = frames / fps
@@ -216,8 +231,8 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         rotation,
         has_audio,
         size,
-        pts,
-        keyframes,
+        packets.pts,
+        packets.keys,
         mirrored,
     )
 
