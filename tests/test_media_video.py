@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from conftest import shared_path
 from deepshield.errors import DataError
@@ -160,6 +161,38 @@ def test_display_matrix_rotations_and_flips_follow_its_definition(tmp_path, rota
     v = read_video_frames(path, frames=1)
     assert v.info.mirrored == (hflip != vflip)
     assert (v.images[0] == _displayed(decoded, matrix)).all()
+
+
+def _disc(side: int = 64) -> np.ndarray:
+    """uint8 [side,side,3]: a white disc of radius side/4 on black, in square pixels."""
+    y, x = np.mgrid[0:side, 0:side] + 0.5
+    inside = (x - side / 2) ** 2 + (y - side / 2) ** 2 <= (side / 4) ** 2
+    return np.repeat((inside * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize("aspect", [Fraction(2), Fraction(1, 2)])
+def test_anamorphic_pixels_are_shown_square(tmp_path, aspect):
+    """A video stored with non-square pixels (DV, DVD, broadcast) is resampled as it is shown:
+    a disc stored squeezed comes back round."""
+    disc = _disc()
+    stored = np.asarray(Image.fromarray(disc).resize((round(64 / aspect), 64), Image.BOX))
+    path = tmp_path / "anamorphic.mp4"
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
+    s.width, s.height, s.pix_fmt = stored.shape[1], 64, "yuv444p"
+    s.codec_context.sample_aspect_ratio = aspect
+    for _ in range(2):
+        for p in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    v = read_video_frames(path, frames=1)
+    assert v.info.pixel_aspect == aspect and v.images.shape == (1, 64, 64, 3)
+    err = np.abs(v.images[0].astype(int) - disc).mean()
+    assert err < 6  # only the disc's edge differs (resampled twice); squeezed it is ~30
+    with pytest.raises(DataError, match="pixel aspect"):
+        probe_video(path, MediaLimits(max_frame_pixels=64 * 64 - 1 + (aspect < 1) * 64 * 64))
 
 
 def test_bounds_refuse_before_decoding(tmp_path):

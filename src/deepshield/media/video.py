@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -55,6 +56,7 @@ class VideoInfo:
     pts: np.ndarray | None = field(default=None, compare=False, repr=False)
     keyframes: np.ndarray | None = field(default=None, compare=False, repr=False)
     mirrored: bool = False  # the display matrix flips left-right after rotating
+    pixel_aspect: Fraction = Fraction(1)  # width of a stored pixel on screen / its height
 
 
 @dataclass(frozen=True)
@@ -193,15 +195,19 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         else:
             duration = (container.duration or 0) / av.time_base
         declared, has_audio = stream.frames, bool(container.streams.audio)
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
         codec = stream.codec_context.name
     finally:
         container.close()
     if w * h <= 0:
         raise DataError(f"{path}: video frame size {w}x{h} is empty: re-encode or remove the file")
-    if w * h > limits.max_frame_pixels:
+    aspect = Fraction(sar) if sar and sar > 0 else Fraction(1)  # absent or 0:0 -> square
+    shown = max(1, round(w * aspect))
+    if max(w, shown) * h > limits.max_frame_pixels:
+        pixels = f"{w}x{h}" if shown == w else f"{w}x{h} ({shown}x{h} shown, pixel aspect {aspect})"
         raise MediaLimitError(
             path,
-            f"frames of {w}x{h} pixels exceed the limit of {limits.max_frame_pixels}",
+            f"frames of {pixels} pixels exceed the limit of {limits.max_frame_pixels}",
             "downscale the video or raise max_frame_pixels",
         )
     _check_duration(path, duration, limits)
@@ -234,6 +240,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         packets.pts,
         packets.keys,
         mirrored,
+        aspect,
     )
 
 
@@ -300,7 +307,12 @@ def _upright_rgb(
             f"{limits.max_frame_pixels} pixels",
             "downscale the video",
         )
-    rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    if info.pixel_aspect == 1:
+        rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    else:  # anamorphic (DV, DVD, broadcast): resampled to square pixels, as it is shown
+        w = round(frame.width * info.pixel_aspect)
+        how = "AREA" if w < frame.width else "BICUBIC"
+        rgb = frame.to_ndarray(format="rgb24", width=w, height=frame.height, interpolation=how)
     return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation, info.mirrored)
 
 
