@@ -17,6 +17,9 @@ from deepshield.errors import DataError
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 
 
+ASPECT_TOLERANCE = Fraction(1, 100)  # pixel aspects within 1 % of square are taken as square
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Bounds a file must meet before it is decoded (a hostile or huge file is refused early)."""
@@ -202,6 +205,8 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     if w * h <= 0:
         raise DataError(f"{path}: video frame size {w}x{h} is empty: re-encode or remove the file")
     aspect = Fraction(sar) if sar and sar > 0 else Fraction(1)  # absent or 0:0 -> square
+    if abs(aspect - 1) <= ASPECT_TOLERANCE:  # e.g. 1280:1281: one pixel in 854, not resampled
+        aspect = Fraction(1)
     shown = max(1, round(w * aspect))
     if max(w, shown) * h > limits.max_frame_pixels:
         pixels = f"{w}x{h}" if shown == w else f"{w}x{h} ({shown}x{h} shown, pixel aspect {aspect})"
