@@ -172,4 +172,6 @@ def scan_cmd(
         f"scanned {n} file{'s' * (n != 1)} ({summary.resumed} already in scan.csv{changed}) "
         f"in {summary.wall_s:.1f} s: {counts}"
     )
+    if line := summary.not_scanned_line():
+        typer.echo(line)
     typer.echo(f"wrote {summary.out / 'scan.csv'} and {summary.out / 'report.html'}")

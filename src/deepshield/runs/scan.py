@@ -242,16 +242,18 @@ def file_kind(path: Path) -> str | None:
     return "audio" if ext in AUDIO_EXTENSIONS else None
 
 
-def list_files(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """(files to scan in order, files skipped): named files as given, folders walked recursively
-    (sorted; only media extensions, hidden files skipped). ConfigError for a missing path."""
-    files, skipped = [], []
+def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
+    """(files to scan in order, files skipped -> why: 'hidden' or their extension): named files
+    as given, folders walked recursively (sorted; only media extensions, hidden files and
+    folders skipped). ConfigError for a missing path."""
+    files, skipped = [], {}
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                hidden = any(part.startswith(".") for part in f.relative_to(p).parts)
-                if hidden or file_kind(f) is None:
-                    skipped.append(str(f))
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    skipped[str(f)] = "hidden"
+                elif file_kind(f) is None:
+                    skipped[str(f)] = f.suffix.lower() or "no extension"
                 else:
                     files.append(f)
         elif p.is_file():
@@ -795,6 +797,23 @@ class ScanSummary:
     single_error: str | None = None
     changed: list[str] = field(default_factory=list)  # rescanned: the file changed since
     rehashed: int = 0  # files already in scan.csv hashed again to tell whether they changed
+    not_scanned: dict[str, str] = field(default_factory=dict)  # folders' files skipped -> why
+
+    def not_scanned_line(self) -> str | None:
+        """One line on the folders' files that were not scanned (extension or hidden), or None."""
+        if not self.not_scanned:
+            return None
+        kinds: dict[str, int] = {}
+        for why in self.not_scanned.values():
+            kinds[why] = kinds.get(why, 0) + 1
+        n = len(self.not_scanned)
+        shown = ", ".join(
+            f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+        )
+        return (
+            f"note: {n} file{'s' * (n != 1)} in the folders not scanned, their names not a photo, "
+            f"video or sound type ({shown}); listed in scan.json's not_scanned"
+        )
 
 
 def _config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -883,7 +902,16 @@ def scan(
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     resumed = len(files) - len(todo)
     summary = ScanSummary(
-        run.path, len(rows), resumed, counts, rows, wall, cpu, changed=changed, rehashed=rehashed
+        run.path,
+        len(rows),
+        resumed,
+        counts,
+        rows,
+        wall,
+        cpu,
+        changed=changed,
+        rehashed=rehashed,
+        not_scanned=skipped,
     )
     if record:
         _finish(
@@ -906,7 +934,7 @@ def _finish(
     run: RunDir,
     settings: dict[str, Any],
     counts: dict[str, int],
-    skipped: list[str],
+    skipped: dict[str, str],
     summary: ScanSummary,
     rows: list[dict[str, str]],
     how: dict[str, Any],
@@ -923,7 +951,7 @@ def _finish(
             "settings": settings,
             "status": "complete",
             "counts": counts,
-            "not_scanned": skipped,
+            "not_scanned": list(skipped),
             "this_call": this_call
             | {"wall_s": round(summary.wall_s, 3), "cpu_s": round(summary.cpu_s, 3)},
             "files": [_typed(r) for r in rows],
