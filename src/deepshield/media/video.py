@@ -3,6 +3,7 @@ spaced in time, each reached by seeking to its keyframe when that skips decoding
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class VideoInfo:
     # keyframes among them; None when a packet has no or a repeated timestamp
     pts: np.ndarray | None = field(default=None, compare=False, repr=False)
     keyframes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    keyframe_bytes: np.ndarray | None = field(default=None, compare=False, repr=False)  # sizes
     mirrored: bool = False  # the display matrix flips left-right after rotating
     pixel_aspect: Fraction = Fraction(1)  # width of a stored pixel on screen / its height
 
@@ -103,12 +105,14 @@ class _Packets:
     """The first video stream's packets, by demuxing only: `stored` (a truncated file has fewer
     than its header declares), `frames` shown (an edit list, e.g. a phone's trim, flags the
     others to be discarded: decoders drop them), their sorted `pts` and the keyframes' `keys`
-    (discarded ones included: a seek may land there); no pts when one is missing or repeated."""
+    (discarded ones included: a seek may land there) with their sizes in bytes (a seek must
+    land on a whole one); no pts when one is missing or repeated."""
 
     stored: int
     frames: int
     pts: np.ndarray | None
     keys: np.ndarray | None
+    key_bytes: np.ndarray | None
 
 
 def _packet_index(path: Path) -> _Packets:
@@ -116,24 +120,24 @@ def _packet_index(path: Path) -> _Packets:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stored, stamps, keys = 0, [], []
+        stored, stamps, keys = 0, [], {}
         for p in container.demux(stream):
             if p.size > 0:
                 stored += 1
                 if not p.is_discard:
                     stamps.append(p.pts)
                 if p.is_keyframe:
-                    keys.append(p.pts)
+                    keys[p.pts] = p.size
     except av.error.FFmpegError as e:
         raise DataError(f"{path}: corrupt video data ({e}): re-encode or remove the file") from e
     finally:
         container.close()
-    if None in stamps or None in keys:
-        return _Packets(stored, len(stamps), None, None)
-    pts = np.sort(np.array(stamps, dtype=np.int64))
-    if len(pts) > 1 and not (np.diff(pts) > 0).all():
-        return _Packets(stored, len(stamps), None, None)
-    return _Packets(stored, len(stamps), pts, np.sort(np.array(keys, dtype=np.int64)))
+    pts = np.sort(np.array(stamps, dtype=np.int64)) if None not in stamps else None
+    if None in keys or pts is None or (len(pts) > 1 and not (np.diff(pts) > 0).all()):
+        return _Packets(stored, len(stamps), None, None, None)
+    key_pts = np.array(sorted(keys), dtype=np.int64)
+    sizes = np.array([keys[k] for k in key_pts.tolist()], dtype=np.int64)
+    return _Packets(stored, len(stamps), pts, key_pts, sizes)
 
 
 def _orientation(path: Path) -> tuple[int, bool]:
@@ -244,6 +248,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         size,
         packets.pts,
         packets.keys,
+        packets.key_bytes,
         mirrored,
         aspect,
     )
@@ -321,6 +326,49 @@ def _upright_rgb(
     return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation, info.mirrored)
 
 
+SEEK_RETRIES = 2  # earlier keyframes asked for when a seek lands past the frame wanted
+
+
+def _decoded(packets: Iterator[av.Packet]) -> Iterator[av.VideoFrame]:
+    """The frames decoded from `packets` (the last, empty one flushes the decoder)."""
+    return (frame for packet in packets for frame in packet.decode())
+
+
+def _landed(packet: av.Packet, info: VideoInfo) -> bool:
+    """True when the keyframe a seek reached first is a whole one of the index (same pts and
+    size): a demuxer that lands inside one (MPEG-PS) gives a broken frame with the right pts."""
+    keys, sizes = info.keyframes, info.keyframe_bytes
+    j = int(np.searchsorted(keys, packet.pts)) if packet.pts is not None else len(keys)
+    return j < len(keys) and keys[j] == packet.pts and sizes[j] == packet.size
+
+
+def _frames_from(
+    container: av.container.InputContainer, info: VideoInfo, k: int, target: int, fresh: bool
+) -> Iterator[av.VideoFrame] | None:
+    """The decoder's frames from keyframe `k` (-1: the first frame) on, the first of them at
+    or before `target` pts; an earlier keyframe is asked for when the demuxer lands past it
+    (MPEG-TS lands after the keyframe asked for) or inside one, at most SEEK_RETRIES times;
+    None when every try does. `fresh`: nothing decoded yet."""
+    stream, keys = container.streams.video[0], info.keyframes
+    for attempt, kk in enumerate(range(k, k - 1 - SEEK_RETRIES, -1)):
+        if kk < 0 and attempt > 0:
+            return None
+        sought = attempt > 0 or not fresh or (kk >= 0 and keys[kk] > keys[0])
+        if sought:
+            container.seek(int(keys[kk]), stream=stream)  # the keyframe at or before it
+        packets = container.demux(stream)
+        if sought:  # decoding starts at the first keyframe read (MPEG-TS lands just after one)
+            first = next((p for p in packets if p.size > 0 and p.is_keyframe), None)
+            if first is None or not _landed(first, info):
+                continue
+            packets = itertools.chain([first], packets)
+        frames = _decoded(packets)
+        head = next(frames, None)
+        if head is not None and head.pts is not None and head.pts <= target:
+            return itertools.chain([head], frames)
+    return None
+
+
 def _decode_seeking(
     info: VideoInfo, wanted: list[int], limits: MediaLimits
 ) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -330,17 +378,15 @@ def _decode_seeking(
     pts, keys = info.pts, info.keyframes
     container = _open(info.path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        container.streams.video[0].thread_type = "AUTO"
         decoded, last = None, None  # the decoder's frames, the newest one's pts
         for i in wanted:
             target = int(pts[i])
-            k = np.searchsorted(keys, target, side="right") - 1
-            key = int(keys[k]) if k >= 0 else None
-            if decoded is None or (key is not None and last is not None and key > last):
-                if key is not None and key > pts[0]:
-                    container.seek(key, stream=stream)  # the keyframe at or before `key`
-                decoded, last = container.decode(stream), None
+            k = int(np.searchsorted(keys, target, side="right")) - 1
+            if decoded is None or (k >= 0 and last is not None and keys[k] > last):
+                decoded, last = _frames_from(container, info, k, target, decoded is None), None
+                if decoded is None:
+                    return
             for frame in decoded:
                 last = frame.pts
                 if last is None or last > target:
@@ -365,7 +411,7 @@ def _decode_in_order(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
+        for i, frame in enumerate(_decoded(container.demux(stream))):
             if i > last:
                 break
             if i in left:
