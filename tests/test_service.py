@@ -750,6 +750,23 @@ def test_speech_explain_draws_the_window_with_the_highest_p_fake(speech_run, tmp
     assert body["gradcam_class"] == ("fake" if p[k] >= 0.5 else "real")
 
 
+def test_silence_gets_no_score_and_no_map_as_in_scan(speech_run, tmp_path):
+    """A degenerate file: `unsure` with the reason, p_fake null (it was a score beside the
+    label), no overlay even with explain=true (there is no window score to explain)."""
+    data = audio_file(tmp_path, "zero.wav", np.zeros((32000, 1), np.float32), 16000)
+    r = local(create_app(speech_run)).post(
+        "/v1/scan", params={"explain": True}, files={"file": ("zero.wav", data, "audio/wav")}
+    )
+    body = r.json()
+    assert r.status_code == 200 and (body["p_fake"], body["p_fake_raw"]) == (None, None)
+    assert body["label"] == "unsure" and body["windows"] == 0 and "gradcam_png" not in body
+    assert (
+        body["unsure_reason"]
+        == body["note"]
+        == "digital silence (every sample is zero): nothing to judge"
+    )
+
+
 def test_speech_explain_returns_a_time_frequency_map(speech_run, tmp_path):
     data = audio_file(tmp_path, "a.wav", tone(1.0, 16000), 16000)
     body = (
