@@ -652,11 +652,13 @@ def library_speech_p_fake(run_dir, path) -> float:
 
 @pytest.mark.parametrize(
     ("name", "seconds", "rate", "channels"),
-    [("a.wav", 0.6, 16000, 1), ("b.flac", 1.5, 44100, 2), ("long.wav", 30.0, 22050, 1)],
+    [("a.wav", 0.6, 16000, 1), ("b.flac", 1.5, 44100, 2), ("c.wav", 1.45, 16000, 1)],
 )
 def test_speech_scan_equals_the_library_on_the_same_clip(
     speech_run, tmp_path, name, seconds, rate, channels
 ):
+    """A file of one window (under 1.5 clips) answers as before the windows: the model on the
+    reader's one clip (tiled when short, the first clip when longer)."""
     data = audio_file(tmp_path, name, tone(seconds, rate, channels), rate)
     c = local(create_app(speech_run))
     ctype = "audio/flac" if name.endswith(".flac") else "audio/wav"
@@ -665,9 +667,103 @@ def test_speech_scan_equals_the_library_on_the_same_clip(
     assert r.json()["p_fake"] == pytest.approx(
         library_speech_p_fake(speech_run, tmp_path / name), abs=1e-6
     )
+    assert r.json()["windows"] == 1 and r.json()["p_fake_max"] == r.json()["p_fake"]
     assert (
         c.get("/healthz").json() | {"clip_samples": 16000, "sample_rate": 16000, "kind": "audio"}
         == c.get("/healthz").json()
+    )
+
+
+@pytest.fixture(scope="module")
+def calibrated_speech_run(speech_run, tmp_path_factory):
+    """The speech run with a Platt decision (fitted on made-up validation scores), so that the
+    service and `scan` must both calibrate."""
+    from deepshield.runs.decision import fit_decision
+
+    path = tmp_path_factory.mktemp("calibrated") / "mel"
+    shutil.copytree(speech_run, path)
+    decision = fit_decision([0, 0, 0, 1, 1, 1], [0.45, 0.5, 0.52, 0.5, 0.53, 0.6])
+    RunDir.open(path).write_json("decision.json", decision.to_dict())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "seconds", "rate", "channels", "windows"),
+    [("long.wav", 30.0, 22050, 1, 16), ("five.flac", 5.4, 16000, 2, 5)],
+)
+def test_speech_answer_of_a_long_file_equals_deepshield_scan(
+    calibrated_speech_run, tmp_path, monkeypatch, capsys, name, seconds, rate, channels, windows
+):
+    """The service scores a file in windows as `deepshield scan` does (30 s: 16 of 30 windows
+    at --frames 16; 5.4 s: 5 windows, the last 0.4 s left out); before, it answered the model on
+    the first clip alone."""
+    import csv
+
+    from test_reliability_inputs import run_in_process
+
+    run = calibrated_speech_run
+    x = tone(seconds, rate, channels, seed=3)
+    x[rate:] = np.clip(
+        x[rate:] + 0.15 * np.random.default_rng(4).standard_normal(x[rate:].shape), -1, 1
+    )
+    data = audio_file(tmp_path, name, x, rate)  # the first second unlike the rest
+    ctype = "audio/flac" if name.endswith(".flac") else "audio/wav"
+    app = create_app(run, decision=load_decision(run))  # as `deepshield serve RUN` builds it
+    answer = local(app).post("/v1/scan", files={"file": (name, data, ctype)}).json()
+    argv = ["scan", str(tmp_path / name), "--speech-run", str(run), "--frames", "16"]
+    code, err = run_in_process([*argv, "--out", str(tmp_path / "scan")], monkeypatch, capsys)
+    assert code == 0, err
+    with open(tmp_path / "scan" / "scan.csv") as f:
+        [row] = csv.DictReader(f)
+    assert answer["windows"] == int(row["frames"]) == windows
+    assert answer["p_fake"] == pytest.approx(float(row["score"]), abs=1e-12)
+    assert answer["p_fake_max"] == pytest.approx(float(row["score_max"]), abs=1e-12)
+    assert answer["label"] == row["verdict"] and answer["calibrated"]
+    assert row["note"].endswith(answer["note"]) and f"scored {windows} windows" in answer["note"]
+    first = library_speech_p_fake(run, tmp_path / name)  # the old answer: the first clip's
+    assert abs(answer["p_fake_raw"] - first) > 1e-4  # float32 agreement is ~1e-7
+
+
+def test_speech_explain_draws_the_window_with_the_highest_p_fake(speech_run, tmp_path):
+    """explain=true on a file of several windows: the overlay of its highest-P(fake) window,
+    the same PNG as that window uploaded alone."""
+    from deepshield.media.audio import fix_length
+
+    wave = tone(4.0, 16000, seed=5)[:, 0]  # 4 windows of 1 s
+    x = torch.from_numpy(
+        np.stack([fix_length(wave[i : i + 16000], 16000) for i in range(0, 64000, 16000)])
+    )
+    p = fake_scores(predict_logits(RunDir.open(speech_run).load_model(), x)).numpy()  # [4]
+    k = int(np.argmax(p))
+    c = local(create_app(speech_run))
+    whole = audio_file(tmp_path, "all.wav", wave[:, None], 16000)
+    alone = audio_file(tmp_path, "one.wav", wave[k * 16000 : (k + 1) * 16000, None], 16000)
+    body = c.post(
+        "/v1/scan", params={"explain": True}, files={"file": ("all.wav", whole, "audio/wav")}
+    ).json()
+    one = c.post(
+        "/v1/scan", params={"explain": True}, files={"file": ("one.wav", alone, "audio/wav")}
+    ).json()
+    assert body["windows"] == 4 and body["p_fake_max"] == pytest.approx(p.max(), abs=1e-6)
+    assert body["gradcam_window"] == k and body["gradcam_window_s"] == [k, k + 1]
+    assert body["gradcam_png"] == one["gradcam_png"] and "gradcam_window" in one
+    assert body["gradcam_class"] == ("fake" if p[k] >= 0.5 else "real")
+
+
+def test_silence_gets_no_score_and_no_map_as_in_scan(speech_run, tmp_path):
+    """A degenerate file: `unsure` with the reason, p_fake null (it was a score beside the
+    label), no overlay even with explain=true (there is no window score to explain)."""
+    data = audio_file(tmp_path, "zero.wav", np.zeros((32000, 1), np.float32), 16000)
+    r = local(create_app(speech_run)).post(
+        "/v1/scan", params={"explain": True}, files={"file": ("zero.wav", data, "audio/wav")}
+    )
+    body = r.json()
+    assert r.status_code == 200 and (body["p_fake"], body["p_fake_raw"]) == (None, None)
+    assert body["label"] == "unsure" and body["windows"] == 0 and "gradcam_png" not in body
+    assert (
+        body["unsure_reason"]
+        == body["note"]
+        == "digital silence (every sample is zero): nothing to judge"
     )
 
 

@@ -240,3 +240,37 @@ def test_page_of_an_image_and_a_speech_run_shows_both_and_a_videos_sound(browser
         state = browser.wait_for(once("s.status.includes('sound (')"))
         want = f"sound (mel_cnn): {expected['label'].upper()}, P(fake) = {expected['p_fake']:.4f}"
         assert want in state["status"]
+
+
+def test_page_shows_an_audio_files_windows_and_the_window_of_its_map(browser, tmp_path):
+    """A speech run alone: a 3-window WAV shows the mean verdict, what was scored, the maximum
+    and the window the heat map is drawn on (as the API answers); a silent WAV shows "no score"
+    with the reason, not a number."""
+    import soundfile as sf
+
+    torch.manual_seed(0)
+    speech = RunDir.create(tmp_path / "voice")
+    speech.save_model(models.create("mel_cnn"))
+    speech.write_yaml("config.yaml", {"data_kwargs": {"length": 8000}})
+    t = np.arange(24000) / 16000
+    sf.write(tmp_path / "talk.wav", 0.4 * np.sin(2 * np.pi * (200 + 300 * t) * t), 16000)
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000), 16000)
+    with running(create_app(speech.path)) as url:
+        data = (tmp_path / "talk.wav").read_bytes()
+        expected = httpx.post(
+            f"{url}/v1/scan", params={"explain": True}, files={"file": ("talk.wav", data)}
+        ).json()
+        browser.go(url + "/")
+        browser.wait_for("return document.getElementById('model').textContent.includes('mel')")
+        browser.send_file("#file", tmp_path / "talk.wav")
+        state = browser.wait_for(once("s.heatmap > 0"))
+        assert state["text"] == f"{expected['label'].upper()}: P(fake) = {expected['p_fake']:.4f}"
+        assert expected["windows"] == 3 and state["status"].count("scored 3 windows of 0.50 s") == 1
+        assert f"max over them {expected['p_fake_max']:.4f}" in state["status"]
+        a, b = expected["gradcam_window_s"]
+        caption = browser.run("return document.getElementById('heatmap-caption').textContent")
+        assert caption.endswith(f"in the window with the highest P(fake), {a:.2f}-{b:.2f} s")
+        browser.send_file("#file", tmp_path / "quiet.wav")
+        state = browser.wait_for(once("s.text.startsWith('UNSURE')"))
+        assert state["text"] == "UNSURE: no score" and state["heatmap"] == 0
+        assert state["status"].count("digital silence") == 1  # the reason, said once

@@ -338,16 +338,22 @@ def test_a_video_to_a_speech_run_is_scored_by_its_sound(tmp_path):
 
 
 def test_audio_longer_than_the_limit_is_refused_from_its_header(tmp_path, monkeypatch):
-    """0.7 s declared against a 0.5 s limit: 413 before decode_audio is called."""
-    import deepshield.service.app as service_app
+    """0.7 s declared against a 0.5 s limit: 413 before the audio reader runs; under a 0.8 s
+    limit the same file is read and scored."""
+    from deepshield.media import track
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(service_app, "decode_audio", no_decoding)
-    app = create_app(tiny_run(tmp_path / "mel", "mel_cnn"), media_rules=MediaRules(max_audio_s=0.5))
+    run = tiny_run(tmp_path / "mel", "mel_cnn")
+    monkeypatch.setattr(track, "read_audio", no_decoding)  # the one audio reader
+    app = create_app(run, media_rules=MediaRules(max_audio_s=0.5))
     r = local(app).post("/v1/scan", files={"file": ("a.wav", wav_bytes(0.7), "audio/wav")})
     assert r.status_code == 413 and "declares 0.7 s of audio" in r.json()["error"], r.text
+    monkeypatch.undo()
+    app = create_app(run, media_rules=MediaRules(max_audio_s=0.8))
+    r = local(app).post("/v1/scan", files={"file": ("a.wav", wav_bytes(0.7), "audio/wav")})
+    assert r.status_code == 200 and r.json()["windows"] >= 1, r.text
 
 
 def test_serve_command_sets_the_video_and_audio_rules(image_run, monkeypatch):

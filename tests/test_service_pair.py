@@ -17,6 +17,7 @@ import deepshield.runs.scan as sc
 import deepshield.service.app as service_app
 import deepshield.service.media_uploads as media_uploads
 from deepshield.errors import ConfigError
+from deepshield.media import track
 from deepshield.media.audio import model_input, read_audio
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
@@ -255,7 +256,7 @@ def test_sound_only_mp4_over_the_audio_limit_is_refused_from_its_header(
     def no_decoding(*a, **k):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(service_app, "decode_audio", no_decoding)
+    monkeypatch.setattr(track, "read_audio", no_decoding)  # the one audio reader
     rules = MediaRules(max_audio_s=0.5)
     c = local(create_app(image_run, speech_run=speech_run, media_rules=rules))
     r = c.post("/v1/scan", files={"file": ("voice.m4a", m4a.read_bytes(), "audio/mp4")})

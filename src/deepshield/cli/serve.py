@@ -62,7 +62,11 @@ def serve_cmd(
         min=1.0,
     ),
     frames: int = typer.Option(
-        16, "--frames", help="Frames of a video upload scanned, evenly spaced.", **COUNT
+        16,
+        "--frames",
+        help="Frames of a video upload scanned, evenly spaced (and at most that many windows of "
+        "the clip length of audio, as scan --frames).",
+        **COUNT,
     ),
     max_seconds: float = typer.Option(
         None,

@@ -1,5 +1,6 @@
 """A whole audio track (an audio file, or a video's sound) scored by a speech detector in windows
-of its clip length: the one rule of `deepshield scan` and the scan service.
+of its clip length: the one rule of `deepshield scan` and the scan service (an audio upload,
+and a video's sound).
 
 The track is read by the one audio reader at TRACK_RATE (16 kHz) and cut into windows of the
 model's clip (its length at the model's rate, converted to TRACK_RATE), at most `max_windows` of
@@ -32,16 +33,25 @@ Scores = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 class TrackScore:
     """A track's P(fake): `p` over the calibrated window scores (its `reason`: the note below, or
     why there is no score), `raw` over the raw ones, and the reader's record (of the one window's
-    clip, or of the whole track when several windows were scored)."""
+    clip, or of the whole track when several windows were scored); `inputs` the windows' model
+    inputs [W, window] (None for a degenerate track), `window_p` their calibrated P(fake) [W]
+    and `spans` their (start, end) in the track, seconds."""
 
     p: VideoScore
     raw: VideoScore
     record: AudioRecord
+    inputs: torch.Tensor | None = None
+    window_p: tuple[float, ...] = ()
+    spans: tuple[tuple[float, float], ...] = ()
 
     @property
     def note(self) -> str:
         """What was read and scored (or why nothing was), one line."""
         return self.p.reason or ""
+
+    def top(self) -> int | None:
+        """Index of the window with the highest P(fake) (the first of ties); None without one."""
+        return int(np.argmax(self.window_p)) if self.window_p else None
 
 
 @dataclass(frozen=True)
@@ -87,23 +97,30 @@ def score_track(
         [model_input(wave[s : s + step], TRACK_RATE, model_rate, window) for s in starts]
     )  # [W, window]
     p, raw = scores(x)
+    spans = tuple(
+        (int(s) / TRACK_RATE, min(int(s) + step, len(wave)) / TRACK_RATE) for s in starts
+    )  # what each window holds of the track, before tiling
+    windows = {"inputs": x, "window_p": tuple(p.tolist()), "spans": spans}
     if len(starts) == 1:
         return TrackScore(
             replace(video_score(p.tolist()), reason=record.summary()),
             video_score(raw.tolist()),
             record,
+            **windows,
         )
     # several windows: the whole track's record, and what the windows covered (not the
     # one-clip 'cut after' phrase, which would mislead)
     whole = replace(record, kept_samples=0, clip_samples=0)
-    covered = sum(min(step, len(wave) - int(s)) for s in starts)  # source samples scored
-    windows = (
-        f"scored {len(starts)} windows of {step / TRACK_RATE:.2f} s "
-        f"({covered / TRACK_RATE:.2f} s of {record.source_seconds:.2f} s)"
+    covered = sum(b - a for a, b in spans)  # source seconds scored
+    note = (
+        f"{whole.summary()}; scored {len(starts)} windows of {step / TRACK_RATE:.2f} s "
+        f"({covered:.2f} s of {record.source_seconds:.2f} s)"
     )
-    note = f"{whole.summary()}; {windows}"
     return TrackScore(
-        replace(video_score(p.tolist()), reason=note), video_score(raw.tolist()), whole
+        replace(video_score(p.tolist()), reason=note),
+        video_score(raw.tolist()),
+        whole,
+        **windows,
     )
 
 

@@ -4,7 +4,8 @@ by it beside the frames' answer: `audio_track`, `audio_error`, `note`).
 
   POST /v1/scan   multipart field `file` (image runs: PNG/JPEG/WebP/BMP photos and MP4/MOV/
                   WebM/MKV/AVI videos; speech runs: WAV/FLAC/OGG/MP3/M4A, read by the one audio
-                  reader), query explain=true adds the Grad-CAM (or saliency) overlay as a base64
+                  reader and scored in windows of the clip length as `deepshield scan` scores
+                  them), query explain=true adds the Grad-CAM (or saliency) overlay as a base64
                   PNG; a video answers per-frame scores and face boxes
                   (`deepshield.service.media_uploads`)
   GET  /healthz   {"status": "ok", "model", "run", ...}
@@ -37,6 +38,7 @@ from deepshield.service.media_uploads import (
     MediaRules,
     audio_cost,
     probe_upload,
+    scan_audio,
     scan_track,
     scan_video,
     temporary_folder,
@@ -48,7 +50,6 @@ from deepshield.service.uploads import (
     Upload,
     UploadError,
     check_type,
-    decode_audio,
     decode_image,
     header_size,
     read_upload,
@@ -155,17 +156,10 @@ def create_app(
         if hearer is not None and (scanner.kind == "audio" or kind in AUDIO_TYPES):
             if kind is not None:  # bytes of no known type: the audio reader says why
                 check_type(up, accepted)  # an image, or a type its name or header contradicts
-            return scan_sound(up, explain)
+            return scan_audio(hearer, up, rules, explain)
         kind = check_type(up, accepted)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
         return scanner.scan_image(im, explain)
-
-    def scan_sound(up: Upload, explain: bool) -> dict:
-        """The audio upload `up` scored by the speech detector (one clip of its length)."""
-        clip, record = decode_audio(
-            up, clip_samples=hearer.input_size[0], sample_rate=hearer.sample_rate
-        )
-        return hearer.scan_audio(clip, record, explain)
 
     @app.post(
         "/v1/scan",
@@ -213,7 +207,7 @@ def create_app(
                 )
             if info is None:  # sound only
                 async with budget.hold(audio_cost(up, rules, max_pixels, track)):
-                    return await run_in_threadpool(scan_sound, up, explain)
+                    return await run_in_threadpool(scan_audio, hearer, up, rules, explain)
             async with budget.hold(info.width * info.height * FRAMES_HELD):
                 out = await run_in_threadpool(scan_video, scanner, up, path, limits, rules, explain)
             if speech is not None:
@@ -243,10 +237,12 @@ def create_app(
                 | {"max_seconds": rules.max_video_s, "max_frames": rules.max_video_frames}
             }
             if scanner.kind == "image"
-            else {"max_audio_seconds": rules.max_audio_s}
+            else {}
         )
+        if hearer is not None:
+            media |= {"max_audio_seconds": rules.max_audio_s, "max_audio_windows": rules.frames}
         if speech is not None:
-            media |= {"max_audio_seconds": rules.max_audio_s, "speech": speech.describe()}
+            media["speech"] = speech.describe()
         return {"status": "ok", **scanner.describe(), "max_bytes": max_bytes, **media}
 
     @app.get("/", response_class=HTMLResponse)

@@ -6,7 +6,9 @@ count and frame size limits pass); then `MediaRules.frames` evenly spaced frames
 faces found and cropped as the detector's training data were (`deepshield.media`), each face
 scored by the run's detector. Frame score = max over its faces; video score = mean over the
 frames with a face; a frame without one is `no_face` and gets no score.
-Audio (speech runs): the duration its header declares is checked before decoding.
+Audio (speech runs): the duration its header declares is checked before decoding; the file is
+then scored as `deepshield scan` scores it (`media.track.score_track`: in windows of the speech
+run's clip, at most `MediaRules.frames` of them, mean and max over them).
 A video's sound (an image run served with a speech run): its audio stream's header is read with
 the probe; the track is scored by the speech detector as `deepshield scan` scores it
 (`media.track.score_track`), a track declaring more than the video limit is not decoded.
@@ -33,9 +35,9 @@ from PIL import Image
 
 from deepshield import media
 from deepshield.errors import DataError
-from deepshield.media.audio import NoAudioTrackError
+from deepshield.media.audio import AudioError, NoAudioTrackError, NotAudioError
 from deepshield.media.faces import FaceMode
-from deepshield.media.track import TrackHeader, score_track, track_header
+from deepshield.media.track import TrackHeader, TrackScore, score_track, track_header
 from deepshield.service.scanner import EXPLAIN_SIDE, Scanner, image_tensor, resized
 from deepshield.service.uploads import Upload, UploadError, check_type
 
@@ -49,7 +51,7 @@ FRAMES_HELD = 8
 class MediaRules:
     """What the service decodes of a video or audio upload, and the bounds it refuses past."""
 
-    frames: int = 16  # frames sampled, evenly spaced over the video
+    frames: int = 16  # frames sampled, evenly spaced over the video (and audio windows, at most)
     faces: FaceMode = "largest"
     max_video_s: float = 120.0
     max_video_frames: int = 7200  # frames in the stream (120 s at 60 fps)
@@ -226,28 +228,63 @@ def scan_track(
             f"this server's {rules.max_video_s:g} s limit: not decoded; send a shorter video"
         }
     try:
-        got = score_track(
-            path,
-            window=speech.input_size[0],
-            model_rate=speech.sample_rate,
-            max_windows=rules.frames,
-            scores=speech.probabilities,
-            keep_seconds=rules.max_video_s,
-            name=up.filename or "the upload",
-        )
+        got = _score(speech, path, rules.frames, rules.max_video_s, up)
     except NoAudioTrackError:
         return out | {"note": "no audio track"}
     except DataError as e:  # the reader's one line; the picture's verdict stands
         return out | {"audio_error": " ".join(str(e).split())}
+    return out | {"audio_track": track_answer(speech, got)}
+
+
+def scan_audio(speech: Scanner, up: Upload, rules: MediaRules, explain: bool) -> dict[str, Any]:
+    """An audio upload (or a container holding sound only) scored by the speech detector as
+    `deepshield scan` scores the file (`score_track`: mean over at most `rules.frames` windows
+    of its clip, at most `rules.max_audio_s` held) -> `track_answer`'s fields; with `explain`
+    the overlay of the window with the highest P(fake) (`gradcam_window`, its index, and
+    `gradcam_window_s`, its [start, end] in the file). A file the reader refuses: 415 when its
+    bytes are no audio format, else 422 (truncated, corrupt, too short, rate out of range)."""
+    speech.check_explainable(explain)
+    try:
+        got = _score(speech, up.data, rules.frames, rules.max_audio_s, up)
+    except AudioError as e:
+        raise UploadError(415 if isinstance(e, NotAudioError) else 422, str(e)) from e
+    out = track_answer(speech, got)
+    k = got.top()
+    if explain and k is not None:
+        cls = "fake" if got.window_p[k] >= speech.threshold else "real"
+        out |= speech.explanation(got.inputs[k : k + 1], cls, None)
+        out |= {"gradcam_window": k, "gradcam_window_s": [round(t, 3) for t in got.spans[k]]}
+    return out
+
+
+def _score(
+    speech: Scanner, source: Path | bytes, windows: int, keep_seconds: float, up: Upload
+) -> TrackScore:
+    """The first audio track of `source` (a spooled path or the upload's bytes) through
+    `score_track` with the speech detector's clip, rate and P(fake)."""
+    return score_track(
+        source,
+        window=speech.input_size[0],
+        model_rate=speech.sample_rate,
+        max_windows=windows,
+        scores=speech.probabilities,
+        keep_seconds=keep_seconds,
+        name=up.filename or "the upload",
+    )
+
+
+def track_answer(speech: Scanner, got: TrackScore) -> dict[str, Any]:
+    """The speech detector's answer on a scored track: `Scanner.answer`'s fields (p_fake None
+    and label "unsure" with the reason for a degenerate track) + windows, p_fake_max, note and
+    audio (the reader's record)."""
     p = got.p.score
     label, why = ("unsure", got.note) if p is None else speech.label(p)
-    answer = speech.answer(p, got.raw.score, label, why) | {
+    return speech.answer(p, got.raw.score, label, why) | {
         "windows": got.p.frames,
         "p_fake_max": got.p.max,
         "note": got.note,
         "audio": got.record.as_dict(),
     }
-    return out | {"audio_track": answer}
 
 
 def track_cost(track: TrackHeader | None, limit_s: float) -> int:

@@ -6,10 +6,10 @@ ratio not kept) to the size they were trained at, the first found of:
   2. the run's dataset.json `image_size` [H, W] (or `sample_shape` [C, H, W]),
   3. the run's config.yaml `data_kwargs.size` (N or [H, W]),
   4. the model's registry `input_size` (the size its architecture is tested at).
-Speech models see uploads as mono, resampled to the run's sample rate (dataset.json
-`sample_rate`, config.yaml `data_kwargs.sample_rate`, else 16 kHz) and cut or repeat-padded to
-the training clip length found by the same rule (`sample_shape` [T], `data_kwargs.length`,
-registry `input_size`).
+Speech models see uploads as `deepshield scan` reads them (`media.track.score_track`): mono,
+in windows of the training clip length (`sample_shape` [T], `data_kwargs.length`, registry
+`input_size`) at the run's sample rate (dataset.json `sample_rate`, config.yaml
+`data_kwargs.sample_rate`, else 16 kHz), a clip shorter than one repeat-padded.
 
 Probability and threshold: given the run's decision (decision.json, written by `deepshield train`
 or `deepshield calibrate`, loaded by the caller: the run layer sits above the service) p_fake is
@@ -233,18 +233,6 @@ class Scanner:
 
         return model_input(wave, sample_rate, self.sample_rate, self.input_size[0])
 
-    def scan_audio(self, clip: np.ndarray, record: Any, explain: bool = False) -> dict:
-        """Scan the model's input clip [T] in [-1, 1] (`deepshield.media.audio.read_clip`); the
-        answer gains `audio` (the record of what was done) and `unsure_reason`: a degenerate
-        clip (`deepshield.media.degenerate`) is labelled "unsure" instead of fake/real."""
-        from deepshield.media.degenerate import verdict
-
-        x = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(0)
-        out = self.scan(x, explain)
-        out["label"], out["unsure_reason"] = verdict((out["label"], out["unsure_reason"]), record)
-        out["audio"] = record.as_dict()
-        return out
-
     def probabilities(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """x: [N,3,H,W] in [0,1] or [N,T] in [-1,1] -> (p_fake [N], raw P(fake) [N]) float64,
         p_fake calibrated by the run's decision when it has a calibrator."""
@@ -282,16 +270,20 @@ class Scanner:
         gradcam_png (base64 PNG of the map drawn on the input), gradcam_class and
         explain_method (grad_cam, or saliency for an image model without a conv layer).
         `display` [3,h,w] in [0,1]: the image the map is drawn on (default: x itself)."""
-        if explain and not self.explainable:
-            raise InputError(
-                f"model {self.name} has no conv layer for Grad-CAM and no saliency view for "
-                f"{self.kind} input: scan without explain=true"
-            )
+        self.check_explainable(explain)
         p, raw = self.probabilities(x)
         out = self.answer(float(p[0]), float(raw[0]), *self.label(float(p[0])))
         if explain:
             out |= self.explanation(x, "fake" if p[0] >= self.threshold else "real", display)
         return out
+
+    def check_explainable(self, explain: bool) -> None:
+        """InputError when `explain` is asked of a model with no map (before any scoring)."""
+        if explain and not self.explainable:
+            raise InputError(
+                f"model {self.name} has no conv layer for Grad-CAM and no saliency view for "
+                f"{self.kind} input: scan without explain=true"
+            )
 
     def explanation(self, x: torch.Tensor, label: str, display: torch.Tensor | None) -> dict:
         """{gradcam_png, gradcam_class, explain_method} of class `label` (the side of the

@@ -1,5 +1,6 @@
 """Uploads to the scan service: read a multipart body under a byte limit, tell the file's type
-from its magic bytes, and decode images and audio with their size checked before decoding.
+from its magic bytes, and decode images with their size checked before decoding (audio and
+video: `deepshield.service.media_uploads`).
 
 Every refusal is an `UploadError` carrying the HTTP status it is answered with:
 400 malformed request (not one file in field `file`, empty file), 413 too large (bytes, pixels,
@@ -21,7 +22,6 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
-from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, read_clip
 from deepshield.media.types import sniff
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
@@ -382,19 +382,3 @@ def _pixels_text(e: Exception) -> str:
 def _why(e: Exception) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:160]
-
-
-# -- audio ------------------------------------------------------------------------------------
-def decode_audio(
-    up: Upload, *, clip_samples: int, sample_rate: int
-) -> tuple[np.ndarray, AudioRecord]:
-    """An audio upload as the model's input through the one audio reader
-    (`deepshield.media.audio.read_clip`, as datasets and `evaluate` read files): mono float32
-    [clip_samples] in [-1, 1] at `sample_rate`, and the record of what was done. A file the
-    reader refuses gets its message: 415 when the bytes are no audio format, else 422
-    (truncated, corrupt, too short, rate out of range)."""
-    name = up.filename or "the upload"
-    try:
-        return read_clip(up.data, name=name, rate=sample_rate, length=clip_samples)
-    except AudioError as e:
-        raise UploadError(415 if isinstance(e, NotAudioError) else 422, str(e)) from e
