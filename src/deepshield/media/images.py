@@ -47,7 +47,7 @@ def missing_decoder(kind: str | None) -> str | None:
     if kind == "avif" and not features.check("avif"):
         return (
             "an AVIF photo, which this Pillow cannot read (built without AVIF): "
-            "pip install -U 'Pillow>=11.3', or convert it to JPEG"
+            "pip install -U Pillow (its wheels read AVIF), or convert it to JPEG"
         )
     return None
 
