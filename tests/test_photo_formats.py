@@ -266,6 +266,36 @@ def test_a_photo_declaring_too_many_pixels_is_refused_before_pillow_opens_it(
         read_media_image(path, MediaLimits(max_file_bytes=100))
 
 
+@pytest.mark.parametrize("kind", ["avif", "heic", "grid"])
+def test_a_cut_photo_is_refused_as_truncated_wherever_its_image_data_is_cut(kind, tmp_path):
+    """A real AVIF, HEIC and 512-tiled grid HEIC cut at 5 points after their meta box: each is
+    refused as truncated with the bytes missing, read from `iloc` before decoding. The check is
+    needed: libheif decodes the cut grid without an error (its lost tiles filled green)."""
+    if kind != "avif" and not HAS_HEIF:
+        pytest.skip("pillow-heif is not installed (pip install 'deepshield[heic]')")
+    face = ffhq(10)
+    path = tmp_path / f"whole.{kind}"
+    if kind == "avif":
+        save(face, path, "AVIF", quality=90)
+    else:
+        import pillow_heif
+
+        big = face.resize((1200, 800)) if kind == "grid" else face
+        pillow_heif.from_pillow(big).save(path, quality=90, tile_size=512 if kind == "grid" else 0)
+    data = path.read_bytes()
+    meta_end = data.find(b"mdat") + 4
+    assert images.heif_missing_bytes(data) == 0
+    for cut in np.linspace(meta_end, len(data) - 1, 5).astype(int):
+        part = tmp_path / f"cut{cut}.{kind}"
+        part.write_bytes(data[:cut])
+        with pytest.raises(DataError, match=f"truncated: {len(data) - cut} bytes of its image"):
+            read_media_image(part)
+    if kind == "grid":
+        with Image.open(part) as im:  # what the check prevents: a silent decode
+            im.load()
+            assert im.size == (1200, 800)
+
+
 # -- scan and the service -------------------------------------------------------------------------
 def _blocked_heif(folder: Path) -> dict[str, str]:
     """An environment whose Python cannot import pillow_heif (a shadowing package that fails)."""
@@ -354,7 +384,8 @@ def _post(client, data: bytes, name: str, ctype: str):
 @pytest.mark.parametrize(("fmt", "name", "ctype"), [("AVIF", "a.avif", "image/avif")])
 def test_the_service_scores_an_avif_as_the_png_of_its_pixels(client, fmt, name, ctype) -> None:
     """An AVIF upload is a photo (it was a one-frame video before: PyAV reads AVIF too), scored
-    as the PNG of the pixels we decode from it; declaring 60000x60000 it is 413 before decoding."""
+    as the PNG of the pixels we decode from it; declaring 60000x60000 it is 413 before decoding,
+    cut short 422."""
     buf = io.BytesIO()
     ffhq(9).save(buf, fmt, quality=90)
     got = _post(client, buf.getvalue(), name, ctype)
@@ -366,6 +397,8 @@ def test_the_service_scores_an_avif_as_the_png_of_its_pixels(client, fmt, name, 
     assert got.json()["p_fake"] == pytest.approx(same["p_fake"], abs=1e-6)
     huge = _post(client, _declare(buf.getvalue(), 60000, 60000), name, ctype)
     assert huge.status_code == 413 and "60000x60000" in huge.json()["error"]
+    cut = _post(client, buf.getvalue()[:-100], name, ctype)
+    assert cut.status_code == 422 and "data is truncated (100 bytes missing)" in cut.json()["error"]
 
 
 def test_the_service_answers_a_heic_without_pillow_heif_415_naming_the_fix(

@@ -169,8 +169,14 @@ def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.
             f"{size} bytes exceeds the limit of {limits.max_file_bytes}",
             "downscale the photo or raise max_file_bytes",
         )
-    if declared := heif_file_size(path):
+    declared, missing = _heif_header(path)
+    if declared:
         _check_pixels(path, *declared, limits)
+    if missing:
+        raise DataError(
+            f"{path}: truncated: {missing} bytes of its image data are missing (past its end): "
+            "copy the whole file again"
+        )
     _check_pixels(path, *image_size(path), limits)
     return read_image(path, convert_modes=True)
 
@@ -201,13 +207,60 @@ def heif_size(data: bytes | mmap.mmap) -> tuple[int, int] | None:
     return max(sizes, key=lambda wh: wh[0] * wh[1], default=None)
 
 
-def heif_file_size(path: Path) -> tuple[int, int] | None:
-    """`heif_size` of the file at `path` when its bytes are AVIF/HEIC (mapped, not read), else None."""
+def heif_missing_bytes(data: bytes | mmap.mmap) -> int:
+    """Bytes past the end of `data` that an AVIF/HEIC's item locations (`iloc`, offsets in the
+    file) reach: > 0 for a cut file (libheif fills a grid's missing tiles silently), else 0."""
+    ends = [
+        end
+        for meta in _boxes(data, (0, len(data)), b"meta")
+        for iloc in _boxes(data, (meta[0] + 4, meta[1]), b"iloc")
+        for end in _iloc_file_ends(data, iloc)
+    ]
+    return max(0, max(ends, default=0) - len(data))
+
+
+def _iloc_file_ends(data: bytes | mmap.mmap, span: tuple[int, int]) -> Iterator[int]:
+    """End offset of every extent the `iloc` box body at `span` places in the file itself
+    (construction method 0; ISO/IEC 14496-12 8.11.3, versions 0-2)."""
+    i = span[0]
+    version = data[i]
+    sizes = data[i + 4] << 8 | data[i + 5]  # offset, length, base offset, index sizes (4 bits)
+    offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
+    base_size, index_size = (sizes >> 4) & 15, (sizes & 15 if version else 0)
+    i, id_size = i + 6, 4 if version == 2 else 2
+    count, i = _uint(data, i, id_size), i + id_size
+
+    def field(n: int) -> int:
+        nonlocal i
+        value, i = _uint(data, i, n), i + n
+        return value
+
+    for _ in range(count):
+        if i + id_size + 4 > span[1]:
+            return
+        field(id_size)  # item_ID
+        method = field(2) & 15 if version else 0
+        field(2)  # data_reference_index
+        base, extents = field(base_size), field(2)
+        for _ in range(extents):
+            field(index_size)
+            offset, length = field(offset_size), field(length_size)
+            if method == 0 and i <= span[1]:
+                yield base + offset + length
+
+
+def _uint(data: bytes | mmap.mmap, at: int, n: int) -> int:
+    return int.from_bytes(data[at : at + n], "big")
+
+
+def _heif_header(path: Path) -> tuple[tuple[int, int] | None, int]:
+    """(`heif_size`, `heif_missing_bytes`) of the file at `path` (mapped, not read); (None, 0)
+    when its bytes are not AVIF/HEIC."""
     with open(path, "rb") as f:
         if sniff(f.read(HEAD_BYTES)) not in HEIF_FORMATS:
-            return None
+            return None, 0
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return heif_size(data)
+            return heif_size(data), heif_missing_bytes(data)
 
 
 def _boxes(

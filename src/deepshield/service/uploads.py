@@ -22,7 +22,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
 from deepshield.media.audio import AudioError, AudioRecord, NotAudioError, read_clip
-from deepshield.media.images import HEIF_FORMATS, heif_size, missing_decoder
+from deepshield.media.images import HEIF_FORMATS, heif_missing_bytes, heif_size, missing_decoder
 from deepshield.media.types import sniff
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
@@ -270,6 +270,10 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
     declared = header_size(up.data, kind)
     if declared is not None:
         _check_pixels(up, *declared, max_pixels=max_pixels, min_side=min_side)
+    if kind in HEIF_FORMATS and (missing := heif_missing_bytes(up.data)):  # grid tiles: no error
+        raise UploadError(
+            422, f"{_name(up)}: the {fmt} data is truncated ({missing} bytes missing): re-export it"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
