@@ -299,7 +299,7 @@ def test_a_cut_photo_is_refused_as_truncated_wherever_its_image_data_is_cut(kind
 # -- scan and the service -------------------------------------------------------------------------
 def _blocked_heif(folder: Path) -> dict[str, str]:
     """An environment whose Python cannot import pillow_heif (a shadowing package that fails)."""
-    (folder / "pillow_heif").mkdir(parents=True)
+    (folder / "pillow_heif").mkdir(parents=True, exist_ok=True)
     (folder / "pillow_heif" / "__init__.py").write_text(
         "raise ImportError('blocked by the test')\n"
     )
@@ -339,7 +339,8 @@ def _scan(folder: Path, out: Path, env: dict[str, str] | None = None) -> dict[st
 def test_without_pillow_heif_a_heic_is_one_error_row_naming_the_fix(phone, tmp_path) -> None:
     """The installed script, pillow-heif unimportable: the HEIC is one error row naming
     `pip install 'deepshield[heic]'` (it was "not an image, video or audio file" before, and a
-    folder scan skipped it silently), no traceback; the JPEG and the AVIF are scored."""
+    folder scan skipped it), no traceback; the JPEG and the AVIF are scored. Scanned alone it
+    is that one line on stderr, exit 2."""
     rows = _scan(phone, tmp_path / "o", _blocked_heif(tmp_path / "block"))
     assert sorted(rows) == ["IMG_0001.HEIC", "a.jpg", "b.avif"]
     for file in ("a.jpg", "b.avif"):
@@ -349,6 +350,16 @@ def test_without_pillow_heif_a_heic_is_one_error_row_naming_the_fix(phone, tmp_p
     assert "\n" not in row["error"]
     assert "a HEIC/HEIF photo, which needs the optional pillow-heif" in row["error"]
     assert "pip install 'deepshield[heic]', or convert it to JPEG" in row["error"]
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    alone = [SCRIPT, "scan", phone / "IMG_0001.HEIC", "--model", "meso4", "--weights", weights]
+    done = subprocess.run(
+        [*map(str, alone), "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=_blocked_heif(tmp_path / "block"),
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and row["error"] in done.stderr
 
 
 @needs_heif
