@@ -89,7 +89,7 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
                 im = ImageOps.exif_transpose(im)
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found: check the path") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}: {e}): replace or delete the file"
         ) from e
@@ -147,7 +147,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"{path}: file not found: check the path") from e
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: image too large to decode safely ({e}): downscale it") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}: {e}): replace or delete the file"
         ) from e
@@ -223,6 +223,8 @@ def _iloc_file_ends(data: bytes | mmap.mmap, span: tuple[int, int]) -> Iterator[
     """End offset of every extent the `iloc` box body at `span` places in the file itself
     (construction method 0; ISO/IEC 14496-12 8.11.3, versions 0-2)."""
     i = span[0]
+    if span[1] - i < 8:  # version/flags, the four sizes, an item count
+        return
     version = data[i]
     sizes = data[i + 4] << 8 | data[i + 5]  # offset, length, base offset, index sizes (4 bits)
     offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
@@ -255,12 +257,15 @@ def _uint(data: bytes | mmap.mmap, at: int, n: int) -> int:
 
 def _heif_header(path: Path) -> tuple[tuple[int, int] | None, int]:
     """(`heif_size`, `heif_missing_bytes`) of the file at `path` (mapped, not read); (None, 0)
-    when its bytes are not AVIF/HEIC."""
-    with open(path, "rb") as f:
-        if sniff(f.read(HEAD_BYTES)) not in HEIF_FORMATS:
-            return None, 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return heif_size(data), heif_missing_bytes(data)
+    when its bytes are not AVIF/HEIC or cannot be mapped (Pillow's header read then judges)."""
+    try:
+        with open(path, "rb") as f:
+            if sniff(f.read(HEAD_BYTES)) not in HEIF_FORMATS:
+                return None, 0
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return heif_size(data), heif_missing_bytes(data)
+    except (OSError, ValueError):
+        return None, 0
 
 
 def _boxes(

@@ -280,7 +280,7 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
             im = Image.open(io.BytesIO(up.data), formats=[fmt])  # reads the header only
     except Image.DecompressionBombError as e:
         raise UploadError(413, f"{_name(up)}: {_pixels_text(e)}: downscale the image") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:
         raise UploadError(
             422, f"{_name(up)} starts like a {fmt} file but its header is corrupt: {_why(e)}"
         ) from e
@@ -298,7 +298,7 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as e:  # RuntimeError: libavif/heif
         raise UploadError(
             422, f"{_name(up)}: the {fmt} data is truncated or corrupt ({_why(e)}): re-export it"
         ) from e
