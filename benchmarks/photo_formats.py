@@ -62,7 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--quality", type=int, default=90)
-    ap.add_argument("--side", type=int, default=0, help="resize the photos to this side (0: native)")
+    ap.add_argument(
+        "--side", type=int, default=0, help="resize the photos to this side (0: native)"
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if not images._heif_opener():
