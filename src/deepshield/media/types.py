@@ -8,16 +8,21 @@ from pathlib import Path
 
 from deepshield.media.audio import audio_kind
 
-IMAGE_TYPES = ("png", "jpeg", "webp", "bmp")
+IMAGE_TYPES = ("png", "jpeg", "webp", "bmp", "avif", "heic")  # heic: any HEIF image but AVIF
 AUDIO_TYPES = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "webm")  # what the audio reader opens
 VIDEO_TYPES = ("mp4", "webm", "avi")  # mp4: the ISO/QuickTime family (MP4, MOV, M4V); webm: MKV
 _BMP_DIB_SIZES = {struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124)}
-HEAD_BYTES = 32  # enough for every signature below
+HEAD_BYTES = 64  # every signature below, and an ftyp box with up to 12 compatible brands
+# ISO-BMFF `ftyp` brands of HEIF images (ISO/IEC 23008-12; AVIF: AV1 Image File Format spec):
+_AVIF_BRANDS = (b"avif", b"avis")  # AV1 image, AV1 image sequence (animated AVIF)
+_HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")  # HEVC
+_HEIF_BRANDS = (b"mif1", b"msf1")  # any-codec image / image sequence: the codec's brand follows
 
 
 def sniff(data: bytes) -> str | None:
-    """The file type its magic bytes say: png, jpeg, webp, bmp, wav, flac, mp4, webm, avi, the
-    audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or None."""
+    """The file type its magic bytes say: png, jpeg, webp, bmp, avif, heic, wav, flac, mp4, webm,
+    avi, the audio-only containers of `deepshield.media.audio.audio_kind` (ogg, mp3, aac), or
+    None. AVIF and HEIC are told from MP4/MOV/M4A, which also start with `ftyp`, by its brands."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -30,6 +35,8 @@ def sniff(data: bytes) -> str | None:
         return "wav"
     if data.startswith(b"fLaC"):
         return "flac"
+    if data[4:8] == b"ftyp" and (photo := _heif_kind(data)):
+        return photo
     if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide"):  # the first box of an ISO/QuickTime file
         return "mp4"
     if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML header: Matroska / WebM
@@ -38,6 +45,21 @@ def sniff(data: bytes) -> str | None:
         return "avi"
     kind = audio_kind(data)
     return kind if kind in ("ogg", "mp3", "aac") else None
+
+
+def _heif_kind(data: bytes) -> str | None:
+    """'avif' or 'heic' when the `ftyp` box at the start of `data` names a HEIF image brand as
+    its major brand (an MP4, MOV or M4A names isom, mp42, qt, M4A ...), else None."""
+    major = data[8:12]
+    if major in _AVIF_BRANDS:
+        return "avif"
+    if major in _HEIC_BRANDS:
+        return "heic"
+    if major not in _HEIF_BRANDS:
+        return None
+    end = min(int.from_bytes(data[:4], "big"), len(data))
+    compatible = {data[i : i + 4] for i in range(16, end - 3, 4)}
+    return "avif" if compatible.intersection(_AVIF_BRANDS) else "heic"
 
 
 def kinds_of(kind: str | None) -> tuple[str, ...]:

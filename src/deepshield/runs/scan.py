@@ -60,7 +60,7 @@ from deepshield.runs.decision import Decision, load_decision
 if TYPE_CHECKING:
     from deepshield.models.registry import ModelSpec
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTENSIONS = (*media.images.IMAGE_EXTENSIONS, ".tif", ".tiff", ".gif")
 SCAN_COLUMNS = [
     "path",
     "kind",

@@ -22,17 +22,20 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
+from deepshield.media.images import HEIF_FORMATS, heif_missing_bytes, heif_size, missing_decoder
 from deepshield.media.types import sniff
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
 
-_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
+_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", **HEIF_FORMATS}
 _MIME = {
     "png": ("image/png",),
     "jpeg": ("image/jpeg", "image/jpg", "image/pjpeg"),
     "webp": ("image/webp",),
     "bmp": ("image/bmp", "image/x-bmp", "image/x-ms-bmp"),
+    "avif": ("image/avif",),
+    "heic": ("image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence"),
     "wav": ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
     "flac": ("audio/flac", "audio/x-flac"),
     "ogg": ("audio/ogg", "audio/opus", "audio/vorbis", "application/ogg"),
@@ -47,6 +50,8 @@ _EXTENSIONS = {
     "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"),
     "webp": (".webp",),
     "bmp": (".bmp", ".dib"),
+    "avif": (".avif",),
+    "heic": (".heic", ".heif", ".hif"),
     "wav": (".wav", ".wave"),
     "flac": (".flac",),
     "ogg": (".ogg", ".oga", ".opus"),
@@ -259,22 +264,32 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
     pixels -> 413, a side under `min_side` -> 422. Grayscale, palette, RGBA (alpha dropped),
     CMYK and 16-bit images are converted to RGB.
     """
+    if why := missing_decoder(kind):
+        raise UploadError(415, f"{_name(up)} is {why}")
     fmt = _PIL_FORMAT[kind]
     declared = header_size(up.data, kind)
     if declared is not None:
         _check_pixels(up, *declared, max_pixels=max_pixels, min_side=min_side)
+    if kind in HEIF_FORMATS and (missing := heif_missing_bytes(up.data)):  # grid tiles: no error
+        raise UploadError(
+            422, f"{_name(up)}: the {fmt} data is truncated ({missing} bytes missing): re-export it"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(up.data), formats=[fmt])  # reads the header only
     except Image.DecompressionBombError as e:
         raise UploadError(413, f"{_name(up)}: {_pixels_text(e)}: downscale the image") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:
         raise UploadError(
             422, f"{_name(up)} starts like a {fmt} file but its header is corrupt: {_why(e)}"
         ) from e
     _check_pixels(up, *im.size, max_pixels=max_pixels, min_side=min_side)
-    if declared is not None and tuple(declared) != im.size:  # the budget was reserved for it
+    if declared is not None and (  # the budget was reserved for it
+        im.size[0] * im.size[1] > declared[0] * declared[1]  # AVIF/HEIC: rotated, cropped
+        if kind in HEIF_FORMATS
+        else tuple(declared) != im.size
+    ):
         raise UploadError(
             422,
             f"{_name(up)}: its header declares {declared[0]}x{declared[1]} pixels but the image "
@@ -283,7 +298,7 @@ def decode_image(up: Upload, kind: str, *, max_pixels: int, min_side: int) -> Im
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as e:  # RuntimeError: libavif/heif
         raise UploadError(
             422, f"{_name(up)}: the {fmt} data is truncated or corrupt ({_why(e)}): re-export it"
         ) from e
@@ -306,8 +321,11 @@ def _check_pixels(up: Upload, w: int, h: int, *, max_pixels: int, min_side: int)
 def header_size(data: bytes, kind: str) -> tuple[int, int] | None:
     """(width, height) an image's header declares, read without decoding anything (None when
     the header is too short or not where the format puts it; the decoder then judges the file).
-    PNG: IHDR; BMP: the DIB header; WebP: the VP8 / VP8L / VP8X chunk; JPEG: the first SOFn."""
+    PNG: IHDR; BMP: the DIB header; WebP: the VP8 / VP8L / VP8X chunk; JPEG: the first SOFn;
+    AVIF/HEIC: the largest `ispe`."""
     try:
+        if kind in HEIF_FORMATS:
+            return heif_size(data)
         if kind == "png" and data[12:16] == b"IHDR":
             return struct.unpack(">II", data[16:24])
         if kind == "bmp":
