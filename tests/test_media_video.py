@@ -27,6 +27,8 @@ from deepshield.media import (
 )
 from deepshield.media import video as media_video
 from deepshield.media.audio import read_audio
+from deepshield.media.types import kinds_of, sniff_file
+from deepshield.media.video import VIDEO_EXTENSIONS
 
 W, H, FPS = 64, 32, 10
 
@@ -378,6 +380,30 @@ def test_seeking_gives_the_frames_of_decoding_in_order(tmp_path, monkeypatch, na
         assert skipped or name.endswith(".vob")  # every landing refused: decoded in order
         counts["frames"] = 0
     assert counts["seeks"] > 0
+
+
+CONTAINERS = {  # name: (codec, muxer, what the bytes say)
+    "avchd.mts": ("libx264", "mpegts", "mpegts"),
+    "bluray.m2ts": ("libx264", "mpegts", "mpegts"),  # 192-byte packets (FFmpeg, by the name)
+    "dvd.vob": ("mpeg2video", "vob", "mpegps"),
+    "vcd.mpg": ("mpeg1video", "mpeg", "mpegps"),
+    "old.wmv": ("wmv2", "asf", "asf"),
+    "old.flv": ("flv", "flv", "flv"),
+    "phone.3gp": ("libx264", "3gp", "mp4"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINERS))
+def test_camcorder_broadcast_and_old_containers_are_told_and_read(tmp_path, name):
+    codec, muxer, kind = CONTAINERS[name]
+    path = write_coded(tmp_path / name, codec, 30, {}, muxer=muxer)
+    assert sniff_file(path) == kind and "video" in kinds_of(kind)
+    assert path.suffix in VIDEO_EXTENSIONS
+    v = read_video_frames(path, frames=4)
+    assert v.info.frames == 30 and v.indices.tolist() == [0, 10, 19, 29]
+    # the moving white row (row i % 64 of frame i) shows which frame came back
+    rows = [int(np.argmax(img.astype(int).sum(axis=(1, 2)))) for img in v.images]
+    assert rows == [0, 10, 19, 29]
 
 
 def test_a_frame_missing_from_the_index_falls_back_to_decoding_in_order(tmp_path):

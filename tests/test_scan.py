@@ -31,7 +31,7 @@ from deepshield.run import RunDir
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import calibrate_run, load_decision
 from test_media_faces import _png_header_only
-from test_media_video import _mux_sine, write_video
+from test_media_video import _mux_sine, write_coded, write_video
 from test_reliability_inputs import run_in_process, script_env
 from test_speech_evaluation import speech_run  # noqa: F401 (fixture; its toy speech set)
 from test_sweep import trained_tiny_run
@@ -359,6 +359,15 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     assert len(doc["not_scanned"]) == 6 and [f["path"] for f in doc["files"]] == [
         str(folder / "blank.png")
     ]
+
+
+def test_a_ts_file_is_scanned_only_when_its_bytes_are_mpeg_ts(tmp_path) -> None:
+    """.ts is both MPEG-TS (broadcast captures) and TypeScript: a folder walk reads the bytes."""
+    (tmp_path / "app.ts").write_text("export const x: number = 1;\n")
+    write_coded(tmp_path / "capture.ts", "libx264", 4, {}, muxer="mpegts")
+    files, skipped = sc.list_files([tmp_path])
+    assert [f.name for f in files] == ["capture.ts"]
+    assert skipped == {str(tmp_path / "app.ts"): ".ts (not MPEG-TS)"}
 
 
 def test_calibrate_command_writes_decision_json(case, tmp_path, monkeypatch, capsys) -> None:

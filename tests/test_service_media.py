@@ -30,7 +30,7 @@ from deepshield.run import RunDir
 from deepshield.service import create_app
 from deepshield.service.media_uploads import FRAMES_HELD, MediaRules
 from deepshield.service.scanner import image_tensor, resized
-from test_media_video import _frame, _mux_sine, write_video
+from test_media_video import _frame, _mux_sine, write_coded, write_video
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).parents[2] / "shared"))
 DATA = SHARED / "data"
@@ -255,6 +255,24 @@ def test_faces_none_scores_whole_frames_and_webm_is_read(image_run, tmp_path):
     x = image_tensor(resized(whole, (64, 64)))[None]
     want = float(fake_scores(predict_logits(RunDir.open(image_run).load_model(), x))[0])
     assert body["frames"][3]["p_fake"] == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "muxer", "ctype"),
+    [
+        ("cam.m2ts", "libx264", "mpegts", "video/mp2t"),
+        ("dvd.vob", "mpeg2video", "vob", "video/mpeg"),
+        ("old.wmv", "wmv2", "asf", "video/x-ms-wmv"),
+    ],
+)
+def test_camcorder_dvd_and_wmv_uploads_are_scored_per_frame(
+    image_run, tmp_path, name, codec, muxer, ctype
+):
+    path = write_coded(tmp_path / name, codec, 8, {}, muxer=muxer)
+    app = create_app(image_run, media_rules=MediaRules(faces="none"))
+    r = post_video(local(app), path.read_bytes(), name, ctype)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["frames"]) == 8 and r.json()["video"]["frames_with_face"] == 8
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,10 @@ import numpy as np
 
 from deepshield.errors import DataError
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+VIDEO_EXTENSIONS = (
+    *(".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mkv", ".webm", ".avi"),
+    *(".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".vob", ".wmv", ".asf", ".flv"),
+)
 
 
 ASPECT_TOLERANCE = Fraction(1, 100)  # pixel aspects within 1 % of square are taken as square

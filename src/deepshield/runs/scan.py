@@ -51,7 +51,7 @@ from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_in
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
 from deepshield.media.track import score_track
-from deepshield.media.types import misnamed
+from deepshield.media.types import misnamed, sniff_file
 from deepshield.precision import autocast, check_amp
 from deepshield.progress import track
 from deepshield.run import RunDir, open_run
@@ -245,7 +245,7 @@ def file_kind(path: Path) -> str | None:
 def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
     """(files to scan in order, files skipped -> why: 'hidden' or their extension): named files
     as given, folders walked recursively (sorted; only media extensions, hidden files and
-    folders skipped). ConfigError for a missing path."""
+    folders and .ts files that are not MPEG-TS skipped). ConfigError for a missing path."""
     files, skipped = [], {}
     for p in map(Path, paths):
         if p.is_dir():
@@ -254,6 +254,8 @@ def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
                     skipped[str(f)] = "hidden"
                 elif file_kind(f) is None:
                     skipped[str(f)] = f.suffix.lower() or "no extension"
+                elif f.suffix.lower() == ".ts" and sniff_file(f) != "mpegts":
+                    skipped[str(f)] = ".ts (not MPEG-TS)"  # e.g. TypeScript source
                 else:
                     files.append(f)
         elif p.is_file():

@@ -41,9 +41,16 @@ _MIME = {
     "ogg": ("audio/ogg", "audio/opus", "audio/vorbis", "application/ogg"),
     "mp3": ("audio/mpeg", "audio/mp3"),
     "aac": ("audio/aac", "audio/x-aac"),
-    "mp4": ("video/mp4", "video/quicktime", "video/x-m4v", "audio/mp4", "audio/x-m4a"),
+    "mp4": (
+        *("video/mp4", "video/quicktime", "video/x-m4v", "audio/mp4", "audio/x-m4a"),
+        *("video/3gpp", "video/3gpp2"),
+    ),
     "webm": ("video/webm", "video/x-matroska", "audio/webm"),
     "avi": ("video/x-msvideo", "video/avi", "video/msvideo"),
+    "mpegts": ("video/mp2t", "video/vnd.dlna.mpeg-tts", "video/MP2T"),
+    "mpegps": ("video/mpeg", "video/x-mpeg", "video/dvd", "video/x-ms-vob"),
+    "asf": ("video/x-ms-wmv", "video/x-ms-asf"),
+    "flv": ("video/x-flv",),
 }
 _EXTENSIONS = {
     "png": (".png",),
@@ -57,9 +64,13 @@ _EXTENSIONS = {
     "ogg": (".ogg", ".oga", ".opus"),
     "mp3": (".mp3",),
     "aac": (".aac",),
-    "mp4": (".mp4", ".m4v", ".mov", ".m4a", ".3gp"),
+    "mp4": (".mp4", ".m4v", ".mov", ".m4a", ".3gp", ".3g2"),
     "webm": (".webm", ".mkv"),
     "avi": (".avi",),
+    "mpegts": (".ts", ".mts", ".m2ts"),
+    "mpegps": (".mpg", ".mpeg", ".vob"),
+    "asf": (".wmv", ".asf"),
+    "flv": (".flv",),
 }
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
