@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from deepshield.media import read_video_frames
+from deepshield.media import video as media_video
 
 SHARED = Path(os.environ.get("DEEPSHIELD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SOURCE = SHARED / "data/deepfake_videos/fake/ffpp_c23_NeuralTextures_004_982.mp4"
@@ -54,6 +55,23 @@ def build_clip(source: Path, out: Path, seconds: float, keyint: int) -> Path:
     return out
 
 
+def decoded_frames(path: Path, frames: int, seek: bool) -> int:
+    """Frames the decoder output while `frames` frames were read (one more read, counted)."""
+    count, decoded = [0], media_video._decoded
+
+    def counting(packets):
+        for frame in decoded(packets):
+            count[0] += 1
+            yield frame
+
+    media_video._decoded = counting
+    try:
+        read_video_frames(path, frames=frames, seek=seek)
+    finally:
+        media_video._decoded = decoded
+    return count[0]
+
+
 def timed(path: Path, frames: int, seek: bool, repeats: int) -> tuple[float, float, np.ndarray]:
     """(best wall s, its CPU s, the images) of reading `frames` frames `repeats` times."""
     best = (float("inf"), 0.0, None)
@@ -77,7 +95,10 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"source {args.source.name}, {args.seconds:.0f} s, {args.frames} frames sampled")
-    print("keyint | frames | keyframes | in order s (CPU s) | seeking s (CPU s) | speed-up | same")
+    print(
+        "keyint | frames | keyframes | in order s (CPU s) | seeking s (CPU s) | speed-up | "
+        "frames decoded seeking / in order | same"
+    )
     for keyint in (int(k) for k in args.keyints.split(",")):
         name = f"{args.source.stem}-{args.seconds:.0f}s-k{keyint}.mp4"
         clip = build_clip(args.source, args.work / name, args.seconds, keyint)
@@ -85,9 +106,10 @@ def main() -> None:
         w0, c0, a = timed(clip, args.frames, False, args.repeats)
         w1, c1, b = timed(clip, args.frames, True, args.repeats)
         same = a.shape == b.shape and bool((a == b).all())
+        n0, n1 = decoded_frames(clip, args.frames, False), decoded_frames(clip, args.frames, True)
         print(
             f"{keyint} | {info.frames} | {len(info.keyframes)} | {w0:.2f} ({c0:.2f}) | "
-            f"{w1:.2f} ({c1:.2f}) | {w0 / w1:.1f}x | {same}"
+            f"{w1:.2f} ({c1:.2f}) | {w0 / w1:.1f}x | {n1} / {n0} | {same}"
         )
 
 
