@@ -299,6 +299,29 @@ def test_a_cut_photo_is_refused_as_truncated_wherever_its_image_data_is_cut(kind
             assert im.size == (1200, 800)
 
 
+def test_an_iloc_declaring_more_extents_than_it_holds_is_read_in_time_linear_in_its_bytes(
+    monkeypatch, tmp_path
+) -> None:
+    """A 172-byte HEIC whose `iloc` has 20 items of 65535 extents with no fields (every size 0)
+    is read field by field a few times per item, not 20 x 65535 times: before, 1.2 KB of such
+    items took 14 s and 400 KB would have held billions of ends in a list (scan and the
+    service read the iloc before decoding)."""
+    items = b"".join((k + 1).to_bytes(2, "big") + b"\0\0\xff\xff" for k in range(20))
+    iloc = b"\0\0\0\0" + b"\0\0" + (20).to_bytes(2, "big") + items  # v0, sizes 0
+    iloc = (8 + len(iloc)).to_bytes(4, "big") + b"iloc" + iloc
+    meta = (12 + len(iloc)).to_bytes(4, "big") + b"meta\0\0\0\0" + iloc
+    data = _ftyp(b"heic", b"mif1", b"heic") + meta
+    calls = []
+    uint = images._uint
+    monkeypatch.setattr(images, "_uint", lambda *a: calls.append(a) or uint(*a))
+    assert images.heif_missing_bytes(data) == 0
+    assert len(calls) < 200
+    path = tmp_path / "a.heic"
+    path.write_bytes(data)
+    with pytest.raises(DataError):  # no image in it: one error, quickly
+        read_media_image(path)
+
+
 @pytest.mark.parametrize("kind", ["avif", "heic"])
 def test_a_photo_with_its_header_bytes_changed_decodes_or_is_one_error(kind, tmp_path) -> None:
     """300 copies of a real AVIF/HEIC with 3 random bytes of the boxes before `mdat` changed:

@@ -244,7 +244,10 @@ def _iloc_file_ends(data: bytes | mmap.mmap, span: tuple[int, int]) -> Iterator[
         method = field(2) & 15 if version else 0
         field(2)  # data_reference_index
         base, extents = field(base_size), field(2)
-        for _ in range(extents):
+        step = index_size + offset_size + length_size  # bytes per extent
+        if i + extents * step > span[1]:
+            return  # extents past the box: a damaged iloc
+        for _ in range(extents if step else min(extents, 1)):  # no fields: one end, the base
             field(index_size)
             offset, length = field(offset_size), field(length_size)
             if method == 0 and i <= span[1]:
