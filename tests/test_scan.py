@@ -332,13 +332,13 @@ def test_single_bad_file_exits_2_with_one_line_from_the_script(case, tmp_path) -
 
 
 def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) -> None:
-    """A folder of files scan does not read by their names (camcorder .MTS, notes, a hidden
+    """A folder of files scan does not read by their names (broadcast .MXF, notes, a hidden
     folder) said 'scanned 0 files' and nothing else."""
     folder = tmp_path / "in"
     (folder / ".git").mkdir(parents=True)
     (folder / ".git" / "config.txt").write_text("x")
     (folder / ".DS_Store").write_bytes(b"x")
-    for name in ("a.mts", "b.mts", "notes.txt", "README"):
+    for name in ("a.mxf", "b.mxf", "notes.txt", "README"):
         (folder / name).write_bytes(b"x")
     Image.new("RGB", (32, 32)).save(folder / "blank.png")
     argv = [str(SCRIPT), "--threads", "1", "scan", str(folder), "--run", str(case["run"])]
@@ -353,7 +353,7 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     note = [line for line in done.stdout.splitlines() if "not scanned" in line]
     assert note == [
         "note: 6 files in the folders not scanned, their names not a photo, video or sound type "
-        "(.mts 2, hidden 2, .txt 1, no extension 1); listed in scan.json's not_scanned"
+        "(.mxf 2, hidden 2, .txt 1, no extension 1); listed in scan.json's not_scanned"
     ]
     doc = json.loads((tmp_path / "o" / "scan.json").read_text())
     assert len(doc["not_scanned"]) == 6 and [f["path"] for f in doc["files"]] == [
