@@ -406,6 +406,28 @@ def test_camcorder_broadcast_and_old_containers_are_told_and_read(tmp_path, name
     assert rows == [0, 10, 19, 29]
 
 
+@pytest.mark.parametrize("at", [0.1, 0.3, 0.5])
+def test_a_broadcast_capture_cut_mid_gop_is_read_from_its_first_keyframe(tmp_path, at):
+    """An MPEG-TS cut at a packet boundary inside a GOP (a recording started mid-stream): its
+    frames before the first keyframe cannot be decoded, so they are not counted (before: every
+    such capture failed with 'frames [...] could not be decoded'); seeking agrees with decoding
+    in order, and the first frame is the keyframe."""
+    options = {"x264-params": "keyint=25:bframes=2"}
+    whole = write_coded(tmp_path / "whole.ts", "libx264", 100, options, muxer="mpegts")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[int(len(data) * at) // 188 * 188 :])
+    info = probe_video(cut)
+    assert info.pts[0] == info.keyframes[0] and 0 < info.frames < 100 * (1 - at)
+    a = read_video_frames(cut, frames=8)
+    b = read_video_frames(cut, frames=8, seek=False)
+    assert a.indices.tolist() == b.indices.tolist() and a.indices[-1] == info.frames - 1
+    assert (a.images == b.images).all()
+    first = probe_video(whole)
+    k = int(np.searchsorted(first.pts, info.pts[0]))  # the same frame in the whole capture
+    assert (read_video_frames(whole, frames=100).images[k] == a.images[0]).all()
+
+
 def test_a_frame_missing_from_the_index_falls_back_to_decoding_in_order(tmp_path):
     info = probe_video(write_coded(tmp_path / "v.mp4", "libx264", 40, {"bframes": "2"}))
     wrong = replace(info, pts=info.pts + 1)  # no decoded frame has the pts the index says

@@ -107,7 +107,8 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.vide
 class _Packets:
     """The first video stream's packets, by demuxing only: `stored` (a truncated file has fewer
     than its header declares), `frames` shown (an edit list, e.g. a phone's trim, flags the
-    others to be discarded: decoders drop them), their sorted `pts` and the keyframes' `keys`
+    others to be discarded: decoders drop them, as they drop those read before the first
+    keyframe, e.g. of a broadcast capture cut mid-GOP), their sorted `pts` and the keyframes' `keys`
     (discarded ones included: a seek may land there) with their sizes in bytes (a seek must
     land on a whole one); no pts when one is missing or repeated."""
 
@@ -123,18 +124,20 @@ def _packet_index(path: Path) -> _Packets:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stored, stamps, keys = 0, [], {}
+        stored, stamps, keys, lead = 0, [], {}, 0
         for p in container.demux(stream):
             if p.size > 0:
                 stored += 1
+                if p.is_keyframe:
+                    lead = lead if keys else len(stamps)  # frames read before the first one
+                    keys[p.pts] = p.size
                 if not p.is_discard:
                     stamps.append(p.pts)
-                if p.is_keyframe:
-                    keys[p.pts] = p.size
     except av.error.FFmpegError as e:
         raise DataError(f"{path}: corrupt video data ({e}): re-encode or remove the file") from e
     finally:
         container.close()
+    stamps = stamps[lead:]  # a stream cut mid-GOP: its frames before a keyframe cannot decode
     pts = np.sort(np.array(stamps, dtype=np.int64)) if None not in stamps else None
     if None in keys or pts is None or (len(pts) > 1 and not (np.diff(pts) > 0).all()):
         return _Packets(stored, len(stamps), None, None, None)
