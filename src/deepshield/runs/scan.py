@@ -28,7 +28,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from deepshield.files import (
     file_stamp,
     write_json,
 )
-from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError, model_input
+from deepshield.media.audio import AUDIO_EXTENSIONS, NoAudioTrackError
 from deepshield.media.extract import CropOptions, FileFaces
 from deepshield.media.faces import Face, FaceMode
 from deepshield.media.track import score_track
@@ -107,7 +106,6 @@ class Detector:
     weights_sha256: str
     decision: Decision
     device: torch.device
-    waveform: Callable[[np.ndarray, int], torch.Tensor] | None = None  # speech: [T] -> [1, T']
     sample_rate: int = 16000  # speech: the rate the model was trained at
 
     def describe(self) -> dict[str, Any]:
@@ -149,8 +147,7 @@ def run_detector(run_dir: str | Path, device: torch.device, kind: str = "image")
         sc.run.weights_sha256(),
         load_decision(run_dir),
         device,
-        sc.waveform if sc.kind == "audio" else None,
-        sc.sample_rate,
+        sample_rate=sc.sample_rate,
     )
 
 
@@ -184,9 +181,8 @@ def file_detector(name: str, weights: str | Path, device: torch.device) -> Detec
     decision = load_decision(None)
     if spec.kind == "audio":
         (length,) = spec.input_size[-1:]
-        clip = partial(model_input, model_rate=SPEECH_RATE, length=length)
         return Detector(
-            model, name, "audio", (length,), 2, str(weights), digest, decision, device, clip
+            model, name, "audio", (length,), 2, str(weights), digest, decision, device, SPEECH_RATE
         )
     size = tuple(spec.input_size[-2:])
     return Detector(model, name, "image", size, 2, str(weights), digest, decision, device)

@@ -227,12 +227,6 @@ class Scanner:
             display = image_tensor(resized(im, size))
         return self.scan(self.pixels(im), explain, display)
 
-    def waveform(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-        """Mono float32 [T] at `sample_rate` -> the model's input [1, clip] in [-1, 1]."""
-        from deepshield.media.audio import model_input
-
-        return model_input(wave, sample_rate, self.sample_rate, self.input_size[0])
-
     def probabilities(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """x: [N,3,H,W] in [0,1] or [N,T] in [-1,1] -> (p_fake [N], raw P(fake) [N]) float64,
         p_fake calibrated by the run's decision when it has a calibrator."""
