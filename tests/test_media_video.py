@@ -27,7 +27,7 @@ from deepshield.media import (
 )
 from deepshield.media import video as media_video
 from deepshield.media.audio import read_audio
-from deepshield.media.types import kinds_of, sniff_file
+from deepshield.media.types import kinds_of, sniff, sniff_file
 from deepshield.media.video import VIDEO_EXTENSIONS
 
 W, H, FPS = 64, 32, 10
@@ -426,6 +426,15 @@ def test_a_broadcast_capture_cut_mid_gop_is_read_from_its_first_keyframe(tmp_pat
     first = probe_video(whole)
     k = int(np.searchsorted(first.pts, info.pts[0]))  # the same frame in the whole capture
     assert (read_video_frames(whole, frames=100).images[k] == a.images[0]).all()
+
+
+def test_a_gif_is_not_taken_for_mpeg_ts_by_its_first_byte():
+    """MPEG-TS is told by 0x47 ('G') every 188 bytes; a GIF starts with 'G' too."""
+    gif = bytearray(b"GIF89a" + bytes(394))
+    gif[188] = gif[376] = 0x47
+    ts = bytearray(400)
+    ts[0] = ts[188] = ts[376] = 0x47
+    assert (sniff(bytes(gif)), sniff(bytes(ts))) == (None, "mpegts")
 
 
 def test_a_frame_missing_from_the_index_falls_back_to_decoding_in_order(tmp_path):

@@ -352,7 +352,7 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     assert done.returncode == 0, done.stderr
     note = [line for line in done.stdout.splitlines() if "not scanned" in line]
     assert note == [
-        "note: 6 files in the folders not scanned, their names not a photo, video or sound type "
+        "note: 6 files in the folders not scanned, by name not a photo, video or sound, or hidden "
         "(.mxf 2, hidden 2, .txt 1, no extension 1); listed in scan.json's not_scanned"
     ]
     doc = json.loads((tmp_path / "o" / "scan.json").read_text())

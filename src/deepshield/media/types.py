@@ -46,7 +46,7 @@ def sniff(data: bytes) -> str | None:
         return "webm"
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
         return "avi"
-    if _mpeg_ts(data):
+    if _mpeg_ts(data) and not data.startswith(b"GIF8"):  # a GIF also starts with 0x47
         return "mpegts"
     if data.startswith(b"\x00\x00\x01\xba"):  # MPEG pack header
         return "mpegps"

@@ -809,8 +809,8 @@ class ScanSummary:
             f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
         )
         return (
-            f"note: {n} file{'s' * (n != 1)} in the folders not scanned, their names not a photo, "
-            f"video or sound type ({shown}); listed in scan.json's not_scanned"
+            f"note: {n} file{'s' * (n != 1)} in the folders not scanned, by name not a photo, "
+            f"video or sound, or hidden ({shown}); listed in scan.json's not_scanned"
         )
 
 
