@@ -330,13 +330,14 @@ class AudioPlan:
 
 def decode_peak(seconds: float, rate: int, channels: int) -> int:
     """Float32 values the audio reader holds at its peak decoding `seconds` at `rate` Hz with
-    `channels` (T frames, one decoder block past `seconds` included): the decoded blocks and
-    their [T, C] concatenation, or the [T, C] array beside its mono mix and the float64 square
-    of its level (T C + 3 T), whichever is more, plus the 16 kHz mono copy and its clipped copy.
+    `channels` (T frames, one decoder block past `seconds` included): the decoded blocks (their
+    freed pages stay resident: FFmpeg's are small heap blocks), their [T, C] concatenation,
+    then the larger of its absolute value and clipping mask (1.25 T C) or its mono mix and the
+    float64 square of its level (3 T), plus the 16 kHz mono copy and its clipped copy.
     Measured: docs/service.md (benchmarks/audio_memory.py)."""
     frames = math.ceil(seconds * rate) + BLOCK_FRAMES
     held = frames * max(channels, 1)
-    return held + max(held, 3 * frames) + 2 * math.ceil(seconds * TRACK_RATE)
+    return 2 * held + max(held + held // 4, 3 * frames) + 2 * math.ceil(seconds * TRACK_RATE)
 
 
 def audio_plan(header: TrackHeader | None, limit_s: float, unknown: int) -> AudioPlan:
