@@ -11,7 +11,9 @@ file and the fix):
   - channels are averaged to mono;
   - the source rate must be MIN_SOURCE_RATE (8 kHz, telephone band) to MAX_SOURCE_RATE; any
     other rate is resampled to the model's rate with `resample` (polyphase FIR, exact ratio);
-  - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS;
+  - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS (or the caller's `max_seconds`):
+    refused from the header's duration before decoding, else as soon as the decoded
+    duration passes it, whatever the header says (raw ADTS AAC declares none);
   - a WAV whose data chunk declares more bytes than follow, a FLAC that decodes to fewer frames
     than its header declares, an MP3/M4A shorter than its header's duration, an OGG/Opus whose
     last page is cut or lacks the end-of-stream mark, and any decoder error are refused as
