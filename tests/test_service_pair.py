@@ -167,8 +167,9 @@ def test_healthz_describes_both_detectors_each_at_its_own_decision(pair, speech_
 def test_the_track_reserves_its_declared_samples_after_the_frames(
     image_run, speech_run, talk, monkeypatch
 ):
-    """Budget: the pixel limit to probe, FRAMES_HELD frames to decode, then the track's declared
-    samples (2 s + 1 AAC frame of priming at 48 kHz, 2 channels) to score its sound."""
+    """Budget: the pixel limit to probe, FRAMES_HELD frames to decode, then the reader's peak
+    for the track's declared length plus slack (2 s + 1 AAC frame of priming, 48 kHz, 2
+    channels) to score its sound."""
     held = {}
 
     def spy(module, name):
@@ -188,7 +189,8 @@ def test_the_track_reserves_its_declared_samples_after_the_frames(
         a = box.streams.audio[0]
         declared = float(a.duration * a.time_base)
     assert held["scan_video"] == 64 * 32 * media_uploads.FRAMES_HELD
-    assert held["scan_track"] == int(np.ceil(declared * 48000)) * 2
+    plan_s = declared * media_uploads.DECLARED_SLACK + media_uploads.DECLARED_SLACK_S
+    assert held["scan_track"] == media_uploads.decode_peak(plan_s, 48000, 2)
     assert app.state.budget.in_flight == 0
 
 

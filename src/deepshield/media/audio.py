@@ -11,7 +11,9 @@ file and the fix):
   - channels are averaged to mono;
   - the source rate must be MIN_SOURCE_RATE (8 kHz, telephone band) to MAX_SOURCE_RATE; any
     other rate is resampled to the model's rate with `resample` (polyphase FIR, exact ratio);
-  - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS;
+  - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS (or the caller's `max_seconds`):
+    refused from the header's duration before decoding, else as soon as the decoded
+    duration passes it, whatever the header says (raw ADTS AAC declares none);
   - a WAV whose data chunk declares more bytes than follow, a FLAC that decodes to fewer frames
     than its header declares, an MP3/M4A shorter than its header's duration, an OGG/Opus whose
     last page is cut or lacks the end-of-stream mark, and any decoder error are refused as
@@ -50,7 +52,7 @@ MIN_SECONDS = 0.1  # shorter files are refused, by every caller alike
 MAX_SECONDS = 3600.0
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac")
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
-_BLOCK = 1 << 16  # frames decoded per soundfile read
+BLOCK_FRAMES = 1 << 16  # frames decoded per soundfile read
 _HEAD = 1 << 16  # bytes read to tell the type and walk a WAV's chunk headers
 _OGG_PAGE_MAX = 27 + 255 + 255 * 255  # header, segment table, payload: the largest Ogg page
 # containers libsndfile reads here; MP3 goes to PyAV, which reads its Xing frame count without
@@ -90,6 +92,16 @@ class NotAudioError(AudioError):
 
 class NoAudioTrackError(NotAudioError):
     """A container the reader opens that holds no audio stream (e.g. a silent video)."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio longer than the reader's `max_seconds`: `seconds` declared (header) or decoded
+    when decoding stopped, `limit` the bound it passed."""
+
+    def __init__(self, message: str, seconds: float, limit: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -265,44 +277,51 @@ def _ogg_truncation(tail: bytes) -> str | None:
 
 
 # -- decoding --------------------------------------------------------------------------------
-def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None) -> _Decoded:
-    """Decode with libsndfile in blocks, keeping the first `keep_seconds` (all: None)."""
+def _soundfile(buf: io.BytesIO | str, keep_seconds: float | None, max_seconds: float) -> _Decoded:
+    """Decode with libsndfile in blocks, keeping the first `keep_seconds` (all: None);
+    _TooLong past `max_seconds`, declared or decoded."""
     import soundfile as sf
 
     with sf.SoundFile(buf) as f:
         rate, declared, subtype = f.samplerate, f.frames, f.subtype
         container = f.format.lower()
         _check_rate(rate)
-        if 0 < declared < 2**62 and declared > MAX_SECONDS * rate:  # refused before decoding
+        if 0 < declared < 2**62 and declared > max_seconds * rate:  # refused before decoding
             raise _TooLong(declared / rate)
-        blocks = (f.read(_BLOCK, dtype="float32", always_2d=True) for _ in count())  # [n, C]
-        samples, total = _collect(blocks, _keep(keep_seconds, rate), rate)
+        blocks = (f.read(BLOCK_FRAMES, dtype="float32", always_2d=True) for _ in count())  # [n, C]
+        samples, total = _collect(blocks, _keep(keep_seconds, rate), rate, max_seconds)
     if 0 < declared < 2**62 and total < declared:
         raise _Truncated(f"its header declares {declared:,} frames but {total:,} decode")
     bits = _BITS.get(subtype, _FLOAT_BITS.get(subtype, 0))
     return _Decoded(samples, total, rate, container, subtype, bits)
 
 
-def _collect(blocks: Iterator[np.ndarray], keep: int | None, rate: int) -> tuple[np.ndarray, int]:
+def _collect(
+    blocks: Iterator[np.ndarray], keep: int | None, rate: int, max_seconds: float
+) -> tuple[np.ndarray, int]:
     """(the first `keep` frames (all: None) of decoded blocks [n, C] as [T, C], the frame count
-    of all blocks); the blocks end at an empty one. _TooLong past MAX_SECONDS."""
+    of all blocks); the blocks end at an empty one. Decoding stops with _TooLong(seconds) at
+    the block that takes the count past `max_seconds` at `rate` (that block is not kept)."""
     kept: list[np.ndarray] = []
     total, held = 0, 0
     for block in blocks:
         if not len(block):
             break
+        total += len(block)
+        if total > max_seconds * rate:
+            raise _TooLong(total / rate)
         room = len(block) if keep is None else keep - held
         if room > 0:
             kept.append(block[:room])
             held += len(kept[-1])
-        total += len(block)
-        if total > MAX_SECONDS * rate:
-            raise _TooLong(total / rate)
     return (np.concatenate(kept) if kept else np.zeros((0, 1), np.float32)), total
 
 
-def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> _Decoded:
-    """Decode the first audio stream with FFmpeg (planar float, channels and rate kept)."""
+def _pyav(
+    buf: io.BytesIO | str, container: str, keep_seconds: float | None, max_seconds: float
+) -> _Decoded:
+    """Decode the first audio stream with FFmpeg (planar float, channels and rate kept);
+    _TooLong past `max_seconds`, declared or decoded."""
     import av
 
     with av.open(buf) as box:
@@ -313,8 +332,11 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
         stream = box.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         _check_rate(rate)
-        declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
-        if declared > MAX_SECONDS:  # refused before decoding
+        # raw ADTS declares no duration: FFmpeg's is an estimate from its first frames' bit rate
+        # (1.3 s for 1 s of noise and 7 s of silence, 35 s for the reverse)
+        estimated = container == "aac" or not stream.duration
+        declared = 0.0 if estimated else float(stream.duration * stream.time_base)
+        if declared > max_seconds:  # refused before decoding
             raise _TooLong(declared)
         codec = stream.codec_context.name
         to_float = av.AudioResampler(format="fltp", rate=rate)  # sample format only
@@ -324,7 +346,7 @@ def _pyav(buf: io.BytesIO | str, container: str, keep_seconds: float | None) -> 
                 yield from (out.to_ndarray().T for out in to_float.resample(frame))  # [n, C]
             yield from (out.to_ndarray().T for out in to_float.resample(None))
 
-        samples, total = _collect(frames(), _keep(keep_seconds, rate), rate)
+        samples, total = _collect(frames(), _keep(keep_seconds, rate), rate, max_seconds)
     if total / rate < 0.99 * declared - 0.05:  # a header's duration (MP3 Xing, MP4 moov)
         raise _Truncated(f"its header declares {declared:.2f} s but {total / rate:.2f} s decode")
     encoding = _CODECS.get(codec, codec)
@@ -344,7 +366,7 @@ class _NoTrack(_NotAudio):
 
 
 class _TooLong(Exception):
-    pass
+    """Seconds declared, or decoded when decoding stopped, past the bound."""
 
 
 class _BadRate(Exception):
@@ -356,7 +378,9 @@ def _check_rate(rate: int) -> None:
         raise _BadRate(rate)
 
 
-def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) -> _Decoded:
+def _decode(
+    data: bytes | None, path: str | None, keep_seconds: float | None, max_seconds: float
+) -> _Decoded:
     """soundfile first, PyAV where libsndfile stops; raises the private errors above."""
     import av
     import soundfile as sf
@@ -381,13 +405,13 @@ def _decode(data: bytes | None, path: str | None, keep_seconds: float | None) ->
     sf_error: Exception | None = None
     if kind in (*_SF_FORMATS, "other"):
         try:
-            return _soundfile(source(), keep_seconds)
+            return _soundfile(source(), keep_seconds, max_seconds)
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             if kind in ("wav", "flac"):  # libsndfile is the reference decoder for these
                 raise
             sf_error = e
     try:
-        return _pyav(source(), kind, keep_seconds)
+        return _pyav(source(), kind, keep_seconds, max_seconds)
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         if kind == "other":
             raise _NotAudio(
@@ -408,10 +432,13 @@ def read_audio(
     name: str | None = None,
     rate: int = SAMPLE_RATE,
     keep_seconds: float | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> tuple[np.ndarray, AudioRecord]:
     """Decode `source` (a path, or the bytes of an upload called `name`) -> (mono float32 [T] in
     [-1, 1] at `rate`, its record). The whole file is decoded (so truncation and corruption
-    anywhere are found); only its first `keep_seconds` (all: None) are kept and resampled."""
+    anywhere are found); only its first `keep_seconds` (all: None) are kept and resampled.
+    AudioTooLongError when its header declares more than `max_seconds`, or, whatever the header
+    says, as soon as the decoded duration passes it (decoding stops within one block)."""
     import av
     import soundfile as sf
 
@@ -422,7 +449,7 @@ def read_audio(
     if path is not None and not Path(path).is_file():
         raise AudioError(f"{label}: audio file not found; check the path (or the protocol line)")
     try:
-        d = _decode(data, path, keep_seconds)
+        d = _decode(data, path, keep_seconds, max_seconds)
     except _Truncated as e:
         raise AudioError(
             f"{label}: truncated audio: {e}; re-export or re-download the file"
@@ -431,9 +458,11 @@ def read_audio(
         error = NoAudioTrackError if isinstance(e, _NoTrack) else NotAudioError
         raise error(f"{label}: {e}") from None
     except _TooLong as e:
-        raise AudioError(
-            f"{label}: audio longer than {MAX_SECONDS:.0f} s ({e.args[0]:.0f} s): cut it into "
-            "shorter files"
+        raise AudioTooLongError(
+            f"{label}: audio longer than {max_seconds:g} s (stopped at {e.args[0]:.1f} s): cut "
+            "it into shorter files",
+            e.args[0],
+            max_seconds,
         ) from None
     except _BadRate as e:
         raise AudioError(

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from deepshield.media.aggregate import VideoScore, video_score
-from deepshield.media.audio import AudioRecord, model_input, read_audio
+from deepshield.media.audio import MAX_SECONDS, AudioRecord, model_input, read_audio
 from deepshield.media.degenerate import degenerate_reason
 
 TRACK_RATE = 16000  # a track is read at this rate, then resampled per window to the model's
@@ -79,13 +80,17 @@ def score_track(
     max_windows: int,
     scores: Scores,
     keep_seconds: float | None = None,
+    max_seconds: float = MAX_SECONDS,
     name: str | None = None,
 ) -> TrackScore:
     """Score the first audio track of `source` (a path, or bytes called `name`) with a model
     taking clips of `window` samples at `model_rate`; `keep_seconds`: at most that much of the
-    track is held and scored (None: all). Raises the reader's `AudioError` (`NoAudioTrackError`
-    for a container without sound)."""
-    wave, record = read_audio(source, name=name, rate=TRACK_RATE, keep_seconds=keep_seconds)
+    track is held and scored (None: all); decoding stops past `max_seconds`. Raises the reader's
+    `AudioError` (`NoAudioTrackError` for a container without sound, `AudioTooLongError` past
+    `max_seconds`)."""
+    wave, record = read_audio(
+        source, name=name, rate=TRACK_RATE, keep_seconds=keep_seconds, max_seconds=max_seconds
+    )
     step = max(1, round(window * TRACK_RATE / model_rate))  # samples per window at TRACK_RATE
     record = replace(record, kept_samples=min(len(wave), step), clip_samples=step)
     reason = degenerate_reason(record)
@@ -124,13 +129,14 @@ def score_track(
     )
 
 
-def track_header(path: str | Path) -> tuple[bool, TrackHeader | None]:
-    """(whether the container at `path` holds a video stream, its first audio stream's header
-    or None without one); (False, None) when FFmpeg cannot open it (its reader then says why)."""
+def track_header(path: str | Path | BinaryIO) -> tuple[bool, TrackHeader | None]:
+    """(whether the container at `path` (or in a file object) holds a video stream, its first
+    audio stream's header or None without one); (False, None) when FFmpeg cannot open it (its
+    reader then says why)."""
     import av
 
     try:
-        with av.open(str(path)) as box:
+        with av.open(path if hasattr(path, "read") else str(path)) as box:
             video = bool(box.streams.video)
             if not box.streams.audio:
                 return video, None

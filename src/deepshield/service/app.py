@@ -35,14 +35,15 @@ from deepshield.media.types import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, sniff
 from deepshield.service.guards import LOOPBACK_NAMES, DecodeBudget, check_host, check_token
 from deepshield.service.media_uploads import (
     FRAMES_HELD,
+    AudioPlan,
     MediaRules,
     audio_cost,
+    audio_plan,
     probe_upload,
     scan_audio,
     scan_track,
     scan_video,
     temporary_folder,
-    track_cost,
     video_limits,
 )
 from deepshield.service.scanner import Scanner, run_kind
@@ -140,23 +141,25 @@ def create_app(
         accepted += tuple(k for k in AUDIO_TYPES if k not in accepted)
     hearer = speech or (scanner if scanner.kind == "audio" else None)  # answers audio uploads
 
-    def decode_cost(up: Upload) -> int:
-        """Pixels (or audio samples) decoding `up` will hold: what its header declares, capped
-        at the pixel limit; the limit itself when the header says nothing."""
+    def heard(up: Upload) -> bool:
+        """Whether `up` goes to the speech detector."""
+        return hearer is not None and (scanner.kind == "audio" or sniff(up.data) in AUDIO_TYPES)
+
+    def image_cost(up: Upload) -> int:
+        """Pixels decoding the image `up` will hold: what its header declares, capped at the
+        pixel limit; the limit itself when the header says nothing."""
         kind = sniff(up.data)
-        if kind in AUDIO_TYPES and hearer is not None:
-            return audio_cost(up, rules, max_pixels)
         if kind not in IMAGE_TYPES:
             return 0  # refused from its magic bytes, before any decoding
         size = header_size(up.data, kind)
         return max_pixels if size is None else min(size[0] * size[1], max_pixels)
 
-    def scan_upload(up: Upload, explain: bool) -> dict:
-        kind = sniff(up.data)
-        if hearer is not None and (scanner.kind == "audio" or kind in AUDIO_TYPES):
-            if kind is not None:  # bytes of no known type: the audio reader says why
-                check_type(up, accepted)  # an image, or a type its name or header contradicts
-            return scan_audio(hearer, up, rules, explain)
+    def scan_sound(up: Upload, explain: bool, plan: AudioPlan) -> dict:
+        if sniff(up.data) is not None:  # bytes of no known type: the audio reader says why
+            check_type(up, accepted)  # an image, or a type its name or header contradicts
+        return scan_audio(hearer, up, rules, explain, plan)
+
+    def scan_picture(up: Upload, explain: bool) -> dict:
         kind = check_type(up, accepted)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
         return scanner.scan_image(im, explain)
@@ -189,9 +192,13 @@ def create_app(
         )
         if scanner.kind == "image" and sniff(up.data) in VIDEO_TYPES:
             out = await scan_video_upload(up, explain)
+        elif heard(up):
+            plan = await run_in_threadpool(audio_cost, up, rules, max_pixels)
+            async with budget.hold(plan.samples):
+                out = await run_in_threadpool(scan_sound, up, explain, plan)
         else:
-            async with budget.hold(decode_cost(up)):
-                out = await run_in_threadpool(scan_upload, up, explain)
+            async with budget.hold(image_cost(up)):
+                out = await run_in_threadpool(scan_picture, up, explain)
         digest = await run_in_threadpool(lambda: hashlib.sha256(up.data).hexdigest())
         return out | {"bytes": len(up.data), "sha256": digest}
 
@@ -206,13 +213,15 @@ def create_app(
                     probe_upload, up, accepted, folder.name, limits, sound=speech is not None
                 )
             if info is None:  # sound only
-                async with budget.hold(audio_cost(up, rules, max_pixels, track)):
-                    return await run_in_threadpool(scan_audio, hearer, up, rules, explain)
+                plan = audio_cost(up, rules, max_pixels, track)
+                async with budget.hold(plan.samples):
+                    return await run_in_threadpool(scan_audio, hearer, up, rules, explain, plan)
             async with budget.hold(info.width * info.height * FRAMES_HELD):
                 out = await run_in_threadpool(scan_video, scanner, up, path, limits, rules, explain)
             if speech is not None:
-                async with budget.hold(track_cost(track, rules.max_video_s)):
-                    out |= await run_in_threadpool(scan_track, speech, up, path, track, rules)
+                plan = audio_plan(track, rules.max_video_s, max_pixels)
+                async with budget.hold(plan.samples if track is not None else 0):
+                    out |= await run_in_threadpool(scan_track, speech, up, path, track, rules, plan)
             return out
         finally:
             await run_in_threadpool(folder.cleanup)

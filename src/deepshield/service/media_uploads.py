@@ -15,8 +15,11 @@ the probe; the track is scored by the speech detector as `deepshield scan` score
 
 Decoding memory is reserved in the service's pixel budget: for a video first one frame at the
 pixel limit (the probe decodes at most the first frame, for its rotation), then
-FRAMES_HELD frames of its declared size while frames are decoded, then its track's declared
-samples while its sound is scored; for audio its declared samples.
+FRAMES_HELD frames of its declared size while frames are decoded, then its track's `AudioPlan`
+while its sound is scored; for audio its `AudioPlan`: decoding stops (413, or `audio_error` for
+a video's track) as soon as the decoded duration passes the declared length plus slack, or the
+limit when none is declared, whatever the header says, and the reservation is the reader's
+peak memory for that much at the header's rate and channels (`decode_peak`).
 """
 
 from __future__ import annotations
@@ -35,9 +38,16 @@ from PIL import Image
 
 from deepshield import media
 from deepshield.errors import DataError
-from deepshield.media.audio import AudioError, NoAudioTrackError, NotAudioError
+from deepshield.media.audio import (
+    BLOCK_FRAMES,
+    AudioError,
+    AudioTooLongError,
+    NoAudioTrackError,
+    NotAudioError,
+    audio_kind,
+)
 from deepshield.media.faces import FaceMode
-from deepshield.media.track import TrackHeader, TrackScore, score_track, track_header
+from deepshield.media.track import TRACK_RATE, TrackHeader, TrackScore, score_track, track_header
 from deepshield.service.scanner import EXPLAIN_SIDE, Scanner, image_tensor, resized
 from deepshield.service.uploads import Upload, UploadError, check_type
 
@@ -212,13 +222,19 @@ def _score_frames(
 
 
 def scan_track(
-    speech: Scanner, up: Upload, path: Path, track: TrackHeader | None, rules: MediaRules
+    speech: Scanner,
+    up: Upload,
+    path: Path,
+    track: TrackHeader | None,
+    rules: MediaRules,
+    plan: AudioPlan,
 ) -> dict[str, Any]:
     """A video's sound scored by the speech detector, as `deepshield scan` scores it
     (`media.track.score_track`: mean over at most `rules.frames` windows of its clip) ->
     {audio_track: the detector's answer (p_fake, label, ...) + windows, p_fake_max, note, audio;
     audio_error: why the track was not scored; note: "no audio track" for a silent video}.
-    A track declaring more than the video limit is not decoded; at most that much is held."""
+    `plan`: `audio_plan` of its header under the video limit; a track declaring more than the video limit is not decoded, and
+    decoding stops past the plan's seconds (`audio_error`)."""
     out: dict[str, Any] = {"audio_track": None, "audio_error": None, "note": None}
     if track is None:
         return out | {"note": "no audio track"}
@@ -228,7 +244,9 @@ def scan_track(
             f"this server's {rules.max_video_s:g} s limit: not decoded; send a shorter video"
         }
     try:
-        got = _score(speech, path, rules.frames, rules.max_video_s, up)
+        got = _score(speech, path, rules.frames, plan.seconds, up)
+    except AudioTooLongError as e:
+        return out | {"audio_error": too_long(up, e, plan, rules.max_video_s)}
     except NoAudioTrackError:
         return out | {"note": "no audio track"}
     except DataError as e:  # the reader's one line; the picture's verdict stands
@@ -236,16 +254,20 @@ def scan_track(
     return out | {"audio_track": track_answer(speech, got)}
 
 
-def scan_audio(speech: Scanner, up: Upload, rules: MediaRules, explain: bool) -> dict[str, Any]:
+def scan_audio(
+    speech: Scanner, up: Upload, rules: MediaRules, explain: bool, plan: AudioPlan
+) -> dict[str, Any]:
     """An audio upload (or a container holding sound only) scored by the speech detector as
     `deepshield scan` scores the file (`score_track`: mean over at most `rules.frames` windows
-    of its clip, at most `rules.max_audio_s` held) -> `track_answer`'s fields; with `explain`
+    of its clip; decoding stops past `plan.seconds`, 413) -> `track_answer`'s fields; with `explain`
     the overlay of the window with the highest P(fake) (`gradcam_window`, its index, and
     `gradcam_window_s`, its [start, end] in the file). A file the reader refuses: 415 when its
     bytes are no audio format, else 422 (truncated, corrupt, too short, rate out of range)."""
     speech.check_explainable(explain)
     try:
-        got = _score(speech, up.data, rules.frames, rules.max_audio_s, up)
+        got = _score(speech, up.data, rules.frames, plan.seconds, up)
+    except AudioTooLongError as e:
+        raise UploadError(413, too_long(up, e, plan, rules.max_audio_s)) from e
     except AudioError as e:
         raise UploadError(415 if isinstance(e, NotAudioError) else 422, str(e)) from e
     out = track_answer(speech, got)
@@ -258,17 +280,18 @@ def scan_audio(speech: Scanner, up: Upload, rules: MediaRules, explain: bool) ->
 
 
 def _score(
-    speech: Scanner, source: Path | bytes, windows: int, keep_seconds: float, up: Upload
+    speech: Scanner, source: Path | bytes, windows: int, max_seconds: float, up: Upload
 ) -> TrackScore:
     """The first audio track of `source` (a spooled path or the upload's bytes) through
-    `score_track` with the speech detector's clip, rate and P(fake)."""
+    `score_track` with the speech detector's clip, rate and P(fake); decoding stops past
+    `max_seconds` (AudioTooLongError)."""
     return score_track(
         source,
         window=speech.input_size[0],
         model_rate=speech.sample_rate,
         max_windows=windows,
         scores=speech.probabilities,
-        keep_seconds=keep_seconds,
+        max_seconds=max_seconds,
         name=up.filename or "the upload",
     )
 
@@ -287,53 +310,95 @@ def track_answer(speech: Scanner, got: TrackScore) -> dict[str, Any]:
     }
 
 
-def track_cost(track: TrackHeader | None, limit_s: float) -> int:
-    """Samples (all channels) reading an audio track holds: its declared seconds, at most
-    `limit_s` (the limit itself when it declares none), at its rate; 0 without a track."""
-    if track is None:
-        return 0
-    seconds = min(track.seconds or limit_s, limit_s)
-    return math.ceil(seconds * max(track.rate, 1)) * max(track.channels, 1)
+# A decoder may give a little more than its header declares (MP3 padding, AAC priming, a
+# duration estimated from the bit rate): decoding may run this far past the declared length.
+DECLARED_SLACK = 1.01
+DECLARED_SLACK_S = 0.5
 
 
-def declared_audio(up: Upload) -> tuple[float, int] | None:
-    """(seconds, samples over all channels) a WAV/FLAC header declares; None when it cannot be
-    read from the header (the decoder then judges the file)."""
+@dataclass(frozen=True)
+class AudioPlan:
+    """How much of an audio upload or track is decoded: decoding stops past `seconds` (the
+    declared length plus slack, at most the limit), and `samples` float32 values (one per pixel
+    in the decoding budget) are reserved for that much; `declared` the header's seconds (0:
+    none)."""
+
+    seconds: float
+    samples: int
+    declared: float = 0.0
+
+
+def decode_peak(seconds: float, rate: int, channels: int) -> int:
+    """Float32 values the audio reader holds at its peak decoding `seconds` at `rate` Hz with
+    `channels` (T frames, one decoder block past `seconds` included): the decoded blocks (their
+    freed pages stay resident: FFmpeg's are small heap blocks), their [T, C] concatenation,
+    then the larger of its absolute value and clipping mask (1.25 T C) or its mono mix and the
+    float64 square of its level (3 T), plus the 16 kHz mono copy and its clipped copy.
+    Measured: docs/service.md (benchmarks/audio_memory.py)."""
+    frames = math.ceil(seconds * rate) + BLOCK_FRAMES
+    held = frames * max(channels, 1)
+    return 2 * held + max(held + held // 4, 3 * frames) + 2 * math.ceil(seconds * TRACK_RATE)
+
+
+def audio_plan(header: TrackHeader | None, limit_s: float, unknown: int) -> AudioPlan:
+    """The plan for audio whose header says `header` (seconds 0: no duration) under a limit of
+    `limit_s` seconds; `unknown` samples when no header was read (neither decoder reads it)."""
+    if header is None or header.rate <= 0:
+        return AudioPlan(limit_s, unknown)
+    seconds = limit_s
+    if header.seconds > 0:
+        seconds = min(limit_s, header.seconds * DECLARED_SLACK + DECLARED_SLACK_S)
+    return AudioPlan(seconds, decode_peak(seconds, header.rate, header.channels), header.seconds)
+
+
+def upload_header(up: Upload) -> TrackHeader | None:
+    """What an audio upload's header declares: libsndfile's frames, rate and channels (WAV,
+    FLAC, OGG, MP3), else FFmpeg's first audio stream, with a duration only where a container
+    declares one (M4A, WebM; raw ADTS AAC's is an estimate from the bit rate); None when neither
+    reads a header (the reader then refuses the bytes)."""
     import soundfile as sf
 
     try:
         info = sf.info(io.BytesIO(up.data))
-    except Exception:  # libsndfile: not a header it reads; decoding reports the reason
-        return None
-    if info.samplerate <= 0 or info.frames <= 0:
-        return None
-    return info.frames / info.samplerate, info.frames * info.channels
+    except Exception:  # libsndfile: not a header it reads; FFmpeg may
+        info = None
+    if info is not None and info.samplerate > 0:
+        frames = info.frames if 0 < info.frames < 2**62 else 0
+        return TrackHeader(frames / info.samplerate, info.samplerate, info.channels)
+    _, track = track_header(io.BytesIO(up.data))
+    if track is not None and audio_kind(up.data[:16]) not in ("m4a", "webm"):
+        track = replace(track, seconds=0.0)
+    return track
 
 
 def audio_cost(
     up: Upload, rules: MediaRules, unknown: int, track: TrackHeader | None = None
-) -> int:
-    """Samples (all channels) decoding the audio upload holds, from its header (`track`: its
-    container's audio stream header, for an M4A/WebM; `unknown` when the header says nothing);
-    413 when it declares more than rules.max_audio_s of audio."""
-    found = declared_audio(up) if track is None else _declared_track(track)
-    if found is None:
-        return unknown
-    if found[0] > rules.max_audio_s:
+) -> AudioPlan:
+    """The decoding plan of an audio upload, from its header (`track`: its container's audio
+    stream header, for a sound-only MP4); 413 when it declares more than rules.max_audio_s."""
+    header = upload_header(up) if track is None else track
+    if header is not None and header.seconds > rules.max_audio_s:
         raise UploadError(
             413,
-            f"{_name(up)} declares {found[0]:,.1f} s of audio, over this server's "
+            f"{_name(up)} declares {header.seconds:,.1f} s of audio, over this server's "
             f"{rules.max_audio_s:g} s limit: send a shorter clip",
         )
-    return found[1]
+    return audio_plan(header, rules.max_audio_s, unknown)
 
 
-def _declared_track(track: TrackHeader) -> tuple[float, int] | None:
-    """(seconds, samples over all channels) an audio stream declares; None when it declares no
-    duration."""
-    if track.seconds <= 0:
-        return None
-    return track.seconds, track_cost(track, track.seconds)
+def too_long(up: Upload, e: AudioTooLongError, plan: AudioPlan, limit_s: float) -> str:
+    """The one line for audio whose decoding passed its plan: over the limit, or more than its
+    header declares."""
+    if plan.seconds >= limit_s:
+        return (
+            f"{_name(up)}: more than this server's {limit_s:g} s of audio (at least "
+            f"{e.seconds:,.1f} s; decoding stopped there): send a shorter clip"
+        )
+    return (
+        f"{_name(up)}: holds more audio than the {plan.declared:,.1f} s its header declares "
+        f"(at least {e.seconds:,.1f} s; decoding stopped there): re-export the file, whose "
+        "header is wrong"
+    )
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:
