@@ -331,7 +331,11 @@ def test_bad_videos_are_4xx_saying_what_to_send(image_run, tmp_path):
     with av.open(str(audio_only), "w", format="mp4") as o:
         _mux_sine(o, o.add_stream("aac", rate=48000, layout="stereo"), seconds=0.5)
     cases = [
-        (("a.mp4", b"just some text\n" * 20, "video/mp4"), 415, "MP4/WEBM/AVI file"),
+        (
+            ("a.mp4", b"just some text\n" * 20, "video/mp4"),
+            415,
+            "MP4/WEBM/AVI/MPEG-TS/MPEG-PS/WMV/FLV file",
+        ),
         (("a.mp4", audio_only.read_bytes(), "video/mp4"), 422, "no video stream (audio only)"),
         (("a.mp4", good[:i] + bytes(len(good) - i), "video/mp4"), 422, "corrupt video data"),
         (("a.mp4", good[: len(good) // 2], "video/mp4"), 422, "truncated"),

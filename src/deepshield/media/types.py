@@ -82,6 +82,14 @@ def _heif_kind(data: bytes) -> str | None:
     return "avif" if compatible.intersection(_AVIF_BRANDS) else "heic"
 
 
+_NAMES = {"mpegts": "MPEG-TS", "mpegps": "MPEG-PS", "asf": "WMV"}
+
+
+def type_name(kind: str) -> str:
+    """How a `sniff` answer is named to a user: MP4, MPEG-TS, WMV (ASF) ..."""
+    return _NAMES.get(kind, kind.upper())
+
+
 def kinds_of(kind: str | None) -> tuple[str, ...]:
     """The file kinds ('image', 'video', 'audio') bytes of type `kind` (a `sniff` answer) may
     hold: an MP4 or WebM holds video or only sound; None: unknown, anything."""
@@ -110,6 +118,6 @@ def misnamed(path: Path, named: str) -> str | None:
     if named in kinds_of(kind):
         return None
     return (
-        f"{path}: its bytes are a {kind.upper()} file ({' or '.join(kinds_of(kind))}) but its "
+        f"{path}: its bytes are a {type_name(kind)} file ({' or '.join(kinds_of(kind))}) but its "
         f"name says {named} ({path.suffix}); rename it to its type and scan it again"
     )

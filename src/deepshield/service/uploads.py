@@ -23,7 +23,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepshield.errors import InputError
 from deepshield.media.images import HEIF_FORMATS, heif_missing_bytes, heif_size, missing_decoder
-from deepshield.media.types import sniff
+from deepshield.media.types import sniff, type_name
 
 # What multipart framing may add to the file's own bytes (boundaries, part headers, small fields).
 ENVELOPE_BYTES = 16 * 1024
@@ -230,7 +230,7 @@ def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
     """The sniffed type of `up`, one of `accepted`; 415 when the bytes are none of them or
     contradict the declared Content-Type / extension (a spoofed or misnamed file)."""
     kind = sniff(up.data)
-    names = "/".join(k.upper() for k in accepted)
+    names = "/".join(map(type_name, accepted))
     if kind is None:
         said = f" (declared {_declared_text(up)})" if _claims(up) else ""
         raise UploadError(
@@ -240,14 +240,14 @@ def check_type(up: Upload, accepted: tuple[str, ...]) -> str:
         )
     if kind not in accepted:
         raise UploadError(
-            415, f"{_name(up)} is a {kind.upper()} file; this model takes {names}: upload one"
+            415, f"{_name(up)} is a {type_name(kind)} file; this model takes {names}: upload one"
         )
     for claim in _claims(up):
         if claim != kind:
             raise UploadError(
                 415,
-                f"{_name(up)} is declared {claim.upper()} ({_declared_text(up)}) but its bytes "
-                f"are {kind.upper()}: upload it with a matching name and type",
+                f"{_name(up)} is declared {type_name(claim)} ({_declared_text(up)}) but its "
+                f"bytes are {type_name(kind)}: upload it with a matching name and type",
             )
     return kind
 
