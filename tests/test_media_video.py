@@ -507,3 +507,86 @@ def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
     assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)
     assert np.abs(wave).max() == pytest.approx(0.4, abs=0.05)  # mean of the two channels
+
+
+IR, SHIFT = 20, 20  # disc radius and how far it moves between the two fields, px
+
+
+def _field_disc(h: int, w: int, cx: int, cy: int) -> np.ndarray:
+    """bool [h,w]: a disc of radius IR centred at (cx, cy)."""
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= IR * IR
+
+
+def write_interlaced(path: Path, codec: str, pix_fmt: str, *, interlaced: bool = True) -> Path:
+    """6 frames 128x96 at 25 fps whose even lines (top field) show a white disc at x=30+10i and
+    odd lines (bottom field) the disc SHIFT px further right: coded as interlaced (x264
+    tff=1, lossless; MPEG-2 +ildct+ilme, bottom field first) or, `interlaced=False`, as
+    progressive frames of the same woven pictures."""
+    h, w = 96, 128
+    c = av.open(str(path), "w")
+    if codec == "mpeg2video":
+        s = c.add_stream(codec, rate=25, options={"qscale": "1"})
+        if interlaced:
+            flags = av.codec.context.Flags
+            s.codec_context.flags |= flags.interlaced_dct | flags.interlaced_me
+    else:
+        x264 = "interlaced=1:tff=1" if interlaced else "interlaced=0"
+        s = c.add_stream(codec, rate=25, options={"qp": "0", "x264-params": x264})
+    s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    even = (np.arange(h) % 2 == 0)[:, None]
+    for i in range(6):
+        top, bottom = _field_disc(h, w, 30 + 10 * i, 48), _field_disc(h, w, 30 + 10 * i + SHIFT, 48)
+        img = np.where(np.where(even, top, bottom)[..., None], 255, 0).astype(np.uint8)
+        for p in s.encode(av.VideoFrame.from_ndarray(np.repeat(img, 3, axis=2), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def _off_disc(img: np.ndarray, cx: int) -> int:
+    """Pixels of uint8 [H,W,3] whose grey level is more than 64 off the progressive picture of
+    the disc at (cx, 48), white on black."""
+    ideal = _field_disc(img.shape[0], img.shape[1], cx, 48) * 255.0
+    return int((np.abs(img.mean(axis=2) - ideal) > 64).sum())
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "pix_fmt", "field"),
+    [
+        ("x264.mp4", "libx264", "yuv420p", "top"),
+        ("x264_10bit.mkv", "libx264", "yuv420p10le", "top"),
+        ("mpeg2.ts", "mpeg2video", "yuv420p", "bottom"),
+    ],
+)
+def test_interlaced_frames_keep_the_first_field_without_combing(
+    tmp_path, name, codec, pix_fmt, field
+):
+    path = write_interlaced(tmp_path / name, codec, pix_fmt)
+    info = probe_video(path)
+    assert info.interlaced == field  # the flag and field order of the first frame
+    got = read_video_frames(path, frames=6)
+    with av.open(str(path)) as c:
+        woven = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    # Kept lines are the field's own; a lost line is the mean of its neighbours, so it is off
+    # the disc (by ~127) only where the disc's column starts or ends between them: at most 2
+    # lines per column the disc covers, 2 (2 IR + 1). Unprocessed, the other field's lines
+    # show the disc SHIFT px away: half the symmetric difference of two discs is off, pi R^2
+    # - lens = 766 px for R = D = 20 (lens = 2R^2 acos(D/2R) - D/2 sqrt(4R^2 - D^2)).
+    lens = 2 * IR**2 * np.arccos(SHIFT / (2 * IR)) - SHIFT / 2 * np.sqrt(4 * IR**2 - SHIFT**2)
+    for i, img in zip(got.indices, got.images, strict=True):
+        cx = 30 + 10 * int(i) + (SHIFT if field == "bottom" else 0)
+        assert _off_disc(img, cx) <= 2 * (2 * IR + 1)
+        assert _off_disc(woven[i], cx) > 0.75 * (np.pi * IR**2 - lens)
+
+
+def test_progressive_frames_are_not_deinterlaced(tmp_path):
+    path = write_interlaced(tmp_path / "woven.mp4", "libx264", "yuv420p", interlaced=False)
+    info = probe_video(path)
+    assert info.interlaced is None
+    got = read_video_frames(path, frames=6)
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert np.array_equal(got.images, np.stack(decoded))  # combing that is in the picture stays
