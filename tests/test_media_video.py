@@ -17,8 +17,10 @@ from PIL import Image
 from conftest import shared_path
 from deepshield.errors import DataError
 from deepshield.media import (
+    CropOptions,
     MediaLimits,
     detect_faces,
+    file_faces,
     iter_video_frames,
     probe_video,
     read_video_frames,
@@ -567,6 +569,8 @@ def test_interlaced_frames_keep_the_first_field_without_combing(
     path = write_interlaced(tmp_path / name, codec, pix_fmt)
     info = probe_video(path)
     assert info.interlaced == field  # the flag and field order of the first frame
+    crops = file_faces(path, "video", CropOptions(size=32, mode="none"), frames=2)
+    assert crops.interlaced == field  # what a scan row's note reports
     got = read_video_frames(path, frames=6)
     with av.open(str(path)) as c:
         woven = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -586,6 +590,7 @@ def test_progressive_frames_are_not_deinterlaced(tmp_path):
     path = write_interlaced(tmp_path / "woven.mp4", "libx264", "yuv420p", interlaced=False)
     info = probe_video(path)
     assert info.interlaced is None
+    assert file_faces(path, "video", CropOptions(size=32, mode="none"), frames=2).interlaced is None
     got = read_video_frames(path, frames=6)
     with av.open(str(path)) as c:
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]

@@ -420,6 +420,9 @@ def _score_visual(
         row["verdict"], row["note"] = det.decision.explained_verdict(agg.score)
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
+    if got.interlaced:
+        how = f"interlaced: deinterlaced, {got.interlaced} field kept, its other lines interpolated"
+        row["note"] = "; ".join(filter(None, (row.get("note"), how)))
     return row, frame_rows
 
 
