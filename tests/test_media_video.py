@@ -574,11 +574,12 @@ def test_interlaced_frames_keep_the_first_field_without_combing(
     got = read_video_frames(path, frames=6)
     with av.open(str(path)) as c:
         woven = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    # Kept lines are the field's own; a lost line is the mean of its neighbours, so it is off
-    # the disc (by ~127) only where the disc's column starts or ends between them: at most 2
-    # lines per column the disc covers, 2 (2 IR + 1). Unprocessed, the other field's lines
-    # show the disc SHIFT px away: half the symmetric difference of two discs is off, pi R^2
-    # - lens = 766 px for R = D = 20 (lens = 2R^2 acos(D/2R) - D/2 sqrt(4R^2 - D^2)).
+    # Kept lines are the field's own; a lost sample beyond both neighbours becomes their mean,
+    # one between them or equal to one stays: off the disc (by ~127) only where the disc's
+    # column starts or ends between its neighbours, at most 2 lines per column the disc covers,
+    # 2 (2 IR + 1). Unprocessed, the other field's lines show the disc SHIFT px away: half the
+    # symmetric difference of two discs is off, pi R^2 - lens = 766 px for R = D = 20
+    # (lens = 2R^2 acos(D/2R) - D/2 sqrt(4R^2 - D^2)).
     lens = 2 * IR**2 * np.arccos(SHIFT / (2 * IR)) - SHIFT / 2 * np.sqrt(4 * IR**2 - SHIFT**2)
     for i, img in zip(got.indices, got.images, strict=True):
         cx = 30 + 10 * int(i) + (SHIFT if field == "bottom" else 0)
@@ -595,3 +596,29 @@ def test_progressive_frames_are_not_deinterlaced(tmp_path):
     with av.open(str(path)) as c:
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert np.array_equal(got.images, np.stack(decoded))  # combing that is in the picture stays
+
+
+def test_interlaced_lines_that_do_not_comb_are_kept(tmp_path):
+    # A still picture, rows 128 + 100 sin(2 pi y / 24): a line exceeds both neighbours by at
+    # most 100 (1 - cos(2 pi / 24)) = 3.4 < COMB_THRESHOLD (9) levels, so nothing combs and
+    # every line is kept (a plain line average would move the crests by up to 3.4 levels).
+    path, h, w = tmp_path / "still.mp4", 96, 64
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=25, options={"qp": "0", "x264-params": "interlaced=1:tff=1"})
+    s.width, s.height, s.pix_fmt = w, h, "yuv444p"
+    ramp = 128 + 100 * np.sin(2 * np.pi * np.arange(h) / 24)
+    img = np.broadcast_to(ramp.round().astype(np.uint8)[:, None, None], (h, w, 3))
+    for _ in range(3):
+        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    assert 100 * (1 - np.cos(2 * np.pi / 24)) < media_video.COMB_THRESHOLD
+    got = read_video_frames(path, frames=3)
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert probe_video(path).interlaced == "top"
+    assert np.array_equal(got.images, np.stack(decoded))
+    grey = got.images[0][:, 0, 0].astype(float)  # [H]
+    assert np.abs(grey[1:-1:2] - (grey[:-2:2] + grey[2::2]) / 2).max() > 2  # a line average moves

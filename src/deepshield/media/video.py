@@ -326,33 +326,41 @@ def rotate_upright(img: np.ndarray, rotation: int, mirrored: bool = False) -> np
     return np.ascontiguousarray(out) if k or mirrored else img
 
 
-def _bob_rows(rows: np.ndarray, keep: int) -> np.ndarray:
-    """[H, ...] lines with those of parity `keep` kept and each other one the rounded mean of
-    its two neighbours (the one neighbour at the top or bottom edge)."""
+COMB_THRESHOLD = 9  # 8-bit levels a lost line must exceed both neighbours by, same side
+
+
+def _uncomb_rows(rows: np.ndarray, keep: int, threshold: int) -> np.ndarray:
+    """[H, ...] lines with those of parity `keep` kept; a sample of the other lines that lies
+    more than `threshold` above both its vertical neighbours or below both (combing) becomes
+    their rounded mean, the rest is kept (so is a top or bottom line: one neighbour cannot
+    tell combing from an edge)."""
     out, h = rows.copy(), len(rows)
-    if h < 2:
-        return out
     lost = np.arange(1 - keep, h, 2)
-    above = np.where(lost > 0, lost - 1, lost + 1)
-    below = np.where(lost + 1 < h, lost + 1, above)
-    out[lost] = (rows[above].astype(np.uint32) + rows[below] + 1) >> 1
+    lost = lost[(lost > 0) & (lost < h - 1)]  # those with two neighbours
+    if not len(lost):
+        return out
+    a, b, x = (rows[j].astype(np.int64) for j in (lost - 1, lost + 1, lost))
+    up, down = x - a, x - b
+    combed = (up * down > 0) & (np.abs(up) > threshold) & (np.abs(down) > threshold)
+    out[lost] = np.where(combed, (a + b + 1) >> 1, x)
     return out
 
 
-def bob(frame: av.VideoFrame, field: str) -> av.VideoFrame:
-    """A copy of an interlaced frame with only its `field` ("top": even lines, or "bottom")
-    kept and the other field's lines interpolated, in every plane (an interlaced 4:2:0 frame's
-    chroma lines alternate fields too); the decoder's frame is left as it is."""
+def deinterlace(frame: av.VideoFrame, field: str) -> av.VideoFrame:
+    """A copy of an interlaced frame with its `field` ("top": even lines, or "bottom") kept and
+    the other field's samples interpolated where they comb (COMB_THRESHOLD), in every plane (an
+    interlaced 4:2:0 frame's chroma lines alternate fields too); the decoder's frame is kept."""
     keep = 0 if field == "top" else 1
-    wide = max(c.bits for c in frame.format.components) > 8
+    bits = max(c.bits for c in frame.format.components)
+    threshold = COMB_THRESHOLD << max(0, bits - 8)
     out = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, out.planes, strict=True):
         rows = np.frombuffer(memoryview(src), dtype=np.uint8).reshape(src.height, src.line_size)
         rows = rows[:, : min(src.line_size, dst.line_size)]
-        if wide:
+        if bits > 8:
             rows = rows.view("<u2")
         done = np.zeros((dst.height, dst.line_size), dtype=np.uint8)
-        done[:, : rows.nbytes // dst.height] = _bob_rows(rows, keep).view(np.uint8)
+        done[:, : rows.nbytes // dst.height] = _uncomb_rows(rows, keep, threshold).view(np.uint8)
         dst.update(done.tobytes())
     out.colorspace, out.color_range = frame.colorspace, frame.color_range
     return out
@@ -362,7 +370,7 @@ def _upright_rgb(
     info: VideoInfo, i: int, frame: av.VideoFrame, limits: MediaLimits
 ) -> tuple[int, float, np.ndarray]:
     """(index, time s, uint8 [H,W,3] RGB upright) of a decoded frame, its size checked; an
-    interlaced frame is deinterlaced (`bob`), a progressive one converted as it is."""
+    interlaced frame is deinterlaced (`deinterlace`), a progressive one converted as it is."""
     if frame.width * frame.height > limits.max_frame_pixels:
         raise MediaLimitError(
             info.path,
@@ -372,7 +380,7 @@ def _upright_rgb(
         )
     t = float(frame.time or 0.0)
     if frame.interlaced_frame:  # two fields 1/50 or 1/60 s apart: one kept, as a whole frame
-        frame = bob(frame, info.interlaced or "top")
+        frame = deinterlace(frame, info.interlaced or "top")
     if info.pixel_aspect == 1:
         rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
     else:  # anamorphic (DV, DVD, broadcast): resampled to square pixels, as it is shown

@@ -421,7 +421,7 @@ def _score_visual(
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
     if got.interlaced:
-        how = f"interlaced: deinterlaced, {got.interlaced} field kept, its other lines interpolated"
+        how = f"interlaced: {got.interlaced} field kept, the other interpolated where it combs"
         row["note"] = "; ".join(filter(None, (row.get("note"), how)))
     return row, frame_rows
 
