@@ -335,14 +335,11 @@ def _uncomb_rows(rows: np.ndarray, keep: int, threshold: int) -> np.ndarray:
     their rounded mean, the rest is kept (so is a top or bottom line: one neighbour cannot
     tell combing from an edge)."""
     out, h = rows.copy(), len(rows)
-    lost = np.arange(1 - keep, h, 2)
-    lost = lost[(lost > 0) & (lost < h - 1)]  # those with two neighbours
-    if not len(lost):
-        return out
-    a, b, x = (rows[j].astype(np.int64) for j in (lost - 1, lost + 1, lost))
-    up, down = x - a, x - b
-    combed = (up * down > 0) & (np.abs(up) > threshold) & (np.abs(down) > threshold)
-    out[lost] = np.where(combed, (a + b + 1) >> 1, x)
+    first = 1 if keep == 0 else 2  # the first line of the other field with two neighbours
+    wide = np.int16 if rows.dtype == np.uint8 else np.int32
+    a, x, b = (rows[first + d : h - 1 + d : 2].astype(wide) for d in (-1, 0, 1))
+    combed = (x > np.maximum(a, b) + threshold) | (x < np.minimum(a, b) - threshold)
+    out[first : h - 1 : 2] = np.where(combed, (a + b + 1) >> 1, x)
     return out
 
 
