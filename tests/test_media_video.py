@@ -17,8 +17,10 @@ from PIL import Image
 from conftest import shared_path
 from deepshield.errors import DataError
 from deepshield.media import (
+    CropOptions,
     MediaLimits,
     detect_faces,
+    file_faces,
     iter_video_frames,
     probe_video,
     read_video_frames,
@@ -538,3 +540,116 @@ def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
     assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)
     assert np.abs(wave).max() == pytest.approx(0.4, abs=0.05)  # mean of the two channels
+
+
+IR, SHIFT = 20, 20  # disc radius and how far it moves between the two fields, px
+
+
+def _field_disc(h: int, w: int, cx: int, cy: int) -> np.ndarray:
+    """bool [h,w]: a disc of radius IR centred at (cx, cy)."""
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= IR * IR
+
+
+def write_interlaced(path: Path, codec: str, pix_fmt: str, *, interlaced: bool = True) -> Path:
+    """6 frames 128x96 at 25 fps whose even lines (top field) show a white disc at x=30+10i and
+    odd lines (bottom field) the disc SHIFT px further right: coded as interlaced (x264
+    tff=1, lossless; MPEG-2 +ildct+ilme, bottom field first) or, `interlaced=False`, as
+    progressive frames of the same woven pictures."""
+    h, w = 96, 128
+    c = av.open(str(path), "w")
+    if codec == "mpeg2video":
+        s = c.add_stream(codec, rate=25, options={"qscale": "1"})
+        if interlaced:
+            flags = av.codec.context.Flags
+            s.codec_context.flags |= flags.interlaced_dct | flags.interlaced_me
+    else:
+        x264 = "interlaced=1:tff=1" if interlaced else "interlaced=0"
+        s = c.add_stream(codec, rate=25, options={"qp": "0", "x264-params": x264})
+    s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    even = (np.arange(h) % 2 == 0)[:, None]
+    for i in range(6):
+        top, bottom = _field_disc(h, w, 30 + 10 * i, 48), _field_disc(h, w, 30 + 10 * i + SHIFT, 48)
+        img = np.where(np.where(even, top, bottom)[..., None], 255, 0).astype(np.uint8)
+        for p in s.encode(av.VideoFrame.from_ndarray(np.repeat(img, 3, axis=2), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def _off_disc(img: np.ndarray, cx: int) -> int:
+    """Pixels of uint8 [H,W,3] whose grey level is more than 64 off the progressive picture of
+    the disc at (cx, 48), white on black."""
+    ideal = _field_disc(img.shape[0], img.shape[1], cx, 48) * 255.0
+    return int((np.abs(img.mean(axis=2) - ideal) > 64).sum())
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "pix_fmt", "field"),
+    [
+        ("x264.mp4", "libx264", "yuv420p", "top"),
+        ("x264_10bit.mkv", "libx264", "yuv420p10le", "top"),
+        ("mpeg2.ts", "mpeg2video", "yuv420p", "bottom"),
+    ],
+)
+def test_interlaced_frames_keep_the_first_field_without_combing(
+    tmp_path, name, codec, pix_fmt, field
+):
+    path = write_interlaced(tmp_path / name, codec, pix_fmt)
+    info = probe_video(path)
+    assert info.interlaced == field  # the flag and field order of the first frame
+    crops = file_faces(path, "video", CropOptions(size=32, mode="none"), frames=2)
+    assert crops.interlaced == field  # what a scan row's note reports
+    got = read_video_frames(path, frames=6)
+    with av.open(str(path)) as c:
+        woven = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    # Kept lines are the field's own; a lost sample beyond both neighbours becomes their mean,
+    # one between them or equal to one stays: off the disc (by ~127) only where the disc's
+    # column starts or ends between its neighbours, at most 2 lines per column the disc covers,
+    # 2 (2 IR + 1). Unprocessed, the other field's lines show the disc SHIFT px away: half the
+    # symmetric difference of two discs is off, pi R^2 - lens = 766 px for R = D = 20
+    # (lens = 2R^2 acos(D/2R) - D/2 sqrt(4R^2 - D^2)).
+    lens = 2 * IR**2 * np.arccos(SHIFT / (2 * IR)) - SHIFT / 2 * np.sqrt(4 * IR**2 - SHIFT**2)
+    for i, img in zip(got.indices, got.images, strict=True):
+        cx = 30 + 10 * int(i) + (SHIFT if field == "bottom" else 0)
+        assert _off_disc(img, cx) <= 2 * (2 * IR + 1)
+        assert _off_disc(woven[i], cx) > 0.75 * (np.pi * IR**2 - lens)
+
+
+def test_progressive_frames_are_not_deinterlaced(tmp_path):
+    path = write_interlaced(tmp_path / "woven.mp4", "libx264", "yuv420p", interlaced=False)
+    info = probe_video(path)
+    assert info.interlaced is None
+    assert file_faces(path, "video", CropOptions(size=32, mode="none"), frames=2).interlaced is None
+    got = read_video_frames(path, frames=6)
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert np.array_equal(got.images, np.stack(decoded))  # combing that is in the picture stays
+
+
+def test_interlaced_lines_that_do_not_comb_are_kept(tmp_path):
+    # A still picture, rows 128 + 100 sin(2 pi y / 24): a line exceeds both neighbours by at
+    # most 100 (1 - cos(2 pi / 24)) = 3.4 < COMB_THRESHOLD (9) levels, so nothing combs and
+    # every line is kept (a plain line average would move the crests by up to 3.4 levels).
+    path, h, w = tmp_path / "still.mp4", 96, 64
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=25, options={"qp": "0", "x264-params": "interlaced=1:tff=1"})
+    s.width, s.height, s.pix_fmt = w, h, "yuv444p"
+    ramp = 128 + 100 * np.sin(2 * np.pi * np.arange(h) / 24)
+    img = np.broadcast_to(ramp.round().astype(np.uint8)[:, None, None], (h, w, 3))
+    for _ in range(3):
+        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    assert 100 * (1 - np.cos(2 * np.pi / 24)) < media_video.COMB_THRESHOLD
+    got = read_video_frames(path, frames=3)
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert probe_video(path).interlaced == "top"
+    assert np.array_equal(got.images, np.stack(decoded))
+    grey = got.images[0][:, 0, 0].astype(float)  # [H]
+    assert np.abs(grey[1:-1:2] - (grey[:-2:2] + grey[2::2]) / 2).max() > 2  # a line average moves

@@ -109,12 +109,14 @@ def video_faces(
 class FileFaces:
     """A photo's or video's sampled frames with their faces, each frame also as a `view`
     (uint8 RGB, longer side at most the `view_side` asked for) to draw evidence on; `width` x
-    `height` px is the upright full frame the boxes refer to."""
+    `height` px is the upright full frame the boxes refer to; `interlaced`: the field kept of
+    an interlaced video (VideoInfo.interlaced)."""
 
     frames: list[FrameFaces]
     views: list[np.ndarray]
     width: int
     height: int
+    interlaced: str | None = None
 
 
 def _view(img: np.ndarray, side: int) -> np.ndarray:
@@ -138,16 +140,17 @@ def file_faces(
 ) -> FileFaces:
     """Every sampled frame of a photo (`kind` "image") or video ("video") with its faces and
     crops, decoded, detected and cropped in this process (what a scan worker runs)."""
-    limits = limits or MediaLimits()
+    limits, interlaced = limits or MediaLimits(), None
     if kind == "image":
         img = read_media_image(path, limits)
         stream: Iterator[tuple[int, float, np.ndarray]] = iter([(0, 0.0, img)])
     else:
         info = probe_video(path, limits)
         stream = iter_video_frames(info, sample_frames(info, frames=frames), limits)
+        interlaced = info.interlaced
     out, views, size = [], [], (0, 0)
     for ff, img in track_faces(stream, opts):
         out.append(ff)
         views.append(_view(img, view_side))
         size = (img.shape[1], img.shape[0])
-    return FileFaces(out, views, *size)
+    return FileFaces(out, views, *size, interlaced)

@@ -65,6 +65,9 @@ class VideoInfo:
     keyframe_bytes: np.ndarray | None = field(default=None, compare=False, repr=False)  # sizes
     mirrored: bool = False  # the display matrix flips left-right after rotating
     pixel_aspect: Fraction = Fraction(1)  # width of a stored pixel on screen / its height
+    # the field kept of an interlaced first frame ("top" or "bottom": the one shown first);
+    # None when it is progressive
+    interlaced: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,18 +149,31 @@ def _packet_index(path: Path) -> _Packets:
     return _Packets(stored, len(stamps), pts, key_pts, sizes)
 
 
-def _orientation(path: Path) -> tuple[int, bool]:
-    """(counter-clockwise degrees, a multiple of 90; mirrored) of the first video frame's
-    display matrix: mirrored means flipped left-right after the rotation (FFmpeg's hflip)."""
+FIELD_ORDER_BB = 3  # FFmpeg's AV_FIELD_BB: bottom field coded and shown first
+
+
+def _first_frame(path: Path) -> tuple[int, bool, str | None]:
+    """(rotation, mirrored, field kept or None) of the first video frame: see _orientation;
+    the field is the one shown first when the frame is interlaced."""
     container = _open(path)
     try:
         frame = next(container.decode(video=0), None)
         matrix = frame.side_data.get("DISPLAYMATRIX") if frame is not None else None
         raw = bytes(matrix) if matrix is not None else b""
+        order = container.streams.video[0].codec_context.field_order
+        field = None
+        if frame is not None and frame.interlaced_frame:
+            field = "bottom" if order == FIELD_ORDER_BB else "top"
     except av.error.FFmpegError:
-        return 0, False  # decoding errors are reported by the decoding pass
+        return 0, False, None  # decoding errors are reported by the decoding pass
     finally:
         container.close()
+    return (*_orientation(raw), field)
+
+
+def _orientation(raw: bytes) -> tuple[int, bool]:
+    """(counter-clockwise degrees, a multiple of 90; mirrored) of a display matrix's 36 bytes
+    (none: upright): mirrored means flipped left-right after the rotation (FFmpeg's hflip)."""
     if len(raw) != 36:
         return 0, False
     m = np.frombuffer(raw, dtype="<i4").astype(np.float64) / 65536.0  # [9], 16.16 fixed point
@@ -240,7 +256,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
     if not duration and fps:  # no duration in the header: from the frames present
         duration = frames / fps
         _check_duration(path, duration, limits)
-    rotation, mirrored = _orientation(path)
+    rotation, mirrored, field = _first_frame(path)
     return VideoInfo(
         path,
         w,
@@ -257,6 +273,7 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
         packets.key_bytes,
         mirrored,
         aspect,
+        field,
     )
 
 
@@ -312,10 +329,48 @@ def rotate_upright(img: np.ndarray, rotation: int, mirrored: bool = False) -> np
     return np.ascontiguousarray(out) if k or mirrored else img
 
 
+COMB_THRESHOLD = 9  # 8-bit levels a lost line must exceed both neighbours by, same side
+
+
+def _uncomb_rows(rows: np.ndarray, keep: int, threshold: int) -> np.ndarray:
+    """[H, ...] lines with those of parity `keep` kept; a sample of the other lines that lies
+    more than `threshold` above both its vertical neighbours or below both (combing) becomes
+    their rounded mean, the rest is kept (so is a top or bottom line: one neighbour cannot
+    tell combing from an edge)."""
+    out, h = rows.copy(), len(rows)
+    first = 1 if keep == 0 else 2  # the first line of the other field with two neighbours
+    wide = np.int16 if rows.dtype == np.uint8 else np.int32
+    a, x, b = (rows[first + d : h - 1 + d : 2].astype(wide) for d in (-1, 0, 1))
+    combed = (x > np.maximum(a, b) + threshold) | (x < np.minimum(a, b) - threshold)
+    out[first : h - 1 : 2] = np.where(combed, (a + b + 1) >> 1, x)
+    return out
+
+
+def deinterlace(frame: av.VideoFrame, field: str) -> av.VideoFrame:
+    """A copy of an interlaced frame with its `field` ("top": even lines, or "bottom") kept and
+    the other field's samples interpolated where they comb (COMB_THRESHOLD), in every plane (an
+    interlaced 4:2:0 frame's chroma lines alternate fields too); the decoder's frame is kept."""
+    keep = 0 if field == "top" else 1
+    bits = max(c.bits for c in frame.format.components)
+    threshold = COMB_THRESHOLD << max(0, bits - 8)
+    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for src, dst in zip(frame.planes, out.planes, strict=True):
+        rows = np.frombuffer(memoryview(src), dtype=np.uint8).reshape(src.height, src.line_size)
+        rows = rows[:, : min(src.line_size, dst.line_size)]
+        if bits > 8:
+            rows = rows.view("<u2")
+        done = np.zeros((dst.height, dst.line_size), dtype=np.uint8)
+        done[:, : rows.nbytes // dst.height] = _uncomb_rows(rows, keep, threshold).view(np.uint8)
+        dst.update(done.tobytes())
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    return out
+
+
 def _upright_rgb(
     info: VideoInfo, i: int, frame: av.VideoFrame, limits: MediaLimits
 ) -> tuple[int, float, np.ndarray]:
-    """(index, time s, uint8 [H,W,3] RGB upright) of a decoded frame, its size checked."""
+    """(index, time s, uint8 [H,W,3] RGB upright) of a decoded frame, its size checked; an
+    interlaced frame is deinterlaced (`deinterlace`), a progressive one converted as it is."""
     if frame.width * frame.height > limits.max_frame_pixels:
         raise MediaLimitError(
             info.path,
@@ -323,13 +378,16 @@ def _upright_rgb(
             f"{limits.max_frame_pixels} pixels",
             "downscale the video",
         )
+    t = float(frame.time or 0.0)
+    if frame.interlaced_frame:  # two fields 1/50 or 1/60 s apart: one kept, as a whole frame
+        frame = deinterlace(frame, info.interlaced or "top")
     if info.pixel_aspect == 1:
         rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
     else:  # anamorphic (DV, DVD, broadcast): resampled to square pixels, as it is shown
         w = round(frame.width * info.pixel_aspect)
         how = "AREA" if w < frame.width else "BICUBIC"
         rgb = frame.to_ndarray(format="rgb24", width=w, height=frame.height, interpolation=how)
-    return i, float(frame.time or 0.0), rotate_upright(rgb, info.rotation, info.mirrored)
+    return i, t, rotate_upright(rgb, info.rotation, info.mirrored)
 
 
 SEEK_RETRIES = 2  # earlier keyframes asked for when a seek lands past the frame wanted

@@ -416,6 +416,9 @@ def _score_visual(
         row["verdict"], row["note"] = det.decision.explained_verdict(agg.score)
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
+    if got.interlaced:
+        how = f"interlaced: {got.interlaced} field kept, the other interpolated where it combs"
+        row["note"] = "; ".join(filter(None, (row.get("note"), how)))
     return row, frame_rows
 
 
