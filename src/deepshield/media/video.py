@@ -371,10 +371,11 @@ def _upright_rgb(
 ) -> tuple[int, float, np.ndarray]:
     """(index, time s, uint8 [H,W,3] RGB upright) of a decoded frame, its size checked; an
     interlaced frame is deinterlaced (`deinterlace`), a progressive one converted as it is."""
-    if frame.width * frame.height > limits.max_frame_pixels:
+    shown = max(1, round(frame.width * info.pixel_aspect))  # the width it is shown at
+    if max(frame.width, shown) * frame.height > limits.max_frame_pixels:
         raise MediaLimitError(
             info.path,
-            f"frame {i} is {frame.width}x{frame.height}, above the limit of "
+            f"frame {i} is {frame.width}x{frame.height} ({shown} shown), above the limit of "
             f"{limits.max_frame_pixels} pixels",
             "downscale the video",
         )
@@ -384,9 +385,8 @@ def _upright_rgb(
     if info.pixel_aspect == 1:
         rgb = frame.to_ndarray(format="rgb24")  # [H, W, 3]
     else:  # anamorphic (DV, DVD, broadcast): resampled to square pixels, as it is shown
-        w = round(frame.width * info.pixel_aspect)
-        how = "AREA" if w < frame.width else "BICUBIC"
-        rgb = frame.to_ndarray(format="rgb24", width=w, height=frame.height, interpolation=how)
+        how = "AREA" if shown < frame.width else "BICUBIC"
+        rgb = frame.to_ndarray(format="rgb24", width=shown, height=frame.height, interpolation=how)
     return i, t, rotate_upright(rgb, info.rotation, info.mirrored)
 
 
