@@ -84,6 +84,20 @@ def test_detects_a_real_face_and_none_on_a_blank_image():
     assert face_crops(blank, 64) == ([], [])  # no_face: nothing to score
 
 
+def test_a_strided_view_is_detected_like_its_contiguous_copy():
+    """PyAV 18.1.1 returns frames as views with the decoder's padded rows, and tracking cuts
+    windows out of frames: dlib read such views as if contiguous and found no face."""
+    img = _ffhq(0)
+    padded = np.zeros((img.shape[0], img.shape[1] + 32, 3), np.uint8)
+    padded[:, : img.shape[1]] = img
+    view = padded[:, : img.shape[1]]  # rows 32 pixels longer than the picture
+    assert not view.flags["C_CONTIGUOUS"]
+    want = detect_faces(img, max_side=None)
+    assert len(want) == 1 and detect_faces(view, max_side=None) == want
+    prev = [Face(box=tuple(v + 2 for v in want[0].box), score=1.0)]
+    assert detect_faces_near(view, prev) == detect_faces_near(img, prev) != []
+
+
 def test_downscaled_detection_maps_the_box_back_to_full_resolution():
     big = np.asarray(Image.fromarray(_ffhq(1)).resize((512, 512), Image.Resampling.BILINEAR))
     native = detect_faces(big, max_side=None)[0].box

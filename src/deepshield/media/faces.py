@@ -85,7 +85,9 @@ def _hog(
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
         sx, sy = size[0] / w, size[1] / h  # the exact factors used, per axis
-    rects, scores, _ = _hog_detector().run(small, upsample, threshold)
+    # dlib reads the buffer as if it were contiguous: a strided view (a window of a frame, a
+    # decoder's padded rows) gave other pixels, and no face where one is
+    rects, scores, _ = _hog_detector().run(np.ascontiguousarray(small), upsample, threshold)
     ox, oy = offset
     return [
         Face(

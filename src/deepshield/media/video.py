@@ -387,6 +387,7 @@ def _upright_rgb(
     else:  # anamorphic (DV, DVD, broadcast): resampled to square pixels, as it is shown
         how = "AREA" if shown < frame.width else "BICUBIC"
         rgb = frame.to_ndarray(format="rgb24", width=shown, height=frame.height, interpolation=how)
+    rgb = np.ascontiguousarray(rgb)  # PyAV 18.1.1 returns a view with the decoder's padded rows
     return i, t, rotate_upright(rgb, info.rotation, info.mirrored)
 
 
