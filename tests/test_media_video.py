@@ -43,24 +43,33 @@ def _frame(i: int) -> np.ndarray:
 
 
 def write_video(
-    path: Path, n: int = 20, *, rotation: int = 0, audio: bool = False, faststart: bool = False
+    path: Path,
+    n: int = 20,
+    *,
+    rotation: int = 0,
+    audio: bool | float = False,
+    faststart: bool = False,
+    audio_first: bool = False,
 ) -> Path:
-    """H.264 4:4:4 (lossless) MP4 of n frames at 10 fps; optional display rotation and sine audio."""
+    """H.264 4:4:4 (lossless) MP4 of n frames at 10 fps; optional display rotation and sine audio
+    (`audio`: True for the video's length, or seconds), its stream stored first if asked."""
     options = {"movflags": "faststart"} if faststart else {}
     c = av.open(str(path), "w", options=options)
+    if audio_first:
+        a = c.add_stream("aac", rate=48000, layout="stereo")
     s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
     s.width, s.height, s.pix_fmt = W, H, "yuv444p"
     if rotation:
         s.set_display_rotation(rotation)
-    if audio:
+    if audio and not audio_first:
         a = c.add_stream("aac", rate=48000, layout="stereo")
     for i in range(n):
         for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
             c.mux(p)
     for p in s.encode():
         c.mux(p)
-    if audio:
-        _mux_sine(c, a, seconds=n / FPS)
+    if audio or audio_first:
+        _mux_sine(c, a, seconds=n / FPS if audio is True or audio_first else float(audio))
     c.close()
     return path
 
@@ -470,18 +479,7 @@ def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path):
 def test_a_video_stored_after_its_audio_stream_is_read(tmp_path):
     """The video stream's index in the file is not its index among video streams (was an
     IndexError traceback)."""
-    path = tmp_path / "audio_first.mp4"
-    c = av.open(str(path), "w")
-    a = c.add_stream("aac", rate=48000, layout="stereo")
-    s = c.add_stream("libx264", rate=FPS, options={"qp": "0"})
-    s.width, s.height, s.pix_fmt = W, H, "yuv444p"
-    for i in range(10):
-        for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    _mux_sine(c, a, seconds=1.0)
-    c.close()
+    path = write_video(tmp_path / "audio_first.mp4", n=10, audio=True, audio_first=True)
     v = read_video_frames(path, frames=3)
     assert (v.info.frames, v.info.has_audio, v.indices.tolist()) == (10, True, [0, 4, 9])
     assert (v.images[:, 16, 32, 0] / 8).round().astype(int).tolist() == [0, 4, 9]

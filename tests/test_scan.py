@@ -314,16 +314,15 @@ def test_meso4_with_keras_weights_scans_uncalibrated_at_one_half(
     assert 0 <= row["score"] <= 1 and row["score"] == row["score_raw"] and row["faces"] == 1
 
 
+def _scan_script(path: Path, run: Path, out: Path) -> subprocess.CompletedProcess:
+    """`deepshield scan PATH --run RUN --out OUT` through the installed script, as a user."""
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(path), "--run", str(run), "--out", str(out)]
+    return subprocess.run(argv, env=script_env(), capture_output=True, text=True, timeout=120)
+
+
 def test_single_bad_file_exits_2_with_one_line_from_the_script(case, tmp_path) -> None:
     bad = case["src"] / "clips" / "notes.mp4"
-    argv = [str(SCRIPT), "--threads", "1", "scan", str(bad), "--run", str(case["run"])]
-    done = subprocess.run(
-        [*argv, "--out", str(tmp_path / "o")],
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _scan_script(bad, case["run"], tmp_path / "o")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert str(bad) in lines[0] and "re-encode" in lines[0] and "Traceback" not in done.stderr
@@ -341,14 +340,7 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     for name in ("a.mxf", "b.mxf", "notes.txt", "README"):
         (folder / name).write_bytes(b"x")
     Image.new("RGB", (32, 32)).save(folder / "blank.png")
-    argv = [str(SCRIPT), "--threads", "1", "scan", str(folder), "--run", str(case["run"])]
-    done = subprocess.run(
-        [*argv, "--out", str(tmp_path / "o")],
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _scan_script(folder, case["run"], tmp_path / "o")
     assert done.returncode == 0, done.stderr
     note = [line for line in done.stdout.splitlines() if "not scanned" in line]
     assert note == [

@@ -24,7 +24,7 @@ from deepshield.run import RunDir
 from deepshield.runs.decision import fit_decision, load_decision
 from deepshield.service import create_app
 from deepshield.service.media_uploads import MediaRules
-from test_media_video import _frame, _mux_sine, write_video
+from test_media_video import _mux_sine, write_video
 from test_service_media import CLIP, local, png_bytes, post_video, tiny_run, wav_bytes
 
 FRAMES = 4  # frames (and audio windows) per video
@@ -198,17 +198,7 @@ def test_a_track_over_the_limit_is_not_decoded_and_the_frames_still_answer(
     image_run, speech_run, tmp_path, monkeypatch
 ):
     """A 1 s video with a 3 s track under a 2 s limit: audio_error, no decoding of the sound."""
-    path = tmp_path / "long_track.mp4"
-    with av.open(str(path), "w") as o:
-        v = o.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 64, 32, "yuv420p"
-        a = o.add_stream("aac", rate=48000, layout="stereo")
-        for i in range(10):
-            for p in v.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-                o.mux(p)
-        for p in v.encode():
-            o.mux(p)
-        _mux_sine(o, a, seconds=3.0)
+    path = write_video(tmp_path / "long_track.mp4", n=10, audio=3.0)
 
     def no_decoding(*a, **k):
         raise AssertionError("the track was decoded")
