@@ -8,11 +8,17 @@ import typer
 
 from deepshield.cli.app import app
 from deepshield.cli.checks import COUNT, amp_option, choice, operating_point
+from deepshield.errors import ConfigError
 
 
 @app.command("calibrate")
 def calibrate_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A run folder written by `deepshield train` (fitted on its validation split), or "
+        "the --out folder of a finished `deepshield scan` of labelled files (fitted on their "
+        "file scores).",
+    ),
     rule: str = typer.Option(
         "eer",
         "--operating-point",
@@ -29,11 +35,27 @@ def calibrate_cmd(
         min=0.0,
         max=0.49,
     ),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="Scan folder only: a CSV with file (or path, relative to the CSV), label (0/real, "
+        "1/fake) and optionally pair columns; default: each file's real/ or fake/ (bonafide/, "
+        "spoof/) folder.",
+    ),
+    folds: int = typer.Option(
+        5, "--folds", help="Scan folder only: cross-validation folds for the error rates.", min=2
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
-    """Fit the run's calibrator and operating threshold on its validation split; writes
-    decision.json, which scan (and every P(fake) shown) then uses."""
+    """Fit a calibrator and operating threshold; writes decision.json, which scan (and every
+    P(fake) shown) then uses. A run: on its validation split. A scan of labelled files: on their
+    file scores, per detector, with cross-validated error rates (use it with scan --decision)."""
     from deepshield.runs.decision import DECISION_FILE, calibrate_run
+
+    if not (run_dir / "model.json").is_file():  # not a run: a scan folder (or an error naming it)
+        return _calibrate_scan(run_dir, labels, rule, calibration, unsure, folds)
+    if labels is not None:
+        raise ConfigError(f"--labels {labels}: only for a scan folder; {run_dir} is a run")
     from deepshield.runtime import resolve_device
 
     d = calibrate_run(
@@ -50,6 +72,63 @@ def calibrate_cmd(
         f"({c['fake']} fake, {c['real']} real)"
     )
     typer.echo(f"wrote {Path(run_dir) / DECISION_FILE}")
+
+
+def _share(r: dict) -> str:
+    """'12.0 % (71/590, 95 % CI 9.6-14.9 %)' of a counted rate."""
+    if not r["of"]:
+        return "n/a (none)"
+    lo, hi = r["ci95"]
+    return (
+        f"{100 * r['rate']:.1f} % ({r['count']}/{r['of']}, 95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)"
+    )
+
+
+def _calibrate_scan(
+    scan_dir: Path, labels: Path | None, rule: str, calibration: str, band: float, folds: int
+) -> None:
+    """`calibrate SCAN`: one paragraph per detector fitted (scan_calibration)."""
+    from deepshield.runs.scan_calibration import CALIBRATION_FILE, DECISION_FILES, calibrate_scan
+
+    fits = calibrate_scan(
+        scan_dir, labels=labels, rule=rule, calibration=calibration, band=band, folds=folds
+    )
+    for kind, fit in fits.items():
+        d, c = fit.decision, fit.decision.val_counts
+        left: dict[str, int] = {}
+        for why in fit.left_out.values():
+            key = why.split(":")[0].split(" (")[0]
+            left[key] = left.get(key, 0) + 1
+        out = ", ".join(f"{k} {v}" for k, v in sorted(left.items(), key=lambda kv: -kv[1]))
+        typer.echo(
+            f"{d.fitted_for['model']} ({'speech' if kind == 'audio' else kind}): {calibration} "
+            f"calibration, {rule} threshold {d.threshold:.4f} on calibrated P(fake) (unsure "
+            f"within +-{d.band:g}), fitted on {c['n']} files ({c['fake']} fake, {c['real']} "
+            f"real); {len(fit.left_out)} left out{f' ({out})' if out else ''}"
+        )
+        ins, cv = fit.in_sample, fit.cross_validated
+        typer.echo(
+            f"  in sample (optimistic): AUC of the raw file scores {ins['auc_raw']:.3f}; reals "
+            f"called fake {_share(ins['reals_called_fake'])}, fakes called real "
+            f"{_share(ins['fakes_called_real'])}; unsure: reals {_share(ins['reals_unsure'])}, "
+            f"fakes {_share(ins['fakes_unsure'])}"
+        )
+        if cv["folds"]:
+            typer.echo(
+                f"  {cv['folds']}-fold cross-validated (by {cv['groups']}): reals called fake "
+                f"{_share(cv['reals_called_fake'])}, fakes called real "
+                f"{_share(cv['fakes_called_real'])}; unsure: reals "
+                f"{_share(cv['reals_unsure'])}, fakes {_share(cv['fakes_unsure'])}"
+            )
+        for why in cv["failed_folds"]:
+            typer.echo(f"  note: cross-validation: {why}")
+        if d.warning:
+            typer.echo(f"warning: {d.fitted_for['model']}: {d.warning}")
+    names = [str(scan_dir / DECISION_FILES[k]) for k in fits]
+    typer.echo(f"wrote {', '.join(names)} and {scan_dir / CALIBRATION_FILE}")
+    typer.echo(
+        f"use it: deepshield scan FILES ... --decision {scan_dir} (same detector and settings)"
+    )
 
 
 @app.command("scan")
@@ -70,6 +149,12 @@ def scan_cmd(
         None,
         "--speech-run",
         help="A speech detector run: scans audio files and video audio tracks.",
+    ),
+    decision: Path = typer.Option(
+        None,
+        "--decision",
+        help="A scan folder calibrated by `deepshield calibrate SCAN`: its file-level "
+        "decisions replace the detectors' own (same weights, frames, faces and tracking).",
     ),
     out: Path = typer.Option(
         Path("scan"), "--out", help="Output folder (resumed when it holds a scan)."
@@ -122,7 +207,7 @@ def scan_cmd(
     """Score media files with a detector: P(fake), a verdict (fake / real / unsure / no_face /
     error) and the evidence; writes scan.csv, scan_frames.csv, scan.json and report.html."""
     from deepshield import progress
-    from deepshield.errors import ConfigError, DataError
+    from deepshield.errors import DataError
     from deepshield.precision import check_amp
     from deepshield.runs import scan as sc
     from deepshield.runtime import resolve_device
@@ -142,12 +227,17 @@ def scan_cmd(
     else:
         check_amp(amp, dev)  # fp16 off CUDA: one line
     det, speech = sc.detectors(run_dir, list(zip(model, weights, strict=True)), speech_run, dev)
+    opts = sc.ScanOptions(frames=frames, faces=faces, detect_every=detect_every, amp=amp)
+    if decision is not None:
+        from deepshield.runs.scan_calibration import with_decisions
+
+        det, speech = with_decisions(decision, det, speech, opts)
     summary = sc.scan(
         list(paths),
         out,
         detector=det,
         speech=speech,
-        opts=sc.ScanOptions(frames=frames, faces=faces, detect_every=detect_every, amp=amp),
+        opts=opts,
         limit=limit,
         shard=shard_at,
         progress=lambda files: progress.track(files, "scanning", total=len(files)),

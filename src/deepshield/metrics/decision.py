@@ -9,6 +9,7 @@ flagged. Only thresholds a detector can use are considered (one at each distinct
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -111,6 +112,20 @@ def verdict(p: float, threshold: float, band: float = UNSURE_BAND) -> tuple[str,
         return "real", None
     lo, hi = max(0.0, threshold - band), min(1.0, threshold + band)
     return "unsure", f"P(fake) {p:.3f} inside the unsure band [{lo:.3f}, {hi:.3f}) of the threshold"
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a rate k/n (95 % for the default z); (0, 1) when n is 0. Unlike
+    k/n +- z*se it stays in [0, 1] and is not empty at k = 0 (0 errors in 10 is not a 0 % rate:
+    the upper end is z^2/(n + z^2) = 0.278)."""
+    if not 0 <= k <= n:
+        raise ConfigError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 MIN_PER_CLASS = 20  # fewer samples of a class than this: a threshold fitted on them is rough

@@ -1,16 +1,20 @@
 """A run's decision: a calibrator and an operating threshold fitted on its validation split.
 
 decision.json holds the rule, the threshold on the calibrated P(fake), the "unsure" band around
-it, the calibrator's parameters and the validation counts. A run without one gets an explicit
-"uncalibrated" decision: raw P(fake), threshold 0.5, said so in every output.
+it, the calibrator's parameters, the counts it was fitted on and its level: "crop" (fitted on a
+run's validation samples, each face crop or clip scored alone; a file's P(fake) is then the
+mean of its calibrated frame scores) or "file" (fitted on the file scores of a scan of labelled
+files, `runs.scan_calibration`; a file's P(fake) is the calibrator applied to its raw file
+score). A run without one gets an explicit "uncalibrated" decision: raw P(fake), threshold 0.5,
+said so in every output.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,8 +24,12 @@ from deepshield.metrics import UNSURE_BAND, Calibrator, operating_threshold, ver
 from deepshield.metrics.decision import few_per_class
 from deepshield.run import RunDir
 
+if TYPE_CHECKING:  # deepshield.media (PyAV, dlib, Pillow plug-ins) is not imported for this
+    from deepshield.media.aggregate import VideoScore
+
 DECISION_FILE = "decision.json"
 UNCALIBRATED_NOTE = "uncalibrated: raw P(fake) of the model, threshold 0.5 ({})"
+LEVELS = ("crop", "file")  # what a decision was fitted on: scored samples, or files as scanned
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Decision:
     """Verdict rule: fake when P >= threshold + band, real when P < threshold - band, else unsure.
 
     `calibrator` None = uncalibrated (P is the model's raw P(fake)); `note` says so in outputs.
+    `level` "crop" or "file" (module doc); `fitted_for` (file level): the detector and scan
+    settings whose file scores it was fitted on, which a scan using it must share.
     """
 
     rule: str
@@ -37,13 +47,20 @@ class Decision:
     calibrator: Calibrator | None = None
     val_counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    level: str = "crop"
+    fitted_for: dict[str, Any] = field(default_factory=dict)
+    caution: str = ""  # what the fit found wrong with the detector's scores (said with warning)
 
     @property
     def warning(self) -> str | None:
-        """Said wherever the threshold is used when it was fitted on few samples of a class."""
-        if not self.val_counts:
-            return None
-        return few_per_class(self.val_counts.get("real", 0), self.val_counts.get("fake", 0))
+        """Said wherever the threshold is used: it was fitted on few samples of a class, and
+        the `caution` of the fit."""
+        few = None
+        if self.val_counts:
+            what = "files" if self.level == "file" else "validation samples"
+            real, fake = self.val_counts.get("real", 0), self.val_counts.get("fake", 0)
+            few = few_per_class(real, fake, what)
+        return "; ".join(filter(None, (few, self.caution))) or None
 
     @property
     def calibrated(self) -> bool:
@@ -63,6 +80,20 @@ class Decision:
         """(verdict, why unsure) for a calibrated P(fake): `metrics.verdict` at this decision."""
         return verdict(p, self.threshold, self.band)
 
+    def file_score(self, calibrated: VideoScore, raw: VideoScore) -> VideoScore:
+        """A file's P(fake) from its aggregated calibrated and raw part scores (frames, audio
+        windows): the calibrated aggregate at crop level; at file level the calibrator applied
+        to the raw aggregate (mean, max, top-k mean), the scale the threshold was fitted on."""
+        if self.level != "file" or raw.score is None:
+            return calibrated
+
+        def cal(v: float | None) -> float | None:
+            return None if v is None else float(self.calibrate([v])[0])
+
+        return replace(
+            calibrated, score=cal(raw.score), max=cal(raw.max), top_k_mean=cal(raw.top_k_mean)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; an infinite threshold (flag nothing) is written as the string 'inf'."""
         t = self.threshold
@@ -78,6 +109,9 @@ class Decision:
             "val_counts": self.val_counts,
             "note": self.note,
             "warning": self.warning,
+            "level": self.level,
+            "fitted_for": self.fitted_for,
+            "caution": self.caution,
         }
 
     @classmethod
@@ -92,12 +126,21 @@ class Decision:
                 calibrator=Calibrator.from_dict(cal) if cal is not None else None,
                 val_counts={str(k): int(v) for k, v in d.get("val_counts", {}).items()},
                 note=str(d.get("note", "")),
+                level=_level(d.get("level", "crop")),
+                fitted_for=dict(d.get("fitted_for") or {}),
+                caution=str(d.get("caution") or ""),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise RunError(
                 f"{source}: not a decision file ({type(e).__name__}: {e}); rewrite it with "
                 "`deepshield calibrate RUN`"
             ) from e
+
+
+def _level(level: Any) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+    return str(level)
 
 
 def uncalibrated(why: str) -> Decision:

@@ -82,6 +82,7 @@ SCAN_COLUMNS = [
     "bytes",
     "mtime",
     "sha256",
+    "audio_score_raw",
 ]
 FRAME_COLUMNS = ["path", "frame", "time", "face", "x0", "y0", "x1", "y1", "score", "score_raw"]
 OUTPUTS = ("scan.csv", "scan_frames.csv", "scan.json", "report.html", "faces/", "evidence/")
@@ -399,8 +400,8 @@ def _score_visual(
         best = int(np.argmax(p))
         item = _Kept(float(p[best]), index, view, faces[best], ff.crops[best])
         (heapq.heappush if len(kept) < opts.top_frames else heapq.heappushpop)(kept, item)
-    agg = media.video_score(frame_p)
     agg_raw = media.video_score(frame_raw)
+    agg = det.decision.file_score(media.video_score(frame_p), agg_raw)
     row: dict[str, Any] = {
         "faces": at,
         "frames": agg.frames,
@@ -479,19 +480,23 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _score_audio(speech: Detector, path: Path, opts: ScanOptions) -> media.VideoScore:
-    """Calibrated P(fake) of the file's first audio track (`media.track.score_track`: mean and
-    max over at most `opts.frames` windows of the run's clip length); a degenerate track gets no
-    score, with the `reason`; otherwise `reason` holds the reader's record of the file."""
+def _score_audio(
+    speech: Detector, path: Path, opts: ScanOptions
+) -> tuple[media.VideoScore, media.VideoScore]:
+    """(calibrated, raw) P(fake) of the file's first audio track (`media.track.score_track`: mean
+    and max over at most `opts.frames` windows of the run's clip length; calibrated as the
+    decision's level says, `Decision.file_score`); a degenerate track gets no score, with the
+    `reason`; otherwise `reason` holds the reader's record of the file."""
 
     def scores(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         raw = speech.raw_scores(x, opts.amp)  # [W]
         return speech.decision.calibrate(raw), raw
 
     window, rate = speech.size[0], speech.sample_rate
-    return score_track(
+    track = score_track(
         path, window=window, model_rate=rate, max_windows=opts.frames, scores=scores
-    ).p
+    )
+    return speech.decision.file_score(track.p, track.raw), track.raw
 
 
 def _one_line(e: BaseException) -> str:
@@ -537,8 +542,9 @@ def scan_file(
             if speech is None:
                 raise ConfigError(f"{path}: an audio file; pass --speech-run RUN to scan it")
             row["threshold"] = speech.decision.threshold
-            agg = _score_audio(speech, path, opts)
-            row.update(score=agg.score, score_max=agg.max, frames=agg.frames, note=agg.reason)
+            agg, raw = _score_audio(speech, path, opts)
+            row.update(score=agg.score, score_raw=raw.score, score_max=agg.max)
+            row.update(frames=agg.frames, note=agg.reason)
             if agg.score is None:
                 row["verdict"] = "unsure"  # degenerate: agg.reason says why
             else:
@@ -565,8 +571,9 @@ def _add_audio_track(row: dict[str, Any], path: Path, speech: Detector, opts: Sc
     """audio_score / audio_verdict of a video's audio track (audio_error when it cannot be read;
     "no audio track" in `note` when it has none)."""
     try:
-        agg = _score_audio(speech, path, opts)
+        agg, raw = _score_audio(speech, path, opts)
         row.update(audio_score=agg.score, audio_verdict=speech.decision.verdict(agg.score))
+        row["audio_score_raw"] = raw.score
         if agg.score is None:
             row.update(audio_verdict="unsure", note=f"audio: {agg.reason}")
     except NoAudioTrackError:  # a silent video: a fact, not an error

@@ -46,7 +46,8 @@ CACHE_VERSION = 2  # 2: frames evenly spaced in time on a variable frame rate
 
 @dataclass(frozen=True)
 class Video:
-    """One listed video: file, name (relative path), label (0 real, 1 fake), method, pair."""
+    """One listed video (or file of a labels.csv): file, name (relative path), label (0 real,
+    1 fake), method, pair."""
 
     path: Path
     name: str
@@ -97,8 +98,9 @@ def _folder_videos(root: Path) -> list[Video]:
     return out
 
 
-def _csv_videos(path: Path) -> list[Video]:
-    """Rows of a labels.csv; DataError naming the file and line on a bad row."""
+def read_labels_csv(path: Path) -> list[Video]:
+    """Rows of a labels.csv (file or path, label, optional method and pair; paths relative to
+    the csv's folder); DataError naming the file and line on a bad row."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -117,7 +119,7 @@ def _csv_videos(path: Path) -> list[Video]:
             raise DataError(f"{path} line {line}: label {label!r} is not 0/real or 1/fake: fix it")
         file = path.parent / rel
         if not rel or not file.is_file():
-            raise DataError(f"{path} line {line}: video {rel!r} not found under {path.parent}")
+            raise DataError(f"{path} line {line}: file {rel!r} not found under {path.parent}")
         method = row.get("method") or ("original" if _LABELS[label] == 0 else "fake")
         out.append(Video(file, rel, _LABELS[label], method, row.get("pair") or rel))
     return out
@@ -126,11 +128,11 @@ def _csv_videos(path: Path) -> list[Video]:
 def list_videos(root: Path) -> list[Video]:
     """The videos of a video folder (or labels.csv), both classes present; DataError otherwise."""
     if root.is_file() and root.suffix.lower() == ".csv":
-        videos = _csv_videos(root)
+        videos = read_labels_csv(root)
     elif not root.is_dir():
         raise DataError(f"{root}: folder not found: give a folder holding {_LAYOUTS}")
     elif (root / "labels.csv").is_file():
-        videos = _csv_videos(root / "labels.csv")
+        videos = read_labels_csv(root / "labels.csv")
     elif any((root / c).is_dir() for c in CLASSES):
         videos = _folder_videos(root)
     else:
