@@ -102,14 +102,21 @@ def _row_html(r: dict[str, str], out: RunDir, frames: dict[int, float | None]) -
 
 
 def _detector_html(role: str, det: dict[str, Any]) -> str:
-    """One paragraph naming a detector, its weights and its decision rule."""
+    """One paragraph naming a detector, its weights and its decision rule (and its warning)."""
     dec = det.get("decision", {})
+    level = (
+        " A file's P(fake) is the calibrator applied to its raw file score."
+        if dec.get("level") == "file"
+        else ""
+    )
+    warning = f" <b>Warning:</b> {html.escape(str(dec['warning']))}." if dec.get("warning") else ""
     return (
         f"<p>{role} <b>{html.escape(str(det.get('model')))}</b> from "
         f"<code>{html.escape(str(det.get('source')))}</code> (weights SHA-256 "
         f"{str(det.get('weights_sha256'))[:12]}...). Decision: threshold "
         f"{dec.get('threshold')} on {'calibrated' if dec.get('calibrated') else 'raw'} P(fake), "
-        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i></p>"
+        f"unsure band {dec.get('unsure_band')}. <i>{html.escape(str(dec.get('note')))}</i>"
+        f"{level}{warning}</p>"
     )
 
 
