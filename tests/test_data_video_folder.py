@@ -243,7 +243,7 @@ def test_class_folders_without_csv_make_each_video_its_own_group(folder, tmp_pat
     ("row", "message"),
     [
         ("real/p0.mp4,maybe", "line 2: label 'maybe' is not 0/real or 1/fake"),
-        ("real/gone.mp4,0", "line 2: video 'real/gone.mp4' not found"),
+        ("real/gone.mp4,0", "line 2: file 'real/gone.mp4' not found"),
     ],
 )
 def test_bad_labels_csv_rows_name_the_line(folder, tmp_path, row, message):
