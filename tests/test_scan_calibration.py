@@ -218,6 +218,11 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
         for i in range(6):
             w.writerow([reals[i].as_posix(), "real", f"p{i}"])
             w.writerow([fakes[i].as_posix(), "1", f"p{i}"])
+    elsewhere = tmp_path / "elsewhere.csv"  # the same names, not the scanned files
+    shutil.copy(reals[0], tmp_path / reals[0].name)
+    elsewhere.write_text(f"file,label\n{reals[0].name},0\n")
+    with pytest.raises(ConfigError, match="none of its 1 files is a file of the scan"):
+        scal.calibrate_scan(scan, labels=elsewhere)
     fits = scal.calibrate_scan(scan, labels=labels, folds=3)
     fit = fits["image"]
     assert fit.decision.val_counts == {"n": 12, "fake": 6, "real": 6}

@@ -95,7 +95,14 @@ def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tu
     if not csv_path.is_file():
         raise ConfigError(f"--labels {csv_path}: no such file; give a CSV with file,label columns")
     listed = {v.path.resolve(): (v.label, v.pair) for v in read_labels_csv(csv_path)}
-    return {p: listed[q] for p in paths if (q := Path(p).resolve()) in listed}
+    found = {p: listed[q] for p in paths if (q := Path(p).resolve()) in listed}
+    if paths and not found:
+        raise ConfigError(
+            f"--labels {csv_path}: none of its {len(listed)} files is a file of the scan (e.g. "
+            f"{paths[0]} resolves to {Path(paths[0]).resolve()}); run calibrate from the folder "
+            "the scan ran in (its paths are relative to it), or scan with absolute paths"
+        )
+    return found
 
 
 def _number(cell: str) -> float | None:
@@ -172,6 +179,19 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"count": k, "of": n, "rate": k / n if n else None, "ci95": [lo, hi]}
 
 
+def verdict_rates(verdicts: list[str | None], y: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Reals called fake, fakes called real and the unsure share of each class, counted with
+    95 % Wilson intervals, over the files with a verdict (None: not estimated)."""
+    reals = [v for v, label in zip(verdicts, y, strict=True) if label == 0 and v is not None]
+    fakes = [v for v, label in zip(verdicts, y, strict=True) if label == 1 and v is not None]
+    return {
+        "reals_called_fake": _rate(reals.count("fake"), len(reals)),
+        "reals_unsure": _rate(reals.count("unsure"), len(reals)),
+        "fakes_called_real": _rate(fakes.count("real"), len(fakes)),
+        "fakes_unsure": _rate(fakes.count("unsure"), len(fakes)),
+    }
+
+
 def cross_validated(
     files: list[Labelled],
     *,
@@ -199,17 +219,12 @@ def cross_validated(
         for i, p in zip(np.flatnonzero(test), d.calibrate(raw[test]), strict=True):
             out[i] = (float(p), d.verdict(float(p)))
     verdicts = [v for _, v in out]
-    reals = [v for v, label in zip(verdicts, y, strict=True) if label == 0 and v is not None]
-    fakes = [v for v, label in zip(verdicts, y, strict=True) if label == 1 and v is not None]
     by_group = len({f.group for f in files}) < len(files)  # some groups hold several files
     summary = {
         "folds": k if k > 1 else 0,
         "groups": "pair" if by_group else "file",
         "seed": seed,
-        "reals_called_fake": _rate(reals.count("fake"), len(reals)),
-        "reals_unsure": _rate(reals.count("unsure"), len(reals)),
-        "fakes_called_real": _rate(fakes.count("real"), len(fakes)),
-        "fakes_unsure": _rate(fakes.count("unsure"), len(fakes)),
+        **verdict_rates(verdicts, y),
         "not_estimated": sum(v is None for v in verdicts),
         "failed_folds": failed,
     }
@@ -223,13 +238,8 @@ def _in_sample(decision: Decision, files: list[Labelled]) -> dict[str, Any]:
     y = np.asarray([f.label for f in files])
     raw = np.asarray([f.raw for f in files], dtype=np.float64)
     verdicts = [decision.verdict(float(p)) for p in decision.calibrate(raw)]
-    reals = [v for v, label in zip(verdicts, y, strict=True) if label == 0]
-    fakes = [v for v, label in zip(verdicts, y, strict=True) if label == 1]
     return {
-        "reals_called_fake": _rate(reals.count("fake"), len(reals)),
-        "reals_unsure": _rate(reals.count("unsure"), len(reals)),
-        "fakes_called_real": _rate(fakes.count("real"), len(fakes)),
-        "fakes_unsure": _rate(fakes.count("unsure"), len(fakes)),
+        **verdict_rates(verdicts, y),
         "auc_raw": auc(y, raw),
         **decision_metrics(y, raw, decision),
     }
