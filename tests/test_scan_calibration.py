@@ -205,8 +205,8 @@ def test_a_decision_is_refused_for_other_settings_or_another_model(labelled, tmp
 
 
 def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, tmp_path):
-    """A CSV naming 6 of each class with a pair per (real, fake) couple: 12 files fitted, the
-    rest left out as unlabelled, folds by pair."""
+    """A CSV naming 6 of each class with a pair per (real, fake) couple and two methods: 12
+    files fitted, the rest left out as unlabelled, folds by pair, misses split by method."""
     scan = tmp_path / "scan"
     shutil.copytree(labelled["out"], scan)
     root = labelled["root"]
@@ -214,10 +214,10 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
     labels = tmp_path / "labels.csv"
     with open(labels, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "label", "pair"])
+        w.writerow(["file", "label", "pair", "method"])
         for i in range(6):
-            w.writerow([reals[i].as_posix(), "real", f"p{i}"])
-            w.writerow([fakes[i].as_posix(), "1", f"p{i}"])
+            w.writerow([reals[i].as_posix(), "real", f"p{i}", "original"])
+            w.writerow([fakes[i].as_posix(), "1", f"p{i}", "ab"[i % 2]])
     elsewhere = tmp_path / "elsewhere.csv"  # the same names, not the scanned files
     shutil.copy(reals[0], tmp_path / reals[0].name)
     elsewhere.write_text(f"file,label\n{reals[0].name},0\n")
@@ -227,7 +227,11 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
     fit = fits["image"]
     assert fit.decision.val_counts == {"n": 12, "fake": 6, "real": 6}
     assert len(fit.left_out) == 4 and all("no label" in w for w in fit.left_out.values())
-    assert fit.cross_validated["groups"] == "pair" and fit.cross_validated["folds"] == 3
+    cv = fit.cross_validated
+    assert cv["groups"] == "pair" and cv["folds"] == 3
+    by = cv["fakes_called_real_by_method"]  # the methods split the fakes called real
+    assert set(by) == {"a", "b"} and [r["of"] for r in by.values()] == [3, 3]
+    assert sum(r["count"] for r in by.values()) == cv["fakes_called_real"]["count"]
 
 
 def test_nothing_to_calibrate_is_one_line_and_writes_nothing(labelled, tmp_path) -> None:

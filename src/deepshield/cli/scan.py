@@ -120,6 +120,9 @@ def _calibrate_scan(
                 f"{_share(cv['fakes_called_real'])}; unsure: reals "
                 f"{_share(cv['reals_unsure'])}, fakes {_share(cv['fakes_unsure'])}"
             )
+        if by := cv["fakes_called_real_by_method"]:
+            shown = ", ".join(f"{m} {_share(r)}" for m, r in by.items())
+            typer.echo(f"  fakes called real out of fold, by method: {shown}")
         for why in cv["failed_folds"]:
             typer.echo(f"  note: cross-validation: {why}")
         if d.warning:

@@ -51,12 +51,14 @@ FOLDS = 5  # cross-validation folds (fewer when there are fewer groups)
 
 @dataclass(frozen=True)
 class Labelled:
-    """One scanned file used for fitting: its scan.csv path, label (1 fake), group, raw score."""
+    """One scanned file used for fitting: its scan.csv path, label (1 fake), group, raw score
+    and method (a labels CSV's `method`: how a fake was made; '' when not given)."""
 
     path: str
     label: int
     group: str
     raw: float
+    method: str = ""
 
 
 @dataclass
@@ -82,19 +84,19 @@ def path_label(path: str | Path) -> int | None:
     return None
 
 
-def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tuple[int, str]]:
-    """scan.csv path -> (label, group) of the labelled ones: from the labels CSV (matched on the
-    resolved path; group = its `pair`, else the file) or, without one, from the path's folders
-    (`path_label`; group = the file)."""
+def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tuple[int, str, str]]:
+    """scan.csv path -> (label, group, method) of the labelled ones: from the labels CSV
+    (matched on the resolved path; group = its `pair`, else the file; method = its `method`) or,
+    without one, from the path's folders (`path_label`; group = the file, no method)."""
     if labels_csv is None:
         found = ((p, path_label(p)) for p in paths)
-        return {p: (label, p) for p, label in found if label is not None}
+        return {p: (label, p, "") for p, label in found if label is not None}
     from deepshield.data.sources.video_folder import read_labels_csv
 
     csv_path = Path(labels_csv)
     if not csv_path.is_file():
         raise ConfigError(f"--labels {csv_path}: no such file; give a CSV with file,label columns")
-    listed = {v.path.resolve(): (v.label, v.pair) for v in read_labels_csv(csv_path)}
+    listed = {v.path.resolve(): (v.label, v.pair, v.method) for v in read_labels_csv(csv_path)}
     found = {p: listed[q] for p in paths if (q := Path(p).resolve()) in listed}
     if paths and not found:
         raise ConfigError(
@@ -179,6 +181,19 @@ def _rate(k: int, n: int) -> dict[str, Any]:
     return {"count": k, "of": n, "rate": k / n if n else None, "ci95": [lo, hi]}
 
 
+def _by_method(files: list[Labelled], verdicts: list[str | None]) -> dict[str, dict[str, Any]]:
+    """Fakes called real per method (a labels CSV's `method`), when the fakes name two or more."""
+    methods = sorted({f.method for f in files if f.label == 1})
+    if len(methods) < 2:
+        return {}
+    out = {}
+    for m in methods:
+        got = [v for f, v in zip(files, verdicts, strict=True) if f.label == 1 and f.method == m]
+        got = [v for v in got if v is not None]
+        out[m] = _rate(got.count("real"), len(got))
+    return out
+
+
 def verdict_rates(verdicts: list[str | None], y: np.ndarray) -> dict[str, dict[str, Any]]:
     """Reals called fake, fakes called real and the unsure share of each class, counted with
     95 % Wilson intervals, over the files with a verdict (None: not estimated)."""
@@ -225,6 +240,7 @@ def cross_validated(
         "groups": "pair" if by_group else "file",
         "seed": seed,
         **verdict_rates(verdicts, y),
+        "fakes_called_real_by_method": _by_method(files, verdicts),
         "not_estimated": sum(v is None for v in verdicts),
         "failed_folds": failed,
     }
@@ -316,8 +332,8 @@ def calibrate_scan(
                     f" in {labels}" if labels else " (no real/ or fake/ folder in its path)"
                 )
                 continue
-            label, group = label_of[r["path"]]
-            files.append(Labelled(r["path"], label, group, raw))
+            label, group, method = label_of[r["path"]]
+            files.append(Labelled(r["path"], label, group, raw, method))
         n_fake = sum(f.label for f in files)
         n_real = len(files) - n_fake
         if min(n_real, n_fake) < 2:
@@ -372,7 +388,8 @@ def _write(run: RunDir, fits: dict[str, KindCalibration], labels: Any) -> None:
             "cross_validated": fit.cross_validated,
             "left_out": fit.left_out,
             "files": [
-                {"path": f.path, "label": f.label, "group": f.group, "score_raw": f.raw}
+                {"path": f.path, "label": f.label, "group": f.group, "method": f.method}
+                | {"score_raw": f.raw}
                 | {"p_fake": float(pk), "verdict": fit.decision.verdict(float(pk))}
                 | {"cv_p_fake": cv_p, "cv_verdict": cv_v}
                 for f, pk, (cv_p, cv_v) in zip(fit.files, p, fit.cv_files, strict=True)
