@@ -157,7 +157,13 @@ def test_calibration_is_written_as_a_file_level_decision_for_that_detector(label
         assert f["score_raw"] == float(rows[f["path"]]["score_raw"])
         assert f["label"] == (1 if "/fake/" in f["path"] else 0)
     manifest = json.loads((out / "manifest.json").read_text())["files"]
-    assert {"decision.json", "calibration.json"} <= set(manifest)
+    assert {"decision.json", "calibration.json", "calibration.html"} <= set(manifest)
+    page = (out / "calibration.html").read_text()  # the files called wrong out of fold, listed
+    wrong = [f for f in report["files"] if f["cv_verdict"] == ("real" if f["label"] else "fake")]
+    assert page.count("<td>" + str(labelled["root"])) == len(wrong)
+    assert f"{d.threshold:.4f}" in page
+    for name in ("scores", "reliability_cv", "roc"):
+        assert (out / "plots" / f"calibration_image_{name}.png").is_file()
 
 
 def test_a_scan_with_the_decision_scores_each_file_as_its_calibrator_says(labelled, tmp_path):

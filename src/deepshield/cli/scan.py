@@ -128,7 +128,8 @@ def _calibrate_scan(
         if d.warning:
             typer.echo(f"warning: {d.fitted_for['model']}: {d.warning}")
     names = [str(scan_dir / DECISION_FILES[k]) for k in fits]
-    typer.echo(f"wrote {', '.join(names)} and {scan_dir / CALIBRATION_FILE}")
+    typer.echo(f"wrote {', '.join(names)}, {scan_dir / CALIBRATION_FILE} and its report")
+    typer.echo(f"report: {scan_dir / 'calibration.html'}")
     typer.echo(
         f"use it: deepshield scan FILES ... --decision {scan_dir} (same detector and settings)"
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from deepshield.files import atomic_write_text
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1d2329;line-height:1.45}
 h1{border-bottom:2px solid #2b6cb0;padding-bottom:.2em}h2{margin-top:2em;color:#2b6cb0}
@@ -54,7 +54,7 @@ def build_report(folder: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>deepshield: {html.escape(folder.name)}</title><style>{_CSS}</style></head><body>"
+        f"<title>deepshield: {html.escape(folder.name)}</title><style>{CSS}</style></head><body>"
         f"<h1>deepshield report: {html.escape(folder.name)}</h1>"
         f"<p class='muted'>{html.escape(str(folder))} &middot; built {stamp}</p>{body}</body></html>"
     )

@@ -20,7 +20,8 @@ them and are optimistic.
 Written in the scan folder (and claimed in its manifest): decision.json (the image detector's),
 decision_speech.json (the speech detector's), calibration.json (per detector: counts, the files
 used with label, group, raw and calibrated score, verdict and out-of-fold verdict, the files
-left out and why, in-sample metrics, the cross-validated rates).
+left out and why, in-sample metrics, the cross-validated rates) and calibration.html (the same
+for a reader, with plots: `runs.calibration_report`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from deepshield.errors import ConfigError, DeepshieldError
 from deepshield.metrics import UNSURE_BAND, auc, operating_threshold
 from deepshield.metrics.decision import wilson_interval
 from deepshield.run import RunDir
+from deepshield.runs.calibration_report import write_calibration_report
 from deepshield.runs.decision import DECISION_FILE, Decision, decision_metrics, fit_decision
 
 if TYPE_CHECKING:
@@ -377,6 +379,8 @@ def _write(run: RunDir, fits: dict[str, KindCalibration], labels: Any) -> None:
             run.write_json(name, fits[kind].decision.to_dict())
         elif run.exists(name) and name in run.manifest()["files"]:
             run.file(name).unlink()  # an earlier calibration's, no longer true of this scan
+            for plot in run.path.glob(f"plots/calibration_{kind}_*.png"):
+                plot.unlink()
     report = {}
     for kind, fit in fits.items():
         p = fit.decision.calibrate([f.raw for f in fit.files])
@@ -396,6 +400,7 @@ def _write(run: RunDir, fits: dict[str, KindCalibration], labels: Any) -> None:
             ],
         }
     run.write_json(CALIBRATION_FILE, report)
+    write_calibration_report(run, fits)
 
 
 def check_fits(decision: Decision, det: Detector, opts: ScanOptions, source: Path) -> None:
