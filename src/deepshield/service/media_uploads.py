@@ -152,9 +152,8 @@ def scan_video(
         rows, frame_p, frame_raw, best = _score_frames(scanner, found)
     except DataError as e:
         raise _answer(up, path, e, limits) from e
-    agg, agg_raw = media.video_score(frame_p), media.video_score(frame_raw)
-    label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
-    out = {"kind": "video"} | scanner.answer(agg.score, agg_raw.score, label, why)
+    agg, answer = _file_answer(scanner, frame_p, frame_raw)
+    out = {"kind": "video"} | answer
     out |= {
         "reason": agg.reason,
         "video": {
@@ -174,12 +173,36 @@ def scan_video(
         "frames": rows,
     }
     if explain and best is not None:
-        crop = Image.fromarray(best.crop)
-        side = min(EXPLAIN_SIDE, crop.size[0])
-        display = image_tensor(resized(crop, (side, side)))
-        out |= scanner.explanation(scanner.pixels(crop), label, display)
-        out["gradcam_frame"] = best.frame
+        out |= _face_explanation(scanner, best, out["label"]) | {"gradcam_frame": best.frame}
     return out
+
+
+def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bool) -> dict:
+    """A photo scored as `deepshield scan` scores it, for a file-level decision (fitted on
+    scan's file scores): faces found and cropped as in a video frame (`rules.faces`), P(fake)
+    from their highest score (`Scanner.file_score`) -> `Scanner.answer`'s fields ('no_face'
+    without a face) + reason, faces [{box, p_fake, p_fake_raw}] (+ the top face's overlay with
+    `explain`)."""
+    scanner.check_explainable(explain)
+    opts = media.CropOptions(size=max(scanner.input_size), mode=rules.faces)
+    found = media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)
+    rows, frame_p, frame_raw, best = _score_frames(scanner, iter([found]))
+    agg, out = _file_answer(scanner, frame_p, frame_raw)
+    out |= {"reason": agg.reason, "faces": rows[0]["faces"]}
+    if explain and best is not None:
+        out |= _face_explanation(scanner, best, out["label"])
+    return out
+
+
+def _file_answer(
+    scanner: Scanner, frame_p: list[float | None], frame_raw: list[float | None]
+) -> tuple[media.VideoScore, dict[str, Any]]:
+    """(the file's aggregate, `Scanner.answer` on it) from its frame scores (calibrated, raw;
+    None: no face): the file score of `Scanner.file_score`, 'no_face' when no frame has one."""
+    raw = media.video_score(frame_raw)
+    agg = scanner.file_score(media.video_score(frame_p), raw)
+    label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
+    return agg, scanner.answer(agg.score, raw.score, label, why)
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,14 @@ class _Top:
     p_fake: float
     frame: int
     crop: np.ndarray
+
+
+def _face_explanation(scanner: Scanner, best: _Top, label: str) -> dict[str, Any]:
+    """The overlay of `label`'s class on the top face's crop (at most EXPLAIN_SIDE px)."""
+    crop = Image.fromarray(best.crop)
+    side = min(EXPLAIN_SIDE, crop.size[0])
+    display = image_tensor(resized(crop, (side, side)))
+    return scanner.explanation(scanner.pixels(crop), label, display)
 
 
 def _score_frames(
@@ -300,11 +331,12 @@ def track_answer(speech: Scanner, got: TrackScore) -> dict[str, Any]:
     """The speech detector's answer on a scored track: `Scanner.answer`'s fields (p_fake None
     and label "unsure" with the reason for a degenerate track) + windows, p_fake_max, note and
     audio (the reader's record)."""
-    p = got.p.score
+    agg = speech.file_score(got.p, got.raw)
+    p = agg.score
     label, why = ("unsure", got.note) if p is None else speech.label(p)
     return speech.answer(p, got.raw.score, label, why) | {
-        "windows": got.p.frames,
-        "p_fake_max": got.p.max,
+        "windows": agg.frames,
+        "p_fake_max": agg.max,
         "note": got.note,
         "audio": got.record.as_dict(),
     }
