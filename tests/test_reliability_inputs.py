@@ -245,6 +245,9 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {run} --host 0.0.0.0", "pass --token TOKEN", SUB),
     ("serve {run} --speech-run {run}", "not a speech detector (image model)", ""),
     ("serve {run} --speech-run {user}/absent", "absent", ""),
+    ("serve {run} --decision {user}/absent", "holds no decision.json or decision_speech", ""),
+    ("serve {run} --decision {run}", "not fitted on a scan's file scores (serve RUN_DIR", ""),
+    ("serve {run} --decision {run}/decision.json", "not fitted on a scan's file scores", SUB),
     ("serve {user}/absent", "absent", ""),
     ("serve {user}", "not a deepshield run", ""),
     # scan and calibrate
