@@ -55,6 +55,7 @@ from deepshield.service.uploads import Upload, UploadError, check_type
 # scored, its detection copy, the decoder's reference and threaded frames): the server's peak
 # memory grew by ~7 RGB frames per frame size (9 in-process), benchmarks/serve_video.py.
 FRAMES_HELD = 8
+SCORE_BATCH = 64  # face crops a forward pass: `deepshield scan`'s (runs.scan.SCORE_BATCH)
 
 
 @dataclass(frozen=True)
@@ -225,20 +226,26 @@ def _face_explanation(scanner: Scanner, best: _Top, label: str) -> dict[str, Any
 def _score_frames(
     scanner: Scanner, found: Iterator[media.FrameFaces]
 ) -> tuple[list[dict], list[float | None], list[float | None], _Top | None]:
-    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake))."""
+    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake)): the
+    frames decoded first (their crops kept), then every crop scored SCORE_BATCH at a time, as
+    `deepshield scan` scores a file's crops (a batch of another size may differ in float32's
+    last bits)."""
+    frames = list(found)
+    p_all, raw_all = _crop_scores(scanner, [c for ff in frames for c in ff.crops])
     rows: list[dict] = []
     frame_p: list[float | None] = []
     frame_raw: list[float | None] = []
     best: _Top | None = None
-    for ff in found:
+    at = 0
+    for ff in frames:
         row: dict[str, Any] = {"index": ff.index, "time": round(ff.time, 3), "p_fake": None}
         rows.append(row | {"faces": []})
         if ff.no_face:
             frame_p.append(None)
             frame_raw.append(None)
             continue
-        x = torch.cat([scanner.pixels(Image.fromarray(c)) for c in ff.crops])  # [F, 3, H, W]
-        p, raw = scanner.probabilities(x)  # [F], [F]
+        p, raw = p_all[at : at + len(ff.crops)], raw_all[at : at + len(ff.crops)]  # [F], [F]
+        at += len(ff.crops)
         frame_p.append(media.frame_score(p))
         frame_raw.append(media.frame_score(raw))
         rows[-1]["p_fake"] = frame_p[-1]
@@ -250,6 +257,21 @@ def _score_frames(
         if best is None or p[k] > best.p_fake:
             best = _Top(float(p[k]), ff.index, ff.crops[k])
     return rows, frame_p, frame_raw, best
+
+
+def _crop_scores(scanner: Scanner, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(fake), raw P(fake)) float64 [N] of N uint8 [S,S,3] face crops, SCORE_BATCH a pass,
+    each batch laid out as `deepshield scan` lays it (`media.crops_to_tensor`: channels last;
+    a convolution's float32 last bits depend on the layout) when S is the model's size."""
+    p, raw = [np.zeros(0)], [np.zeros(0)]
+    for i in range(0, len(crops), SCORE_BATCH):
+        x = media.crops_to_tensor(crops[i : i + SCORE_BATCH])  # [n, 3, S, S] in [0, 1]
+        if tuple(x.shape[2:]) != scanner.input_size:
+            x = torch.cat([scanner.pixels(Image.fromarray(c)) for c in crops[i : i + SCORE_BATCH]])
+        pk, rk = scanner.probabilities(x)  # [n], [n]
+        p.append(pk)
+        raw.append(rk)
+    return np.concatenate(p), np.concatenate(raw)
 
 
 def scan_track(
