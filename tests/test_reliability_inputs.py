@@ -356,8 +356,9 @@ def tree(*roots: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """`deepshield ARGV` through the same `main` the script calls -> (exit code, stderr)."""
+def run_in_process(argv: list[str], monkeypatch, capsys, server=None) -> tuple[int, str]:
+    """`deepshield ARGV` through the same `main` the script calls -> (exit code, stderr);
+    `server` stands in for uvicorn.run (by default: a failure, nothing may be served)."""
     import uvicorn
 
     from deepshield.cli import main
@@ -365,7 +366,7 @@ def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     def no_server(*a, **k):
         raise AssertionError("started a server despite bad input")
 
-    monkeypatch.setattr(uvicorn, "run", no_server)
+    monkeypatch.setattr(uvicorn, "run", server or no_server)
     monkeypatch.setattr(sys, "argv", ["deepshield", *argv])
     capsys.readouterr()
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from deepshield.run import RunDir
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import fit_decision
 from deepshield.runs.scan_calibration import calibrate_scan, with_decisions
-from test_reliability_inputs import assert_one_error_line
+from test_reliability_inputs import assert_one_error_line, run_in_process
 from test_scan import _face_video
 from test_service_media import tiny_run
 
@@ -95,22 +94,13 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def _serve(argv: list[str], monkeypatch, capsys) -> tuple[int, str, object]:
+def _serve(argv: list[object], monkeypatch, capsys) -> tuple[int, str, object]:
     """`deepshield serve ARGV` in process -> (exit code, stderr, the app it would serve)."""
-    import uvicorn
-
-    from deepshield.cli import main
-
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
-    monkeypatch.setattr(sys, "argv", ["deepshield", "serve", *map(str, argv)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err, seen.get("app")
+    code, err = run_in_process(
+        ["serve", *map(str, argv)], monkeypatch, capsys, lambda app, **kw: seen.update(app=app)
+    )
+    return code, err, seen.get("app")
 
 
 def _post(app, path: Path, mime: str) -> dict:
