@@ -152,8 +152,9 @@ def _served(info: dict, run_dir: Path) -> str:
 SERVE_WORDS = {
     "here": "this service",
     "own": "serve RUN_DIR already uses the run's own decision.json",
-    "fix": "serve the run it was fitted for with --frames as its scan had (the service finds "
-    "faces largest, no tracking), or calibrate a scan made with these",
+    "fix": "serve the run whose scan it was fitted on (`scan --run RUN_DIR`: a --weights file "
+    "has another digest than a run made of it) with --frames as that scan's (faces largest, no "
+    "tracking), or calibrate a scan made with these",
 }
 
 
