@@ -141,6 +141,9 @@ def test_the_service_answers_as_scan_decision_for_a_photo_a_video_and_audio(
         assert body["label"] == row["verdict"] == decision.verdict(body["p_fake"]), (name, row)
     photo = answered["real/real_1.png"]  # a photo's faces, the frame's score the highest
     assert photo["faces"] and photo["p_fake_raw"] == max(f["p_fake_raw"] for f in photo["faces"])
+    Image.new("RGB", (96, 96), (120, 120, 120)).save(blank := fitted["files"].parent / "blank.png")
+    body = _post(app, blank, "image/png")  # no face: no score, as scan's no_face row
+    assert (body["label"], body["p_fake"], body["faces"]) == ("no_face", None, [])
     # without --decision the same photo is the run's own: the whole photo, uncalibrated
     code, err, own = _serve(argv, monkeypatch, capsys)
     body = _post(own, fitted["files"] / "real" / "real_1.png", "image/png")
