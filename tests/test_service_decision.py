@@ -176,7 +176,7 @@ def test_a_decision_fitted_for_other_weights_frames_or_crops_is_refused_in_one_l
          "fitted for weights_sha256"),
         ([run, "--decision", cal], f"fitted for frames {FRAMES} (this service: 16)"),
         ([run, "--frames", FRAMES, "--decision", cal / "decision.json", "--threshold", "eer"],
-         "threshold 'eer': the run's test EER threshold is on face-crop scores"),
+         "threshold 'eer': the run's test EER threshold is on scores of single face crops"),
         ([crops, "--decision", crops], "not fitted on a scan's file scores (serve RUN_DIR"),
         ([fitted["speech_run"], "--frames", FRAMES + 1, "--decision", cal],
          "decision_speech.json: fitted for frames 3 (this service: 4)"),

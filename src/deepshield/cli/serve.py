@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from deepshield.cli.app import app
 from deepshield.cli.checks import COUNT, PORT
+
+if TYPE_CHECKING:  # annotations only: loaded when the command runs
+    from deepshield.runs.decision import Decision
+    from deepshield.service.media_uploads import MediaRules
 
 TOKEN_ENV = "DEEPSHIELD_TOKEN"
 
@@ -159,8 +163,8 @@ SERVE_WORDS = {
 
 
 def _file_decisions(
-    folder: Path, run_dir: Path, speech_run: Path | None, rules: Any
-) -> dict[Path, Any]:
+    folder: Path, run_dir: Path, speech_run: Path | None, rules: MediaRules
+) -> dict[Path, Decision]:
     """Run folder -> the file-level decision in `folder` fitted for its weights and the
     service's frames and faces (`file_decisions`); ConfigError in one line otherwise."""
     from deepshield.run import RunDir

@@ -162,9 +162,9 @@ class Scanner:
             return 0.5, "default"
         if threshold == "eer" and self.file_level:
             raise ConfigError(
-                "threshold 'eer': the run's test EER threshold is on face-crop scores, not on "
-                "the file scores the file-level decision was fitted on; leave the threshold out "
-                "(the decision's) or give a number"
+                "threshold 'eer': the run's test EER threshold is on scores of single face crops "
+                "or clips, not on the file scores the file-level decision was fitted on; leave "
+                "the threshold out (the decision's) or give a number"
             )
         if threshold == "eer":
             metrics = self.run.read_json("metrics.json")
