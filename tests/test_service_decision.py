@@ -23,6 +23,7 @@ from deepshield.run import RunDir
 from deepshield.runs import scan as sc
 from deepshield.runs.decision import fit_decision
 from deepshield.runs.scan_calibration import calibrate_scan, with_decisions
+from deepshield.service.media_uploads import SCORE_BATCH
 from test_reliability_inputs import assert_one_error_line, run_in_process
 from test_scan import _face_video
 from test_service_media import tiny_run
@@ -128,6 +129,7 @@ def test_the_service_answers_as_scan_decision_for_a_photo_a_video_and_audio(
         "fake/clip.mp4": _post(app, fitted["files"] / "fake" / "clip.mp4", "video/mp4"),
         "real/tone_260.wav": _post(app, fitted["files"] / "real" / "tone_260.wav", "audio/wav"),
     }
+    assert SCORE_BATCH == sc.SCORE_BATCH  # the service's crops go in scan's batches
     for name, body in answered.items():
         row = fitted["rows"][name]
         decision = speech if name.endswith(".wav") else image
