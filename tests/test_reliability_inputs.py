@@ -245,6 +245,9 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("serve {run} --host 0.0.0.0", "pass --token TOKEN", SUB),
     ("serve {run} --speech-run {run}", "not a speech detector (image model)", ""),
     ("serve {run} --speech-run {user}/absent", "absent", ""),
+    ("serve {run} --decision {user}/absent", "holds no decision.json or decision_speech", ""),
+    ("serve {run} --decision {run}", "not fitted on a scan's file scores (serve RUN_DIR", ""),
+    ("serve {run} --decision {run}/decision.json", "not fitted on a scan's file scores", SUB),
     ("serve {user}/absent", "absent", ""),
     ("serve {user}", "not a deepshield run", ""),
     # scan and calibrate
@@ -353,8 +356,9 @@ def tree(*roots: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """`deepshield ARGV` through the same `main` the script calls -> (exit code, stderr)."""
+def run_in_process(argv: list[str], monkeypatch, capsys, server=None) -> tuple[int, str]:
+    """`deepshield ARGV` through the same `main` the script calls -> (exit code, stderr);
+    `server` stands in for uvicorn.run (by default: a failure, nothing may be served)."""
     import uvicorn
 
     from deepshield.cli import main
@@ -362,7 +366,7 @@ def run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     def no_server(*a, **k):
         raise AssertionError("started a server despite bad input")
 
-    monkeypatch.setattr(uvicorn, "run", no_server)
+    monkeypatch.setattr(uvicorn, "run", server or no_server)
     monkeypatch.setattr(sys, "argv", ["deepshield", *argv])
     capsys.readouterr()
     try:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deepshield.cli.app import app
 from deepshield.cli.checks import COUNT, PORT
+
+if TYPE_CHECKING:  # annotations only: loaded when the command runs
+    from deepshield.runs.decision import Decision
+    from deepshield.service.media_uploads import MediaRules
 
 TOKEN_ENV = "DEEPSHIELD_TOKEN"
 
@@ -75,6 +80,14 @@ def serve_cmd(
         "decoding (default: 120 for video, 600 for audio).",
         min=0.1,
     ),
+    decision: Path = typer.Option(
+        None,
+        "--decision",
+        help="A scan folder holding the file-level decision `deepshield calibrate SCAN` wrote "
+        "(decision.json for RUN_DIR, decision_speech.json for --speech-run): P(fake) is its "
+        "calibrator on the raw file score, as `scan --decision` gives, a photo's faces scored as "
+        "a video frame's; refused unless fitted for these weights, --frames and faces largest.",
+    ),
 ) -> None:
     """Serve a detector over HTTP: POST /v1/scan, GET /healthz and a drop-a-file page at /."""
     import uvicorn
@@ -94,6 +107,12 @@ def serve_cmd(
             f"--host {host} listens beyond this machine: pass --token TOKEN (or set "
             f"${TOKEN_ENV}) so that only clients holding it are answered"
         )
+    rules = MediaRules(frames=frames).with_max_seconds(max_seconds)
+    decisions = {run_dir: load_decision(run_dir)}
+    if speech_run is not None:
+        decisions[speech_run] = load_decision(speech_run)
+    if decision is not None:
+        decisions |= _file_decisions(decision, run_dir, speech_run, rules)
     service = create_app(
         run_dir,
         max_bytes=int(max_mb * 1024 * 1024),
@@ -104,10 +123,10 @@ def serve_cmd(
         allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
         token=token or None,
         decode_budget=DECODE_BUDGET if decode_mpx is None else int(decode_mpx * 1e6),
-        decision=load_decision(run_dir),
-        media_rules=MediaRules(frames=frames).with_max_seconds(max_seconds),
+        decision=decisions[run_dir],
+        media_rules=rules,
         speech_run=speech_run,
-        speech_decision=None if speech_run is None else load_decision(speech_run),
+        speech_decision=decisions.get(speech_run),
     )
     served = [(service.state.scanner.describe(), run_dir)]
     if speech_run is not None:
@@ -131,3 +150,36 @@ def _served(info: dict, run_dir: Path) -> str:
         f"{info['model']} from {run_dir} (threshold {info['threshold']:.7g}, "
         f"{info['threshold_source']}; unsure in [{lo:.4g}, {hi:.4g}))"
     )
+
+
+# How a refused --decision reads for the service (`runs.scan_calibration.check_decision`).
+SERVE_WORDS = {
+    "here": "this service",
+    "own": "serve RUN_DIR already uses the run's own decision.json",
+    "fix": "serve the run whose scan it was fitted on (`scan --run RUN_DIR`: a --weights file "
+    "has another digest than a run made of it) with --frames as that scan's (faces largest, no "
+    "tracking), or calibrate a scan made with these",
+}
+
+
+def _file_decisions(
+    folder: Path, run_dir: Path, speech_run: Path | None, rules: MediaRules
+) -> dict[Path, Decision]:
+    """Run folder -> the file-level decision in `folder` fitted for its weights and the
+    service's frames and faces (`file_decisions`); ConfigError in one line otherwise."""
+    from deepshield.run import RunDir
+    from deepshield.runs.scan_calibration import file_decisions
+    from deepshield.service.app import check_pair
+    from deepshield.service.scanner import run_kind
+
+    if speech_run is not None:
+        check_pair(str(run_dir), str(speech_run))
+    slots = {run_kind(str(run_dir))[1]: run_dir} | ({"audio": speech_run} if speech_run else {})
+    have = {
+        kind: {"kind": kind, "model": run_kind(str(run))[0]}
+        | {"weights_sha256": RunDir.open(run).weights_sha256(), "frames": rules.frames}
+        | {"faces": rules.faces, "detect_every": 1}
+        for kind, run in slots.items()
+    }
+    found = file_decisions(folder, have, SERVE_WORDS)
+    return {slots[kind]: d for kind, d in found.items()}

@@ -10,6 +10,7 @@ from deepshield.media.extract import (
     FileFaces,
     FrameFaces,
     file_faces,
+    frame_faces,
     image_faces,
     video_faces,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "detect_faces_near",
     "face_crops",
     "file_faces",
+    "frame_faces",
     "frame_score",
     "image_faces",
     "image_size",

@@ -54,9 +54,11 @@ class CropOptions:
     detect_every: int = 1
 
 
-def _frame_faces(
+def frame_faces(
     index: int, time: float, img: np.ndarray, opts: CropOptions, previous: list[Face] | None = None
 ) -> FrameFaces:
+    """Frame `index` at `time` s (uint8 [H,W,3] RGB) -> its faces and crops as `opts` says
+    (tracked from `previous` faces when given)."""
     faces, crops = face_crops(
         img,
         opts.size,
@@ -77,7 +79,7 @@ def track_faces(
     previous: list[Face] = []
     for k, (i, t, img) in enumerate(stream):
         track = opts.detect_every > 1 and k % opts.detect_every != 0
-        ff = _frame_faces(i, t, img, opts, previous if track else None)
+        ff = frame_faces(i, t, img, opts, previous if track else None)
         previous = ff.faces
         yield ff, img
 
@@ -86,7 +88,7 @@ def image_faces(
     path: str | Path, opts: CropOptions | None = None, limits: MediaLimits | None = None
 ) -> FrameFaces:
     """Faces and crops of one photo (header-checked before decoding)."""
-    return _frame_faces(0, 0.0, read_media_image(path, limits), opts or CropOptions())
+    return frame_faces(0, 0.0, read_media_image(path, limits), opts or CropOptions())
 
 
 def video_faces(

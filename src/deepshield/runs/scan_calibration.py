@@ -403,46 +403,77 @@ def _write(run: RunDir, fits: dict[str, KindCalibration], labels: Any) -> None:
     write_calibration_report(run, fits)
 
 
-def check_fits(decision: Decision, det: Detector, opts: ScanOptions, source: Path) -> None:
-    """ConfigError naming the difference when `det` or `opts` are not what `decision` was fitted
-    with (a file-level decision holds only for the scores it was fitted on)."""
+# How a refusal reads for the command applying a decision (scan's words are the defaults).
+SCAN_WORDS = {
+    "here": "this scan",
+    "own": "a run's own decision is used with --run",
+    "fix": "scan with the detector and settings it was fitted with, or calibrate a scan made "
+    "with these",
+}
+
+
+def check_decision(
+    decision: Decision, have: dict[str, Any], source: str | Path, words: dict[str, str] = SCAN_WORDS
+) -> None:
+    """ConfigError naming the difference when `have` (kind, model, weights_sha256, frames,
+    faces, detect_every of whoever applies it) is not what `decision` was fitted with (a
+    file-level decision holds only for the scores it was fitted on); `words`: `SCAN_WORDS`'s
+    phrases for the command applying it."""
     want = decision.fitted_for
     if decision.level != "file" or not want:
         raise ConfigError(
-            f"--decision {source}: not fitted on a scan's file scores (a run's own decision "
-            "is used with --run); write one with `deepshield calibrate SCAN`"
+            f"--decision {source}: not fitted on a scan's file scores ({words['own']}); write "
+            "one with `deepshield calibrate SCAN`"
         )
-    have = {"kind": det.kind, "model": det.name, "weights_sha256": det.weights_sha256}
-    have |= {"frames": opts.frames, "faces": opts.faces, "detect_every": opts.detect_every}
     differ = [k for k in want if k != "scan" and k in have and have[k] != want[k]]
     if differ:
-        shown = ", ".join(f"{k} {want[k]!s:.16} (this scan: {have[k]!s:.16})" for k in differ)
-        raise ConfigError(
-            f"--decision {source}: fitted for {shown}; scan with the detector and settings it "
-            "was fitted with, or calibrate a scan made with these"
-        )
+        here = words["here"]
+        shown = ", ".join(f"{k} {want[k]!s:.16} ({here}: {have[k]!s:.16})" for k in differ)
+        raise ConfigError(f"--decision {source}: fitted for {shown}; {words['fix']}")
 
 
-def with_decisions(
-    folder: str | Path, det: Detector | None, speech: Detector | None, opts: ScanOptions
-) -> tuple[Detector | None, Detector | None]:
-    """The detectors with the file-level decisions `calibrate_scan` wrote in `folder` (a
-    decision file names its folder) in place of their own, each checked against the detector
-    and `opts`; ConfigError when the folder holds none for the detectors given."""
+def file_decisions(
+    folder: str | Path, have: dict[str, dict[str, Any] | None], words: dict[str, str] = SCAN_WORDS
+) -> dict[str, Decision]:
+    """kind -> the file-level decision `calibrate_scan` wrote in `folder` (a decision file names
+    its folder) for each kind with detector settings in `have` ("image", "audio"; None: no
+    such detector), each checked by `check_decision`; ConfigError when it holds none for them."""
     path = Path(folder)
     run = RunDir(path.parent if path.is_file() else path)
-    given = {"image": det, "audio": speech}
+    found = {}
     for kind, name in DECISION_FILES.items():
-        d = given[kind]
-        if d is None or not run.exists(name):
+        if have.get(kind) is None or not run.exists(name):
             continue
         decision = Decision.from_dict(run.read_json(name), str(run.file(name)))
-        check_fits(decision, d, opts, run.file(name))
-        given[kind] = dataclasses.replace(d, decision=decision)
-    if all(given[k] is d for k, d in (("image", det), ("audio", speech))):
+        check_decision(decision, have[kind], run.file(name), words)
+        found[kind] = decision
+    if not found:
         raise ConfigError(
             f"--decision {folder}: holds no {' or '.join(DECISION_FILES.values())} for the "
             "detectors given; write it with `deepshield calibrate SCAN` on a scan of labelled "
             "files made with the same detector"
         )
+    return found
+
+
+def _settings(det: Detector | None, opts: ScanOptions) -> dict[str, Any] | None:
+    """What a file-level decision must have been fitted with to apply to `det` scanning with
+    `opts` (None without a detector)."""
+    if det is None:
+        return None
+    have = {"kind": det.kind, "model": det.name, "weights_sha256": det.weights_sha256}
+    return have | {"frames": opts.frames, "faces": opts.faces, "detect_every": opts.detect_every}
+
+
+def with_decisions(
+    folder: str | Path, det: Detector | None, speech: Detector | None, opts: ScanOptions
+) -> tuple[Detector | None, Detector | None]:
+    """The detectors with the file-level decisions `calibrate_scan` wrote in `folder` in place
+    of their own (`file_decisions`, checked against each detector and `opts`)."""
+    found = file_decisions(
+        folder, {"image": _settings(det, opts), "audio": _settings(speech, opts)}
+    )
+    given = {"image": det, "audio": speech}
+    for kind, decision in found.items():
+        given[kind] = dataclasses.replace(given[kind], decision=decision)
     return given["image"], given["audio"]

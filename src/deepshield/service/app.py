@@ -41,6 +41,7 @@ from deepshield.service.media_uploads import (
     audio_plan,
     probe_upload,
     scan_audio,
+    scan_photo,
     scan_track,
     scan_video,
     temporary_folder,
@@ -93,7 +94,9 @@ def create_app(
     """The scan service for the detector of `run_dir`, loaded once (eval mode).
 
     decision: the run's `deepshield.runs.decision.Decision` (`load_decision(run_dir)`; None:
-    uncalibrated). threshold: None (the decision's, else 0.5), a number in [0, 1], or "eer" (the
+    uncalibrated), or a file-level one fitted on a scan of the same weights and media rules
+    (checked by the caller: `serve --decision`), which makes each file's p_fake as `deepshield
+    scan --decision` does (a photo's faces found and scored as a video frame's). threshold: None (the decision's, else 0.5), a number in [0, 1], or "eer" (the
     run's test EER threshold); a scan is called fake when p_fake >= threshold + unsure, real
     below threshold - unsure, else unsure (unsure: the band's half-width, None: the decision's,
     else 0.05), p_fake being the P(fake) calibrated by the decision when it has a calibrator.
@@ -162,6 +165,8 @@ def create_app(
     def scan_picture(up: Upload, explain: bool) -> dict:
         kind = check_type(up, accepted)
         im = decode_image(up, kind, max_pixels=max_pixels, min_side=min_side)
+        if scanner.file_level:  # scored as the scan whose file scores the decision was fit on
+            return scan_photo(scanner, im, rules, explain)
         return scanner.scan_image(im, explain)
 
     @app.post(

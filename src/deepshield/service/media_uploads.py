@@ -55,6 +55,7 @@ from deepshield.service.uploads import Upload, UploadError, check_type
 # scored, its detection copy, the decoder's reference and threaded frames): the server's peak
 # memory grew by ~7 RGB frames per frame size (9 in-process), benchmarks/serve_video.py.
 FRAMES_HELD = 8
+SCORE_BATCH = 64  # face crops a forward pass: `deepshield scan`'s (runs.scan.SCORE_BATCH)
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,8 @@ def scan_video(
         rows, frame_p, frame_raw, best = _score_frames(scanner, found)
     except DataError as e:
         raise _answer(up, path, e, limits) from e
-    agg, agg_raw = media.video_score(frame_p), media.video_score(frame_raw)
-    label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
-    out = {"kind": "video"} | scanner.answer(agg.score, agg_raw.score, label, why)
+    agg, answer = _file_answer(scanner, frame_p, frame_raw)
+    out = {"kind": "video"} | answer
     out |= {
         "reason": agg.reason,
         "video": {
@@ -174,12 +174,36 @@ def scan_video(
         "frames": rows,
     }
     if explain and best is not None:
-        crop = Image.fromarray(best.crop)
-        side = min(EXPLAIN_SIDE, crop.size[0])
-        display = image_tensor(resized(crop, (side, side)))
-        out |= scanner.explanation(scanner.pixels(crop), label, display)
-        out["gradcam_frame"] = best.frame
+        out |= _face_explanation(scanner, best, out["label"]) | {"gradcam_frame": best.frame}
     return out
+
+
+def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bool) -> dict:
+    """A photo scored as `deepshield scan` scores it, for a file-level decision (fitted on
+    scan's file scores): faces found and cropped as in a video frame (`rules.faces`), P(fake)
+    from their highest score (`Scanner.file_score`) -> `Scanner.answer`'s fields ('no_face'
+    without a face) + reason, faces [{box, p_fake, p_fake_raw}] (+ the top face's overlay with
+    `explain`)."""
+    scanner.check_explainable(explain)
+    opts = media.CropOptions(size=max(scanner.input_size), mode=rules.faces)
+    found = media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)
+    rows, frame_p, frame_raw, best = _score_frames(scanner, iter([found]))
+    agg, out = _file_answer(scanner, frame_p, frame_raw)
+    out |= {"reason": agg.reason, "faces": rows[0]["faces"]}
+    if explain and best is not None:
+        out |= _face_explanation(scanner, best, out["label"])
+    return out
+
+
+def _file_answer(
+    scanner: Scanner, frame_p: list[float | None], frame_raw: list[float | None]
+) -> tuple[media.VideoScore, dict[str, Any]]:
+    """(the file's aggregate, `Scanner.answer` on it) from its frame scores (calibrated, raw;
+    None: no face): the file score of `Scanner.file_score`, 'no_face' when no frame has one."""
+    raw = media.video_score(frame_raw)
+    agg = scanner.file_score(media.video_score(frame_p), raw)
+    label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
+    return agg, scanner.answer(agg.score, raw.score, label, why)
 
 
 @dataclass(frozen=True)
@@ -191,23 +215,37 @@ class _Top:
     crop: np.ndarray
 
 
+def _face_explanation(scanner: Scanner, best: _Top, label: str) -> dict[str, Any]:
+    """The overlay of `label`'s class on the top face's crop (at most EXPLAIN_SIDE px)."""
+    crop = Image.fromarray(best.crop)
+    side = min(EXPLAIN_SIDE, crop.size[0])
+    display = image_tensor(resized(crop, (side, side)))
+    return scanner.explanation(scanner.pixels(crop), label, display)
+
+
 def _score_frames(
     scanner: Scanner, found: Iterator[media.FrameFaces]
 ) -> tuple[list[dict], list[float | None], list[float | None], _Top | None]:
-    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake))."""
+    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake)): the
+    frames decoded first (their crops kept), then every crop scored SCORE_BATCH at a time, as
+    `deepshield scan` scores a file's crops (a batch of another size may differ in float32's
+    last bits)."""
+    frames = list(found)
+    p_all, raw_all = _crop_scores(scanner, [c for ff in frames for c in ff.crops])
     rows: list[dict] = []
     frame_p: list[float | None] = []
     frame_raw: list[float | None] = []
     best: _Top | None = None
-    for ff in found:
+    at = 0
+    for ff in frames:
         row: dict[str, Any] = {"index": ff.index, "time": round(ff.time, 3), "p_fake": None}
         rows.append(row | {"faces": []})
         if ff.no_face:
             frame_p.append(None)
             frame_raw.append(None)
             continue
-        x = torch.cat([scanner.pixels(Image.fromarray(c)) for c in ff.crops])  # [F, 3, H, W]
-        p, raw = scanner.probabilities(x)  # [F], [F]
+        p, raw = p_all[at : at + len(ff.crops)], raw_all[at : at + len(ff.crops)]  # [F], [F]
+        at += len(ff.crops)
         frame_p.append(media.frame_score(p))
         frame_raw.append(media.frame_score(raw))
         rows[-1]["p_fake"] = frame_p[-1]
@@ -219,6 +257,21 @@ def _score_frames(
         if best is None or p[k] > best.p_fake:
             best = _Top(float(p[k]), ff.index, ff.crops[k])
     return rows, frame_p, frame_raw, best
+
+
+def _crop_scores(scanner: Scanner, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(fake), raw P(fake)) float64 [N] of N uint8 [S,S,3] face crops, SCORE_BATCH a pass,
+    each batch laid out as `deepshield scan` lays it (`media.crops_to_tensor`: channels last;
+    a convolution's float32 last bits depend on the layout) when S is the model's size."""
+    p, raw = [np.zeros(0)], [np.zeros(0)]
+    for i in range(0, len(crops), SCORE_BATCH):
+        x = media.crops_to_tensor(crops[i : i + SCORE_BATCH])  # [n, 3, S, S] in [0, 1]
+        if tuple(x.shape[2:]) != scanner.input_size:
+            x = torch.cat([scanner.pixels(Image.fromarray(c)) for c in crops[i : i + SCORE_BATCH]])
+        pk, rk = scanner.probabilities(x)  # [n], [n]
+        p.append(pk)
+        raw.append(rk)
+    return np.concatenate(p), np.concatenate(raw)
 
 
 def scan_track(
@@ -300,11 +353,12 @@ def track_answer(speech: Scanner, got: TrackScore) -> dict[str, Any]:
     """The speech detector's answer on a scored track: `Scanner.answer`'s fields (p_fake None
     and label "unsure" with the reason for a degenerate track) + windows, p_fake_max, note and
     audio (the reader's record)."""
-    p = got.p.score
+    agg = speech.file_score(got.p, got.raw)
+    p = agg.score
     label, why = ("unsure", got.note) if p is None else speech.label(p)
     return speech.answer(p, got.raw.score, label, why) | {
-        "windows": got.p.frames,
-        "p_fake_max": got.p.max,
+        "windows": agg.frames,
+        "p_fake_max": agg.max,
         "note": got.note,
         "audio": got.record.as_dict(),
     }

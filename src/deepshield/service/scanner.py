@@ -20,6 +20,9 @@ threshold - band, else "unsure" with the reason; the band is the decision's (0.0
 and the threshold the decision's (0.5 without one) unless the caller passes a number (on
 p_fake), or "eer" for the EER threshold of the run's test evaluation (metrics.json
 test.eer_threshold, on raw scores; passed through the calibrator when there is one).
+A file-level decision (`deepshield calibrate SCAN`, fitted on the raw file scores of a scan,
+given by `serve --decision`) makes a file's p_fake as `deepshield scan --decision` makes it: its
+calibrator applied to the raw file score (`file_score`); "eer" is then refused (a crop scale).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import base64
 import io
 import threading
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +41,9 @@ from deepshield.errors import ConfigError, InputError, RunError
 from deepshield.metrics import UNSURE_BAND, verdict
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.run import RunDir
+
+if TYPE_CHECKING:  # annotations only: deepshield.media loads PyAV and dlib
+    from deepshield.media.aggregate import VideoScore
 
 DEFAULT_SAMPLE_RATE = 16000
 UNCALIBRATED = "uncalibrated: raw P(fake) of the model, no decision of the run given"
@@ -145,9 +151,21 @@ class Scanner:
         """(threshold on p_fake, where it came from): the run's decision (0.5 when uncalibrated),
         the caller's number, or the run's test EER one (raw, through the calibrator)."""
         if threshold is None:
+            if self.file_level:
+                scan = self.decision.fitted_for.get("scan")
+                return (
+                    self.decision.threshold,
+                    f"file-level decision of scan {scan} ({self.decision.rule} rule)",
+                )
             if self.calibrated:
                 return self.decision.threshold, f"decision.json ({self.decision.rule} rule)"
             return 0.5, "default"
+        if threshold == "eer" and self.file_level:
+            raise ConfigError(
+                "threshold 'eer': the run's test EER threshold is on scores of single face crops "
+                "or clips, not on the file scores the file-level decision was fitted on; leave "
+                "the threshold out (the decision's) or give a number"
+            )
         if threshold == "eer":
             metrics = self.run.read_json("metrics.json")
             value = (metrics.get("test") or {}).get("eer_threshold")
@@ -184,6 +202,18 @@ class Scanner:
         return None
 
     @property
+    def file_level(self) -> bool:
+        """True when the decision was fitted on a scan's file scores (`deepshield calibrate
+        SCAN`): a file's P(fake) is its calibrator applied to the raw file score."""
+        return self.decision is not None and self.decision.level == "file"
+
+    def file_score(self, calibrated: VideoScore, raw: VideoScore) -> VideoScore:
+        """A file's P(fake) from its aggregated calibrated and raw frame (or window) scores,
+        as `deepshield scan` makes it: `Decision.file_score` (the calibrated aggregate without
+        a decision)."""
+        return calibrated if self.decision is None else self.decision.file_score(calibrated, raw)
+
+    @property
     def unsure_band(self) -> list[float]:
         """[low, high) of p_fake around the threshold where the verdict is "unsure"."""
         return [max(0.0, self.threshold - self.band), min(1.0, self.threshold + self.band)]
@@ -200,6 +230,7 @@ class Scanner:
             "threshold_warning": self.threshold_warning,
             "calibrated": self.calibrated,
             "calibration": self.calibration,
+            "decision_level": self.decision.level if self.calibrated else None,
             "input_source": self.input_source,
             "explain": self.explainable,
             "explain_method": self.explain_method,
