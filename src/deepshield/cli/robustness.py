@@ -12,9 +12,16 @@ from deepshield.cli.checks import COUNT, amp_option, split_choice
 
 @app.command("robustness")
 def robustness_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `deepshield train`."),
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A run folder written by `deepshield train`, or a scan folder calibrated by "
+        "`deepshield calibrate SCAN` (its labelled files processed and scanned again).",
+    ),
     grid: str = typer.Option(
-        "quick", "--grid", help="quick, full, or a YAML file listing specs such as jpeg:75."
+        "quick",
+        "--grid",
+        help="quick, full, or a YAML file listing specs such as jpeg:75 (a scan folder: also "
+        "h264:CRF for videos and speech specs such as mp3:0.5).",
     ),
     split: str = typer.Option("test", "--split", help="train, val or test.", callback=split_choice),
     n: int = typer.Option(
@@ -32,7 +39,11 @@ def robustness_cmd(
 ) -> None:
     """Score the run's split under each setting of a processing grid (real encoders): AUC, EER,
     and error rates at the run's threshold; writes everyday_<grid>.json, a plot and a report
-    section. --shortcuts adds shortcuts.json (same re-encoding of both classes)."""
+    section. --shortcuts adds shortcuts.json (same re-encoding of both classes). A calibrated
+    scan folder: its labelled files processed (photos, videos re-encoded, audio) and scanned
+    with its decisions; writes robustness.json."""
+    if not (run_dir / "model.json").is_file() and (run_dir / "scan.json").is_file():
+        return _scan_grid(run_dir, grid, device, shortcuts or dataset is not None or n is not None)
     from deepshield.precision import autocast
     from deepshield.runs.everyday import run_grid, shortcut_checks
     from deepshield.runtime import resolve_device
@@ -54,6 +65,23 @@ def robustness_cmd(
                              if v is not None)  # fmt: skip
             print(f"pair {pair['pair']}: video P(fake) fake - real: {gaps}")
     print(f"report: {Path(run_dir) / 'report.html'}")
+
+
+def _scan_grid(scan_dir: Path, grid: str, device: str, run_only: bool) -> None:
+    """`robustness SCAN`: the grid over a calibrated scan's labelled files (scan_robustness)."""
+    from deepshield.errors import ConfigError
+    from deepshield.runs.scan_robustness import ROBUSTNESS_FILE, line, scan_robustness
+    from deepshield.runtime import resolve_device
+
+    if run_only:
+        raise ConfigError(
+            f"{scan_dir}: a scan folder; --shortcuts, --dataset and --n are for run folders "
+            "(the scan's labelled files are used, its settings and precision kept)"
+        )
+    result = scan_robustness(scan_dir, grid, device=resolve_device(device), log=_log)
+    for row in result["settings"]:
+        print(line(row))
+    print(f"wrote {scan_dir / ROBUSTNESS_FILE}")
 
 
 def _log(line: str) -> None:

@@ -295,7 +295,7 @@ class ScanOptions:
 
     frames: int = 32
     faces: FaceMode = "largest"
-    top_frames: int = 3  # frames per file with a Grad-CAM overlay
+    top_frames: int = 3  # frames per file with a Grad-CAM overlay (0: no thumbnail, no overlay)
     limits: media.MediaLimits = field(default_factory=media.MediaLimits)
     detect_every: int = 1
     amp: str = "off"
@@ -344,7 +344,7 @@ def extract(
         )
         faces, error = got, None
     except Exception as e:  # the file's row says what went wrong; the scan goes on
-        faces, error = None, _one_line(e)
+        faces, error = None, one_line(e)
     return Extraction(faces, error, time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -433,7 +433,9 @@ def _save_evidence(
 ) -> None:
     """The top face's thumbnail (faces/<id>.jpg) and a Grad-CAM overlay of the fake class on each
     kept frame (evidence/<id>_<frame>.jpg), drawn on the frame around the crop; `full` is the
-    (width, height) of the frame the face boxes refer to."""
+    (width, height) of the frame the face boxes refer to; nothing with `opts.top_frames` 0."""
+    if not kept:
+        return
     fid = file_id(path)
     _save_jpeg(kept[0].crop, out.output(f"faces/{fid}.jpg"))
     if getattr(det.model, "cam_layer", None) is None:
@@ -499,7 +501,7 @@ def _score_audio(
     return speech.decision.file_score(track.p, track.raw), track.raw
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """The error of a file as one line: a DeepshieldError's message (file + fix), else the
     unexpected error's type and message."""
     if isinstance(e, DeepshieldError):
@@ -558,7 +560,7 @@ def scan_file(
                 "give a photo, a video or an audio file"
             )
     except Exception as e:  # one bad file becomes a row; the scan goes on
-        row.update(verdict="error", error=_one_line(e), score=None, score_raw=None)
+        row.update(verdict="error", error=one_line(e), score=None, score_raw=None)
         frames = []
     if kind == "video" and det is not None and speech is not None:  # even when no picture
         _add_audio_track(row, path, speech, opts)
@@ -579,7 +581,7 @@ def _add_audio_track(row: dict[str, Any], path: Path, speech: Detector, opts: Sc
     except NoAudioTrackError:  # a silent video: a fact, not an error
         row["note"] = "; ".join(filter(None, (row.get("note"), "no audio track")))
     except Exception as e:  # a bad audio track is noted; the visual verdict stands
-        row["audio_error"] = _one_line(e)
+        row["audio_error"] = one_line(e)
 
 
 # -- CSV files that survive a crash --------------------------------------------------------------
