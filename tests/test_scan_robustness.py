@@ -55,9 +55,9 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_photos_under_a_grid_rows_recounted_and_identity_exact(request, tmp_path) -> None:
     """noise:0 leaves every pixel (PNG originals): the copies score exactly as the originals;
     jpeg:50's row is recounted from its own scan.csv and calibration.json's verdicts."""
-    labelled = request.getfixturevalue("labelled")
+    case = request.getfixturevalue("labelled")
     scan = tmp_path / "scan"
-    shutil.copytree(labelled["out"], scan)
+    shutil.copytree(case["out"], scan)
     grid = tmp_path / "g.yaml"
     grid.write_text("- noise:0\n- jpeg:50\n")
     result = srob.scan_robustness(scan, grid)
@@ -120,14 +120,14 @@ def test_videos_are_reencoded_and_audio_transcoded_then_scored(tmp_path, tmp_pat
 
 
 def test_an_uncalibrated_scan_and_run_only_flags_are_one_line(request, tmp_path) -> None:
-    labelled = request.getfixturevalue("labelled")
+    case = request.getfixturevalue("labelled")
     bare = tmp_path / "bare"
-    sc.scan([labelled["root"] / "real"], bare, detector=labelled["det"], opts=labelled["opts"])
+    sc.scan([case["root"] / "real"], bare, detector=case["det"], opts=case["opts"])
     with pytest.raises(ConfigError, match="no calibration; run `deepshield calibrate"):
         srob.scan_robustness(bare)
     env = script_env()
     done = subprocess.run(
-        [SCRIPT, "robustness", labelled["out"], "--shortcuts"],
+        [SCRIPT, "robustness", case["out"], "--shortcuts"],
         capture_output=True,
         text=True,
         env=env,
