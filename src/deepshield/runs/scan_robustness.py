@@ -120,7 +120,7 @@ def _summary(
     why no copy could be made)."""
     from deepshield.metrics import auc
 
-    y, raw, verdicts, changed, moved = [], [], [], 0, []
+    y, raw, verdicts, changed, moved, moved_raw = [], [], [], 0, [], []
     lost = {"not_processed": len(failed), "error": 0, "no_face": 0}
     for f in files:
         row = got.get(f["path"])
@@ -133,6 +133,7 @@ def _summary(
         verdicts.append(row["verdict"])
         changed += row["verdict"] != f["verdict"]
         moved.append(abs(float(row["score"]) - f["p_fake"]))
+        moved_raw.append(abs(float(row["score_raw"]) - f["score_raw"]))
     labels = np.asarray(y)
     return {
         "files": len(files),
@@ -143,6 +144,7 @@ def _summary(
         **verdict_rates(verdicts, labels),
         "verdicts_changed": changed,
         "mean_abs_change_p_fake": float(np.mean(moved)) if moved else None,
+        "mean_abs_change_raw": float(np.mean(moved_raw)) if moved_raw else None,
     }
 
 
@@ -270,11 +272,11 @@ def _pct(r: dict[str, Any]) -> str:
 def line(row: dict[str, Any]) -> str:
     """One printed line of a setting."""
     a = "n/a" if row["auc_raw"] is None else f"{row['auc_raw']:.3f}"
-    dp = row["mean_abs_change_p_fake"]
+    dp, draw = row["mean_abs_change_p_fake"], row["mean_abs_change_raw"]
     return (
         f"{row['kind']:5} {row['setting']:28} {row['scored']:4}/{row['files']:<4} AUC {a}  "
         f"reals called fake {_pct(row['reals_called_fake'])}, fakes called real "
         f"{_pct(row['fakes_called_real'])}, unsure {_pct(row['reals_unsure'])} / "
         f"{_pct(row['fakes_unsure'])}; verdicts changed {row['verdicts_changed']}"
-        + ("" if dp is None else f", mean |dP| {dp:.3f}")
+        + ("" if dp is None else f", mean |dP| {dp:.3f} (raw {draw:.3f})")
     )
