@@ -175,4 +175,12 @@ def _print_rows(record: dict) -> None:
                 f"mean {row['queries_mean_success']:.1f}"
             )
         typer.echo(", ".join(shown))
+    video = record.get("video_level")
+    for row, v in zip(record["rows"], (video or {}).get("rows", []), strict=False):
+        if v is not None:
+            typer.echo(
+                f"  videos at eps {row['eps']:.4g}: {v['n']} videos, AUC {v['auc']:.4f}, fakes "
+                f"passed {v['fake_passed_as_real']:.4f}, reals flagged "
+                f"{v['real_flagged_as_fake']:.4f} at {video['threshold']:.4g}"
+            )
     typer.echo(f"wrote {Path(record['run']) / ('attack_' + record['name'] + '.json')}")

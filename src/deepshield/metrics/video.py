@@ -79,3 +79,29 @@ def video_metrics(
         "video": _level(video_y, video_scores),
         "per_video": rows,
     }
+
+
+def video_rates(
+    y_true: Any,
+    p_fake: Any,
+    videos: Sequence[int] | np.ndarray,
+    frames: Sequence[int] | np.ndarray,
+    names: Sequence[str] | None,
+    threshold: float,
+) -> dict[str, Any] | None:
+    """Video-level AUC, EER and error rates at `threshold` of crop P(fake) [N] (video score =
+    mean over frames of the max over crops, `video_metrics`), with each video's score; None
+    unless both classes have a video."""
+    vm = video_metrics(y_true, p_fake, videos, frames, names)
+    labels = np.array([row["label"] for row in vm["per_video"]])
+    scores = np.array([row["score"] for row in vm["per_video"]])
+    if len(set(labels.tolist())) < 2:
+        return None
+    return {
+        "n": len(labels),
+        "auc": vm["video"]["auc"],
+        "eer": vm["video"]["eer"],
+        "fake_passed_as_real": float(np.mean(scores[labels == 1] < threshold)),
+        "real_flagged_as_fake": float(np.mean(scores[labels == 0] >= threshold)),
+        "scores": {str(row["video"]): row["score"] for row in vm["per_video"]},
+    }

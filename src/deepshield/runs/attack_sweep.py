@@ -56,6 +56,9 @@ class AttackData:
     subset: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # the dataset options used
     splits: Splits | None = field(default=None, repr=False, compare=False)  # loaded from
+    video: torch.Tensor | None = None  # [N] video id of each crop (video-folder data), else None
+    frame: torch.Tensor | None = None  # [N] frame index of each crop
+    video_names: list[str] | None = None
 
 
 def run_config(run: RunDir) -> TrainConfig:
@@ -92,7 +95,10 @@ def load_attack_data(
         splits.split(split), n, seed=cfg.seed if seed is None else seed, classes=splits.classes
     )
     x, y = drawn.data.tensors()
-    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs, splits)
+    meta = drawn.data.meta
+    ids = (meta["video"], meta["frame"], splits.meta_names.get("video"))
+    video = ids if "video" in meta and "frame" in meta else (None, None, None)
+    return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs, splits, *video)
 
 
 def sweep_name(
@@ -348,6 +354,8 @@ def sweep_record(
         clean.update(at_threshold(result.y.numpy(), _p_fake(result.clean_logits), decision))
         for k, row in enumerate(rows):
             row.update(at_threshold(result.y.numpy(), _p_fake(result.adv_logits[k]), decision))
+    if result.detector and batch.video is not None:
+        threshold["video_level"] = _video_level(result, batch, decision)
     return {
         **spec.to_dict(),
         "dataset": batch.dataset,
@@ -362,6 +370,28 @@ def sweep_record(
         "clean": clean,
         "rows": rows,
         **threshold,
+    }
+
+
+def _video_level(result: SweepResult, batch: AttackData, decision: Decision | None) -> dict:
+    """Video-level numbers of a sweep on crops of videos: per budget, `metrics.video_rates` of
+    the crops' P(fake) (calibrated by the run's decision when it has one, at its threshold;
+    raw at 0.5 otherwise): every crop of a video attacked, the video score their frames' mean."""
+    from deepshield.metrics.video import video_rates
+
+    assert batch.video is not None and batch.frame is not None
+    cal = decision.calibrate if decision is not None else np.asarray
+    t = decision.threshold if decision is not None else 0.5
+    y, ids, frames = result.y.numpy(), batch.video.numpy(), batch.frame.numpy()
+
+    def rates(logits: torch.Tensor) -> dict[str, Any] | None:
+        return video_rates(y, cal(_p_fake(logits)), ids, frames, batch.video_names, t)
+
+    return {
+        "threshold": t,
+        "calibrated": bool(decision is not None and decision.calibrated),
+        "clean": rates(result.clean_logits),
+        "rows": [rates(result.adv_logits[k]) for k in range(len(result.eps))],
     }
 
 
@@ -443,6 +473,11 @@ def table_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
                 row["mean P(fake), calibrated"] = r["p_fake_calibrated_mean"]
             row["evasion: accuracy"] = r["evasion"]["accuracy"]
             row["evasion: AUC"] = r["evasion"]["auc"]
+        video = (record.get("video_level") or {}).get("rows", [])
+        if len(video) == len(record["rows"]) and video[len(out)] is not None:
+            row["videos: AUC"] = video[len(out)]["auc"]
+            row["videos: fakes passed"] = video[len(out)]["fake_passed_as_real"]
+            row["videos: reals flagged"] = video[len(out)]["real_flagged_as_fake"]
         if "surrogate_accuracy" in r:
             crafter = "crafting model" if record.get("defence") else "surrogate"
             row[f"{crafter} accuracy"] = r["surrogate_accuracy"]

@@ -136,34 +136,11 @@ def setting_metrics(y: Any, raw: Any, decision: Decision, data: EvalSet) -> dict
         "mean_p_fake": float(p[y == 1].mean()),
     }
     if data.video is not None:
-        row["video"] = video_level(y, p, data, decision.threshold)
+        from deepshield.metrics.video import video_rates
+
+        ids, frames, names = data.video.numpy(), data.frame.numpy(), data.video_names
+        row["video"] = video_rates(y, p, ids, frames, names, decision.threshold)
     return row
-
-
-def video_level(
-    y: np.ndarray, p: np.ndarray, data: EvalSet, threshold: float
-) -> dict[str, Any] | None:
-    """Video-level AUC, EER and error rates at `threshold` of calibrated crop P(fake) [N] (video
-    score = mean over frames of the max over crops); None unless both classes have a video."""
-    from deepshield.metrics import video_metrics
-
-    assert data.video is not None and data.frame is not None
-    vm = video_metrics(y, p, data.video.numpy(), data.frame.numpy(), data.video_names)
-    labels = np.array([row["label"] for row in vm["per_video"]])
-    scores = np.array([row["score"] for row in vm["per_video"]])
-    if len(set(labels.tolist())) < 2:
-        return None
-    return {
-        "n": len(labels),
-        "auc": vm["video"]["auc"],
-        "eer": vm["video"]["eer"],
-        "fake_passed_as_real": float(np.mean(scores[labels == 1] < threshold)),
-        "real_flagged_as_fake": float(np.mean(scores[labels == 0] >= threshold)),
-        "scores": {str(row["video"]): row["score"] for row in vm["per_video"]},
-    }
-
-
-# ------------------------------------------------------------------------------- the grid
 
 
 def grid_label(grid: str | Path) -> str:
