@@ -725,8 +725,8 @@ def test_speech_answer_of_a_long_file_equals_deepshield_scan(
 
 
 def test_speech_explain_draws_the_window_with_the_highest_p_fake(speech_run, tmp_path):
-    """explain=true on a file of several windows: the overlay of its highest-P(fake) window,
-    the same PNG as that window uploaded alone."""
+    """explain=true on a file of several windows: each window's span and P(fake), and the
+    overlay of its highest-P(fake) window, the same PNG as that window uploaded alone."""
     from deepshield.media.audio import fix_length
 
     wave = tone(4.0, 16000, seed=5)[:, 0]  # 4 windows of 1 s
@@ -745,6 +745,9 @@ def test_speech_explain_draws_the_window_with_the_highest_p_fake(speech_run, tmp
         "/v1/scan", params={"explain": True}, files={"file": ("one.wav", alone, "audio/wav")}
     ).json()
     assert body["windows"] == 4 and body["p_fake_max"] == pytest.approx(p.max(), abs=1e-6)
+    got = body["window_scores"]  # each window where it lies, with its own P(fake)
+    assert [(w["start_s"], w["end_s"]) for w in got] == [(i, i + 1) for i in range(4)]
+    assert [w["p_fake"] for w in got] == pytest.approx(p.tolist(), abs=1e-6)
     assert body["gradcam_window"] == k and body["gradcam_window_s"] == [k, k + 1]
     assert body["gradcam_png"] == one["gradcam_png"] and "gradcam_window" in one
     assert body["gradcam_class"] == ("fake" if p[k] >= 0.5 else "real")

@@ -351,13 +351,19 @@ def _score(
 
 def track_answer(speech: Scanner, got: TrackScore) -> dict[str, Any]:
     """The speech detector's answer on a scored track: `Scanner.answer`'s fields (p_fake None
-    and label "unsure" with the reason for a degenerate track) + windows, p_fake_max, note and
-    audio (the reader's record)."""
+    and label "unsure" with the reason for a degenerate track) + windows, p_fake_max,
+    window_scores (each window's [start_s, end_s) in the track and P(fake), on the decision's
+    scale: where in a long voice note the detector reacts), note and audio (the reader's
+    record)."""
     agg = speech.file_score(got.p, got.raw)
     p = agg.score
     label, why = ("unsure", got.note) if p is None else speech.label(p)
+    spans = zip(got.spans, got.window_p, strict=True)
     return speech.answer(p, got.raw.score, label, why) | {
         "windows": agg.frames,
+        "window_scores": [
+            {"start_s": round(a, 3), "end_s": round(b, 3), "p_fake": q} for (a, b), q in spans
+        ],
         "p_fake_max": agg.max,
         "note": got.note,
         "audio": got.record.as_dict(),
