@@ -499,6 +499,35 @@ def test_workers_give_the_same_rows_in_the_same_order(case, scanned, tmp_path) -
     assert doc["this_call"]["workers"] == 2 and doc["status"] == "complete"
 
 
+def test_workers_share_a_long_video_and_give_the_same_rows(
+    case, scanned, tmp_path, monkeypatch
+) -> None:
+    """Every video counted as long (SPLIT_BYTES 0): each is cut into 2 runs of its sampled
+    frames, one per worker (2 jobs per video submitted), and the scan is the serial one, bad
+    videos' error rows included."""
+    monkeypatch.setattr(sc, "SPLIT_BYTES", 0)
+    submitted: list[tuple] = []
+    pool = sc._pool
+
+    def counting(workers: int):
+        made = pool(workers)
+        submit = made.submit
+        made.submit = lambda fn, *a: submitted.append(a) or submit(fn, *a)
+        return made
+
+    monkeypatch.setattr(sc, "_pool", counting)
+    opts = sc.ScanOptions(frames=FRAMES)
+    sc.scan([case["src"]], tmp_path / "w", detector=scanned["det"], opts=opts, workers=2)
+    _same_scan(tmp_path / "w", scanned["out"])
+    videos = [a for a in submitted if a[1] == "video"]
+    assert {a[-1] for a in videos} == {(0, 2), (1, 2)}
+    for kind in ("image", "video"):  # photos one job each, videos two, sound none
+        jobs = sum(a[1] == kind for a in submitted)
+        files = sum(r["kind"] == kind for r in scanned["rows"].values())
+        assert jobs == files * (2 if kind == "video" else 1)
+    assert all(a[1] in ("image", "video") for a in submitted)
+
+
 def test_tracking_between_frames_finds_the_face_in_every_frame(case, scanned, tmp_path) -> None:
     clip = case["src"] / "clips" / "face.mp4"
     opts = sc.ScanOptions(frames=6, detect_every=3)

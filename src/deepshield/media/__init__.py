@@ -12,6 +12,7 @@ from deepshield.media.extract import (
     file_faces,
     frame_faces,
     image_faces,
+    join_parts,
     video_faces,
 )
 from deepshield.media.faces import (
@@ -65,6 +66,7 @@ __all__ = [
     "image_faces",
     "image_size",
     "iter_video_frames",
+    "join_parts",
     "landmark_model_path",
     "probe_video",
     "read_media_image",

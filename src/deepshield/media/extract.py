@@ -139,16 +139,20 @@ def file_faces(
     frames: int = 32,
     view_side: int = 480,
     limits: MediaLimits | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> FileFaces:
     """Every sampled frame of a photo (`kind` "image") or video ("video") with its faces and
-    crops, decoded, detected and cropped in this process (what a scan worker runs)."""
+    crops, decoded, detected and cropped in this process (what a scan worker runs). `part`
+    (i, n): only the i-th of n contiguous runs of a video's sampled frames (n workers share
+    one long video; `join_parts` puts them back in order)."""
     limits, interlaced = limits or MediaLimits(), None
     if kind == "image":
         img = read_media_image(path, limits)
         stream: Iterator[tuple[int, float, np.ndarray]] = iter([(0, 0.0, img)])
     else:
         info = probe_video(path, limits)
-        stream = iter_video_frames(info, sample_frames(info, frames=frames), limits)
+        indices = np.array_split(sample_frames(info, frames=frames), part[1])[part[0]]
+        stream = iter_video_frames(info, indices, limits)
         interlaced = info.interlaced
     out, views, size = [], [], (0, 0)
     for ff, img in track_faces(stream, opts):
@@ -156,3 +160,11 @@ def file_faces(
         views.append(_view(img, view_side))
         size = (img.shape[1], img.shape[0])
     return FileFaces(out, views, *size, interlaced)
+
+
+def join_parts(parts: list[FileFaces]) -> FileFaces:
+    """The FileFaces of a video from those of its `part`s, in order (a part may be empty)."""
+    sized = next((p for p in parts if p.frames), parts[0])
+    frames = [ff for p in parts for ff in p.frames]
+    views = [v for p in parts for v in p.views]
+    return FileFaces(frames, views, sized.width, sized.height, sized.interlaced)

@@ -90,6 +90,7 @@ COMMAND = "scan"  # the command recorded in the folder's manifest, and its final
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
 ENGINES = ("local", "ray")  # where files are scanned: this machine, or Ray actors (scan_ray)
 SCORE_BATCH = 64  # face crops per forward pass
+SPLIT_BYTES = 16 << 20  # a video this large is shared by the workers (`video_parts`)
 
 
 # -- detectors ---------------------------------------------------------------------------------
@@ -334,13 +335,19 @@ def _crop_options(det: Detector, opts: ScanOptions) -> CropOptions:
 
 
 def extract(
-    path: str, kind: str, crop: CropOptions, frames: int, limits: media.MediaLimits
+    path: str,
+    kind: str,
+    crop: CropOptions,
+    frames: int,
+    limits: media.MediaLimits,
+    part: tuple[int, int] = (0, 1),
 ) -> Extraction:
-    """Decode `path`, find and crop its faces (a worker's job); errors become `error`."""
+    """Decode `path` (its `part` of a video's sampled frames), find and crop its faces (a
+    worker's job); errors become `error`."""
     start, cpu = time.perf_counter(), time.process_time()
     try:
         got = media.file_faces(
-            path, kind, crop, frames=frames, view_side=OVERLAY_SIDE, limits=limits
+            path, kind, crop, frames=frames, view_side=OVERLAY_SIDE, limits=limits, part=part
         )
         faces, error = got, None
     except Exception as e:  # the file's row says what went wrong; the scan goes on
@@ -734,12 +741,23 @@ def _stop(pool: Any) -> None:
         proc.terminate()
 
 
+def video_parts(path: Path, kind: str | None, opts: ScanOptions, workers: int) -> int:
+    """How many workers share one file: `workers` for a video of SPLIT_BYTES or more when faces
+    are searched in every sampled frame (tracking runs through the frames in order), else 1."""
+    if kind != "video" or workers < 2 or opts.detect_every != 1:
+        return 1
+    try:
+        return workers if path.stat().st_size >= SPLIT_BYTES else 1
+    except OSError:
+        return 1  # the file's row says what went wrong
+
+
 def extractions(
     files: list[Path], det: Detector | None, opts: ScanOptions, workers: int
 ) -> Iterator[Extraction | None]:
     """Per file, in order: its frames and faces made by one of `workers` processes (at most
-    2 x workers files ahead), or None (no workers, or a file without pictures to look at:
-    `scan_file` does it)."""
+    2 x workers files ahead; a long video's sampled frames shared by all of them, `video_parts`),
+    or None (no workers, or a file without pictures to look at: `scan_file` does it)."""
     if workers < 1 or det is None:
         yield from (None for _ in files)
         return
@@ -755,11 +773,15 @@ def extractions(
                     break
                 kind = file_kind(f)
                 job = (str(f), kind, crop, opts.frames, opts.limits)
-                pending.append(pool.submit(extract, *job) if kind in ("image", "video") else None)
+                if kind not in ("image", "video"):
+                    pending.append(None)
+                    continue
+                n = video_parts(f, kind, opts, workers)
+                pending.append([pool.submit(extract, *job, (i, n)) for i in range(n)])
             if not pending:
                 return
             job = pending.popleft()
-            yield _result(job) if job is not None else None
+            yield _joined([_result(p) for p in job]) if job is not None else None
     finally:
         _stop(pool)
 
@@ -777,6 +799,17 @@ def _scanned(
     with contextlib.closing(work):
         for f, got in zip(files, work, strict=True):
             yield scan_file(f, det, speech, opts, run, got)
+
+
+def _joined(parts: list[Extraction]) -> Extraction:
+    """One file's Extraction from its parts' (the first error wins; wall: the longest part,
+    they ran side by side; CPU: all of them)."""
+    if len(parts) == 1:
+        return parts[0]
+    wall, cpu = max(p.wall_s for p in parts), sum(p.cpu_s for p in parts)
+    error = next((p.error for p in parts if p.error is not None), None)
+    got = None if error else media.join_parts([p.faces for p in parts if p.faces is not None])
+    return Extraction(got, error, wall, cpu)
 
 
 def _result(job: Any) -> Extraction:
