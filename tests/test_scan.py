@@ -499,12 +499,12 @@ def test_workers_give_the_same_rows_in_the_same_order(case, scanned, tmp_path) -
     assert doc["this_call"]["workers"] == 2 and doc["status"] == "complete"
 
 
-def test_workers_share_a_long_video_and_give_the_same_rows(
+def test_a_lone_video_is_shared_by_the_workers_with_the_serial_rows(
     case, scanned, tmp_path, monkeypatch
 ) -> None:
-    """Every video counted as long (SPLIT_BYTES 0): each is cut into 2 runs of its sampled
-    frames, one per worker (2 jobs per video submitted), and the scan is the serial one, bad
-    videos' error rows included."""
+    """Each video of the folder scanned alone with 2 workers (SPLIT_BYTES 0): its sampled frames
+    cut into 2 runs, one job per worker, and its row the serial scan's, bad videos' error rows
+    included; in a folder only the last file is shared (the others keep the workers busy)."""
     monkeypatch.setattr(sc, "SPLIT_BYTES", 0)
     submitted: list[tuple] = []
     pool = sc._pool
@@ -517,15 +517,19 @@ def test_workers_share_a_long_video_and_give_the_same_rows(
 
     monkeypatch.setattr(sc, "_pool", counting)
     opts = sc.ScanOptions(frames=FRAMES)
-    sc.scan([case["src"]], tmp_path / "w", detector=scanned["det"], opts=opts, workers=2)
-    _same_scan(tmp_path / "w", scanned["out"])
-    videos = [a for a in submitted if a[1] == "video"]
-    assert {a[-1] for a in videos} == {(0, 2), (1, 2)}
-    for kind in ("image", "video"):  # photos one job each, videos two, sound none
-        jobs = sum(a[1] == kind for a in submitted)
-        files = sum(r["kind"] == kind for r in scanned["rows"].values())
-        assert jobs == files * (2 if kind == "video" else 1)
-    assert all(a[1] in ("image", "video") for a in submitted)
+    videos = sorted((case["src"] / "clips").glob("*.mp4"))
+    for i, video in enumerate(videos):
+        out = tmp_path / f"v{i}"
+        sc.scan([video], out, detector=scanned["det"], opts=opts, workers=2)
+        (row,) = _rows(out)
+        assert row == {k: v for k, v in scanned["rows"][video.name].items() if k not in TIMES}
+    assert [a[-1] for a in submitted] == [(0, 2), (1, 2)] * len(videos)
+    submitted.clear()
+    sc.scan([case["src"]], tmp_path / "all", detector=scanned["det"], opts=opts, workers=2)
+    _same_scan(tmp_path / "all", scanned["out"])
+    split = [a[0] for a in submitted if a[-1] != (0, 1)]
+    last = max(scanned["rows"], key=lambda n: scanned["rows"][n]["path"])  # folder order
+    assert {Path(p).name for p in split} <= {last}
 
 
 def test_tracking_between_frames_finds_the_face_in_every_frame(case, scanned, tmp_path) -> None:

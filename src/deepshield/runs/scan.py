@@ -90,7 +90,7 @@ COMMAND = "scan"  # the command recorded in the folder's manifest, and its final
 OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
 ENGINES = ("local", "ray")  # where files are scanned: this machine, or Ray actors (scan_ray)
 SCORE_BATCH = 64  # face crops per forward pass
-SPLIT_BYTES = 16 << 20  # a video this large is shared by the workers (`video_parts`)
+SPLIT_BYTES = 1 << 20  # a video this large may be shared by the workers (`video_parts`)
 
 
 # -- detectors ---------------------------------------------------------------------------------
@@ -741,10 +741,14 @@ def _stop(pool: Any) -> None:
         proc.terminate()
 
 
-def video_parts(path: Path, kind: str | None, opts: ScanOptions, workers: int) -> int:
-    """How many workers share one file: `workers` for a video of SPLIT_BYTES or more when faces
-    are searched in every sampled frame (tracking runs through the frames in order), else 1."""
-    if kind != "video" or workers < 2 or opts.detect_every != 1:
+def video_parts(
+    path: Path, kind: str | None, opts: ScanOptions, workers: int, remaining: int
+) -> int:
+    """How many workers share one file: all `workers` for a video of SPLIT_BYTES or more among
+    the last `remaining` < `workers` files of the scan (a lone long video, the tail of a folder;
+    before that the files keep the workers busy one each), when faces are searched in every
+    sampled frame (tracking runs through the frames in order); else 1."""
+    if kind != "video" or not workers > 1 or remaining >= workers or opts.detect_every != 1:
         return 1
     try:
         return workers if path.stat().st_size >= SPLIT_BYTES else 1
@@ -764,19 +768,20 @@ def extractions(
     crop = _crop_options(det, opts)
     pool = _pool(workers)
     pending: deque[Any] = deque()
-    jobs = iter(files)
+    jobs, submitted = iter(files), 0
     try:
         while True:
             while len(pending) < 2 * workers:
                 f = next(jobs, None)
                 if f is None:
                     break
+                submitted += 1
                 kind = file_kind(f)
                 job = (str(f), kind, crop, opts.frames, opts.limits)
                 if kind not in ("image", "video"):
                     pending.append(None)
                     continue
-                n = video_parts(f, kind, opts, workers)
+                n = video_parts(f, kind, opts, workers, len(files) - submitted + 1)
                 pending.append([pool.submit(extract, *job, (i, n)) for i in range(n)])
             if not pending:
                 return
