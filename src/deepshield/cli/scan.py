@@ -180,8 +180,8 @@ def scan_cmd(
     workers: int = typer.Option(
         0,
         "--workers",
-        help="Processes that decode files and find faces (0: in this process; a video of 16 MB "
-        "or more is shared by them); scoring stays here.",
+        help="Processes that decode files and find faces (0: in this process; a lone video, or "
+        "the last of a folder, is shared by them); scoring stays here.",
         min=0,
     ),
     engine: str = typer.Option(
