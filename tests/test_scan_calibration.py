@@ -227,7 +227,7 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
     elsewhere = tmp_path / "elsewhere.csv"  # the same names, not the scanned files
     shutil.copy(reals[0], tmp_path / reals[0].name)
     elsewhere.write_text(f"file,label\n{reals[0].name},0\n")
-    with pytest.raises(ConfigError, match="none of its 1 files is a file of the scan"):
+    with pytest.raises(ConfigError, match="labels no file of the scan \\(none of its 1 files"):
         scal.calibrate_scan(scan, labels=elsewhere)
     fits = scal.calibrate_scan(scan, labels=labels, folds=3)
     fit = fits["image"]
@@ -319,3 +319,29 @@ def test_speech_files_are_calibrated_on_their_own_and_videos_sound_is_left_out(t
     for r in _csv(tmp_path / "again" / "scan.csv"):
         p = float(d.calibrate([float(r["score_raw"])])[0])
         assert float(r["score"]) == pytest.approx(p, abs=1e-12), r["path"]
+
+
+def test_an_asvspoof_protocol_labels_the_clips_by_utterance_and_groups_speakers(tmp_path):
+    """AASIST-L over the 10 ASVspoof 2019 LA eval clips, labelled by their protocol file: every
+    clip labelled as the protocol says, folds by speaker, misses split by spoofing system."""
+    from deepshield.data.sources.asvspoof import read_protocol
+    from test_scan import AASIST_L
+
+    root = shared_path("data", "asvspoof2019_la_eval_samples")
+    trials = {t.utterance: t for t in read_protocol(root / "protocol.txt")}
+    _, speech = sc.detectors(
+        None, [("aasist_l", shared_path(*AASIST_L))], None, torch.device("cpu")
+    )
+    sc.scan(
+        [root / "flac"], tmp_path / "s", detector=None, speech=speech, opts=sc.ScanOptions(frames=1)
+    )
+    fit = scal.calibrate_scan(tmp_path / "s", labels=root / "protocol.txt", folds=3)["audio"]
+    assert len(fit.files) == len(trials) == 10 and not fit.left_out
+    for f in fit.files:
+        t = trials[Path(f.path).stem]
+        assert (f.label, f.group) == (t.label, t.speaker)
+        assert f.method == (t.system if t.label else "bonafide")
+    assert fit.cross_validated["groups"] == "pair"  # speakers hold several clips
+    assert set(fit.cross_validated["fakes_called_real_by_method"]) == {
+        t.system for t in trials.values() if t.label
+    }

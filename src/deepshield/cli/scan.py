@@ -39,8 +39,9 @@ def calibrate_cmd(
         None,
         "--labels",
         help="Scan folder only: a CSV with file (or path, relative to the CSV), label (0/real, "
-        "1/fake) and optionally pair columns; default: each file's real/ or fake/ (bonafide/, "
-        "spoof/) folder.",
+        "1/fake) and optionally pair and method columns, or an ASVspoof protocol file (files "
+        "matched by utterance name); default: each file's real/ or fake/ (bonafide/, spoof/) "
+        "folder.",
     ),
     folds: int = typer.Option(
         5, "--folds", help="Scan folder only: cross-validation folds for the error rates.", min=2

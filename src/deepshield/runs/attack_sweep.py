@@ -96,8 +96,9 @@ def load_attack_data(
     )
     x, y = drawn.data.tensors()
     meta = drawn.data.meta
-    ids = (meta["video"], meta["frame"], splits.meta_names.get("video"))
-    video = ids if "video" in meta and "frame" in meta else (None, None, None)
+    video: tuple = (None, None, None)
+    if "video" in meta and "frame" in meta:  # crops of videos (video-folder)
+        video = (meta["video"], meta["frame"], splits.meta_names.get("video"))
     return AttackData(x, y, list(splits.classes), spec, split, drawn.note, kwargs, splits, *video)
 
 

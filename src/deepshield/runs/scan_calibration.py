@@ -88,25 +88,44 @@ def path_label(path: str | Path) -> int | None:
 
 def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tuple[int, str, str]]:
     """scan.csv path -> (label, group, method) of the labelled ones: from the labels CSV
-    (matched on the resolved path; group = its `pair`, else the file; method = its `method`) or,
-    without one, from the path's folders (`path_label`; group = the file, no method)."""
+    (matched on the resolved path; group = its `pair`, else the file; method = its `method`), an
+    ASVspoof protocol (any other file, `protocol_labels`) or, without one, from the path's
+    folders (`path_label`; group = the file, no method)."""
     if labels_csv is None:
         found = ((p, path_label(p)) for p in paths)
         return {p: (label, p, "") for p, label in found if label is not None}
-    from deepshield.data.sources.video_folder import read_labels_csv
-
     csv_path = Path(labels_csv)
     if not csv_path.is_file():
         raise ConfigError(f"--labels {csv_path}: no such file; give a CSV with file,label columns")
-    listed = {v.path.resolve(): (v.label, v.pair, v.method) for v in read_labels_csv(csv_path)}
-    found = {p: listed[q] for p in paths if (q := Path(p).resolve()) in listed}
-    if paths and not found:
-        raise ConfigError(
-            f"--labels {csv_path}: none of its {len(listed)} files is a file of the scan (e.g. "
-            f"{paths[0]} resolves to {Path(paths[0]).resolve()}); run calibrate from the folder "
-            "the scan ran in (its paths are relative to it), or scan with absolute paths"
+    if csv_path.suffix.lower() != ".csv":  # an ASVspoof protocol: files named by utterance
+        found = protocol_labels(paths, csv_path)
+        hint = "its utterances are matched by file name without extension"
+    else:
+        from deepshield.data.sources.video_folder import read_labels_csv
+
+        listed = {v.path.resolve(): (v.label, v.pair, v.method) for v in read_labels_csv(csv_path)}
+        found = {p: listed[q] for p in paths if (q := Path(p).resolve()) in listed}
+        hint = (
+            f"none of its {len(listed)} files; e.g. {paths[0] if paths else ''} resolves to "
+            f"{Path(paths[0]).resolve() if paths else ''}: run calibrate from the folder the "
+            "scan ran in (its paths are relative to it), or scan with absolute paths"
         )
+    if paths and not found:
+        raise ConfigError(f"--labels {csv_path}: labels no file of the scan ({hint})")
     return found
+
+
+def protocol_labels(paths: list[str], protocol: Path) -> dict[str, tuple[int, str, str]]:
+    """scan.csv path -> (label, group, method) from an ASVspoof protocol (`SPEAKER UTTERANCE -
+    SYSTEM bonafide|spoof`), a file matched by its name without extension; group = the speaker
+    (folds never split a voice), method = the spoofing system (bonafide for bona fide)."""
+    from deepshield.data.sources.asvspoof import read_protocol
+
+    by_utt = {
+        t.utterance: (t.label, t.speaker, t.system if t.label else "bonafide")
+        for t in read_protocol(protocol)
+    }
+    return {p: by_utt[Path(p).stem] for p in paths if Path(p).stem in by_utt}
 
 
 def _number(cell: str) -> float | None:
