@@ -341,7 +341,7 @@ def test_an_asvspoof_protocol_labels_the_clips_by_utterance_and_groups_speakers(
         t = trials[Path(f.path).stem]
         assert (f.label, f.group) == (t.label, t.speaker)
         assert f.method == (t.system if t.label else "bonafide")
-    assert fit.cross_validated["groups"] == "pair"  # speakers hold several clips
+    assert fit.cross_validated["groups"] == "speaker"  # speakers hold several clips
     assert set(fit.cross_validated["fakes_called_real_by_method"]) == {
         t.system for t in trials.values() if t.label
     }

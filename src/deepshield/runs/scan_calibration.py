@@ -236,9 +236,11 @@ def cross_validated(
     band: float,
     folds: int = FOLDS,
     seed: int = 0,
+    groups: str = "pair",
 ) -> tuple[dict[str, Any], list[tuple[float | None, str | None]]]:
     """(out-of-fold error rates, per file (P(fake), verdict) from the decision fitted without its
-    fold; (None, None) where a fold's training files could not fit one)."""
+    fold; (None, None) where a fold's training files could not fit one). `groups`: what the
+    files' groups are (pair, speaker), said when some group holds several files."""
     y = np.asarray([f.label for f in files])
     raw = np.asarray([f.raw for f in files], dtype=np.float64)
     fold = group_folds(y, [f.group for f in files], folds, seed)
@@ -258,7 +260,7 @@ def cross_validated(
     by_group = len({f.group for f in files}) < len(files)  # some groups hold several files
     summary = {
         "folds": k if k > 1 else 0,
-        "groups": "pair" if by_group else "file",
+        "groups": groups if by_group else "file",
         "seed": seed,
         **verdict_rates(verdicts, y),
         "fakes_called_real_by_method": _by_method(files, verdicts),
@@ -374,9 +376,11 @@ def calibrate_scan(
             note=f"{calibration} calibration and the {rule} threshold fitted on the file scores "
             f"of {len(files)} labelled files scanned in {run.path}",
         )
+        grouped = "speaker" if labels and Path(labels).suffix.lower() != ".csv" else "pair"
         cv, per_file = cross_validated(
-            files, rule=rule, calibration=calibration, band=band, folds=folds, seed=seed
-        )
+            files, rule=rule, calibration=calibration, band=band, folds=folds, seed=seed,
+            groups=grouped,
+        )  # fmt: skip
         fits[kind] = KindCalibration(
             kind, decision, files, left, _in_sample(decision, files), cv, per_file
         )
