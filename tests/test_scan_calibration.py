@@ -345,3 +345,29 @@ def test_an_asvspoof_protocol_labels_the_clips_by_utterance_and_groups_speakers(
     assert set(fit.cross_validated["fakes_called_real_by_method"]) == {
         t.system for t in trials.values() if t.label
     }
+
+
+def test_a_file_with_faces_outside_the_calibration_sizes_is_noted(request, tmp_path) -> None:
+    """The decision keeps the 5-95 % range of the calibration files' face widths (here the
+    whole 128 px photos, --faces none); a photo halved to 64 px is scanned with a note saying
+    its error rates were not measured at that size, the photo itself without one."""
+    from PIL import Image
+
+    case = request.getfixturevalue("labelled")
+    d = Decision.from_dict(json.loads((case["out"] / "decision.json").read_text()))
+    frames = _csv(case["out"] / "scan_frames.csv")
+    widths = sorted({float(r["x1"]) - float(r["x0"]) for r in frames})
+    assert (
+        widths == [128.0]
+        and d.conditions["face_px"]["p05"] == d.conditions["face_px"]["p95"] == 128
+    )
+    photo = sorted((case["root"] / "real").iterdir())[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photo, folder / "same.png")
+    Image.open(photo).resize((64, 64), Image.Resampling.LANCZOS).save(folder / "half.png")
+    det, _ = scal.with_decisions(case["out"], case["det"], None, case["opts"])
+    sc.scan([folder], tmp_path / "o", detector=det, opts=case["opts"])
+    notes = {Path(r["path"]).name: r["note"] for r in _csv(tmp_path / "o" / "scan.csv")}
+    assert "faces smaller than in the calibration files (64 px wide" in notes["half.png"]
+    assert "calibration files" not in notes["same.png"]

@@ -121,6 +121,11 @@ def _calibrate_scan(
                 f"{_share(cv['fakes_called_real'])}; unsure: reals "
                 f"{_share(cv['reals_unsure'])}, fakes {_share(cv['fakes_unsure'])}"
             )
+        if face := d.conditions.get("face_px"):
+            typer.echo(
+                f"  face widths of these files: {face['p05']:.0f}-{face['p95']:.0f} px for 90 % "
+                f"(median {face['median']:.0f}); a scanned file outside is noted"
+            )
         if by := cv["fakes_called_real_by_method"]:
             shown = ", ".join(f"{m} {_share(r)}" for m, r in by.items())
             typer.echo(f"  fakes called real out of fold, by method: {shown}")

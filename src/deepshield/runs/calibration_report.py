@@ -83,6 +83,16 @@ def _wrong(fit: KindCalibration) -> str:
     return f"<p>Called the wrong class out of fold{more}:</p>" + table(rows[:SHOWN])
 
 
+def _faces(d: Any) -> str:
+    face = d.conditions.get("face_px")
+    if not face:
+        return ""
+    return (
+        f". Face widths of these files: {face['p05']:.0f}-{face['p95']:.0f} px for 90 % (median "
+        f"{face['median']:.0f}); a scanned file outside that range is noted"
+    )
+
+
 def _section(run: RunDir, fit: KindCalibration) -> str:
     d, c = fit.decision, fit.decision.val_counts
     model = d.fitted_for.get("model")
@@ -102,7 +112,8 @@ def _section(run: RunDir, fit: KindCalibration) -> str:
         f"({d.rule} rule), unsure within &plusmn;{d.band:g}; {c['n']} files ({c['fake']} fake, "
         f"{c['real']} real). Frames {d.fitted_for.get('frames')}"
         + (f", faces {d.fitted_for['faces']}" if "faces" in d.fitted_for else "")
-        + f"; weights SHA-256 {str(d.fitted_for.get('weights_sha256'))[:12]}...</p>{warning}"
+        + f"; weights SHA-256 {str(d.fitted_for.get('weights_sha256'))[:12]}...{_faces(d)}</p>"
+        + warning
         + "<h3>Error rates (95 % Wilson intervals)</h3>"
         + _rates(fit)
         + "<h3>Calibration, in sample</h3>"

@@ -50,6 +50,7 @@ class Decision:
     level: str = "crop"
     fitted_for: dict[str, Any] = field(default_factory=dict)
     caution: str = ""  # what the fit found wrong with the detector's scores (said with warning)
+    conditions: dict[str, Any] = field(default_factory=dict)  # file level: the files' face sizes
 
     @property
     def warning(self) -> str | None:
@@ -94,6 +95,20 @@ class Decision:
             calibrated, score=cal(raw.score), max=cal(raw.max), top_k_mean=cal(raw.top_k_mean)
         )
 
+    def face_size_note(self, face_px: float | None) -> str | None:
+        """A note when a file's median face width (px) lies outside the 5-95 % range of the
+        calibration files' (`conditions["face_px"]`): its error rates were not measured on
+        faces of that size (resizing alone moved a calibrated decision's errors, docs)."""
+        got = self.conditions.get("face_px")
+        if face_px is None or not got or got["p05"] <= face_px <= got["p95"]:
+            return None
+        side = "smaller" if face_px < got["p05"] else "larger"
+        return (
+            f"faces {side} than in the calibration files ({face_px:.0f} px wide against "
+            f"{got['p05']:.0f}-{got['p95']:.0f} px for 90 % of them): the decision's error rates "
+            "may not hold"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; an infinite threshold (flag nothing) is written as the string 'inf'."""
         t = self.threshold
@@ -112,6 +127,7 @@ class Decision:
             "level": self.level,
             "fitted_for": self.fitted_for,
             "caution": self.caution,
+            "conditions": self.conditions,
         }
 
     @classmethod
@@ -129,6 +145,7 @@ class Decision:
                 level=_level(d.get("level", "crop")),
                 fitted_for=dict(d.get("fitted_for") or {}),
                 caution=str(d.get("caution") or ""),
+                conditions=dict(d.get("conditions") or {}),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise RunError(

@@ -184,6 +184,23 @@ def group_folds(y: np.ndarray, groups: list[str], folds: int, seed: int) -> np.n
     return np.asarray([fold_of[g] for g in groups], dtype=np.int64)
 
 
+def face_conditions(run: RunDir, files: list[Labelled]) -> dict[str, Any]:
+    """{"face_px": 5 %, 50 % and 95 % points of the files' median face widths (px, over every
+    face row of a file in scan_frames.csv)} ({} without faces): what scan compares a new file
+    with (`Decision.face_size_note`)."""
+    from deepshield.runs.scan import FRAME_COLUMNS, complete_rows
+
+    widths: dict[str, list[float]] = {f.path: [] for f in files}
+    for r in complete_rows(run.file("scan_frames.csv"), FRAME_COLUMNS):
+        if r["path"] in widths and r["x0"] and r["x1"]:
+            widths[r["path"]].append(float(r["x1"]) - float(r["x0"]))
+    medians = [float(np.median(w)) for w in widths.values() if w]
+    if not medians:
+        return {}
+    p05, p50, p95 = np.percentile(medians, [5, 50, 95]).tolist()
+    return {"face_px": {"p05": p05, "median": p50, "p95": p95, "files": len(medians)}}
+
+
 def separation_caution(y: np.ndarray, raw: np.ndarray) -> str:
     """The caution of a detector whose raw file scores do not rise with fake on the fitting files
     (AUC <= 0.5): calibration cannot make it separate them ('' otherwise)."""
@@ -373,6 +390,7 @@ def calibrate_scan(
             level="file",
             fitted_for=_fitted_for(kind, det, settings, run),
             caution=separation_caution(y, raw),
+            conditions=face_conditions(run, files) if kind == "image" else {},
             note=f"{calibration} calibration and the {rule} threshold fitted on the file scores "
             f"of {len(files)} labelled files scanned in {run.path}",
         )
