@@ -75,20 +75,11 @@ def calibrate_cmd(
     typer.echo(f"wrote {Path(run_dir) / DECISION_FILE}")
 
 
-def _share(r: dict) -> str:
-    """'12.0 % (71/590, 95 % CI 9.6-14.9 %)' of a counted rate."""
-    if not r["of"]:
-        return "n/a (none)"
-    lo, hi = r["ci95"]
-    return (
-        f"{100 * r['rate']:.1f} % ({r['count']}/{r['of']}, 95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)"
-    )
-
-
 def _calibrate_scan(
     scan_dir: Path, labels: Path | None, rule: str, calibration: str, band: float, folds: int
 ) -> None:
     """`calibrate SCAN`: one paragraph per detector fitted (scan_calibration)."""
+    from deepshield.runs.calibration_report import rate_text
     from deepshield.runs.scan_calibration import CALIBRATION_FILE, DECISION_FILES, calibrate_scan
 
     fits = calibrate_scan(
@@ -110,16 +101,16 @@ def _calibrate_scan(
         ins, cv = fit.in_sample, fit.cross_validated
         typer.echo(
             f"  in sample (optimistic): AUC of the raw file scores {ins['auc_raw']:.3f}; reals "
-            f"called fake {_share(ins['reals_called_fake'])}, fakes called real "
-            f"{_share(ins['fakes_called_real'])}; unsure: reals {_share(ins['reals_unsure'])}, "
-            f"fakes {_share(ins['fakes_unsure'])}"
+            f"called fake {rate_text(ins['reals_called_fake'])}, fakes called real "
+            f"{rate_text(ins['fakes_called_real'])}; unsure: reals {rate_text(ins['reals_unsure'])}, "
+            f"fakes {rate_text(ins['fakes_unsure'])}"
         )
         if cv["folds"]:
             typer.echo(
                 f"  {cv['folds']}-fold cross-validated (by {cv['groups']}): reals called fake "
-                f"{_share(cv['reals_called_fake'])}, fakes called real "
-                f"{_share(cv['fakes_called_real'])}; unsure: reals "
-                f"{_share(cv['reals_unsure'])}, fakes {_share(cv['fakes_unsure'])}"
+                f"{rate_text(cv['reals_called_fake'])}, fakes called real "
+                f"{rate_text(cv['fakes_called_real'])}; unsure: reals "
+                f"{rate_text(cv['reals_unsure'])}, fakes {rate_text(cv['fakes_unsure'])}"
             )
         if face := d.conditions.get("face_px"):
             typer.echo(
@@ -127,7 +118,7 @@ def _calibrate_scan(
                 f"(median {face['median']:.0f}); a scanned file outside is noted"
             )
         if by := cv["fakes_called_real_by_method"]:
-            shown = ", ".join(f"{m} {_share(r)}" for m, r in by.items())
+            shown = ", ".join(f"{m} {rate_text(r)}" for m, r in by.items())
             typer.echo(f"  fakes called real out of fold, by method: {shown}")
         for why in cv["failed_folds"]:
             typer.echo(f"  note: cross-validation: {why}")

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 SHOWN = 50  # files listed per table (wrong out of fold, left out)
 
 
-def _cell(r: dict[str, Any]) -> str:
-    """'12.0 % (71/590; 9.6-14.9)' of a counted rate; n/a without files."""
+def rate_text(r: dict[str, Any]) -> str:
+    """'12.0 % (71/590, 95 % CI 9.6-14.9 %)' of a counted rate (`scan_calibration._rate`);
+    'n/a (none)' without files. The one wording of calibrate's output and calibration.html."""
     if not r["of"]:
-        return "n/a"
+        return "n/a (none)"
     lo, hi = r["ci95"]
-    return f"{100 * r['rate']:.1f} % ({r['count']}/{r['of']}; {100 * lo:.1f}-{100 * hi:.1f})"
+    share = f"{100 * r['rate']:.1f} % ({r['count']}/{r['of']}"
+    return f"{share}, 95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)"
 
 
 def _rates(fit: KindCalibration) -> str:
@@ -36,15 +38,15 @@ def _rates(fit: KindCalibration) -> str:
     cv = fit.cross_validated
     rows = [
         {"": "in sample (optimistic)"}
-        | {t: _cell(fit.in_sample[k]) for k, t in zip(keys, titles, strict=True)}
+        | {t: rate_text(fit.in_sample[k]) for k, t in zip(keys, titles, strict=True)}
     ]
     if cv["folds"]:
         name = f"{cv['folds']}-fold cross-validated (by {cv['groups']})"
-        rows.append({"": name} | {t: _cell(cv[k]) for k, t in zip(keys, titles, strict=True)})
+        rows.append({"": name} | {t: rate_text(cv[k]) for k, t in zip(keys, titles, strict=True)})
     out = table(rows, ["", *titles])
     if by := cv["fakes_called_real_by_method"]:
         out += "<p>Fakes called real out of fold, by method:</p>" + table(
-            [{"method": m, "fakes called real": _cell(r)} for m, r in by.items()]
+            [{"method": m, "fakes called real": rate_text(r)} for m, r in by.items()]
         )
     return out
 
