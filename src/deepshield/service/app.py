@@ -226,7 +226,12 @@ def create_app(
             if speech is not None:
                 plan = audio_plan(track, rules.max_video_s, max_pixels)
                 async with budget.hold(plan.samples if track is not None else 0):
-                    out |= await run_in_threadpool(scan_track, speech, up, path, track, rules, plan)
+                    sound = await run_in_threadpool(
+                        scan_track, speech, up, path, track, rules, plan
+                    )
+                # the frames' note (faces unlike the decision's files) first, as scan's row
+                notes = (out.get("note"), sound["note"])
+                out |= sound | {"note": "; ".join(filter(None, notes)) or None}
             return out
         finally:
             await run_in_threadpool(folder.cleanup)
@@ -248,6 +253,7 @@ def create_app(
         media = (
             {
                 "video": {"frames": rules.frames, "faces": rules.faces}
+                | {"detect_every": rules.detect_every}
                 | {"max_seconds": rules.max_video_s, "max_frames": rules.max_video_frames}
             }
             if scanner.kind == "image"
