@@ -182,7 +182,8 @@ def _file_decisions(
     folder: Path, run_dir: Path, speech_run: Path | None, rules: MediaRules
 ) -> dict[Path, Decision]:
     """Run folder -> the file-level decision in `folder` fitted for its weights and the
-    service's frames and faces (`file_decisions`); ConfigError in one line otherwise."""
+    service's frames, faces and tracking (`file_decisions`); ConfigError in one line
+    otherwise."""
     from deepshield.run import RunDir
     from deepshield.runs.scan_calibration import file_decisions
     from deepshield.service.app import check_pair

@@ -105,8 +105,8 @@ def create_app(
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
     allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page
     needs (None: none); decode_budget: decoded pixels in flight, waited for up to decode_wait_s.
-    media_rules: frames sampled from a video, face mode, and the duration / frame-count limits
-    of video and audio uploads (`MediaRules` defaults).
+    media_rules: frames sampled from a video, face mode, tracking (detect_every), and the
+    duration / frame-count limits of video and audio uploads (`MediaRules` defaults).
     speech_run: a speech detector's run served beside the image run `run_dir` (its
     `speech_decision` its own decision.json, None: uncalibrated): it answers audio uploads and
     scores a video's sound beside its frames (`scan_track`); threshold, unsure and input_size

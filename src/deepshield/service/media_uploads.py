@@ -3,7 +3,8 @@
 Video (image-detector runs): the upload is spooled to a temporary file and probed by the media
 reader (container header and a demux pass, no frame decoded before the byte, duration, frame
 count and frame size limits pass); then `MediaRules.frames` evenly spaced frames are decoded,
-faces found and cropped as the detector's training data were (`deepshield.media`), each face
+faces found (`MediaRules.faces`; tracked between full detections with `detect_every`, as `deepshield
+scan` does) and cropped as the detector's training data were (`deepshield.media`), each face
 scored by the run's detector. Frame score = max over its faces; video score = mean over the
 frames with a face; a frame without one is `no_face` and gets no score.
 Audio (speech runs): the duration its header declares is checked before decoding; the file is
