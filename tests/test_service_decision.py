@@ -7,6 +7,7 @@ run's crop-scale EER threshold beside it."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from conftest import shared_path
 from deepshield import models
 from deepshield.run import RunDir
 from deepshield.runs import scan as sc
-from deepshield.runs.decision import fit_decision
+from deepshield.runs.decision import Decision, fit_decision
 from deepshield.runs.scan_calibration import calibrate_scan, with_decisions
 from deepshield.service.media_uploads import SCORE_BATCH
 from test_reliability_inputs import assert_one_error_line, run_in_process
@@ -141,6 +142,8 @@ def test_the_service_answers_as_scan_decision_for_a_photo_a_video_and_audio(
         # the calibrator on the raw file score, not the mean of calibrated frames or windows
         assert body["p_fake"] == pytest.approx(decision.calibrate([body["p_fake_raw"]])[0])
         assert body["label"] == row["verdict"] == decision.verdict(body["p_fake"]), (name, row)
+        # what the answer says of the decision: its level and its warning (few files, caution)
+        assert body["decision_level"] == "file" and body["threshold_warning"] == decision.warning
     photo = answered["real/real_1.png"]  # a photo's faces, the frame's score the highest
     assert photo["faces"] and photo["p_fake_raw"] == max(f["p_fake_raw"] for f in photo["faces"])
     Image.new("RGB", (96, 96), (120, 120, 120)).save(blank := fitted["files"].parent / "blank.png")
@@ -199,3 +202,138 @@ def test_scan_decision_refusals_read_as_before(fitted, tmp_path) -> None:
     crops = _crop_level(fitted["run"], tmp_path / "crops")
     with pytest.raises(ConfigError, match=r"file scores \(a run's own decision is used with --run"):
         with_decisions(crops, det, None, sc.ScanOptions())
+
+
+# -- scan settings beyond the defaults: --faces, --detect-every, and the face-width note ----------
+def _image_files(files: Path) -> list[Path]:
+    """The labelled photos and face videos (no tones: an image-only scan)."""
+    return sorted(p for p in files.rglob("*") if p.suffix in (".png", ".mp4"))
+
+
+def _calibrated(fitted: dict, base: Path, opts: sc.ScanOptions) -> Path:
+    """A scan of the labelled photos and videos by the MesoNet run with `opts`, calibrated."""
+    det = sc.run_detector(fitted["run"], torch.device("cpu"))
+    sc.scan(_image_files(fitted["files"]), base / "cal", detector=det, opts=opts)
+    calibrate_scan(base / "cal")
+    return base / "cal"
+
+
+def _applied(fitted: dict, cal: Path, files: list[Path], out: Path, opts, speech=False) -> dict:
+    """scan.csv rows by name of `files` scanned with the decision in `cal` (and the speech run
+    when `speech`)."""
+    det = sc.run_detector(fitted["run"], torch.device("cpu"))
+    hearer = sc.run_detector(fitted["speech_run"], torch.device("cpu"), kind="audio")
+    det, _ = with_decisions(cal, det, None, opts)
+    sc.scan(files, out, detector=det, speech=hearer if speech else None, opts=opts)
+    return _rows(out)
+
+
+def test_a_decision_fitted_with_faces_all_and_tracking_is_served_to_the_bit(
+    fitted, monkeypatch, capsys, tmp_path
+) -> None:
+    """`serve --faces all --detect-every 2` serves a decision calibrated with them: a photo and
+    a video (its middle frame's face tracked from the first one's) answer scan.csv's score, raw
+    score and verdict to the bit, the video's boxes scan_frames.csv's; the same decision is
+    refused by a service that searches every frame or keeps the largest face only."""
+    opts = sc.ScanOptions(frames=FRAMES, faces="all", detect_every=2, top_frames=0)
+    cal = _calibrated(fitted, tmp_path, opts)
+    photo, clip = fitted["files"] / "fake" / "fake_1.png", fitted["files"] / "real" / "clip.mp4"
+    rows = _applied(fitted, cal, [photo, clip], tmp_path / "applied", opts)
+    argv = [fitted["run"], "--frames", FRAMES, "--decision", cal]
+    code, err, app = _serve([*argv, "--faces", "all", "--detect-every", 2], monkeypatch, capsys)
+    assert code == 0, err
+    health = TestClient(app, base_url="http://localhost").get("/healthz").json()
+    assert (health["video"]["faces"], health["video"]["detect_every"]) == ("all", 2)
+    for path, mime in ((photo, "image/png"), (clip, "video/mp4")):
+        body, row = _post(app, path, mime), rows[f"{path.parent.name}/{path.name}"]
+        assert (body["p_fake"], body["p_fake_raw"], body["label"]) == (
+            float(row["score"]),
+            float(row["score_raw"]),
+            row["verdict"],
+        )
+        assert body["decision_level"] == "file"
+    with open(tmp_path / "applied" / "scan_frames.csv") as f:
+        boxes = [
+            [round(float(r[k]), 1) for k in ("x0", "y0", "x1", "y1")]
+            for r in csv.DictReader(f)
+            if r["path"].endswith("clip.mp4")
+        ]
+    assert [f["box"] for fr in body["frames"] for f in fr["faces"]] == boxes and len(boxes) == 3
+    for other, words in (
+        (["--faces", "all"], "fitted for detect_every 2 (this service: 1)"),
+        (["--detect-every", 2], "fitted for faces all (this service: largest)"),
+    ):
+        code, err, app = _serve([*argv, *other], monkeypatch, capsys)
+        assert code == 2 and app is None, err
+        assert_one_error_line(err, words)
+
+
+def _square_video(path: Path, face: np.ndarray, side: int, n: int = 4) -> Path:
+    """Lossless H.264 MP4 of n frames: the face photo resized to side x side px (10 fps)."""
+    import av
+
+    frame = np.asarray(Image.fromarray(face).resize((side, side), Image.Resampling.LANCZOS))
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0"})
+    s.width = s.height = side
+    s.pix_fmt = "yuv444p"
+    for _ in range(n):
+        for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def test_faces_unlike_the_calibration_files_are_noted_as_scan_notes_them(
+    fitted, monkeypatch, capsys, tmp_path
+) -> None:
+    """A decision calibrated on whole frames (--faces none: 128 px photos, 160 px videos)
+    keeps their widths; a photo halved to 64 px, one doubled to 256 px and a 96 px video get
+    the note `scan --decision` writes (the same words: scan's note is the service's unsure
+    reason, its note, and for the silent video "no audio track" with a speech run beside),
+    the photo itself and the 160 px clip none; each answer shows the file-level decision and
+    its warning."""
+    opts = sc.ScanOptions(frames=FRAMES, faces="none", top_frames=0)  # no overlays: faster
+    cal = _calibrated(fitted, tmp_path, opts)
+    widths = json.loads((cal / "decision.json").read_text())["conditions"]["face_px"]
+    assert (widths["p05"], widths["p95"]) == (128, 160)
+    src = fitted["files"] / "real" / "real_2.png"
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(src, new / "same.png")
+    face = Image.open(src).convert("RGB")
+    face.resize((64, 64), Image.Resampling.LANCZOS).save(new / "half.png")
+    face.resize((256, 256), Image.Resampling.LANCZOS).save(new / "double.png")
+    _square_video(new / "small.mp4", np.asarray(face), 96)
+    shutil.copy(fitted["files"] / "fake" / "clip.mp4", new / "clip.mp4")
+    rows = _applied(fitted, cal, [new], tmp_path / "applied", opts, speech=True)
+    argv = [fitted["run"], "--speech-run", fitted["speech_run"], "--frames", FRAMES]
+    code, err, app = _serve([*argv, "--faces", "none", "--decision", cal], monkeypatch, capsys)
+    assert code == 0, err
+    image = Decision.from_dict(json.loads((cal / "decision.json").read_text()))
+    expected = {
+        "half.png": "faces smaller than in the calibration files (64 px wide against 128-160 px",
+        "double.png": "faces larger than in the calibration files (256 px wide against 128-160",
+        "small.mp4": "faces smaller than in the calibration files (96 px wide against 128-160 px",
+        "same.png": None,
+        "clip.mp4": None,
+    }
+    for name, words in expected.items():
+        mime = "video/mp4" if name.endswith(".mp4") else "image/png"
+        body, row = _post(app, new / name, mime), rows[f"new/{name}"]
+        assert body["p_fake"] == float(row["score"]) and body["label"] == row["verdict"], name
+        said = "; ".join(filter(None, (body["unsure_reason"], body.get("note"))))
+        assert said == row["note"], (name, said, row["note"])
+        assert (words is None) == ("calibration files" not in said), (name, said)
+        if words:
+            assert words in body["note"] and "error rates may not hold" in body["note"]
+        if name.endswith(".mp4"):  # the speech run's part of a silent video, after the faces'
+            assert body["note"].endswith("no audio track") and body["audio_track"] is None
+        assert body["decision_level"] == "file" and body["threshold"] == image.threshold
+        assert body["threshold_warning"] == image.warning and image.warning
+    # without --decision nothing is noted, and a photo is the whole photo as before
+    code, err, own = _serve([*argv, "--faces", "none"], monkeypatch, capsys)
+    body = _post(own, new / "half.png", "image/png")
+    assert code == 0 and "note" not in body and "decision_level" not in body

@@ -393,9 +393,23 @@ def test_serve_command_sets_the_video_and_audio_rules(image_run, monkeypatch):
     assert health["video"] == {
         "frames": 4,
         "faces": "largest",
+        "detect_every": 1,
         "max_seconds": 2.5,
         "max_frames": 150,
     }
+    result = CliRunner().invoke(app, [*args, "--faces", "none", "--detect-every", "3"])
+    health = local(seen["app"]).get("/healthz").json()
+    assert result.exit_code == 0 and (
+        health["video"]["faces"],
+        health["video"]["detect_every"],
+    ) == (
+        "none",
+        3,
+    )
+    for bad, words in ((["--faces", "biggest"], "'biggest' is not one of largest, all, none"),
+                       (["--detect-every", "0"], "--detect-every")):  # fmt: skip
+        result = CliRunner().invoke(app, [*args, *bad])
+        assert result.exit_code == 2 and words in result.output, result.output
 
 
 def test_an_unexpected_error_is_answered_json_not_plain_text(image_run, monkeypatch):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from deepshield.cli.app import app
-from deepshield.cli.checks import COUNT, PORT
+from deepshield.cli.checks import COUNT, PORT, choice
 
 if TYPE_CHECKING:  # annotations only: loaded when the command runs
     from deepshield.runs.decision import Decision
@@ -73,6 +73,20 @@ def serve_cmd(
         "the clip length of audio, as scan --frames).",
         **COUNT,
     ),
+    faces: str = typer.Option(
+        "largest",
+        "--faces",
+        help="Faces of a video frame scored: largest, all or none (the whole frame), as scan "
+        "--faces; a photo's too under a file-level --decision.",
+        callback=choice("largest", "all", "none"),
+    ),
+    detect_every: int = typer.Option(
+        1,
+        "--detect-every",
+        help="Search a video's whole frame for faces every K sampled frames and track them in "
+        "between, as scan --detect-every.",
+        **COUNT,
+    ),
     max_seconds: float = typer.Option(
         None,
         "--max-seconds",
@@ -86,7 +100,8 @@ def serve_cmd(
         help="A scan folder holding the file-level decision `deepshield calibrate SCAN` wrote "
         "(decision.json for RUN_DIR, decision_speech.json for --speech-run): P(fake) is its "
         "calibrator on the raw file score, as `scan --decision` gives, a photo's faces scored as "
-        "a video frame's; refused unless fitted for these weights, --frames and faces largest.",
+        "a video frame's; refused unless fitted for these weights, --frames, --faces and "
+        "--detect-every.",
     ),
 ) -> None:
     """Serve a detector over HTTP: POST /v1/scan, GET /healthz and a drop-a-file page at /."""
@@ -107,7 +122,8 @@ def serve_cmd(
             f"--host {host} listens beyond this machine: pass --token TOKEN (or set "
             f"${TOKEN_ENV}) so that only clients holding it are answered"
         )
-    rules = MediaRules(frames=frames).with_max_seconds(max_seconds)
+    rules = MediaRules(frames=frames, faces=faces, detect_every=detect_every)
+    rules = rules.with_max_seconds(max_seconds)
     decisions = {run_dir: load_decision(run_dir)}
     if speech_run is not None:
         decisions[speech_run] = load_decision(speech_run)
@@ -157,8 +173,8 @@ SERVE_WORDS = {
     "here": "this service",
     "own": "serve RUN_DIR already uses the run's own decision.json",
     "fix": "serve the run whose scan it was fitted on (`scan --run RUN_DIR`: a --weights file "
-    "has another digest than a run made of it) with --frames as that scan's (faces largest, no "
-    "tracking), or calibrate a scan made with these",
+    "has another digest than a run made of it) with --frames, --faces and --detect-every as "
+    "that scan's, or calibrate a scan made with these",
 }
 
 
@@ -166,7 +182,8 @@ def _file_decisions(
     folder: Path, run_dir: Path, speech_run: Path | None, rules: MediaRules
 ) -> dict[Path, Decision]:
     """Run folder -> the file-level decision in `folder` fitted for its weights and the
-    service's frames and faces (`file_decisions`); ConfigError in one line otherwise."""
+    service's frames, faces and tracking (`file_decisions`); ConfigError in one line
+    otherwise."""
     from deepshield.run import RunDir
     from deepshield.runs.scan_calibration import file_decisions
     from deepshield.service.app import check_pair
@@ -178,7 +195,7 @@ def _file_decisions(
     have = {
         kind: {"kind": kind, "model": run_kind(str(run))[0]}
         | {"weights_sha256": RunDir.open(run).weights_sha256(), "frames": rules.frames}
-        | {"faces": rules.faces, "detect_every": 1}
+        | {"faces": rules.faces, "detect_every": rules.detect_every}
         for kind, run in slots.items()
     }
     found = file_decisions(folder, have, SERVE_WORDS)

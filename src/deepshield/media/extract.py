@@ -54,6 +54,13 @@ class CropOptions:
     detect_every: int = 1
 
 
+def median_face_width(frames: list[FrameFaces]) -> float | None:
+    """Median width (px, in the frame) of every face found in `frames`; None without a face:
+    what a file-level decision compares with its calibration files' (`face_size_note`)."""
+    widths = [f.box[2] - f.box[0] for ff in frames for f in ff.faces]
+    return float(np.median(widths)) if widths else None
+
+
 def frame_faces(
     index: int, time: float, img: np.ndarray, opts: CropOptions, previous: list[Face] | None = None
 ) -> FrameFaces:

@@ -423,8 +423,7 @@ def _score_visual(
     else:
         row["verdict"], row["note"] = det.decision.explained_verdict(agg.score)
         if det.decision.conditions:  # a file-level decision: faces unlike its files noted
-            widths = [f.box[2] - f.box[0] for ff in got.frames for f in ff.faces]
-            size = det.decision.face_size_note(float(np.median(widths)))
+            size = det.decision.face_size_note(media.median_face_width(got.frames))
             row["note"] = "; ".join(filter(None, (row.get("note"), size)))
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)

@@ -105,8 +105,8 @@ def create_app(
     max_bytes: upload limit; max_pixels / min_side: image size limits, checked from the header.
     allowed_hosts: Host names answered ('*' any); token: bearer token every request but the page
     needs (None: none); decode_budget: decoded pixels in flight, waited for up to decode_wait_s.
-    media_rules: frames sampled from a video, face mode, and the duration / frame-count limits
-    of video and audio uploads (`MediaRules` defaults).
+    media_rules: frames sampled from a video, face mode, tracking (detect_every), and the
+    duration / frame-count limits of video and audio uploads (`MediaRules` defaults).
     speech_run: a speech detector's run served beside the image run `run_dir` (its
     `speech_decision` its own decision.json, None: uncalibrated): it answers audio uploads and
     scores a video's sound beside its frames (`scan_track`); threshold, unsure and input_size
@@ -226,7 +226,12 @@ def create_app(
             if speech is not None:
                 plan = audio_plan(track, rules.max_video_s, max_pixels)
                 async with budget.hold(plan.samples if track is not None else 0):
-                    out |= await run_in_threadpool(scan_track, speech, up, path, track, rules, plan)
+                    sound = await run_in_threadpool(
+                        scan_track, speech, up, path, track, rules, plan
+                    )
+                # the frames' note (faces unlike the decision's files) first, as scan's row
+                notes = (out.get("note"), sound["note"])
+                out |= sound | {"note": "; ".join(filter(None, notes)) or None}
             return out
         finally:
             await run_in_threadpool(folder.cleanup)
@@ -248,6 +253,7 @@ def create_app(
         media = (
             {
                 "video": {"frames": rules.frames, "faces": rules.faces}
+                | {"detect_every": rules.detect_every}
                 | {"max_seconds": rules.max_video_s, "max_frames": rules.max_video_frames}
             }
             if scanner.kind == "image"

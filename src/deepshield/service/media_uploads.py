@@ -3,7 +3,8 @@
 Video (image-detector runs): the upload is spooled to a temporary file and probed by the media
 reader (container header and a demux pass, no frame decoded before the byte, duration, frame
 count and frame size limits pass); then `MediaRules.frames` evenly spaced frames are decoded,
-faces found and cropped as the detector's training data were (`deepshield.media`), each face
+faces found (`MediaRules.faces`; tracked between full detections with `detect_every`, as `deepshield
+scan` does) and cropped as the detector's training data were (`deepshield.media`), each face
 scored by the run's detector. Frame score = max over its faces; video score = mean over the
 frames with a face; a frame without one is `no_face` and gets no score.
 Audio (speech runs): the duration its header declares is checked before decoding; the file is
@@ -27,7 +28,6 @@ from __future__ import annotations
 import io
 import math
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,8 @@ class MediaRules:
     """What the service decodes of a video or audio upload, and the bounds it refuses past."""
 
     frames: int = 16  # frames sampled, evenly spaced over the video (and audio windows, at most)
-    faces: FaceMode = "largest"
+    faces: FaceMode = "largest"  # faces scored per frame: the largest, all, or none (whole frame)
+    detect_every: int = 1  # whole frame searched every k-th sampled frame, faces tracked between
     max_video_s: float = 120.0
     max_video_frames: int = 7200  # frames in the stream (120 s at 60 fps)
     max_audio_s: float = 600.0
@@ -85,6 +86,14 @@ def video_limits(rules: MediaRules, max_bytes: int, max_pixels: int) -> media.Me
         max_frame_pixels=max_pixels,
         max_frames_out=rules.frames,
         max_frames=rules.max_video_frames,
+    )
+
+
+def crop_options(scanner: Scanner, rules: MediaRules) -> media.CropOptions:
+    """How faces are found and cropped for `scanner`: square at its input size, `rules.faces`
+    and `rules.detect_every`, as `deepshield scan` crops them (`runs.scan._crop_options`)."""
+    return media.CropOptions(
+        size=max(scanner.input_size), mode=rules.faces, detect_every=rules.detect_every
     )
 
 
@@ -144,16 +153,19 @@ def scan_video(
     rules: MediaRules,
     explain: bool,
 ) -> dict[str, Any]:
-    """Score the sampled frames' faces -> {p_fake, p_fake_raw, label ('no_face' without a face
-    in any frame), reason, video: {...}, frames: [{index, time, p_fake, faces: [{box, p_fake,
-    p_fake_raw}]}]} (+ the top face's overlay and its frame index with `explain`)."""
-    opts = media.CropOptions(size=max(scanner.input_size), mode=rules.faces)
+    """Score the sampled frames' faces (tracked between detections with `rules.detect_every`)
+    -> {p_fake, p_fake_raw, label ('no_face' without a face in any frame), reason, video: {...},
+    frames: [{index, time, p_fake, faces: [{box, p_fake, p_fake_raw}]}]} (+ note, as
+    `face_note`; the top face's overlay and its frame index with `explain`)."""
     try:
-        info, found = media.video_faces(path, opts, frames=rules.frames, limits=limits)
-        rows, frame_p, frame_raw, best = _score_frames(scanner, found)
+        info, found = media.video_faces(
+            path, crop_options(scanner, rules), frames=rules.frames, limits=limits
+        )
+        frames = list(found)  # decoded, faces found and cropped
+        rows, frame_p, frame_raw, best = _score_frames(scanner, frames)
     except DataError as e:
         raise _answer(up, path, e, limits) from e
-    agg, answer = _file_answer(scanner, frame_p, frame_raw)
+    agg, answer = _file_answer(scanner, frames, frame_p, frame_raw)
     out = {"kind": "video"} | answer
     out |= {
         "reason": agg.reason,
@@ -182,13 +194,13 @@ def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bo
     """A photo scored as `deepshield scan` scores it, for a file-level decision (fitted on
     scan's file scores): faces found and cropped as in a video frame (`rules.faces`), P(fake)
     from their highest score (`Scanner.file_score`) -> `Scanner.answer`'s fields ('no_face'
-    without a face) + reason, faces [{box, p_fake, p_fake_raw}] (+ the top face's overlay with
-    `explain`)."""
+    without a face) + reason, faces [{box, p_fake, p_fake_raw}] (+ note, as `face_note`; the
+    top face's overlay with `explain`)."""
     scanner.check_explainable(explain)
-    opts = media.CropOptions(size=max(scanner.input_size), mode=rules.faces)
-    found = media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)
-    rows, frame_p, frame_raw, best = _score_frames(scanner, iter([found]))
-    agg, out = _file_answer(scanner, frame_p, frame_raw)
+    opts = crop_options(scanner, rules)
+    found = [media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)]
+    rows, frame_p, frame_raw, best = _score_frames(scanner, found)
+    agg, out = _file_answer(scanner, found, frame_p, frame_raw)
     out |= {"reason": agg.reason, "faces": rows[0]["faces"]}
     if explain and best is not None:
         out |= _face_explanation(scanner, best, out["label"])
@@ -196,14 +208,29 @@ def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bo
 
 
 def _file_answer(
-    scanner: Scanner, frame_p: list[float | None], frame_raw: list[float | None]
+    scanner: Scanner,
+    frames: list[media.FrameFaces],
+    frame_p: list[float | None],
+    frame_raw: list[float | None],
 ) -> tuple[media.VideoScore, dict[str, Any]]:
-    """(the file's aggregate, `Scanner.answer` on it) from its frame scores (calibrated, raw;
-    None: no face): the file score of `Scanner.file_score`, 'no_face' when no frame has one."""
+    """(the file's aggregate, `Scanner.answer` on it + `note` when `face_note` has one) from its
+    frames and their scores (calibrated, raw; None: no face): the file score of
+    `Scanner.file_score`, 'no_face' when no frame has one."""
     raw = media.video_score(frame_raw)
     agg = scanner.file_score(media.video_score(frame_p), raw)
     label, why = ("no_face", None) if agg.score is None else scanner.label(agg.score)
-    return agg, scanner.answer(agg.score, raw.score, label, why)
+    answer = scanner.answer(agg.score, raw.score, label, why)
+    note = None if agg.score is None else face_note(scanner, frames)
+    return agg, answer | ({"note": note} if note else {})
+
+
+def face_note(scanner: Scanner, frames: list[media.FrameFaces]) -> str | None:
+    """`deepshield scan --decision`'s note on a file whose median face width lies outside the
+    5-95 % range of the file-level decision's calibration files (`Decision.face_size_note`);
+    None otherwise, and for a decision that keeps no face widths."""
+    if scanner.decision is None:
+        return None
+    return scanner.decision.face_size_note(media.median_face_width(frames))
 
 
 @dataclass(frozen=True)
@@ -224,13 +251,11 @@ def _face_explanation(scanner: Scanner, best: _Top, label: str) -> dict[str, Any
 
 
 def _score_frames(
-    scanner: Scanner, found: Iterator[media.FrameFaces]
+    scanner: Scanner, frames: list[media.FrameFaces]
 ) -> tuple[list[dict], list[float | None], list[float | None], _Top | None]:
-    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake)): the
-    frames decoded first (their crops kept), then every crop scored SCORE_BATCH at a time, as
-    `deepshield scan` scores a file's crops (a batch of another size may differ in float32's
-    last bits)."""
-    frames = list(found)
+    """(frame rows, frame P(fake) or None, raw ones, the face with the highest P(fake)) of the
+    decoded frames (their crops kept): every crop scored SCORE_BATCH at a time, as `deepshield
+    scan` scores a file's crops (a batch of another size may differ in float32's last bits)."""
     p_all, raw_all = _crop_scores(scanner, [c for ff in frames for c in ff.crops])
     rows: list[dict] = []
     frame_p: list[float | None] = []

@@ -275,7 +275,9 @@ class Scanner:
         self, p_fake: float | None, raw: float | None, label: str, why: str | None
     ) -> dict[str, Any]:
         """The fields every answer of this detector carries: its P(fake) (calibrated, raw),
-        verdict and why unsure, and the decision and run that made them."""
+        verdict and why unsure, and the decision and run that made them (`decision_level`
+        "file" with a file-level decision, which changes what p_fake is; absent otherwise)."""
+        level = {"decision_level": "file"} if self.file_level else {}
         return {
             "p_fake": p_fake,
             "p_fake_raw": raw,
@@ -285,6 +287,7 @@ class Scanner:
             "threshold": self.threshold,
             "unsure_band": self.unsure_band,
             "threshold_warning": self.threshold_warning,
+            **level,
             "model": self.name,
             "run": self.run.path.name,
         }
