@@ -55,6 +55,14 @@ def eps_half(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return min(hits) if hits else None
 
 
+def video_row_at(item: Mapping[str, Any], eps: float) -> Mapping[str, Any] | None:
+    """A sweep item's video-level rates (`metrics.video_rates`) at budget `eps`: None without
+    video-level numbers (not crops of videos, or one class of video in the subset)."""
+    video = item.get("video_level")
+    index = [k for k, r in enumerate(item["rows"]) if math.isclose(r["eps"], eps, abs_tol=1e-9)]
+    return video["rows"][index[0]] if video and index else None
+
+
 def _ok(item: Mapping[str, Any] | None) -> bool:
     return bool(item) and "error" not in item and "rows" in item
 
@@ -86,13 +94,16 @@ def _robustness(
             "reference_eps": ref,
             "commands": [items[k]["command"] for k in present],
         }
-    passed, at_threshold, snr = {}, {}, None
+    passed, at_threshold, videos, snr = {}, {}, {}, None
     for k in present:
         row = row_at(items[k]["rows"], ref)
         if row is not None and row.get("fake_passed_as_real") is not None:
             passed[k] = row["fake_passed_as_real"]
         if row is not None and row.get("fakes_passed_at_threshold") is not None:
             at_threshold[k] = row["fakes_passed_at_threshold"]
+        video = video_row_at(items[k], ref)
+        if video is not None:
+            videos[k] = video["fake_passed_as_real"]
         snr = snr if row is None or row.get("snr_db_budget") is None else row["snr_db_budget"]
     halves = {k: eps_half(items[k]["rows"]) for k in present}
     found = [e for e in halves.values() if e is not None]
@@ -115,6 +126,10 @@ def _robustness(
         summary += f" (worst of {attacks})" if several else ""
         if at_threshold:
             summary += f", {100 * max(at_threshold.values()):.0f}% at the run's threshold"
+        if videos:
+            k = max(videos, key=videos.__getitem__)
+            summary += (f"; {100 * videos[k]:.0f}% of the fake videos ({_video_count(items[k])} "
+                        f"videos, {items[k]['n']} crops attacked)")  # fmt: skip
     return {
         "score": score,
         "status": _robust_status(score),
@@ -486,7 +501,42 @@ def _sweep_table(items: Mapping[str, Any], modality: str = "image") -> str:
                 row.update({eps_text(e, norm): by_eps.get(e) for e in xs})
                 rows.append(row)
             out += f"<h3>{title} ({unit})</h3>" + table(rows, digits=2)
+        out += _video_tables(items, present, xs, unit, norm)
     return out
+
+
+VIDEO_TABLES = {  # video-level rate -> title (videos of crops: a video's score is its frames' mean)
+    "fake_passed_as_real": "Fake videos passed as real",
+    "real_flagged_as_fake": "Real videos flagged as fake",
+}
+
+
+def _video_tables(
+    items: Mapping[str, Any], present: Sequence[str], xs: Sequence[float], unit: str, norm: str
+) -> str:
+    """Per attack and eps, the share of fake videos passed and real videos flagged at the
+    sweep's video-level threshold (the run's, calibrated), for sweeps of crops of videos."""
+    keys = [k for k in present if items[k].get("video_level")]
+    if not keys:
+        return ""
+    out = ""
+    for key, title in VIDEO_TABLES.items():
+        rows = []
+        for k in keys:
+            row: dict[str, Any] = {"attack": TITLES[k], "videos": _video_count(items[k])}
+            for e in xs:
+                video = video_row_at(items[k], e)
+                row[eps_text(e, norm)] = None if video is None else video[key]
+            rows.append(row)
+        t = items[keys[0]]["video_level"]["threshold"]
+        out += f"<h3>{title} at {t:.3f} ({unit})</h3>" + table(rows, digits=2)
+    return out
+
+
+def _video_count(item: Mapping[str, Any]) -> int | None:
+    """Videos behind a sweep item's video-level rows (those with crops in the attacked subset)."""
+    clean = item["video_level"].get("clean")
+    return None if clean is None else clean["n"]
 
 
 def _broke(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -130,10 +130,13 @@ class Audit:
         n = self.budget.n if n is None else n
         if n not in self._drawn:
             d = self.data
-            drawn = stratified_subset(TensorSet(d.x, d.y), n, seed=self.seed, classes=d.classes)
+            meta = {"video": d.video, "frame": d.frame} if d.video is not None else {}
+            drawn = stratified_subset(TensorSet(d.x, d.y, meta=meta), n, seed=self.seed,
+                                      classes=d.classes)  # fmt: skip
             x, y = drawn.data.tensors()
+            video = drawn.data.meta.get("video"), drawn.data.meta.get("frame"), d.video_names
             self._drawn[n] = AttackData(x, y, d.classes, d.dataset, d.split, drawn.note,
-                                        d.options)  # fmt: skip
+                                        d.options, None, *video)  # fmt: skip
         return self._drawn[n]
 
     # -- settings and files --------------------------------------------------------------------
@@ -258,6 +261,7 @@ class Audit:
             "subset": record["subset"],
             "rows": self._row_extras(record["rows"], result, batch.x, spec.norm),
             "eps_half": eps_half(record["rows"]),
+            **({"video_level": record["video_level"]} if "video_level" in record else {}),
             "command": record["command"] + self._data_args(),  # it already has -d
         }
 
@@ -368,14 +372,14 @@ class Audit:
         same split), fewer epochs and no defence, trained from scratch (a run fine-tuned from
         --init gets the default learning rate); another seed where that is the run's own
         model."""
-        widths = list(self.budget.surrogate_widths)
+        widths, epochs = list(self.budget.surrogate_widths), self.budget.surrogate_epochs
         model = "mel_cnn" if self.modality == "audio" else "simplenet"
         same = self.cfg.model == model and self.cfg.model_kwargs.get("widths") == widths
         update = {
             "name": None,
             "model": model,
             "model_kwargs": {"widths": widths},
-            "epochs": min(self.cfg.epochs, self.budget.surrogate_epochs),
+            "epochs": min(self.cfg.epochs or epochs, epochs),  # a `-e 0` run: the budget's
             "adv_train": "none",
             "lipschitz": 0.0,
             "device": str(self.device),
