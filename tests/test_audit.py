@@ -19,6 +19,7 @@ from deepshield.attacks.norms import Budget
 from deepshield.attacks.objectives import margin
 from deepshield.attacks.sweep import AttackSpec
 from deepshield.audit import BUDGETS, Audit, audit_run, eps_half, masking_checks, random_noise
+from deepshield.audit.card import score_card
 from deepshield.audit.checks import (
     blackbox_beats_whitebox,
     iterative_weaker_than_single_step,
@@ -383,3 +384,18 @@ def test_the_explanations_item_reuses_the_audits_data_and_model(tmp_path_factory
     fresh = explain_run(run.path, "grad_cam", n=b.grid_fakes, max_samples=b.explain_samples,
                         sanity_samples=b.sanity_samples, sanity_repeats=b.sanity_repeats)  # fmt: skip
     assert item["sanity"]["spearman_mean"] == fresh["sanity"]["spearman_mean"]
+
+
+def test_card_calls_an_undefined_sanity_check_a_warning_not_a_failure():
+    san = {"spearman_mean": None, "bound": 0.5, "passed": False, "samples": 4, "repeats": 1,
+           "undefined_pairs": 4}  # fmt: skip  # every map constant (audit.json writes NaN as null)
+    items = {"explanations": {"sanity": san, "command": "deepshield explain RUN"}}
+    row = next(r for r in score_card(items) if r["item"] == "explanations")
+    assert row["status"] == "warn" and row["score"] is None
+    assert (
+        row["summary"].startswith("Grad-CAM sanity check undefined") and "4 pairs" in row["summary"]
+    )
+    defined = {**san, "spearman_mean": 0.7}
+    row = next(r for r in score_card({"explanations": {**items["explanations"], "sanity": defined}})
+               if r["item"] == "explanations")  # fmt: skip
+    assert row["status"] == "fail" and row["score"] == 0.0

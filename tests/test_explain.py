@@ -23,6 +23,7 @@ from deepshield.explain import (
     sanity_randomization,
     smoothgrad,
 )
+from deepshield.explain.sanity import sanity_text, sanity_verdict
 from deepshield.models.normalize import Normalized
 
 
@@ -377,3 +378,33 @@ def test_sanity_cascade_goes_top_down_and_is_reproducible(trained):
     assert a == b
     ind = sanity_randomization(model, fakes[:8], 1, "saliency", mode="independent", repeats=1)
     assert len(ind["per_layer"]) == 4 and not np.isnan(ind["mean"])
+
+
+class _DeadCam(nn.Module):
+    """A detector whose Grad-CAM layer outputs zeros (a ReLU after a conv of bias -1): every map
+    of the trained model is constant, so no rank correlation exists."""
+
+    cam_layer = "act"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_sanity_with_only_constant_maps_is_undefined_not_failed():
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = sanity_randomization(_DeadCam(), x, 1, "grad_cam", mode="full", repeats=1)
+    assert np.isnan(result["mean"]) and result["undefined"] == 3
+    assert result["verdict"] == "undefined" and not result["passed"]
+    text = sanity_text(result["mean"], result["bound"], result["undefined"])
+    assert text.startswith("undefined") and "3 pairs" in text
+    assert sanity_verdict(0.2, 0.5) == "pass" and sanity_verdict(0.5, 0.5) == "fail"
+    assert sanity_text(0.5, 0.5) == "0.500 (bound 0.5: FAIL)"

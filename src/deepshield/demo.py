@@ -54,14 +54,13 @@ def train_detector(ctx: DemoContext) -> None:
 
 def explain_detector(ctx: DemoContext) -> None:
     """Grad-CAM grids of the detector, its per-class mean maps and the sanity check."""
+    from deepshield.explain.sanity import sanity_text
     from deepshield.runs.explain import explain_run
 
     s = explain_run(ctx.run, "grad_cam", n=4, max_samples=200, sanity_samples=12, seed=ctx.seed)
     san, loc = s["sanity"], s["localization"]
-    line = (
-        f"Grad-CAM: rank correlation with a weight-randomised model {san['spearman_mean']:.2f} "
-        f"({'pass' if san['passed'] else 'FAIL'} < {san['bound']:g})"
-    )
+    text = sanity_text(san["spearman_mean"], san["bound"], san["undefined_pairs"])
+    line = f"Grad-CAM: rank correlation with a weight-randomised model {text}"
     if loc and loc.get("samples"):
         line += (
             f"; detected fakes put {loc['energy_in_box_mean']:.2f} of the map in the splice box "

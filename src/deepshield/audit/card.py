@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from deepshield.audit.budgets import REFERENCE_EPS
 from deepshield.audit.checks import eps_text
+from deepshield.explain.sanity import sanity_text, sanity_verdict
 from deepshield.report.html import figure, table
 
 # Items of the card, their sweeps and titles (order = order on the card).
@@ -299,6 +300,14 @@ def _explanations(items: Mapping[str, Any], reference: Mapping[str, float]) -> d
     if not e or "error" in e:
         return _missing(items, ["explanations"])
     s = e["sanity"]
+    if sanity_verdict(s["spearman_mean"], s["bound"]) == "undefined":
+        return {
+            "score": None,
+            "status": "warn",
+            "summary": "Grad-CAM sanity check "
+            + sanity_text(s["spearman_mean"], s["bound"], s.get("undefined_pairs")),
+            "commands": [e["command"]],
+        }
     verdict = "below" if s["passed"] else "not below"
     return {
         "score": 1.0 if s["passed"] else 0.0,

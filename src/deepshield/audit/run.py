@@ -67,6 +67,7 @@ from deepshield.runs.everyday import run_grid
 AUDIT_FILE = "audit.json"
 DONE = "audit"  # the final marker, set once audit.json, every figure and report.html are written
 SWEEP_KEYS = ("fgsm", "pgd_linf", "pgd_l2", "cw_l2", "autoattack")
+SANITY_KEYS = ("spearman_mean", "bound", "passed", "samples", "repeats", "undefined_pairs")
 Log = Callable[[str], None]
 
 
@@ -422,9 +423,7 @@ class Audit:
         return {
             "file": file,
             "files": [file] + ([grid] if grid else []),
-            "sanity": {
-                k: san[k] for k in ("spearman_mean", "bound", "passed", "samples", "repeats")
-            },
+            "sanity": {k: san[k] for k in SANITY_KEYS},
             "evasion": info,
             "grid": grid,
             "command": command,

@@ -8,6 +8,7 @@ import typer
 
 from deepshield.cli.app import app, parse_kv
 from deepshield.cli.checks import COUNT, split_choice
+from deepshield.explain.sanity import sanity_text
 
 
 @app.command("explain")
@@ -63,8 +64,7 @@ def explain_cmd(
     san = s["sanity"]
     typer.echo(
         f"{s['dataset']} [{split}] {s['method']}: {s['samples']} samples, "
-        f"sanity Spearman {san['spearman_mean']:.3f} (bound {san['bound']:g}: "
-        f"{'pass' if san['passed'] else 'FAIL'})"
+        "sanity Spearman " + sanity_text(san["spearman_mean"], san["bound"], san["undefined_pairs"])
     )
     loc = s["localization"]
     if loc and loc.get("samples"):

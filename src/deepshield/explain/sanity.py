@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,30 @@ def spearman_per_map(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
         if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:
             rho[i] = spearmanr(a[i], b[i]).statistic
     return rho
+
+
+def sanity_verdict(mean: float | None, bound: float) -> str:
+    """ "pass" when the mean Spearman correlation is below `bound`, "fail" when not, "undefined"
+    when no pair of maps had a ranking (`mean` NaN or None: every trained or randomised map was
+    constant, e.g. all zero where Grad-CAM finds no positive evidence for the class)."""
+    if mean is None or math.isnan(mean):
+        return "undefined"
+    return "pass" if mean < bound else "fail"
+
+
+def sanity_text(mean: float | None, bound: float, undefined_pairs: int | None = None) -> str:
+    """One line for a sanity check's mean Spearman: the value and verdict, or why it is
+    undefined (`undefined_pairs`: pairs of maps skipped because one was constant)."""
+    verdict = sanity_verdict(mean, bound)
+    if verdict == "undefined":
+        pairs = "" if undefined_pairs is None else f"{undefined_pairs} pairs; "
+        return (
+            f"undefined: every pair of maps held a constant map ({pairs}Grad-CAM is all zero "
+            "where it finds no positive evidence for the class), so the check cannot tell "
+            "trained from random weights: read these maps with care"
+        )
+    assert mean is not None
+    return f"{mean:.3f} (bound {bound:g}: {'FAIL' if verdict == 'fail' else verdict})"
 
 
 def _mean(values: np.ndarray) -> float:
@@ -115,7 +140,7 @@ def sanity_randomization(
     Returns `spearman` [B] (per image, vs the fully re-initialised model, mean over repeats),
     `mean` (over images), `mean_per_repeat`, `per_layer` (mean after each step of `layers`;
     empty for "full"), `undefined` (pairs skipped because a map was constant) and
-    `passed` = mean < bound (default 0.5: trained and random maps must differ clearly; Adebayo et
+    `passed` = mean < bound and `verdict` (`sanity_verdict`: pass, fail or undefined) (default 0.5: trained and random maps must differ clearly; Adebayo et
     al. find rank correlations near 0 for methods that pass). A layer given to the method must be
     a dotted path (it is looked up in the randomised copy). Same seed, same numbers.
     """
@@ -150,4 +175,5 @@ def sanity_randomization(
         "undefined": int(np.isnan(rho).sum()),
         "bound": bound,
         "passed": bool(mean < bound),
+        "verdict": sanity_verdict(mean, bound),
     }

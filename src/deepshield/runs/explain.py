@@ -26,7 +26,12 @@ from deepshield.explain.localization import (
     localization_ratio,
 )
 from deepshield.explain.methods import METHODS, Method
-from deepshield.explain.sanity import DEFAULT_BOUND, sanity_randomization
+from deepshield.explain.sanity import (
+    DEFAULT_BOUND,
+    sanity_randomization,
+    sanity_text,
+    sanity_verdict,
+)
 from deepshield.predict import fake_scores, predict_logits
 from deepshield.report.html import figure, table
 from deepshield.report.overlay import explanation_grid, outcome_indices
@@ -410,6 +415,7 @@ def _sanity(
         "undefined_pairs": r["undefined"],
         "bound": r["bound"],
         "passed": r["passed"],
+        "verdict": r["verdict"],
     }
 
 
@@ -456,7 +462,7 @@ def _section_title(method: str, spec: str, split: str) -> str:
 def _section(s: dict[str, Any]) -> str:
     """The report.html fragment of an explanation summary."""
     san = s["sanity"]
-    verdict = "pass" if san["passed"] else "fail"
+    verdict = sanity_verdict(san["spearman_mean"], san["bound"])
     rows = [
         {"item": "samples explained", "value": s["samples"]},
         {"item": "accuracy on them", "value": s["accuracy"]},
@@ -481,7 +487,13 @@ def _section(s: dict[str, Any]) -> str:
         f"<p>Sanity check (Adebayo et al., 2018): maps of the trained model against maps of the "
         f"same model with all weights re-initialised; a rank correlation below "
         f"{san['bound']:g} means the maps depend on what was learnt: "
-        f"<span class='{verdict}'>{verdict}</span>.</p>"
+        f"<span class='{verdict}'>{verdict}</span>"
+        + (
+            f" ({html.escape(sanity_text(san['spearman_mean'], san['bound'], san.get('undefined_pairs')))})"
+            if verdict == "undefined"
+            else ""
+        )
+        + ".</p>"
     )
     if loc and loc.get("samples"):
         note += (
