@@ -274,3 +274,30 @@ def test_page_shows_an_audio_files_windows_and_the_window_of_its_map(browser, tm
         state = browser.wait_for(once("s.text.startsWith('UNSURE')"))
         assert state["text"] == "UNSURE: no score" and state["heatmap"] == 0
         assert state["status"].count("digital silence") == 1  # the reason, said once
+
+
+def test_page_shows_the_thresholds_caution_with_the_model_and_each_verdict(browser, tmp_path):
+    """A threshold fitted on few samples (here the EER of a two-image test split) carries a
+    warning: the page shows it under the model and after every verdict, as the API answers it."""
+    from test_service import make_run
+
+    metrics = {"test": {"n_real": 1, "n_fake": 1, "eer": 0.0, "eer_threshold": 0.5}}
+    run = make_run(tmp_path / "run", metrics=metrics)
+    image = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    with running(create_app(run.path, threshold="eer")) as url:
+        expected = httpx.post(
+            f"{url}/v1/scan", files={"file": ("face.png", image.read_bytes(), "image/png")}
+        ).json()
+        warning = expected["threshold_warning"]
+        assert "only 1 real and 1 fake test samples" in warning
+        browser.go(url + "/")
+        model = browser.wait_for(
+            "const t = document.getElementById('model').textContent;"
+            "return t.includes('CAUTION') ? t : null"
+        )
+        assert model.endswith(f"; CAUTION: {warning}")
+        browser.send_file("#file", image)
+        state = browser.wait_for(once("s.status.includes('CAUTION')"))
+        assert state["status"].endswith(f"; CAUTION: {warning}")
+        assert state["text"] == f"{expected['label'].upper()}: P(fake) = {expected['p_fake']:.4f}"

@@ -427,3 +427,27 @@ def test_an_unexpected_error_is_answered_json_not_plain_text(image_run, monkeypa
     assert r.json()["error"].startswith("POST /v1/scan: unexpected ValueError in the server")
     monkeypatch.undo()
     assert c.get("/healthz").status_code == 200
+
+
+def test_an_interlaced_video_is_noted_as_scan_notes_it(image_run, tmp_path):
+    """An interlaced upload (x264, top field first): the answer's video says which field was
+    kept and its note is scan's row's note for the same file, with the same P(fake)."""
+    import csv
+
+    from deepshield.runs import scan as sc
+    from test_media_video import write_interlaced
+
+    path = write_interlaced(tmp_path / "woven.mp4", "libx264", "yuv420p")
+    c = local(create_app(image_run, media_rules=MediaRules(frames=3, faces="none")))
+    body = post_video(c, path.read_bytes()).json()
+    det = sc.run_detector(image_run, torch.device("cpu"))
+    sc.scan([path], tmp_path / "scan", detector=det, opts=sc.ScanOptions(frames=3, faces="none"))
+    with open(tmp_path / "scan" / "scan.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert body["video"]["interlaced"] == "top"
+    note = "interlaced: top field kept, the other interpolated where it combs"
+    assert body["note"] == note and row["note"].endswith(note)  # scan's row adds unsure_reason
+    assert body["p_fake"] == pytest.approx(float(row["score"]), abs=1e-6)
+    progressive = write_interlaced(tmp_path / "p.mp4", "libx264", "yuv420p", interlaced=False)
+    body = post_video(c, progressive.read_bytes()).json()
+    assert body["video"]["interlaced"] is None and "note" not in body

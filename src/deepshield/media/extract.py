@@ -54,6 +54,14 @@ class CropOptions:
     detect_every: int = 1
 
 
+def interlace_note(field: str | None) -> str | None:
+    """What a scan row or service answer says of an interlaced video (`VideoInfo.interlaced`:
+    the field kept), None for a progressive one or a photo."""
+    if field is None:
+        return None
+    return f"interlaced: {field} field kept, the other interpolated where it combs"
+
+
 def median_face_width(frames: list[FrameFaces]) -> float | None:
     """Median width (px, in the frame) of every face found in `frames`; None without a face:
     what a file-level decision compares with its calibration files' (`face_size_note`)."""

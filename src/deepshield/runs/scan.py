@@ -428,8 +428,9 @@ def _score_visual(
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
     if got.interlaced:
-        how = f"interlaced: {got.interlaced} field kept, the other interpolated where it combs"
-        row["note"] = "; ".join(filter(None, (row.get("note"), how)))
+        row["note"] = "; ".join(
+            filter(None, (row.get("note"), media.interlace_note(got.interlaced)))
+        )
     return row, frame_rows
 
 

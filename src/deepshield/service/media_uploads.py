@@ -155,8 +155,9 @@ def scan_video(
 ) -> dict[str, Any]:
     """Score the sampled frames' faces (tracked between detections with `rules.detect_every`)
     -> {p_fake, p_fake_raw, label ('no_face' without a face in any frame), reason, video: {...},
-    frames: [{index, time, p_fake, faces: [{box, p_fake, p_fake_raw}]}]} (+ note, as
-    `face_note`; the top face's overlay and its frame index with `explain`)."""
+    frames: [{index, time, p_fake, faces: [{box, p_fake, p_fake_raw}]}]} (+ note: `face_note`,
+    then `media.interlace_note`, as scan's row; the top face's overlay and its frame index with
+    `explain`)."""
     try:
         info, found = media.video_faces(
             path, crop_options(scanner, rules), frames=rules.frames, limits=limits
@@ -167,6 +168,8 @@ def scan_video(
         raise _answer(up, path, e, limits) from e
     agg, answer = _file_answer(scanner, frames, frame_p, frame_raw)
     out = {"kind": "video"} | answer
+    notes = (answer.get("note"), media.interlace_note(info.interlaced))  # as scan's row
+    out |= {"note": "; ".join(filter(None, notes))} if any(notes) else {}
     out |= {
         "reason": agg.reason,
         "video": {
@@ -177,6 +180,7 @@ def scan_video(
             "frames_total": info.frames,
             "rotation": info.rotation,
             "codec": info.codec,
+            "interlaced": info.interlaced,
             "frames_sampled": agg.frames,
             "frames_with_face": agg.frames_with_face,
             "p_fake_max": agg.max,
