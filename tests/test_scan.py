@@ -952,3 +952,28 @@ def test_a_file_whose_bytes_are_another_kind_than_its_name_is_an_error_row(case,
     assert "its bytes are a WAV file (audio) but its name says image" in rows["voice.jpg"]["error"]
     for name in ("still.gif", "sound.m4a"):
         assert "its bytes" not in (rows[name].get("error") or ""), rows[name]
+
+
+def test_an_animated_photo_says_only_its_first_frame_was_scanned(case, tmp_path) -> None:
+    """An animated GIF or WebP is read as its first frame (as Pillow opens it); the row says so,
+    or a GIF whose face shows from its second frame on was a silent no_face."""
+    face = np.full((160, 160, 3), 127, np.uint8)
+    face[16:144, 16:144] = _face()
+    blank = Image.new("RGB", (160, 160), (127, 127, 127))
+    folder = tmp_path / "animated"
+    folder.mkdir()
+    for ext in ("gif", "webp"):
+        frames = [Image.fromarray(face), blank, Image.new("RGB", (160, 160), (90, 90, 90))]
+        frames[0].save(folder / f"face_first.{ext}", save_all=True, append_images=frames[1:])
+        blank.save(folder / f"face_later.{ext}", save_all=True, append_images=frames[:1])
+    Image.fromarray(face).save(folder / "still.gif")
+    det = sc.run_detector(case["run"], torch.device("cpu"))
+    rows = {Path(r["path"]).name: r for r in sc.scan([folder], tmp_path / "o", detector=det).rows}
+    for ext in ("gif", "webp"):
+        first, later = rows[f"face_first.{ext}"], rows[f"face_later.{ext}"]
+        assert first["verdict"] in ("real", "fake", "unsure") and first["frames"] == 1
+        assert "animated: only the first of its 3 frames was scanned" in first["note"]
+        assert later["verdict"] == "no_face" and later["faces"] == 0
+        assert "animated: only the first of its 2 frames was scanned" in later["note"]
+    assert rows["still.gif"]["verdict"] != "no_face"
+    assert "animated" not in (rows["still.gif"].get("note") or "")

@@ -13,6 +13,7 @@ from deepshield.media.extract import (
     frame_faces,
     image_faces,
     join_parts,
+    photo_faces,
     video_faces,
 )
 from deepshield.media.faces import (
@@ -68,6 +69,7 @@ __all__ = [
     "iter_video_frames",
     "join_parts",
     "landmark_model_path",
+    "photo_faces",
     "probe_video",
     "read_media_image",
     "read_video_frames",

@@ -153,6 +153,19 @@ def image_size(path: str | Path) -> tuple[int, int]:
         ) from e
 
 
+def image_frame_count(path: str | Path) -> int:
+    """Frames in a photo file (> 1: an animated GIF, WebP or AVIF, of which `read_image` reads
+    the first), from its header and frame headers, no pixel decoded; 1 when unreadable."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # its size was checked by the read before
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=_formats(path)) as im:
+                return int(getattr(im, "n_frames", 1))
+    except (OSError, ValueError, DataError):
+        return 1
+
+
 def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.ndarray:
     """Header-checked decode of a photo -> uint8 [H,W,3] RGB (EXIF orientation, modes converted):
     its bytes, the sizes an AVIF/HEIC declares (every `ispe`) and the size Pillow reads from

@@ -186,7 +186,7 @@ def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bo
     `explain`)."""
     scanner.check_explainable(explain)
     opts = media.CropOptions(size=max(scanner.input_size), mode=rules.faces)
-    found = media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)
+    found = media.photo_faces(np.asarray(im, dtype=np.uint8), opts)
     rows, frame_p, frame_raw, best = _score_frames(scanner, iter([found]))
     agg, out = _file_answer(scanner, frame_p, frame_raw)
     out |= {"reason": agg.reason, "faces": rows[0]["faces"]}
