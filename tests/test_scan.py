@@ -353,6 +353,32 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     ]
 
 
+def test_broken_links_and_linked_folders_in_a_folder_are_listed_as_not_scanned(tmp_path):
+    """A folder walk does not follow a linked folder (a loop may) nor read a broken link: both
+    were left out silently, as if the folder held nothing more; a link to a file is scanned."""
+    elsewhere = tmp_path / "evidence"
+    elsewhere.mkdir()
+    Image.new("RGB", (32, 32)).save(elsewhere / "photo.png")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "evidence").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    (folder / "photo.png").symlink_to(elsewhere / "photo.png")
+    files, skipped = sc.list_files([folder])
+    assert files == [folder / "photo.png"]
+    assert skipped == {
+        str(folder / "evidence"): "linked folder (not followed)",
+        str(folder / "moved.jpg"): "broken link",
+    }
+    summary = sc.ScanSummary(tmp_path, 0, 0, {}, [], 0.0, 0.0, not_scanned=skipped)
+    line = summary.not_scanned_line()
+    assert line == (
+        "note: 2 files in the folders not scanned, by name not a photo, video or sound, or "
+        "hidden, or a link (broken link 1, linked folder (not followed) 1); listed in "
+        "scan.json's not_scanned"
+    )
+
+
 def test_a_ts_file_is_scanned_only_when_its_bytes_are_mpeg_ts(tmp_path) -> None:
     """.ts is both MPEG-TS (broadcast captures) and TypeScript: a folder walk reads the bytes."""
     (tmp_path / "app.ts").write_text("export const x: number = 1;\n")
