@@ -981,25 +981,31 @@ def test_a_file_whose_bytes_are_another_kind_than_its_name_is_an_error_row(case,
 
 
 def test_an_animated_photo_says_only_its_first_frame_was_scanned(case, tmp_path) -> None:
-    """An animated GIF or WebP is read as its first frame (as Pillow opens it); the row says so,
-    or a GIF whose face shows from its second frame on was a silent no_face."""
+    """An animated GIF or WebP (and a TIFF's pages) is read as its first frame, as Pillow opens
+    it; the row says so, or a GIF whose face shows from its second frame on was a silent
+    no_face. A camera's MPO JPEG (its second image an HDR gain map or a preview) is one photo."""
     face = np.full((160, 160, 3), 127, np.uint8)
     face[16:144, 16:144] = _face()
     blank = Image.new("RGB", (160, 160), (127, 127, 127))
     folder = tmp_path / "animated"
     folder.mkdir()
-    for ext in ("gif", "webp"):
+    for ext in ("gif", "webp", "tiff"):
         frames = [Image.fromarray(face), blank, Image.new("RGB", (160, 160), (90, 90, 90))]
         frames[0].save(folder / f"face_first.{ext}", save_all=True, append_images=frames[1:])
         blank.save(folder / f"face_later.{ext}", save_all=True, append_images=frames[:1])
     Image.fromarray(face).save(folder / "still.gif")
+    gain_map = blank.convert("L").resize((40, 40))
+    Image.fromarray(face).save(
+        folder / "camera.jpg", format="MPO", save_all=True, append_images=[gain_map]
+    )
     det = sc.run_detector(case["run"], torch.device("cpu"))
     rows = {Path(r["path"]).name: r for r in sc.scan([folder], tmp_path / "o", detector=det).rows}
-    for ext in ("gif", "webp"):
+    for ext in ("gif", "webp", "tiff"):
         first, later = rows[f"face_first.{ext}"], rows[f"face_later.{ext}"]
         assert first["verdict"] in ("real", "fake", "unsure") and first["frames"] == 1
-        assert "animated: only the first of its 3 frames was scanned" in first["note"]
+        assert "3 frames or pages in the file: only the first was scanned" in first["note"]
         assert later["verdict"] == "no_face" and later["faces"] == 0
-        assert "animated: only the first of its 2 frames was scanned" in later["note"]
-    assert rows["still.gif"]["verdict"] != "no_face"
-    assert "animated" not in (rows["still.gif"].get("note") or "")
+        assert "2 frames or pages in the file: only the first was scanned" in later["note"]
+    for name in ("still.gif", "camera.jpg"):
+        assert rows[name]["verdict"] != "no_face"
+        assert "frames or pages" not in (rows[name].get("note") or ""), rows[name]

@@ -130,7 +130,7 @@ class FileFaces:
     (uint8 RGB, longer side at most the `view_side` asked for) to draw evidence on; `width` x
     `height` px is the upright full frame the boxes refer to; `interlaced`: the field kept of
     an interlaced video (VideoInfo.interlaced); `photo_frames`: the frames an animated photo
-    holds (its first alone is read), 1 otherwise."""
+    (or the pages a TIFF) holds, of which the first alone is read; 1 otherwise."""
 
     frames: list[FrameFaces]
     views: list[np.ndarray]

@@ -154,14 +154,16 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def image_frame_count(path: str | Path) -> int:
-    """Frames in a photo file (> 1: an animated GIF, WebP or AVIF, of which `read_image` reads
-    the first), from its header and frame headers, no pixel decoded; 1 when unreadable."""
+    """Frames in a photo file, from its header and frame headers, no pixel decoded: > 1 for an
+    animated GIF, WebP, PNG or AVIF and a multi-page TIFF, of which `read_image` reads the
+    first; 1 for a camera's MPO JPEG, whose other images (an HDR gain map, a depth map, a
+    preview) are not more photos; 1 when unreadable."""
     path = Path(path)
     try:
         with warnings.catch_warnings():  # its size was checked by the read before
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path, formats=_formats(path)) as im:
-                return int(getattr(im, "n_frames", 1))
+                return 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
     except (OSError, ValueError, DataError):
         return 1
 

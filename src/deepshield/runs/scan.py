@@ -436,8 +436,8 @@ def _score_visual(
     if got.interlaced:
         how = f"interlaced: {got.interlaced} field kept, the other interpolated where it combs"
         row["note"] = "; ".join(filter(None, (row.get("note"), how)))
-    if got.photo_frames > 1:  # an animated GIF/WebP/AVIF: its other frames were not looked at
-        how = f"animated: only the first of its {got.photo_frames} frames was scanned"
+    if got.photo_frames > 1:  # animated, or TIFF pages: the others were not looked at
+        how = f"{got.photo_frames} frames or pages in the file: only the first was scanned"
         row["note"] = "; ".join(filter(None, (row.get("note"), how)))
     return row, frame_rows
 
