@@ -95,6 +95,11 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
         ) from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{path}: image too large to decode safely ({e}): downscale it") from e
+    except struct.error as e:  # exif_transpose rewriting a tag of the wrong type, once turned
+        raise DataError(
+            f"{path}: its EXIF metadata is corrupt ({e}), so its orientation cannot be "
+            "applied: save a copy without EXIF (turned upright) and scan that"
+        ) from e
     if im.mode != "RGB":
         if not convert_modes:
             raise DataError(
