@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import av
@@ -236,6 +237,28 @@ def test_a_photo_whose_exif_cannot_be_rewritten_is_one_error_line(tmp_path) -> N
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "upright.jpg").write_bytes(data)  # the same photo with its Model tag intact
     assert read_media_image(tmp_path / "upright.jpg").shape == (64, 48, 3)  # turned
+
+
+def test_a_photo_whose_exif_orientation_is_corrupt_is_one_error_line(tmp_path) -> None:
+    """An Orientation entry whose count runs past the EXIF block is skipped by Pillow with a
+    UserWarning (printed amid scan's output, naming no photo) and the photo was read as stored,
+    on its side: its face went unfound. Now one DataError line; other EXIF warnings are not
+    printed (the read is quiet under warnings-as-errors)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    big_endian = data[data.index(b"Exif\x00\x00") + 6 : data.index(b"Exif\x00\x00") + 8] == b"MM"
+    entry = data.index(b"\x01\x12\x00\x03" if big_endian else b"\x12\x01\x03\x00")
+    data[entry + 4 : entry + 8] = (4096).to_bytes(4, "big" if big_endian else "little")
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="EXIF orientation tag is corrupt") as e:
+            read_media_image(path)
+    assert str(path) in str(e.value)
 
 
 def test_an_animated_avif_is_read_as_its_first_frame_like_gif_and_webp(tmp_path) -> None:

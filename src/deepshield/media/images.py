@@ -22,6 +22,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", 
 HEIF_FORMATS = {"avif": "AVIF", "heic": "HEIF"}  # sniffed type -> the Pillow plugin that reads it
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+ORIENTATION_TAG = 274  # EXIF Orientation (0x0112)
 
 
 def is_image_file(path: Path) -> bool:
@@ -82,7 +83,8 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's EXIF warnings: below
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=_formats(path)) as im:
                 im.load()
@@ -100,6 +102,11 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
             f"{path}: its EXIF metadata is corrupt ({e}), so its orientation cannot be "
             "applied: save a copy without EXIF (turned upright) and scan that"
         ) from e
+    if any(str(w.message).endswith(f"tag {ORIENTATION_TAG}") for w in caught):  # "Skipping"
+        raise DataError(
+            f"{path}: its EXIF orientation tag is corrupt, so which way is up is unknown: save "
+            "a copy without EXIF (turned upright) and scan that"
+        )
     if im.mode != "RGB":
         if not convert_modes:
             raise DataError(
@@ -144,8 +151,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # the size is checked against our own limit below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # the size is checked against our own limit below;
+            warnings.simplefilter("ignore")  # EXIF warnings: `read_image` judges them
             with Image.open(path, formats=_formats(path)) as im:  # lazy: reads the header only
                 return im.size
     except FileNotFoundError as e:
@@ -165,8 +172,8 @@ def image_frame_count(path: str | Path) -> int:
     preview) are not more photos; 1 when unreadable."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # its size was checked by the read before
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # the read before checked its size and EXIF
+            warnings.simplefilter("ignore")
             with Image.open(path, formats=_formats(path)) as im:
                 return 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
     except (OSError, ValueError, DataError):
