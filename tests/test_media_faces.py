@@ -27,6 +27,7 @@ from deepshield.media import (
     face_crops,
     file_faces,
     image_faces,
+    probe_video,
     read_media_image,
     video_faces,
 )
@@ -188,6 +189,16 @@ def test_a_face_lost_at_640_px_is_searched_again_at_the_photos_full_size(tmp_pat
     small[300:500, 400:600] = big[600:800, 900:1100]
     Image.fromarray(small).save(tmp_path / "small.png")
     assert image_faces(tmp_path / "small.png").faces == detect_faces(small) != []
+
+
+def test_an_empty_photo_or_video_says_it_is_empty(tmp_path):
+    """A 0-byte file (a failed download or copy, a cloud placeholder) was "not a readable
+    image (UnidentifiedImageError ...)" or "not a readable video container (Invalid data ...)"."""
+    for name, read in (("photo.jpg", read_media_image), ("clip.mp4", probe_video)):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(DataError, match=r"empty \(0 bytes\): copy it again") as e:
+            read(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value)
 
 
 def test_box_iou_closed_form():

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from deepshield.errors import DataError
 from deepshield.media.types import HEAD_BYTES, sniff
-from deepshield.media.video import MediaLimitError, MediaLimits
+from deepshield.media.video import EMPTY_FILE, MediaLimitError, MediaLimits
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif", ".hif")
 HEIF_FORMATS = {"avif": "AVIF", "heic": "HEIF"}  # sniffed type -> the Pillow plugin that reads it
@@ -196,6 +196,8 @@ def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.
             f"{size} bytes exceeds the limit of {limits.max_file_bytes}",
             "downscale the photo or raise max_file_bytes",
         )
+    if size == 0:
+        raise DataError(f"{path}: {EMPTY_FILE}")
     declared, missing = _heif_header(path)
     if declared:
         _check_pixels(path, *declared, limits)
