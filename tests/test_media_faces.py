@@ -23,8 +23,11 @@ from deepshield.media import (
     crops_to_tensor,
     detect_faces,
     detect_faces_near,
+    extract,
     face_crops,
+    file_faces,
     image_faces,
+    probe_video,
     read_media_image,
     video_faces,
 )
@@ -153,6 +156,49 @@ def test_photo_size_is_checked_from_the_header(tmp_path):
     text.write_text("not an image")
     with pytest.raises(DataError, match="not a readable image"):
         read_media_image(text)
+
+
+def test_a_face_lost_at_640_px_is_searched_again_at_the_photos_full_size(tmp_path, monkeypatch):
+    """A photo is searched at 640 px like a video frame; HOG's window is 80 px, so a 128 px face
+    in a 2000x1300 photo (a person a few metres away) or a 4000x250 panorama was no_face."""
+    face = _ffhq(0)
+    for w, h, (x, y) in ((2000, 1300, (900, 600)), (4000, 250, (2500, 60))):
+        canvas = np.full((h, w, 3), 110, np.uint8)
+        canvas[y : y + 128, x : x + 128] = face
+        path = tmp_path / f"{w}x{h}.png"
+        Image.fromarray(canvas).save(path)
+        assert detect_faces(canvas) == []  # lost at 640 px
+        want = detect_faces(canvas, max_side=None)
+        assert len(want) == 1
+        x0, y0, x1, y1 = want[0].box
+        assert x <= x0 < x1 <= x + 128 and y <= y0 < y1 <= y + 128  # on the pasted face
+        assert image_faces(path, CropOptions(size=64)).faces == want
+        got = file_faces(path, "image", CropOptions(size=64))  # what a scan worker runs
+        assert got.frames[0].faces == want and (got.width, got.height) == (w, h)
+        assert got.frames[0].crops[0].shape == (64, 64, 3)
+    # more pixels than the retry's budget: searched downscaled to it (1 Mpx here: 1240 px)
+    monkeypatch.setattr(extract, "PHOTO_RETRY_PIXELS", 1_000_000)
+    big = np.full((1300, 2000, 3), 110, np.uint8)
+    big[600:800, 900:1100] = np.asarray(Image.fromarray(face).resize((200, 200)))
+    Image.fromarray(big).save(tmp_path / "big.png")
+    want = detect_faces(big, max_side=1240)
+    assert detect_faces(big) == [] and len(want) == 1
+    assert image_faces(tmp_path / "big.png").faces == want
+    # a photo whose face is found at 640 px keeps that detection
+    small = np.full((700, 1000, 3), 110, np.uint8)
+    small[300:500, 400:600] = big[600:800, 900:1100]
+    Image.fromarray(small).save(tmp_path / "small.png")
+    assert image_faces(tmp_path / "small.png").faces == detect_faces(small) != []
+
+
+def test_an_empty_photo_or_video_says_it_is_empty(tmp_path):
+    """A 0-byte file (a failed download or copy, a cloud placeholder) was "not a readable
+    image (UnidentifiedImageError ...)" or "not a readable video container (Invalid data ...)"."""
+    for name, read in (("photo.jpg", read_media_image), ("clip.mp4", probe_video)):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(DataError, match=r"empty \(0 bytes\): copy it again") as e:
+            read(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value)
 
 
 def test_box_iou_closed_form():

@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import av
@@ -214,6 +215,50 @@ def test_a_photo_is_turned_upright_as_its_exif_orientation_says(fmt, orientation
     assert np.abs(got.astype(int) - want).mean() < 2  # lossy AVIF/JPEG: under 2 levels
     if fmt != "JPEG" and orientation in (3, 6, 8):  # a rotation: in the container's irot box
         assert b"irot" in path.read_bytes()
+
+
+def test_a_photo_whose_exif_cannot_be_rewritten_is_one_error_line(tmp_path) -> None:
+    """Pillow's exif_transpose turns the photo, then rewrites its EXIF without the orientation;
+    a tag of an unexpected type (here ColorMap, 0x0140, holding text) made that raise
+    struct.error, which escaped the reader as a bare "required argument is not an integer"."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x0110] = 6, "EOS"  # orientation 6, Model (ASCII)
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buf, "JPEG", exif=exif.tobytes())
+    data = buf.getvalue()
+    tag = data.index(b"Exif\x00\x00") + 6  # the TIFF header: byte order, then the IFD
+    model = b"\x01\x10\x00\x02" if data[tag : tag + 2] == b"MM" else b"\x10\x01\x02\x00"
+    colormap = b"\x01\x40\x00\x02" if data[tag : tag + 2] == b"MM" else b"\x40\x01\x02\x00"
+    assert data.count(model) == 1
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(data.replace(model, colormap))
+    with pytest.raises(DataError, match="EXIF metadata is corrupt") as e:
+        read_media_image(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "upright.jpg").write_bytes(data)  # the same photo with its Model tag intact
+    assert read_media_image(tmp_path / "upright.jpg").shape == (64, 48, 3)  # turned
+
+
+def test_a_photo_whose_exif_orientation_is_corrupt_is_one_error_line(tmp_path) -> None:
+    """An Orientation entry whose count runs past the EXIF block is skipped by Pillow with a
+    UserWarning (printed amid scan's output, naming no photo) and the photo was read as stored,
+    on its side: its face went unfound. Now one DataError line; other EXIF warnings are not
+    printed (the read is quiet under warnings-as-errors)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    big_endian = data[data.index(b"Exif\x00\x00") + 6 : data.index(b"Exif\x00\x00") + 8] == b"MM"
+    entry = data.index(b"\x01\x12\x00\x03" if big_endian else b"\x12\x01\x03\x00")
+    data[entry + 4 : entry + 8] = (4096).to_bytes(4, "big" if big_endian else "little")
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="EXIF orientation tag is corrupt") as e:
+            read_media_image(path)
+    assert str(path) in str(e.value)
 
 
 def test_an_animated_avif_is_read_as_its_first_frame_like_gif_and_webp(tmp_path) -> None:

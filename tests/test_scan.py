@@ -353,6 +353,32 @@ def test_files_a_folder_scan_leaves_out_are_counted_in_one_line(case, tmp_path) 
     ]
 
 
+def test_broken_links_and_linked_folders_in_a_folder_are_listed_as_not_scanned(tmp_path):
+    """A folder walk does not follow a linked folder (a loop may) nor read a broken link: both
+    were left out silently, as if the folder held nothing more; a link to a file is scanned."""
+    elsewhere = tmp_path / "evidence"
+    elsewhere.mkdir()
+    Image.new("RGB", (32, 32)).save(elsewhere / "photo.png")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "evidence").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    (folder / "photo.png").symlink_to(elsewhere / "photo.png")
+    files, skipped = sc.list_files([folder])
+    assert files == [folder / "photo.png"]
+    assert skipped == {
+        str(folder / "evidence"): "linked folder (not followed)",
+        str(folder / "moved.jpg"): "broken link",
+    }
+    summary = sc.ScanSummary(tmp_path, 0, 0, {}, [], 0.0, 0.0, not_scanned=skipped)
+    line = summary.not_scanned_line()
+    assert line == (
+        "note: 2 files in the folders not scanned, by name not a photo, video or sound, or "
+        "hidden, or a link (broken link 1, linked folder (not followed) 1); listed in "
+        "scan.json's not_scanned"
+    )
+
+
 def test_a_ts_file_is_scanned_only_when_its_bytes_are_mpeg_ts(tmp_path) -> None:
     """.ts is both MPEG-TS (broadcast captures) and TypeScript: a folder walk reads the bytes."""
     (tmp_path / "app.ts").write_text("export const x: number = 1;\n")
@@ -952,3 +978,34 @@ def test_a_file_whose_bytes_are_another_kind_than_its_name_is_an_error_row(case,
     assert "its bytes are a WAV file (audio) but its name says image" in rows["voice.jpg"]["error"]
     for name in ("still.gif", "sound.m4a"):
         assert "its bytes" not in (rows[name].get("error") or ""), rows[name]
+
+
+def test_an_animated_photo_says_only_its_first_frame_was_scanned(case, tmp_path) -> None:
+    """An animated GIF or WebP (and a TIFF's pages) is read as its first frame, as Pillow opens
+    it; the row says so, or a GIF whose face shows from its second frame on was a silent
+    no_face. A camera's MPO JPEG (its second image an HDR gain map or a preview) is one photo."""
+    face = np.full((160, 160, 3), 127, np.uint8)
+    face[16:144, 16:144] = _face()
+    blank = Image.new("RGB", (160, 160), (127, 127, 127))
+    folder = tmp_path / "animated"
+    folder.mkdir()
+    for ext in ("gif", "webp", "tiff"):
+        frames = [Image.fromarray(face), blank, Image.new("RGB", (160, 160), (90, 90, 90))]
+        frames[0].save(folder / f"face_first.{ext}", save_all=True, append_images=frames[1:])
+        blank.save(folder / f"face_later.{ext}", save_all=True, append_images=frames[:1])
+    Image.fromarray(face).save(folder / "still.gif")
+    gain_map = blank.convert("L").resize((40, 40))
+    Image.fromarray(face).save(
+        folder / "camera.jpg", format="MPO", save_all=True, append_images=[gain_map]
+    )
+    det = sc.run_detector(case["run"], torch.device("cpu"))
+    rows = {Path(r["path"]).name: r for r in sc.scan([folder], tmp_path / "o", detector=det).rows}
+    for ext in ("gif", "webp", "tiff"):
+        first, later = rows[f"face_first.{ext}"], rows[f"face_later.{ext}"]
+        assert first["verdict"] in ("real", "fake", "unsure") and first["frames"] == 1
+        assert "3 frames or pages in the file: only the first was scanned" in first["note"]
+        assert later["verdict"] == "no_face" and later["faces"] == 0
+        assert "2 frames or pages in the file: only the first was scanned" in later["note"]
+    for name in ("still.gif", "camera.jpg"):
+        assert rows[name]["verdict"] != "no_face"
+        assert "frames or pages" not in (rows[name].get("note") or ""), rows[name]

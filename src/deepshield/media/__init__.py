@@ -15,6 +15,7 @@ from deepshield.media.extract import (
     interlace_note,
     join_parts,
     median_face_width,
+    photo_faces,
     video_faces,
 )
 from deepshield.media.faces import (
@@ -72,6 +73,7 @@ __all__ = [
     "join_parts",
     "landmark_model_path",
     "median_face_width",
+    "photo_faces",
     "probe_video",
     "read_media_image",
     "read_video_frames",

@@ -6,15 +6,16 @@ whole frame again when it is lost."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from deepshield.media.faces import Border, Face, FaceMode, face_crops
-from deepshield.media.images import read_media_image
+from deepshield.media.images import image_frame_count, read_media_image
 from deepshield.media.video import (
     MediaLimits,
     VideoInfo,
@@ -87,6 +88,22 @@ def frame_faces(
     return FrameFaces(index, time, faces, crops)
 
 
+PHOTO_RETRY_PIXELS = 16_000_000  # a photo without a face at max_side is searched again at this
+
+
+def photo_faces(img: np.ndarray, opts: CropOptions) -> FrameFaces:
+    """A photo's faces (uint8 [H,W,3] RGB): searched as a video frame is (at `opts.max_side`),
+    and when none is found in a larger photo, once more at its full size, or downscaled to
+    PHOTO_RETRY_PIXELS: dlib's HOG finds no face under about 50-60 px, so at 640 px a 12 MP
+    phone photo loses faces under about 350 px wide, and a panorama almost every face."""
+    found = frame_faces(0, 0.0, img, opts)
+    h, w = img.shape[:2]
+    if found.faces or opts.max_side is None or max(h, w) <= opts.max_side:
+        return found
+    side = math.floor(max(h, w) * min(1.0, math.sqrt(PHOTO_RETRY_PIXELS / (h * w))))
+    return frame_faces(0, 0.0, img, replace(opts, max_side=side)) if side > opts.max_side else found
+
+
 def track_faces(
     stream: Iterator[tuple[int, float, np.ndarray]], opts: CropOptions
 ) -> Iterator[tuple[FrameFaces, np.ndarray]]:
@@ -103,7 +120,7 @@ def image_faces(
     path: str | Path, opts: CropOptions | None = None, limits: MediaLimits | None = None
 ) -> FrameFaces:
     """Faces and crops of one photo (header-checked before decoding)."""
-    return frame_faces(0, 0.0, read_media_image(path, limits), opts or CropOptions())
+    return photo_faces(read_media_image(path, limits), opts or CropOptions())
 
 
 def video_faces(
@@ -127,13 +144,15 @@ class FileFaces:
     """A photo's or video's sampled frames with their faces, each frame also as a `view`
     (uint8 RGB, longer side at most the `view_side` asked for) to draw evidence on; `width` x
     `height` px is the upright full frame the boxes refer to; `interlaced`: the field kept of
-    an interlaced video (VideoInfo.interlaced)."""
+    an interlaced video (VideoInfo.interlaced); `photo_frames`: the frames an animated photo
+    (or the pages a TIFF) holds, of which the first alone is read; 1 otherwise."""
 
     frames: list[FrameFaces]
     views: list[np.ndarray]
     width: int
     height: int
     interlaced: str | None = None
+    photo_frames: int = 1
 
 
 def _view(img: np.ndarray, side: int) -> np.ndarray:
@@ -160,21 +179,21 @@ def file_faces(
     crops, decoded, detected and cropped in this process (what a scan worker runs). `part`
     (i, n): only the i-th of n contiguous runs of a video's sampled frames (n workers share
     one long video; `join_parts` puts them back in order)."""
-    limits, interlaced = limits or MediaLimits(), None
+    limits = limits or MediaLimits()
     if kind == "image":
         img = read_media_image(path, limits)
-        stream: Iterator[tuple[int, float, np.ndarray]] = iter([(0, 0.0, img)])
-    else:
-        info = probe_video(path, limits)
-        indices = np.array_split(sample_frames(info, frames=frames), part[1])[part[0]]
-        stream = iter_video_frames(info, indices, limits)
-        interlaced = info.interlaced
+        photo = photo_faces(img, opts)
+        view, frames_held = _view(img, view_side), image_frame_count(path)
+        return FileFaces([photo], [view], img.shape[1], img.shape[0], photo_frames=frames_held)
+    info = probe_video(path, limits)
+    indices = np.array_split(sample_frames(info, frames=frames), part[1])[part[0]]
+    stream = iter_video_frames(info, indices, limits)
     out, views, size = [], [], (0, 0)
     for ff, img in track_faces(stream, opts):
         out.append(ff)
         views.append(_view(img, view_side))
         size = (img.shape[1], img.shape[0])
-    return FileFaces(out, views, *size, interlaced)
+    return FileFaces(out, views, *size, info.interlaced)
 
 
 def join_parts(parts: list[FileFaces]) -> FileFaces:

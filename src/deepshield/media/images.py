@@ -16,12 +16,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from deepshield.errors import DataError
 from deepshield.media.types import HEAD_BYTES, sniff
-from deepshield.media.video import MediaLimitError, MediaLimits
+from deepshield.media.video import EMPTY_FILE, MediaLimitError, MediaLimits
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif", ".hif")
 HEIF_FORMATS = {"avif": "AVIF", "heic": "HEIF"}  # sniffed type -> the Pillow plugin that reads it
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+ORIENTATION_TAG = 274  # EXIF Orientation (0x0112)
 
 
 def is_image_file(path: Path) -> bool:
@@ -82,7 +83,8 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's EXIF warnings: below
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=_formats(path)) as im:
                 im.load()
@@ -95,6 +97,16 @@ def read_image(path: str | Path, *, convert_modes: bool = False) -> np.ndarray:
         ) from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{path}: image too large to decode safely ({e}): downscale it") from e
+    except struct.error as e:  # exif_transpose rewriting a tag of the wrong type, once turned
+        raise DataError(
+            f"{path}: its EXIF metadata is corrupt ({e}), so its orientation cannot be "
+            "applied: save a copy without EXIF (turned upright) and scan that"
+        ) from e
+    if any(str(w.message).endswith(f"tag {ORIENTATION_TAG}") for w in caught):  # "Skipping"
+        raise DataError(
+            f"{path}: its EXIF orientation tag is corrupt, so which way is up is unknown: save "
+            "a copy without EXIF (turned upright) and scan that"
+        )
     if im.mode != "RGB":
         if not convert_modes:
             raise DataError(
@@ -139,8 +151,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # the size is checked against our own limit below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # the size is checked against our own limit below;
+            warnings.simplefilter("ignore")  # EXIF warnings: `read_image` judges them
             with Image.open(path, formats=_formats(path)) as im:  # lazy: reads the header only
                 return im.size
     except FileNotFoundError as e:
@@ -151,6 +163,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(
             f"{path}: not a readable image ({type(e).__name__}: {e}): replace or delete the file"
         ) from e
+
+
+def image_frame_count(path: str | Path) -> int:
+    """Frames in a photo file, from its header and frame headers, no pixel decoded: > 1 for an
+    animated GIF, WebP, PNG or AVIF and a multi-page TIFF, of which `read_image` reads the
+    first; 1 for a camera's MPO JPEG, whose other images (an HDR gain map, a depth map, a
+    preview) are not more photos; 1 when unreadable."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # the read before checked its size and EXIF
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=_formats(path)) as im:
+                return 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+    except (OSError, ValueError, DataError):
+        return 1
 
 
 def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.ndarray:
@@ -169,6 +196,8 @@ def read_media_image(path: str | Path, limits: MediaLimits | None = None) -> np.
             f"{size} bytes exceeds the limit of {limits.max_file_bytes}",
             "downscale the photo or raise max_file_bytes",
         )
+    if size == 0:
+        raise DataError(f"{path}: {EMPTY_FILE}")
     declared, missing = _heif_header(path)
     if declared:
         _check_pixels(path, *declared, limits)

@@ -22,6 +22,7 @@ VIDEO_EXTENSIONS = (
 
 
 ASPECT_TOLERANCE = Fraction(1, 100)  # pixel aspects within 1 % of square are taken as square
+EMPTY_FILE = "the file is empty (0 bytes): copy it again from its source"
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,8 @@ def probe_video(path: str | Path, limits: MediaLimits | None = None) -> VideoInf
             f"{size} bytes exceeds the limit of {limits.max_file_bytes}",
             "cut the video or raise max_file_bytes",
         )
+    if size == 0:
+        raise DataError(f"{path}: {EMPTY_FILE}")
     container = _open(path)
     try:
         stream = _video_stream(path, container)

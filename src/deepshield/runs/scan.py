@@ -241,15 +241,20 @@ def file_kind(path: Path) -> str | None:
 
 
 def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
-    """(files to scan in order, files skipped -> why: 'hidden' or their extension): named files
-    as given, folders walked recursively (sorted; only media extensions, hidden files and
-    folders and .ts files that are not MPEG-TS skipped). ConfigError for a missing path."""
+    """(files to scan in order, files skipped -> why: 'hidden', their extension or a link not
+    followed): named files as given, folders walked recursively (sorted; only media
+    extensions, hidden files and folders, .ts files that are not MPEG-TS, broken links and
+    linked folders skipped). ConfigError for a missing path."""
     files, skipped = [], {}
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            for f in sorted(q for q in p.rglob("*") if q.is_file() or q.is_symlink()):
                 if any(part.startswith(".") for part in f.relative_to(p).parts):
                     skipped[str(f)] = "hidden"
+                elif not f.exists():
+                    skipped[str(f)] = "broken link"
+                elif f.is_dir():  # rglob does not walk into a linked folder (a loop may)
+                    skipped[str(f)] = "linked folder (not followed)"
                 elif file_kind(f) is None:
                     skipped[str(f)] = f.suffix.lower() or "no extension"
                 elif f.suffix.lower() == ".ts" and sniff_file(f) != "mpegts":
@@ -431,6 +436,9 @@ def _score_visual(
         row["note"] = "; ".join(
             filter(None, (row.get("note"), media.interlace_note(got.interlaced)))
         )
+    if got.photo_frames > 1:  # animated, or TIFF pages: the others were not looked at
+        how = f"{got.photo_frames} frames or pages in the file: only the first was scanned"
+        row["note"] = "; ".join(filter(None, (row.get("note"), how)))
     return row, frame_rows
 
 
@@ -852,7 +860,8 @@ class ScanSummary:
     not_scanned: dict[str, str] = field(default_factory=dict)  # folders' files skipped -> why
 
     def not_scanned_line(self) -> str | None:
-        """One line on the folders' files that were not scanned (extension or hidden), or None."""
+        """One line on the folders' files that were not scanned (extension, hidden or a link not
+        followed), or None."""
         if not self.not_scanned:
             return None
         kinds: dict[str, int] = {}
@@ -862,9 +871,12 @@ class ScanSummary:
         shown = ", ".join(
             f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
         )
+        links = (
+            ", or a link" if {"broken link", "linked folder (not followed)"} & kinds.keys() else ""
+        )
         return (
             f"note: {n} file{'s' * (n != 1)} in the folders not scanned, by name not a photo, "
-            f"video or sound, or hidden ({shown}); listed in scan.json's not_scanned"
+            f"video or sound, or hidden{links} ({shown}); listed in scan.json's not_scanned"
         )
 
 

@@ -202,7 +202,7 @@ def scan_photo(scanner: Scanner, im: Image.Image, rules: MediaRules, explain: bo
     top face's overlay with `explain`)."""
     scanner.check_explainable(explain)
     opts = crop_options(scanner, rules)
-    found = [media.frame_faces(0, 0.0, np.asarray(im, dtype=np.uint8), opts)]
+    found = [media.photo_faces(np.asarray(im, dtype=np.uint8), opts)]
     rows, frame_p, frame_raw, best = _score_frames(scanner, found)
     agg, out = _file_answer(scanner, found, frame_p, frame_raw)
     out |= {"reason": agg.reason, "faces": rows[0]["faces"]}
