@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -28,7 +30,7 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 
 
 def test_int16_flac_scaled_to_unit_range(tmp_path):
-    pcm = (np.array([0, 16384, -32768, 32767] * 500)).astype(np.int16)  # 0.125 s
+    pcm = (np.array([0, 16384, -32768, 32767, -16384, 1] * 500)).astype(np.int16)  # mean 0
     sf.write(tmp_path / "a.flac", pcm, 16000, subtype="PCM_16")
     x = read_audio(tmp_path / "a.flac")[0]
     np.testing.assert_allclose(x[:4], [0.0, 0.5, -1.0, 32767 / 32768], atol=1e-7)
@@ -212,3 +214,48 @@ def test_an_ogg_cut_anywhere_is_refused_and_the_whole_file_is_read(tmp_path, sub
     for cut in sorted(cuts):
         with pytest.raises(DataError, match=r"cut\.ogg: truncated audio: its last Ogg page"):
             read_audio(data[:cut], name="cut.ogg")
+
+
+def test_a_dc_offset_is_removed_and_said(tmp_path):
+    """Speech riding on a DC offset reads as the speech alone, with the offset in the record."""
+    tone = 0.3 * _sine(440, 16000, 1.0)  # 440 whole periods: mean 0
+    sf.write(tmp_path / "dc.wav", tone + 0.05, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "plain.wav", tone, 16000, subtype="PCM_16")
+    x, record = read_audio(tmp_path / "dc.wav")
+    plain, plain_record = read_audio(tmp_path / "plain.wav")
+    assert record.dc_offset == pytest.approx(0.05, abs=1e-4)
+    assert abs(float(x.mean())) < 1e-6
+    np.testing.assert_allclose(x, plain, atol=1e-4)
+    assert record.rms_dbfs == pytest.approx(plain_record.rms_dbfs, abs=0.01)  # the tone's level
+    assert record.done() == ["removed a DC offset of +0.050"] and plain_record.done() == []
+
+
+def test_a_constant_level_is_silence(tmp_path):
+    """A recorder's constant offset and nothing else is silence, not a clip to score."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    sf.write(tmp_path / "hum.wav", np.full(32000, -0.1), 16000, subtype="PCM_16")
+    record = read_clip(tmp_path / "hum.wav", length=16000)[1]
+    assert record.rms_dbfs == -np.inf
+    assert degenerate_reason(record) == (
+        "digital silence (every sample is zero) after removing a DC offset of -0.100"
+    )
+
+
+def test_official_aasist_l_scores_a_real_clip_with_a_dc_offset_as_without():
+    """The official AASIST-L called a real bona fide clip plus a 0.02 offset P(spoof) 0.72
+    (2.5e-5 without) before the reader removed the offset."""
+    from deepshield import models
+    from deepshield.predict import fake_scores, predict_logits
+
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_4581379.flac")
+    weights = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
+    pcm, rate = sf.read(flac, dtype="float64")
+    model = models.load_weights(models.create("aasist_l"), weights)
+    clips = []
+    for offset in (0.0, 0.02):
+        buf = io.BytesIO()
+        sf.write(buf, 0.9 * pcm + offset, rate, format="WAV", subtype="PCM_16")
+        clips.append(read_clip(buf.getvalue(), name=f"dc{offset}.wav")[0])
+    p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
+    assert p[0] < 1e-3 and p[1] < 1e-3, p

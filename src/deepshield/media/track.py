@@ -25,6 +25,10 @@ from deepshield.media.audio import MAX_SECONDS, AudioRecord, model_input, read_a
 from deepshield.media.degenerate import degenerate_reason
 
 TRACK_RATE = 16000  # a track is read at this rate, then resampled per window to the model's
+# model input samples per call of `scores`: 4 AASIST clips (64,600 samples each); the official
+# AASIST-L's forward holds about 0.25 GB per clip on a CPU, so 32 windows in one call (scan's
+# default --frames) peaked at 8.2 GB
+BATCH_SAMPLES = 4 * 64600
 
 # clip inputs [W, T] -> (calibrated P(fake) [W], raw P(fake) [W]), float64 in [0, 1]
 Scores = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -101,7 +105,7 @@ def score_track(
     x = torch.cat(
         [model_input(wave[s : s + step], TRACK_RATE, model_rate, window) for s in starts]
     )  # [W, window]
-    p, raw = scores(x)
+    p, raw = _scores_in_batches(scores, x)
     spans = tuple(
         (int(s) / TRACK_RATE, min(int(s) + step, len(wave)) / TRACK_RATE) for s in starts
     )  # what each window holds of the track, before tiling
@@ -127,6 +131,14 @@ def score_track(
         whole,
         **windows,
     )
+
+
+def _scores_in_batches(scores: Scores, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """`scores` of windows x [W, window], called on at most BATCH_SAMPLES samples at a time
+    (at least one window) -> (calibrated [W], raw [W])."""
+    per_call = max(1, BATCH_SAMPLES // x.shape[1])
+    parts = [scores(x[i : i + per_call]) for i in range(0, len(x), per_call)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([r for _, r in parts])
 
 
 def track_header(path: str | Path | BinaryIO) -> tuple[bool, TrackHeader | None]:
