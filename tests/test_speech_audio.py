@@ -259,3 +259,41 @@ def test_official_aasist_l_scores_a_real_clip_with_a_dc_offset_as_without():
         clips.append(read_clip(buf.getvalue(), name=f"dc{offset}.wav")[0])
     p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
     assert p[0] < 1e-3 and p[1] < 1e-3, p
+
+
+@pytest.mark.parametrize(("channels", "live"), [(2, 0), (6, 2)])
+def test_a_dead_channel_is_left_out_of_the_mix(tmp_path, channels, live):
+    """A recorder that fills one channel of a stereo (or the centre of a 5.1) file: the mono
+    mix is that channel at its own level, not 1/2 (1/6) of it."""
+    tone = 0.3 * _sine(440, 16000, 0.5)
+    pcm = np.zeros((len(tone), channels))
+    pcm[:, live] = tone
+    sf.write(tmp_path / "dead.wav", pcm, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "mono.wav", tone, 16000, subtype="PCM_16")
+    x, record = read_audio(tmp_path / "dead.wav")
+    np.testing.assert_array_equal(x, read_audio(tmp_path / "mono.wav")[0])
+    assert record.channels == channels and record.silent_channels == channels - 1
+    assert record.done() == [f"left out {channels - 1} silent of {channels} channels"]
+    pcm[:, live - 1] = 1 / 32768  # one LSB of hiss: a live channel, mixed in
+    sf.write(tmp_path / "hiss.wav", pcm, 16000, subtype="PCM_16")
+    assert "mixed 2 channels to mono" in read_audio(tmp_path / "hiss.wav")[1].done()
+
+
+def test_official_aasist_l_scores_a_stereo_file_with_a_dead_channel_as_its_live_one():
+    """A real ASVspoof spoof (P(spoof) 0.455 as mono) scored 0.865 with a silent right
+    channel averaged in (half its level) before dead channels were left out of the mix."""
+    from deepshield import models
+    from deepshield.predict import fake_scores, predict_logits
+
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_3667402.flac")
+    weights = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
+    pcm, rate = sf.read(flac, dtype="float64")
+    model = models.load_weights(models.create("aasist_l"), weights)
+    clips = []
+    for stereo in (np.stack([pcm, 0 * pcm], 1), np.stack([pcm, pcm], 1)):
+        buf = io.BytesIO()
+        sf.write(buf, stereo, rate, format="WAV", subtype="PCM_16")
+        clips.append(read_clip(buf.getvalue(), name="stereo.wav")[0])
+    np.testing.assert_array_equal(clips[0], clips[1])
+    p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
+    assert p[0] == pytest.approx(0.4553, abs=1e-3)

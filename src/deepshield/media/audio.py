@@ -8,7 +8,9 @@ cannot open through PyAV (FFmpeg). The type is told from the bytes, never from t
 
 Rules (the same for every caller; a file that breaks one raises `AudioError`, one line naming the
 file and the fix):
-  - channels are averaged to mono, and the mono mix's mean (DC offset) is subtracted when it
+  - channels are averaged to mono, leaving out a channel whose every sample is zero (a dead
+    channel of a stereo recorder would halve the level: the official AASIST-L's P(spoof) of
+    a real ASVspoof spoof moved from 0.455 to 0.865); the mono mix's mean (DC offset) is subtracted when it
     is at least DC_NOTE (0.001 of full scale, -60 dBFS): an inaudible offset of 0.02 turns
     the official AASIST-L's P(spoof) of a real ASVspoof bona fide clip from 2.5e-5 to 0.72;
   - the source rate must be MIN_SOURCE_RATE (8 kHz, telephone band) to MAX_SOURCE_RATE; any
@@ -114,7 +116,7 @@ class AudioRecord:
     source_seconds: duration of the whole decoded file; kept_samples: samples (at `rate`) of the
     source the model's clip holds before tiling (0 when not fitted to a clip); clip_samples: the
     model's input length; rms_dbfs (around the mean: -inf for digital silence or a constant),
-    clipped_fraction (share of samples at full scale, all channels) and dc_offset (the mean of
+    clipped_fraction (share of samples at full scale, all channels mixed) and dc_offset (the mean of
     the mono mix, subtracted from the samples; 0 when under DC_NOTE and kept) are measured on
     the kept part.
     """
@@ -131,6 +133,7 @@ class AudioRecord:
     kept_samples: int = 0
     clip_samples: int = 0
     dc_offset: float = 0.0
+    silent_channels: int = 0  # channels of all-zero samples, left out of the mono mix
 
     @property
     def tiled(self) -> float:
@@ -149,8 +152,10 @@ class AudioRecord:
     def done(self) -> list[str]:
         """What was done to the clip, one phrase each (empty: used as it came)."""
         out = []
-        if self.channels > 1:
-            out.append(f"mixed {self.channels} channels to mono")
+        if self.silent_channels:
+            out.append(f"left out {self.silent_channels} silent of {self.channels} channels")
+        if self.channels - self.silent_channels > 1:
+            out.append(f"mixed {self.channels - self.silent_channels} channels to mono")
         if self.source_rate != self.rate:
             out.append(f"resampled from {self.source_rate} Hz to {self.rate} Hz")
         if self.tiled > 1.0:
@@ -512,6 +517,10 @@ def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord
     x = d.samples  # [T, C]
     if not np.isfinite(x).all():
         raise AudioError(f"{label}: audio holds NaN or inf samples; re-export the file")
+    live = (x != 0).any(axis=0)  # [C] channels with a non-zero sample
+    channels = x.shape[1]
+    if live.any() and not live.all():
+        x = x[:, live]  # [T, C'] a dead channel is not half of the sound
     full = 1.0 - 2.0 ** -(d.bit_depth - 1) if d.bit_depth and d.encoding in _BITS else 0.999
     clipped = float((np.abs(x) >= full).mean())
     mono = x.mean(axis=1)  # [T]
@@ -526,13 +535,14 @@ def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord
         container=d.container,
         encoding=d.encoding,
         bit_depth=d.bit_depth,
-        channels=x.shape[1],
+        channels=channels,
         source_rate=d.rate,
         source_seconds=round(seconds, 6),
         rate=rate,
         rms_dbfs=20 * math.log10(rms) if rms > 0 else -math.inf,
         clipped_fraction=clipped,
         dc_offset=dc,
+        silent_channels=channels - x.shape[1],
     )
     return mono, record
 
