@@ -39,14 +39,15 @@ class TrackScore:
     """A track's P(fake): `p` over the calibrated window scores (its `reason`: the note below, or
     why there is no score), `raw` over the raw ones, and the reader's record (of the one window's
     clip, or of the whole track when several windows were scored); `inputs` the windows' model
-    inputs [W, window] (None for a degenerate track), `window_p` their calibrated P(fake) [W]
-    and `spans` their (start, end) in the track, seconds."""
+    inputs [W, window] (None for a degenerate track), `window_p` / `window_raw` their
+    calibrated / raw P(fake) [W] and `spans` their (start, end) in the track, seconds."""
 
     p: VideoScore
     raw: VideoScore
     record: AudioRecord
     inputs: torch.Tensor | None = None
     window_p: tuple[float, ...] = ()
+    window_raw: tuple[float, ...] = ()
     spans: tuple[tuple[float, float], ...] = ()
 
     @property
@@ -109,7 +110,12 @@ def score_track(
     spans = tuple(
         (int(s) / TRACK_RATE, min(int(s) + step, len(wave)) / TRACK_RATE) for s in starts
     )  # what each window holds of the track, before tiling
-    windows = {"inputs": x, "window_p": tuple(p.tolist()), "spans": spans}
+    windows = {
+        "inputs": x,
+        "window_p": tuple(p.tolist()),
+        "window_raw": tuple(raw.tolist()),
+        "spans": spans,
+    }
     if len(starts) == 1:
         return TrackScore(
             replace(video_score(p.tolist()), reason=record.summary()),
