@@ -297,3 +297,21 @@ def test_official_aasist_l_scores_a_stereo_file_with_a_dead_channel_as_its_live_
     np.testing.assert_array_equal(clips[0], clips[1])
     p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
     assert p[0] == pytest.approx(0.4553, abs=1e-3)
+
+
+def test_float_samples_beyond_full_scale_are_scaled_not_clipped(tmp_path):
+    """A float WAV peaking at 3.0 holds its whole waveform: it reads as the waveform at peak
+    1 (scaled, said in the record), not as a clipped copy called 'heavy clipping'."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    noise = np.random.default_rng(0).standard_normal(16000)
+    noise -= noise.mean()  # no DC offset to remove
+    tone = noise / np.abs(noise).max()  # peak 1, one sample there
+    sf.write(tmp_path / "hot.wav", 3 * tone, 16000, subtype="FLOAT")
+    x, record = read_audio(tmp_path / "hot.wav")
+    np.testing.assert_allclose(x, tone, atol=1e-6)
+    assert record.gain == pytest.approx(1 / 3, rel=1e-6)
+    assert record.done() == ["scaled by 0.333: float samples up to 3.00"]
+    assert degenerate_reason(read_clip(tmp_path / "hot.wav", length=16000)[1]) is None
+    sf.write(tmp_path / "ok.wav", 0.5 * tone, 16000, subtype="FLOAT")
+    assert read_audio(tmp_path / "ok.wav")[1].gain == 1.0  # within full scale: untouched

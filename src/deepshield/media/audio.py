@@ -8,6 +8,8 @@ cannot open through PyAV (FFmpeg). The type is told from the bytes, never from t
 
 Rules (the same for every caller; a file that breaks one raises `AudioError`, one line naming the
 file and the fix):
+  - float samples beyond full scale (a float WAV, a decoded MP3 or AAC) are scaled down to
+    peak 1, not clipped (a float WAV peaking at 3 was called "heavy clipping");
   - channels are averaged to mono, leaving out a channel whose every sample is zero (a dead
     channel of a stereo recorder would halve the level: the official AASIST-L's P(spoof) of
     a real ASVspoof spoof moved from 0.455 to 0.865); the mono mix's mean (DC offset) is subtracted when it
@@ -134,6 +136,7 @@ class AudioRecord:
     clip_samples: int = 0
     dc_offset: float = 0.0
     silent_channels: int = 0  # channels of all-zero samples, left out of the mono mix
+    gain: float = 1.0  # 1 / peak for float samples beyond full scale (scaled, not clipped)
 
     @property
     def tiled(self) -> float:
@@ -166,6 +169,8 @@ class AudioRecord:
             )
         if 0 < self.bit_depth < 16:
             out.append(f"{self.bit_depth}-bit source")
+        if self.gain < 1.0:
+            out.append(f"scaled by {self.gain:.3f}: float samples up to {1 / self.gain:.2f}")
         if abs(self.dc_offset) >= DC_NOTE:
             out.append(f"removed a DC offset of {self.dc_offset:+.3f}")
         return out
@@ -521,6 +526,10 @@ def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord
     channels = x.shape[1]
     if live.any() and not live.all():
         x = x[:, live]  # [T, C'] a dead channel is not half of the sound
+    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    gain = 1.0 / peak if peak > 1.0 else 1.0  # float data beyond full scale is not clipping
+    if gain < 1.0:
+        x = x * np.float32(gain)
     full = 1.0 - 2.0 ** -(d.bit_depth - 1) if d.bit_depth and d.encoding in _BITS else 0.999
     clipped = float((np.abs(x) >= full).mean())
     mono = x.mean(axis=1)  # [T]
@@ -543,6 +552,7 @@ def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord
         clipped_fraction=clipped,
         dc_offset=dc,
         silent_channels=channels - x.shape[1],
+        gain=gain,
     )
     return mono, record
 
