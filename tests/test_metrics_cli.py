@@ -317,3 +317,35 @@ def test_a_runs_test_scores_are_a_file_deepshield_metrics_reads(
     assert got["auc"] == pytest.approx(test["auc"], abs=1e-9)
     assert got["eer"] == pytest.approx(test["eer"], abs=1e-9)
     assert "pfake_test.csv" in run.file("manifest.json").read_text()  # the run owns it
+
+
+def test_files_saved_with_a_utf8_bom_read_as_without(tmp_path, monkeypatch, capsys):
+    """Excel's "CSV UTF-8" and Windows Notepad start a file with a byte-order mark: a P(fake)
+    CSV, an ASVspoof 5 CM score file and its key file, an ASVspoof 2019 score file with its
+    protocol as keys, each with a BOM (and CRLF lines), score as the plain files do (before, each
+    was refused or matched no trial)."""
+    y, p, ids = _pfake_data(20)
+    keys = ["spoof" if v else "bonafide" for v in y]
+    bona = [repr(float(np.log((1 - v) / v))) for v in p]  # bonafide-high
+    plain = {
+        "pf.csv": "utt,label,p_fake\n"
+        + "".join(f"{i},{v},{float(s)!r}\n" for i, v, s in zip(ids, y, p, strict=True)),
+        "cm.tsv": "filename\tcm-score\n"
+        + "".join(f"{i}\t{s}\n" for i, s in zip(ids, bona, strict=True)),
+        "cm_keys.tsv": "filename\tcm-label\n"
+        + "".join(f"{i}\t{k}\n" for i, k in zip(ids, keys, strict=True)),
+        "s19.txt": "".join(f"{i} - {k} {s}\n" for i, k, s in zip(ids, keys, bona, strict=True)),
+        "proto.txt": "".join(f"SPK {i} - - {k}\n" for i, k in zip(ids, keys, strict=True)),
+    }
+    for name, text in plain.items():
+        (tmp_path / name).write_text(text, newline="")
+        (tmp_path / f"bom_{name}").write_text("\ufeff" + text.replace("\n", "\r\n"), newline="")
+
+    def metrics(scores: str, keys: str | None = None) -> dict:
+        args = [tmp_path / scores] + (["--keys", tmp_path / keys] if keys else [])
+        return run_json(monkeypatch, capsys, *args)
+
+    for names in (("pf.csv",), ("cm.tsv", "cm_keys.tsv"), ("s19.txt", "proto.txt")):
+        want = metrics(*names)
+        assert want["n_spoof"] == int(sum(y)) and want["eer"] == pytest.approx(eer(y, p)[0])
+        assert metrics(*(f"bom_{n}" for n in names)) == want

@@ -430,6 +430,14 @@ def test_speech_run_scores_audio_files_and_video_audio_tracks(request, case, tmp
     assert voice["score_max"] == pytest.approx(p.max(), abs=1e-5)
     assert voice["verdict"] == d.verdict(voice["score"])
     assert voice["note"].endswith("; scored 3 windows of 0.25 s (0.65 s of 0.65 s)")
+    with open(tmp_path / "o" / "scan_frames.csv") as f:  # each window: its start and P(fake)
+        windows = [r for r in csv.DictReader(f) if r["path"] == voice["path"]]
+    assert [(int(r["frame"]), float(r["time"]), r["face"]) for r in windows] == [
+        (0, 0.0, ""),
+        (1, 0.25, ""),
+        (2, 0.5, ""),
+    ]
+    np.testing.assert_allclose([float(r["score"]) for r in windows], p, atol=1e-5)
     assert "cut after" not in voice["note"]  # the reader's one-clip phrase would mislead here
     # without an image detector a video is scanned by its sound alone
     assert talk["kind"] == "video" and talk["verdict"] == d.verdict(talk["score"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -28,7 +30,7 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 
 
 def test_int16_flac_scaled_to_unit_range(tmp_path):
-    pcm = (np.array([0, 16384, -32768, 32767] * 500)).astype(np.int16)  # 0.125 s
+    pcm = (np.array([0, 16384, -32768, 32767, -16384, 1] * 500)).astype(np.int16)  # mean 0
     sf.write(tmp_path / "a.flac", pcm, 16000, subtype="PCM_16")
     x = read_audio(tmp_path / "a.flac")[0]
     np.testing.assert_allclose(x[:4], [0.0, 0.5, -1.0, 32767 / 32768], atol=1e-7)
@@ -212,3 +214,104 @@ def test_an_ogg_cut_anywhere_is_refused_and_the_whole_file_is_read(tmp_path, sub
     for cut in sorted(cuts):
         with pytest.raises(DataError, match=r"cut\.ogg: truncated audio: its last Ogg page"):
             read_audio(data[:cut], name="cut.ogg")
+
+
+def test_a_dc_offset_is_removed_and_said(tmp_path):
+    """Speech riding on a DC offset reads as the speech alone, with the offset in the record."""
+    tone = 0.3 * _sine(440, 16000, 1.0)  # 440 whole periods: mean 0
+    sf.write(tmp_path / "dc.wav", tone + 0.05, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "plain.wav", tone, 16000, subtype="PCM_16")
+    x, record = read_audio(tmp_path / "dc.wav")
+    plain, plain_record = read_audio(tmp_path / "plain.wav")
+    assert record.dc_offset == pytest.approx(0.05, abs=1e-4)
+    assert abs(float(x.mean())) < 1e-6
+    np.testing.assert_allclose(x, plain, atol=1e-4)
+    assert record.rms_dbfs == pytest.approx(plain_record.rms_dbfs, abs=0.01)  # the tone's level
+    assert record.done() == ["removed a DC offset of +0.050"] and plain_record.done() == []
+
+
+def test_a_constant_level_is_silence(tmp_path):
+    """A recorder's constant offset and nothing else is silence, not a clip to score."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    sf.write(tmp_path / "hum.wav", np.full(32000, -0.1), 16000, subtype="PCM_16")
+    record = read_clip(tmp_path / "hum.wav", length=16000)[1]
+    assert record.rms_dbfs == -np.inf
+    assert degenerate_reason(record) == (
+        "digital silence (every sample is zero) after removing a DC offset of -0.100"
+    )
+
+
+def test_official_aasist_l_scores_a_real_clip_with_a_dc_offset_as_without():
+    """The official AASIST-L called a real bona fide clip plus a 0.02 offset P(spoof) 0.72
+    (2.5e-5 without) before the reader removed the offset."""
+    from deepshield import models
+    from deepshield.predict import fake_scores, predict_logits
+
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_4581379.flac")
+    weights = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
+    pcm, rate = sf.read(flac, dtype="float64")
+    model = models.load_weights(models.create("aasist_l"), weights)
+    clips = []
+    for offset in (0.0, 0.02):
+        buf = io.BytesIO()
+        sf.write(buf, 0.9 * pcm + offset, rate, format="WAV", subtype="PCM_16")
+        clips.append(read_clip(buf.getvalue(), name=f"dc{offset}.wav")[0])
+    p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
+    assert p[0] < 1e-3 and p[1] < 1e-3, p
+
+
+@pytest.mark.parametrize(("channels", "live"), [(2, 0), (6, 2)])
+def test_a_dead_channel_is_left_out_of_the_mix(tmp_path, channels, live):
+    """A recorder that fills one channel of a stereo (or the centre of a 5.1) file: the mono
+    mix is that channel at its own level, not 1/2 (1/6) of it."""
+    tone = 0.3 * _sine(440, 16000, 0.5)
+    pcm = np.zeros((len(tone), channels))
+    pcm[:, live] = tone
+    sf.write(tmp_path / "dead.wav", pcm, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "mono.wav", tone, 16000, subtype="PCM_16")
+    x, record = read_audio(tmp_path / "dead.wav")
+    np.testing.assert_array_equal(x, read_audio(tmp_path / "mono.wav")[0])
+    assert record.channels == channels and record.silent_channels == channels - 1
+    assert record.done() == [f"left out {channels - 1} silent of {channels} channels"]
+    pcm[:, live - 1] = 1 / 32768  # one LSB of hiss: a live channel, mixed in
+    sf.write(tmp_path / "hiss.wav", pcm, 16000, subtype="PCM_16")
+    assert "mixed 2 channels to mono" in read_audio(tmp_path / "hiss.wav")[1].done()
+
+
+def test_official_aasist_l_scores_a_stereo_file_with_a_dead_channel_as_its_live_one():
+    """A real ASVspoof spoof (P(spoof) 0.455 as mono) scored 0.865 with a silent right
+    channel averaged in (half its level) before dead channels were left out of the mix."""
+    from deepshield import models
+    from deepshield.predict import fake_scores, predict_logits
+
+    flac = shared_path("data", "asvspoof2019_la_eval_samples", "flac", "LA_E_3667402.flac")
+    weights = shared_path("data", "pretrained_aasist", "AASIST-L.pth")
+    pcm, rate = sf.read(flac, dtype="float64")
+    model = models.load_weights(models.create("aasist_l"), weights)
+    clips = []
+    for stereo in (np.stack([pcm, 0 * pcm], 1), np.stack([pcm, pcm], 1)):
+        buf = io.BytesIO()
+        sf.write(buf, stereo, rate, format="WAV", subtype="PCM_16")
+        clips.append(read_clip(buf.getvalue(), name="stereo.wav")[0])
+    np.testing.assert_array_equal(clips[0], clips[1])
+    p = fake_scores(predict_logits(model, torch.from_numpy(np.stack(clips)))).numpy()  # [2]
+    assert p[0] == pytest.approx(0.4553, abs=1e-3)
+
+
+def test_float_samples_beyond_full_scale_are_scaled_not_clipped(tmp_path):
+    """A float WAV peaking at 3.0 holds its whole waveform: it reads as the waveform at peak
+    1 (scaled, said in the record), not as a clipped copy called 'heavy clipping'."""
+    from deepshield.media.degenerate import degenerate_reason
+
+    noise = np.random.default_rng(0).standard_normal(16000)
+    noise -= noise.mean()  # no DC offset to remove
+    tone = noise / np.abs(noise).max()  # peak 1, one sample there
+    sf.write(tmp_path / "hot.wav", 3 * tone, 16000, subtype="FLOAT")
+    x, record = read_audio(tmp_path / "hot.wav")
+    np.testing.assert_allclose(x, tone, atol=1e-6)
+    assert record.gain == pytest.approx(1 / 3, rel=1e-6)
+    assert record.done() == ["scaled by 0.333: float samples up to 3.00"]
+    assert degenerate_reason(read_clip(tmp_path / "hot.wav", length=16000)[1]) is None
+    sf.write(tmp_path / "ok.wav", 0.5 * tone, 16000, subtype="FLOAT")
+    assert read_audio(tmp_path / "ok.wav")[1].gain == 1.0  # within full scale: untouched

@@ -205,6 +205,11 @@ def test_speech_folder_labels_csv_and_single_split(tmp_path):
         data.load(f"speech-folder:{tmp_path}", labels="bad.csv")
     with pytest.raises(ConfigError, match="split='all'"):
         data.load(f"speech-folder:{tmp_path}", labels="labels.csv", split="all")
+    # saved from Excel as "CSV UTF-8" (a byte-order mark, CRLF): read as the plain file
+    excel = "\ufeff" + "\r\n".join(lines) + "\r\n"
+    (tmp_path / "excel.csv").write_text(excel, newline="")
+    s = data.load(f"speech-folder:{tmp_path}", labels="excel.csv", split="test", length=4000)
+    assert s.test.names == [f"c{i}" for i in range(6)] and s.test.y.tolist() == [0, 1] * 3
 
 
 def test_speech_folder_reads_the_wavefake_labels_csv():

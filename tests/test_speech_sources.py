@@ -128,6 +128,15 @@ def test_asvspoof_audio_dir_and_default_split(tmp_path):
     assert ((s.test.meta["system"] == 0) == (s.test.y == 0)).all()
 
 
+def test_a_protocol_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """A BOM (Windows Notepad's UTF-8) would otherwise be glued to the first speaker id."""
+    samples = shared_path("data", "asvspoof2019_la_eval_samples")
+    plain = read_protocol(samples / "protocol.txt")
+    bom = tmp_path / "protocol.txt"
+    bom.write_text("\ufeff" + (samples / "protocol.txt").read_text())
+    assert read_protocol(bom) == plain and plain[0].speaker == "LA_0039"
+
+
 def test_asvspoof_malformed_lines_name_file_and_line(tmp_path):
     good = "LA_0039 LA_E_2834763 - A11 spoof\nLA_0028 LA_E_3757378 - - bonafide\n"
     cases = {

@@ -8,7 +8,13 @@ cannot open through PyAV (FFmpeg). The type is told from the bytes, never from t
 
 Rules (the same for every caller; a file that breaks one raises `AudioError`, one line naming the
 file and the fix):
-  - channels are averaged to mono;
+  - float samples beyond full scale (a float WAV, a decoded MP3 or AAC) are scaled down to
+    peak 1, not clipped (a float WAV peaking at 3 was called "heavy clipping");
+  - channels are averaged to mono, leaving out a channel whose every sample is zero (a dead
+    channel of a stereo recorder would halve the level: the official AASIST-L's P(spoof) of
+    a real ASVspoof spoof moved from 0.455 to 0.865); the mono mix's mean (DC offset) is subtracted when it
+    is at least DC_NOTE (0.001 of full scale, -60 dBFS): an inaudible offset of 0.02 turns
+    the official AASIST-L's P(spoof) of a real ASVspoof bona fide clip from 2.5e-5 to 0.72;
   - the source rate must be MIN_SOURCE_RATE (8 kHz, telephone band) to MAX_SOURCE_RATE; any
     other rate is resampled to the model's rate with `resample` (polyphase FIR, exact ratio);
   - at least MIN_SECONDS (0.1 s) of audio, at most MAX_SECONDS (or the caller's `max_seconds`):
@@ -50,6 +56,7 @@ MIN_SOURCE_RATE = 8000  # below this the file holds less than a telephone band: 
 MAX_SOURCE_RATE = 384000
 MIN_SECONDS = 0.1  # shorter files are refused, by every caller alike
 MAX_SECONDS = 3600.0
+DC_NOTE = 1e-3  # a DC offset at least this large (-60 dBFS) is removed, and said in the record
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac")
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "aac", "webm", "other")
 BLOCK_FRAMES = 1 << 16  # frames decoded per soundfile read
@@ -110,8 +117,10 @@ class AudioRecord:
 
     source_seconds: duration of the whole decoded file; kept_samples: samples (at `rate`) of the
     source the model's clip holds before tiling (0 when not fitted to a clip); clip_samples: the
-    model's input length; rms_dbfs (-inf for digital silence) and clipped_fraction (share of
-    samples at full scale, all channels) are measured on the kept part.
+    model's input length; rms_dbfs (around the mean: -inf for digital silence or a constant),
+    clipped_fraction (share of samples at full scale, all channels mixed) and dc_offset (the mean of
+    the mono mix, subtracted from the samples; 0 when under DC_NOTE and kept) are measured on
+    the kept part.
     """
 
     container: str
@@ -125,6 +134,9 @@ class AudioRecord:
     clipped_fraction: float
     kept_samples: int = 0
     clip_samples: int = 0
+    dc_offset: float = 0.0
+    silent_channels: int = 0  # channels of all-zero samples, left out of the mono mix
+    gain: float = 1.0  # 1 / peak for float samples beyond full scale (scaled, not clipped)
 
     @property
     def tiled(self) -> float:
@@ -143,8 +155,10 @@ class AudioRecord:
     def done(self) -> list[str]:
         """What was done to the clip, one phrase each (empty: used as it came)."""
         out = []
-        if self.channels > 1:
-            out.append(f"mixed {self.channels} channels to mono")
+        if self.silent_channels:
+            out.append(f"left out {self.silent_channels} silent of {self.channels} channels")
+        if self.channels - self.silent_channels > 1:
+            out.append(f"mixed {self.channels - self.silent_channels} channels to mono")
         if self.source_rate != self.rate:
             out.append(f"resampled from {self.source_rate} Hz to {self.rate} Hz")
         if self.tiled > 1.0:
@@ -155,6 +169,10 @@ class AudioRecord:
             )
         if 0 < self.bit_depth < 16:
             out.append(f"{self.bit_depth}-bit source")
+        if self.gain < 1.0:
+            out.append(f"scaled by {self.gain:.3f}: float samples up to {1 / self.gain:.2f}")
+        if abs(self.dc_offset) >= DC_NOTE:
+            out.append(f"removed a DC offset of {self.dc_offset:+.3f}")
         return out
 
     def summary(self) -> str:
@@ -504,21 +522,37 @@ def _finish(d: _Decoded, label: str, rate: int) -> tuple[np.ndarray, AudioRecord
     x = d.samples  # [T, C]
     if not np.isfinite(x).all():
         raise AudioError(f"{label}: audio holds NaN or inf samples; re-export the file")
+    live = (x != 0).any(axis=0)  # [C] channels with a non-zero sample
+    channels = x.shape[1]
+    if live.any() and not live.all():
+        x = x[:, live]  # [T, C'] a dead channel is not half of the sound
+    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    gain = 1.0 / peak if peak > 1.0 else 1.0  # float data beyond full scale is not clipping
+    if gain < 1.0:
+        x = x * np.float32(gain)
     full = 1.0 - 2.0 ** -(d.bit_depth - 1) if d.bit_depth and d.encoding in _BITS else 0.999
     clipped = float((np.abs(x) >= full).mean())
     mono = x.mean(axis=1)  # [T]
-    rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+    mean = float(mono.mean(dtype=np.float64)) if len(mono) else 0.0
+    centred = mono - np.float32(mean)
+    rms = float(np.sqrt(np.mean(np.square(centred, dtype=np.float64))))  # around the mean
+    dc = mean if abs(mean) >= DC_NOTE else 0.0
+    if dc:  # an offset no one hears, but a detector does (smaller ones are kept)
+        mono = centred
     mono = np.clip(resample(mono, d.rate, rate), -1.0, 1.0).astype(np.float32, copy=False)
     record = AudioRecord(
         container=d.container,
         encoding=d.encoding,
         bit_depth=d.bit_depth,
-        channels=x.shape[1],
+        channels=channels,
         source_rate=d.rate,
         source_seconds=round(seconds, 6),
         rate=rate,
         rms_dbfs=20 * math.log10(rms) if rms > 0 else -math.inf,
         clipped_fraction=clipped,
+        dc_offset=dc,
+        silent_channels=channels - x.shape[1],
+        gain=gain,
     )
     return mono, record
 

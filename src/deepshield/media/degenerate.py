@@ -2,7 +2,7 @@
 with the reason, in `evaluate`'s per-file scores, the scan service and `deepshield scan`.
 
 A clip is degenerate when, on the audio the model sees (the kept part, before tiling):
-  - digital silence: every sample is zero;
+  - digital silence: every sample is zero (around the mean: a constant DC level is silence);
   - near-silence: RMS below SILENCE_DBFS (-70 dBFS);
   - heavy clipping: more than CLIPPED_FRACTION (1 %) of the samples at full scale;
   - far too short: the source is shorter than SHORT_FRACTION (25 %) of the model's clip, so
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from deepshield.media.audio import AudioRecord
+from deepshield.media.audio import DC_NOTE, AudioRecord
 
 SILENCE_DBFS = -70.0
 CLIPPED_FRACTION = 0.01
@@ -27,7 +27,11 @@ MIN_BIT_DEPTH = 12
 def degenerate_reason(record: AudioRecord) -> str | None:
     """Why the clip of `record` gets no confident verdict (one phrase), or None when it is fine."""
     if math.isinf(record.rms_dbfs) and record.rms_dbfs < 0:
-        return "digital silence (every sample is zero)"
+        return "digital silence (every sample is zero)" + (
+            f" after removing a DC offset of {record.dc_offset:+.3f}"
+            if abs(record.dc_offset) >= DC_NOTE
+            else ""
+        )
     if record.rms_dbfs < SILENCE_DBFS:
         return f"near-silence (RMS {record.rms_dbfs:.1f} dBFS, below {SILENCE_DBFS:g} dBFS)"
     if record.clipped_fraction > CLIPPED_FRACTION:

@@ -25,6 +25,10 @@ from deepshield.media.audio import MAX_SECONDS, AudioRecord, model_input, read_a
 from deepshield.media.degenerate import degenerate_reason
 
 TRACK_RATE = 16000  # a track is read at this rate, then resampled per window to the model's
+# model input samples per call of `scores`: 4 AASIST clips (64,600 samples each); the official
+# AASIST-L's forward holds about 0.25 GB per clip on a CPU, so 32 windows in one call (scan's
+# default --frames) peaked at 8.2 GB
+BATCH_SAMPLES = 4 * 64600
 
 # clip inputs [W, T] -> (calibrated P(fake) [W], raw P(fake) [W]), float64 in [0, 1]
 Scores = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -35,14 +39,15 @@ class TrackScore:
     """A track's P(fake): `p` over the calibrated window scores (its `reason`: the note below, or
     why there is no score), `raw` over the raw ones, and the reader's record (of the one window's
     clip, or of the whole track when several windows were scored); `inputs` the windows' model
-    inputs [W, window] (None for a degenerate track), `window_p` their calibrated P(fake) [W]
-    and `spans` their (start, end) in the track, seconds."""
+    inputs [W, window] (None for a degenerate track), `window_p` / `window_raw` their
+    calibrated / raw P(fake) [W] and `spans` their (start, end) in the track, seconds."""
 
     p: VideoScore
     raw: VideoScore
     record: AudioRecord
     inputs: torch.Tensor | None = None
     window_p: tuple[float, ...] = ()
+    window_raw: tuple[float, ...] = ()
     spans: tuple[tuple[float, float], ...] = ()
 
     @property
@@ -101,11 +106,16 @@ def score_track(
     x = torch.cat(
         [model_input(wave[s : s + step], TRACK_RATE, model_rate, window) for s in starts]
     )  # [W, window]
-    p, raw = scores(x)
+    p, raw = _scores_in_batches(scores, x)
     spans = tuple(
         (int(s) / TRACK_RATE, min(int(s) + step, len(wave)) / TRACK_RATE) for s in starts
     )  # what each window holds of the track, before tiling
-    windows = {"inputs": x, "window_p": tuple(p.tolist()), "spans": spans}
+    windows = {
+        "inputs": x,
+        "window_p": tuple(p.tolist()),
+        "window_raw": tuple(raw.tolist()),
+        "spans": spans,
+    }
     if len(starts) == 1:
         return TrackScore(
             replace(video_score(p.tolist()), reason=record.summary()),
@@ -127,6 +137,14 @@ def score_track(
         whole,
         **windows,
     )
+
+
+def _scores_in_batches(scores: Scores, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """`scores` of windows x [W, window], called on at most BATCH_SAMPLES samples at a time
+    (at least one window) -> (calibrated [W], raw [W])."""
+    per_call = max(1, BATCH_SAMPLES // x.shape[1])
+    parts = [scores(x[i : i + per_call]) for i in range(0, len(x), per_call)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([r for _, r in parts])
 
 
 def track_header(path: str | Path | BinaryIO) -> tuple[bool, TrackHeader | None]:

@@ -503,11 +503,12 @@ def _save_jpeg(rgb: np.ndarray, path: Path) -> None:
 
 def _score_audio(
     speech: Detector, path: Path, opts: ScanOptions
-) -> tuple[media.VideoScore, media.VideoScore]:
+) -> tuple[media.VideoScore, media.VideoScore, list[dict[str, Any]]]:
     """(calibrated, raw) P(fake) of the file's first audio track (`media.track.score_track`: mean
     and max over at most `opts.frames` windows of the run's clip length; calibrated as the
-    decision's level says, `Decision.file_score`); a degenerate track gets no score, with the
-    `reason`; otherwise `reason` holds the reader's record of the file."""
+    decision's level says, `Decision.file_score`) and its windows' scan_frames.csv rows (frame =
+    window, time = its start in s, no face); a degenerate track gets no score and no window,
+    with the `reason`; otherwise `reason` holds the reader's record of the file."""
 
     def scores(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         raw = speech.raw_scores(x, opts.amp)  # [W]
@@ -517,7 +518,13 @@ def _score_audio(
     track = score_track(
         path, window=window, model_rate=rate, max_windows=opts.frames, scores=scores
     )
-    return speech.decision.file_score(track.p, track.raw), track.raw
+    windows = [
+        {"path": str(path), "frame": i, "time": round(a, 3), "score": p, "score_raw": r}
+        for i, ((a, _), p, r) in enumerate(
+            zip(track.spans, track.window_p, track.window_raw, strict=True)
+        )
+    ]
+    return speech.decision.file_score(track.p, track.raw), track.raw, windows
 
 
 def one_line(e: BaseException) -> str:
@@ -563,7 +570,7 @@ def scan_file(
             if speech is None:
                 raise ConfigError(f"{path}: an audio file; pass --speech-run RUN to scan it")
             row["threshold"] = speech.decision.threshold
-            agg, raw = _score_audio(speech, path, opts)
+            agg, raw, frames = _score_audio(speech, path, opts)
             row.update(score=agg.score, score_raw=raw.score, score_max=agg.max)
             row.update(frames=agg.frames, note=agg.reason)
             if agg.score is None:
@@ -592,7 +599,7 @@ def _add_audio_track(row: dict[str, Any], path: Path, speech: Detector, opts: Sc
     """audio_score / audio_verdict of a video's audio track (audio_error when it cannot be read;
     "no audio track" in `note` when it has none)."""
     try:
-        agg, raw = _score_audio(speech, path, opts)
+        agg, raw, _ = _score_audio(speech, path, opts)  # its frames rows are the picture's
         row.update(audio_score=agg.score, audio_verdict=speech.decision.verdict(agg.score))
         row["audio_score_raw"] = raw.score
         if agg.score is None:

@@ -42,7 +42,7 @@ def read_protocol(path: str | Path) -> list[Trial]:
         raise DataError(f"{path}: protocol file not found; give asvspoof:PATH/TO/protocol.txt")
     trials: list[Trial] = []
     seen: dict[str, int] = {}
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     for n, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
         if not fields:

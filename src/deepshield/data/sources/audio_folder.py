@@ -76,7 +76,7 @@ def _read_labels(root: Path, name: str) -> tuple[list[Path], np.ndarray]:
     path = root / name
     if not path.is_file():
         raise DataError(f"{path}: labels file not found; give labels= a CSV under {root}")
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{path}: expected a header with columns path,label and one row per file")
