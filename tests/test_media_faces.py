@@ -253,3 +253,65 @@ def test_video_faces_marks_frames_without_a_face(tmp_path):
     np.testing.assert_allclose(frames[0].faces[0].box, expected, atol=8)
     photo = image_faces(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"))
     assert not photo.no_face and photo.crops[0].shape == (256, 256, 3)
+
+
+def _write_1080p(path: Path, frames: list[np.ndarray]) -> Path:
+    """Near-lossless H.264 4:4:4 MP4 of uint8 [1080,1920,3] frames at 10 fps."""
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0", "preset": "ultrafast"})
+    s.width, s.height, s.pix_fmt = 1920, 1080, "yuv444p"
+    for img in frames:
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(
+    tmp_path, monkeypatch
+):
+    """A person a few metres away in 1080p video: a 120 px face image (its HOG box about 70 px,
+    23 px at 640) was no_face in every frame; the frame is now searched again at full size."""
+    rng = np.random.default_rng(0)
+    spots = [(300, 200), (1500, 800), (900, 500), (920, 510)]  # x, y of each frame's face
+    sides = [120, 170, 400, 400]  # frames 2, 3: found at 640 px as before
+    frames = []
+    for (x, y), side in zip(spots, sides, strict=True):
+        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)  # a noisy plain wall
+        face = Image.fromarray(_ffhq(0)).resize((side, side), Image.Resampling.BILINEAR)
+        img[y : y + side, x : x + side] = np.asarray(face)
+        frames.append(img)
+    path = _write_1080p(tmp_path / "far.mp4", frames)
+    opts = CropOptions(size=64)
+    got = file_faces(path, "video", opts, frames=4, view_side=1920)  # what a scan worker runs
+    assert len(got.frames) == 4 and (got.width, got.height) == (1920, 1080)
+    for k, (ff, img) in enumerate(zip(got.frames, got.views, strict=True)):
+        (x, y), side = spots[k], sides[k]
+        if k < 2:
+            assert detect_faces(img) == []  # the 640 px search alone: no_face before
+            assert ff.faces == detect_faces(img, max_side=None) != []
+        else:  # a face found at 640 px: the same boxes and crops, bit for bit
+            faces, crops = face_crops(img, 64)
+            assert ff.faces == faces != []
+            assert all(np.array_equal(a, b) for a, b in zip(ff.crops, crops, strict=True))
+        x0, y0, x1, y1 = ff.faces[0].box
+        assert x <= x0 < x1 <= x + side and y <= y0 < y1 <= y + side  # on the pasted face
+        assert ff.crops[0].shape == (64, 64, 3)
+    # the service's reader (video_faces) finds the same faces
+    _, stream = video_faces(path, opts, frames=4)
+    assert [ff.faces for ff in stream] == [ff.faces for ff in got.frames]
+    # tracking: the detection frame 0 searches again, frame 1 tracks the face found there
+    tracked = file_faces(path, "video", CropOptions(size=64, detect_every=2), frames=4)
+    assert tracked.frames[0].faces == got.frames[0].faces
+    assert not any(ff.no_face for ff in tracked.frames)
+    # more pixels than the retry's budget (1 Mpx here): searched downscaled to it (1333 px),
+    # where the 170 px face is still found and the 120 px one is not
+    monkeypatch.setattr(extract, "FRAME_RETRY_PIXELS", 1_000_000)
+    capped = file_faces(path, "video", opts, frames=4).frames
+    assert capped[0].no_face and detect_faces(got.views[0], max_side=1333) == []
+    assert capped[1].faces == detect_faces(got.views[1], max_side=1333) != []
+    # a frame without any face stays no_face after both searches
+    blank = _write_1080p(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
+    assert all(ff.no_face for ff in file_faces(blank, "video", opts, frames=2).frames)
