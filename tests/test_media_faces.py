@@ -315,3 +315,34 @@ def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(
     # a frame without any face stays no_face after both searches
     blank = _write_1080p(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
     assert all(ff.no_face for ff in file_faces(blank, "video", opts, frames=2).frames)
+
+
+@pytest.mark.slow
+def test_scan_scores_a_small_face_in_1080p_video_it_called_no_face(tmp_path):
+    """The installed script, as a user runs it: a 1080p clip of a 120 px face was no_face."""
+    import csv
+    import subprocess
+
+    from test_reliability_inputs import SCRIPT, script_env
+
+    rng = np.random.default_rng(1)
+    face = np.asarray(Image.fromarray(_ffhq(0)).resize((120, 120), Image.Resampling.BILINEAR))
+    frames = []
+    for k in range(3):
+        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)
+        img[500 : 500 + 120, 700 + 10 * k : 820 + 10 * k] = face
+        frames.append(img)
+    path = _write_1080p(tmp_path / "far.mp4", frames)
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(path), "--model", "meso4"]
+    argv += ["--weights", str(weights), "--frames", "3", "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, env=script_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "out" / "scan.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["verdict"] != "no_face" and row["frames_with_face"] == "3" and row["score"]
+    with (tmp_path / "out" / "scan_frames.csv").open() as f:
+        boxes = [[float(r[c]) for c in ("x0", "y0", "x1", "y1")] for r in csv.DictReader(f)]
+    assert len(boxes) == 3
+    for k, (x0, y0, x1, y1) in enumerate(boxes):  # on the pasted face of each frame
+        assert 700 + 10 * k <= x0 < x1 <= 820 + 10 * k and 500 <= y0 < y1 <= 620
