@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -29,6 +30,7 @@ from deepshield.media import (
     image_faces,
     probe_video,
     read_media_image,
+    read_video_frames,
     video_faces,
 )
 from deepshield.media.faces import Face, eye_angle
@@ -269,27 +271,33 @@ def _write_1080p(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(
-    tmp_path, monkeypatch
-):
-    """A person a few metres away in 1080p video: a 120 px face image (its HOG box about 70 px,
-    23 px at 640) was no_face in every frame; the frame is now searched again at full size."""
+FAR_SPOTS = [(300, 200), (1500, 800), (900, 500), (920, 510)]  # x, y of each frame's face
+FAR_SIDES = [120, 170, 400, 400]  # px; the last two are found at 640 px
+
+
+@pytest.fixture(scope="module")
+def far_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1920x1080 clip of 4 frames, FFHQ real_0 at FAR_SIDES px at FAR_SPOTS on a noisy wall:
+    a person a few metres away (120 px: its HOG box about 70 px, 23 px at 640) and near."""
     rng = np.random.default_rng(0)
-    spots = [(300, 200), (1500, 800), (900, 500), (920, 510)]  # x, y of each frame's face
-    sides = [120, 170, 400, 400]  # frames 2, 3: found at 640 px as before
     frames = []
-    for (x, y), side in zip(spots, sides, strict=True):
-        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)  # a noisy plain wall
+    for (x, y), side in zip(FAR_SPOTS, FAR_SIDES, strict=True):
+        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)
         face = Image.fromarray(_ffhq(0)).resize((side, side), Image.Resampling.BILINEAR)
         img[y : y + side, x : x + side] = np.asarray(face)
         frames.append(img)
-    path = _write_1080p(tmp_path / "far.mp4", frames)
+    return _write_1080p(tmp_path_factory.mktemp("far") / "far.mp4", frames)
+
+
+def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(far_clip):
+    """The 120 and 170 px faces were no_face; a frame is now searched again at full size, and
+    a frame whose face is found at 640 px keeps its boxes and crops bit for bit."""
     opts = CropOptions(size=64)
-    got = file_faces(path, "video", opts, frames=4, view_side=1920)  # what a scan worker runs
+    got = file_faces(far_clip, "video", opts, frames=4, view_side=1920)  # a scan worker's
     assert len(got.frames) == 4 and (got.width, got.height) == (1920, 1080)
     for k, (ff, img) in enumerate(zip(got.frames, got.views, strict=True)):
-        (x, y), side = spots[k], sides[k]
-        if k < 2:
+        (x, y), side = FAR_SPOTS[k], FAR_SIDES[k]
+        if side < 400:
             assert detect_faces(img) == []  # the 640 px search alone: no_face before
             assert ff.faces == detect_faces(img, max_side=None) != []
         else:  # a face found at 640 px: the same boxes and crops, bit for bit
@@ -300,19 +308,25 @@ def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(
         assert x <= x0 < x1 <= x + side and y <= y0 < y1 <= y + side  # on the pasted face
         assert ff.crops[0].shape == (64, 64, 3)
     # the service's reader (video_faces) finds the same faces
-    _, stream = video_faces(path, opts, frames=4)
+    _, stream = video_faces(far_clip, opts, frames=4)
     assert [ff.faces for ff in stream] == [ff.faces for ff in got.frames]
-    # tracking: the detection frame 0 searches again, frame 1 tracks the face found there
-    tracked = file_faces(path, "video", CropOptions(size=64, detect_every=2), frames=4)
-    assert tracked.frames[0].faces == got.frames[0].faces
+
+
+def test_the_second_search_of_a_video_frame_tracks_and_is_capped(far_clip, tmp_path, monkeypatch):
+    """With --detect-every 2 the detection frame 0 searches again and frame 1 tracks the face
+    found there; above FRAME_RETRY_PIXELS a frame is searched downscaled to it; a frame with
+    no face at all stays no_face."""
+    opts = CropOptions(size=64)
+    views = read_video_frames(far_clip, frames=4).images
+    tracked = file_faces(far_clip, "video", replace(opts, detect_every=2), frames=4)
+    assert tracked.frames[0].faces == detect_faces(views[0], max_side=None)
     assert not any(ff.no_face for ff in tracked.frames)
     # more pixels than the retry's budget (1 Mpx here): searched downscaled to it (1333 px),
     # where the 170 px face is still found and the 120 px one is not
     monkeypatch.setattr(extract, "FRAME_RETRY_PIXELS", 1_000_000)
-    capped = file_faces(path, "video", opts, frames=4).frames
-    assert capped[0].no_face and detect_faces(got.views[0], max_side=1333) == []
-    assert capped[1].faces == detect_faces(got.views[1], max_side=1333) != []
-    # a frame without any face stays no_face after both searches
+    capped = file_faces(far_clip, "video", opts, frames=4).frames
+    assert capped[0].no_face and detect_faces(views[0], max_side=1333) == []
+    assert capped[1].faces == detect_faces(views[1], max_side=1333) != []
     blank = _write_1080p(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
     assert all(ff.no_face for ff in file_faces(blank, "video", opts, frames=2).frames)
 
