@@ -130,6 +130,10 @@ def test_cache_is_reused_without_decoding_and_keyed_by_content_and_options(
     assert _load(copy).train.names == first.train.names
     with pytest.raises(AssertionError, match="decoded a video"):  # other options: a new key
         data.load(f"video-folder:{folder}", seed=0, frames=FRAMES, size=SIZE + 8)
+    # another retry size for faceless frames (track_faces) could change crops: a new key
+    monkeypatch.setattr(deepshield.media.extract, "FRAME_RETRY_PIXELS", 1_000_000)
+    with pytest.raises(AssertionError, match="decoded a video"):
+        data.load(f"video-folder:{folder}", seed=0, frames=FRAMES, size=SIZE)
     files = list(Path(data.cache.cache_dir(), "video-faces").glob("*.npz"))
     assert files and all(f.suffix == ".npz" for f in files)
     with np.load(files[0], allow_pickle=False) as f:  # plain arrays, no pickled objects

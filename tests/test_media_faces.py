@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -29,6 +30,7 @@ from deepshield.media import (
     image_faces,
     probe_video,
     read_media_image,
+    read_video_frames,
     video_faces,
 )
 from deepshield.media.faces import Face, eye_angle
@@ -253,3 +255,108 @@ def test_video_faces_marks_frames_without_a_face(tmp_path):
     np.testing.assert_allclose(frames[0].faces[0].box, expected, atol=8)
     photo = image_faces(shared_path("data", "faces_ffhq_vs_tpdne", "real", "real_0.png"))
     assert not photo.no_face and photo.crops[0].shape == (256, 256, 3)
+
+
+def _write_1080p(path: Path, frames: list[np.ndarray]) -> Path:
+    """Near-lossless H.264 4:4:4 MP4 of uint8 [1080,1920,3] frames at 10 fps."""
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=10, options={"qp": "0", "preset": "ultrafast"})
+    s.width, s.height, s.pix_fmt = 1920, 1080, "yuv444p"
+    for img in frames:
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+FAR_SPOTS = [(300, 200), (1500, 800), (900, 500), (920, 510)]  # x, y of each frame's face
+FAR_SIDES = [120, 170, 400, 400]  # px; the last two are found at 640 px
+
+
+@pytest.fixture(scope="module")
+def far_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1920x1080 clip of 4 frames, FFHQ real_0 at FAR_SIDES px at FAR_SPOTS on a noisy wall:
+    a person a few metres away (120 px: its HOG box about 70 px, 23 px at 640) and near."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for (x, y), side in zip(FAR_SPOTS, FAR_SIDES, strict=True):
+        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)
+        face = Image.fromarray(_ffhq(0)).resize((side, side), Image.Resampling.BILINEAR)
+        img[y : y + side, x : x + side] = np.asarray(face)
+        frames.append(img)
+    return _write_1080p(tmp_path_factory.mktemp("far") / "far.mp4", frames)
+
+
+def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(far_clip):
+    """The 120 and 170 px faces were no_face; a frame is now searched again at full size, and
+    a frame whose face is found at 640 px keeps its boxes and crops bit for bit."""
+    opts = CropOptions(size=64)
+    got = file_faces(far_clip, "video", opts, frames=4, view_side=1920)  # a scan worker's
+    assert len(got.frames) == 4 and (got.width, got.height) == (1920, 1080)
+    for k, (ff, img) in enumerate(zip(got.frames, got.views, strict=True)):
+        (x, y), side = FAR_SPOTS[k], FAR_SIDES[k]
+        if side < 400:
+            assert detect_faces(img) == []  # the 640 px search alone: no_face before
+            assert ff.faces == detect_faces(img, max_side=None) != []
+        else:  # a face found at 640 px: the same boxes and crops, bit for bit
+            faces, crops = face_crops(img, 64)
+            assert ff.faces == faces != []
+            assert all(np.array_equal(a, b) for a, b in zip(ff.crops, crops, strict=True))
+        x0, y0, x1, y1 = ff.faces[0].box
+        assert x <= x0 < x1 <= x + side and y <= y0 < y1 <= y + side  # on the pasted face
+        assert ff.crops[0].shape == (64, 64, 3)
+    # the service's reader (video_faces) finds the same faces
+    _, stream = video_faces(far_clip, opts, frames=4)
+    assert [ff.faces for ff in stream] == [ff.faces for ff in got.frames]
+
+
+def test_the_second_search_of_a_video_frame_tracks_and_is_capped(far_clip, tmp_path, monkeypatch):
+    """With --detect-every 2 the detection frame 0 searches again and frame 1 tracks the face
+    found there; above FRAME_RETRY_PIXELS a frame is searched downscaled to it; a frame with
+    no face at all stays no_face."""
+    opts = CropOptions(size=64)
+    views = read_video_frames(far_clip, frames=4).images
+    tracked = file_faces(far_clip, "video", replace(opts, detect_every=2), frames=4)
+    assert tracked.frames[0].faces == detect_faces(views[0], max_side=None)
+    assert not any(ff.no_face for ff in tracked.frames)
+    # more pixels than the retry's budget (1 Mpx here): searched downscaled to it (1333 px),
+    # where the 170 px face is still found and the 120 px one is not
+    monkeypatch.setattr(extract, "FRAME_RETRY_PIXELS", 1_000_000)
+    capped = file_faces(far_clip, "video", opts, frames=4).frames
+    assert capped[0].no_face and detect_faces(views[0], max_side=1333) == []
+    assert capped[1].faces == detect_faces(views[1], max_side=1333) != []
+    blank = _write_1080p(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
+    assert all(ff.no_face for ff in file_faces(blank, "video", opts, frames=2).frames)
+
+
+@pytest.mark.slow
+def test_scan_scores_a_small_face_in_1080p_video_it_called_no_face(tmp_path):
+    """The installed script, as a user runs it: a 1080p clip of a 120 px face was no_face."""
+    import csv
+    import subprocess
+
+    from test_reliability_inputs import SCRIPT, script_env
+
+    rng = np.random.default_rng(1)
+    face = np.asarray(Image.fromarray(_ffhq(0)).resize((120, 120), Image.Resampling.BILINEAR))
+    frames = []
+    for k in range(3):
+        img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)
+        img[500 : 500 + 120, 700 + 10 * k : 820 + 10 * k] = face
+        frames.append(img)
+    path = _write_1080p(tmp_path / "far.mp4", frames)
+    weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
+    argv = [str(SCRIPT), "--threads", "1", "scan", str(path), "--model", "meso4"]
+    argv += ["--weights", str(weights), "--frames", "3", "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, env=script_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "out" / "scan.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["verdict"] != "no_face" and row["frames_with_face"] == "3" and row["score"]
+    with (tmp_path / "out" / "scan_frames.csv").open() as f:
+        boxes = [[float(r[c]) for c in ("x0", "y0", "x1", "y1")] for r in csv.DictReader(f)]
+    assert len(boxes) == 3
+    for k, (x0, y0, x1, y1) in enumerate(boxes):  # on the pasted face of each frame
+        assert 700 + 10 * k <= x0 < x1 <= 820 + 10 * k and 500 <= y0 < y1 <= 620

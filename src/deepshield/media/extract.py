@@ -89,29 +89,47 @@ def frame_faces(
 
 
 PHOTO_RETRY_PIXELS = 16_000_000  # a photo without a face at max_side is searched again at this
+FRAME_RETRY_PIXELS = 1920 * 1080  # a video frame's: 1080p at full size, 4K at half its side
 
 
-def photo_faces(img: np.ndarray, opts: CropOptions) -> FrameFaces:
-    """A photo's faces (uint8 [H,W,3] RGB): searched as a video frame is (at `opts.max_side`),
-    and when none is found in a larger photo, once more at its full size, or downscaled to
-    PHOTO_RETRY_PIXELS: dlib's HOG finds no face under about 50-60 px, so at 640 px a 12 MP
-    phone photo loses faces under about 350 px wide, and a panorama almost every face."""
-    found = frame_faces(0, 0.0, img, opts)
+def faces_or_larger(
+    index: int,
+    time: float,
+    img: np.ndarray,
+    opts: CropOptions,
+    pixels: int,
+    previous: list[Face] | None = None,
+) -> FrameFaces:
+    """`frame_faces`, and when no face is found (tracked or at `opts.max_side`) in a larger
+    frame, once more at its full size, or downscaled to `pixels`: dlib's HOG finds no face under
+    about 50-60 px, so at 640 px a face under about 55 x (longer side / 640) px is lost."""
+    found = frame_faces(index, time, img, opts, previous)
     h, w = img.shape[:2]
     if found.faces or opts.max_side is None or max(h, w) <= opts.max_side:
         return found
-    side = math.floor(max(h, w) * min(1.0, math.sqrt(PHOTO_RETRY_PIXELS / (h * w))))
-    return frame_faces(0, 0.0, img, replace(opts, max_side=side)) if side > opts.max_side else found
+    side = math.floor(max(h, w) * min(1.0, math.sqrt(pixels / (h * w))))
+    if side <= opts.max_side:
+        return found
+    return frame_faces(index, time, img, replace(opts, max_side=side))
+
+
+def photo_faces(img: np.ndarray, opts: CropOptions) -> FrameFaces:
+    """A photo's faces (uint8 [H,W,3] RGB): searched as a video frame is (at `opts.max_side`,
+    then at up to PHOTO_RETRY_PIXELS when none is found: a 12 MP phone photo loses faces under
+    about 350 px wide at 640 px, and a panorama almost every face)."""
+    return faces_or_larger(0, 0.0, img, opts, PHOTO_RETRY_PIXELS)
 
 
 def track_faces(
     stream: Iterator[tuple[int, float, np.ndarray]], opts: CropOptions
 ) -> Iterator[tuple[FrameFaces, np.ndarray]]:
-    """(faces of the frame, the frame) for each decoded frame, tracking between detections."""
+    """(faces of the frame, the frame) for each decoded frame, tracking between detections; a
+    frame whose whole-frame search at `opts.max_side` finds no face is searched again at up to
+    FRAME_RETRY_PIXELS (`faces_or_larger`)."""
     previous: list[Face] = []
     for k, (i, t, img) in enumerate(stream):
         track = opts.detect_every > 1 and k % opts.detect_every != 0
-        ff = frame_faces(i, t, img, opts, previous if track else None)
+        ff = faces_or_larger(i, t, img, opts, FRAME_RETRY_PIXELS, previous if track else None)
         previous = ff.faces
         yield ff, img
 

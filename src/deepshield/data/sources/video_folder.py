@@ -41,7 +41,8 @@ CLASSES = ("real", "fake")
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _LAYOUTS = "ROOT/real/ + ROOT/fake/ video files, or ROOT/labels.csv (file,label[,method,pair])"
 _SPLITS = ("train", "val", "test")
-CACHE_VERSION = 2  # 2: frames evenly spaced in time on a variable frame rate
+CACHE_VERSION = 3  # 2: frames evenly spaced in time on a variable frame rate; 3: a frame
+# without a face at max_side searched again at up to FRAME_RETRY_PIXELS (its crops may change)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ def _extract(path: Path, opts: CropOptions, frames: int) -> Arrays:
 def video_crops(path: Path, digest: str, *, frames: int, size: int, faces: str) -> Arrays:
     """Face crops of one video (see `_extract`), from the cache when built before."""
     from deepshield.media import CropOptions
+    from deepshield.media.extract import FRAME_RETRY_PIXELS
 
     opts = CropOptions(size=size, mode=faces)  # type: ignore[arg-type]
     params = {
@@ -182,6 +184,7 @@ def video_crops(path: Path, digest: str, *, frames: int, size: int, faces: str) 
         "max_side": opts.max_side,
         "scale": opts.scale,
         "border": opts.border,
+        "retry_pixels": FRAME_RETRY_PIXELS,  # a faceless frame's second search (track_faces)
     }
     return cached_arrays("video-faces", params, lambda: _extract(path, opts, frames))
 
