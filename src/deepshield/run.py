@@ -34,6 +34,14 @@ _TEMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (files.atomic_wr
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+,-]*$")
 
 
+def is_run_folder(path: Path) -> bool:
+    """True when `path` holds a manifest.json written by deepshield (a run or scan folder)."""
+    try:
+        return "deepshield_run" in json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def check_name(name: str, flag: str = "--out") -> str:
     """`name` when it is a plain artifact name (no path separators, no `..`); ConfigError else."""
     if not _PLAIN.fullmatch(name) or ".." in name:
