@@ -83,6 +83,37 @@ def test_photos_under_a_grid_rows_recounted_and_identity_exact(request, tmp_path
     assert again == result
 
 
+@pytest.mark.slow
+def test_a_grid_run_after_calibrating_again_uses_the_new_decision_and_files(request, tmp_path):
+    """noise:0 copies score as the originals, so their row equals the in-sample 'none' row; after
+    calibrate again (no unsure band, a CSV labelling 12 of the 16 files) a rerun reused the
+    copies' old verdicts, and matched copies to files by index (another file's score)."""
+    case = request.getfixturevalue("labelled")
+    scan = tmp_path / "scan"
+    shutil.copytree(case["out"], scan)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("- noise:0\n")
+    keys = ("reals_called_fake", "fakes_called_real", "reals_unsure", "fakes_unsure")
+    labels = tmp_path / "labels.csv"
+    files = (
+        sorted((case["root"] / "real").iterdir())[:6]
+        + sorted((case["root"] / "fake").iterdir())[2:]
+    )
+    labels.write_text("file,label\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    for calibrate in ({}, {"band": 0.0, "labels": labels}):
+        if calibrate:
+            scal.calibrate_scan(scan, **calibrate)
+        rows = {r["setting"]: r for r in srob.scan_robustness(scan, grid)["settings"]}
+        assert (
+            rows["noise:0"]["scored"]
+            == rows["none"]["scored"]
+            == len(files) + 4 * (not calibrate.get("labels"))
+        )
+        assert rows["noise:0"]["verdicts_changed"] == 0
+        assert [rows["noise:0"][k] for k in keys] == [rows["none"][k] for k in keys]
+    assert rows["none"]["reals_unsure"]["count"] == 0  # the last decision: no unsure band
+
+
 def test_videos_are_reencoded_and_audio_transcoded_then_scored(tmp_path, tmp_path_factory):
     """Two real and two fake face clips (calibrated on a tiny run) under h264:30, and WaveFake
     clips with AASIST-L under mp3:0.5: every copy is scored, each kind on its own rows."""
