@@ -302,6 +302,17 @@ def test_nothing_to_calibrate_is_one_line_and_writes_nothing(labelled, tmp_path)
         scal.calibrate_scan(labelled["out"], folds=1)
 
 
+def test_nothing_to_calibrate_says_why_the_files_were_left_out(labelled, tmp_path) -> None:
+    """Every file failed to decode: the error said '0 real and 0 fake ... (4 left out)' only."""
+    for name in ("real", "fake"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "in" / name / f"{i}.png").write_text("not a picture")
+    sc.scan([tmp_path / "in"], tmp_path / "s", detector=labelled["det"], opts=labelled["opts"])
+    with pytest.raises(ConfigError, match=r"0 fake files .*\(4 left out: error 4\)"):
+        scal.calibrate_scan(tmp_path / "s")
+
+
 def test_the_installed_script_calibrates_a_scan_and_scans_with_it(labelled, tmp_path) -> None:
     scan = tmp_path / "scan"
     shutil.copytree(labelled["out"], scan)

@@ -214,6 +214,15 @@ def separation_caution(y: np.ndarray, raw: np.ndarray) -> str:
     )
 
 
+def left_out_counts(left: dict[str, str]) -> str:
+    """'error 6, no label in x.csv 2': the files left out counted by reason, most first."""
+    counts: dict[str, int] = {}
+    for why in left.values():
+        key = why.split(":")[0].split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _rate(k: int, n: int) -> dict[str, Any]:
     lo, hi = wilson_interval(k, n)
     return {"count": k, "of": n, "rate": k / n if n else None, "ci95": [lo, hi]}
@@ -377,9 +386,10 @@ def calibrate_scan(
         n_fake = sum(f.label for f in files)
         n_real = len(files) - n_fake
         if min(n_real, n_fake) < 2:
+            why = f": {reasons}" if (reasons := left_out_counts(left)) else ""
             problems.append(
                 f"{det['model']}: {n_real} real and {n_fake} fake files with a score and a label "
-                f"({len(left)} left out)"
+                f"({len(left)} left out{why})"
             )
             continue
         y = np.asarray([f.label for f in files])
