@@ -83,6 +83,21 @@ def test_photos_under_a_grid_rows_recounted_and_identity_exact(request, tmp_path
     assert again == result
 
 
+def test_a_scan_of_relative_paths_run_from_elsewhere_is_one_line(request, tmp_path, monkeypatch):
+    """Scanned as `scan labelled/`, then robustness from another folder: every copy failed as
+    'file not found' and each row said 0/16 scored, with exit 0."""
+    case = request.getfixturevalue("labelled")
+    monkeypatch.chdir(case["root"].parent)
+    sc.scan([Path(case["root"].name)], tmp_path / "s", detector=case["det"], opts=case["opts"])
+    scal.calibrate_scan(tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("- noise:0\n")
+    with pytest.raises(ConfigError, match="none of its 16 labelled files is found from here"):
+        srob.scan_robustness(tmp_path / "s", grid)
+    assert not (tmp_path / "s" / "robustness.json").exists()
+
+
 @pytest.mark.slow
 def test_a_grid_run_after_calibrating_again_uses_the_new_decision_and_files(request, tmp_path):
     """noise:0 copies score as the originals, so their row equals the in-sample 'none' row; after

@@ -201,6 +201,13 @@ def scan_robustness(
         for f in fitted["files"]:
             by_kind[media_kind(rows[f["path"]])].append(f)
     todo = [(s, k) for s, k in grid_settings(grid) if by_kind[k]]
+    paths = [Path(f["path"]) for fs in by_kind.values() for f in fs]
+    if paths and not any(p.is_file() for p in paths):  # some gone: counted per setting
+        raise ConfigError(
+            f"{run.path}: none of its {len(paths)} labelled files is found from here (e.g. "
+            f"{paths[0]}): run robustness from the folder the scan ran in (its paths are "
+            "relative to it), or scan with absolute paths"
+        )
     opts = sc.ScanOptions(
         frames=settings["frames"],
         faces=settings["faces"],
