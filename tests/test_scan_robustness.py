@@ -183,3 +183,17 @@ def test_an_uncalibrated_scan_and_run_only_flags_are_one_line(request, tmp_path)
     assert (
         done.returncode == 2 and "--shortcuts, --dataset and --n are for run folders" in done.stderr
     )
+
+
+def test_a_folder_neither_run_nor_scan_is_named_as_such(tmp_path) -> None:
+    """`robustness photos/` and `calibrate SCAN --labels photos/`: the errors said 'pass a folder
+    written by train' (scan folders are taken too) and 'no such file' (it is a folder)."""
+    (tmp_path / "photos").mkdir()
+    done = subprocess.run(
+        [SCRIPT, "robustness", tmp_path / "photos"],
+        capture_output=True, text=True, env=script_env(), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "neither a run (no model.json) nor a scan folder (no scan.json)" in done.stderr
+    with pytest.raises(ConfigError, match=r"--labels .*photos: a folder, not a file"):
+        scal.file_labels(["a.png"], tmp_path / "photos")

@@ -96,7 +96,8 @@ def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tu
         return {p: (label, p, "") for p, label in found if label is not None}
     csv_path = Path(labels_csv)
     if not csv_path.is_file():
-        raise ConfigError(f"--labels {csv_path}: no such file; give a CSV with file,label columns")
+        what = "a folder, not a file" if csv_path.is_dir() else "no such file"
+        raise ConfigError(f"--labels {csv_path}: {what}; give a CSV with file,label columns")
     if csv_path.suffix.lower() != ".csv":  # an ASVspoof protocol: files named by utterance
         found = protocol_labels(paths, csv_path)
         hint = "its utterances are matched by file name without extension"
