@@ -241,8 +241,8 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
 
 
 def test_a_labels_csv_as_excel_writes_it_labels_as_the_folders_do(labelled, tmp_path) -> None:
-    """BOM, CRLF, ';' separators, REAL / FAKE / 1.0 / bonafide, a file listed twice and ';;'
-    rows left by Excel: the same 16 files and labels as the folders, so the same decision."""
+    """BOM, CRLF, ';' separators, REAL / FAKE / 1.0 / bonafide, Windows paths, a file listed twice
+    and ';;' rows left by Excel: the same 16 files and labels as the folders, same decision."""
     scan = tmp_path / "scan"
     shutil.copytree(labelled["out"], scan)
     root = labelled["root"]
@@ -250,7 +250,8 @@ def test_a_labels_csv_as_excel_writes_it_labels_as_the_folders_do(labelled, tmp_
     lines = ["File;Label"]
     for label, name in enumerate(("real", "fake")):
         for i, f in enumerate(sorted((root / name).iterdir())):
-            lines.append(f"{name}/{f.name};{spellings[label][i % 3]}")
+            sep = "\\" if label else "/"  # the fakes' paths as written on Windows
+            lines.append(f"{name}{sep}{f.name};{spellings[label][i % 3]}")
     lines += [lines[1], ";;", ""]  # a repeat with the same label, an empty Excel row
     labels = root / "labels.csv"
     labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())

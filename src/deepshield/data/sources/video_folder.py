@@ -121,6 +121,8 @@ def read_labels_csv(path: Path) -> list[Video]:
                 "fix the line"
             )
         file = path.parent / rel
+        if "\\" in rel and not file.is_file():  # written on Windows: real\\a.mp4
+            file = path.parent / rel.replace("\\", "/")
         if not rel or not file.is_file():
             raise DataError(f"{path} line {line}: file {rel!r} not found under {path.parent}"
                             f"{_cwd_hint(rel, path)}")  # fmt: skip
