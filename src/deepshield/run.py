@@ -400,11 +400,14 @@ def check_run(
                 "changed: choose an empty or new folder"
             )
     elif not same and not force:
-        what = f"a `{m['command']}` run" if m["command"] != command else "a run"
-        diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
+        if m["command"] not in (None, command):  # its config and this one share no meaning
+            what = f"a `{m['command']}` run (its files would be deleted)"
+        else:
+            diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
+            what = f"a run with another config{diff}"
         raise RunError(
-            f"{run.path}: holds {what} with another config{diff}; use another --out, or "
-            "--force to replace what deepshield wrote there (other files are kept)"
+            f"{run.path}: holds {what}; use another --out, or --force to replace what "
+            "deepshield wrote there (other files are kept)"
         )
     complete = same and has_manifest and command in m["done"]
     return run, complete, has_manifest and not same

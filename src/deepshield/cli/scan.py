@@ -197,7 +197,10 @@ def scan_cmd(
     ),
     amp: str = amp_option("the scoring of face crops and audio windows"),
     force: bool = typer.Option(
-        False, "--force", help="Replace a scan with other settings in --out (only its own files)."
+        False,
+        "--force",
+        help="Replace what deepshield wrote in --out for a scan with other settings, or for "
+        "another command (a train run's model too); other files are kept.",
     ),
     verify: bool = typer.Option(
         False,
