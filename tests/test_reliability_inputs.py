@@ -283,7 +283,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     # robustness to everyday processing
     ("robustness", "Missing argument", SUB),
     ("robustness {user}/absent", "absent", ""),
-    ("robustness {user}", "not a deepshield run", ""),
+    ("robustness {user}", "neither a run (no model.json) nor a scan folder", ""),
     ("robustness {run} --grid nosuch", "grid 'nosuch' is neither quick nor full", SUB),
     ("robustness {run} --grid {yaml}", "must be a YAML list of specs", ""),
     ("robustness {run} --grid {user}/grid_jpeg0.yaml", "'jpeg:0': 0 is out of range", SUB),
