@@ -246,7 +246,7 @@ def test_class_folders_without_csv_make_each_video_its_own_group(folder, tmp_pat
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("real/p0.mp4,maybe", "line 2: label 'maybe' is not 0/real or 1/fake"),
+        ("real/p0.mp4,maybe", "line 2: label 'maybe' is not 0/real/bonafide or 1/fake/spoof"),
         ("real/gone.mp4,0", "line 2: file 'real/gone.mp4' not found"),
     ],
 )

@@ -151,6 +151,19 @@ def test_deepshield_files_2019_and_pfake(tmp_path, monkeypatch, capsys):
     assert got["cllr"] == pytest.approx(cllr(y, np.log(p / (1 - p))), abs=1e-12)
 
 
+def test_files_saved_by_excel_or_notepad_read_as_the_originals(tmp_path, monkeypatch, capsys):
+    """A BOM and CRLF (a P(fake) CSV saved by Excel, a 2019 score file by Notepad): the same
+    numbers; the BOM made the P(fake) header 'utt' unreadable."""
+    y, p, ids = _pfake_data()
+    for plain in (
+        write_pfake_scores(tmp_path / "scores.csv", ids, y, p),
+        write_scores(tmp_path / "scores.txt", ids, None, y, p),
+    ):
+        saved = plain.with_name("saved_" + plain.name)
+        saved.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))
+        assert run_json(monkeypatch, capsys, saved) == run_json(monkeypatch, capsys, plain)
+
+
 def test_certain_wrong_probability_makes_cllr_undefined(tmp_path, monkeypatch, capsys):
     y, p, ids = _pfake_data(50)
     p[np.flatnonzero(y == 1)[0]] = 0.0  # a fake called real with certainty

@@ -88,6 +88,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     ("evaluate {user}", "not a deepshield run", ""),
     ("evaluate {run} --split foo", "'foo' is not one of train, val, test", SUB),
     ("evaluate {run} --data-arg bogus=1", "no option bogus", ""),
+    ("evaluate {run} --data-arg sise=64", "no option sise (did you mean size?)", ""),
     ("evaluate {run} --data-arg size=64 --data-arg n=200", "trained on [3, 32, 32]", ""),
     (
         "evaluate {run} -d synthetic-faces:easy --data-arg n=140 --data-arg size=48",
@@ -282,7 +283,7 @@ CLI_ROWS: list[tuple[str, str, str]] = [
     # robustness to everyday processing
     ("robustness", "Missing argument", SUB),
     ("robustness {user}/absent", "absent", ""),
-    ("robustness {user}", "not a deepshield run", ""),
+    ("robustness {user}", "neither a run (no model.json) nor a scan folder", ""),
     ("robustness {run} --grid nosuch", "grid 'nosuch' is neither quick nor full", SUB),
     ("robustness {run} --grid {yaml}", "must be a YAML list of specs", ""),
     ("robustness {run} --grid {user}/grid_jpeg0.yaml", "'jpeg:0': 0 is out of range", SUB),

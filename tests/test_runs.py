@@ -588,3 +588,20 @@ def test_study_killed_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         assert RunDir(out).is_done("study") and study_records(out) == study_records(ref)
         assert RunDir(out).foreign() == []
+
+
+def test_a_run_of_another_command_is_refused_without_listing_unrelated_settings(tmp_path):
+    """`scan --out RUN` on a train run listed every train setting as 'differing' from the scan's
+    (26 names); now it says what --force would delete, and --force deletes only the run's files."""
+    run, _ = open_run(tmp_path / "r", "train", {"epochs": 3, "lr": 0.1})
+    run.write_json("model.json", {"name": "x", "num_classes": 2})
+    (tmp_path / "r" / "mine.txt").write_text("a note of the user")
+    with pytest.raises(RunError) as e:
+        open_run(tmp_path / "r", "scan", {"frames": 8})
+    assert "holds a `train` run (its files would be deleted); use another --out" in str(e.value)
+    assert "differ" not in str(e.value) and (tmp_path / "r" / "model.json").is_file()
+    scan, _ = open_run(tmp_path / "r", "scan", {"frames": 8}, force=True)
+    scan.write_json("scan.json", {"status": "running"})
+    assert not (tmp_path / "r" / "model.json").exists() and (tmp_path / "r" / "mine.txt").exists()
+    with pytest.raises(RunError, match=r"a run with another config \(frames differ\)"):
+        open_run(tmp_path / "r", "scan", {"frames": 16})

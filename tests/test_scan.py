@@ -379,6 +379,31 @@ def test_broken_links_and_linked_folders_in_a_folder_are_listed_as_not_scanned(t
     )
 
 
+def test_a_scan_kept_inside_the_scanned_folder_is_not_scanned_as_media(case, tmp_path) -> None:
+    """`scan photos --out photos/scan` run again (a resume), or another scan of the folder: the
+    face crops and evidence the first scan wrote were scanned as photos; a user's own
+    manifest.json does not hide a folder."""
+    folder = tmp_path / "photos"
+    (folder / "mine").mkdir(parents=True)
+    Image.fromarray(_face()).save(folder / "face.png")
+    Image.fromarray(_face()).save(folder / "mine" / "face2.png")
+    (folder / "mine" / "manifest.json").write_text('{"name": "a web app"}')
+    first = _scan_script(folder, case["run"], folder / "scan")
+    assert first.returncode == 0 and "scanned 2 files (0 already" in first.stdout, first.stderr
+    assert any((folder / "scan" / "faces").iterdir())  # crops a folder walk would find
+    again = _scan_script(folder, case["run"], folder / "scan")
+    assert again.returncode == 0 and "scanned 0 files (2 already" in again.stdout, again.stderr
+    assert "or a deepshield run's output (deepshield output" in again.stdout
+    with open(folder / "scan" / "scan.csv") as f:
+        paths = sorted(r["path"] for r in csv.DictReader(f))
+    media = [folder / "face.png", folder / "mine" / "face2.png"]
+    assert paths == [str(p) for p in media]
+    files, skipped = sc.list_files([folder])  # what another scan of the folder would read
+    assert files == media and skipped.pop(str(folder / "mine" / "manifest.json")) == ".json"
+    assert all(Path(p).is_relative_to(folder / "scan") for p in skipped)
+    assert set(skipped.values()) == {sc.RUN_OUTPUT}
+
+
 def test_a_ts_file_is_scanned_only_when_its_bytes_are_mpeg_ts(tmp_path) -> None:
     """.ts is both MPEG-TS (broadcast captures) and TypeScript: a folder walk reads the bytes."""
     (tmp_path / "app.ts").write_text("export const x: number = 1;\n")

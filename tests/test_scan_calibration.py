@@ -240,6 +240,56 @@ def test_a_labels_csv_groups_pairs_and_unlabelled_files_are_left_out(labelled, t
     assert sum(r["count"] for r in by.values()) == cv["fakes_called_real"]["count"]
 
 
+def test_a_labels_csv_as_excel_writes_it_labels_as_the_folders_do(labelled, tmp_path) -> None:
+    """BOM, CRLF, ';' separators, REAL / FAKE / 1.0 / bonafide, Windows paths, a file listed twice
+    and ';;' rows left by Excel: the same 16 files and labels as the folders, same decision."""
+    scan = tmp_path / "scan"
+    shutil.copytree(labelled["out"], scan)
+    root = labelled["root"]
+    spellings = {0: ["REAL", "0.0", "bonafide"], 1: ["FAKE", "1.0", "Spoof"]}
+    lines = ["File;Label"]
+    for label, name in enumerate(("real", "fake")):
+        for i, f in enumerate(sorted((root / name).iterdir())):
+            sep = "\\" if label else "/"  # the fakes' paths as written on Windows
+            lines.append(f"{name}{sep}{f.name};{spellings[label][i % 3]}")
+    lines += [lines[1], ";;", ""]  # a repeat with the same label, an empty Excel row
+    labels = root / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    try:
+        fit = scal.calibrate_scan(scan, labels=labels)["image"]
+    finally:
+        labels.unlink()
+    by_folder = labelled["fits"]["image"]
+    assert fit.decision.val_counts == {"n": 16, "fake": 8, "real": 8} and not fit.left_out
+    assert fit.decision.threshold == by_folder.decision.threshold
+    assert [(f.path, f.label) for f in fit.files] == [(f.path, f.label) for f in by_folder.files]
+
+
+def test_labels_csv_mistakes_are_one_line_naming_the_lines(labelled, tmp_path) -> None:
+    """The installed script: a file labelled both ways, and paths written relative to the
+    current folder in a CSV kept elsewhere: exit 2, one line with the line numbers and the fix."""
+    root = labelled["root"]
+    reals = sorted((root / "real").iterdir())
+    both = tmp_path / "both.csv"
+    both.write_text(f"file,label\n{reals[0]},real\n{reals[1]},real\n{reals[0]},fake\n")
+    done = subprocess.run(
+        [SCRIPT, "calibrate", labelled["out"], "--labels", both],
+        capture_output=True, text=True, env=script_env(), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "both.csv lines 2 and 4:" in done.stderr and "labelled both real and fake" in done.stderr
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "labels.csv").write_text(f"file,label\nreal/{reals[0].name},0\n")
+    done = subprocess.run(
+        [SCRIPT, "calibrate", labelled["out"], "--labels", sub / "labels.csv"],
+        capture_output=True, text=True, env=script_env(), timeout=120, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"line 2: file 'real/{reals[0].name}' not found" in done.stderr
+    assert "relative to the current folder: write ../" in done.stderr
+
+
 def test_nothing_to_calibrate_is_one_line_and_writes_nothing(labelled, tmp_path) -> None:
     det, opts = labelled["det"], labelled["opts"]
     one_class = tmp_path / "one"
@@ -251,6 +301,17 @@ def test_nothing_to_calibrate_is_one_line_and_writes_nothing(labelled, tmp_path)
         scal.calibrate_scan(labelled["run"].path)
     with pytest.raises(ConfigError, match="--folds 1"):
         scal.calibrate_scan(labelled["out"], folds=1)
+
+
+def test_nothing_to_calibrate_says_why_the_files_were_left_out(labelled, tmp_path) -> None:
+    """Every file failed to decode: the error said '0 real and 0 fake ... (4 left out)' only."""
+    for name in ("real", "fake"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "in" / name / f"{i}.png").write_text("not a picture")
+    sc.scan([tmp_path / "in"], tmp_path / "s", detector=labelled["det"], opts=labelled["opts"])
+    with pytest.raises(ConfigError, match=r"0 fake files .*\(4 left out: error 4\)"):
+        scal.calibrate_scan(tmp_path / "s")
 
 
 def test_the_installed_script_calibrates_a_scan_and_scans_with_it(labelled, tmp_path) -> None:

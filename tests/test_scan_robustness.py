@@ -83,6 +83,52 @@ def test_photos_under_a_grid_rows_recounted_and_identity_exact(request, tmp_path
     assert again == result
 
 
+def test_a_scan_of_relative_paths_run_from_elsewhere_is_one_line(request, tmp_path, monkeypatch):
+    """Scanned as `scan labelled/`, then robustness from another folder: every copy failed as
+    'file not found' and each row said 0/16 scored, with exit 0."""
+    case = request.getfixturevalue("labelled")
+    monkeypatch.chdir(case["root"].parent)
+    sc.scan([Path(case["root"].name)], tmp_path / "s", detector=case["det"], opts=case["opts"])
+    scal.calibrate_scan(tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("- noise:0\n")
+    with pytest.raises(ConfigError, match="none of its 16 labelled files is found from here"):
+        srob.scan_robustness(tmp_path / "s", grid)
+    assert not (tmp_path / "s" / "robustness.json").exists()
+
+
+@pytest.mark.slow
+def test_a_grid_run_after_calibrating_again_uses_the_new_decision_and_files(request, tmp_path):
+    """noise:0 copies score as the originals, so their row equals the in-sample 'none' row; after
+    calibrate again (no unsure band, a CSV labelling 12 of the 16 files) a rerun reused the
+    copies' old verdicts, and matched copies to files by index (another file's score)."""
+    case = request.getfixturevalue("labelled")
+    scan = tmp_path / "scan"
+    shutil.copytree(case["out"], scan)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("- noise:0\n")
+    keys = ("reals_called_fake", "fakes_called_real", "reals_unsure", "fakes_unsure")
+    labels = tmp_path / "labels.csv"
+    files = (
+        sorted((case["root"] / "real").iterdir())[:6]
+        + sorted((case["root"] / "fake").iterdir())[2:]
+    )
+    labels.write_text("file,label\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    for calibrate in ({}, {"band": 0.0, "labels": labels}):
+        if calibrate:
+            scal.calibrate_scan(scan, **calibrate)
+        rows = {r["setting"]: r for r in srob.scan_robustness(scan, grid)["settings"]}
+        assert (
+            rows["noise:0"]["scored"]
+            == rows["none"]["scored"]
+            == len(files) + 4 * (not calibrate.get("labels"))
+        )
+        assert rows["noise:0"]["verdicts_changed"] == 0
+        assert [rows["noise:0"][k] for k in keys] == [rows["none"][k] for k in keys]
+    assert rows["none"]["reals_unsure"]["count"] == 0  # the last decision: no unsure band
+
+
 def test_videos_are_reencoded_and_audio_transcoded_then_scored(tmp_path, tmp_path_factory):
     """Two real and two fake face clips (calibrated on a tiny run) under h264:30, and WaveFake
     clips with AASIST-L under mp3:0.5: every copy is scored, each kind on its own rows."""
@@ -137,3 +183,17 @@ def test_an_uncalibrated_scan_and_run_only_flags_are_one_line(request, tmp_path)
     assert (
         done.returncode == 2 and "--shortcuts, --dataset and --n are for run folders" in done.stderr
     )
+
+
+def test_a_folder_neither_run_nor_scan_is_named_as_such(tmp_path) -> None:
+    """`robustness photos/` and `calibrate SCAN --labels photos/`: the errors said 'pass a folder
+    written by train' (scan folders are taken too) and 'no such file' (it is a folder)."""
+    (tmp_path / "photos").mkdir()
+    done = subprocess.run(
+        [SCRIPT, "robustness", tmp_path / "photos"],
+        capture_output=True, text=True, env=script_env(), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "neither a run (no model.json) nor a scan folder (no scan.json)" in done.stderr
+    with pytest.raises(ConfigError, match=r"--labels .*photos: a folder, not a file"):
+        scal.file_labels(["a.png"], tmp_path / "photos")

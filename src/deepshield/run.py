@@ -34,6 +34,14 @@ _TEMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (files.atomic_wr
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+,-]*$")
 
 
+def is_run_folder(path: Path) -> bool:
+    """True when `path` holds a manifest.json written by deepshield (a run or scan folder)."""
+    try:
+        return "deepshield_run" in json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def check_name(name: str, flag: str = "--out") -> str:
     """`name` when it is a plain artifact name (no path separators, no `..`); ConfigError else."""
     if not _PLAIN.fullmatch(name) or ".." in name:
@@ -392,11 +400,14 @@ def check_run(
                 "changed: choose an empty or new folder"
             )
     elif not same and not force:
-        what = f"a `{m['command']}` run" if m["command"] != command else "a run"
-        diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
+        if m["command"] not in (None, command):  # its config and this one share no meaning
+            what = f"a `{m['command']}` run (its files would be deleted)"
+        else:
+            diff = "" if old is None else f" ({', '.join(_differences(old, want))} differ)"
+            what = f"a run with another config{diff}"
         raise RunError(
-            f"{run.path}: holds {what} with another config{diff}; use another --out, or "
-            "--force to replace what deepshield wrote there (other files are kept)"
+            f"{run.path}: holds {what}; use another --out, or --force to replace what "
+            "deepshield wrote there (other files are kept)"
         )
     complete = same and has_manifest and command in m["done"]
     return run, complete, has_manifest and not same

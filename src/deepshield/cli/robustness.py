@@ -44,6 +44,14 @@ def robustness_cmd(
     with its decisions; writes robustness.json."""
     if not (run_dir / "model.json").is_file() and (run_dir / "scan.json").is_file():
         return _scan_grid(run_dir, grid, device, shortcuts or dataset is not None or n is not None)
+    if run_dir.is_dir() and not (run_dir / "model.json").is_file():
+        from deepshield.errors import ConfigError
+
+        raise ConfigError(
+            f"{run_dir}: neither a run (no model.json) nor a scan folder (no scan.json); give a "
+            "folder written by `deepshield train`, or the --out folder of a scan of labelled "
+            "files calibrated by `deepshield calibrate`"
+        )
     from deepshield.precision import autocast
     from deepshield.runs.everyday import run_grid, shortcut_checks
     from deepshield.runtime import resolve_device

@@ -80,18 +80,19 @@ def _calibrate_scan(
 ) -> None:
     """`calibrate SCAN`: one paragraph per detector fitted (scan_calibration)."""
     from deepshield.runs.calibration_report import rate_text
-    from deepshield.runs.scan_calibration import CALIBRATION_FILE, DECISION_FILES, calibrate_scan
+    from deepshield.runs.scan_calibration import (
+        CALIBRATION_FILE,
+        DECISION_FILES,
+        calibrate_scan,
+        left_out_counts,
+    )
 
     fits = calibrate_scan(
         scan_dir, labels=labels, rule=rule, calibration=calibration, band=band, folds=folds
     )
     for kind, fit in fits.items():
         d, c = fit.decision, fit.decision.val_counts
-        left: dict[str, int] = {}
-        for why in fit.left_out.values():
-            key = why.split(":")[0].split(" (")[0]
-            left[key] = left.get(key, 0) + 1
-        out = ", ".join(f"{k} {v}" for k, v in sorted(left.items(), key=lambda kv: -kv[1]))
+        out = left_out_counts(fit.left_out)
         typer.echo(
             f"{d.fitted_for['model']} ({'speech' if kind == 'audio' else kind}): {calibration} "
             f"calibration, {rule} threshold {d.threshold:.4f} on calibrated P(fake) (unsure "
@@ -196,7 +197,10 @@ def scan_cmd(
     ),
     amp: str = amp_option("the scoring of face crops and audio windows"),
     force: bool = typer.Option(
-        False, "--force", help="Replace a scan with other settings in --out (only its own files)."
+        False,
+        "--force",
+        help="Replace what deepshield wrote in --out for a scan with other settings, or for "
+        "another command (a train run's model too); other files are kept.",
     ),
     verify: bool = typer.Option(
         False,

@@ -127,8 +127,10 @@ def check_options(source: Source, kw: dict[str, Any]) -> None:
     empty = inspect.Parameter.empty
     listed = ", ".join(k if v is empty else f"{k}={v}" for k, v in accepted.items()) or "none"
     if unknown:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, list(accepted), n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(
-            f"dataset {source.prefix}: no option {', '.join(unknown)}; it accepts {listed} "
+            f"dataset {source.prefix}: no option {', '.join(unknown)}{hint}; it accepts {listed} "
             "(seed comes from --seed)"
         )
     for name, value in kw.items():

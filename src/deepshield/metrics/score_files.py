@@ -63,7 +63,7 @@ class _Line(NamedTuple):
 
 def _lines(path: Path, sep: str | None) -> list[_Line]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM: Excel, Notepad
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e}); pass an existing text file") from e
     if sep == ",":

@@ -79,7 +79,7 @@ def read_scores(path: str | Path) -> ScoreRows:
     deepshield orientation. DataError naming the file and line on any malformed line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM: Excel, Notepad
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read score file ({e}); pass an existing text file") from e
     ids: list[str] = []

@@ -53,7 +53,7 @@ from deepshield.media.track import score_track
 from deepshield.media.types import misnamed, sniff_file
 from deepshield.precision import autocast, check_amp
 from deepshield.progress import track
-from deepshield.run import RunDir, open_run
+from deepshield.run import MANIFEST, RunDir, is_run_folder, open_run
 from deepshield.runs.decision import Decision, load_decision
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ OVERLAY_SIDE = 480  # longer side of a saved Grad-CAM overlay, px
 ENGINES = ("local", "ray")  # where files are scanned: this machine, or Ray actors (scan_ray)
 SCORE_BATCH = 64  # face crops per forward pass
 SPLIT_BYTES = 1 << 20  # a video this large may be shared by the workers (`video_parts`)
+RUN_OUTPUT = "deepshield output"  # why a file inside a run or scan folder is not scanned
 
 
 # -- detectors ---------------------------------------------------------------------------------
@@ -241,13 +242,17 @@ def file_kind(path: Path) -> str | None:
 
 
 def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
-    """(files to scan in order, files skipped -> why: 'hidden', their extension or a link not
-    followed): named files as given, folders walked recursively (sorted; only media
-    extensions, hidden files and folders, .ts files that are not MPEG-TS, broken links and
-    linked folders skipped). ConfigError for a missing path."""
+    """(files to scan in order, files skipped -> why: 'hidden', their extension, a link not
+    followed or a deepshield run's output): named files as given, folders walked recursively
+    (sorted; only media extensions, hidden files and folders, .ts files that are not MPEG-TS,
+    broken links, linked folders and the output of deepshield runs inside, such as this scan's
+    own --out, skipped). ConfigError for a missing path."""
     files, skipped = [], {}
     for p in map(Path, paths):
         if p.is_dir():
+            runs = {
+                m.parent for m in p.rglob(MANIFEST) if m.parent != p and is_run_folder(m.parent)
+            }
             for f in sorted(q for q in p.rglob("*") if q.is_file() or q.is_symlink()):
                 if any(part.startswith(".") for part in f.relative_to(p).parts):
                     skipped[str(f)] = "hidden"
@@ -255,6 +260,8 @@ def list_files(paths: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
                     skipped[str(f)] = "broken link"
                 elif f.is_dir():  # rglob does not walk into a linked folder (a loop may)
                     skipped[str(f)] = "linked folder (not followed)"
+                elif runs.intersection(f.parents):
+                    skipped[str(f)] = RUN_OUTPUT
                 elif file_kind(f) is None:
                     skipped[str(f)] = f.suffix.lower() or "no extension"
                 elif f.suffix.lower() == ".ts" and sniff_file(f) != "mpegts":
@@ -878,12 +885,14 @@ class ScanSummary:
         shown = ", ".join(
             f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
         )
-        links = (
-            ", or a link" if {"broken link", "linked folder (not followed)"} & kinds.keys() else ""
-        )
+        why = "by name not a photo, video or sound, or hidden"
+        if RUN_OUTPUT in kinds:
+            why = "by name not a photo, video or sound, hidden, or a deepshield run's output"
+        if {"broken link", "linked folder (not followed)"} & kinds.keys():
+            why += ", or a link"
         return (
-            f"note: {n} file{'s' * (n != 1)} in the folders not scanned, by name not a photo, "
-            f"video or sound, or hidden{links} ({shown}); listed in scan.json's not_scanned"
+            f"note: {n} file{'s' * (n != 1)} in the folders not scanned, {why} ({shown}); "
+            "listed in scan.json's not_scanned"
         )
 
 

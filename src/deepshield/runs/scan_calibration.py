@@ -96,7 +96,8 @@ def file_labels(paths: list[str], labels_csv: str | Path | None) -> dict[str, tu
         return {p: (label, p, "") for p, label in found if label is not None}
     csv_path = Path(labels_csv)
     if not csv_path.is_file():
-        raise ConfigError(f"--labels {csv_path}: no such file; give a CSV with file,label columns")
+        what = "a folder, not a file" if csv_path.is_dir() else "no such file"
+        raise ConfigError(f"--labels {csv_path}: {what}; give a CSV with file,label columns")
     if csv_path.suffix.lower() != ".csv":  # an ASVspoof protocol: files named by utterance
         found = protocol_labels(paths, csv_path)
         hint = "its utterances are matched by file name without extension"
@@ -212,6 +213,15 @@ def separation_caution(y: np.ndarray, raw: np.ndarray) -> str:
         "chance): it does not separate this material, and the calibrated P(fake) stays near "
         "the share of fakes (or runs against the raw score)"
     )
+
+
+def left_out_counts(left: dict[str, str]) -> str:
+    """'error 6, no label in x.csv 2': the files left out counted by reason, most first."""
+    counts: dict[str, int] = {}
+    for why in left.values():
+        key = why.split(":")[0].split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -377,9 +387,10 @@ def calibrate_scan(
         n_fake = sum(f.label for f in files)
         n_real = len(files) - n_fake
         if min(n_real, n_fake) < 2:
+            why = f": {reasons}" if (reasons := left_out_counts(left)) else ""
             problems.append(
                 f"{det['model']}: {n_real} real and {n_fake} fake files with a score and a label "
-                f"({len(left)} left out)"
+                f"({len(left)} left out{why})"
             )
             continue
         y = np.asarray([f.label for f in files])

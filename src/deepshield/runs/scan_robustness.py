@@ -24,6 +24,7 @@ their setting is scanned.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from deepshield.errors import ConfigError
+from deepshield.errors import ConfigError, DeepshieldError
 from deepshield.files import write_json
-from deepshield.run import RunDir, file_tag
+from deepshield.run import RunDir, file_tag, is_run_folder
 from deepshield.runs.scan_calibration import CALIBRATION_FILE, DECISION_FILES, verdict_rates
 
 ROBUSTNESS_FILE = "robustness.json"
 FOLDER = "robustness"
+BASIS = "basis.json"  # in FOLDER: the decisions and files its scans were made for
 # x264 constant rate factors: 23 its default and FF++'s c23, 40 FF++'s c40
 VIDEO_GRIDS = {"quick": ["h264:23", "h264:32", "h264:40"], "full": [f"h264:{c}" for c in (18, 23, 28, 32, 36, 40, 45)]}  # fmt: skip
 KINDS = ("photo", "video", "audio")
@@ -199,6 +201,13 @@ def scan_robustness(
         for f in fitted["files"]:
             by_kind[media_kind(rows[f["path"]])].append(f)
     todo = [(s, k) for s, k in grid_settings(grid) if by_kind[k]]
+    paths = [Path(f["path"]) for fs in by_kind.values() for f in fs]
+    if paths and not any(p.is_file() for p in paths):  # some gone: counted per setting
+        raise ConfigError(
+            f"{run.path}: none of its {len(paths)} labelled files is found from here (e.g. "
+            f"{paths[0]}): run robustness from the folder the scan ran in (its paths are "
+            "relative to it), or scan with absolute paths"
+        )
     opts = sc.ScanOptions(
         frames=settings["frames"],
         faces=settings["faces"],
@@ -208,6 +217,9 @@ def scan_robustness(
     )
     det, speech = _detectors(settings, run.path, torch.device(device), opts)
     run.claim(f"{FOLDER}/", ROBUSTNESS_FILE)
+    _drop_stale(run, {"decisions": [run.read_dict(n) for n in DECISION_FILES.values()
+                                    if run.exists(n)],
+                      "files": {k: [f["path"] for f in v] for k, v in by_kind.items()}}, log)  # fmt: skip
     result: dict[str, Any] = {"grid": str(grid), "settings": []}
     for kind in KINDS:
         if by_kind[kind]:
@@ -222,6 +234,25 @@ def scan_robustness(
         write_json(run.output(ROBUSTNESS_FILE), result)  # after each setting: progress kept
     write_json(run.output(ROBUSTNESS_FILE), result)
     return result
+
+
+def _drop_stale(run: RunDir, basis: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Forget the settings' scans made for other decisions or files (calibrate run again since:
+    their verdicts are the old decision's, and copies are matched to files by index); record
+    `basis` (the decisions and files the scans in robustness/ are made for) in BASIS."""
+    folder = run.path / FOLDER
+    if folder.is_dir():
+        try:
+            kept = RunDir(folder).read_json(BASIS)
+        except DeepshieldError:  # absent (an earlier version) or damaged: not known to match
+            kept = None
+        if kept != json.loads(json.dumps(basis)):
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                if is_run_folder(sub):
+                    RunDir(sub).remove_owned()
+            shutil.rmtree(folder / ".work", ignore_errors=True)
+            log(f"{run.path}: calibrated again since the last robustness run; scanning again")
+    write_json(folder / BASIS, basis)
 
 
 def _scan_rows(run: RunDir) -> list[dict[str, str]]:

@@ -8,13 +8,13 @@ by seed, stratified by class; a split layout without val/ gets val carved from t
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from deepshield.data.labels_csv import LABELS_ACCEPTED, label_value, read_rows
 from deepshield.data.registry import register_source
 from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
@@ -32,7 +32,6 @@ from deepshield.progress import track
 
 CLASSES = ("real", "fake")
 SPLIT_NAMES = ("train", "val", "test")
-_LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _LAYOUTS = "ROOT/real/ + ROOT/fake/, ROOT/{train,val,test}/{real,fake}/, or ROOT/labels.csv"
 
 Labelled = list[tuple[Path, int]]
@@ -109,38 +108,31 @@ def _class_folders(folder: Path) -> Labelled:
 
 def _read_labels_csv(path: Path) -> Labelled:
     """(file, label) rows of a labels.csv; DataError naming the file and line on a bad row."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read ({e}): save it as UTF-8 CSV text") from e
-    if not rows:
+    header, rows = read_rows(path)
+    if not header:
         raise DataError(f"{path}: empty file: write a header `path,label` and one row per image")
-    header = [h.strip().lower() for h in rows[0]]
     if "path" not in header or "label" not in header:
         raise DataError(
-            f"{path} line 1: header {rows[0]} lacks `path` and `label` columns: add them"
+            f"{path} line 1: header {header} lacks `path` and `label` columns: add them"
         )
     ip, il = header.index("path"), header.index("label")
     out: Labelled = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in rows:
         if len(row) <= max(ip, il):
             raise DataError(
                 f"{path} line {line}: {len(row)} fields, expected {len(header)}: fix the line"
             )
-        rel, label = row[ip].strip(), row[il].strip().lower()
-        if label not in _LABELS:
+        rel, label = row[ip].strip(), label_value(row[il])
+        if label is None:
             raise DataError(
-                f"{path} line {line}: label {row[il]!r} is not 0 (real) or 1 (fake): fix the line"
+                f"{path} line {line}: label {row[il]!r} is not {LABELS_ACCEPTED}: fix the line"
             )
         file = path.parent / rel
         if not rel or not file.is_file():
             raise DataError(
                 f"{path} line {line}: image {rel!r} not found under {path.parent}: fix the path"
             )
-        out.append((file, _LABELS[label]))
+        out.append((file, label))
     for label, name in enumerate(CLASSES):
         if not any(lab == label for _, lab in out):
             raise DataError(f"{path}: no rows with label {label} ({name}): add {name} images")

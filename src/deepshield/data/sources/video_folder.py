@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from deepshield.data.cache import Arrays, cached_arrays
+from deepshield.data.labels_csv import LABELS_ACCEPTED, label_value, read_rows
 from deepshield.data.registry import register_source
 from deepshield.data.split import DEFAULT_FRACTIONS, group_split
 from deepshield.data.splits import Splits, TensorSet
@@ -38,7 +40,6 @@ if TYPE_CHECKING:  # deepshield.media (dlib, PyAV) is imported only when videos 
     from deepshield.media import CropOptions
 
 CLASSES = ("real", "fake")
-_LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _LAYOUTS = "ROOT/real/ + ROOT/fake/ video files, or ROOT/labels.csv (file,label[,method,pair])"
 _SPLITS = ("train", "val", "test")
 CACHE_VERSION = 3  # 2: frames evenly spaced in time on a variable frame rate; 3: a frame
@@ -101,29 +102,52 @@ def _folder_videos(root: Path) -> list[Video]:
 
 def read_labels_csv(path: Path) -> list[Video]:
     """Rows of a labels.csv (file or path, label, optional method and pair; paths relative to
-    the csv's folder); DataError naming the file and line on a bad row."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = [h.strip().lower() for h in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read ({e}): save it as UTF-8 CSV text") from e
+    the csv's folder; `labels_csv.read_rows` reads it as Excel writes it); a file listed again
+    with the same label is kept once. DataError naming the file and line on a bad row."""
+    header, rows = read_rows(path)
     column = "file" if "file" in header else "path"
     if not rows or column not in header or "label" not in header:
-        raise DataError(f"{path}: needs a header with `file` (or `path`) and `label` and one row")
-    out = []
-    for line, row in enumerate(rows, start=2):
-        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        rel, label = row[column], row["label"].lower()
-        if label not in _LABELS:
-            raise DataError(f"{path} line {line}: label {label!r} is not 0/real or 1/fake: fix it")
+        raise DataError(
+            f"{path}: needs a header with `file` (or `path`) and `label` and one row (header "
+            f"read: {', '.join(header) or 'none'})"
+        )
+    out: list[Video] = []
+    seen: dict[Path, tuple[int, int]] = {}  # resolved file -> (line, label) of its first row
+    for line, cells in rows:
+        row = dict(zip(header, (c.strip() for c in cells), strict=False))
+        rel, label = row.get(column, ""), label_value(row.get("label", ""))
+        if label is None:
+            raise DataError(
+                f"{path} line {line}: label {row.get('label', '')!r} is not {LABELS_ACCEPTED}: "
+                "fix the line"
+            )
         file = path.parent / rel
+        if "\\" in rel and not file.is_file():  # written on Windows: real\\a.mp4
+            file = path.parent / rel.replace("\\", "/")
         if not rel or not file.is_file():
-            raise DataError(f"{path} line {line}: file {rel!r} not found under {path.parent}")
-        method = row.get("method") or ("original" if _LABELS[label] == 0 else "fake")
-        out.append(Video(file, rel, _LABELS[label], method, row.get("pair") or rel))
+            raise DataError(f"{path} line {line}: file {rel!r} not found under {path.parent}"
+                            f"{_cwd_hint(rel, path)}")  # fmt: skip
+        first = seen.setdefault(file.resolve(), (line, label))
+        if first[0] != line:
+            if first[1] != label:
+                raise DataError(
+                    f"{path} lines {first[0]} and {line}: {rel!r} is labelled both "
+                    f"{CLASSES[first[1]]} and {CLASSES[label]}: keep the right one"
+                )
+            continue
+        method = row.get("method") or ("original" if label == 0 else "fake")
+        out.append(Video(file, rel, label, method, row.get("pair") or rel))
     return out
+
+
+def _cwd_hint(rel: str, csv_path: Path) -> str:
+    """'; it is relative to the current folder ...' when `rel` names a file from here."""
+    if not rel or not Path(rel).is_file():
+        return ""
+    return (
+        f" (paths in the CSV are relative to its folder; {rel} is relative to the current "
+        f"folder: write {os.path.relpath(rel, csv_path.parent)} or an absolute path)"
+    )
 
 
 def list_videos(root: Path) -> list[Video]:
