@@ -200,8 +200,8 @@ def test_speech_folder_labels_csv_and_single_split(tmp_path):
     assert s.counts()["train"]["total"] == 0
     split = data.load(f"speech-folder:{tmp_path}", labels="labels.csv", seed=1, length=4000)
     assert sum(split.counts()[p]["total"] for p in ("train", "val", "test")) == 6
-    (tmp_path / "bad.csv").write_text("path,label\na/c0.wav,spoof\n")
-    with pytest.raises(DataError, match=r"bad\.csv:2: label 'spoof'"):
+    (tmp_path / "bad.csv").write_text("path,label\na/c0.wav,maybe\n")
+    with pytest.raises(DataError, match=r"bad\.csv line 2: label 'maybe' is not 0/real/bonafide"):
         data.load(f"speech-folder:{tmp_path}", labels="bad.csv")
     with pytest.raises(ConfigError, match="split='all'"):
         data.load(f"speech-folder:{tmp_path}", labels="labels.csv", split="all")
@@ -210,6 +210,14 @@ def test_speech_folder_labels_csv_and_single_split(tmp_path):
     (tmp_path / "excel.csv").write_text(excel, newline="")
     s = data.load(f"speech-folder:{tmp_path}", labels="excel.csv", split="test", length=4000)
     assert s.test.names == [f"c{i}" for i in range(6)] and s.test.y.tolist() == [0, 1] * 3
+    # European Excel (';') with words for labels: the labels CSV reader of every folder source
+    words = ["path;label"] + [f"a/c{i}.wav;{('bonafide', 'spoof')[i % 2]}" for i in range(6)]
+    (tmp_path / "words.csv").write_text("\n".join(words) + "\n")
+    s = data.load(f"speech-folder:{tmp_path}", labels="words.csv", split="test", length=4000)
+    assert s.test.y.tolist() == [0, 1] * 3
+    (tmp_path / "gone.csv").write_text("path,label\na/c0.wav,0\na/none.wav,1\n")
+    with pytest.raises(DataError, match=r"gone\.csv line 3: clip 'a/none\.wav' not found"):
+        data.load(f"speech-folder:{tmp_path}", labels="gone.csv")
 
 
 def test_speech_folder_reads_the_wavefake_labels_csv():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from deepshield.errors import DataError
@@ -51,3 +52,46 @@ def read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     except csv.Error as e:
         raise DataError(f"{path} line {reader.line_num}: {e}: fix the line") from e
     return header, rows
+
+
+def read_path_labels(
+    path: Path,
+    *,
+    base: Path | None = None,
+    what: str = "file",
+    classes: Sequence[str] | None = None,
+) -> list[tuple[Path, int]]:
+    """(file, label) of each row of a `path,label` CSV (the image and speech folders' labels.csv),
+    paths relative to `base` (default: the CSV's folder); DataError naming the file and line on
+    a bad row or a missing `what` ("image", "clip"), and with `classes` (names of labels 0, 1)
+    when a class has no row."""
+    base = path.parent if base is None else base
+    header, rows = read_rows(path)
+    if not header:
+        raise DataError(f"{path}: empty file: write a header `path,label` and one row per {what}")
+    if "path" not in header or "label" not in header:
+        raise DataError(
+            f"{path} line 1: header {header} lacks `path` and `label` columns: add them"
+        )
+    ip, il = header.index("path"), header.index("label")
+    out: list[tuple[Path, int]] = []
+    for line, row in rows:
+        if len(row) <= max(ip, il):
+            raise DataError(
+                f"{path} line {line}: {len(row)} fields, expected {len(header)}: fix the line"
+            )
+        rel, label = row[ip].strip(), label_value(row[il])
+        if label is None:
+            raise DataError(
+                f"{path} line {line}: label {row[il]!r} is not {LABELS_ACCEPTED}: fix the line"
+            )
+        file = base / rel
+        if not rel or not file.is_file():
+            raise DataError(
+                f"{path} line {line}: {what} {rel!r} not found under {base}: fix the path"
+            )
+        out.append((file, label))
+    for label, name in enumerate(classes or ()):
+        if not any(lab == label for _, lab in out):
+            raise DataError(f"{path}: no rows with label {label} ({name}): add {name} {what}s")
+    return out

@@ -12,13 +12,13 @@ ROOT) and `label` (0 bona fide, 1 spoof). `split="test"` (or train / val) puts e
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from deepshield.data.labels_csv import read_path_labels
 from deepshield.data.registry import register_source
 from deepshield.data.split import stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
@@ -72,22 +72,12 @@ def _scan(root: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def _read_labels(root: Path, name: str) -> tuple[list[Path], np.ndarray]:
-    """Files and labels listed in the CSV `root/name` (columns path, label)."""
+    """Files and labels listed in the CSV `root/name` (columns path relative to root, label)."""
     path = root / name
     if not path.is_file():
         raise DataError(f"{path}: labels file not found; give labels= a CSV under {root}")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DataError(f"{path}: expected a header with columns path,label and one row per file")
-    files: list[Path] = []
-    labels: list[int] = []
-    for n, row in enumerate(rows, start=2):
-        if row["label"].strip() not in ("0", "1"):
-            raise DataError(f"{path}:{n}: label {row['label']!r}; use 0 (bona fide) or 1 (spoof)")
-        files.append(root / row["path"].strip())
-        labels.append(int(row["label"]))
-    return files, np.asarray(labels, dtype=np.int64)
+    rows = read_path_labels(path, base=root, what="clip")
+    return [f for f, _ in rows], np.asarray([y for _, y in rows], dtype=np.int64)
 
 
 def split_indices(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepshield.data.labels_csv import LABELS_ACCEPTED, label_value, read_rows
+from deepshield.data.labels_csv import read_path_labels
 from deepshield.data.registry import register_source
 from deepshield.data.split import DEFAULT_FRACTIONS, stratified_split, stratified_take_parts
 from deepshield.data.splits import Splits, TensorSet
@@ -57,12 +57,12 @@ def load_folder(
         raise DataError(f"folder: no path given: use folder:PATH with {_LAYOUTS}")
     root = Path(arg).expanduser()
     if root.is_file() and root.suffix.lower() == ".csv":
-        files = {"all": _read_labels_csv(root)}
+        files = {"all": read_path_labels(root, what="image", classes=CLASSES)}
         return _from_parts(root.parent, _subset(files, n, seed), seed, size, convert_modes)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found: give an existing folder holding {_LAYOUTS}")
     if (root / "labels.csv").is_file():
-        files = {"all": _read_labels_csv(root / "labels.csv")}
+        files = {"all": read_path_labels(root / "labels.csv", what="image", classes=CLASSES)}
     elif any((root / s).is_dir() for s in SPLIT_NAMES):
         for s in ("train", "test"):
             if not (root / s).is_dir():
@@ -103,39 +103,6 @@ def _class_folders(folder: Path) -> Labelled:
                 f"{sub}: no images ({' '.join(IMAGE_EXTENSIONS)}): add the {name} images there"
             )
         out += [(f, label) for f in files]
-    return out
-
-
-def _read_labels_csv(path: Path) -> Labelled:
-    """(file, label) rows of a labels.csv; DataError naming the file and line on a bad row."""
-    header, rows = read_rows(path)
-    if not header:
-        raise DataError(f"{path}: empty file: write a header `path,label` and one row per image")
-    if "path" not in header or "label" not in header:
-        raise DataError(
-            f"{path} line 1: header {header} lacks `path` and `label` columns: add them"
-        )
-    ip, il = header.index("path"), header.index("label")
-    out: Labelled = []
-    for line, row in rows:
-        if len(row) <= max(ip, il):
-            raise DataError(
-                f"{path} line {line}: {len(row)} fields, expected {len(header)}: fix the line"
-            )
-        rel, label = row[ip].strip(), label_value(row[il])
-        if label is None:
-            raise DataError(
-                f"{path} line {line}: label {row[il]!r} is not {LABELS_ACCEPTED}: fix the line"
-            )
-        file = path.parent / rel
-        if not rel or not file.is_file():
-            raise DataError(
-                f"{path} line {line}: image {rel!r} not found under {path.parent}: fix the path"
-            )
-        out.append((file, label))
-    for label, name in enumerate(CLASSES):
-        if not any(lab == label for _, lab in out):
-            raise DataError(f"{path}: no rows with label {label} ({name}): add {name} images")
     return out
 
 
