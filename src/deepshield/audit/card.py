@@ -89,7 +89,7 @@ def _robustness(
         return {
             "score": 0.0,
             "status": "fail",
-            "summary": f"not graded: the detector is COLLAPSED (calls the clean test images "
+            "summary": f"not graded: the detector is COLLAPSED (calls the clean test samples "
             f"{collapsed}), so fakes passed under attack say nothing about robustness",
             "eps_half": None,
             "reference_eps": ref,
@@ -178,7 +178,7 @@ def _clean(items: Mapping[str, Any], reference: Mapping[str, float]) -> dict[str
     collapsed = collapsed_clean(items)
     if collapsed is not None:  # whatever its AUC, at its threshold it tells nothing apart
         status = "fail"
-        summary = f"COLLAPSED: calls >= 95 % of the test images {collapsed}; " + summary
+        summary = f"COLLAPSED: calls >= 95 % of the test samples {collapsed}; " + summary
     return {"score": auc, "status": status, "summary": summary, "commands": [c["command"]]}
 
 
