@@ -537,7 +537,10 @@ def test_audio_file_is_resampled_and_mixed_to_mono(tmp_path):
     assert len(wave) == pytest.approx(16000, abs=64)
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
     assert np.fft.rfftfreq(12000, 1 / 16000)[spectrum.argmax()] == pytest.approx(300, abs=2)
-    assert np.abs(wave).max() == pytest.approx(0.4, abs=0.05)  # mean of the two channels
+    assert np.abs(wave).max() == pytest.approx(0.8, abs=0.05)  # the silent channel left out
+    stereo[:, 1] = 0.4 * np.sin(2 * np.pi * 300 * t)  # two live channels: their mean
+    sf.write(path, stereo, 8000, subtype="PCM_16")
+    assert np.abs(read_audio(path)[0]).max() == pytest.approx(0.6, abs=0.05)
 
 
 IR, SHIFT = 20, 20  # disc radius and how far it moves between the two fields, px
