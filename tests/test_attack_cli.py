@@ -84,6 +84,23 @@ def test_default_result_name_says_what_ran(tiny_run, monkeypatch):
     assert tiny_run.exists("attack_fgsm_center8_val.json")
 
 
+def test_a_sweep_of_other_settings_is_not_replaced_without_force(tiny_run, monkeypatch, capsys):
+    args = ["attack", tiny_run.path, "--attack", "fgsm", "--n", "8", "--out", "keep"]
+    assert cli(monkeypatch, *args, "--eps", "0,4/255") == 0
+    first = tiny_run.file("attack_keep.json").read_bytes()
+    capsys.readouterr()
+    assert cli(monkeypatch, *args, "--eps", "0,8/255") == 2  # other budgets: refused
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "attack_keep.json holds a fgsm sweep with other eps" in err
+    )
+    assert "--out NAME to keep both, or --force" in err
+    assert tiny_run.file("attack_keep.json").read_bytes() == first  # untouched
+    assert cli(monkeypatch, *args, "--eps", "0,4/255") == 0  # the same settings: redone
+    assert cli(monkeypatch, *args, "--eps", "0,8/255", "--force") == 0
+    assert json.loads(tiny_run.file("attack_keep.json").read_text())["eps"] == [0.0, 8 / 255]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

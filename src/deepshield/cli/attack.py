@@ -66,6 +66,9 @@ def attack_cmd(
         None, "--surrogate", help="Transfer attack: craft on this run's model instead."
     ),
     out: str = typer.Option(None, "--out", help="Result name: attack_<NAME>.json [from flags]."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an attack_<NAME>.json of other settings (else refused)."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda[:N] or auto [cpu]."),
     amp: str = amp_option("the forwards and gradients"),
     channels_last: bool = channels_last_option(),
@@ -139,6 +142,7 @@ def attack_cmd(
             device=dev,
             threat=threat,
             channels_last=channels_last,
+            replace=force,
         )
         if distributed.is_main():  # inside the session: rank() is still known
             _print_rows(record)

@@ -137,6 +137,7 @@ def attack_run(
     device: torch.device | str = "cpu",
     threat: PurifierThreat | None = None,
     channels_last: bool = False,
+    replace: bool = True,
 ) -> dict[str, Any]:
     """Sweep `spec` on a run's best model (crafted on `surrogate`'s model when given, i.e. a
     transfer attack), write the results into the run folder; return the JSON written.
@@ -145,6 +146,7 @@ def attack_run(
     (`defenses.adaptive`: none, bpda, eot with spec.eot_samples passes per gradient).
     channels_last: image models (and a surrogate) in channels-last memory format. Mixed
     precision is the caller's autocast (`deepshield.precision.autocast`), recorded as "amp".
+    replace False: refuse to replace an attack_<name>.json of other settings (`check_replaced`).
     Every bad argument raises before the data is loaded or a model is attacked.
     """
     spec = spec.checked()
@@ -171,7 +173,7 @@ def attack_run(
         use_channels_last(crafter, channels_last, tuple(batch.x.shape[1:]))
     return sweep_loaded(run, spec, batch, model, crafter=crafter, surrogate=sur, dataset=dataset,
                         n=n, batch_size=batch_size, name=name, threat=threat, t0=t0,
-                        channels_last=channels_last)[0]  # fmt: skip
+                        channels_last=channels_last, replace=replace)[0]  # fmt: skip
 
 
 def sweep_loaded(
@@ -189,12 +191,14 @@ def sweep_loaded(
     threat: PurifierThreat | None = None,
     t0: float | None = None,
     channels_last: bool = False,
+    replace: bool = True,
 ) -> tuple[dict[str, Any], SweepResult]:
     """`attack_run` on a model and data already loaded (the audit loads them once): sweep
     `spec` (crafted on `crafter`, the model of the run `surrogate`, when given), write the
     results into `run`; -> (the JSON written, the per-sample SweepResult). The autocast in
     effect (`ambient_amp`) and `channels_last` (the models' memory format, set by the caller)
-    are recorded; budgets finished under another precision are not resumed."""
+    are recorded; budgets finished under another precision are not resumed. `replace` False:
+    ConfigError before any work when attack_<name>.json holds a sweep of other settings."""
     t0 = time.perf_counter() if t0 is None else t0
     amp = ambient_amp(next(model.parameters()).device)
     spec.check_fits(batch.x.shape[1:])
@@ -207,6 +211,8 @@ def sweep_loaded(
         tag = "_".join(t for t in (threat.tag(), tag) if t)
     sur_path = surrogate.path if surrogate is not None else None
     name = name or sweep_name(spec, surrogate=sur_path, split=batch.split, tag=tag)
+    if not replace:
+        check_replaced(run, name, spec, batch, sur_path)
     key = {
         **spec.to_dict(),
         "data": [batch.dataset, batch.options, batch.split, batch.subset, len(batch.y)],
@@ -242,6 +248,29 @@ def sweep_loaded(
     record = write_sweep(run, name, result, spec, batch, info)
     store.clear()
     return record, result
+
+
+def check_replaced(
+    run: RunDir, name: str, spec: AttackSpec, batch: AttackData, surrogate: Path | None
+) -> None:
+    """ConfigError naming attack_<name>.json when it holds a sweep of other settings (attack,
+    budgets, steps, data, surrogate): a rerun with the same ones resumes or redoes it."""
+    file = f"attack_{name}.json"
+    if not run.exists(file):
+        return
+    old = run.read_json(file)
+    new = {**spec.to_dict(), "dataset": batch.dataset, "data_kwargs": batch.options,
+           "split": batch.split, "n": len(batch.y)}  # fmt: skip
+    new = json.loads(json.dumps(new))  # as the file reads back
+    differ = [k for k in new if old.get(k) != new[k]]
+    was = (old.get("surrogate") or {}).get("run")
+    if (was and Path(was)) != surrogate:
+        differ.append("surrogate")
+    if differ:
+        raise ConfigError(
+            f"{run.file(file)} holds a {old.get('attack')} sweep with other {', '.join(differ)}: "
+            "pass --out NAME to keep both, or --force to replace it"
+        )
 
 
 class BudgetFiles:
