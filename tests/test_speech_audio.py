@@ -315,3 +315,33 @@ def test_float_samples_beyond_full_scale_are_scaled_not_clipped(tmp_path):
     assert degenerate_reason(read_clip(tmp_path / "hot.wav", length=16000)[1]) is None
     sf.write(tmp_path / "ok.wav", 0.5 * tone, 16000, subtype="FLOAT")
     assert read_audio(tmp_path / "ok.wav")[1].gain == 1.0  # within full scale: untouched
+
+
+def test_a_clipped_recording_stored_lossy_is_still_heavy_clipping(tmp_path):
+    """A sine clipped on about half of its samples, as 16-bit WAV and as Opus: the Opus decode
+    overshoots full scale around the flat tops; counted before the scaling to peak 1, it is
+    still 'heavy clipping' (counted after, none of its samples reach full scale)."""
+    import av
+
+    from deepshield.media.degenerate import degenerate_reason
+
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    x = np.clip(3 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(np.pi * t)), -1, 1)
+    pcm = (x * 32767).astype(np.int16)
+    sf.write(tmp_path / "loud.wav", pcm, sr, subtype="PCM_16")
+    with av.open(str(tmp_path / "loud.ogg"), "w") as c:
+        s = c.add_stream("libopus", rate=48000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+        frame.sample_rate = sr
+        for f in av.AudioResampler(format=s.format.name, layout="mono", rate=48000).resample(frame):
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    for name in ("loud.wav", "loud.ogg"):
+        _, record = read_audio(tmp_path / name)
+        assert record.clipped_fraction > 0.1, (name, record.clipped_fraction)
+        assert degenerate_reason(record).startswith("heavy clipping"), name
+    assert read_audio(tmp_path / "loud.ogg")[1].gain < 1.0  # the waveform itself is scaled
