@@ -219,8 +219,8 @@ def test_attack_command_runs_the_registry_attacks_as_the_library(
     model, x, y = drawn(tiny_run, 8)
     args = ["attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255", "--n", "8"]
     args += ["--steps", str(steps)]
-    assert cli(monkeypatch, *args, "--out", "reg") == 0
-    rec = json.loads(tiny_run.file("attack_reg.json").read_text())
+    assert cli(monkeypatch, *args, "--out", f"reg_{attack}") == 0  # names kept apart
+    rec = json.loads(tiny_run.file(f"attack_reg_{attack}.json").read_text())
     assert rec["attack"] == attack and rec["steps"] == steps
     ref = attack_sweep(model, x, y, AttackSpec(attack, (0, 8 / 255), steps=steps))
     assert same_rows(rec["rows"], ref.rows())
@@ -242,8 +242,8 @@ def test_attack_command_defaults_to_the_attacks_own_step_count(
     # the sweep runs Square through square_search, which also returns the queries it spent
     monkeypatch.setattr(registry, "square_search" if attack == "square" else attack, record)
     assert cli(monkeypatch, "attack", tiny_run.path, "--attack", attack, "--eps", "0,8/255",
-               "--n", "4", "--out", "default_steps") == 0  # fmt: skip
-    rec = json.loads(tiny_run.file("attack_default_steps.json").read_text())
+               "--n", "4", "--out", f"default_steps_{attack}") == 0  # fmt: skip
+    rec = json.loads(tiny_run.file(f"attack_default_steps_{attack}.json").read_text())
     # the registry entry's default is filled in and recorded (issue 17.4: what ran is written)
     assert rec["steps"] == default and f"--steps {default}" in rec["command"]
     assert seen == [default]  # one batch, one nonzero eps
