@@ -34,6 +34,7 @@ from deepshield.media import (
     video_faces,
 )
 from deepshield.media.faces import Face, eye_angle
+from test_media_video import write_frames
 
 
 def _ffhq(i: int) -> np.ndarray:
@@ -257,20 +258,6 @@ def test_video_faces_marks_frames_without_a_face(tmp_path):
     assert not photo.no_face and photo.crops[0].shape == (256, 256, 3)
 
 
-def _write_1080p(path: Path, frames: list[np.ndarray]) -> Path:
-    """Near-lossless H.264 4:4:4 MP4 of uint8 [1080,1920,3] frames at 10 fps."""
-    c = av.open(str(path), "w")
-    s = c.add_stream("libx264", rate=10, options={"qp": "0", "preset": "ultrafast"})
-    s.width, s.height, s.pix_fmt = 1920, 1080, "yuv444p"
-    for img in frames:
-        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
-
-
 FAR_SPOTS = [(300, 200), (1500, 800), (900, 500), (920, 510)]  # x, y of each frame's face
 FAR_SIDES = [120, 170, 400, 400]  # px; the last two are found at 640 px
 
@@ -286,7 +273,7 @@ def far_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         face = Image.fromarray(_ffhq(0)).resize((side, side), Image.Resampling.BILINEAR)
         img[y : y + side, x : x + side] = np.asarray(face)
         frames.append(img)
-    return _write_1080p(tmp_path_factory.mktemp("far") / "far.mp4", frames)
+    return write_frames(tmp_path_factory.mktemp("far") / "far.mp4", frames)
 
 
 def test_a_face_lost_at_640_px_in_a_1080p_frame_is_searched_again_at_full_size(far_clip):
@@ -327,7 +314,7 @@ def test_the_second_search_of_a_video_frame_tracks_and_is_capped(far_clip, tmp_p
     capped = file_faces(far_clip, "video", opts, frames=4).frames
     assert capped[0].no_face and detect_faces(views[0], max_side=1333) == []
     assert capped[1].faces == detect_faces(views[1], max_side=1333) != []
-    blank = _write_1080p(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
+    blank = write_frames(tmp_path / "blank.mp4", [np.full((1080, 1920, 3), 110, np.uint8)] * 2)
     assert all(ff.no_face for ff in file_faces(blank, "video", opts, frames=2).frames)
 
 
@@ -346,7 +333,7 @@ def test_scan_scores_a_small_face_in_1080p_video_it_called_no_face(tmp_path):
         img = rng.integers(90, 130, (1080, 1920, 3), dtype=np.uint8)
         img[500 : 500 + 120, 700 + 10 * k : 820 + 10 * k] = face
         frames.append(img)
-    path = _write_1080p(tmp_path / "far.mp4", frames)
+    path = write_frames(tmp_path / "far.mp4", frames)
     weights = shared_path("data", "pretrained_mesonet", "weights", "Meso4_DF.h5")
     argv = [str(SCRIPT), "--threads", "1", "scan", str(path), "--model", "meso4"]
     argv += ["--weights", str(weights), "--frames", "3", "--out", str(tmp_path / "out")]

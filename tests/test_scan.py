@@ -1042,3 +1042,22 @@ def test_an_animated_photo_says_only_its_first_frame_was_scanned(case, tmp_path)
     for name in ("still.gif", "camera.jpg"):
         assert rows[name]["verdict"] != "no_face"
         assert "frames or pages" not in (rows[name].get("note") or ""), rows[name]
+
+
+def test_a_videos_silent_sound_is_noted_after_its_pictures_notes(monkeypatch, tmp_path) -> None:
+    """A video whose audio track gets no score (digital silence): "audio: ..." is added to the
+    row's note; it used to replace the pictures' notes (unsure band, interlacing, face size)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    silent = replace(media.video_score([]), reason="digital silence (every sample is zero)")
+    monkeypatch.setattr(sc, "_score_audio", lambda *a: (silent, silent, []))
+    row = {"note": "interlaced: top field kept, the other interpolated where it combs"}
+    speech = SimpleNamespace(decision=SimpleNamespace(verdict=lambda score: "unsure"))
+    sc._add_audio_track(row, tmp_path / "v.mp4", speech, sc.ScanOptions())
+    assert not row.get("audio_error"), row
+    assert row["audio_verdict"] == "unsure"
+    assert row["note"] == (
+        "interlaced: top field kept, the other interpolated where it combs; "
+        "audio: digital silence (every sample is zero)"
+    )

@@ -25,6 +25,7 @@ from deepshield.runs import scan as sc
 from deepshield.runs.decision import Decision, fit_decision
 from deepshield.runs.scan_calibration import calibrate_scan, with_decisions
 from deepshield.service.media_uploads import SCORE_BATCH
+from test_media_video import write_frames
 from test_reliability_inputs import assert_one_error_line, run_in_process
 from test_scan import _face_video
 from test_service_media import tiny_run
@@ -268,24 +269,6 @@ def test_a_decision_fitted_with_faces_all_and_tracking_is_served_to_the_bit(
         assert_one_error_line(err, words)
 
 
-def _square_video(path: Path, face: np.ndarray, side: int, n: int = 4) -> Path:
-    """Lossless H.264 MP4 of n frames: the face photo resized to side x side px (10 fps)."""
-    import av
-
-    frame = np.asarray(Image.fromarray(face).resize((side, side), Image.Resampling.LANCZOS))
-    c = av.open(str(path), "w")
-    s = c.add_stream("libx264", rate=10, options={"qp": "0"})
-    s.width = s.height = side
-    s.pix_fmt = "yuv444p"
-    for _ in range(n):
-        for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
-
-
 def test_faces_unlike_the_calibration_files_are_noted_as_scan_notes_them(
     fitted, monkeypatch, capsys, tmp_path
 ) -> None:
@@ -306,7 +289,8 @@ def test_faces_unlike_the_calibration_files_are_noted_as_scan_notes_them(
     face = Image.open(src).convert("RGB")
     face.resize((64, 64), Image.Resampling.LANCZOS).save(new / "half.png")
     face.resize((256, 256), Image.Resampling.LANCZOS).save(new / "double.png")
-    _square_video(new / "small.mp4", np.asarray(face), 96)
+    small = np.asarray(face.resize((96, 96), Image.Resampling.LANCZOS))
+    write_frames(new / "small.mp4", [small] * 4)  # the face photo as a 96 px video
     shutil.copy(fitted["files"] / "fake" / "clip.mp4", new / "clip.mp4")
     rows = _applied(fitted, cal, [new], tmp_path / "applied", opts, speech=True)
     argv = [fitted["run"], "--speech-run", fitted["speech_run"], "--frames", FRAMES]

@@ -435,18 +435,19 @@ def _score_visual(
     else:
         row["verdict"], row["note"] = det.decision.explained_verdict(agg.score)
         if det.decision.conditions:  # a file-level decision: faces unlike its files noted
-            size = det.decision.face_size_note(media.median_face_width(got.frames))
-            row["note"] = "; ".join(filter(None, (row.get("note"), size)))
+            add_note(row, det.decision.face_size_note(media.median_face_width(got.frames)))
         full = (got.width, got.height)
         _save_evidence(det, str(path), sorted(kept, reverse=True), out, opts, full)
-    if got.interlaced:
-        row["note"] = "; ".join(
-            filter(None, (row.get("note"), media.interlace_note(got.interlaced)))
-        )
+    add_note(row, media.interlace_note(got.interlaced))
     if got.photo_frames > 1:  # animated, or TIFF pages: the others were not looked at
-        how = f"{got.photo_frames} frames or pages in the file: only the first was scanned"
-        row["note"] = "; ".join(filter(None, (row.get("note"), how)))
+        add_note(row, f"{got.photo_frames} frames or pages in the file: only the first was scanned")
     return row, frame_rows
+
+
+def add_note(row: dict[str, Any], text: str | None) -> None:
+    """Append `text` (when there is one) to the row's note, "; " between notes."""
+    if text:
+        row["note"] = "; ".join(filter(None, (row.get("note"), text)))
 
 
 def _save_evidence(
@@ -609,10 +610,11 @@ def _add_audio_track(row: dict[str, Any], path: Path, speech: Detector, opts: Sc
         agg, raw, _ = _score_audio(speech, path, opts)  # its frames rows are the picture's
         row.update(audio_score=agg.score, audio_verdict=speech.decision.verdict(agg.score))
         row["audio_score_raw"] = raw.score
-        if agg.score is None:
-            row.update(audio_verdict="unsure", note=f"audio: {agg.reason}")
+        if agg.score is None:  # the pictures' notes kept
+            row["audio_verdict"] = "unsure"
+            add_note(row, f"audio: {agg.reason}")
     except NoAudioTrackError:  # a silent video: a fact, not an error
-        row["note"] = "; ".join(filter(None, (row.get("note"), "no audio track")))
+        add_note(row, "no audio track")
     except Exception as e:  # a bad audio track is noted; the visual verdict stands
         row["audio_error"] = one_line(e)
 
