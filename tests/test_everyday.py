@@ -217,7 +217,8 @@ def test_video_run_gives_video_level_numbers_and_the_same_crf_pair_check(tmp_pat
     assert [p["pair"] for p in checks["pairs"]] == ["p1", "p2"]
     for pair in checks["pairs"]:
         for v in pair["videos"]:  # as stored: the dataset's own crops, scored the same way
-            assert v["as stored"] == pytest.approx(video["scores"][v["video"]], abs=1e-9)
+            # float32 scores: batches of other sizes may round the last bit apart (7.5e-9 seen)
+            assert v["as stored"] == pytest.approx(video["scores"][v["video"]], abs=1e-6)
             assert 0 <= v["crf 23"] <= 1 and 0 <= v["crf 40"] <= 1
     assert run.is_done("shortcuts") and (run.path / "sections/shortcuts.html").is_file()
 
